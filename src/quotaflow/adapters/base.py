@@ -1,0 +1,134 @@
+"""What every wire-protocol adapter provides.
+
+Clients always speak OpenAI chat completions to quotaflow; an adapter translates one
+request to its provider's protocol (:meth:`Adapter.build_request`), the answer back
+(:meth:`Adapter.parse_response`, :meth:`Adapter.stream_translator`), and classifies
+failures into the :class:`ErrorKind` the router acts on (:meth:`Adapter.classify_error`).
+Translation is pure; the gateway does the I/O once, for every protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from quotaflow.types import ErrorKind as ErrorKind  # re-exported for adapters
+from quotaflow.types import RateInfo as RateInfo
+from quotaflow.types import Usage
+
+Headers = Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    stream: bool
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A complete answer, already in OpenAI's ``chat.completion`` shape."""
+
+    body: dict[str, Any]
+    usage: Usage
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class UpstreamFailure:
+    kind: ErrorKind
+    status: int | None
+    message: str
+    retry_after_s: float | None = None
+    body: dict[str, Any] | None = None  # OpenAI-shaped error to hand back for client errors
+    provider_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str | None
+    data: str
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What a stream translator learned so far; the gateway bills from it."""
+
+    usage: Usage | None = None  # provider-reported (cumulative counts, latest wins)
+    text: list[str] = field(default_factory=list)  # produced text pieces, for estimates
+    finish_reason: str | None = None
+    done: bool = False  # the provider's terminal event arrived
+    error: UpstreamFailure | None = None  # an error event arrived mid-stream
+    chunks: int = 0
+
+
+class StreamTranslator(Protocol):
+    state: StreamState
+
+    def feed(self, event: SSEEvent) -> list[bytes]:
+        """OpenAI SSE frames (``b"data: {...}\\n\\n"``) to send for one upstream event.
+
+        Never emits ``data: [DONE]``: the gateway sends it after the ledger commit.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallTarget:
+    """Where and how an attempt goes: the provider's base URL, the upstream model, the key."""
+
+    base_url: str
+    model: str
+    secret: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Adapter(Protocol):
+    protocol: ClassVar[str]
+
+    def build_request(
+        self, body: Mapping[str, Any], target: CallTarget, *, max_tokens: int | None, stream: bool
+    ) -> UpstreamCall:
+        """The upstream request for an OpenAI ``body`` (quotaflow's own fields already removed).
+
+        ``max_tokens`` is the completion cap to send (the client's, or the reservation's clamp).
+        """
+        ...
+
+    def parse_response(self, status: int, headers: Headers, body: bytes, model: str) -> ChatResult:
+        """A 2xx body → OpenAI ``chat.completion``; raises :class:`MalformedResponse` if unreadable."""
+        ...
+
+    def stream_translator(self, model: str, include_usage: bool) -> StreamTranslator: ...
+
+    def classify_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure: ...
+
+    def rate_info(self, headers: Headers) -> RateInfo | None: ...
+
+
+class MalformedResponse(Exception):
+    """The provider answered 2xx with a body that cannot be read."""
+
+
+def retry_after_seconds(headers: Headers) -> float | None:
+    """``retry-after-ms``, then ``retry-after`` (seconds; an HTTP date is ignored)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if ra:
+        try:
+            return max(float(ra), 0.0)
+        except ValueError:
+            return None
+    return None
+
+
+def sse_frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"

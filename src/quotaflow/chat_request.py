@@ -1,0 +1,145 @@
+"""Validating an OpenAI chat-completions request before anything is reserved.
+
+Bad input gets a :class:`~quotaflow.errors.BadRequest` naming the parameter, in OpenAI's
+error shape. quotaflow's own fields (``complexity``, ``preferred_provider``) are taken out
+here and never sent upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from quotaflow.errors import BadRequest
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+OWN_FIELDS = ("complexity", "preferred_provider", "quotaflow")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    body: dict[str, Any]  # what goes upstream (own fields removed)
+    model: str
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+    complexity: str | None
+    preferred_provider: str | None
+    user: str | None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
+        role = m.get("role")
+        if role not in ROLES:
+            raise BadRequest(
+                f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}",
+                param=f"messages[{i}].role",
+            )
+        content = m.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise BadRequest(
+                f"messages[{i}].content must be a string or an array of content parts",
+                param=f"messages[{i}].content",
+            )
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise BadRequest(
+                        f"messages[{i}].content[{j}] must be an object with a 'type'",
+                        param=f"messages[{i}].content[{j}]",
+                    )
+
+
+def _max_tokens(body: dict[str, Any], cap: int) -> int | None:
+    value = None
+    for name in ("max_completion_tokens", "max_tokens"):
+        v = body.get(name)
+        if v is None:
+            continue
+        if not _is_int(v):
+            raise BadRequest(f"'{name}' must be an integer", param=name)
+        if v < 1:
+            raise BadRequest(f"'{name}' must be at least 1", param=name)
+        if v > cap:
+            raise BadRequest(f"'{name}' is {v}, above the gateway's cap of {cap}", param=name)
+        value = v if value is None else min(value, v)
+    return value
+
+
+def _check_sampling(body: dict[str, Any]) -> None:
+    for name, lo, hi in (
+        ("temperature", 0.0, 2.0),
+        ("top_p", 0.0, 1.0),
+        ("presence_penalty", -2.0, 2.0),
+        ("frequency_penalty", -2.0, 2.0),
+    ):
+        v = body.get(name)
+        if v is not None and (not _is_number(v) or not lo <= v <= hi):
+            raise BadRequest(f"'{name}' must be a number between {lo:g} and {hi:g}", param=name)
+    n = body.get("n")
+    if n is not None and (not _is_int(n) or not 1 <= n <= 128):
+        raise BadRequest("'n' must be an integer between 1 and 128", param="n")
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise BadRequest("'stop' must be a string or an array of strings", param="stop")
+    tools = body.get("tools")
+    if tools is not None and (
+        not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)
+    ):
+        raise BadRequest("'tools' must be an array of objects", param="tools")
+
+
+def parse_chat_request(
+    body: Any, *, max_tokens_cap: int, known_providers: frozenset[str]
+) -> ChatRequest:
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a string", param="model")
+    _check_messages(body.get("messages"))
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", param="stream")
+    opts = body.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise BadRequest("'stream_options' must be an object", param="stream_options")
+    include_usage = bool(opts.get("include_usage")) if isinstance(opts, dict) else False
+    max_tokens = _max_tokens(body, max_tokens_cap)
+    _check_sampling(body)
+    complexity = body.get("complexity")
+    if complexity is not None and complexity not in ("simple", "complex"):
+        raise BadRequest("'complexity' must be 'simple' or 'complex'", param="complexity")
+    preferred = body.get("preferred_provider")
+    if preferred is not None:
+        if not isinstance(preferred, str):
+            raise BadRequest("'preferred_provider' must be a string", param="preferred_provider")
+        if preferred not in known_providers:
+            raise BadRequest(
+                f"unknown preferred_provider {preferred!r} (configured: {', '.join(sorted(known_providers))})",
+                param="preferred_provider",
+            )
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise BadRequest("'user' must be a string", param="user")
+    upstream = {k: v for k, v in body.items() if k not in OWN_FIELDS}
+    return ChatRequest(
+        upstream, model, stream, include_usage, max_tokens, complexity, preferred, user
+    )

@@ -1,0 +1,1 @@
+"""Configuration: the YAML schema, presets of known providers, and loading."""

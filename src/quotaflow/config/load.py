@@ -1,0 +1,323 @@
+"""Loading the configuration: a YAML file with ``${ENV}`` references, or the environment alone.
+
+Without a file, keys are discovered from ``<PROVIDER>_API_KEY`` (and ``_API_KEY_2``, …)
+for every preset, with the preset's free-tier limits, seed 002's ``<PROVIDER>_LIMIT`` and
+seed 003's ``<PROVIDER>_MONTHLY_LIMIT`` / ``<PROVIDER>_BASE_URL`` overrides. Errors name the
+field and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import ValidationError
+
+from quotaflow.config.model import Config, Deployment, Key, ModelInfo, Provider, Route
+from quotaflow.config.presets import PRESETS, LimitPreset, ProviderPreset
+from quotaflow.config.schema import ConfigSpec, KeySpec, LimitSpec, ModelSpec, ProviderSpec
+from quotaflow.engine.limits import Limit
+from quotaflow.engine.pricing import Price
+from quotaflow.engine.windows import parse_window
+from quotaflow.errors import ConfigError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, env: Mapping[str, str], path: str) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, env, f"{path}.{i}") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    return value
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_spec(data: Any, env: Mapping[str, str] | None = None) -> ConfigSpec:
+    env = os.environ if env is None else env
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("invalid configuration: the top level must be a mapping")
+    data = _expand(data, env, "")
+    try:
+        return ConfigSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration from ``path``, or from the environment when ``path`` is None."""
+    env = os.environ if env is None else env
+    if path is None:
+        return resolve(discover_spec(env), env, source="environment")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return resolve(parse_spec(data, env), env, source=str(p))
+
+
+def _env_secrets(preset: ProviderPreset, env: Mapping[str, str]) -> list[str]:
+    secrets: list[str] = []
+    for prefix in preset.env:
+        for name in (f"{prefix}_API_KEY", f"{prefix}_KEY" if prefix == "HF" else ""):
+            if name and env.get(name):
+                secrets.append(env[name])
+        for n in range(2, 33):
+            v = env.get(f"{prefix}_API_KEY_{n}")
+            if v:
+                secrets.append(v)
+    return list(dict.fromkeys(secrets))
+
+
+def _env_value(preset: ProviderPreset, env: Mapping[str, str], suffix: str) -> str | None:
+    for prefix in preset.env:
+        v = env.get(f"{prefix}_{suffix}")
+        if v:
+            return v
+    return None
+
+
+def _env_limits(preset: ProviderPreset, env: Mapping[str, str]) -> list[LimitSpec]:
+    limits = [
+        LimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount) for lp in preset.key_limits
+    ]
+    amount = _env_value(preset, env, "LIMIT")
+    if amount is not None:
+        value = _number(amount, f"{preset.env[0]}_LIMIT")
+        base = preset.key_limits[0] if preset.key_limits else LimitPreset("tokens", "month", 0)
+        limits = [LimitSpec(metric=base.metric, window=base.window, amount=value), *limits[1:]]
+    monthly = _env_value(preset, env, "MONTHLY_LIMIT")
+    if monthly is not None:
+        value = _number(monthly, f"{preset.env[0]}_MONTHLY_LIMIT")
+        limits = [lim for lim in limits if not (lim.metric == "tokens" and lim.window == "month")]
+        limits.append(LimitSpec(metric="tokens", window="month", amount=value))
+    return limits
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}: must not be negative")
+    return value
+
+
+def discover_spec(env: Mapping[str, str]) -> ConfigSpec:
+    """A spec with one provider per preset that has a key in the environment."""
+    providers = []
+    for preset in PRESETS.values():
+        secrets = _env_secrets(preset, env)
+        if not secrets:
+            continue
+        limits = _env_limits(preset, env)
+        keys = [KeySpec(id=f"{preset.name}-{i + 1}", secret=s) for i, s in enumerate(secrets)]
+        providers.append(
+            ProviderSpec(
+                name=preset.name,
+                base_url=_env_value(preset, env, "BASE_URL"),
+                keys=keys,
+                key_limits=limits,
+            )
+        )
+    return ConfigSpec(providers=providers)
+
+
+def _limits(specs: list[LimitSpec], scope: str) -> tuple[Limit, ...]:
+    out: dict[str, Limit] = {}
+    for s in specs:
+        lim = Limit.make(scope, s.metric, parse_window(s.window), s.amount)
+        out[lim.id] = lim  # a later limit of the same metric and window replaces an earlier one
+    return tuple(out.values())
+
+
+def _model_info(spec: ModelSpec | str, preset_models: dict[str, ModelInfo]) -> ModelInfo:
+    if isinstance(spec, str):
+        return preset_models.get(spec) or ModelInfo(spec, None, 128_000, 4_096, Price())
+    base = preset_models.get(spec.name)
+    bp = base.price if base else Price()
+    return ModelInfo(
+        spec.name,
+        spec.tier or (base.tier if base else None),
+        spec.context_window
+        if base is None or "context_window" in spec.model_fields_set
+        else base.context_window,
+        spec.max_output
+        if base is None or "max_output" in spec.model_fields_set
+        else base.max_output,
+        Price(
+            bp.input if spec.input is None else spec.input,
+            bp.output if spec.output is None else spec.output,
+            bp.cached if spec.cached is None else spec.cached,
+        ),
+    )
+
+
+def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provider, list[Key]]:
+    preset_name = spec.preset or (spec.name if spec.name in PRESETS else None)
+    if preset_name is not None and preset_name not in PRESETS:
+        raise ConfigError(
+            f"providers.{i}.preset: unknown preset {preset_name!r} (known: {', '.join(PRESETS)})"
+        )
+    preset = PRESETS.get(preset_name) if preset_name else None
+    protocol = spec.protocol or (preset.protocol if preset else None)
+    base_url = spec.base_url or (_env_value(preset, env, "BASE_URL") if preset else None)
+    base_url = base_url or (preset.base_url if preset else None)
+    if protocol is None:
+        raise ConfigError(
+            f"providers.{i}.protocol: required for a provider without a preset (openai, anthropic or gemini)"
+        )
+    if base_url is None:
+        raise ConfigError(f"providers.{i}.base_url: required for a provider without a preset")
+    preset_models = {
+        m.name: ModelInfo(
+            m.name, m.tier, m.context_window, m.max_output, Price(m.input, m.output, m.cached)
+        )
+        for m in (preset.models if preset else ())
+    }
+    if spec.models is None:
+        models = preset_models
+    else:
+        models = {}
+        for m in spec.models:
+            info = _model_info(m, preset_models)
+            models[info.name] = info
+    if not models:
+        raise ConfigError(
+            f"providers.{i}.models: a provider without a preset needs at least one model"
+        )
+    key_limit_specs = spec.key_limits
+    if key_limit_specs is None:
+        key_limit_specs = [
+            LimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount)
+            for lp in (preset.key_limits if preset else ())
+        ]
+    provider = Provider(
+        name=spec.name,
+        protocol=protocol,
+        base_url=base_url.rstrip("/"),
+        models=models,
+        limits=_limits(spec.limits, f"provider:{spec.name}"),
+        priority=spec.priority
+        if spec.priority is not None
+        else (preset.priority if preset else 100),
+        headers=dict(spec.headers),
+        timeout_s=spec.timeout_s,
+    )
+    keys = []
+    for j, k in enumerate(spec.keys):
+        kid = k.id or f"{spec.name}-{j + 1}"
+        scope = f"key:{kid}"
+        limits = _limits(k.limits if k.limits is not None else key_limit_specs, scope)
+        keys.append(
+            Key(kid, spec.name, k.secret, k.label or kid, k.priority, k.weight, k.enabled, limits)
+        )
+    return provider, keys
+
+
+def _implicit_routes(providers: dict[str, Provider]) -> dict[str, Route]:
+    by_model: dict[str, list[Deployment]] = {}
+    auto: list[Deployment] = []
+    for p in providers.values():
+        for m in p.models.values():
+            by_model.setdefault(m.name, []).append(Deployment(p.name, m, m.tier, 1.0, p.priority))
+        # "auto": per provider, its first cheap and first capable model (or its first model).
+        picked: dict[str | None, ModelInfo] = {}
+        for m in p.models.values():
+            picked.setdefault(m.tier, m)
+        for m in picked.values():
+            auto.append(Deployment(p.name, m, m.tier, 1.0, p.priority))
+    routes = {
+        name: Route(name, tuple(_ordered(ds)), implicit=True) for name, ds in by_model.items()
+    }
+    if auto:
+        routes["auto"] = Route("auto", tuple(_ordered(auto)), implicit=True)
+    return routes
+
+
+def _ordered(ds: list[Deployment]) -> list[Deployment]:
+    return [
+        Deployment(d.provider, d.model, d.tier, d.weight, d.priority, n) for n, d in enumerate(ds)
+    ]
+
+
+def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str = "file") -> Config:
+    """Turn a validated spec into the engine's frozen :class:`Config`."""
+    env = os.environ if env is None else env
+    providers: dict[str, Provider] = {}
+    keys: list[Key] = []
+    for i, ps in enumerate(spec.providers):
+        provider, pkeys = _provider(i, ps, env)
+        providers[provider.name] = provider
+        keys.extend(pkeys)
+    ids = [k.id for k in keys]
+    dup = {x for x in ids if ids.count(x) > 1}
+    if dup:
+        raise ConfigError(f"providers.*.keys.*.id: duplicate key id(s) {sorted(dup)}")
+    routes: dict[str, Route] = {}
+    for i, rs in enumerate(spec.routes):
+        deployments = []
+        for j, d in enumerate(rs.deployments):
+            p = providers[d.provider]
+            info = p.model(d.model)
+            deployments.append(
+                Deployment(
+                    d.provider,
+                    info,
+                    d.tier or info.tier,
+                    d.weight,
+                    d.priority if d.priority is not None else j,
+                    j,
+                )
+            )
+        if rs.name == "auto":
+            raise ConfigError(
+                f"routes.{i}.name: 'auto' is reserved (it routes across every provider)"
+            )
+        routes[rs.name] = Route(
+            rs.name, tuple(deployments), _limits(rs.limits, f"route:{rs.name}"), rs.strategy
+        )
+    for name, route in _implicit_routes(providers).items():
+        routes.setdefault(name, route)
+    return Config(
+        server=spec.server,
+        settings=spec.settings,
+        tz=ZoneInfo(spec.settings.timezone),
+        providers=providers,
+        keys=tuple(keys),
+        routes=routes,
+        global_limits=_limits(spec.limits, "global"),
+        source=source,
+    )

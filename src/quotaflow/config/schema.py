@@ -1,0 +1,173 @@
+"""The shape of ``quotaflow.yaml``, validated with field-named errors.
+
+Minimal file::
+
+    providers:
+      - name: openai                 # a preset name, or any name with protocol + base_url
+        keys:
+          - secret: ${OPENAI_API_KEY}
+            limits: [{metric: tokens, window: day, amount: 200000}]
+    routes:
+      - name: smart
+        deployments:
+          - {provider: openai, model: gpt-4o-mini, tier: cheap}
+          - {provider: openai, model: gpt-4o, tier: capable}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from quotaflow.engine.windows import Window, parse_window
+
+StrategyName = Literal["priority", "headroom", "cost", "latency", "weighted"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LimitSpec(_Model):
+    metric: Literal["tokens", "requests", "cost"] = "tokens"
+    window: str = "month"
+    amount: float = Field(ge=0)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        parse_window(v)  # raises ValueError with the accepted forms
+        return v
+
+    @property
+    def parsed_window(self) -> Window:
+        return parse_window(self.window)
+
+
+class KeySpec(_Model):
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    secret: str = Field(min_length=1)
+    label: str | None = None
+    priority: int = 0  # lower goes first (seed 002)
+    weight: float = Field(default=1.0, gt=0)
+    enabled: bool = True
+    limits: list[LimitSpec] | None = None  # None: the provider's key_limits
+
+
+class ModelSpec(_Model):
+    name: str = Field(min_length=1)
+    tier: Literal["cheap", "capable"] | None = None
+    context_window: int = Field(default=128_000, gt=0)
+    max_output: int = Field(default=4_096, gt=0)
+    input: float | None = Field(default=None, ge=0)  # USD per million tokens
+    output: float | None = Field(default=None, ge=0)
+    cached: float | None = Field(default=None, ge=0)
+
+
+class ProviderSpec(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    preset: str | None = None  # defaults to name when a preset of that name exists
+    protocol: Literal["openai", "anthropic", "gemini"] | None = None
+    base_url: str | None = None
+    models: list[ModelSpec | str] | None = None  # None: the preset's
+    keys: list[KeySpec] = Field(default_factory=list)
+    key_limits: list[LimitSpec] | None = None  # defaults for each key; None: the preset's
+    limits: list[LimitSpec] = Field(default_factory=list)  # shared by all keys of the provider
+    priority: int | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return v.rstrip("/") if v else v
+
+
+class DeploymentSpec(_Model):
+    provider: str
+    model: str
+    tier: Literal["cheap", "capable"] | None = None
+    weight: float = Field(default=1.0, gt=0)
+    priority: int | None = None
+
+
+class RouteSpec(_Model):
+    name: str = Field(min_length=1, max_length=128)
+    deployments: list[DeploymentSpec] = Field(min_length=1)
+    limits: list[LimitSpec] = Field(default_factory=list)
+    strategy: StrategyName | None = None
+
+
+class ServerSpec(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5050, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+class SettingsSpec(_Model):
+    timezone: str = "UTC"
+    strategy: StrategyName = "headroom"
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    max_wait_s: float = Field(default=5.0, ge=0, le=600)  # wait for a window to reset, at most
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_tokens_cap: int = Field(default=1_000_000, gt=0)  # larger max_tokens is refused as absurd
+    min_completion_tokens: int = Field(default=16, ge=1)
+    rate_saturation: float = Field(
+        default=0.8, gt=0, le=1
+    )  # seed 001: avoid a key above 80 % of a rate limit
+    warning: float = Field(default=0.8, gt=0, le=1)
+    critical: float = Field(default=0.9, gt=0, le=1)
+    alert_levels: list[float] = Field(default_factory=lambda: [0.75, 0.9, 0.95])
+    preferred_providers: list[str] = Field(default_factory=lambda: ["anthropic", "claude"])
+    preferred_bonus: float = 10.0  # seed 000: +10 for the preferred provider
+    cooldown_s: float = Field(default=30.0, gt=0)  # after a 5xx burst opens the circuit
+    failure_threshold: int = Field(default=3, ge=1)  # consecutive failures that open the circuit
+    ledger_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name such as 'Europe/Paris')"
+            ) from exc
+        return v
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> SettingsSpec:
+        if not self.warning < self.critical:
+            raise ValueError("warning must be below critical")
+        return self
+
+
+class ConfigSpec(_Model):
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    settings: SettingsSpec = Field(default_factory=SettingsSpec)
+    providers: list[ProviderSpec] = Field(default_factory=list)
+    routes: list[RouteSpec] = Field(default_factory=list)
+    limits: list[LimitSpec] = Field(default_factory=list)  # global
+
+    @model_validator(mode="after")
+    def _references(self) -> ConfigSpec:
+        names = [p.name for p in self.providers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"providers: duplicate name(s) {sorted(dup)}")
+        for i, r in enumerate(self.routes):
+            for j, d in enumerate(r.deployments):
+                if d.provider not in names:
+                    raise ValueError(
+                        f"routes.{i}.deployments.{j}.provider: unknown provider {d.provider!r} "
+                        f"(configured: {', '.join(names) or 'none'})"
+                    )
+        routes = [r.name for r in self.routes]
+        if len(set(routes)) != len(routes):
+            raise ValueError("routes: duplicate route names")
+        return self

@@ -1,0 +1,117 @@
+"""Planning a reservation: the worst case a request may consume on every limit it touches.
+
+Before a request goes upstream the gateway reserves, atomically and on every limit at
+once, ``estimated prompt tokens + max_tokens`` (tokens), ``1`` (requests) and the worst
+case cost. When the client set no ``max_tokens`` the completion is clamped to the
+headroom left, and that clamp is sent upstream, so even the worst answer fits. After the
+answer the provider-reported usage is committed and the rest released.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from quotaflow.engine.limits import Limit, LimitUsage
+from quotaflow.engine.pricing import Price
+from quotaflow.types import Measure
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    limit: Limit
+    amount: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    claims: tuple[Claim, ...]
+    prompt_tokens: int
+    max_tokens: int  # completion tokens reserved, and the cap sent upstream
+    clamped: bool  # True when max_tokens was chosen by the headroom, not the client
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """Why a plan does not fit: the first limit that is too full."""
+
+    limit: Limit
+    taken: float
+    needed: float
+    resets_at: float | None
+
+    def describe(self) -> str:
+        lim = self.limit
+        return (
+            f"{lim.id}: {_fmt(self.taken)} of {_fmt(lim.amount)} {lim.metric} taken, "
+            f"request needs {_fmt(self.needed)}"
+        )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}" if not float(x).is_integer() else str(int(x))
+
+
+def completion_headroom(
+    limits: Sequence[Limit], usages: Mapping[str, LimitUsage], prompt_tokens: int, price: Price
+) -> float:
+    """The most completion tokens that still fit every token and cost limit (``inf`` if none bind)."""
+    room = math.inf
+    for lim in limits:
+        u = usages.get(lim.id)
+        remaining = lim.amount - (u.taken if u else 0.0)
+        if lim.metric == "tokens":
+            room = min(room, remaining - prompt_tokens)
+        elif lim.metric == "cost" and price.output > 0:
+            left = remaining - price.worst_case_usd(prompt_tokens, 0)
+            room = min(room, left / price.output * 1_000_000)
+    return room
+
+
+def plan_reservation(
+    limits: Sequence[Limit],
+    usages: Mapping[str, LimitUsage],
+    *,
+    prompt_tokens: int,
+    requested_max_tokens: int | None,
+    model_max_output: int,
+    price: Price,
+    min_completion_tokens: int = 1,
+) -> Plan | Shortfall:
+    """The claims for one attempt, or the first limit it would overshoot."""
+    if requested_max_tokens is not None:
+        max_tokens = requested_max_tokens
+        clamped = False
+    else:
+        room = completion_headroom(limits, usages, prompt_tokens, price)
+        max_tokens = int(min(room, model_max_output)) if room != math.inf else model_max_output
+        clamped = max_tokens < model_max_output
+        if max_tokens < min_completion_tokens:
+            max_tokens = min_completion_tokens
+    measure = Measure(
+        tokens=float(prompt_tokens + max_tokens),
+        requests=1.0,
+        cost=price.worst_case_usd(prompt_tokens, max_tokens),
+    )
+    claims: list[Claim] = []
+    for lim in limits:
+        need = measure.of(lim.metric)
+        u = usages.get(lim.id)
+        taken = u.taken if u else 0.0
+        if taken + need > lim.amount + _EPS:
+            return Shortfall(lim, taken, need, u.frees_at if u else None)
+        claims.append(Claim(lim, need))
+    return Plan(tuple(claims), prompt_tokens, max_tokens, clamped)
+
+
+def fits(claims: Sequence[Claim], usages: Mapping[str, LimitUsage]) -> Shortfall | None:
+    """The first claim that does not fit the given usages, or ``None`` if all do."""
+    for c in claims:
+        u = usages.get(c.limit.id)
+        taken = u.taken if u else 0.0
+        if taken + c.amount > c.limit.amount + _EPS:
+            return Shortfall(c.limit, taken, c.amount, u.frees_at if u else None)
+    return None

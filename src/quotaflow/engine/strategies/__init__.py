@@ -1,0 +1,156 @@
+"""Routing strategies: pure functions from candidates to a ranking, and the overrides.
+
+A strategy never reads storage or the clock; randomness comes in as a ``random.Random``.
+Each ranked candidate carries its score breakdown, which is what the dashboard and the
+``x-quotaflow-*`` headers show as "why this key".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from quotaflow.config.schema import SettingsSpec
+from quotaflow.engine.candidates import Candidate, RequestFacts
+from quotaflow.types import State
+
+STATE_PENALTY = {State.OK: 0.0, State.WARNING: -5.0, State.CRITICAL: -15.0, State.DEPLETED: -100.0}
+
+
+@dataclass(slots=True)
+class Scored:
+    candidate: Candidate
+    score: float
+    breakdown: dict[str, float] = field(default_factory=dict)
+
+
+Strategy = Callable[[Sequence[Candidate], RequestFacts, random.Random, SettingsSpec], list[Scored]]
+
+
+def headroom(
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+) -> list[Scored]:
+    """Seed 000: remaining % + preferred-provider bonus + state penalty; highest first."""
+    out = []
+    for c in cands:
+        base = c.remaining_share * 100.0
+        bonus = s.preferred_bonus if c.provider in s.preferred_providers else 0.0
+        penalty = STATE_PENALTY[c.state]
+        out.append(
+            Scored(
+                c,
+                base + bonus + penalty,
+                {"remaining_pct": base, "provider_bonus": bonus, "state_penalty": penalty},
+            )
+        )
+    out.sort(key=lambda x: -x.score)
+    return out
+
+
+def priority(
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+) -> list[Scored]:
+    """Seed 002: lowest priority number first (deployment, then key), headroom breaks ties."""
+    ranked = sorted(
+        cands,
+        key=lambda c: (
+            c.deployment.priority,
+            c.key.priority,
+            c.deployment.order,
+            -c.remaining_share,
+        ),
+    )
+    n = len(ranked)
+    return [
+        Scored(
+            c,
+            float(n - i),
+            {"deployment_priority": c.deployment.priority, "key_priority": c.key.priority},
+        )
+        for i, c in enumerate(ranked)
+    ]
+
+
+def cost(
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+) -> list[Scored]:
+    """Cheapest worst-case cost first; headroom breaks ties."""
+    out = [
+        Scored(
+            c,
+            -c.est_cost_usd,
+            {"est_cost_usd": c.est_cost_usd, "remaining_pct": c.remaining_share * 100},
+        )
+        for c in cands
+    ]
+    out.sort(key=lambda x: (-x.score, -x.candidate.remaining_share))
+    return out
+
+
+def latency(
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+) -> list[Scored]:
+    """Lowest latency EWMA first; keys never measured go first so they get measured."""
+    out = []
+    for c in cands:
+        lat = c.health.latency_ewma_ms
+        out.append(
+            Scored(
+                c,
+                -(lat if lat is not None else 0.0),
+                {"latency_ewma_ms": lat if lat is not None else -1.0},
+            )
+        )
+    out.sort(key=lambda x: -x.score)
+    return out
+
+
+def weighted(
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+) -> list[Scored]:
+    """Weighted shuffle (Efraimidis–Spirakis): each order drawn with probability ∝ weight."""
+    out = []
+    for c in cands:
+        w = c.deployment.weight * c.key.weight
+        u = rng.random()
+        k = math.log(u) / w if u > 0 else -math.inf
+        out.append(Scored(c, k, {"weight": w}))
+    out.sort(key=lambda x: -x.score)
+    return out
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "headroom": headroom,
+    "priority": priority,
+    "cost": cost,
+    "latency": latency,
+    "weighted": weighted,
+}
+
+
+def apply_overrides(ranked: list[Scored]) -> list[Scored]:
+    """Forced provider first, then the preferred one, then the complexity tier, then keys
+    below the rate saturation; the strategy's order holds within each group."""
+
+    def key(s: Scored) -> tuple[bool, bool, bool, bool]:
+        f = s.candidate.flags
+        return (
+            not f.get("forced"),
+            not f.get("preferred"),
+            not f.get("tier_match"),
+            s.candidate.saturated,
+        )
+
+    return sorted(ranked, key=key)
+
+
+def rank(
+    name: str,
+    cands: Sequence[Candidate],
+    facts: RequestFacts,
+    rng: random.Random,
+    settings: SettingsSpec,
+) -> list[Scored]:
+    return apply_overrides(STRATEGIES[name](cands, facts, rng, settings))

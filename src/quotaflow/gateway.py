@@ -1,0 +1,718 @@
+"""The orchestrator: choose → reserve → call the adapter → settle → ledger, with fallback.
+
+One :class:`Gateway` serves every surface (the ``/v1`` proxy, the ``/api`` advisory API,
+the in-process library). Per attempt:
+
+1. take a snapshot of every limit the route touches and build the candidates
+   (:mod:`quotaflow.engine.candidates`), ranked by the strategy and the overrides;
+2. atomically reserve the best candidate's worst case on all its limits (a lost race
+   moves on to the next candidate);
+3. journal a pending ledger row (durable), call the provider;
+4. settle the reservation with the provider-reported usage, finalize the ledger row
+   (durable) and only then release the answer.
+
+A retryable failure (429, 5xx, timeout, refused connection, dead key) moves on to the next
+candidate, up to ``max_attempts``; a client error is returned as is. When no candidate has
+headroom the gateway waits up to ``max_wait_s`` for the earliest window to free, else answers
+429 naming the full limits and when the first frees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from quotaflow.adapters import adapter_for
+from quotaflow.adapters.base import CallTarget, MalformedResponse, UpstreamFailure
+from quotaflow.chat_request import ChatRequest, parse_chat_request
+from quotaflow.clock import Clock, SystemClock
+from quotaflow.config.model import Config, Deployment, Key, Route
+from quotaflow.engine import health as hl
+from quotaflow.engine.candidates import Candidate, Rejection, RequestFacts, build_candidates
+from quotaflow.engine.limits import Limit, LimitUsage
+from quotaflow.engine.strategies import Scored, rank
+from quotaflow.engine.tokens import estimate_prompt_tokens
+from quotaflow.engine.windows import next_reset, window_start
+from quotaflow.errors import BadRequest, NotFound, QuotaExhausted, QuotaflowError, UpstreamError
+from quotaflow.storage.base import LedgerRow
+from quotaflow.storage.memory import MemoryCounterStore
+from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.streaming import ActiveStream
+from quotaflow.types import ErrorKind, Measure, Usage
+from quotaflow.upstream import TRANSPORT_ERRORS, make_session, open_stream, send, transport_failure
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling and what extra limits apply (an agent's budgets)."""
+
+    agent: str = "default"
+    limits: tuple[Limit, ...] = ()
+    forced_provider: str | None = None  # overrides the gateway-wide forced provider
+
+
+@dataclass(slots=True)
+class Attempt:
+    provider: str
+    key_id: str
+    model: str
+    outcome: str
+    error_kind: str | None = None
+    http_status: int | None = None
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class ChatOutcome:
+    body: dict[str, Any]
+    usage: Usage
+    cost_usd: float
+    provider: str
+    key: Key
+    model: str
+    route: str
+    request_id: str
+    attempts: list[Attempt]
+    why: dict[str, float] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        return routing_headers(
+            self.request_id, self.provider, self.key, self.model, self.route, len(self.attempts)
+        )
+
+
+def routing_headers(
+    rid: str, provider: str, key: Key, model: str, route: str, attempts: int
+) -> dict[str, str]:
+    return {
+        "x-quotaflow-request-id": rid,
+        "x-quotaflow-provider": provider,
+        "x-quotaflow-key": key.label,
+        "x-quotaflow-model": model,
+        "x-quotaflow-route": route,
+        "x-quotaflow-attempts": str(attempts),
+    }
+
+
+@dataclass(slots=True)
+class _Pick:
+    scored: Scored
+    reservation_id: str
+
+    @property
+    def candidate(self) -> Candidate:
+        return self.scored.candidate
+
+
+class Gateway:
+    """The engine behind every surface. ``await start()`` before use, ``await close()`` after."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        ledger: SqliteLedger,
+        counters: MemoryCounterStore | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.ledger = ledger
+        self.counters = counters or MemoryCounterStore(config.tz)
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self._sleep = sleep
+        self._session = session
+        self._own_session = session is None
+        self.keys: dict[str, Key] = {k.id: k for k in config.keys}
+        self.health: dict[str, hl.Health] = {k: hl.Health() for k in self.keys}
+        self.forced_provider: str | None = None
+        self._by_provider: dict[str, list[Key]] = {}
+        self._reindex()
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+        self.started_at: float | None = None
+        self.in_flight = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.ledger.open()
+        crashed = await self.ledger.settle_crashed()
+        self.crashed_on_start = crashed
+        await self.rebuild_counters()
+        if self._session is None:
+            self._session = make_session(self.settings.connect_timeout_s)
+        self.started_at = self.clock.now()
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        await self.ledger.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the gateway is not started")
+        return self._session
+
+    def _reindex(self) -> None:
+        by: dict[str, list[Key]] = {}
+        for k in self.keys.values():
+            by.setdefault(k.provider, []).append(k)
+        self._by_provider = by
+
+    def all_limits(self) -> list[Limit]:
+        out: dict[str, Limit] = {}
+        for k in self.keys.values():
+            out.update((lim.id, lim) for lim in k.limits)
+        for p in self.config.providers.values():
+            out.update((lim.id, lim) for lim in p.limits)
+        for r in self.config.routes.values():
+            out.update((lim.id, lim) for lim in r.limits)
+        out.update((lim.id, lim) for lim in self.config.global_limits)
+        return list(out.values())
+
+    async def rebuild_counters(self, limits: Iterable[Limit] | None = None) -> None:
+        """Recount every limit's current window from the ledger (the source of truth)."""
+        now = self.clock.now()
+        for lim in limits if limits is not None else self.all_limits():
+            start = window_start(now, lim.window, self.config.tz)
+            since = 0.0 if math.isinf(start) else start
+            if lim.window.kind == "rolling":
+                for at, m in await self.ledger.events_scope(lim.scope, since):
+                    self.counters.charge_now([lim], m, at, now)
+            else:
+                m = await self.ledger.sum_scope(lim.scope, since)
+                self.counters.charge_now([lim], m, now, now)
+
+    # -- identifiers ---------------------------------------------------------------------
+    def new_request_id(self) -> str:
+        return f"qf-{self._id_prefix}-{next(self._ids):x}"
+
+    # -- requests ------------------------------------------------------------------------
+    def parse(self, body: Any) -> ChatRequest:
+        return parse_chat_request(
+            body,
+            max_tokens_cap=self.settings.max_tokens_cap,
+            known_providers=frozenset(self.config.providers),
+        )
+
+    def resolve_route(self, model: str) -> Route:
+        route = self.config.route(model)
+        if route is None:
+            raise NotFound(
+                f"The model '{model}' is not served here: use a route name, a model a configured "
+                "provider serves, or 'auto' (see GET /v1/models)",
+                param="model",
+            )
+        return route
+
+    def _facts(self, req: ChatRequest, ctx: CallContext) -> RequestFacts:
+        return RequestFacts(
+            prompt_tokens=estimate_prompt_tokens(req.body),
+            max_tokens=req.max_tokens,
+            complexity=req.complexity,
+            preferred_provider=req.preferred_provider,
+            forced_provider=ctx.forced_provider or self.forced_provider,
+            agent=ctx.agent,
+            min_completion_tokens=self.settings.min_completion_tokens,
+        )
+
+    def candidates(
+        self,
+        route: Route,
+        facts: RequestFacts,
+        ctx: CallContext,
+        exclude: Iterable[tuple[str, str]] = (),
+        deployments: Sequence[Deployment] | None = None,
+    ) -> tuple[list[Scored], list[Rejection], dict[str, LimitUsage]]:
+        """Ranked candidates for a request now, the rejected ones with reasons, and the usages."""
+        now = self.clock.now()
+        deps = route.deployments if deployments is None else deployments
+        extra = (*route.limits, *self.config.global_limits, *ctx.limits)
+        limits: dict[str, Limit] = {lim.id: lim for lim in extra}
+        for d in deps:
+            p = self.config.providers.get(d.provider)
+            if p is None:
+                continue
+            limits.update((lim.id, lim) for lim in p.limits)
+            for k in self._by_provider.get(d.provider, ()):
+                limits.update((lim.id, lim) for lim in k.limits)
+        usages = self.counters.snapshot_now(limits.values(), now)
+        cands, rejected = build_candidates(
+            deps, self._by_provider, self.config.providers, extra, usages, self.health, facts, now,
+            saturation=self.settings.rate_saturation, exclude=exclude,
+        )  # fmt: skip
+        strategy = route.strategy or self.settings.strategy
+        return rank(strategy, cands, facts, self.rng, self.settings), rejected, usages
+
+    async def _pick(
+        self,
+        route: Route,
+        facts: RequestFacts,
+        ctx: CallContext,
+        tried: set[tuple[str, str]],
+        deployments: Sequence[Deployment],
+        deadline: float,
+        failed: bool,
+    ) -> _Pick:
+        while True:
+            ranked, rejected, _ = self.candidates(route, facts, ctx, tried, deployments)
+            now = self.clock.now()
+            for s in ranked:
+                out = self.counters.reserve_now(s.candidate.plan.claims, now)
+                if out.ok:
+                    assert out.reservation_id is not None
+                    return _Pick(s, out.reservation_id)
+            if ranked:
+                continue  # every reservation lost a race: look again with fresh usage
+            if failed:
+                raise _NoMore(rejected)
+            frees = [r.available_at for r in rejected if r.available_at is not None]
+            first = min(frees) if frees else None
+            wait = (first - now) if first is not None else None
+            mono_left = deadline - self.clock.monotonic()
+            if wait is not None and wait <= self.settings.max_wait_s and wait < mono_left:
+                await self._sleep(max(wait, 0.0) + 0.001)
+                continue
+            raise exhausted_error(rejected, first, now)
+
+    async def chat(self, body: Any, ctx: CallContext | None = None) -> ChatOutcome:
+        """A non-streaming chat completion routed across keys with fallback."""
+        ctx = ctx or CallContext()
+        req = self.parse(body)
+        if req.stream:
+            raise BadRequest("use open_stream() for stream=true", param="stream")
+        route = self.resolve_route(req.model)
+        facts = self._facts(req, ctx)
+        rid = self.new_request_id()
+        deadline = self.clock.monotonic() + self.settings.request_timeout_s
+        tried: set[tuple[str, str]] = set()
+        attempts: list[Attempt] = []
+        deployments = list(route.deployments)
+        self.in_flight += 1
+        try:
+            while len(attempts) < self.settings.max_attempts:
+                try:
+                    pick = await self._pick(
+                        route, facts, ctx, tried, deployments, deadline, bool(attempts)
+                    )
+                except _NoMore:
+                    break
+                c = pick.candidate
+                tried.add((c.key.id, c.model))
+                result = await self._attempt(
+                    req, route, ctx, rid, len(attempts) + 1, pick, deadline
+                )
+                if isinstance(result, ChatOutcome):
+                    result.attempts = [*attempts, Attempt(c.provider, c.key.id, c.model, "ok")]
+                    result.why = pick.scored.breakdown
+                    return result
+                attempts.append(
+                    Attempt(
+                        c.provider,
+                        c.key.id,
+                        c.model,
+                        "error",
+                        result.kind.value,
+                        result.status,
+                        result.message,
+                    )
+                )
+                if not result.kind.retryable:
+                    raise client_error(result, attempts)
+                deployments = self._after_failure(result, c, deployments, tried)
+            raise all_failed(attempts)
+        finally:
+            self.in_flight -= 1
+
+    def _after_failure(
+        self,
+        f: UpstreamFailure,
+        c: Candidate,
+        deployments: list[Deployment],
+        tried: set[tuple[str, str]],
+    ) -> list[Deployment]:
+        """Which deployments stay worth trying after a failure."""
+        if f.kind is ErrorKind.NOT_FOUND:
+            return [
+                d for d in deployments if not (d.provider == c.provider and d.model.name == c.model)
+            ]
+        if f.kind is ErrorKind.CONTEXT_TOO_LONG:
+            window = c.deployment.model.context_window
+            return [d for d in deployments if d.model.context_window > window]
+        return deployments
+
+    async def _attempt(
+        self,
+        req: ChatRequest,
+        route: Route,
+        ctx: CallContext,
+        rid: str,
+        n: int,
+        pick: _Pick,
+        deadline: float,
+    ) -> ChatOutcome | UpstreamFailure:
+        c = pick.candidate
+        provider = self.config.providers[c.provider]
+        adapter = adapter_for(provider.protocol)
+        row = self._row(rid, n, route, ctx, c, stream=False)
+        await self.ledger.begin(row)
+        hl.begin_attempt(c.health)
+        timeout = max(
+            min(
+                provider.timeout_s or self.settings.request_timeout_s,
+                deadline - self.clock.monotonic(),
+            ),
+            0.001,
+        )
+        t0 = self.clock.monotonic()
+        failure: UpstreamFailure
+        try:
+            call = adapter.build_request(
+                req.body, self._target(c), max_tokens=c.plan.max_tokens, stream=False
+            )
+            raw = await send(self.session, call, timeout)
+        except QuotaflowError:
+            await self._finish_failed(
+                row, pick, UpstreamFailure(ErrorKind.BAD_REQUEST, 400, "translation failed"), t0
+            )
+            raise
+        except TRANSPORT_ERRORS as exc:
+            failure = transport_failure(exc, timeout)
+            await self._finish_failed(row, pick, failure, t0)
+            return failure
+        latency_ms = (self.clock.monotonic() - t0) * 1000.0
+        info = adapter.rate_info(raw.headers)
+        if info is not None:
+            hl.record_rate_info(c.health, info, self.clock.now())
+        if raw.status >= 300:
+            failure = adapter.classify_error(raw.status, raw.headers, raw.body)
+            await self._finish_failed(row, pick, failure, t0, counted=True)
+            return failure
+        try:
+            result = adapter.parse_response(raw.status, raw.headers, raw.body, c.model)
+        except MalformedResponse as exc:
+            failure = UpstreamFailure(ErrorKind.MALFORMED, raw.status, str(exc))
+            await self._finish_failed(row, pick, failure, t0, counted=True)
+            return failure
+        cost = await self._finish_ok(row, pick, result.usage, latency_ms, None)
+        hl.record_success(c.health, latency_ms, self.clock.now())
+        body = result.body
+        if not body.get("created"):
+            body["created"] = int(self.clock.now())
+        return ChatOutcome(
+            body, result.usage, cost, c.provider, c.key, c.model, route.name, rid, []
+        )
+
+    def _target(self, c: Candidate) -> CallTarget:
+        p = self.config.providers[c.provider]
+        return CallTarget(p.base_url, c.model, c.key.secret, p.headers)
+
+    def _row(
+        self, rid: str, n: int, route: Route, ctx: CallContext, c: Candidate, *, stream: bool
+    ) -> LedgerRow:
+        plan = c.plan
+        return LedgerRow(
+            request_id=rid, attempt=n, ts=self.clock.now(), agent=ctx.agent, route=route.name,
+            provider=c.provider, key_id=c.key.id, model=c.model, status="pending", stream=stream,
+            reserved_tokens=plan.prompt_tokens + plan.max_tokens,
+            extra={"reserved_cost": c.deployment.model.price.worst_case_usd(plan.prompt_tokens, plan.max_tokens)},
+        )  # fmt: skip
+
+    async def _finish_ok(
+        self, row: LedgerRow, pick: _Pick, usage: Usage, latency_ms: float, ttfb_ms: float | None,
+        status: str = "ok", detail: str | None = None, error_kind: str | None = None,
+    ) -> float:  # fmt: skip
+        c = pick.candidate
+        cost = c.deployment.model.price.cost_usd(usage)
+        now = self.clock.now()
+        self.counters.settle_now(
+            pick.reservation_id, Measure(float(usage.total_tokens), 1.0, cost), now
+        )
+        row.prompt_tokens = usage.prompt_tokens
+        row.completion_tokens = usage.completion_tokens
+        row.cached_tokens = usage.cached_tokens
+        row.total_tokens = usage.total_tokens
+        row.requests = 1
+        row.cost_usd = cost
+        row.latency_ms = latency_ms
+        row.ttfb_ms = ttfb_ms
+        row.status = status
+        row.estimated = usage.estimated
+        row.detail = detail
+        row.error_kind = error_kind
+        await self.ledger.finish(row)
+        return cost
+
+    async def _finish_failed(
+        self, row: LedgerRow, pick: _Pick, f: UpstreamFailure, t0: float, *, counted: bool = False
+    ) -> None:
+        c = pick.candidate
+        now = self.clock.now()
+        self.counters.settle_now(
+            pick.reservation_id, Measure(0.0, 1.0 if counted else 0.0, 0.0), now
+        )
+        depleted_until = (
+            self._depleted_until(c.key, now) if f.kind is ErrorKind.QUOTA_EXHAUSTED else None
+        )
+        hl.record_failure(
+            c.health, f.kind, f.message, now, retry_after_s=f.retry_after_s, depleted_until=depleted_until,
+            cooldown_s=self.settings.cooldown_s, failure_threshold=self.settings.failure_threshold,
+        )  # fmt: skip
+        row.requests = 1 if counted else 0
+        row.latency_ms = (self.clock.monotonic() - t0) * 1000.0
+        row.status = "error"
+        row.error_kind = f.kind.value
+        row.http_status = f.status
+        row.detail = f.message[:500]
+        await self.ledger.finish(row)
+
+    def _depleted_until(self, key: Key, now: float) -> float:
+        """The provider says the key is empty: until its longest calendar window resets."""
+        resets = [
+            next_reset(now, lim.window, self.config.tz)
+            for lim in key.limits
+            if lim.window.kind not in ("rolling",)
+        ]
+        known = [r for r in resets if r is not None]
+        if known:
+            return max(known)
+        if any(lim.window.kind == "once" for lim in key.limits):
+            return math.inf  # a one-time credit: until an operator resets or tops it up
+        return now + 3600.0
+
+    # -- streaming -----------------------------------------------------------------------
+    async def open_stream(self, body: Any, ctx: CallContext | None = None) -> ActiveStream:
+        """Route a ``stream: true`` request; returns once the first chunk is in hand.
+
+        Fallback is possible until then; afterwards the stream belongs to one attempt.
+        """
+        ctx = ctx or CallContext()
+        req = self.parse(body)
+        if not req.stream:
+            raise BadRequest("open_stream() needs stream=true", param="stream")
+        route = self.resolve_route(req.model)
+        facts = self._facts(req, ctx)
+        rid = self.new_request_id()
+        deadline = self.clock.monotonic() + self.settings.request_timeout_s
+        tried: set[tuple[str, str]] = set()
+        attempts: list[Attempt] = []
+        deployments = list(route.deployments)
+        while len(attempts) < self.settings.max_attempts:
+            try:
+                pick = await self._pick(
+                    route, facts, ctx, tried, deployments, deadline, bool(attempts)
+                )
+            except _NoMore:
+                break
+            c = pick.candidate
+            tried.add((c.key.id, c.model))
+            result = await self._stream_attempt(
+                req, route, ctx, rid, len(attempts) + 1, pick, deadline
+            )
+            if isinstance(result, ActiveStream):
+                result.attempts = [*attempts, Attempt(c.provider, c.key.id, c.model, "ok")]
+                return result
+            attempts.append(
+                Attempt(
+                    c.provider,
+                    c.key.id,
+                    c.model,
+                    "error",
+                    result.kind.value,
+                    result.status,
+                    result.message,
+                )
+            )
+            if not result.kind.retryable:
+                raise client_error(result, attempts)
+            deployments = self._after_failure(result, c, deployments, tried)
+        raise all_failed(attempts)
+
+    async def _stream_attempt(
+        self,
+        req: ChatRequest,
+        route: Route,
+        ctx: CallContext,
+        rid: str,
+        n: int,
+        pick: _Pick,
+        deadline: float,
+    ) -> ActiveStream | UpstreamFailure:
+        c = pick.candidate
+        provider = self.config.providers[c.provider]
+        adapter = adapter_for(provider.protocol)
+        row = self._row(rid, n, route, ctx, c, stream=True)
+        await self.ledger.begin(row)
+        hl.begin_attempt(c.health)
+        timeout = max(
+            min(
+                provider.timeout_s or self.settings.request_timeout_s,
+                deadline - self.clock.monotonic(),
+            ),
+            0.001,
+        )
+        t0 = self.clock.monotonic()
+        try:
+            call = adapter.build_request(
+                req.body, self._target(c), max_tokens=c.plan.max_tokens, stream=True
+            )
+            resp = await open_stream(self.session, call, timeout, timeout)
+        except QuotaflowError:
+            await self._finish_failed(
+                row, pick, UpstreamFailure(ErrorKind.BAD_REQUEST, 400, "translation failed"), t0
+            )
+            raise
+        except TRANSPORT_ERRORS as exc:
+            failure = transport_failure(exc, timeout)
+            await self._finish_failed(row, pick, failure, t0)
+            return failure
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        info = adapter.rate_info(headers)
+        if info is not None:
+            hl.record_rate_info(c.health, info, self.clock.now())
+        if resp.status >= 300:
+            try:
+                raw = await resp.read()
+            except TRANSPORT_ERRORS:
+                raw = b""
+            finally:
+                resp.release()
+            failure = adapter.classify_error(resp.status, headers, raw)
+            await self._finish_failed(row, pick, failure, t0, counted=True)
+            return failure
+        stream = ActiveStream(
+            gateway=self, resp=resp, translator=adapter.stream_translator(c.model, req.include_usage),
+            row=row, pick=pick, t0=t0, prompt_estimate=c.plan.prompt_tokens,
+            headers=routing_headers(rid, c.provider, c.key, c.model, route.name, n),
+        )  # fmt: skip
+        failure_first = await stream.prime()
+        if failure_first is not None:
+            await self._finish_failed(row, pick, failure_first, t0, counted=True)
+            return failure_first
+        return stream
+
+    async def finish_stream(
+        self, row: LedgerRow, pick: _Pick, usage: Usage, latency_ms: float, ttfb_ms: float | None,
+        *, status: str, failure: UpstreamFailure | None, detail: str | None,
+    ) -> float:  # fmt: skip
+        """Bill a stream that ended (completed, cut upstream or abandoned by the client)."""
+        c = pick.candidate
+        now = self.clock.now()
+        if failure is not None:
+            hl.record_failure(
+                c.health, failure.kind, failure.message, now, retry_after_s=failure.retry_after_s,
+                cooldown_s=self.settings.cooldown_s, failure_threshold=self.settings.failure_threshold,
+            )  # fmt: skip
+        elif status == "ok":
+            hl.record_success(c.health, latency_ms, now, ttfb_ms)
+        else:
+            c.health.probe_in_flight = False
+        return await self._finish_ok(
+            row, pick, usage, latency_ms, ttfb_ms, status=status, detail=detail,
+            error_kind=failure.kind.value if failure else None,
+        )  # fmt: skip
+
+    # -- operator actions ----------------------------------------------------------------
+    def enable_key(self, key_id: str) -> None:
+        h = self.health.setdefault(key_id, hl.Health())
+        h.disabled_reason = None
+        h.depleted_until = None
+        h.cooldown_until = 0.0
+        h.circuit = "closed"
+        h.consecutive_failures = 0
+
+
+class _NoMore(Exception):
+    def __init__(self, rejected: list[Rejection]) -> None:
+        super().__init__("no candidate left")
+        self.rejected = rejected
+
+
+def exhausted_error(
+    rejected: list[Rejection], first_free: float | None, now: float
+) -> QuotaExhausted:
+    full = sorted({r.limit_id for r in rejected if r.limit_id})
+    other = sorted({f"{r.provider}/{r.key_id}: {r.reason}" for r in rejected if not r.limit_id})
+    if not rejected:
+        msg = "No key is configured for this model."
+    else:
+        parts = []
+        if full:
+            parts.append("full limits: " + ", ".join(full))
+        if other:
+            parts.append("unavailable keys: " + "; ".join(other))
+        msg = "Every key for this request is out of headroom (" + "; ".join(parts) + ")."
+    headers: dict[str, str] = {}
+    details: dict[str, Any] = {
+        "full_limits": full,
+        "rejected": [
+            {"provider": r.provider, "key": r.key_id, "model": r.model, "reason": r.reason,
+             "available_at": r.available_at}
+            for r in rejected
+        ],
+    }  # fmt: skip
+    if first_free is not None and math.isfinite(first_free):
+        secs = max(first_free - now, 0.0)
+        msg += f" The first frees in {secs:.1f}s."
+        headers["retry-after"] = str(max(math.ceil(secs), 1))
+        details["first_frees_at"] = first_free
+        details["first_frees_in_s"] = round(secs, 3)
+    else:
+        msg += " None frees by itself: a quota was used up for good; reset or add a key."
+    return QuotaExhausted(msg, headers=headers, details=details)
+
+
+def client_error(f: UpstreamFailure, attempts: list[Attempt]) -> QuotaflowError:
+    err = BadRequest(f.message, code=f.provider_code)
+    err.status = f.status or 400
+    if f.body is not None:
+        err.upstream_body = f.body  # type: ignore[attr-defined]
+    err.details = {"attempts": [attempt_dict(a) for a in attempts]}
+    return err
+
+
+def attempt_dict(a: Attempt) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "provider": a.provider,
+        "key": a.key_id,
+        "model": a.model,
+        "outcome": a.outcome,
+    }
+    if a.error_kind:
+        d["error_kind"] = a.error_kind
+    if a.http_status is not None:
+        d["http_status"] = a.http_status
+    if a.message:
+        d["message"] = a.message
+    return d
+
+
+def all_failed(attempts: list[Attempt]) -> QuotaflowError:
+    if not attempts:
+        return UpstreamError("no attempt could be made")
+    kinds = {a.error_kind for a in attempts}
+    summary = "; ".join(
+        f"{a.provider}/{a.key_id} ({a.model}): {a.error_kind} {a.http_status or ''}".strip()
+        for a in attempts
+    )
+    details = {"attempts": [attempt_dict(a) for a in attempts]}
+    if kinds <= {"rate_limited", "quota_exhausted"}:
+        return QuotaExhausted(
+            f"Every provider tried refused for rate or quota: {summary}", details=details
+        )
+    return UpstreamError(f"All {len(attempts)} attempts failed: {summary}", details=details)

@@ -1,0 +1,23 @@
+"""Assembling a gateway from a configuration and a data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from quotaflow.clock import Clock
+from quotaflow.config.model import Config
+from quotaflow.gateway import Gateway
+from quotaflow.storage.sqlite import SqliteLedger
+
+
+def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--home``, else ``$QUOTAFLOW_HOME``, else ``./.quotaflow``."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("QUOTAFLOW_HOME") or ".quotaflow")
+
+
+def build_gateway(config: Config, home: Path, *, clock: Clock | None = None) -> Gateway:
+    ledger = SqliteLedger(home / "quotaflow.db", synchronous=config.settings.ledger_synchronous)
+    return Gateway(config, ledger=ledger, clock=clock)

@@ -1,0 +1,130 @@
+"""Storage, split by capability: counters (hot, atomic) and the ledger (durable truth).
+
+Implementations: :mod:`quotaflow.storage.memory` (counters of the embedded default),
+:mod:`quotaflow.storage.sqlite` (the embedded ledger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from quotaflow.engine.limits import Limit, LimitUsage
+from quotaflow.engine.reservation import Claim, Shortfall
+from quotaflow.types import Measure
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    reservation_id: str | None  # None: refused, nothing was reserved
+    shortfall: Shortfall | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reservation_id is not None
+
+
+class CounterStore(Protocol):
+    """Usage counters per limit and window, with all-or-nothing reservations."""
+
+    async def reserve(
+        self, claims: Sequence[Claim], now: float, ttl_s: float | None = None
+    ) -> ReserveOutcome:
+        """Reserve every claim or none; refused when any would overshoot its limit."""
+        ...
+
+    async def settle(self, reservation_id: str, actual: Measure, now: float) -> None:
+        """Replace the reservation by what was really used (in the window it was made in)."""
+        ...
+
+    async def release(self, reservation_id: str) -> None:
+        """Drop a reservation; nothing is charged."""
+        ...
+
+    async def snapshot(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage]: ...
+
+    async def reset(self, limits: Collection[Limit], now: float) -> None:
+        """Forget the committed usage of the current window (seed 000's reset_quota)."""
+        ...
+
+    async def charge(
+        self, limits: Collection[Limit], actual: Measure, at: float, now: float
+    ) -> None:
+        """Commit usage that was not reserved first (reported by an agent, or a rebuild)."""
+        ...
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    """One attempt (or one reported use). The ledger is the source of truth for usage."""
+
+    request_id: str
+    attempt: int
+    ts: float
+    agent: str = "default"
+    route: str = ""
+    provider: str = ""
+    key_id: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0  # 1 when the attempt counted against request limits
+    cost_usd: float = 0.0
+    latency_ms: float | None = None
+    ttfb_ms: float | None = None
+    status: str = "pending"  # pending | ok | error | aborted | crashed | reported
+    error_kind: str | None = None
+    http_status: int | None = None
+    estimated: bool = False
+    stream: bool = False
+    reserved_tokens: int = 0
+    source: str = "proxy"  # proxy | reported | probe
+    detail: str | None = None
+    id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerQuery:
+    since: float | None = None
+    until: float | None = None
+    agent: str | None = None
+    provider: str | None = None
+    key_id: str | None = None
+    limit: int = 100
+    newest_first: bool = True
+
+
+class LedgerStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def begin(self, row: LedgerRow) -> int:
+        """Journal a pending attempt; durable when it returns. Returns the row id."""
+        ...
+
+    async def finish(self, row: LedgerRow) -> None:
+        """Finalize an attempt (by ``row.id``); durable when it returns."""
+        ...
+
+    async def append(self, rows: Sequence[LedgerRow]) -> None:
+        """Insert final rows (reported usage); durable when it returns."""
+        ...
+
+    async def query(self, q: LedgerQuery) -> list[LedgerRow]: ...
+
+    async def sum_scope(self, scope: str, since: float) -> Measure:
+        """What the rows of one limit scope consumed since an instant (resets honoured)."""
+        ...
+
+    async def events_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]: ...
+
+    async def record_reset(self, scope: str, at: float) -> None: ...
+
+    async def settle_crashed(self) -> int:
+        """Settle attempts a crash left pending at their reserved worst case; returns how many."""
+        ...

@@ -1,0 +1,81 @@
+"""Small shared value types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+Metric = Literal["tokens", "requests", "cost"]
+Protocol = Literal["openai", "anthropic", "gemini"]
+METRICS: tuple[Metric, ...] = ("tokens", "requests", "cost")
+
+
+class State(StrEnum):
+    """Seed 000's quota states, by used share: OK < 80 % ≤ WARNING < 90 % ≤ CRITICAL < 100 % ≤ DEPLETED."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    DEPLETED = "depleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one answer as the provider reported them (or as estimated, when ``estimated``)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """What one attempt consumed, in every metric a limit can count."""
+
+    tokens: float = 0.0
+    requests: float = 0.0
+    cost: float = 0.0
+
+    def of(self, metric: Metric) -> float:
+        if metric == "tokens":
+            return self.tokens
+        if metric == "requests":
+            return self.requests
+        return self.cost
+
+
+class ErrorKind(StrEnum):
+    RATE_LIMITED = "rate_limited"  # retry elsewhere now, this key after retry-after
+    QUOTA_EXHAUSTED = "quota_exhausted"  # this key is empty until its window resets
+    AUTH = "auth"  # the key is dead: disable it
+    BAD_REQUEST = "bad_request"  # the client's fault: return as is, don't retry
+    NOT_FOUND = "not_found"  # model unknown to this provider: try another deployment
+    CONTEXT_TOO_LONG = "context_too_long"  # try a deployment with a larger window
+    CONTENT_FILTERED = "content_filtered"
+    SERVER_ERROR = "server_error"  # 5xx, overload: retry elsewhere
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    MALFORMED = "malformed"  # the provider answered something unreadable
+
+    @property
+    def retryable(self) -> bool:
+        return self not in (ErrorKind.BAD_REQUEST, ErrorKind.CONTENT_FILTERED)
+
+
+@dataclass(frozen=True, slots=True)
+class RateInfo:
+    """What the provider's own headers say about the key's rate limits."""
+
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    requests_reset_s: float | None = None
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    tokens_reset_s: float | None = None

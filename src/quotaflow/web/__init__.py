@@ -1,0 +1,1 @@
+"""The HTTP surface: ``/v1`` (OpenAI-compatible proxy), ``/api`` (management), ``/`` (dashboard)."""

@@ -1,0 +1,25 @@
+"""Reading a JSON request body under a size cap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from quotaflow.errors import BadRequest, PayloadTooLarge
+
+
+async def read_json(request: web.Request, cap: int) -> Any:
+    length = request.content_length
+    if length is not None and length > cap:
+        raise PayloadTooLarge(f"request body of {length} bytes is over the {cap}-byte limit")
+    data = await request.content.read(cap + 1)
+    if len(data) > cap:
+        raise PayloadTooLarge(f"request body is over the {cap}-byte limit")
+    if not data:
+        raise BadRequest("the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None

@@ -1,0 +1,67 @@
+"""Errors become responses in one place: OpenAI's error JSON on ``/v1``, the seed's
+``{"success": false, "message": …}`` envelope on ``/api``. Nothing else ever shows a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from quotaflow.errors import BadRequest, QuotaflowError
+
+log = logging.getLogger("quotaflow.web")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(obj), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def error_response(request: web.Request, err: QuotaflowError) -> web.Response:
+    if request.path.startswith("/api"):
+        body: dict[str, Any] = {
+            "success": False,
+            "message": err.message,
+            "error": err.code or err.type,
+        }
+        if err.details:
+            body["details"] = err.details
+        return json_response(body, err.status, err.headers)
+    upstream = getattr(err, "upstream_body", None)
+    if isinstance(upstream, dict) and isinstance(upstream.get("error"), dict):
+        body = {"error": dict(upstream["error"])}
+        if err.details:
+            body["error"]["quotaflow"] = err.details
+        return json_response(body, err.status, err.headers)
+    return json_response(err.to_openai(), err.status, err.headers)
+
+
+_HTTP_KIND = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except QuotaflowError as err:
+        return error_response(request, err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        http_err = BadRequest(exc.reason or "error", code=_HTTP_KIND.get(exc.status))
+        http_err.status = exc.status
+        if exc.status == 404:
+            http_err.message = f"no such endpoint: {request.method} {request.path}"
+        elif exc.status == 405:
+            http_err.message = f"method {request.method} is not allowed on {request.path}"
+        return error_response(request, http_err)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(request, QuotaflowError("internal error (logged on the server)"))
