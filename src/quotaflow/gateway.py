@@ -34,7 +34,7 @@ from quotaflow.adapters import adapter_for
 from quotaflow.adapters.base import CallTarget, MalformedResponse, UpstreamFailure
 from quotaflow.chat_request import ChatRequest, parse_chat_request
 from quotaflow.clock import Clock, SystemClock
-from quotaflow.config.model import Config, Deployment, Key, Route
+from quotaflow.config.model import Config, Deployment, Key, Provider, Route
 from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import Candidate, Rejection, RequestFacts, build_candidates
 from quotaflow.engine.limits import Limit, LimitUsage
@@ -42,9 +42,8 @@ from quotaflow.engine.strategies import Scored, rank
 from quotaflow.engine.tokens import estimate_prompt_tokens
 from quotaflow.engine.windows import next_reset, window_start
 from quotaflow.errors import BadRequest, NotFound, QuotaExhausted, QuotaflowError, UpstreamError
-from quotaflow.storage.base import LedgerRow
+from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
 from quotaflow.storage.memory import MemoryCounterStore
-from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.streaming import ActiveStream
 from quotaflow.types import ErrorKind, Measure, Usage
 from quotaflow.upstream import TRANSPORT_ERRORS, make_session, open_stream, send, transport_failure
@@ -121,8 +120,8 @@ class Gateway:
         self,
         config: Config,
         *,
-        ledger: SqliteLedger,
-        counters: MemoryCounterStore | None = None,
+        ledger: LedgerStore,
+        counters: CounterStore | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
@@ -131,7 +130,7 @@ class Gateway:
         self.config = config
         self.settings = config.settings
         self.ledger = ledger
-        self.counters = counters or MemoryCounterStore(config.tz)
+        self.counters: CounterStore = counters or MemoryCounterStore(config.tz)
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self._sleep = sleep
@@ -193,10 +192,10 @@ class Gateway:
             since = 0.0 if math.isinf(start) else start
             if lim.window.kind == "rolling":
                 for at, m in await self.ledger.events_scope(lim.scope, since):
-                    self.counters.charge_now([lim], m, at, now)
+                    await self.counters.charge([lim], m, at, now)
             else:
                 m = await self.ledger.sum_scope(lim.scope, since)
-                self.counters.charge_now([lim], m, now, now)
+                await self.counters.charge([lim], m, now, now)
 
     # -- identifiers ---------------------------------------------------------------------
     def new_request_id(self) -> str:
@@ -231,7 +230,7 @@ class Gateway:
             min_completion_tokens=self.settings.min_completion_tokens,
         )
 
-    def candidates(
+    async def candidates(
         self,
         route: Route,
         facts: RequestFacts,
@@ -251,7 +250,7 @@ class Gateway:
             limits.update((lim.id, lim) for lim in p.limits)
             for k in self._by_provider.get(d.provider, ()):
                 limits.update((lim.id, lim) for lim in k.limits)
-        usages = self.counters.snapshot_now(limits.values(), now)
+        usages = await self.counters.snapshot(limits.values(), now)
         cands, rejected = build_candidates(
             deps, self._by_provider, self.config.providers, extra, usages, self.health, facts, now,
             saturation=self.settings.rate_saturation, exclude=exclude,
@@ -270,10 +269,10 @@ class Gateway:
         failed: bool,
     ) -> _Pick:
         while True:
-            ranked, rejected, _ = self.candidates(route, facts, ctx, tried, deployments)
+            ranked, rejected, _ = await self.candidates(route, facts, ctx, tried, deployments)
             now = self.clock.now()
             for s in ranked:
-                out = self.counters.reserve_now(s.candidate.plan.claims, now)
+                out = await self.counters.reserve(s.candidate.plan.claims, now)
                 if out.ok:
                     assert out.reservation_id is not None
                     return _Pick(s, out.reservation_id)
@@ -440,7 +439,7 @@ class Gateway:
         c = pick.candidate
         cost = c.deployment.model.price.cost_usd(usage)
         now = self.clock.now()
-        self.counters.settle_now(
+        await self.counters.settle(
             pick.reservation_id, Measure(float(usage.total_tokens), 1.0, cost), now
         )
         row.prompt_tokens = usage.prompt_tokens
@@ -463,7 +462,7 @@ class Gateway:
     ) -> None:
         c = pick.candidate
         now = self.clock.now()
-        self.counters.settle_now(
+        await self.counters.settle(
             pick.reservation_id, Measure(0.0, 1.0 if counted else 0.0, 0.0), now
         )
         depleted_until = (
@@ -635,6 +634,47 @@ class Gateway:
         h.cooldown_until = 0.0
         h.circuit = "closed"
         h.consecutive_failures = 0
+
+    def add_provider(self, provider: Provider, routes: dict[str, Route]) -> None:
+        """Serve a provider created at runtime; ``routes`` replace only implicit routes."""
+        self.config.providers[provider.name] = provider
+        for name, route in routes.items():
+            old = self.config.routes.get(name)
+            if old is None or old.implicit:
+                self.config.routes[name] = route
+
+    def add_key(self, key: Key) -> None:
+        """Start routing to ``key`` (or replace the key of the same id)."""
+        self.keys[key.id] = key
+        self.health.setdefault(key.id, hl.Health())
+        self._reindex()
+
+    def remove_key(self, key_id: str) -> Key | None:
+        """Stop routing to a key; in-flight requests on it finish normally."""
+        key = self.keys.pop(key_id, None)
+        self._reindex()
+        return key
+
+    def provider_keys(self, provider: str) -> list[Key]:
+        return list(self._by_provider.get(provider, ()))
+
+    async def reset_limits(self, limits: Iterable[Limit]) -> None:
+        """Seed 000's reset: usage of these limits' scopes before now no longer counts."""
+        limits = list(limits)
+        now = self.clock.now()
+        for scope in sorted({lim.scope for lim in limits}):
+            await self.ledger.record_reset(scope, now)
+        await self.counters.reset(limits, now)
+
+    async def reset_provider(self, provider: str) -> list[Key]:
+        """Reset every limit of a provider and its keys, and clear their depleted state."""
+        keys = self.provider_keys(provider)
+        p = self.config.providers.get(provider)
+        limits = [lim for k in keys for lim in k.limits] + list(p.limits if p else ())
+        await self.reset_limits(limits)
+        for k in keys:
+            self.health.setdefault(k.id, hl.Health()).depleted_until = None
+        return keys
 
 
 class _NoMore(Exception):

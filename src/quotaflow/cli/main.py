@@ -16,9 +16,10 @@ def cli() -> None:
 def _register() -> None:
     # Each command family lives in its own module and is imported lazily here so that
     # `quotaflow --help` stays fast.
-    from quotaflow.cli import fake_provider_cmd, serve
+    from quotaflow.cli import demo, fake_provider_cmd, serve
 
     cli.add_command(serve.serve)
+    cli.add_command(demo.demo)
     cli.add_command(fake_provider_cmd.fake_provider)
 
 

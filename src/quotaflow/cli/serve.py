@@ -62,13 +62,13 @@ async def run_server(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if not quiet:
+        if gateway.crashed_on_start:
+            click.echo(f"settled {gateway.crashed_on_start} attempt(s) left pending by a crash")
         keys = len(gateway.keys)
         click.echo(
             f"quotaflow serving on http://{host}:{actual}  "
             f"({len(config.providers)} providers, {keys} keys; config: {config.source}; data: {home})",
         )
-        if gateway.crashed_on_start:
-            click.echo(f"settled {gateway.crashed_on_start} attempt(s) left pending by a crash")
     sys.stdout.flush()
     await stop.wait()
     await runner.cleanup()
