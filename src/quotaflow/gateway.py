@@ -36,8 +36,18 @@ from quotaflow.chat_request import ChatRequest, parse_chat_request
 from quotaflow.clock import Clock, SystemClock
 from quotaflow.config.model import Config, Deployment, Key, Provider, Route
 from quotaflow.engine import health as hl
-from quotaflow.engine.candidates import Candidate, Rejection, RequestFacts, build_candidates
+from quotaflow.engine import keystats as ks
+from quotaflow.engine.candidates import (
+    Candidate,
+    Rejection,
+    RequestFacts,
+    build_candidates,
+    plan_candidate,
+    screen_candidates,
+)
+from quotaflow.engine.keystats import ModelStats
 from quotaflow.engine.limits import Limit, LimitUsage
+from quotaflow.engine.reservation import Plan
 from quotaflow.engine.strategies import Scored, rank
 from quotaflow.engine.tokens import estimate_prompt_tokens
 from quotaflow.engine.windows import next_reset, window_start
@@ -112,6 +122,12 @@ class _Pick:
     def candidate(self) -> Candidate:
         return self.scored.candidate
 
+    @property
+    def plan(self) -> Plan:
+        plan = self.scored.candidate.plan
+        assert plan is not None  # a pick is always planned
+        return plan
+
 
 class Gateway:
     """The engine behind every surface. ``await start()`` before use, ``await close()`` after."""
@@ -140,6 +156,7 @@ class Gateway:
         self.health: dict[str, hl.Health] = {k: hl.Health() for k in self.keys}
         self.forced_provider: str | None = None
         self._by_provider: dict[str, list[Key]] = {}
+        self._route_limit_cache: dict[str, list[Limit]] = {}
         self._reindex()
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
@@ -172,6 +189,7 @@ class Gateway:
         for k in self.keys.values():
             by.setdefault(k.provider, []).append(k)
         self._by_provider = by
+        self._route_limit_cache = {}
 
     def all_limits(self) -> list[Limit]:
         out: dict[str, Limit] = {}
@@ -230,6 +248,23 @@ class Gateway:
             min_completion_tokens=self.settings.min_completion_tokens,
         )
 
+    def _route_limits(self, route: Route) -> list[Limit]:
+        """Every key and provider limit a route can touch (cached until the keys change)."""
+        cached = self._route_limit_cache.get(route.name)
+        if cached is not None:
+            return cached
+        limits: dict[str, Limit] = {}
+        for d in route.deployments:
+            p = self.config.providers.get(d.provider)
+            if p is None:
+                continue
+            limits.update((lim.id, lim) for lim in p.limits)
+            for k in self._by_provider.get(d.provider, ()):
+                limits.update((lim.id, lim) for lim in k.limits)
+        out = list(limits.values())
+        self._route_limit_cache[route.name] = out
+        return out
+
     async def candidates(
         self,
         route: Route,
@@ -237,21 +272,24 @@ class Gateway:
         ctx: CallContext,
         exclude: Iterable[tuple[str, str]] = (),
         deployments: Sequence[Deployment] | None = None,
+        *,
+        planned: bool = True,
     ) -> tuple[list[Scored], list[Rejection], dict[str, LimitUsage]]:
-        """Ranked candidates for a request now, the rejected ones with reasons, and the usages."""
+        """Ranked candidates for a request now, the rejected ones with reasons, and the usages.
+
+        With ``planned=False`` the candidates are only screened (key usable) and ranked; their
+        headroom is checked by :func:`plan_candidate` in rank order, which is what the hot path
+        does so that a decision costs one plan, not one per key.
+        """
         now = self.clock.now()
         deps = route.deployments if deployments is None else deployments
         extra = (*route.limits, *self.config.global_limits, *ctx.limits)
-        limits: dict[str, Limit] = {lim.id: lim for lim in extra}
-        for d in deps:
-            p = self.config.providers.get(d.provider)
-            if p is None:
-                continue
-            limits.update((lim.id, lim) for lim in p.limits)
-            for k in self._by_provider.get(d.provider, ()):
-                limits.update((lim.id, lim) for lim in k.limits)
-        usages = await self.counters.snapshot(limits.values(), now)
-        cands, rejected = build_candidates(
+        limits = self._route_limits(route)
+        if extra:
+            limits = [*limits, *extra]
+        usages = await self.counters.snapshot(limits, now)
+        build = build_candidates if planned else screen_candidates
+        cands, rejected = build(
             deps, self._by_provider, self.config.providers, extra, usages, self.health, facts, now,
             saturation=self.settings.rate_saturation, exclude=exclude,
         )  # fmt: skip
@@ -269,15 +307,23 @@ class Gateway:
         failed: bool,
     ) -> _Pick:
         while True:
-            ranked, rejected, _ = await self.candidates(route, facts, ctx, tried, deployments)
+            ranked, rejected, usages = await self.candidates(
+                route, facts, ctx, tried, deployments, planned=False
+            )
             now = self.clock.now()
+            raced = False
             for s in ranked:
-                out = await self.counters.reserve(s.candidate.plan.claims, now)
+                plan = plan_candidate(s.candidate, usages, facts, now)
+                if isinstance(plan, Rejection):
+                    rejected.append(plan)
+                    continue
+                out = await self.counters.reserve(plan.claims, now)
                 if out.ok:
                     assert out.reservation_id is not None
                     return _Pick(s, out.reservation_id)
-            if ranked:
-                continue  # every reservation lost a race: look again with fresh usage
+                raced = True
+            if raced:
+                continue  # a reservation lost a race: look again with fresh usage
             if failed:
                 raise _NoMore(rejected)
             frees = [r.available_at for r in rejected if r.available_at is not None]
@@ -368,7 +414,7 @@ class Gateway:
         c = pick.candidate
         provider = self.config.providers[c.provider]
         adapter = adapter_for(provider.protocol)
-        row = self._row(rid, n, route, ctx, c, stream=False)
+        row = self._row(rid, n, route, ctx, pick, stream=False)
         await self.ledger.begin(row)
         hl.begin_attempt(c.health)
         timeout = max(
@@ -382,7 +428,7 @@ class Gateway:
         failure: UpstreamFailure
         try:
             call = adapter.build_request(
-                req.body, self._target(c), max_tokens=c.plan.max_tokens, stream=False
+                req.body, self._target(c), max_tokens=pick.plan.max_tokens, stream=False
             )
             raw = await send(self.session, call, timeout)
         except QuotaflowError:
@@ -422,9 +468,9 @@ class Gateway:
         return CallTarget(p.base_url, c.model, c.key.secret, p.headers)
 
     def _row(
-        self, rid: str, n: int, route: Route, ctx: CallContext, c: Candidate, *, stream: bool
+        self, rid: str, n: int, route: Route, ctx: CallContext, pick: _Pick, *, stream: bool
     ) -> LedgerRow:
-        plan = c.plan
+        c, plan = pick.candidate, pick.plan
         return LedgerRow(
             request_id=rid, attempt=n, ts=self.clock.now(), agent=ctx.agent, route=route.name,
             provider=c.provider, key_id=c.key.id, model=c.model, status="pending", stream=stream,
@@ -555,7 +601,7 @@ class Gateway:
         c = pick.candidate
         provider = self.config.providers[c.provider]
         adapter = adapter_for(provider.protocol)
-        row = self._row(rid, n, route, ctx, c, stream=True)
+        row = self._row(rid, n, route, ctx, pick, stream=True)
         await self.ledger.begin(row)
         hl.begin_attempt(c.health)
         timeout = max(
@@ -568,7 +614,7 @@ class Gateway:
         t0 = self.clock.monotonic()
         try:
             call = adapter.build_request(
-                req.body, self._target(c), max_tokens=c.plan.max_tokens, stream=True
+                req.body, self._target(c), max_tokens=pick.plan.max_tokens, stream=True
             )
             resp = await open_stream(self.session, call, timeout, timeout)
         except QuotaflowError:
@@ -580,7 +626,7 @@ class Gateway:
             failure = transport_failure(exc, timeout)
             await self._finish_failed(row, pick, failure, t0)
             return failure
-        headers = {k.lower(): v for k, v in resp.headers.items()}
+        headers = resp.headers
         info = adapter.rate_info(headers)
         if info is not None:
             hl.record_rate_info(c.health, info, self.clock.now())
@@ -596,7 +642,7 @@ class Gateway:
             return failure
         stream = ActiveStream(
             gateway=self, resp=resp, translator=adapter.stream_translator(c.model, req.include_usage),
-            row=row, pick=pick, t0=t0, prompt_estimate=c.plan.prompt_tokens,
+            row=row, pick=pick, t0=t0, prompt_estimate=pick.plan.prompt_tokens,
             headers=routing_headers(rid, c.provider, c.key, c.model, route.name, n),
         )  # fmt: skip
         failure_first = await stream.prime()
@@ -675,6 +721,108 @@ class Gateway:
         for k in keys:
             self.health.setdefault(k.id, hl.Health()).depleted_until = None
         return keys
+
+    # -- operations (issue 5: key tester, quality feedback, per key × model stats) -------
+    def key_model_stats(self) -> dict[tuple[str, str], ModelStats]:
+        """Seed 004's per key × model statistics, by ``(key_id, model)`` (made on first use)."""
+        stats: dict[tuple[str, str], ModelStats] | None = self.__dict__.get("_key_model_stats")
+        if stats is None:
+            stats = self.__dict__["_key_model_stats"] = {}
+        return stats
+
+    def stats_for(self, key_id: str, model: str) -> ModelStats:
+        """The statistics record of one key × model (created empty)."""
+        stats = self.key_model_stats()
+        rec = stats.get((key_id, model))
+        if rec is None:
+            key = self.keys.get(key_id)
+            rec = stats[(key_id, model)] = ModelStats(key.provider if key else "", key_id, model)
+        return rec
+
+    async def record_probe(
+        self, key_id: str, model: str, ok: bool, latency_ms: float | None,
+        error: UpstreamFailure | None = None, usage: Usage | None = None,
+    ) -> LedgerRow:  # fmt: skip
+        """Book a key-tester call: the key's health (an auth failure disables it, an empty
+        quota depletes it), its key × model stats, and a ``source='probe'`` ledger row whose
+        tokens count against the key's limits like any other use."""
+        key = self.keys[key_id]
+        now = self.clock.now()
+        usage = usage or Usage()
+        price = self.config.providers[key.provider].model(model).price
+        cost = price.cost_usd(usage) if ok else 0.0
+        counted = ok or (error is not None and error.status is not None)
+        h = self.health.setdefault(key_id, hl.Health())
+        if ok:
+            hl.record_success(h, latency_ms or 0.0, now)
+        elif error is not None:
+            until = (
+                self._depleted_until(key, now) if error.kind is ErrorKind.QUOTA_EXHAUSTED else None
+            )
+            hl.record_failure(
+                h, error.kind, error.message, now, retry_after_s=error.retry_after_s,
+                depleted_until=until, cooldown_s=self.settings.cooldown_s,
+                failure_threshold=self.settings.failure_threshold,
+            )  # fmt: skip
+        ks.record_outcome(
+            self.stats_for(key_id, model), ok, now, latency_ms=latency_ms,
+            tokens=usage.total_tokens, error=None if error is None else f"{error.kind.value}: {error.message}",
+        )  # fmt: skip
+        row = LedgerRow(
+            request_id=self.new_request_id(), attempt=1, ts=now, agent="quotaflow-probe",
+            provider=key.provider, key_id=key_id, model=model, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
+            requests=1 if counted else 0, cost_usd=cost, latency_ms=latency_ms,
+            status="ok" if ok else "error", error_kind=None if error is None else error.kind.value,
+            http_status=None if error is None else error.status, estimated=usage.estimated,
+            source="probe", detail=None if error is None else error.message[:500],
+        )  # fmt: skip
+        await self.ledger.append([row])
+        p = self.config.providers[key.provider]
+        limits = [*key.limits, *p.limits, *self.config.global_limits]
+        measure = Measure(float(usage.total_tokens), 1.0 if counted else 0.0, cost)
+        await self.counters.charge(limits, measure, now, now)
+        return row
+
+    def record_quality(
+        self, provider: str, model: str, success: bool, score: float
+    ) -> list[ModelStats]:
+        """Seed 004's ``updateQualityScore``: book a task's quality on the key × model records
+        of ``provider``/``model`` last used (every key of the provider when none was)."""
+        stats = [
+            s
+            for s in self.key_model_stats().values()
+            if s.provider == provider and s.model == model
+        ]
+        used = [s for s in stats if s.last_used is not None]
+        if used:
+            latest = max(s.last_used or 0.0 for s in used)
+            targets = [s for s in used if s.last_used == latest]
+        else:
+            targets = [self.stats_for(k.id, model) for k in self.provider_keys(provider)]
+        if not targets:
+            raise NotFound(f"no key of provider {provider!r} is configured", param="provider")
+        for s in targets:
+            ks.record_quality(s, success, score)
+        return targets
+
+    async def restore_probe_health(self, since: float | None = None) -> int:
+        """Apply the latest key-tester result of each key × model from the ledger: a key
+        found dead stays disabled, an empty one depleted; returns how many were applied."""
+        rows = await self.ledger.probe_results(since)
+        now = self.clock.now()
+        for r in rows:
+            if r.key_id not in self.keys:
+                continue
+            s = self.stats_for(r.key_id, r.model)
+            ks.record_outcome(s, r.status == "ok", r.ts, latency_ms=r.latency_ms,
+                              tokens=r.total_tokens, error=r.detail)  # fmt: skip
+            h = self.health.setdefault(r.key_id, hl.Health())
+            if r.error_kind == ErrorKind.AUTH.value:
+                h.disabled_reason = f"auth (key tester): {(r.detail or '')[:200]}"
+            elif r.error_kind == ErrorKind.QUOTA_EXHAUSTED.value:
+                h.depleted_until = self._depleted_until(self.keys[r.key_id], now)
+        return len(rows)
 
 
 class _NoMore(Exception):

@@ -8,6 +8,7 @@ treats every failure the same way.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,7 +20,7 @@ from quotaflow.types import ErrorKind
 @dataclass(slots=True)
 class RawResponse:
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-insensitive
     body: bytes
 
 
@@ -51,7 +52,7 @@ async def send(session: aiohttp.ClientSession, call: UpstreamCall, timeout_s: fl
         timeout=aiohttp.ClientTimeout(total=timeout_s),
     ) as resp:
         body = await resp.read()
-        return RawResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, body)
+        return RawResponse(resp.status, resp.headers, body)
 
 
 async def open_stream(

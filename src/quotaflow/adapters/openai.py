@@ -7,6 +7,7 @@ that a stream's usage is always known.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -40,6 +41,12 @@ def parse_duration(text: str | None) -> float | None:
     """Go-style durations of ``x-ratelimit-reset-*``: ``"6m0s"``, ``"1s"``, ``"12ms"`` → seconds."""
     if not text:
         return None
+    return _parse_duration(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_duration(text: str) -> float | None:
+    # The same few reset strings come back on most answers: parse each once.
     total, pos = 0.0, 0
     for m in _DURATION.finditer(text):
         if m.start() != pos:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from quotaflow.config.model import Deployment, Key, Provider
 from quotaflow.engine.health import Health, available_at, unavailable_reason
-from quotaflow.engine.limits import Limit, LimitUsage, remaining_share, worst_state
+from quotaflow.engine.limits import Limit, LimitUsage, state_of
 from quotaflow.engine.reservation import Plan, Shortfall, plan_reservation
 from quotaflow.types import State
 
@@ -37,13 +37,14 @@ class Candidate:
     deployment: Deployment
     key: Key
     limits: tuple[Limit, ...]
-    plan: Plan
+    plan: Plan | None  # None until planned (the gateway plans lazily, in rank order)
     key_usages: tuple[LimitUsage, ...]  # the key's and its provider's limits, for headroom
     state: State
     remaining_share: float
     saturated: bool  # at or above the saturation share of a rate limit (seed 001)
     health: Health
     flags: dict[str, bool] = field(default_factory=dict)
+    est_cost_usd: float = 0.0  # worst case of the request on this deployment
 
     @property
     def provider(self) -> str:
@@ -52,12 +53,6 @@ class Candidate:
     @property
     def model(self) -> str:
         return self.deployment.model.name
-
-    @property
-    def est_cost_usd(self) -> float:
-        return self.deployment.model.price.worst_case_usd(
-            self.plan.prompt_tokens, self.plan.max_tokens
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +69,135 @@ def tier_of(complexity: str | None) -> str | None:
     return {"simple": "cheap", "complex": "capable"}.get(complexity or "")
 
 
+@dataclass(slots=True)
+class _KeyView:
+    usages: tuple[LimitUsage, ...]
+    state: State
+    remaining_share: float
+    saturated: bool
+
+
+def screen_candidates(
+    deployments: Sequence[Deployment],
+    keys_by_provider: Mapping[str, Sequence[Key]],
+    providers: Mapping[str, Provider],
+    extra_limits: Sequence[Limit],
+    usages: Mapping[str, LimitUsage],
+    health_of: Mapping[str, Health],
+    facts: RequestFacts,
+    now: float,
+    *,
+    saturation: float = 0.8,
+    exclude: Iterable[tuple[str, str]] = (),
+) -> tuple[list[Candidate], list[Rejection]]:
+    """Every (deployment, key) pair whose key is usable now, not yet checked for headroom.
+
+    Cheap enough to run over every key on every request: each key's headroom view is
+    computed once, and plans are left to :func:`plan_candidate`, called in rank order.
+    """
+    out: list[Candidate] = []
+    rejected: list[Rejection] = []
+    skip = set(exclude)
+    want_tier = tier_of(facts.complexity)
+    views: dict[str, _KeyView | Rejection] = {}
+    extra = tuple(extra_limits)
+    for dep in deployments:
+        provider = providers.get(dep.provider)
+        if provider is None:
+            continue
+        model = dep.model
+        est_cost = model.price.worst_case_usd(
+            facts.prompt_tokens, facts.max_tokens or model.max_output
+        )
+        flags = {
+            "forced": facts.forced_provider == dep.provider,
+            "preferred": facts.preferred_provider == dep.provider,
+            "tier_match": want_tier is None or dep.tier == want_tier,
+        }
+        for key in keys_by_provider.get(dep.provider, ()):
+            if (key.id, model.name) in skip:
+                continue
+            view = views.get(key.id)
+            if view is None:
+                view = _key_view(key, provider, usages, health_of, now, saturation)
+                views[key.id] = view
+            if isinstance(view, Rejection):
+                rejected.append(
+                    Rejection(dep.provider, key.id, model.name, view.reason, view.available_at)
+                )
+                continue
+            h = health_of.get(key.id) or Health()
+            out.append(
+                Candidate(
+                    dep, key, (*key.limits, *provider.limits, *extra), None, view.usages, view.state,
+                    view.remaining_share, view.saturated, h, flags, est_cost,
+                )
+            )  # fmt: skip
+    return out, rejected
+
+
+def _key_view(
+    key: Key,
+    provider: Provider,
+    usages: Mapping[str, LimitUsage],
+    health_of: Mapping[str, Health],
+    now: float,
+    saturation: float,
+) -> _KeyView | Rejection:
+    if not key.enabled:
+        return Rejection(key.provider, key.id, "", "disabled by an operator", None)
+    h = health_of.get(key.id)
+    if h is not None:
+        why = unavailable_reason(h, now)
+        if why is not None:
+            return Rejection(key.provider, key.id, "", why, available_at(h, now))
+    own = tuple(usages[lim.id] for lim in (*key.limits, *provider.limits) if lim.id in usages)
+    # One pass over the key's limits: the worst used share, and whether a rate limit is hot.
+    worst = 0.0
+    sat = False
+    for u in own:
+        amount = u.limit.amount
+        share = (u.used + u.reserved) / amount if amount > 0 else 1.0
+        if share > worst:
+            worst = share
+        if share >= saturation and u.limit.window.is_rate:
+            sat = True
+    return _KeyView(own, state_of(worst), max(1.0 - worst, 0.0) if own else 1.0, sat)
+
+
+def plan_candidate(
+    c: Candidate, usages: Mapping[str, LimitUsage], facts: RequestFacts, now: float
+) -> Plan | Rejection:
+    """The candidate's reservation plan, or why it has no room for this request."""
+    model = c.deployment.model
+    plan = plan_reservation(
+        c.limits,
+        usages,
+        prompt_tokens=facts.prompt_tokens,
+        requested_max_tokens=facts.max_tokens,
+        model_max_output=model.max_output,
+        price=model.price,
+        min_completion_tokens=facts.min_completion_tokens,
+    )
+    if isinstance(plan, Shortfall):
+        frees = plan.resets_at
+        held = usages.get(plan.limit.id)
+        if held is not None and held.reserved > 0:
+            # In-flight requests hold part of it; they settle below their worst case.
+            frees = now + IN_FLIGHT_POLL_S if frees is None else min(frees, now + IN_FLIGHT_POLL_S)
+        return Rejection(c.provider, c.key.id, c.model, plan.describe(), frees, plan.limit.id)
+    if facts.max_tokens is None and plan.max_tokens < facts.min_completion_tokens:
+        return Rejection(
+            c.provider,
+            c.key.id,
+            c.model,
+            f"only {plan.max_tokens} completion tokens of headroom left",
+            None,
+        )
+    c.plan = plan
+    return plan
+
+
 def build_candidates(
     deployments: Sequence[Deployment],
     keys_by_provider: Mapping[str, Sequence[Key]],
@@ -87,77 +211,17 @@ def build_candidates(
     saturation: float = 0.8,
     exclude: Iterable[tuple[str, str]] = (),
 ) -> tuple[list[Candidate], list[Rejection]]:
-    """Every (deployment, key) pair that could take the request now, and every one that can't."""
-    out: list[Candidate] = []
-    rejected: list[Rejection] = []
-    skip = set(exclude)
-    want_tier = tier_of(facts.complexity)
-    for dep in deployments:
-        provider = providers.get(dep.provider)
-        if provider is None:
-            continue
-        model = dep.model
-        for key in keys_by_provider.get(dep.provider, ()):
-            if (key.id, model.name) in skip:
-                continue
-            if not key.enabled:
-                rejected.append(
-                    Rejection(dep.provider, key.id, model.name, "disabled by an operator", None)
-                )
-                continue
-            h = health_of.get(key.id) or Health()
-            why = unavailable_reason(h, now)
-            if why is not None:
-                rejected.append(
-                    Rejection(dep.provider, key.id, model.name, why, available_at(h, now))
-                )
-                continue
-            limits = (*key.limits, *provider.limits, *extra_limits)
-            plan = plan_reservation(
-                limits,
-                usages,
-                prompt_tokens=facts.prompt_tokens,
-                requested_max_tokens=facts.max_tokens,
-                model_max_output=model.max_output,
-                price=model.price,
-                min_completion_tokens=facts.min_completion_tokens,
-            )
-            if isinstance(plan, Shortfall):
-                frees = plan.resets_at
-                held = usages.get(plan.limit.id)
-                if held is not None and held.reserved > 0:
-                    # In-flight requests hold part of it; they settle below their worst case.
-                    frees = (
-                        now + IN_FLIGHT_POLL_S
-                        if frees is None
-                        else min(frees, now + IN_FLIGHT_POLL_S)
-                    )
-                rejected.append(
-                    Rejection(
-                        dep.provider, key.id, model.name, plan.describe(), frees, plan.limit.id
-                    )
-                )
-                continue
-            if facts.max_tokens is None and plan.max_tokens < facts.min_completion_tokens:
-                rejected.append(
-                    Rejection(
-                        dep.provider, key.id, model.name,
-                        f"only {plan.max_tokens} completion tokens of headroom left", None,
-                    )
-                )  # fmt: skip
-                continue
-            own = tuple(
-                usages[lim.id] for lim in (*key.limits, *provider.limits) if lim.id in usages
-            )
-            sat = any(u.limit.window.is_rate and u.used_share >= saturation for u in own)
-            out.append(
-                Candidate(
-                    dep, key, limits, plan, own, worst_state(own), remaining_share(own), sat, h,
-                    {
-                        "forced": facts.forced_provider == dep.provider,
-                        "preferred": facts.preferred_provider == dep.provider,
-                        "tier_match": want_tier is None or dep.tier == want_tier,
-                    },
-                )
-            )  # fmt: skip
+    """Every (deployment, key) pair that could take the request now (planned), and every
+    one that can't, with its reason."""
+    screened, rejected = screen_candidates(
+        deployments, keys_by_provider, providers, extra_limits, usages, health_of, facts, now,
+        saturation=saturation, exclude=exclude,
+    )  # fmt: skip
+    out = []
+    for c in screened:
+        plan = plan_candidate(c, usages, facts, now)
+        if isinstance(plan, Rejection):
+            rejected.append(plan)
+        else:
+            out.append(c)
     return out, rejected

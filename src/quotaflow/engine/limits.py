@@ -75,12 +75,8 @@ def state_of(
 
 
 def worst_state(usages: Iterable[LimitUsage]) -> State:
-    order = [State.OK, State.WARNING, State.CRITICAL, State.DEPLETED]
-    worst = State.OK
-    for u in usages:
-        if order.index(u.state) > order.index(worst):
-            worst = u.state
-    return worst
+    """The state of the fullest limit (OK when there are none)."""
+    return state_of(max((u.used_share for u in usages), default=0.0))
 
 
 def remaining_share(usages: Iterable[LimitUsage]) -> float:
