@@ -43,7 +43,7 @@ def _check_messages(messages: Any) -> None:
         if not isinstance(m, dict):
             raise BadRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise BadRequest(
                 f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}",
                 param=f"messages[{i}].role",

@@ -5,7 +5,8 @@
     QuotaflowError                 status  OpenAI type / code
     ├── ConfigError                  —     (refused at start; names the field)
     ├── BadRequest                  400    invalid_request_error
-    │   └── PayloadTooLarge         413    invalid_request_error / payload_too_large
+    │   ├── PayloadTooLarge         413    invalid_request_error / payload_too_large
+    │   └── UnsupportedByProtocol   400    invalid_request_error / unsupported_by_protocol
     ├── Unauthorized                401    authentication_error / invalid_api_key
     ├── Forbidden                   403    permission_error
     ├── NotFound                    404    invalid_request_error / model_not_found
@@ -68,6 +69,14 @@ class BadRequest(QuotaflowError):
 class PayloadTooLarge(BadRequest):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedByProtocol(BadRequest):
+    """A valid OpenAI request that one wire protocol cannot express (Anthropic ``n > 1``,
+    audio input…). Raised by adapters; the gateway skips to a deployment of another
+    protocol, and returns it to the client only when no deployment can serve the request."""
+
+    code = "unsupported_by_protocol"
 
 
 class Unauthorized(QuotaflowError):

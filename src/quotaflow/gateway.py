@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -36,7 +38,7 @@ from quotaflow.chat_request import ChatRequest, parse_chat_request
 from quotaflow.clock import Clock, SystemClock
 from quotaflow.config.model import Config, Deployment, Key, Provider, Route
 from quotaflow.engine import health as hl
-from quotaflow.engine import keystats as ks
+from quotaflow.engine import stats as st
 from quotaflow.engine.candidates import (
     Candidate,
     Rejection,
@@ -45,20 +47,29 @@ from quotaflow.engine.candidates import (
     plan_candidate,
     screen_candidates,
 )
-from quotaflow.engine.keystats import ModelStats
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.reservation import Plan
+from quotaflow.engine.stats import ModelStats, Outcome, SessionTotals
 from quotaflow.engine.strategies import Scored, rank
 from quotaflow.engine.tokens import estimate_prompt_tokens
-from quotaflow.engine.windows import next_reset, window_start
-from quotaflow.errors import BadRequest, NotFound, QuotaExhausted, QuotaflowError, UpstreamError
+from quotaflow.engine.windows import next_reset, parse_window, window_start
+from quotaflow.errors import (
+    BadRequest,
+    NotFound,
+    QuotaExhausted,
+    QuotaflowError,
+    UnsupportedByProtocol,
+    UpstreamError,
+)
 from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
 from quotaflow.storage.memory import MemoryCounterStore
+from quotaflow.storage.stats_store import StatsStore
 from quotaflow.streaming import ActiveStream
 from quotaflow.types import ErrorKind, Measure, Usage
 from quotaflow.upstream import TRANSPORT_ERRORS, make_session, open_stream, send, transport_failure
 
 Sleep = Callable[[float], Awaitable[None]]
+log = logging.getLogger("quotaflow.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +173,16 @@ class Gateway:
         self._id_prefix = os.urandom(4).hex()
         self.started_at: float | None = None
         self.in_flight = 0
+        # issue 7: per key × model statistics (what "learned"/"bandit" rank on) and seed 004's
+        # session summary; the statistics are saved to the ledger's StatsStore now and then.
+        self.model_stats: dict[tuple[str, str], ModelStats] = {}
+        self.session_totals = SessionTotals()
+        self._stats_dirty: set[tuple[str, str]] = set()
+        self._stats_saved_at: float | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        # issue 6: bumped on every settled attempt and operator action, so watchers (the
+        # dashboard's event stream) can tell cheaply whether anything changed.
+        self.changes = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -169,6 +190,7 @@ class Gateway:
         crashed = await self.ledger.settle_crashed()
         self.crashed_on_start = crashed
         await self.rebuild_counters()
+        await self.restore_model_stats()
         if self._session is None:
             self._session = make_session(self.settings.connect_timeout_s)
         self.started_at = self.clock.now()
@@ -176,6 +198,7 @@ class Gateway:
     async def close(self) -> None:
         if self._session is not None and self._own_session:
             await self._session.close()
+        await self.save_model_stats()
         await self.ledger.close()
 
     @property
@@ -291,7 +314,7 @@ class Gateway:
         build = build_candidates if planned else screen_candidates
         cands, rejected = build(
             deps, self._by_provider, self.config.providers, extra, usages, self.health, facts, now,
-            saturation=self.settings.rate_saturation, exclude=exclude,
+            saturation=self.settings.rate_saturation, exclude=exclude, stats_of=self.model_stats,
         )  # fmt: skip
         strategy = route.strategy or self.settings.strategy
         return rank(strategy, cands, facts, self.rng, self.settings), rejected, usages
@@ -348,6 +371,7 @@ class Gateway:
         tried: set[tuple[str, str]] = set()
         attempts: list[Attempt] = []
         deployments = list(route.deployments)
+        routes_used = {route.name}
         self.in_flight += 1
         try:
             while len(attempts) < self.settings.max_attempts:
@@ -360,11 +384,13 @@ class Gateway:
                 c = pick.candidate
                 tried.add((c.key.id, c.model))
                 result = await self._attempt(
-                    req, route, ctx, rid, len(attempts) + 1, pick, deadline
-                )
+                    req, route, ctx, rid, len(attempts) + 1, pick, deadline,
+                    can_fall_back=self._can_fall_back(route, routes_used),
+                )  # fmt: skip
                 if isinstance(result, ChatOutcome):
                     result.attempts = [*attempts, Attempt(c.provider, c.key.id, c.model, "ok")]
                     result.why = pick.scored.breakdown
+                    self.session_totals.book(True, result.usage.total_tokens)
                     return result
                 attempts.append(
                     Attempt(
@@ -378,9 +404,19 @@ class Gateway:
                     )
                 )
                 if not result.kind.retryable:
-                    raise client_error(result, attempts)
+                    fallback = self._fallback_route(result, route, routes_used)
+                    if fallback is None:
+                        raise client_error(result, attempts)
+                    route, deployments = fallback, list(fallback.deployments)
+                    routes_used.add(route.name)
+                    continue
                 deployments = self._after_failure(result, c, deployments, tried)
+                if not deployments and result.kind is ErrorKind.CONTEXT_TOO_LONG:
+                    raise client_error(result, attempts)  # no larger window: the client's to fix
             raise all_failed(attempts)
+        except QuotaflowError:
+            self.session_totals.book(False)
+            raise
         finally:
             self.in_flight -= 1
 
@@ -399,7 +435,29 @@ class Gateway:
         if f.kind is ErrorKind.CONTEXT_TOO_LONG:
             window = c.deployment.model.context_window
             return [d for d in deployments if d.model.context_window > window]
+        if f.kind is ErrorKind.UNSUPPORTED:
+            # The translation is per protocol: every deployment speaking it would refuse too.
+            protocol = self.config.providers[c.provider].protocol
+            return [d for d in deployments if self._protocol_of(d) != protocol]
         return deployments
+
+    def _protocol_of(self, d: Deployment) -> str | None:
+        p = self.config.providers.get(d.provider)
+        return p.protocol if p is not None else None
+
+    def _fallback_route(self, f: UpstreamFailure, route: Route, used: set[str]) -> Route | None:
+        """The route a filtered request moves to (``routes[].fallback_route``), if any.
+
+        Only a content-filter refusal moves a request to another route; each route is tried
+        once, so fallback chains end and never loop.
+        """
+        if f.kind is not ErrorKind.CONTENT_FILTERED or not self._can_fall_back(route, used):
+            return None
+        return self.config.routes.get(route.fallback_route or "")
+
+    def _can_fall_back(self, route: Route, used: set[str]) -> bool:
+        fb = route.fallback_route
+        return fb is not None and fb not in used and fb in self.config.routes
 
     async def _attempt(
         self,
@@ -410,6 +468,8 @@ class Gateway:
         n: int,
         pick: _Pick,
         deadline: float,
+        *,
+        can_fall_back: bool = False,
     ) -> ChatOutcome | UpstreamFailure:
         c = pick.candidate
         provider = self.config.providers[c.provider]
@@ -431,6 +491,11 @@ class Gateway:
                 req.body, self._target(c), max_tokens=pick.plan.max_tokens, stream=False
             )
             raw = await send(self.session, call, timeout)
+        except UnsupportedByProtocol as exc:
+            failure = UpstreamFailure(ErrorKind.UNSUPPORTED, None, exc.message)
+            failure.body = exc.to_openai()
+            await self._finish_failed(row, pick, failure, t0)
+            return failure
         except QuotaflowError:
             await self._finish_failed(
                 row, pick, UpstreamFailure(ErrorKind.BAD_REQUEST, 400, "translation failed"), t0
@@ -449,13 +514,26 @@ class Gateway:
             await self._finish_failed(row, pick, failure, t0, counted=True)
             return failure
         try:
-            result = adapter.parse_response(raw.status, raw.headers, raw.body, c.model)
+            result = adapter.parse_response(
+                raw.status, raw.headers, raw.body, c.model, created=int(self.clock.now())
+            )
         except MalformedResponse as exc:
             failure = UpstreamFailure(ErrorKind.MALFORMED, raw.status, str(exc))
             await self._finish_failed(row, pick, failure, t0, counted=True)
             return failure
+        if can_fall_back and _refused_by_filter(result.body):
+            # A provider's filter refused the prompt outright (Gemini's blockReason, Anthropic's
+            # refusal, an empty content_filter answer): billed as answered, then moved on to the
+            # fallback route like a content_filter error.
+            detail = "the provider's content filter refused the request"
+            await self._finish_ok(
+                row, pick, result.usage, latency_ms, None, status="error", detail=detail,
+                error_kind=ErrorKind.CONTENT_FILTERED.value,
+            )  # fmt: skip
+            return UpstreamFailure(ErrorKind.CONTENT_FILTERED, raw.status, detail)
         cost = await self._finish_ok(row, pick, result.usage, latency_ms, None)
         hl.record_success(c.health, latency_ms, self.clock.now())
+        self._observe(c, Outcome(True, latency_ms, tokens=result.usage.total_tokens))
         body = result.body
         if not body.get("created"):
             body["created"] = int(self.clock.now())
@@ -488,6 +566,7 @@ class Gateway:
         await self.counters.settle(
             pick.reservation_id, Measure(float(usage.total_tokens), 1.0, cost), now
         )
+        self.changes += 1
         row.prompt_tokens = usage.prompt_tokens
         row.completion_tokens = usage.completion_tokens
         row.cached_tokens = usage.cached_tokens
@@ -511,13 +590,17 @@ class Gateway:
         await self.counters.settle(
             pick.reservation_id, Measure(0.0, 1.0 if counted else 0.0, 0.0), now
         )
+        self.changes += 1
         depleted_until = (
-            self._depleted_until(c.key, now) if f.kind is ErrorKind.QUOTA_EXHAUSTED else None
+            self._depleted_until(c.key, now, f) if f.kind is ErrorKind.QUOTA_EXHAUSTED else None
         )
         hl.record_failure(
             c.health, f.kind, f.message, now, retry_after_s=f.retry_after_s, depleted_until=depleted_until,
             cooldown_s=self.settings.cooldown_s, failure_threshold=self.settings.failure_threshold,
         )  # fmt: skip
+        self._observe(
+            c, Outcome(False, error_kind=f.kind.value, error=f"{f.kind.value}: {f.message}")
+        )
         row.requests = 1 if counted else 0
         row.latency_ms = (self.clock.monotonic() - t0) * 1000.0
         row.status = "error"
@@ -526,8 +609,15 @@ class Gateway:
         row.detail = f.message[:500]
         await self.ledger.finish(row)
 
-    def _depleted_until(self, key: Key, now: float) -> float:
-        """The provider says the key is empty: until its longest calendar window resets."""
+    def _depleted_until(self, key: Key, now: float, f: UpstreamFailure | None = None) -> float:
+        """The provider says the key is empty: until the window the provider named resets
+        (Gemini's per-day quota: midnight Pacific), else until the key's longest calendar
+        window resets."""
+        if f is not None and f.quota_window is not None:
+            tz = ZoneInfo(f.quota_tz) if f.quota_tz else self.config.tz
+            at = next_reset(now, parse_window(f.quota_window), tz)
+            if at is not None:
+                return at
         resets = [
             next_reset(now, lim.window, self.config.tz)
             for lim in key.limits
@@ -557,36 +647,48 @@ class Gateway:
         tried: set[tuple[str, str]] = set()
         attempts: list[Attempt] = []
         deployments = list(route.deployments)
-        while len(attempts) < self.settings.max_attempts:
-            try:
-                pick = await self._pick(
-                    route, facts, ctx, tried, deployments, deadline, bool(attempts)
+        routes_used = {route.name}
+        try:
+            while len(attempts) < self.settings.max_attempts:
+                try:
+                    pick = await self._pick(
+                        route, facts, ctx, tried, deployments, deadline, bool(attempts)
+                    )
+                except _NoMore:
+                    break
+                c = pick.candidate
+                tried.add((c.key.id, c.model))
+                result = await self._stream_attempt(
+                    req, route, ctx, rid, len(attempts) + 1, pick, deadline
                 )
-            except _NoMore:
-                break
-            c = pick.candidate
-            tried.add((c.key.id, c.model))
-            result = await self._stream_attempt(
-                req, route, ctx, rid, len(attempts) + 1, pick, deadline
-            )
-            if isinstance(result, ActiveStream):
-                result.attempts = [*attempts, Attempt(c.provider, c.key.id, c.model, "ok")]
-                return result
-            attempts.append(
-                Attempt(
-                    c.provider,
-                    c.key.id,
-                    c.model,
-                    "error",
-                    result.kind.value,
-                    result.status,
-                    result.message,
+                if isinstance(result, ActiveStream):
+                    result.attempts = [*attempts, Attempt(c.provider, c.key.id, c.model, "ok")]
+                    return result
+                attempts.append(
+                    Attempt(
+                        c.provider,
+                        c.key.id,
+                        c.model,
+                        "error",
+                        result.kind.value,
+                        result.status,
+                        result.message,
+                    )
                 )
-            )
-            if not result.kind.retryable:
-                raise client_error(result, attempts)
-            deployments = self._after_failure(result, c, deployments, tried)
-        raise all_failed(attempts)
+                if not result.kind.retryable:
+                    fallback = self._fallback_route(result, route, routes_used)
+                    if fallback is None:
+                        raise client_error(result, attempts)
+                    route, deployments = fallback, list(fallback.deployments)
+                    routes_used.add(route.name)
+                    continue
+                deployments = self._after_failure(result, c, deployments, tried)
+                if not deployments and result.kind is ErrorKind.CONTEXT_TOO_LONG:
+                    raise client_error(result, attempts)  # no larger window: the client's to fix
+            raise all_failed(attempts)
+        except QuotaflowError:
+            self.session_totals.book(False)
+            raise
 
     async def _stream_attempt(
         self,
@@ -617,6 +719,11 @@ class Gateway:
                 req.body, self._target(c), max_tokens=pick.plan.max_tokens, stream=True
             )
             resp = await open_stream(self.session, call, timeout, timeout)
+        except UnsupportedByProtocol as exc:
+            failure = UpstreamFailure(ErrorKind.UNSUPPORTED, None, exc.message)
+            failure.body = exc.to_openai()
+            await self._finish_failed(row, pick, failure, t0)
+            return failure
         except QuotaflowError:
             await self._finish_failed(
                 row, pick, UpstreamFailure(ErrorKind.BAD_REQUEST, 400, "translation failed"), t0
@@ -641,7 +748,9 @@ class Gateway:
             await self._finish_failed(row, pick, failure, t0, counted=True)
             return failure
         stream = ActiveStream(
-            gateway=self, resp=resp, translator=adapter.stream_translator(c.model, req.include_usage),
+            gateway=self, resp=resp, translator=adapter.stream_translator(
+                c.model, req.include_usage, created=int(self.clock.now())
+            ),
             row=row, pick=pick, t0=t0, prompt_estimate=pick.plan.prompt_tokens,
             headers=routing_headers(rid, c.provider, c.key, c.model, route.name, n),
         )  # fmt: skip
@@ -663,10 +772,20 @@ class Gateway:
                 c.health, failure.kind, failure.message, now, retry_after_s=failure.retry_after_s,
                 cooldown_s=self.settings.cooldown_s, failure_threshold=self.settings.failure_threshold,
             )  # fmt: skip
+            self._observe(
+                c,
+                Outcome(
+                    False,
+                    error_kind=failure.kind.value,
+                    error=f"{failure.kind.value}: {failure.message}",
+                ),
+            )
         elif status == "ok":
             hl.record_success(c.health, latency_ms, now, ttfb_ms)
+            self._observe(c, Outcome(True, latency_ms, ttfb_ms, usage.total_tokens))
         else:
             c.health.probe_in_flight = False
+        self.session_totals.book(status == "ok" and failure is None, usage.total_tokens)
         return await self._finish_ok(
             row, pick, usage, latency_ms, ttfb_ms, status=status, detail=detail,
             error_kind=failure.kind.value if failure else None,
@@ -680,6 +799,12 @@ class Gateway:
         h.cooldown_until = 0.0
         h.circuit = "closed"
         h.consecutive_failures = 0
+        self.changes += 1
+
+    def disable_key(self, key_id: str, reason: str = "disabled by an operator") -> None:
+        """Stop routing to a key until :meth:`enable_key` (in memory: a restart forgets it)."""
+        self.health.setdefault(key_id, hl.Health()).disabled_reason = reason
+        self.changes += 1
 
     def add_provider(self, provider: Provider, routes: dict[str, Route]) -> None:
         """Serve a provider created at runtime; ``routes`` replace only implicit routes."""
@@ -688,17 +813,21 @@ class Gateway:
             old = self.config.routes.get(name)
             if old is None or old.implicit:
                 self.config.routes[name] = route
+        self._reindex()
+        self.changes += 1
 
     def add_key(self, key: Key) -> None:
         """Start routing to ``key`` (or replace the key of the same id)."""
         self.keys[key.id] = key
         self.health.setdefault(key.id, hl.Health())
         self._reindex()
+        self.changes += 1
 
     def remove_key(self, key_id: str) -> Key | None:
         """Stop routing to a key; in-flight requests on it finish normally."""
         key = self.keys.pop(key_id, None)
         self._reindex()
+        self.changes += 1
         return key
 
     def provider_keys(self, provider: str) -> list[Key]:
@@ -711,6 +840,7 @@ class Gateway:
         for scope in sorted({lim.scope for lim in limits}):
             await self.ledger.record_reset(scope, now)
         await self.counters.reset(limits, now)
+        self.changes += 1
 
     async def reset_provider(self, provider: str) -> list[Key]:
         """Reset every limit of a provider and its keys, and clear their depleted state."""
@@ -724,11 +854,8 @@ class Gateway:
 
     # -- operations (issue 5: key tester, quality feedback, per key × model stats) -------
     def key_model_stats(self) -> dict[tuple[str, str], ModelStats]:
-        """Seed 004's per key × model statistics, by ``(key_id, model)`` (made on first use)."""
-        stats: dict[tuple[str, str], ModelStats] | None = self.__dict__.get("_key_model_stats")
-        if stats is None:
-            stats = self.__dict__["_key_model_stats"] = {}
-        return stats
+        """Seed 004's per key × model statistics, by ``(key_id, model)``."""
+        return self.model_stats
 
     def stats_for(self, key_id: str, model: str) -> ModelStats:
         """The statistics record of one key × model (created empty)."""
@@ -757,17 +884,20 @@ class Gateway:
             hl.record_success(h, latency_ms or 0.0, now)
         elif error is not None:
             until = (
-                self._depleted_until(key, now) if error.kind is ErrorKind.QUOTA_EXHAUSTED else None
+                self._depleted_until(key, now, error)
+                if error.kind is ErrorKind.QUOTA_EXHAUSTED
+                else None
             )
             hl.record_failure(
                 h, error.kind, error.message, now, retry_after_s=error.retry_after_s,
                 depleted_until=until, cooldown_s=self.settings.cooldown_s,
                 failure_threshold=self.settings.failure_threshold,
             )  # fmt: skip
-        ks.record_outcome(
-            self.stats_for(key_id, model), ok, now, latency_ms=latency_ms,
-            tokens=usage.total_tokens, error=None if error is None else f"{error.kind.value}: {error.message}",
-        )  # fmt: skip
+        self._observe_at(key_id, model, now, Outcome(
+            ok, latency_ms, tokens=usage.total_tokens,
+            error_kind=None if error is None else error.kind.value,
+            error=None if error is None else f"{error.kind.value}: {error.message}",
+        ))  # fmt: skip
         row = LedgerRow(
             request_id=self.new_request_id(), attempt=1, ts=now, agent="quotaflow-probe",
             provider=key.provider, key_id=key_id, model=model, prompt_tokens=usage.prompt_tokens,
@@ -803,7 +933,7 @@ class Gateway:
         if not targets:
             raise NotFound(f"no key of provider {provider!r} is configured", param="provider")
         for s in targets:
-            ks.record_quality(s, success, score)
+            self._observe_quality(s, success, score)
         return targets
 
     async def restore_probe_health(self, since: float | None = None) -> int:
@@ -815,14 +945,113 @@ class Gateway:
             if r.key_id not in self.keys:
                 continue
             s = self.stats_for(r.key_id, r.model)
-            ks.record_outcome(s, r.status == "ok", r.ts, latency_ms=r.latency_ms,
-                              tokens=r.total_tokens, error=r.detail)  # fmt: skip
+            if s.last_used is None or s.last_used < r.ts:  # not in the saved statistics yet
+                self._observe_at(r.key_id, r.model, r.ts, Outcome(
+                    r.status == "ok", r.latency_ms, tokens=r.total_tokens,
+                    error_kind=r.error_kind, error=r.detail,
+                ))  # fmt: skip
             h = self.health.setdefault(r.key_id, hl.Health())
             if r.error_kind == ErrorKind.AUTH.value:
                 h.disabled_reason = f"auth (key tester): {(r.detail or '')[:200]}"
             elif r.error_kind == ErrorKind.QUOTA_EXHAUSTED.value:
                 h.depleted_until = self._depleted_until(self.keys[r.key_id], now)
         return len(rows)
+
+    # -- learning (issue 7): key × model statistics, feedback, session summary -------------
+    def _observe(self, c: Candidate, outcome: Outcome) -> None:
+        self._observe_at(c.key.id, c.model, self.clock.now(), outcome)
+
+    def _observe_at(self, key_id: str, model: str, at: float, outcome: Outcome) -> None:
+        """Book one outcome into the key × model's statistics; save them now and then."""
+        st.observe(
+            self.stats_for(key_id, model), outcome, at,
+            self.settings.learning_half_life_s, self.settings.learning_window,
+        )  # fmt: skip
+        self._stats_dirty.add((key_id, model))
+        self._maybe_save_stats()
+
+    def _observe_quality(self, s: ModelStats, success: bool, score: float) -> None:
+        try:
+            st.observe_quality(s, score, success=success)
+        except ValueError as exc:
+            raise BadRequest(str(exc), param="score") from None
+        self._stats_dirty.add((s.key_id, s.model))
+        self._maybe_save_stats()
+
+    async def record_feedback(
+        self, score: float, *, success: bool = True, request_id: str | None = None,
+        provider: str | None = None, model: str | None = None,
+    ) -> list[ModelStats]:  # fmt: skip
+        """Quality feedback on a task: by ``request_id`` it lands on the key × model that
+        answered that request; by ``provider`` + ``model`` as :meth:`record_quality` says.
+        Future choices of ``learned`` and ``bandit`` move with it. Returns the records changed."""
+        if request_id is None:
+            if provider is None or model is None:
+                raise BadRequest("name a request_id, or a provider and a model", param="request_id")
+            return self.record_quality(provider, model, success, score)
+        rows = [r for r in await self.ledger.request_rows(request_id) if r.key_id and r.model]
+        if not rows:
+            raise NotFound(f"no request with id {request_id!r} in the ledger", param="request_id")
+        answered = [r for r in rows if r.status == "ok"]
+        row = (answered or rows)[-1]
+        s = self.stats_for(row.key_id, row.model)
+        if not s.provider:
+            s.provider = row.provider
+        self._observe_quality(s, success, score)
+        return [s]
+
+    def session_summary(self) -> dict[str, Any]:
+        """Seed 004's ``getSessionSummary()`` since the engine was made: ``requests``,
+        ``successes``, ``failures``, ``totalTokens``, ``successRate``."""
+        return self.session_totals.summary()
+
+    async def restore_model_stats(self) -> int:
+        """Load the saved key × model statistics (when the ledger is a :class:`StatsStore`)."""
+        if not isinstance(self.ledger, StatsStore):
+            return 0
+        loaded = await self.ledger.load_model_stats()
+        for rec in loaded:
+            self.model_stats[(rec.key_id, rec.model)] = rec
+        self._stats_saved_at = self.clock.monotonic()
+        return len(loaded)
+
+    async def save_model_stats(self) -> int:
+        """Save the key × model records changed since the last save; returns how many."""
+        task = self._stats_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            await asyncio.shield(task)
+        if not isinstance(self.ledger, StatsStore) or not self._stats_dirty:
+            return 0
+        keys, self._stats_dirty = self._stats_dirty, set()
+        records = [self.model_stats[k] for k in sorted(keys) if k in self.model_stats]
+        self._stats_saved_at = self.clock.monotonic()
+        try:
+            await self.ledger.save_model_stats(records, self.clock.now())
+        except Exception:
+            self._stats_dirty |= keys  # try again next time
+            raise
+        return len(records)
+
+    def _maybe_save_stats(self) -> None:
+        """Start a background save when the last one is ``stats_flush_s`` old."""
+        mono = self.clock.monotonic()
+        if self._stats_saved_at is None:
+            self._stats_saved_at = mono
+        due = mono - self._stats_saved_at >= self.settings.stats_flush_s
+        if not due or (self._stats_task is not None and not self._stats_task.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a plain call): the next save or close() writes them
+        self._stats_saved_at = mono
+        self._stats_task = loop.create_task(self._save_stats_quietly())
+
+    async def _save_stats_quietly(self) -> None:
+        try:
+            await self.save_model_stats()
+        except Exception:  # a failed snapshot is retried later; it must never break routing
+            log.warning("saving the key × model statistics failed", exc_info=True)
 
 
 class _NoMore(Exception):
@@ -894,6 +1123,11 @@ def all_failed(attempts: list[Attempt]) -> QuotaflowError:
     if not attempts:
         return UpstreamError("no attempt could be made")
     kinds = {a.error_kind for a in attempts}
+    if kinds == {ErrorKind.UNSUPPORTED.value}:
+        # No deployment's protocol can express the request: the client's to change.
+        err = UnsupportedByProtocol(attempts[0].message or "unsupported request")
+        err.details = {"attempts": [attempt_dict(a) for a in attempts]}
+        return err
     summary = "; ".join(
         f"{a.provider}/{a.key_id} ({a.model}): {a.error_kind} {a.http_status or ''}".strip()
         for a in attempts
@@ -904,3 +1138,18 @@ def all_failed(attempts: list[Attempt]) -> QuotaflowError:
             f"Every provider tried refused for rate or quota: {summary}", details=details
         )
     return UpstreamError(f"All {len(attempts)} attempts failed: {summary}", details=details)
+
+
+def _refused_by_filter(body: dict[str, Any]) -> bool:
+    """True when every choice of an answer is an empty ``content_filter`` stop: the
+    provider's filter refused the prompt and the client got nothing."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return False
+    for ch in choices:
+        msg = ch.get("message") if isinstance(ch, dict) else None
+        if not isinstance(msg, dict) or ch.get("finish_reason") != "content_filter":
+            return False
+        if msg.get("content") or msg.get("tool_calls"):
+            return False
+    return True

@@ -63,6 +63,7 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout"
     CONNECTION = "connection"
     MALFORMED = "malformed"  # the provider answered something unreadable
+    UNSUPPORTED = "unsupported"  # the protocol can't express the request: try another protocol
 
     @property
     def retryable(self) -> bool:

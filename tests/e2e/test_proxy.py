@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import openai
@@ -246,3 +247,23 @@ def test_client_errors_are_returned_not_retried(fresh_fake: Proc, home: Path) ->
         )
     rows = ledger_rows(home)
     assert len(rows) == 1 and rows[0]["error_kind"] == "bad_request"
+
+
+def test_waits_for_a_window_to_free_within_max_wait(fresh_fake: Proc, home: Path) -> None:
+    cfg = f"""
+settings: {{max_wait_s: 5}}
+providers:
+  - name: openai
+    base_url: {fresh_fake.url}/v1
+    keys: [{{id: a, secret: {KEYS[0]}, limits: [{{metric: requests, window: rolling 2s, amount: 1}}]}}]
+"""
+    with gateway(cfg, home) as gw:
+        c = client(gw)
+        t0 = time.monotonic()
+        for _ in range(2):
+            c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        waited = time.monotonic() - t0
+    assert 1.8 <= waited < 5.0
+    rows = ledger_rows(home)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[1]["ts"] - rows[0]["ts"] >= 1.9

@@ -9,13 +9,17 @@ Decisions, with the page they rest on:
   (https://platform.claude.com/docs/en/api/openai-sdk).
 * ``temperature`` is **capped** at 1, not halved: it is the same sampling temperature on
   both APIs, Anthropic only stops at 1 ("Values greater than 1 are capped at 1", same page).
-* ``n > 1`` is refused (Anthropic answers one choice); ``logprobs``, penalties, ``seed``,
+* ``n > 1`` is unsupported (Anthropic answers one choice); ``logprobs``, penalties, ``seed``,
   ``logit_bias``, ``stream_options``, ``service_tier``, ``store``… are dropped, because any
   unknown top-level field is a 400 upstream. Whitespace-only stop sequences are dropped.
 * ``response_format`` ``json_object``/``json_schema`` (object schemas, no client tools) is
   emulated with one forced tool named :data:`RESPONSE_FORMAT_TOOL`: its input comes back as
   the message ``content`` and ``finish_reason`` ``stop``. With client tools it is dropped.
-* ``created`` is 0 in answers: adapters read no clock, the gateway stamps it.
+* ``created`` in answers and chunks is the gateway's timestamp, passed in (adapters read
+  no clock).
+* What Messages cannot carry (``n > 1``, audio input, files other than PDF) raises
+  :class:`~quotaflow.errors.UnsupportedByProtocol`: the gateway then tries a deployment
+  of another protocol instead of failing the request.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from quotaflow.adapters.translate import (
     tool_call,
 )
 from quotaflow.engine.tokens import estimate_completion_tokens
-from quotaflow.errors import BadRequest
+from quotaflow.errors import BadRequest, UnsupportedByProtocol
 from quotaflow.types import Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -116,10 +120,15 @@ def _user_block(part: Mapping[str, Any]) -> dict[str, Any] | None:
     elif kind == "file":
         mime, data = file_data_of(part)
         if mime != "application/pdf":
-            raise BadRequest(
+            raise UnsupportedByProtocol(
                 f"the anthropic protocol takes PDF files only, not {mime}", param="messages"
             )
         block = {"type": "document", "source": {"type": "base64", "media_type": mime, "data": data}}
+    elif kind in ("input_audio", "audio"):
+        raise UnsupportedByProtocol(
+            "input_audio (audio input) is not supported by the anthropic protocol",
+            param="messages",
+        )
     else:
         raise BadRequest(
             f"content parts of type {kind!r} are not supported by the anthropic protocol",
@@ -316,7 +325,7 @@ def finish_reason(stop_reason: Any, has_tool_calls: bool) -> str:
     return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
-def from_anthropic_response(obj: Mapping[str, Any], model: str) -> ChatResult:
+def from_anthropic_response(obj: Mapping[str, Any], model: str, created: int = 0) -> ChatResult:
     """A Messages answer as an OpenAI ``chat.completion``."""
     content = obj.get("content")
     if not isinstance(content, list):
@@ -342,6 +351,7 @@ def from_anthropic_response(obj: Mapping[str, Any], model: str) -> ChatResult:
         model=model or str(obj.get("model") or ""),
         choices=[assistant_choice(0, text, calls, finish)],
         usage=usage,
+        created=created,
     )
     return ChatResult(body, usage, finish)
 
@@ -399,9 +409,9 @@ def classify_anthropic_error(status: int, headers: Headers, body: bytes) -> Upst
 class AnthropicStream:
     """Anthropic's named SSE events → OpenAI ``chat.completion.chunk`` frames."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
         self.state = StreamState()
-        self._out = ChunkWriter(model, include_usage)
+        self._out = ChunkWriter(model, include_usage, created)
         self._blocks: dict[int, int | str] = {}  # block index → tool-call index, "rf" or "text"
         self._tools = 0
         self._usage: dict[str, Any] = {}
@@ -580,7 +590,9 @@ class AnthropicAdapter:
         url = target.base_url.rstrip("/") + "/v1/messages"
         return UpstreamCall(url, headers, orjson.dumps(out), stream)
 
-    def parse_response(self, status: int, headers: Headers, body: bytes, model: str) -> ChatResult:
+    def parse_response(
+        self, status: int, headers: Headers, body: bytes, model: str, created: int = 0
+    ) -> ChatResult:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -591,10 +603,12 @@ class AnthropicAdapter:
             raise MalformedResponse(
                 f"the provider answered 2xx with an error: {str(obj.get('error'))[:200]}"
             )
-        return from_anthropic_response(obj, model)
+        return from_anthropic_response(obj, model, created)
 
-    def stream_translator(self, model: str, include_usage: bool) -> AnthropicStream:
-        return AnthropicStream(model, include_usage)
+    def stream_translator(
+        self, model: str, include_usage: bool, created: int = 0
+    ) -> AnthropicStream:
+        return AnthropicStream(model, include_usage, created)
 
     def classify_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
         return classify_anthropic_error(status, headers, body)

@@ -45,6 +45,10 @@ class UpstreamFailure:
     retry_after_s: float | None = None
     body: dict[str, Any] | None = None  # OpenAI-shaped error to hand back for client errors
     provider_code: str | None = None
+    # For QUOTA_EXHAUSTED: the provider's own quota window when it names one ("day" for
+    # Gemini's per-day quotas, reset at midnight in ``quota_tz``); None → the key's limits.
+    quota_window: str | None = None
+    quota_tz: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +102,20 @@ class Adapter(Protocol):
         """
         ...
 
-    def parse_response(self, status: int, headers: Headers, body: bytes, model: str) -> ChatResult:
-        """A 2xx body → OpenAI ``chat.completion``; raises :class:`MalformedResponse` if unreadable."""
+    def parse_response(
+        self, status: int, headers: Headers, body: bytes, model: str, created: int = 0
+    ) -> ChatResult:
+        """A 2xx body → OpenAI ``chat.completion``; raises :class:`MalformedResponse` if unreadable.
+
+        ``created`` is the gateway's timestamp for answers whose provider sends none.
+        """
         ...
 
-    def stream_translator(self, model: str, include_usage: bool) -> StreamTranslator: ...
+    def stream_translator(
+        self, model: str, include_usage: bool, created: int = 0
+    ) -> StreamTranslator:
+        """A translator for one stream; ``created`` stamps chunks whose provider sends none."""
+        ...
 
     def classify_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure: ...
 

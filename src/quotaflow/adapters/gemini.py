@@ -69,6 +69,9 @@ from quotaflow.engine.tokens import estimate_completion_tokens
 from quotaflow.errors import BadRequest
 from quotaflow.types import Usage
 
+# Gemini's per-day quotas reset at midnight Pacific time (PROVIDER_FORMATS §3).
+QUOTA_TZ = "America/Los_Angeles"
+
 # Google's documented placeholder for function calls whose real signature was lost.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
@@ -454,7 +457,7 @@ def _candidate_output(
     return text, calls
 
 
-def from_gemini_response(obj: Mapping[str, Any], model: str) -> ChatResult:
+def from_gemini_response(obj: Mapping[str, Any], model: str, created: int = 0) -> ChatResult:
     """A ``GenerateContentResponse`` as an OpenAI ``chat.completion`` (one choice per candidate)."""
     rid = str(obj.get("responseId") or "")
     candidates = obj.get("candidates")
@@ -483,6 +486,7 @@ def from_gemini_response(obj: Mapping[str, Any], model: str) -> ChatResult:
         model=model or str(obj.get("modelVersion") or ""),
         choices=choices,
         usage=usage,
+        created=created,
     )
     return ChatResult(body, usage, choices[0]["finish_reason"])
 
@@ -543,9 +547,10 @@ def classify_gemini_error(status: int, headers: Headers, body: bytes) -> Upstrea
     lowered = message.lower()
     retry = retry_after_seconds(headers)
     kind: ErrorKind
+    window: str | None = None
     if status == 429:
         if _is_per_day(err):
-            kind, retry = ErrorKind.QUOTA_EXHAUSTED, None
+            kind, retry, window = ErrorKind.QUOTA_EXHAUSTED, None, "day"
         else:
             kind, retry = ErrorKind.RATE_LIMITED, retry_delay_seconds(err, message) or retry
     elif (
@@ -568,7 +573,10 @@ def classify_gemini_error(status: int, headers: Headers, body: bytes) -> Upstrea
         kind = ErrorKind.BAD_REQUEST
     code = reasons[0] if reasons else rpc_status
     message = message or f"HTTP {status}"
-    return UpstreamFailure(kind, status, message, retry, openai_error(kind, message, code), code)
+    return UpstreamFailure(
+        kind, status, message, retry, openai_error(kind, message, code), code,
+        quota_window=window, quota_tz=QUOTA_TZ if window else None,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- stream
@@ -578,9 +586,9 @@ class GeminiStream:
     """Gemini ``alt=sse`` chunks → OpenAI chunks. Gemini has no terminal event: the chunk
     with ``finishReason`` ends the stream (and brings the usage chunk)."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
         self.state = StreamState()
-        self._out = ChunkWriter(model, include_usage)
+        self._out = ChunkWriter(model, include_usage, created)
         self._rid = ""
         self._calls: dict[int, int] = {}  # candidate → tool calls sent so far
         self._finished: dict[int, str] = {}
@@ -684,7 +692,9 @@ class GeminiAdapter:
         url = f"{target.base_url.rstrip('/')}/models/{model}:{method}"
         return UpstreamCall(url, headers, orjson.dumps(out), stream)
 
-    def parse_response(self, status: int, headers: Headers, body: bytes, model: str) -> ChatResult:
+    def parse_response(
+        self, status: int, headers: Headers, body: bytes, model: str, created: int = 0
+    ) -> ChatResult:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -695,10 +705,10 @@ class GeminiAdapter:
             raise MalformedResponse(
                 f"the provider answered 2xx with an error: {str(obj['error'])[:200]}"
             )
-        return from_gemini_response(obj, model)
+        return from_gemini_response(obj, model, created)
 
-    def stream_translator(self, model: str, include_usage: bool) -> GeminiStream:
-        return GeminiStream(model, include_usage)
+    def stream_translator(self, model: str, include_usage: bool, created: int = 0) -> GeminiStream:
+        return GeminiStream(model, include_usage, created)
 
     def classify_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
         return classify_gemini_error(status, headers, body)

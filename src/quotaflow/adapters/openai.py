@@ -228,7 +228,9 @@ class OpenAIAdapter:
             target.base_url + "/chat/completions", headers, orjson.dumps(out), stream
         )
 
-    def parse_response(self, status: int, headers: Headers, body: bytes, model: str) -> ChatResult:
+    def parse_response(
+        self, status: int, headers: Headers, body: bytes, model: str, created: int = 0
+    ) -> ChatResult:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -252,9 +254,12 @@ class OpenAIAdapter:
                 msg = ch.get("message") or {} if isinstance(ch, dict) else {}
                 text += str(msg.get("content") or "") + str(msg.get("tool_calls") or "")
             usage = Usage(0, estimate_completion_tokens(text), estimated=True)
+        if created and not obj.get("created"):
+            obj["created"] = created
         return ChatResult(obj, usage, finish)
 
-    def stream_translator(self, model: str, include_usage: bool) -> OpenAIStream:
+    def stream_translator(self, model: str, include_usage: bool, created: int = 0) -> OpenAIStream:
+        # OpenAI-compatible providers stamp their own chunks; they pass through untouched.
         return OpenAIStream(include_usage)
 
     def classify_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from quotaflow.adapters.base import ErrorKind, sse_frame
-from quotaflow.errors import BadRequest
+from quotaflow.errors import BadRequest, UnsupportedByProtocol
 from quotaflow.types import Usage
 
 DEFAULT_MAX_TOKENS = 4096
@@ -35,6 +35,7 @@ _OPENAI_ERROR = {
     ErrorKind.TIMEOUT: ("server_error", "timeout"),
     ErrorKind.CONNECTION: ("server_error", None),
     ErrorKind.MALFORMED: ("server_error", None),
+    ErrorKind.UNSUPPORTED: ("invalid_request_error", "unsupported_by_protocol"),
 }
 
 
@@ -156,7 +157,7 @@ def refuse_n(body: Mapping[str, Any], provider: str) -> None:
     would break a client that asked for several."""
     n = body.get("n")
     if isinstance(n, int) and n > 1:
-        raise BadRequest(f"n > 1 is not supported by the {provider} protocol", param="n")
+        raise UnsupportedByProtocol(f"n > 1 is not supported by the {provider} protocol", param="n")
 
 
 def copy_headers(headers: dict[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -187,13 +188,14 @@ def completion_body(
     model: str,
     choices: list[dict[str, Any]],
     usage: Usage,
+    created: int = 0,
 ) -> dict[str, Any]:
-    """An OpenAI ``chat.completion``; ``created`` is 0 because adapters read no clock (the
-    gateway stamps it)."""
+    """An OpenAI ``chat.completion``; ``created`` is the gateway's timestamp (adapters read
+    no clock; 0 when none is given)."""
     return {
         "id": id,
         "object": "chat.completion",
-        "created": 0,
+        "created": created,
         "model": model,
         "choices": choices,
         "usage": usage_dict(usage),
@@ -226,16 +228,17 @@ class ChunkWriter:
     extra ``"choices": []`` chunk, exactly as OpenAI does; without it neither appears.
     """
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, include_usage: bool, created: int = 0) -> None:
         self.id = "chatcmpl-quotaflow"
         self.model = model
         self.include_usage = include_usage
+        self.created = created
 
     def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> bytes:
         chunk: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
-            "created": 0,
+            "created": self.created,
             "model": self.model,
             "choices": choices,
         }

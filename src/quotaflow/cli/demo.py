@@ -5,6 +5,10 @@ protocol quotaflow has an adapter for, a gateway on ``--port``, and a handful of
 sending chat requests through ``/v1``. A refreshing table shows each key's headroom and
 where the traffic goes; keys run out, the traffic switches, minute windows reset and it
 switches back. Ctrl-C stops it (or ``--duration``).
+
+``--scenario failover`` runs one key per protocol in priority order (OpenAI, Anthropic,
+Gemini) with small one-time quotas on the first two: the traffic fails over from OpenAI to
+Anthropic to Gemini as each runs dry, and nothing is refused.
 """
 
 from __future__ import annotations
@@ -61,6 +65,25 @@ DEMO_KEYS: list[tuple[str, str, str, list[dict[str, Any]]]] = [
 ]
 
 
+# The failover scenario: one key per protocol, tried in this order; the first two run dry.
+FAILOVER_KEYS: list[tuple[str, str, str, list[dict[str, Any]]]] = [
+    ("openai", "openai", "gpt-4o-mini", [{"metric": "tokens", "window": "once", "amount": 400}]),
+    (
+        "anthropic",
+        "anthropic",
+        "claude-haiku-4-5",
+        [{"metric": "tokens", "window": "once", "amount": 400}],
+    ),
+    (
+        "gemini",
+        "gemini",
+        "gemini-2.0-flash",
+        [{"metric": "tokens", "window": "once", "amount": 1_000_000}],
+    ),
+]
+SCENARIOS = ("switching", "failover")
+
+
 @dataclass
 class Traffic:
     ok: Counter[str] = field(default_factory=Counter)
@@ -70,10 +93,12 @@ class Traffic:
     total: int = 0
 
 
-def demo_config(urls: dict[str, str]) -> Config:
+def demo_config(urls: dict[str, str], scenario: str = "switching") -> Config:
+    """The demo's configuration for fake upstreams at ``urls`` (by protocol)."""
     providers = []
     deployments = []
-    for name, protocol, model, limits in DEMO_KEYS:
+    failover = scenario == "failover"
+    for name, protocol, model, limits in FAILOVER_KEYS if failover else DEMO_KEYS:
         if protocol not in urls:
             continue
         base = urls[protocol] + (
@@ -85,7 +110,11 @@ def demo_config(urls: dict[str, str]) -> Config:
         })  # fmt: skip
         deployments.append({"provider": name, "model": model})
     spec = parse_spec({
-        "settings": {"strategy": "headroom", "max_wait_s": 0, "preferred_providers": []},
+        "settings": {
+            "strategy": "priority" if failover else "headroom",
+            "max_wait_s": 0,
+            "preferred_providers": [],
+        },
         "providers": providers,
         "routes": [{"name": "demo", "deployments": deployments}],
     })  # fmt: skip
@@ -175,15 +204,16 @@ async def render(gw: Gateway, traffic: Traffic, url: str) -> Group:
 
 
 async def run_demo(
-    port: int, agents: int, duration: float | None, home: Path, seed: int
-) -> Traffic:
+    port: int, agents: int, duration: float | None, home: Path, seed: int,
+    scenario: str = "switching",
+) -> Traffic:  # fmt: skip
     traffic = Traffic()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with fake_upstreams() as urls:
-        config = demo_config(urls)
+        config = demo_config(urls, scenario)
         shutil.rmtree(home, ignore_errors=True)
         gw = build_gateway(config, home)
         runner = aiohttp.web.AppRunner(create_app(gw), access_log=None)
@@ -243,12 +273,23 @@ async def run_demo(
 @click.option(
     "--seed", type=int, default=7, show_default=True, help="Seed of the synthetic traffic."
 )
-def demo(port: int, agents: int, duration: float | None, home: str | None, seed: int) -> None:
+@click.option(
+    "--scenario",
+    type=click.Choice(SCENARIOS),
+    default="switching",
+    show_default=True,
+    help="switching: keys run out and reset; failover: OpenAI → Anthropic → Gemini as quotas run dry.",
+)
+def demo(
+    port: int, agents: int, duration: float | None, home: str | None, seed: int, scenario: str
+) -> None:
     """Watch quotaflow switch keys live: fake providers, small quotas, synthetic agents."""
     from quotaflow.cli.serve import install_uvloop
 
     install_uvloop()
-    traffic = asyncio.run(run_demo(port, agents, duration, data_home(home) / "demo", seed))
+    traffic = asyncio.run(
+        run_demo(port, agents, duration, data_home(home) / "demo", seed, scenario)
+    )
     click.echo(
         f"\ndemo ended: {sum(traffic.ok.values())} answered, {sum(traffic.failed.values())} refused, by key: {dict(traffic.ok)}"
     )

@@ -21,6 +21,20 @@ def _register() -> None:
     cli.add_command(serve.serve)
     cli.add_command(demo.demo)
     cli.add_command(fake_provider_cmd.fake_provider)
+    _register_operations()
+
+
+def _register_operations() -> None:
+    # Issue 5: status, keys, the key tester, reports, forecasts, alerts, reset, feedback.
+    from quotaflow.cli import alerts, feedback, forecast, keys, probe, report, reset, status
+    from quotaflow.cli.output import EXIT_CODES_HELP
+
+    for command in (
+        status.status, keys.keys, probe.probe, report.report, forecast.forecast,
+        alerts.alerts, reset.reset, feedback.feedback,
+    ):  # fmt: skip
+        cli.add_command(command)
+    cli.epilog = EXIT_CODES_HELP
 
 
 _register()

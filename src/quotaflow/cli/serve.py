@@ -13,6 +13,7 @@ from aiohttp import web
 from quotaflow.config.load import load_config
 from quotaflow.config.model import Config
 from quotaflow.errors import ConfigError
+from quotaflow.management import Management
 from quotaflow.runtime import build_gateway, data_home
 from quotaflow.web.app import create_app
 
@@ -40,10 +41,17 @@ def install_uvloop() -> None:
 
 
 async def run_server(
-    config: Config, home: Path, host: str, port: int, *, quiet: bool = False
-) -> None:
+    config: Config, home: Path, host: str, port: int, *, quiet: bool = False,
+    trust_local: bool = False,
+) -> None:  # fmt: skip
     gateway = build_gateway(config, home)
-    app = create_app(gateway)
+    try:
+        mg = Management.build(
+            gateway, home, bind_host=host, trust_local=trust_local or config.server.trust_local
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    app = create_app(gateway, management=mg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
@@ -61,6 +69,12 @@ async def run_server(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if mg.new_admin_token is not None:  # printed once: only its hash is stored
+        click.echo(
+            f"admin token (shown once; only its hash is kept in {home}): {mg.new_admin_token}"
+        )
+    if mg.trust_local and not quiet:
+        click.echo("trust-local mode: /api needs no token from this machine (loopback only)")
     if not quiet:
         if gateway.crashed_on_start:
             click.echo(f"settled {gateway.crashed_on_start} attempt(s) left pending by a crash")
@@ -89,7 +103,16 @@ async def run_server(
     default=None,
     help="Data folder (default $QUOTAFLOW_HOME or ./.quotaflow).",
 )
-def serve(config_path: str | None, host: str | None, port: int | None, home: str | None) -> None:
+@click.option(
+    "--trust-local",
+    is_flag=True,
+    default=False,
+    help="Seed 000's local mode: /api needs no admin token. Refused unless bound to loopback.",
+)
+def serve(
+    config_path: str | None, host: str | None, port: int | None, home: str | None,
+    trust_local: bool,
+) -> None:  # fmt: skip
     """Run the gateway: /v1 (OpenAI-compatible), /api (management)."""
     config = load_or_exit(config_path)
     install_uvloop()
@@ -99,5 +122,6 @@ def serve(config_path: str | None, host: str | None, port: int | None, home: str
             data_home(home),
             host or config.server.host,
             config.server.port if port is None else port,
+            trust_local=trust_local,
         )
     )

@@ -34,10 +34,10 @@ def _expand(value: Any, env: Mapping[str, str], path: str) -> Any:
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
+            if default is not None:  # shell semantics: ${X:-d} is d when X is unset or empty
+                return env.get(name) or default
             if name in env:
                 return env[name]
-            if default is not None:
-                return default
             raise ConfigError(f"{path}: environment variable {name} is not set")
 
         return _VAR.sub(sub, value)
@@ -51,9 +51,10 @@ def _expand(value: Any, env: Mapping[str, str], path: str) -> Any:
 def _format_validation(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}")
+        # Whole-config checks have no location; their messages name the field themselves.
+        lines.append(f"{loc}: {msg}" if loc else msg)
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -108,6 +109,19 @@ def _env_value(preset: ProviderPreset, env: Mapping[str, str], suffix: str) -> s
     return None
 
 
+def _env_base_url(preset: ProviderPreset, env: Mapping[str, str]) -> str | None:
+    """``<PROVIDER>_BASE_URL``, checked like the YAML field, the error naming the variable."""
+    for prefix in preset.env:
+        v = env.get(f"{prefix}_BASE_URL")
+        if v:
+            if not v.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"{prefix}_BASE_URL: {v!r}: base_url must start with http:// or https://"
+                )
+            return v.rstrip("/")
+    return None
+
+
 def _env_limits(preset: ProviderPreset, env: Mapping[str, str]) -> list[LimitSpec]:
     limits = [
         LimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount) for lp in preset.key_limits
@@ -147,7 +161,7 @@ def discover_spec(env: Mapping[str, str]) -> ConfigSpec:
         providers.append(
             ProviderSpec(
                 name=preset.name,
-                base_url=_env_value(preset, env, "BASE_URL"),
+                base_url=_env_base_url(preset, env),
                 keys=keys,
                 key_limits=limits,
             )
@@ -193,7 +207,7 @@ def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provi
         )
     preset = PRESETS.get(preset_name) if preset_name else None
     protocol = spec.protocol or (preset.protocol if preset else None)
-    base_url = spec.base_url or (_env_value(preset, env, "BASE_URL") if preset else None)
+    base_url = spec.base_url or (_env_base_url(preset, env) if preset else None)
     base_url = base_url or (preset.base_url if preset else None)
     if protocol is None:
         raise ConfigError(
@@ -307,10 +321,18 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
                 f"routes.{i}.name: 'auto' is reserved (it routes across every provider)"
             )
         routes[rs.name] = Route(
-            rs.name, tuple(deployments), _limits(rs.limits, f"route:{rs.name}"), rs.strategy
-        )
+            rs.name, tuple(deployments), _limits(rs.limits, f"route:{rs.name}"), rs.strategy,
+            fallback_route=rs.fallback_route,
+        )  # fmt: skip
     for name, route in _implicit_routes(providers).items():
         routes.setdefault(name, route)
+    for i, rs in enumerate(spec.routes):
+        fb = rs.fallback_route
+        if fb is not None and (fb == rs.name or fb not in routes):
+            why = "a route cannot fall back to itself" if fb == rs.name else "no such route"
+            raise ConfigError(
+                f"routes.{i}.fallback_route: {fb!r}: {why} (routes: {', '.join(routes)})"
+            )
     return Config(
         server=spec.server,
         settings=spec.settings,
@@ -320,4 +342,5 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
         routes=routes,
         global_limits=_limits(spec.limits, "global"),
         source=source,
+        agents=tuple(spec.agents),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from quotaflow.config.schema import ServerSpec, SettingsSpec
+from quotaflow.config.schema import AgentSpec, ServerSpec, SettingsSpec
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.pricing import Price
 
@@ -81,6 +81,7 @@ class Route:
     limits: tuple[Limit, ...] = ()
     strategy: str | None = None
     implicit: bool = False
+    fallback_route: str | None = None  # where a content-filtered request is retried
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ class Config:
     routes: dict[str, Route]  # explicit routes, then one per served model name, then "auto"
     global_limits: tuple[Limit, ...] = ()
     source: str = "environment"
+    agents: tuple[AgentSpec, ...] = ()  # declared in the YAML; more are added by the admin API
 
     def route(self, model: str) -> Route | None:
         return self.routes.get(model)

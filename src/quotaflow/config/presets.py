@@ -1,18 +1,22 @@
 """Provider presets as data: protocol, base URL, environment names, models, prices, free-tier limits.
 
 Prices are USD per million tokens (input / output / cached input) as published by the
-providers around :data:`PRICES_AS_OF`; a config file overrides any of them. Default limits
+providers around :data:`PRICES_AS_OF`. They are versioned package data,
+``quotaflow/data/prices.json`` (``version``, ``as_of``, ``models.<provider>.<model>``), so a
+price update is a data change; a config file overrides any of them per model
+(``providers[].models[].input/output/cached``). Default limits
 are seed 002's free-tier table (Cohere, AI21, Groq, HuggingFace, OpenAI, Google) and seed
 003's monthly budget for Anthropic; a provider without a known free tier gets none.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Any
 
 from quotaflow.types import Metric
-
-PRICES_AS_OF = "2026-11"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,84 +49,107 @@ class ProviderPreset:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _m(
-    name: str, tier: str, ctx: int, out: int, i: float, o: float, c: float | None = None
-) -> ModelPreset:
-    return ModelPreset(name, tier, ctx, out, i, o, c)
+def _m(name: str, tier: str, ctx: int, out: int) -> ModelPreset:
+    return ModelPreset(name, tier, ctx, out)
+
+
+def load_price_table() -> dict[str, Any]:
+    """The packaged price table: ``{"version", "as_of", "models": {provider: {model: price}}}``."""
+    text = resources.files("quotaflow").joinpath("data/prices.json").read_text(encoding="utf-8")
+    table: dict[str, Any] = json.loads(text)
+    return table
+
+
+PRICE_TABLE = load_price_table()
+PRICES_VERSION: int = PRICE_TABLE["version"]
+PRICES_AS_OF: str = PRICE_TABLE["as_of"]
+
+
+def _priced(preset: ProviderPreset, table: dict[str, Any]) -> ProviderPreset:
+    """``preset`` with each model's price from ``table`` (a model not listed stays free)."""
+    prices = table["models"].get(preset.name, {})
+    models = []
+    for m in preset.models:
+        price = prices.get(m.name)
+        if price is not None:
+            m = replace(m, input=float(price["input"]), output=float(price["output"]),
+                        cached=None if price.get("cached") is None else float(price["cached"]))  # fmt: skip
+        models.append(m)
+    return replace(preset, models=tuple(models))
 
 
 PRESETS: dict[str, ProviderPreset] = {
-    p.name: p
+    p.name: _priced(p, PRICE_TABLE)
     for p in (
         ProviderPreset(
             "cohere", "openai", "https://api.cohere.ai/compatibility/v1", ("COHERE",),
-            (_m("command-r-08-2024", "cheap", 128_000, 4_000, 0.15, 0.60),
-             _m("command-a-03-2025", "capable", 256_000, 8_000, 2.50, 10.00)),
+            (_m("command-r-08-2024", "cheap", 128_000, 4_000),
+             _m("command-a-03-2025", "capable", 256_000, 8_000)),
             (LimitPreset("tokens", "month", 5_000_000),), priority=1,
         ),
         ProviderPreset(
             "ai21", "openai", "https://api.ai21.com/studio/v1", ("AI21",),
-            (_m("jamba-mini", "cheap", 256_000, 4_096, 0.20, 0.40),
-             _m("jamba-large", "capable", 256_000, 4_096, 2.00, 8.00)),
+            (_m("jamba-mini", "cheap", 256_000, 4_096),
+             _m("jamba-large", "capable", 256_000, 4_096)),
             (LimitPreset("tokens", "month", 300_000),), priority=2,
         ),
         ProviderPreset(
             "groq", "openai", "https://api.groq.com/openai/v1", ("GROQ",),
-            (_m("llama-3.1-8b-instant", "cheap", 131_072, 8_192, 0.05, 0.08),
-             _m("llama-3.3-70b-versatile", "capable", 131_072, 32_768, 0.59, 0.79)),
+            (_m("llama-3.1-8b-instant", "cheap", 131_072, 8_192),
+             _m("llama-3.3-70b-versatile", "capable", 131_072, 32_768)),
             (LimitPreset("requests", "day", 14_400),), priority=3,
         ),
         ProviderPreset(
             "huggingface", "openai", "https://router.huggingface.co/v1", ("HUGGINGFACE", "HF"),
-            (_m("meta-llama/Llama-3.1-8B-Instruct", "cheap", 131_072, 8_192, 0.0, 0.0),
-             _m("meta-llama/Llama-3.3-70B-Instruct", "capable", 131_072, 8_192, 0.0, 0.0)),
+            (_m("meta-llama/Llama-3.1-8B-Instruct", "cheap", 131_072, 8_192),
+             _m("meta-llama/Llama-3.3-70B-Instruct", "capable", 131_072, 8_192)),
             (LimitPreset("tokens", "month", 30_000),), priority=4,
         ),
         ProviderPreset(
             "openai", "openai", "https://api.openai.com/v1", ("OPENAI",),
-            (_m("gpt-4o-mini", "cheap", 128_000, 16_384, 0.15, 0.60, 0.075),
-             _m("gpt-4.1-mini", "cheap", 1_047_576, 32_768, 0.40, 1.60, 0.10),
-             _m("gpt-4o", "capable", 128_000, 16_384, 2.50, 10.00, 1.25),
-             _m("gpt-4.1", "capable", 1_047_576, 32_768, 2.00, 8.00, 0.50)),
+            (_m("gpt-4o-mini", "cheap", 128_000, 16_384),
+             _m("gpt-4.1-mini", "cheap", 1_047_576, 32_768),
+             _m("gpt-4o", "capable", 128_000, 16_384),
+             _m("gpt-4.1", "capable", 1_047_576, 32_768)),
             (LimitPreset("tokens", "once", 5_000),), priority=5,
         ),
         ProviderPreset(
             "gemini", "gemini", "https://generativelanguage.googleapis.com/v1beta", ("GEMINI", "GOOGLE"),
-            (_m("gemini-2.0-flash", "cheap", 1_048_576, 8_192, 0.10, 0.40, 0.025),
-             _m("gemini-2.5-flash", "cheap", 1_048_576, 65_536, 0.30, 2.50, 0.075),
-             _m("gemini-2.5-pro", "capable", 1_048_576, 65_536, 1.25, 10.00, 0.31)),
+            (_m("gemini-2.0-flash", "cheap", 1_048_576, 8_192),
+             _m("gemini-2.5-flash", "cheap", 1_048_576, 65_536),
+             _m("gemini-2.5-pro", "capable", 1_048_576, 65_536)),
             (LimitPreset("requests", "month", 5_000),), priority=6,
         ),
         ProviderPreset(
             "anthropic", "anthropic", "https://api.anthropic.com", ("ANTHROPIC",),
-            (_m("claude-haiku-4-5", "cheap", 200_000, 64_000, 1.00, 5.00, 0.10),
-             _m("claude-sonnet-4-5", "capable", 200_000, 64_000, 3.00, 15.00, 0.30),
-             _m("claude-opus-4-5", "capable", 200_000, 64_000, 5.00, 25.00, 0.50)),
+            (_m("claude-haiku-4-5", "cheap", 200_000, 64_000),
+             _m("claude-sonnet-4-5", "capable", 200_000, 64_000),
+             _m("claude-opus-4-5", "capable", 200_000, 64_000)),
             (LimitPreset("tokens", "month", 140_000),), priority=7,
         ),
         ProviderPreset(
             "kimi", "openai", "https://api.moonshot.ai/v1", ("KIMI", "MOONSHOT"),
-            (_m("kimi-k2.5", "cheap", 262_144, 32_768, 0.60, 2.50, 0.15),
-             _m("kimi-k1.5", "cheap", 131_072, 8_192, 0.60, 2.50)),
+            (_m("kimi-k2.5", "cheap", 262_144, 32_768),
+             _m("kimi-k1.5", "cheap", 131_072, 8_192)),
             (LimitPreset("tokens", "minute", 60_000),), priority=8,
         ),
         ProviderPreset(
             "openrouter", "openai", "https://openrouter.ai/api/v1", ("OPENROUTER",),
-            (_m("openai/gpt-4o-mini", "cheap", 128_000, 16_384, 0.15, 0.60),
-             _m("meta-llama/llama-3.3-70b-instruct", "cheap", 131_072, 16_384, 0.13, 0.40),
-             _m("anthropic/claude-sonnet-4.5", "capable", 200_000, 64_000, 3.00, 15.00)),
+            (_m("openai/gpt-4o-mini", "cheap", 128_000, 16_384),
+             _m("meta-llama/llama-3.3-70b-instruct", "cheap", 131_072, 16_384),
+             _m("anthropic/claude-sonnet-4.5", "capable", 200_000, 64_000)),
             priority=9,
         ),
         ProviderPreset(
             "deepseek", "openai", "https://api.deepseek.com/v1", ("DEEPSEEK",),
-            (_m("deepseek-chat", "cheap", 128_000, 8_192, 0.28, 0.42, 0.028),
-             _m("deepseek-reasoner", "capable", 128_000, 65_536, 0.28, 0.42, 0.028)),
+            (_m("deepseek-chat", "cheap", 128_000, 8_192),
+             _m("deepseek-reasoner", "capable", 128_000, 65_536)),
             priority=10,
         ),
         ProviderPreset(
             "mistral", "openai", "https://api.mistral.ai/v1", ("MISTRAL",),
-            (_m("mistral-small-latest", "cheap", 128_000, 8_192, 0.10, 0.30),
-             _m("mistral-large-latest", "capable", 128_000, 8_192, 2.00, 6.00)),
+            (_m("mistral-small-latest", "cheap", 128_000, 8_192),
+             _m("mistral-large-latest", "capable", 128_000, 8_192)),
             priority=11,
         ),
     )

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from quotaflow.engine.windows import Window, parse_window
 
-StrategyName = Literal["priority", "headroom", "cost", "latency", "weighted"]
+StrategyName = Literal["priority", "headroom", "cost", "latency", "weighted", "learned", "bandit"]
 
 
 class _Model(BaseModel):
@@ -100,12 +100,40 @@ class RouteSpec(_Model):
     deployments: list[DeploymentSpec] = Field(min_length=1)
     limits: list[LimitSpec] = Field(default_factory=list)
     strategy: StrategyName | None = None
+    # Where a request goes when a provider's content filter refuses it on this route (a
+    # route name or a served model name); None: the refusal is returned as is.
+    fallback_route: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class ServerSpec(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=5050, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Management API (issue 3): who may call what.
+    trust_local: bool = False  # seed 000's no-auth local mode; refused unless bound to loopback
+    require_agent_keys: bool = False  # /v1 needs an agent key even on loopback
+    allow_agent_header: bool = True  # X-Quotaflow-Agent / OpenAI ``user`` name the agent
+    allowed_hosts: list[str] = Field(default_factory=list)  # Host names accepted besides loopback
+    cors_origins: list[str] = Field(default_factory=list)  # extra CORS origins besides localhost
+    api_max_body_bytes: int = Field(default=64 * 1024, gt=0)  # cap of /api request bodies
+    # The dashboard (issue 6): show it without the admin token to callers on loopback
+    # (read-only: actions still need the token).
+    dashboard_read_only_on_loopback: bool = False
+
+
+class LearnedWeights(_Model):
+    """Seed 004's score weights: 0.4·reliability + 0.3·speed + 0.2·quality + 0.1·recency."""
+
+    reliability: float = Field(default=0.4, ge=0)
+    speed: float = Field(default=0.3, ge=0)
+    quality: float = Field(default=0.2, ge=0)
+    recency: float = Field(default=0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> LearnedWeights:
+        if self.reliability + self.speed + self.quality + self.recency <= 0:
+            raise ValueError("learned_weights: at least one weight must be above 0")
+        return self
 
 
 class SettingsSpec(_Model):
@@ -128,6 +156,18 @@ class SettingsSpec(_Model):
     cooldown_s: float = Field(default=30.0, gt=0)  # after a 5xx burst opens the circuit
     failure_threshold: int = Field(default=3, ge=1)  # consecutive failures that open the circuit
     ledger_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
+    choose_ttl_s: float = Field(default=600.0, gt=0, le=86_400)  # /api/choose reservation lifetime
+    # seed 003's emergency status: warning 80 %, critical 95 %, emergency 98 %
+    emergency_levels: list[float] = Field(default_factory=lambda: [0.80, 0.95, 0.98])
+    # issue 7: the learning strategies ("learned", "bandit") and the key × model statistics
+    learned_weights: LearnedWeights = Field(default_factory=LearnedWeights)
+    learning_half_life_s: float = Field(default=60.0, gt=0)  # evidence halves this often
+    learning_window: float = Field(default=20.0, ge=2)  # recent outcomes the evidence holds
+    learned_speed_reference_ms: float = Field(default=1000.0, gt=0)  # speed 0.5 at this latency
+    learned_recency_tau_s: float = Field(default=300.0, gt=0)  # recency = exp(-age / tau)
+    bandit_exploration: float = Field(default=0.02, ge=0, le=0.2)  # share of forced exploration
+    bandit_confidence: float = Field(default=3.0, ge=1, le=20)  # evidence weight in the draws
+    stats_flush_s: float = Field(default=30.0, gt=0)  # key × model stats saved this often
 
     @field_validator("timezone")
     @classmethod
@@ -144,10 +184,37 @@ class SettingsSpec(_Model):
     def _thresholds(self) -> SettingsSpec:
         if not self.warning < self.critical:
             raise ValueError("warning must be below critical")
+        e = self.emergency_levels
+        if len(e) != 3 or not 0 < e[0] < e[1] < e[2] <= 1:
+            raise ValueError(
+                "emergency_levels: three increasing shares in (0, 1], e.g. [0.8, 0.95, 0.98]"
+            )
+        if any(not 0 < lv <= 1 for lv in self.alert_levels):
+            raise ValueError("alert_levels: shares in (0, 1], e.g. [0.75, 0.9, 0.95]")
         return self
 
 
+class AgentBudgetSpec(LimitSpec):
+    provider: str | None = None  # a budget on one provider only (seed 003: per-provider months)
+
+
+class AgentSpec(_Model):
+    """An agent (seed 003's ``ai_name``): budgets, provider order, rate limits, token cap."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    key: str | None = Field(default=None, pattern=r"^qf-[A-Za-z0-9_-]{16,128}$")  # virtual key
+    budgets: list[AgentBudgetSpec] = Field(default_factory=list)
+    providers: list[str] = Field(default_factory=list)  # primary first, then fallbacks
+    switch_threshold: float = Field(default=0.95, gt=0, le=1)  # seed 003: 95 %
+    requests_per_minute: int | None = Field(default=None, ge=1)  # seed 003: 42
+    requests_per_day: int | None = Field(default=None, ge=1)  # seed 003: 3,400
+    max_tokens_per_request: int | None = Field(default=None, ge=1)  # seed 003: 17,000
+    default_max_tokens: int | None = Field(default=1024, ge=1)  # seed 003: OPENAI_MAX_TOKENS
+    admin: bool = False  # the agent's key may do what the admin token does
+
+
 class ConfigSpec(_Model):
+    agents: list[AgentSpec] = Field(default_factory=list)
     server: ServerSpec = Field(default_factory=ServerSpec)
     settings: SettingsSpec = Field(default_factory=SettingsSpec)
     providers: list[ProviderSpec] = Field(default_factory=list)
@@ -170,4 +237,7 @@ class ConfigSpec(_Model):
         routes = [r.name for r in self.routes]
         if len(set(routes)) != len(routes):
             raise ValueError("routes: duplicate route names")
+        agents = [a.name for a in self.agents]
+        if len(set(agents)) != len(agents):
+            raise ValueError("agents: duplicate agent names")
         return self

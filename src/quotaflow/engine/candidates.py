@@ -14,6 +14,7 @@ from quotaflow.config.model import Deployment, Key, Provider
 from quotaflow.engine.health import Health, available_at, unavailable_reason
 from quotaflow.engine.limits import Limit, LimitUsage, state_of
 from quotaflow.engine.reservation import Plan, Shortfall, plan_reservation
+from quotaflow.engine.stats import ModelStats
 from quotaflow.types import State
 
 IN_FLIGHT_POLL_S = 0.05
@@ -45,6 +46,8 @@ class Candidate:
     health: Health
     flags: dict[str, bool] = field(default_factory=dict)
     est_cost_usd: float = 0.0  # worst case of the request on this deployment
+    stats: ModelStats | None = None  # the key × model's statistics (None: never used)
+    at: float = 0.0  # when it was screened: strategies read decayed statistics at this time
 
     @property
     def provider(self) -> str:
@@ -89,8 +92,12 @@ def screen_candidates(
     *,
     saturation: float = 0.8,
     exclude: Iterable[tuple[str, str]] = (),
+    stats_of: Mapping[tuple[str, str], ModelStats] | None = None,
 ) -> tuple[list[Candidate], list[Rejection]]:
     """Every (deployment, key) pair whose key is usable now, not yet checked for headroom.
+
+    Each carries its key × model statistics from ``stats_of`` (by ``(key_id, model)``), for
+    the learning strategies.
 
     Cheap enough to run over every key on every request: each key's headroom view is
     computed once, and plans are left to :func:`plan_candidate`, called in rank order.
@@ -101,6 +108,7 @@ def screen_candidates(
     want_tier = tier_of(facts.complexity)
     views: dict[str, _KeyView | Rejection] = {}
     extra = tuple(extra_limits)
+    scoped = any("@" in lim.scope for lim in extra)  # an agent budget on one provider
     for dep in deployments:
         provider = providers.get(dep.provider)
         if provider is None:
@@ -129,11 +137,18 @@ def screen_candidates(
             h = health_of.get(key.id) or Health()
             out.append(
                 Candidate(
-                    dep, key, (*key.limits, *provider.limits, *extra), None, view.usages, view.state,
+                    dep, key, (*key.limits, *provider.limits, *(binding_on(extra, dep.provider) if scoped else extra)), None, view.usages, view.state,
                     view.remaining_share, view.saturated, h, flags, est_cost,
+                    None if stats_of is None else stats_of.get((key.id, model.name)), now,
                 )
             )  # fmt: skip
     return out, rejected
+
+
+def binding_on(limits: Sequence[Limit], provider: str) -> list[Limit]:
+    """The limits that bind on ``provider``: a scope ``agent:<name>@<p>`` (an agent's budget
+    on one provider) binds on provider ``p`` only; every other scope binds everywhere."""
+    return [lim for lim in limits if lim.scope.partition("@")[2] in ("", provider)]
 
 
 def _key_view(
@@ -210,12 +225,13 @@ def build_candidates(
     *,
     saturation: float = 0.8,
     exclude: Iterable[tuple[str, str]] = (),
+    stats_of: Mapping[tuple[str, str], ModelStats] | None = None,
 ) -> tuple[list[Candidate], list[Rejection]]:
     """Every (deployment, key) pair that could take the request now (planned), and every
     one that can't, with its reason."""
     screened, rejected = screen_candidates(
         deployments, keys_by_provider, providers, extra_limits, usages, health_of, facts, now,
-        saturation=saturation, exclude=exclude,
+        saturation=saturation, exclude=exclude, stats_of=stats_of,
     )  # fmt: skip
     out = []
     for c in screened:

@@ -84,6 +84,7 @@ def record_failure(
         ErrorKind.CONTEXT_TOO_LONG,
         ErrorKind.CONTENT_FILTERED,
         ErrorKind.NOT_FOUND,
+        ErrorKind.UNSUPPORTED,
     ):
         return  # the request's fault, not the key's
     h.failures += 1
@@ -98,7 +99,11 @@ def record_failure(
         wait = retry_after_s if retry_after_s is not None else 1.0
         _cool(h, now + wait, f"rate limited by the provider (retry after {wait:g}s)")
         return
-    if h.circuit == "half_open" or h.consecutive_failures >= failure_threshold:
+    # An open circuit is not re-opened by requests sent before it opened: only a failed
+    # half-open probe (or a new burst after it closed) doubles the cool-down.
+    if h.circuit == "half_open" or (
+        h.circuit == "closed" and h.consecutive_failures >= failure_threshold
+    ):
         h.open_count += 1
         span = min(cooldown_s * 2 ** (h.open_count - 1), MAX_COOLDOWN_S)
         h.circuit = "open"
@@ -146,11 +151,19 @@ def unavailable_reason(h: Health, now: float) -> str | None:
 
 
 def available_at(h: Health, now: float) -> float | None:
-    """When a key unavailable for a temporary reason becomes available again."""
+    """When a key unavailable for temporary reasons becomes available again: when the last
+    of them (cool-down, provider-side depletion, exhausted rate headers) ends."""
     if h.disabled_reason:
         return None
-    times = [t for t in (h.cooldown_until, h.depleted_until or 0.0) if t > now]
-    return min(times) if times else None
+    times = [h.cooldown_until, h.depleted_until or 0.0]
+    if h.rate is not None and h.rate_seen_at is not None:
+        r = h.rate
+        if r.requests_remaining == 0 and r.requests_reset_s:
+            times.append(h.rate_seen_at + r.requests_reset_s)
+        if r.tokens_remaining == 0 and r.tokens_reset_s:
+            times.append(h.rate_seen_at + r.tokens_reset_s)
+    active = [t for t in times if t > now]
+    return max(active) if active else None
 
 
 def begin_attempt(h: Health) -> None:

@@ -39,7 +39,9 @@ class Window:
 
     def __str__(self) -> str:
         if self.kind == "rolling":
-            return f"rolling {self.seconds:g}s"
+            # 15 significant digits: the text parses back to the same window (it is part of
+            # a limit's id), where ":g" would print 1234567 s as "1.23457e+06".
+            return f"rolling {self.seconds:.15g}s"
         return self.kind
 
     @property

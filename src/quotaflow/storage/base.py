@@ -98,6 +98,28 @@ class LedgerQuery:
     newest_first: bool = True
 
 
+USAGE_GROUPS = ("total", "provider", "key", "agent", "model", "slot")
+SLOT_S = 900.0  # "slot" groups by 15 minutes, fine enough to regroup into local days anywhere
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """What a group of finished ledger rows consumed (``group`` is its value: a key id, …).
+
+    For ``slot`` grouping, ``group`` is the slot's start in epoch seconds, as a string.
+    """
+
+    group: str
+    attempts: int = 0
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    provider: str = ""  # for ``key`` grouping: the key's provider
+
+
 class LedgerStore(Protocol):
     async def open(self) -> None: ...
 
@@ -127,4 +149,26 @@ class LedgerStore(Protocol):
 
     async def settle_crashed(self) -> int:
         """Settle attempts a crash left pending at their reserved worst case; returns how many."""
+        ...
+
+    # -- reports (issue 5) ---------------------------------------------------------------
+    async def usage_totals(
+        self, group: str, since: float | None = None, until: float | None = None
+    ) -> list[UsageTotals]:
+        """Finished rows in ``[since, until)`` summed per ``group`` (one of :data:`USAGE_GROUPS`)."""
+        ...
+
+    async def burn_events(
+        self, scope: str, since: float, until: float
+    ) -> list[tuple[float, Measure]]:
+        """Consumption events of a limit scope in ``[since, until)``, oldest first (resets ignored)."""
+        ...
+
+    async def probe_results(self, since: float | None = None) -> list[LedgerRow]:
+        """The latest key-tester row (``source='probe'``) per key × model, since an instant."""
+        ...
+
+    # -- learning (issue 7) ----------------------------------------------------------------
+    async def request_rows(self, request_id: str) -> list[LedgerRow]:
+        """Every attempt of one request, first attempt first (feedback names a request)."""
         ...

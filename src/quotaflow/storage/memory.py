@@ -58,9 +58,12 @@ class MemoryCounterStore:
     # -- internals ---------------------------------------------------------------------
     def _bucket(self, limit: Limit, now: float) -> _Bucket:
         b = self._buckets.get(limit.id)
-        if b is None or b.limit != limit:
+        if b is None:
             b = _Bucket(limit)
             self._buckets[limit.id] = b
+        elif b.limit is not limit and b.limit != limit:
+            # Same id, new amount (an edited limit): the window's use and holds still count.
+            b.limit = limit
         self._roll(b, now)
         return b
 

@@ -10,6 +10,7 @@ last transactions; set ``synchronous: full`` in the config to rule that out too)
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from quotaflow.storage.base import LedgerQuery, LedgerRow
+from quotaflow.engine.stats import ModelStats
+from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
+from quotaflow.storage.management import AlertRow, ManagedKeyRow
 from quotaflow.types import Measure
 
 _COLUMNS = (
@@ -117,6 +120,7 @@ class SqliteLedger:
         self._db = db
         self._read = self._connect()
         self._wake = asyncio.Event()
+        self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="quotaflow-ledger-writer")
 
     async def close(self) -> None:
@@ -142,16 +146,27 @@ class SqliteLedger:
             batch, self._pending = self._pending, []
             if batch:
                 self._commit(db, batch)
-            elif self._closing:
-                return
+            if self._closing and not self._pending:
+                return  # everything queued before close() is committed
 
     def _commit(
         self, db: sqlite3.Connection, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]
     ) -> None:
+        # Ledger inserts and finishes commute within a batch (a row's finish is only submitted
+        # after its insert committed), so each kind goes in one executemany; any other
+        # statement runs first, in the order it came.
+        inserts = [params for sql, params, _ in batch if sql is _INSERT]
+        finishes = [params for sql, params, _ in batch if sql is _FINISH]
         try:
             db.execute("BEGIN")
-            for sql, params, _ in batch:
-                db.execute(sql, params)
+            if len(inserts) + len(finishes) < len(batch):
+                for sql, params, _ in batch:
+                    if sql is not _INSERT and sql is not _FINISH:
+                        db.execute(sql, params)
+            if inserts:
+                db.executemany(_INSERT, inserts)
+            if finishes:
+                db.executemany(_FINISH, finishes)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -165,8 +180,8 @@ class SqliteLedger:
                 fut.set_result(None)
 
     def _submit(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
-        if self._wake is None:
-            raise RuntimeError("ledger is not open")
+        if self._wake is None or self._closing:
+            raise RuntimeError("ledger is not open")  # a write after close would never commit
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((sql, params, fut))
         self._wake.set()
@@ -260,3 +275,218 @@ class SqliteLedger:
                 (),
             )
         return n
+
+    # -- management state (issue 3; see storage/management.py) ----------------------------
+    async def save_provider(self, name: str, preset: str, at: float) -> None:
+        await self._submit(
+            "INSERT OR REPLACE INTO managed_providers (name, preset, created_at) VALUES (?, ?, ?)",
+            (name, preset, at),
+        )
+
+    async def managed_providers(self) -> list[tuple[str, str]]:
+        rows = await self.fetch("SELECT name, preset FROM managed_providers ORDER BY created_at")
+        return [(str(n), str(p)) for n, p in rows]
+
+    async def save_key(self, key: ManagedKeyRow) -> None:
+        await self._submit(
+            "INSERT OR REPLACE INTO managed_keys "
+            "(id, provider, secret_enc, secret_hash, quota_total, created_at) VALUES (?,?,?,?,?,?)",
+            (key.id, key.provider, key.secret_enc, key.secret_hash, key.quota_total, key.created_at),
+        )
+
+    async def delete_key(self, key_id: str) -> None:
+        await self._submit("DELETE FROM managed_keys WHERE id=?", (key_id,))
+
+    async def managed_keys(self) -> list[ManagedKeyRow]:
+        rows = await self.fetch(
+            "SELECT id, provider, secret_enc, secret_hash, quota_total, created_at "
+            "FROM managed_keys ORDER BY created_at, id"
+        )
+        return [ManagedKeyRow(str(a), str(b), bytes(c), str(d), float(e), float(f)) for a, b, c, d, e, f in rows]  # fmt: skip
+
+    async def save_agent(self, name: str, key_hash: str, spec_json: str, at: float) -> None:
+        await self._submit(
+            "INSERT OR REPLACE INTO agents (name, key_hash, spec_json, created_at) VALUES (?,?,?,?)",
+            (name, key_hash, spec_json, at),
+        )
+
+    async def delete_agent(self, name: str) -> None:
+        await self._submit("DELETE FROM agents WHERE name=?", (name,))
+
+    async def stored_agents(self) -> list[tuple[str, str, str]]:
+        rows = await self.fetch("SELECT name, key_hash, spec_json FROM agents ORDER BY created_at")
+        return [(str(n), str(h), str(s)) for n, h, s in rows]
+
+    async def set_setting(self, name: str, value: str | None) -> None:
+        await self._submit("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
+
+    async def get_setting(self, name: str) -> str | None:
+        rows = await self.fetch("SELECT value FROM settings WHERE name=?", (name,))
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
+    async def add_alert(self, alert: AlertRow, level: float | None) -> None:
+        """Record an alert and (when given) the level its subject reached, in one commit."""
+        futs = [
+            self._submit(
+                "INSERT INTO alerts (ts, kind, subject, level, message) VALUES (?,?,?,?,?)",
+                (alert.ts, alert.kind, alert.subject, alert.level, alert.message),
+            )
+        ]
+        if level is not None:
+            futs.append(self._submit(
+                "INSERT OR REPLACE INTO alert_state (subject, level) VALUES (?, ?)",
+                (alert.subject, level),
+            ))  # fmt: skip
+        await asyncio.gather(*futs)
+
+    async def set_alert_level(self, subject: str, level: float) -> None:
+        await self._submit(
+            "INSERT OR REPLACE INTO alert_state (subject, level) VALUES (?, ?)", (subject, level)
+        )
+
+    async def alert_levels(self) -> dict[str, float]:
+        rows = await self.fetch("SELECT subject, level FROM alert_state")
+        return {str(s): float(v) for s, v in rows}
+
+    async def list_alerts(self, limit: int = 100) -> list[AlertRow]:
+        rows = await self.fetch(
+            "SELECT ts, kind, subject, level, message, id FROM alerts ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [AlertRow(float(t), str(k), str(s), str(lv), str(m), int(i)) for t, k, s, lv, m, i in rows]  # fmt: skip
+
+    async def usage_by(
+        self, group: Sequence[str], since: float, until: float | None = None,
+        agent: str | None = None,
+    ) -> dict[tuple[str, ...], Measure]:  # fmt: skip
+        """Usage of settled rows in ``[since, until)`` grouped by ledger columns
+        (``agent``, ``provider``, ``key_id``, ``model``), resets not applied."""
+        cols = [c for c in group if c in ("agent", "provider", "key_id", "model")]
+        if len(cols) != len(group):
+            raise ValueError(f"cannot group usage by {list(group)}")
+        where = "ts>=? AND status!='pending'"
+        params: list[Any] = [since]
+        if until is not None:
+            where += " AND ts<?"
+            params.append(until)
+        if agent is not None:
+            where += " AND agent=?"
+            params.append(agent)
+        select = ", ".join(cols) if cols else "''"
+        sql = (
+            f"SELECT {select}, COALESCE(SUM(total_tokens),0), COALESCE(SUM(requests),0), "
+            f"COALESCE(SUM(cost_usd),0) FROM ledger WHERE {where}"
+            + (f" GROUP BY {select}" if cols else "")
+        )
+        out: dict[tuple[str, ...], Measure] = {}
+        for row in await self.fetch(sql, tuple(params)):
+            n = len(cols) or 1
+            key = tuple(str(v) for v in row[:n]) if cols else ()
+            out[key] = Measure(float(row[n]), float(row[n + 1]), float(row[n + 2]))
+        return out
+
+    async def agents_seen(self, since: float) -> list[str]:
+        rows = await self.fetch("SELECT DISTINCT agent FROM ledger WHERE ts>=?", (since,))
+        return sorted(str(r[0]) for r in rows)
+
+    # -- reports (issue 5) ---------------------------------------------------------------
+    async def usage_totals(
+        self, group: str, since: float | None = None, until: float | None = None
+    ) -> list[UsageTotals]:
+        if group not in USAGE_GROUPS:
+            raise ValueError(f"unknown grouping {group!r} (use one of {', '.join(USAGE_GROUPS)})")
+        column = _GROUP_COLUMNS[group]
+        where, params = _span("status!='pending'", since, until)
+        sql = (
+            f"SELECT {column} AS g, COUNT(*), COALESCE(SUM(requests),0), "
+            "COALESCE(SUM(status IN ('error','crashed')),0), COALESCE(SUM(prompt_tokens),0), "
+            "COALESCE(SUM(completion_tokens),0), COALESCE(SUM(total_tokens),0), "
+            f"COALESCE(SUM(cost_usd),0), MAX(provider) FROM ledger WHERE {where} "
+            "GROUP BY g ORDER BY g"
+        )
+        rows = await self.fetch(sql, params)
+        return [
+            UsageTotals(
+                group=_group_text(g),
+                attempts=int(n),
+                requests=int(r),
+                errors=int(e),
+                prompt_tokens=int(p),
+                completion_tokens=int(c),
+                total_tokens=int(t),
+                cost_usd=float(cost),
+                provider=str(prov or "") if group == "key" else "",
+            )
+            for g, n, r, e, p, c, t, cost, prov in rows
+            if n
+        ]
+
+    async def burn_events(
+        self, scope: str, since: float, until: float
+    ) -> list[tuple[float, Measure]]:
+        cond, cparams = scope_condition(scope)
+        where, params = _span(cond, since, until)
+        sql = (
+            f"SELECT ts, total_tokens, requests, cost_usd FROM ledger WHERE {where} "
+            "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) ORDER BY ts"
+        )
+        rows = await self.fetch(sql, (*cparams, *params))
+        return [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+
+    async def probe_results(self, since: float | None = None) -> list[LedgerRow]:
+        where, params = _span("source='probe' AND status!='pending'", since, None)
+        sql = (
+            f"SELECT {_COLUMNS} FROM ledger WHERE id IN (SELECT MAX(id) FROM ledger "
+            f"WHERE {where} GROUP BY key_id, model) ORDER BY key_id, model"
+        )
+        return [_row(t) for t in await self.fetch(sql, params)]
+
+    # -- learning (issue 7): key × model statistics, feedback by request id -----------------
+    async def request_rows(self, request_id: str) -> list[LedgerRow]:
+        """Every attempt of one request, first attempt first."""
+        sql = f"SELECT {_COLUMNS} FROM ledger WHERE request_id=? ORDER BY attempt, id"
+        return [_row(t) for t in await self.fetch(sql, (request_id,))]
+
+    async def load_model_stats(self) -> list[ModelStats]:
+        rows = await self.fetch("SELECT data FROM model_stats ORDER BY key_id, model")
+        return [ModelStats.from_record(json.loads(data)) for (data,) in rows]
+
+    async def save_model_stats(self, stats: Sequence[ModelStats], at: float) -> None:
+        futs = [
+            self._submit(
+                "INSERT OR REPLACE INTO model_stats (key_id, model, provider, updated_at, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (st.key_id, st.model, st.provider, at, json.dumps(st.to_record())),
+            )
+            for st in stats
+        ]
+        if futs:
+            await asyncio.gather(*futs)
+
+
+_GROUP_COLUMNS = {
+    "total": "'total'",
+    "provider": "provider",
+    "key": "key_id",
+    "agent": "agent",
+    "model": "model",
+    "slot": f"CAST(ts / {SLOT_S:g} AS INTEGER) * {SLOT_S:g}",
+}
+
+
+def _group_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _span(cond: str, since: float | None, until: float | None) -> tuple[str, tuple[Any, ...]]:
+    """``cond`` narrowed to ``since <= ts < until`` (either bound optional)."""
+    parts, params = [cond], []
+    if since is not None:
+        parts.append("ts>=?")
+        params.append(since)
+    if until is not None:
+        parts.append("ts<?")
+        params.append(until)
+    return " AND ".join(parts), tuple(params)

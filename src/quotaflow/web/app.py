@@ -7,18 +7,32 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from quotaflow.gateway import Gateway
+from quotaflow.management import Management
+from quotaflow.web.auth import MANAGEMENT
 from quotaflow.web.errors import error_middleware
 from quotaflow.web.keys import GATEWAY
+from quotaflow.web.middleware_content_type import content_type_middleware
+from quotaflow.web.middleware_cors import cors_middleware
+from quotaflow.web.middleware_host import host_middleware
 from quotaflow.web.routes import add_routes
 
 
-def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Application:
+def create_app(
+    gateway: Gateway, *, manage_lifecycle: bool = True, management: Management | None = None
+) -> web.Application:
     """An aiohttp app serving ``gateway``; it starts and closes the gateway with the app
-    unless ``manage_lifecycle`` is False (the caller already started it)."""
+    unless ``manage_lifecycle`` is False (the caller already started it).
+
+    ``management`` carries the admin token, master key and mode (``quotaflow serve`` builds
+    it from the data folder); without one, an ephemeral one is made (fresh admin token,
+    secrets added at runtime kept only in this process)."""
+    mg = management or Management.build(gateway, None)
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=gateway.config.server.max_body_bytes + 1024
+        middlewares=[error_middleware, host_middleware, cors_middleware, content_type_middleware],
+        client_max_size=gateway.config.server.max_body_bytes + 1024,
     )
     app[GATEWAY] = gateway
+    app[MANAGEMENT] = mg
     add_routes(app)
     if manage_lifecycle:
 
@@ -28,4 +42,11 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
             await gateway.close()
 
         app.cleanup_ctx.append(lifecycle)
+
+    async def management_lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await mg.start()  # after the gateway: it restores keys and agents into it
+        yield
+        await mg.close()
+
+    app.cleanup_ctx.append(management_lifecycle)
     return app

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from quotaflow.agents import apply_token_cap, context_for
+from quotaflow.errors import Unauthorized
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.streaming import CLIENT_GONE
+from quotaflow.web.auth import MANAGEMENT, caller_of
 from quotaflow.web.body import read_json
 from quotaflow.web.errors import json_response
 from quotaflow.web.keys import GATEWAY
@@ -13,17 +16,34 @@ from quotaflow.web.keys import GATEWAY
 AGENT_HEADER = "x-quotaflow-agent"
 
 
-def context_of(request: web.Request, body: object) -> CallContext:
-    agent = request.headers.get(AGENT_HEADER)
-    if not agent and isinstance(body, dict) and isinstance(body.get("user"), str):
-        agent = body["user"]
-    return CallContext(agent=(agent or "default")[:128])
+async def context_of(request: web.Request, body: object) -> CallContext:
+    """The caller's agent (web/auth.py): its key's, else — when the operator allows it —
+    the ``X-Quotaflow-Agent`` header's or the OpenAI ``user`` field's, else "default".
+    Anonymous callers are refused when agent keys are required."""
+    mg = request.app[MANAGEMENT]
+    caller = caller_of(request)
+    if caller.agent is None and caller.kind != "admin" and mg.agents_need_keys:
+        raise Unauthorized(
+            "this gateway needs an agent key: send 'Authorization: Bearer qf-…' "
+            "(create one with POST /api/agents)"
+        )
+    agent, name = caller.agent, "default"
+    if agent is None and mg.gateway.config.server.allow_agent_header:
+        named = request.headers.get(AGENT_HEADER)
+        if not named and isinstance(body, dict) and isinstance(body.get("user"), str):
+            named = body["user"]
+        if named:
+            name = named[:128]
+            agent = mg.agents.get(name)
+    apply_token_cap(agent, body)
+    ctx, _ = await context_for(mg.gateway, agent, agent.name if agent else name)
+    return ctx
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gw: Gateway = request.app[GATEWAY]
     body = await read_json(request, gw.config.server.max_body_bytes)
-    ctx = context_of(request, body)
+    ctx = await context_of(request, body)
     if isinstance(body, dict) and body.get("stream") is True:
         stream = await gw.open_stream(body, ctx)
         resp = web.StreamResponse(status=200, headers={

@@ -129,18 +129,26 @@ STRATEGIES: dict[str, Strategy] = {
     "weighted": weighted,
 }
 
+# The learning strategies (issue 7) live in their own modules, which import Scored from here.
+from quotaflow.engine.strategies.bandit import bandit  # noqa: E402  (needs Scored, above)
+from quotaflow.engine.strategies.learned import learned  # noqa: E402  (needs Scored, above)
+
+STRATEGIES["learned"] = learned
+STRATEGIES["bandit"] = bandit
+
 
 def apply_overrides(ranked: list[Scored]) -> list[Scored]:
-    """Forced provider first, then the preferred one, then the complexity tier, then keys
-    below the rate saturation; the strategy's order holds within each group."""
+    """Forced provider first, then keys below the rate saturation (seed 001: a key above
+    80 % of a rate limit is used only when no other has room), then the preferred provider,
+    then the complexity tier; the strategy's order holds within each group."""
 
     def key(s: Scored) -> tuple[bool, bool, bool, bool]:
         f = s.candidate.flags
         return (
             not f.get("forced"),
+            s.candidate.saturated,
             not f.get("preferred"),
             not f.get("tier_match"),
-            s.candidate.saturated,
         )
 
     return sorted(ranked, key=key)

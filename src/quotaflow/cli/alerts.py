@@ -1,0 +1,76 @@
+"""``quotaflow alerts``: quotas at or above their alert levels (75 / 90 / 95 %), and history."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from quotaflow.cli.output import (
+    EXIT_FAILED,
+    Server,
+    console,
+    emit_json,
+    json_option,
+    load_config_or_exit,
+    local_options,
+    run_local,
+    server_options,
+    when,
+)
+
+
+async def local_alerts(engine: Any) -> dict[str, Any]:
+    from quotaflow.reports.collect import collect_report
+
+    rep = await collect_report(engine, now=engine.clock.now(), since=None, until=None, group_by="provider", avg_tokens_per_day=None)  # fmt: skip
+    history: list[dict[str, Any]] = []
+    if hasattr(engine.ledger, "list_alerts"):
+        history = [asdict(a) for a in await engine.ledger.list_alerts(50)]
+    return {
+        "success": True,
+        "alerts": [asdict(a) for a in rep.alerts],
+        "history": history,
+        "count": len(rep.alerts),
+    }
+
+
+@click.command("alerts")
+@local_options
+@server_options
+@json_option
+@click.option("--check", is_flag=True, help="Exit 1 when any quota is at or above an alert level (for cron and CI).")  # fmt: skip
+def alerts(
+    config_path: str | None,
+    home: str | None,
+    url: str | None,
+    token: str | None,
+    token_file: str | None,
+    as_json: bool,
+    check: bool,
+) -> None:
+    """Quotas at or above an alert level now (seed 002: 75 / 90 / 95 %), and the alerts
+    raised so far. With --url: the server's /api/token-usage/alerts (seed 003)."""
+    server = Server.of(url, token, token_file)
+    config = None if server else load_config_or_exit(config_path)
+    if server is not None:
+        doc = server.call("GET", "/api/token-usage/alerts")
+    else:
+        assert config is not None
+        doc = run_local(config, home, local_alerts)
+    active = doc.get("alerts") or []
+    if as_json:
+        emit_json(doc)
+    else:
+        out = console()
+        if not active:
+            out.print("[green]no alerts[/green]: every quota is below its first alert level")
+        for a in active:
+            out.print(f"[yellow]⚠[/yellow] {a.get('message', a)}")
+        for h in doc.get("history") or []:
+            tz = config.tz if config else None
+            stamp = when(h.get("ts"), tz) if tz else str(h.get("ts"))
+            out.print(f"  {stamp}  {h.get('level', '')}  {h.get('message', '')}")
+    if check and active:
+        raise SystemExit(EXIT_FAILED)

@@ -1,0 +1,204 @@
+"""``quotaflow keys``: list, add, remove, enable and disable keys (secrets always masked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from quotaflow.cli.output import (
+    EXIT_USAGE,
+    Server,
+    console,
+    emit_json,
+    fail,
+    json_option,
+    load_config_or_exit,
+    local_options,
+    run_local,
+    server_options,
+)
+
+
+@click.group("keys")
+def keys() -> None:
+    """Keys of every provider: list them, add or remove runtime keys, enable or disable one.
+
+    Keys from the config file are changed there; 'keys add' stores a key (encrypted) in
+    the data folder, like seed 000's /api/add_key. Writes to the data folder: use --url
+    while a server runs on it.
+    """
+
+
+async def _list(engine: Any) -> dict[str, Any]:
+    from quotaflow import switcher
+    from quotaflow.library import managed_keys_of
+
+    managed = managed_keys_of(engine)
+    out = []
+    for row in await switcher.provider_statuses(engine):
+        for k in row.keys:
+            d = k.to_json()
+            d["provider"] = row.provider
+            d["managed"] = managed.is_managed(k.key_id)
+            out.append(d)
+    return {"success": True, "keys": out, "count": len(out)}
+
+
+@keys.command("list")
+@local_options
+@server_options
+@json_option
+def list_keys(
+    config_path: str | None,
+    home: str | None,
+    url: str | None,
+    token: str | None,
+    token_file: str | None,
+    as_json: bool,
+) -> None:
+    """Every key: provider, masked secret, quota, state, and why it is unavailable."""
+    server = Server.of(url, token, token_file)
+    doc = (
+        server.call("GET", "/api/keys")
+        if server
+        else run_local(load_config_or_exit(config_path), home, _list)
+    )
+    if as_json:
+        emit_json(doc)
+        return
+    t = Table(title="Keys", title_justify="left")
+    for col in ("key", "provider", "secret", "used", "quota", "state", "source", "note"):
+        t.add_column(col)
+    for k in doc["keys"]:
+        t.add_row(
+            k["key_id"], k["provider"], k["api_key"], f"{k['quota_used']:,}", f"{k['quota_total']:,}",
+            str(k["state"]).upper(), "added" if k.get("managed") else "config", k.get("reason") or "",
+        )  # fmt: skip
+    console().print(t)
+
+
+@keys.command("add")
+@local_options
+@server_options
+@json_option
+@click.argument("provider")
+@click.argument("secret", required=False)
+@click.option("--quota", "quota_total", type=click.FloatRange(min=0), required=True, help="Total tokens the key may use (seed 000's quota_total; reset with 'quotaflow reset').")  # fmt: skip
+def add_key(
+    config_path: str | None, home: str | None, url: str | None, token: str | None, token_file: str | None,
+    as_json: bool, provider: str, secret: str | None, quota_total: float,
+) -> None:  # fmt: skip
+    """Add a key of PROVIDER (a configured provider or a preset name such as groq, claude).
+
+    SECRET may be omitted to type it at a hidden prompt (it then stays out of the shell history).
+    """
+    if not secret:
+        secret = click.prompt("API key", hide_input=True)
+    server = Server.of(url, token, token_file)
+    if server is not None:
+        doc = server.call(
+            "POST",
+            "/api/add_key",
+            {"provider": provider, "api_key": secret, "quota_total": quota_total},
+        )
+    else:
+
+        async def work(engine: Any) -> dict[str, Any]:
+            from quotaflow.library import managed_keys_of
+
+            added = await managed_keys_of(engine).add(provider, secret, quota_total)
+            verb = "added" if added.created else "updated"
+            return {
+                "success": True, "message": f"API key {verb} for {added.key.provider}",
+                "provider": added.key.provider, "key_id": added.key.id, "api_key": added.key.masked,
+                "quota_total": quota_total, "created": added.created, "provider_created": added.provider_created,
+            }  # fmt: skip
+
+        doc = run_local(load_config_or_exit(config_path), home, work)
+    emit_json(doc) if as_json else click.echo(
+        f"{doc['message']}: {doc['key_id']} ({doc['api_key']})"
+    )
+
+
+@keys.command("remove")
+@local_options
+@server_options
+@json_option
+@click.argument("key_id")
+def remove_key(
+    config_path: str | None,
+    home: str | None,
+    url: str | None,
+    token: str | None,
+    token_file: str | None,
+    as_json: bool,
+    key_id: str,
+) -> None:
+    """Remove a key added at runtime (a key of the config file is removed there)."""
+    server = Server.of(url, token, token_file)
+    if server is not None:
+        doc = server.call("DELETE", f"/api/keys/{key_id}")
+    else:
+
+        async def work(engine: Any) -> dict[str, Any]:
+            from quotaflow.library import managed_keys_of
+
+            key = await managed_keys_of(engine).remove(key_id)
+            return {"success": True, "message": f"Key {key.id} removed", "key_id": key.id}
+
+        doc = run_local(load_config_or_exit(config_path), home, work)
+    emit_json(doc) if as_json else click.echo(doc["message"])
+
+
+def _toggle(enabled: bool) -> click.Command:
+    verb = "enable" if enabled else "disable"
+
+    @local_options
+    @server_options
+    @json_option
+    @click.argument("key_id")
+    def command(
+        config_path: str | None,
+        home: str | None,
+        url: str | None,
+        token: str | None,
+        token_file: str | None,
+        as_json: bool,
+        key_id: str,
+    ) -> None:
+        server = Server.of(url, token, token_file)
+        if server is not None:
+            doc = server.call("POST", f"/api/keys/{key_id}/{verb}", {})
+        else:
+
+            async def work(engine: Any) -> dict[str, Any]:
+                from quotaflow.library import set_key_state
+
+                if key_id not in engine.keys:
+                    fail(
+                        f"unknown key {key_id!r} (known: {', '.join(sorted(engine.keys)) or 'none'})",
+                        EXIT_USAGE,
+                    )
+                await set_key_state(engine, key_id, enabled)
+                return {
+                    "success": True,
+                    "message": f"Key {key_id} {verb}d",
+                    "key_id": key_id,
+                    "enabled": enabled,
+                }
+
+            doc = run_local(load_config_or_exit(config_path), home, work)
+        emit_json(doc) if as_json else click.echo(doc["message"])
+
+    command.__doc__ = (
+        "Route to KEY_ID again (clears a disabled, cooling or depleted state)."
+        if enabled
+        else "Stop routing to KEY_ID until it is enabled again."
+    )
+    return click.command(verb)(command)
+
+
+keys.add_command(_toggle(True))
+keys.add_command(_toggle(False))

@@ -1,0 +1,166 @@
+"""Keys and providers added at runtime (seed 000's ``/api/add_key``), persisted encrypted.
+
+A key added here has one limit: ``quota_total`` tokens, ``once`` (seed 000's total quota,
+reset by ``/api/reset_quota``). A provider name not configured yet but naming a preset —
+or an alias of one (``claude`` → anthropic, ``google`` → gemini, …) — is created from the
+preset under the name given, so seed-era clients see their own names back. Everything is
+written to the store before the gateway routes to it, and restored at start.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from quotaflow.config.load import _implicit_routes, resolve
+from quotaflow.config.model import Key
+from quotaflow.config.presets import PRESETS
+from quotaflow.config.schema import ConfigSpec, ProviderSpec
+from quotaflow.engine.limits import Limit
+from quotaflow.engine.windows import Window
+from quotaflow.errors import BadRequest
+from quotaflow.gateway import Gateway
+from quotaflow.secrets import SecretBox, secret_hash
+from quotaflow.storage.management import ManagedKeyRow, ManagementStore
+
+ALIASES = {"claude": "anthropic", "google": "gemini", "moonshot": "kimi", "hf": "huggingface"}
+PROVIDER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def resolve_provider(gw: Gateway, name: str) -> str | None:
+    """The configured provider ``name`` refers to (itself or an alias), or ``None``."""
+    providers = gw.config.providers
+    if name in providers:
+        return name
+    lowered = name.lower()
+    if lowered in providers:
+        return lowered
+    alias = ALIASES.get(lowered)
+    if alias is not None and alias in providers:
+        return alias
+    for short, preset in ALIASES.items():
+        if preset == lowered and short in providers:
+            return short
+    return None
+
+
+def preset_of(name: str) -> str | None:
+    lowered = name.lower()
+    if lowered in PRESETS:
+        return lowered
+    alias = ALIASES.get(lowered)
+    return alias if alias in PRESETS else None
+
+
+def unknown_provider(gw: Gateway, name: str) -> BadRequest:
+    known = sorted(gw.config.providers)
+    return BadRequest(
+        f"unknown provider {name!r} (configured: {', '.join(known) or 'none'}; "
+        f"presets: {', '.join(sorted({*PRESETS, *ALIASES}))})",
+        code="unknown_provider",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    key: Key
+    created: bool  # False: an existing key's quota was updated
+    provider_created: bool
+
+
+class ManagedKeys:
+    """Runtime keys and providers: add, update, remove, restore."""
+
+    def __init__(self, gw: Gateway, store: ManagementStore, box: SecretBox) -> None:
+        self.gw = gw
+        self.store = store
+        self.box = box
+        self._rows: dict[str, ManagedKeyRow] = {}
+
+    def is_managed(self, key_id: str) -> bool:
+        return key_id in self._rows
+
+    async def restore(self) -> int:
+        """Re-create the stored providers and keys; returns how many keys."""
+        for name, preset in await self.store.managed_providers():
+            if name not in self.gw.config.providers and preset in PRESETS:
+                self._create_provider(name, preset)
+        n = 0
+        for row in await self.store.managed_keys():
+            if row.provider not in self.gw.config.providers or row.id in self.gw.keys:
+                continue
+            key = self._key(row.id, row.provider, self.box.decrypt(row.secret_enc), row.quota_total)
+            self._rows[row.id] = row
+            self.gw.add_key(key)
+            await self.gw.rebuild_counters(key.limits)
+            n += 1
+        return n
+
+    def _create_provider(self, name: str, preset: str) -> None:
+        spec = ConfigSpec(providers=[ProviderSpec(name=name, preset=preset)])
+        mini = resolve(spec, source="api")  # honours <PRESET>_BASE_URL like the config
+        providers = {**self.gw.config.providers, **mini.providers}
+        self.gw.add_provider(mini.providers[name], _implicit_routes(providers))
+
+    @staticmethod
+    def _key(key_id: str, provider: str, secret: str, quota_total: float) -> Key:
+        limit = Limit.make(f"key:{key_id}", "tokens", Window("once"), quota_total)
+        return Key(key_id, provider, secret, key_id, limits=(limit,))
+
+    def _new_id(self, provider: str) -> str:
+        n = 1
+        while f"{provider}-{n}" in self.gw.keys or f"{provider}-{n}" in self._rows:
+            n += 1
+        return f"{provider}-{n}"
+
+    async def add(self, provider_name: str, secret: str, quota_total: float) -> Added:
+        """Add a key (or update the quota of the same secret); creates a preset provider."""
+        gw = self.gw
+        name = resolve_provider(gw, provider_name)
+        provider_created = False
+        if name is None:
+            preset = preset_of(provider_name)
+            if preset is None or not PROVIDER_NAME.match(provider_name):
+                raise unknown_provider(gw, provider_name)
+            name = provider_name
+            await self.store.save_provider(name, preset, gw.clock.now())
+            self._create_provider(name, preset)
+            provider_created = True
+        digest = secret_hash(secret)
+        for k in gw.provider_keys(name):
+            if secret_hash(k.secret) == digest and not self.is_managed(k.id):
+                raise BadRequest(
+                    f"this key is configured in {gw.config.source} as {k.id!r}; change it there",
+                    code="configured_key",
+                )
+        same = next(
+            (r for r in self._rows.values() if r.provider == name and r.secret_hash == digest),
+            None,
+        )
+        key_id = same.id if same else self._new_id(name)
+        row = ManagedKeyRow(
+            key_id, name, self.box.encrypt(secret), digest, float(quota_total),
+            same.created_at if same else gw.clock.now(),
+        )  # fmt: skip
+        await self.store.save_key(row)
+        self._rows[key_id] = row
+        key = self._key(key_id, name, secret, quota_total)
+        old = gw.keys.get(key_id)
+        gw.add_key(key)
+        if old is None or old.limits != key.limits:
+            await gw.rebuild_counters(key.limits)
+        return Added(key, same is None, provider_created)
+
+    async def remove(self, key_id: str) -> Key:
+        if key_id not in self._rows:
+            if key_id in self.gw.keys:
+                raise BadRequest(
+                    f"key {key_id!r} is configured in {self.gw.config.source}; remove it there",
+                    code="configured_key",
+                )
+            raise BadRequest(f"unknown key_id {key_id!r}", code="unknown_key")
+        await self.store.delete_key(key_id)
+        del self._rows[key_id]
+        key = self.gw.remove_key(key_id)
+        assert key is not None
+        return key

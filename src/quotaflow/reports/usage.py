@@ -1,0 +1,288 @@
+"""The usage report (seed 002's usage monitor) as pure functions over ledger totals and limits.
+
+Inputs are what the ledger and the counters already know — :class:`UsageTotals` per group,
+:class:`LimitUsage` per limit — plus the time; nothing here reads storage or the clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from quotaflow.config.model import Key
+from quotaflow.engine.limits import LimitUsage, state_of
+from quotaflow.storage.base import UsageTotals
+
+GROUPS = ("provider", "key", "agent", "model", "day")
+DEFAULT_TOKENS_PER_REQUEST = 1000.0  # converts request quotas when the ledger has no history
+
+
+def total_of(rows: Iterable[UsageTotals], name: str = "TOTAL") -> UsageTotals:
+    """The sum of ``rows`` as one row named ``name``."""
+    t = UsageTotals(name)
+    for r in rows:
+        t = UsageTotals(
+            name, t.attempts + r.attempts, t.requests + r.requests, t.errors + r.errors,
+            t.prompt_tokens + r.prompt_tokens, t.completion_tokens + r.completion_tokens,
+            t.total_tokens + r.total_tokens, t.cost_usd + r.cost_usd,
+        )  # fmt: skip
+    return t
+
+
+def by_day(slots: Iterable[UsageTotals], tz: ZoneInfo) -> list[UsageTotals]:
+    """Regroup 15-minute slot totals (``group`` = slot start, epoch s) into local days."""
+    days: dict[str, list[UsageTotals]] = {}
+    for s in slots:
+        day = datetime.fromtimestamp(float(s.group), tz).date().isoformat()
+        days.setdefault(day, []).append(s)
+    return [total_of(rows, day) for day, rows in sorted(days.items())]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLine:
+    """One quota (a limit over a day, a month or for good) of a key or a provider, now."""
+
+    scope: str
+    provider: str
+    metric: str
+    window: str
+    amount: float
+    used: float
+    remaining: float
+    used_pct: float
+    state: str
+    resets_at: float | None
+
+
+def quota_line(u: LimitUsage, provider: str) -> QuotaLine:
+    lim = u.limit
+    return QuotaLine(
+        lim.scope, provider, lim.metric, str(lim.window), lim.amount, u.taken, u.remaining,
+        round(u.used_share * 100.0, 2), u.state.value, u.resets_at,
+    )  # fmt: skip
+
+
+def quota_lines(
+    keys: Sequence[Key], provider_limits: Mapping[str, Sequence[LimitUsage]],
+    usages: Mapping[str, LimitUsage],
+) -> list[QuotaLine]:  # fmt: skip
+    """Every quota (not rate) limit of every key and provider, with its usage now."""
+    lines: list[QuotaLine] = []
+    for k in keys:
+        for lim in k.limits:
+            u = usages.get(lim.id)
+            if u is not None and not lim.window.is_rate:
+                lines.append(quota_line(u, k.provider))
+    for provider, limits in provider_limits.items():
+        lines.extend(quota_line(u, provider) for u in limits if not u.limit.window.is_rate)
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderQuota:
+    """A provider's quota summed over its keys, in its main metric (tokens, else requests)."""
+
+    provider: str
+    priority: int
+    keys: int
+    metric: str
+    window: str  # the reset period: day, month, once, …
+    amount: float
+    used: float
+    remaining: float
+    used_pct: float
+    state: str
+    resets_at: float | None
+
+
+def provider_quotas(
+    lines: Sequence[QuotaLine], priorities: Mapping[str, int]
+) -> list[ProviderQuota]:
+    """One summary per provider from its quota lines; providers without a quota are absent."""
+    out = []
+    for provider in sorted(
+        {ln.provider for ln in lines}, key=lambda p: (priorities.get(p, 100), p)
+    ):
+        mine = [ln for ln in lines if ln.provider == provider]
+        metric = next(
+            (m for m in ("tokens", "requests", "cost") if any(ln.metric == m for ln in mine)), ""
+        )
+        chosen = [ln for ln in mine if ln.metric == metric]
+        window = max(
+            {ln.window for ln in chosen}, key=lambda w: sum(ln.window == w for ln in chosen)
+        )
+        chosen = [ln for ln in chosen if ln.window == window]
+        amount = sum(ln.amount for ln in chosen)
+        used = sum(ln.used for ln in chosen)
+        share = used / amount if amount > 0 else 1.0
+        resets = [ln.resets_at for ln in chosen if ln.resets_at is not None]
+        out.append(ProviderQuota(
+            provider, priorities.get(provider, 100), sum(ln.scope.startswith("key:") for ln in chosen),
+            metric, window, amount, used, max(amount - used, 0.0), round(share * 100.0, 2),
+            state_of(share).value, min(resets) if resets else None,
+        ))  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderLifespan:
+    provider: str
+    days: float  # math.inf: its reset refills faster than the usage drains it
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lifespan:
+    """Seed 002's estimate: how many days the remaining quotas last at a usage per day."""
+
+    avg_tokens_per_day: float
+    tokens_per_request: float
+    providers: tuple[ProviderLifespan, ...]
+    total_days: float  # the finite quotas together
+    continuous: bool  # some provider resets daily with room for the whole daily usage
+
+
+def lifespan(
+    quotas: Sequence[ProviderQuota], avg_tokens_per_day: float, tokens_per_request: float
+) -> Lifespan:
+    """Days each provider's remaining quota lasts at ``avg_tokens_per_day``, and in total.
+
+    Request quotas count ``tokens_per_request`` tokens a request; a daily quota whose whole
+    amount covers a day's usage lasts indefinitely ("resets daily"); any other quota lasts
+    ``remaining / avg_tokens_per_day`` days (seed 002's arithmetic). Cost quotas are skipped.
+    """
+    if avg_tokens_per_day <= 0:
+        raise ValueError("avg_tokens_per_day must be positive")
+    per: list[ProviderLifespan] = []
+    finite_tokens = 0.0
+    for q in quotas:
+        scale = {"tokens": 1.0, "requests": tokens_per_request}.get(q.metric)
+        if scale is None:
+            continue
+        if q.window == "day" and q.amount * scale >= avg_tokens_per_day:
+            per.append(ProviderLifespan(q.provider, math.inf, "unlimited (resets daily)"))
+            continue
+        tokens = q.remaining * scale
+        finite_tokens += tokens
+        days = tokens / avg_tokens_per_day
+        note = (
+            f"{q.remaining:,.0f} {q.metric} left, resets {q.window}"
+            if q.window != "once"
+            else f"{q.remaining:,.0f} {q.metric} left, one-time"
+        )
+        per.append(ProviderLifespan(q.provider, days, note))
+    return Lifespan(
+        avg_tokens_per_day, tokens_per_request, tuple(per), finite_tokens / avg_tokens_per_day,
+        any(math.isinf(p.days) for p in per),
+    )  # fmt: skip
+
+
+def tokens_per_request(total: UsageTotals) -> float:
+    """The ledger's average tokens per request, or the default when it has none."""
+    return total.total_tokens / total.requests if total.requests else DEFAULT_TOKENS_PER_REQUEST
+
+
+@dataclass(frozen=True, slots=True)
+class AlertLine:
+    """A quota at or above an alert level (seed 002: 75 / 90 / 95 %)."""
+
+    scope: str
+    provider: str
+    metric: str
+    window: str
+    level_pct: float
+    used_pct: float
+    message: str
+
+
+def threshold_alerts(lines: Sequence[QuotaLine], levels: Sequence[float]) -> list[AlertLine]:
+    """The highest level each quota has reached, most used first."""
+    out = []
+    for ln in lines:
+        reached = [lv for lv in sorted(levels) if ln.used_pct >= lv * 100.0]
+        if not reached:
+            continue
+        lv = reached[-1] * 100.0
+        word = "DEPLETED" if ln.used_pct >= 100 else "CRITICAL" if lv >= 90 else "WARNING"
+        msg = f"{word}: {ln.scope} ({ln.provider}) at {ln.used_pct:.1f}% of {ln.amount:,.0f} {ln.metric}/{ln.window}"
+        out.append(AlertLine(ln.scope, ln.provider, ln.metric, ln.window, lv, ln.used_pct, msg))
+    return sorted(out, key=lambda a: -a.used_pct)
+
+
+@dataclass(slots=True)
+class UsageReport:
+    """Everything ``quotaflow report`` shows, exports and returns as JSON."""
+
+    generated_at: float
+    since: float | None
+    until: float | None
+    group_by: str
+    groups: list[UsageTotals]
+    total: UsageTotals
+    providers: list[ProviderQuota] = field(default_factory=list)
+    quotas: list[QuotaLine] = field(default_factory=list)
+    alerts: list[AlertLine] = field(default_factory=list)
+    lifespan: Lifespan | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data; infinite lifespans become ``null`` with ``unlimited: true``."""
+        d: dict[str, Any] = {
+            "generated_at": self.generated_at,
+            "since": self.since,
+            "until": self.until,
+            "group_by": self.group_by,
+            "totals": _totals_dict(self.total),
+            "groups": [_totals_dict(g) for g in self.groups],
+            "providers": [asdict(p) for p in self.providers],
+            "quotas": [asdict(q) for q in self.quotas],
+            "alerts": [asdict(a) for a in self.alerts],
+            "lifespan": None,
+        }
+        if self.lifespan is not None:
+            ls = self.lifespan
+            d["lifespan"] = {
+                "avg_tokens_per_day": ls.avg_tokens_per_day,
+                "tokens_per_request": ls.tokens_per_request,
+                "total_days": ls.total_days,
+                "continuous": ls.continuous,
+                "providers": [
+                    {"provider": p.provider, "days": None if math.isinf(p.days) else p.days,
+                     "unlimited": math.isinf(p.days), "note": p.note}
+                    for p in ls.providers
+                ],
+            }  # fmt: skip
+        return d
+
+
+def _totals_dict(t: UsageTotals) -> dict[str, Any]:
+    d = asdict(t)
+    if not d.get("provider"):
+        d.pop("provider", None)
+    d["cost_usd"] = round(t.cost_usd, 10)
+    return d
+
+
+def build_report(
+    *, now: float, since: float | None, until: float | None, group_by: str,
+    groups: list[UsageTotals], quotas: list[QuotaLine], priorities: Mapping[str, int],
+    alert_levels: Sequence[float], avg_tokens_per_day: float | None,
+) -> UsageReport:  # fmt: skip
+    """Assemble the report; ``groups`` already grouped (days regrouped by the caller)."""
+    total = total_of(groups)
+    provs = provider_quotas(quotas, priorities)
+    life = None
+    if avg_tokens_per_day is not None:
+        life = lifespan(provs, avg_tokens_per_day, tokens_per_request(total))
+    return UsageReport(
+        now, since, until, group_by, groups, total, provs, quotas,
+        threshold_alerts(quotas, alert_levels), life,
+    )  # fmt: skip
+
+
+def with_group(rows: Iterable[UsageTotals], names: Mapping[str, str]) -> list[UsageTotals]:
+    """Rows with their group renamed through ``names`` (e.g. a key id to its label)."""
+    return [replace(r, group=names.get(r.group, r.group)) for r in rows]

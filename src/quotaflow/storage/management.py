@@ -1,0 +1,58 @@
+"""What the management API stores beside the ledger: keys and providers added at runtime,
+agents, settings and alerts. :class:`~quotaflow.storage.sqlite.SqliteLedger` implements
+:class:`ManagementStore`; a PostgreSQL ledger implements the same methods."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from quotaflow.types import Measure
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedKeyRow:
+    """A key added at runtime. ``secret_enc`` is the encrypted secret, never the secret."""
+
+    id: str
+    provider: str
+    secret_enc: bytes
+    secret_hash: str
+    quota_total: float
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    ts: float
+    kind: str  # limit | key_disabled | provider_failing | all_exhausted
+    subject: str  # a limit id, key id, provider or route
+    level: str  # "75%" … or "error"
+    message: str
+    id: int | None = None
+
+
+class ManagementStore(Protocol):
+    async def save_provider(self, name: str, preset: str, at: float) -> None: ...
+    async def managed_providers(self) -> list[tuple[str, str]]: ...
+    async def save_key(self, key: ManagedKeyRow) -> None: ...
+    async def delete_key(self, key_id: str) -> None: ...
+    async def managed_keys(self) -> list[ManagedKeyRow]: ...
+    async def save_agent(self, name: str, key_hash: str, spec_json: str, at: float) -> None: ...
+    async def delete_agent(self, name: str) -> None: ...
+    async def stored_agents(self) -> list[tuple[str, str, str]]: ...
+    async def set_setting(self, name: str, value: str | None) -> None: ...
+    async def get_setting(self, name: str) -> str | None: ...
+    async def add_alert(self, alert: AlertRow, level: float | None) -> None: ...
+    async def set_alert_level(self, subject: str, level: float) -> None: ...
+    async def alert_levels(self) -> dict[str, float]: ...
+    async def list_alerts(self, limit: int = 100) -> list[AlertRow]: ...
+    async def usage_by(
+        self,
+        group: Sequence[str],
+        since: float,
+        until: float | None = None,
+        agent: str | None = None,
+    ) -> dict[tuple[str, ...], Measure]: ...
+    async def agents_seen(self, since: float) -> list[str]: ...

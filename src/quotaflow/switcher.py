@@ -1,0 +1,387 @@
+"""Seed 000's token switcher on top of the engine: provider status, choose, use, history.
+
+A seed 000 "provider" is a quotaflow provider; with several keys, its row aggregates them
+(``quota_total`` is the sum of the keys' primary token quotas) and lists each key under
+``keys``. ``choose`` ranks with the headroom strategy (remaining %, preferred-provider
+bonus, state penalty) and holds a reservation of ``tokens_estimate`` on the chosen key
+(and the caller's agent budgets); ``use`` settles it. A reservation never settled expires
+after ``settings.choose_ttl_s`` and is released.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from quotaflow.config.model import Deployment, Key, Route
+from quotaflow.engine import health as hl
+from quotaflow.engine.candidates import RequestFacts
+from quotaflow.engine.limits import Limit, LimitUsage, remaining_share, state_of
+from quotaflow.errors import BadRequest
+from quotaflow.gateway import CallContext, Gateway, exhausted_error
+from quotaflow.storage.base import LedgerQuery, LedgerRow
+from quotaflow.types import Measure, State
+
+_WINDOW_RANK = {"once": 6, "month": 5, "day": 4, "hour": 3, "rolling": 2, "minute": 1}
+
+
+def primary_limit(key: Key) -> Limit | None:
+    """The key's main token quota: its token limit with the longest window."""
+    tokens = [lim for lim in key.limits if lim.metric == "tokens"]
+    if not tokens:
+        return None
+    return max(
+        tokens,
+        key=lambda lim: (_WINDOW_RANK[lim.window.kind], lim.window.seconds, -lim.amount),
+    )
+
+
+def usable_reason(gw: Gateway, key: Key, now: float) -> str | None:
+    """Why a key can't be used now (disabled, cooling down, …), or ``None``."""
+    if not key.enabled:
+        return "disabled by an operator"
+    return hl.unavailable_reason(gw.health.setdefault(key.id, hl.Health()), now)
+
+
+def as_number(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else round(x, 6)
+
+
+@dataclass(slots=True)
+class KeyStatus:
+    key_id: str
+    label: str
+    api_key: str  # masked
+    quota_total: float
+    quota_used: float
+    reserved: float
+    remaining: float
+    used_pct: float
+    state: State
+    available: bool
+    reason: str | None
+    limits: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "label": self.label,
+            "api_key": self.api_key,
+            "quota_total": as_number(self.quota_total),
+            "quota_used": as_number(self.quota_used),
+            "reserved": as_number(self.reserved),
+            "remaining": as_number(self.remaining),
+            "used_pct": round(self.used_pct, 2),
+            "state": self.state.value,
+            "available": self.available,
+            "reason": self.reason,
+            "limits": self.limits,
+        }
+
+
+@dataclass(slots=True)
+class ProviderStatus:
+    provider: str
+    quota_total: float
+    quota_used: float
+    reserved: float
+    remaining: float
+    used_pct: float
+    state: State
+    available: bool
+    forced: bool
+    keys: list[KeyStatus] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "quota_total": as_number(self.quota_total),
+            "quota_used": as_number(self.quota_used),
+            "remaining": as_number(self.remaining),
+            "used_pct": round(self.used_pct, 2),
+            "state": self.state.value,
+            "reserved": as_number(self.reserved),
+            "available": self.available,
+            "forced": self.forced,
+            "keys": [k.to_json() for k in self.keys],
+        }
+
+
+def limit_json(u: LimitUsage) -> dict[str, Any]:
+    lim = u.limit
+    return {
+        "id": lim.id,
+        "metric": lim.metric,
+        "window": str(lim.window),
+        "amount": as_number(lim.amount),
+        "used": as_number(u.used),
+        "reserved": as_number(u.reserved),
+        "remaining": as_number(u.remaining),
+        "used_pct": round(min(u.used_share, 10.0) * 100.0, 2),
+        "resets_at": u.resets_at,
+    }
+
+
+async def provider_statuses(gw: Gateway) -> list[ProviderStatus]:
+    """One row per provider with keys, in configuration order."""
+    now = gw.clock.now()
+    s = gw.settings
+    limits: dict[str, Limit] = {}
+    for p in gw.config.providers.values():
+        limits.update((lim.id, lim) for lim in p.limits)
+    for k in gw.keys.values():
+        limits.update((lim.id, lim) for lim in k.limits)
+    usages = await gw.counters.snapshot(limits.values(), now)
+    out = []
+    for name, provider in gw.config.providers.items():
+        keys = gw.provider_keys(name)
+        if not keys:
+            continue
+        rows = []
+        for k in keys:
+            prim = primary_limit(k)
+            own = [usages[lim.id] for lim in (*k.limits, *provider.limits)]
+            u = usages[prim.id] if prim is not None else None
+            reason = usable_reason(gw, k, now)
+            share = u.used_share if u is not None else 1.0 - remaining_share(own)
+            if reason is None and remaining_share(own) <= 0:
+                reason = "quota used up"
+            rows.append(
+                KeyStatus(
+                    k.id, k.label, k.masked,
+                    u.limit.amount if u else 0.0, u.used if u else 0.0, u.reserved if u else 0.0,
+                    u.remaining if u else 0.0, share * 100.0,
+                    state_of(max(share, 1.0 - remaining_share(own)), s.warning, s.critical),
+                    reason is None, reason, [limit_json(x) for x in own],
+                )
+            )  # fmt: skip
+        total = sum(r.quota_total for r in rows)
+        used = sum(r.quota_used for r in rows)
+        reserved = sum(r.reserved for r in rows)
+        available = any(r.available for r in rows)
+        if total > 0:
+            share = (used + reserved) / total
+        else:
+            share = min((r.used_pct / 100.0 for r in rows if r.available), default=1.0)
+        state = state_of(share, s.warning, s.critical) if available else State.DEPLETED
+        out.append(
+            ProviderStatus(
+                name, total, used, reserved, max(total - used - reserved, 0.0), share * 100.0,
+                state, available, gw.forced_provider == name, rows,
+            )
+        )  # fmt: skip
+    return out
+
+
+def system_health(rows: list[ProviderStatus]) -> dict[str, str]:
+    """Seed 000's ``health`` block: healthy, degraded or critical, with a message."""
+    if not rows:
+        return {"status": "critical", "message": "No providers configured: add a key"}
+    up = [r for r in rows if r.available and r.state is not State.DEPLETED]
+    if not up:
+        return {"status": "critical", "message": "All providers depleted"}
+    low = [r.provider for r in rows if r not in up or r.state is not State.OK]
+    if low:
+        return {
+            "status": "degraded",
+            "message": f"{len(up)} of {len(rows)} providers available; low: {', '.join(low)}",
+        }
+    return {"status": "healthy", "message": "All providers operational"}
+
+
+# -- choose / use ------------------------------------------------------------------------
+@dataclass(slots=True)
+class Hold:
+    """A reservation held by ``/api/choose`` until ``/api/use`` settles it or it expires."""
+
+    reservation_id: str
+    provider: str
+    key_id: str
+    agent: str
+    tokens: int
+    at: float
+    expires_at: float
+
+
+class Holds:
+    """The reservations ``choose`` handed out, findable by id, key or provider (oldest first)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Hold] = {}
+        self._expiry: list[tuple[float, str]] = []
+
+    def add(self, hold: Hold) -> None:
+        self._by_id[hold.reservation_id] = hold
+        heapq.heappush(self._expiry, (hold.expires_at, hold.reservation_id))
+
+    def sweep(self, now: float) -> None:
+        """Forget expired holds (the counter store released their reservations itself)."""
+        while self._expiry and self._expiry[0][0] <= now:
+            _, rid = heapq.heappop(self._expiry)
+            self._by_id.pop(rid, None)
+
+    def take(
+        self, now: float, *, reservation_id: str | None = None, key_id: str | None = None,
+        provider: str | None = None, agent: str | None = None,
+    ) -> Hold | None:  # fmt: skip
+        self.sweep(now)
+        if reservation_id is not None:
+            return self._by_id.pop(reservation_id, None)
+        for h in sorted(self._by_id.values(), key=lambda h: h.at):
+            if key_id is not None and h.key_id != key_id:
+                continue
+            if provider is not None and h.provider != provider:
+                continue
+            if agent is not None and h.agent != agent:
+                continue
+            return self._by_id.pop(h.reservation_id)
+        return None
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+@dataclass(slots=True)
+class Choice:
+    provider: str
+    key: Key
+    reason: str
+    hold: Hold
+    remaining_after: float
+    score: float
+    breakdown: dict[str, float]
+
+
+def choose_route(gw: Gateway) -> Route:
+    """One deployment per provider that has keys (its first model)."""
+    deps = []
+    for i, (name, p) in enumerate(gw.config.providers.items()):
+        if not gw.provider_keys(name) or not p.models:
+            continue
+        model = next(iter(p.models.values()))
+        deps.append(Deployment(name, model, model.tier, 1.0, p.priority, i))
+    return Route("api:choose", tuple(deps), strategy="headroom")
+
+
+async def choose(gw: Gateway, holds: Holds, tokens: int, ctx: CallContext) -> Choice:
+    """Pick the provider and key with the most headroom and hold ``tokens`` on it."""
+    route = choose_route(gw)
+    facts = RequestFacts(
+        prompt_tokens=tokens, max_tokens=0, forced_provider=ctx.forced_provider or gw.forced_provider,
+        agent=ctx.agent, min_completion_tokens=0,
+    )  # fmt: skip
+    ttl = gw.settings.choose_ttl_s
+    ranked, rejected, _ = await gw.candidates(route, facts, ctx, deployments=route.deployments)
+    now = gw.clock.now()
+    holds.sweep(now)
+    for s in ranked:
+        c = s.candidate
+        if c.plan is None:
+            continue
+        out = await gw.counters.reserve(c.plan.claims, now, ttl_s=ttl)
+        if not out.ok or out.reservation_id is None:
+            continue
+        hold = Hold(out.reservation_id, c.provider, c.key.id, ctx.agent, tokens, now, now + ttl)
+        holds.add(hold)
+        rows = {r.provider: r for r in await provider_statuses(gw)}
+        row = rows.get(c.provider)
+        reason = "forced_provider" if c.flags.get("forced") else "optimal_selection"
+        if c.flags.get("preferred") and not c.flags.get("forced"):
+            reason = "agent_provider_order"
+        return Choice(
+            c.provider, c.key, reason, hold, row.remaining if row else 0.0, s.score, s.breakdown
+        )
+    if not route.deployments:
+        raise BadRequest("No providers available: no key is configured (POST /api/add_key)")
+    err = exhausted_error(rejected, None, now)
+    err.message = "No providers available: " + err.message
+    raise err
+
+
+async def report_use(
+    gw: Gateway, holds: Holds, *, provider: str | None, key_id: str | None, tokens: int,
+    success: bool, reason: str | None, ctx: CallContext, reservation_id: str | None = None,
+) -> tuple[Key, bool]:  # fmt: skip
+    """Book usage an agent reports: a ledger row (source ``reported``), then the counters.
+
+    Settles the ``choose`` reservation it belongs to (by id, key or provider) when one is
+    held. Returns the key charged and whether a reservation was settled."""
+    now = gw.clock.now()
+    hold = holds.take(
+        now, reservation_id=reservation_id, key_id=key_id,
+        provider=None if key_id else provider, agent=None,
+    )  # fmt: skip
+    if reservation_id is not None and hold is None:
+        raise BadRequest(f"reservation {reservation_id!r} is unknown or expired; report without it")
+    key = gw.keys.get(hold.key_id) if hold else None
+    if key is None:
+        key = await _key_for(gw, provider, key_id, now)
+    p = gw.config.providers.get(key.provider)
+    price = next(iter(p.models.values())).price if p and p.models else None
+    cost = price.worst_case_usd(tokens, 0) if price else 0.0
+    row = LedgerRow(
+        request_id=gw.new_request_id(), attempt=1, ts=now, agent=ctx.agent, route="api:use",
+        provider=key.provider, key_id=key.id, prompt_tokens=tokens, total_tokens=tokens,
+        requests=1, cost_usd=cost, status="reported" if success else "error",
+        error_kind=None if success else "reported_failure", source="reported",
+        detail=(reason or None) and str(reason)[:500],
+    )  # fmt: skip
+    await gw.ledger.append([row])
+    limits = [*key.limits, *(p.limits if p else ()), *gw.config.global_limits]
+    limits += [lim for lim in ctx.limits if applies_to(lim, key.provider)]
+    if hold is not None:
+        await gw.counters.release(hold.reservation_id)
+    await gw.counters.charge(limits, Measure(float(tokens), 1.0, cost), now, now)
+    return key, hold is not None
+
+
+def applies_to(lim: Limit, provider: str) -> bool:
+    """An agent budget scoped ``agent:<name>@<provider>`` binds on that provider only."""
+    _, at, p = lim.scope.partition("@")
+    return not at or p == provider
+
+
+async def _key_for(gw: Gateway, provider: str | None, key_id: str | None, now: float) -> Key:
+    if key_id is not None:
+        key = gw.keys.get(key_id)
+        if key is None:
+            raise BadRequest(f"unknown key_id {key_id!r}")
+        if provider is not None and key.provider != provider:
+            raise BadRequest(
+                f"key {key_id!r} belongs to provider {key.provider!r}, not {provider!r}"
+            )
+        return key
+    assert provider is not None
+    keys = gw.provider_keys(provider)
+    if not keys:
+        raise BadRequest(f"provider {provider!r} has no keys")
+    if len(keys) == 1:
+        return keys[0]
+    usages = await gw.counters.snapshot([lim for k in keys for lim in k.limits], now)
+    return max(keys, key=lambda k: remaining_share([usages[lim.id] for lim in k.limits]))
+
+
+def history_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
+    """Seed 000's ``usage_log`` rows (plus key, agent, model and source)."""
+    return [
+        {
+            "id": r.id,
+            "provider": r.provider,
+            "timestamp": datetime.fromtimestamp(r.ts, UTC).isoformat(),
+            "tokens_used": r.total_tokens,
+            "success": r.status in ("ok", "reported"),
+            "reason": r.detail or r.error_kind,
+            "key_id": r.key_id,
+            "agent": r.agent,
+            "model": r.model,
+            "source": r.source,
+            "status": r.status,
+        }
+        for r in rows
+    ]
+
+
+async def history(gw: Gateway, limit: int) -> list[dict[str, Any]]:
+    return history_json(await gw.ledger.query(LedgerQuery(limit=limit)))

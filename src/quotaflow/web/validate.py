@@ -1,0 +1,104 @@
+"""Validating ``/api`` bodies and queries: every bad value is a 400 naming the field.
+
+Unknown fields are ignored (seed-era clients send extras such as ``"reason": null``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from aiohttp import web
+
+from quotaflow.errors import BadRequest
+from quotaflow.web.body import read_json
+from quotaflow.web.keys import GATEWAY
+
+NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+async def read_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The JSON object in the body (size-capped by ``server.api_max_body_bytes``).
+
+    ``optional``: an empty body reads as ``{}``."""
+    cap = request.app[GATEWAY].config.server.api_max_body_bytes
+    if optional and not request.body_exists:
+        return {}
+    body = await read_json(request, cap)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def get_int(
+    body: dict[str, Any], name: str, *, lo: int, hi: int, default: int | None = None,
+    required: bool = False,
+) -> int:  # fmt: skip
+    v = body.get(name)
+    if v is None:
+        if required or default is None:
+            raise BadRequest(f"'{name}' is required (an integer from {lo} to {hi})", param=name)
+        return default
+    if isinstance(v, float) and v.is_integer() and math.isfinite(v):
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise BadRequest(f"'{name}' must be an integer, not {type(v).__name__}", param=name)
+    if not lo <= v <= hi:
+        raise BadRequest(f"'{name}' must be from {lo} to {hi}, not {v}", param=name)
+    return v
+
+
+def get_str(
+    body: dict[str, Any], name: str, *, required: bool = False, max_len: int = 256,
+    pattern: re.Pattern[str] | None = None,
+) -> str | None:  # fmt: skip
+    v = body.get(name)
+    if v is None:
+        if required:
+            raise BadRequest(f"'{name}' is required (a string)", param=name)
+        return None
+    if not isinstance(v, str):
+        raise BadRequest(f"'{name}' must be a string, not {type(v).__name__}", param=name)
+    if not v or len(v) > max_len:
+        raise BadRequest(f"'{name}' must have 1 to {max_len} characters", param=name)
+    if pattern is not None and not pattern.match(v):
+        raise BadRequest(f"'{name}' must match {pattern.pattern}", param=name)
+    return v
+
+
+def need_str(body: dict[str, Any], name: str, **kw: Any) -> str:
+    v = get_str(body, name, required=True, **kw)
+    assert v is not None
+    return v
+
+
+def get_bool(body: dict[str, Any], name: str, default: bool) -> bool:
+    v = body.get(name)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise BadRequest(f"'{name}' must be true or false", param=name)
+    return v
+
+
+def query_int(request: web.Request, name: str, *, default: int, lo: int, hi: int) -> int:
+    raw = request.query.getall(name, [])
+    if not raw:
+        return default
+    if len(raw) > 1:
+        raise BadRequest(f"query parameter '{name}' is given {len(raw)} times", param=name)
+    try:
+        v = int(raw[0].strip())
+    except ValueError:
+        raise BadRequest(f"query parameter '{name}' must be an integer", param=name) from None
+    if not lo <= v <= hi:
+        raise BadRequest(f"query parameter '{name}' must be from {lo} to {hi}", param=name)
+    return v
+
+
+def path_name(request: web.Request, name: str) -> str:
+    v = request.match_info.get(name, "")
+    if not NAME.match(v):
+        raise BadRequest(f"'{name}' must be 1 to 64 letters, digits or _.@-", param=name)
+    return v

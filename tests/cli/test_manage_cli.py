@@ -1,0 +1,147 @@
+"""``status``, ``keys``, ``reset``, ``alerts``, ``feedback`` and ``--help``: on the data folder
+and against a running server, through the real entry point."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from quotaflow.cli.main import cli
+from tests.cli.conftest import QF, row, write_ledger
+from tests.e2e.procs import Proc, gateway
+
+CONFIG = {
+    "providers": [{
+        "name": "groq", "protocol": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m1"],
+        "keys": [{"id": "groq-1", "secret": "gsk-aaaaaaaaaaaa1111"}],
+        "key_limits": [{"metric": "tokens", "window": "once", "amount": 1000}],
+    }]
+}  # fmt: skip
+COMMANDS = ["serve", "demo", "fake-provider", "status", "keys", "keys add", "keys list", "keys remove",
+            "keys enable", "keys disable", "probe", "report", "forecast", "alerts", "reset", "feedback"]  # fmt: skip
+
+
+def test_help_everywhere() -> None:
+    top = subprocess.run(
+        [sys.executable, "-m", "quotaflow", "--help"], capture_output=True, text=True
+    )
+    assert top.returncode == 0 and "Exit codes" in top.stdout
+    for cmd in COMMANDS:  # the same click objects, in-process: 16 subprocesses would be slow
+        p = CliRunner().invoke(cli, [*cmd.split(), "--help"], prog_name="quotaflow")
+        assert p.exit_code == 0, (cmd, p.output)
+        assert "Usage: quotaflow " + cmd in p.output
+
+
+def test_status_keys_alerts_reset_on_the_data_folder(qf: QF) -> None:
+    qf.write_config(CONFIG)
+    write_ledger(qf.home, [row(1.0, "groq-1", "groq", 950)])
+    status = qf.inproc("status", "--json").json()
+    (groq,) = status["providers"]
+    assert (groq["quota_used"], groq["state"]) == (950, "critical")
+    alerts = qf.inproc("alerts", "--json", "--check")
+    assert alerts.code == 1  # --check: a quota is above an alert level
+    assert alerts.json()["alerts"][0]["level_pct"] == 95.0
+    added = qf.inproc(
+        "keys", "add", "groq", "sk-newkey-123456789", "--quota", "5000", "--json"
+    ).json()
+    assert added["key_id"] == "groq-2" and added["api_key"] == "sk-n…6789"
+    listed = qf.inproc("keys", "list")
+    assert "sk-newkey-123456789" not in listed.out and "gsk-aaaaaaaaaaaa1111" not in listed.out
+    assert "groq-2" in listed.out and "added" in listed.out
+    assert qf.inproc("keys", "disable", "groq-2").code == 0
+    keys = {k["key_id"]: k for k in qf.inproc("keys", "list", "--json").json()["keys"]}
+    assert keys["groq-2"]["available"] is False and "operator" in keys["groq-2"]["reason"]
+    assert qf.inproc("keys", "enable", "groq-2").code == 0
+    assert qf.inproc("keys", "list", "--json").json()["keys"][1]["available"] is True
+    assert qf.inproc("keys", "remove", "groq-1").code == 2  # a key of the config file
+    assert qf.inproc("keys", "enable", "nope").code == 2
+    assert qf.inproc("reset", "groq", "--json").json()["keys_reset"] == ["groq-1", "groq-2"]
+    assert qf.inproc("status", "--json").json()["providers"][0]["quota_used"] == 0
+    assert qf.inproc("alerts", "--check").code == 0
+    assert qf.inproc("reset", "nope").code == 2
+    assert qf.inproc("keys", "remove", "groq-2").code == 0
+    assert [k["key_id"] for k in qf.inproc("keys", "list", "--json").json()["keys"]] == ["groq-1"]
+
+
+def test_feedback_is_a_running_average_kept_in_the_data_folder(qf: QF) -> None:
+    qf.write_config(CONFIG)
+    assert qf.inproc("feedback", "groq", "m1", "0.8").code == 0
+    doc = qf.inproc("feedback", "groq", "m1", "0.4", "--json").json()
+    assert doc["quality"]["groq-1"] == pytest.approx(0.6)
+    assert qf.inproc("feedback", "groq", "m1", "1.5").code == 2
+    assert qf.inproc("feedback", "nope", "m1", "0.5").code == 2
+
+
+def test_unreachable_server_exits_3_and_bad_config_exits_2(qf: QF, tmp_path: Path) -> None:
+    for args in (["status"], ["keys", "list"], ["alerts"], ["reset", "groq"]):
+        run = qf(*args, "--url", "http://127.0.0.1:9", config=False)
+        assert run.code == 3, args
+        assert "cannot reach" in run.err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers: [{name: x}]")
+    run = qf.inproc("status", "--config", str(bad), config=False)
+    assert run.code == 2 and "protocol" in run.err
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> tuple[Proc, str]:
+    home = Path(tmp_path_factory.mktemp("srv"))
+    with gateway(yaml.safe_dump(CONFIG), home) as gw:
+        token = re.search(r"(qfadm-[A-Za-z0-9_-]+)", gw.output)
+        assert token
+        yield gw, token.group(1)
+
+
+def test_against_a_running_server(qf: QF, server: tuple[Proc, str], tmp_path: Path) -> None:
+    proc, token = server
+    env = {"QUOTAFLOW_ADMIN_TOKEN": token}
+    url = ["--url", proc.url]
+    status = qf("status", *url, "--json", config=False, env=env).json()  # the real entry point
+    assert status["providers"][0]["provider"] == "groq"
+    added = qf(
+        "keys",
+        "add",
+        "groq",
+        "sk-remote-key-9999",
+        "--quota",
+        "300",
+        *url,
+        "--json",
+        config=False,
+        env=env,
+    )
+    assert added.code == 0, added.err
+    key_id = added.json()["key_id"]
+    listed = qf.inproc("keys", "list", *url, "--json", config=False, env=env).json()
+    assert key_id in [k["key_id"] for k in listed["keys"]]
+    assert "sk-remote-key-9999" not in str(listed)
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    assert qf.inproc("reset", "groq", *url, "--token-file", str(token_file), config=False).code == 0
+    assert qf.inproc("alerts", *url, "--json", config=False, env=env).code == 0
+    assert qf.inproc("keys", "remove", key_id, *url, config=False, env=env).code == 0
+    denied = qf(
+        "keys",
+        "add",
+        "groq",
+        "sk-x-123456789",
+        "--quota",
+        "1",
+        *url,
+        config=False,
+        env={"QUOTAFLOW_ADMIN_TOKEN": "qfadm-wrong"},
+    )
+    assert denied.code == 2 and "invalid admin token" in denied.err
+
+
+def test_readme_shows_every_commands_help() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "$ quotaflow --help" in readme
+    for cmd in COMMANDS:
+        assert f"Usage: quotaflow {cmd} [OPTIONS]" in readme, cmd
