@@ -63,6 +63,7 @@ from quotaflow.errors import (
 )
 from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
 from quotaflow.storage.memory import MemoryCounterStore
+from quotaflow.storage.rebuild import Disagreement, attach_shared
 from quotaflow.storage.stats_store import StatsStore
 from quotaflow.streaming import ActiveStream
 from quotaflow.types import ErrorKind, Measure, Usage
@@ -172,6 +173,7 @@ class Gateway:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self.started_at: float | None = None
+        self.counter_disagreements: list[Disagreement] = []  # shared counters vs the ledger
         self.in_flight = 0
         # issue 7: per key × model statistics (what "learned"/"bandit" rank on) and seed 004's
         # session summary; the statistics are saved to the ledger's StatsStore now and then.
@@ -189,7 +191,12 @@ class Gateway:
         await self.ledger.open()
         crashed = await self.ledger.settle_crashed()
         self.crashed_on_start = crashed
-        await self.rebuild_counters()
+        if getattr(self.counters, "shared", False):  # Redis: other replicas keep them (issue 8)
+            self.counter_disagreements = await attach_shared(
+                self.counters, self.ledger, self.all_limits, self.clock.now(), self.config.tz
+            )
+        else:
+            await self.rebuild_counters()
         await self.restore_model_stats()
         if self._session is None:
             self._session = make_session(self.settings.connect_timeout_s)
@@ -200,6 +207,9 @@ class Gateway:
             await self._session.close()
         await self.save_model_stats()
         await self.ledger.close()
+        close_counters = getattr(self.counters, "close", None)
+        if close_counters is not None:  # shared counters hold connections (issue 8)
+            await close_counters()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -228,6 +238,10 @@ class Gateway:
     async def rebuild_counters(self, limits: Iterable[Limit] | None = None) -> None:
         """Recount every limit's current window from the ledger (the source of truth)."""
         now = self.clock.now()
+        adopt = getattr(self.counters, "adopt", None)
+        if adopt is not None:  # shared counters (issue 8) hold every replica's use already
+            await adopt(list(limits) if limits is not None else self.all_limits(), self.ledger, now)
+            return
         for lim in limits if limits is not None else self.all_limits():
             start = window_start(now, lim.window, self.config.tz)
             since = 0.0 if math.isinf(start) else start
@@ -475,7 +489,7 @@ class Gateway:
         provider = self.config.providers[c.provider]
         adapter = adapter_for(provider.protocol)
         row = self._row(rid, n, route, ctx, pick, stream=False)
-        await self.ledger.begin(row)
+        await self._journal(row, pick)
         hl.begin_attempt(c.health)
         timeout = max(
             min(
@@ -540,6 +554,14 @@ class Gateway:
         return ChatOutcome(
             body, result.usage, cost, c.provider, c.key, c.model, route.name, rid, []
         )
+
+    async def _journal(self, row: LedgerRow, pick: _Pick) -> None:
+        """Journal the pending row; if the ledger cannot (it is down), free the reservation."""
+        try:
+            await self.ledger.begin(row)
+        except BaseException:
+            await self.counters.release(pick.reservation_id)
+            raise
 
     def _target(self, c: Candidate) -> CallTarget:
         p = self.config.providers[c.provider]
@@ -704,7 +726,7 @@ class Gateway:
         provider = self.config.providers[c.provider]
         adapter = adapter_for(provider.protocol)
         row = self._row(rid, n, route, ctx, pick, stream=True)
-        await self.ledger.begin(row)
+        await self._journal(row, pick)
         hl.begin_attempt(c.health)
         timeout = max(
             min(

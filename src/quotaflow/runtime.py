@@ -8,7 +8,7 @@ from pathlib import Path
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.gateway import Gateway
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage import open_counters, open_ledger
 
 
 def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -19,5 +19,7 @@ def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def build_gateway(config: Config, home: Path, *, clock: Clock | None = None) -> Gateway:
-    ledger = SqliteLedger(home / "quotaflow.db", synchronous=config.settings.ledger_synchronous)
-    return Gateway(config, ledger=ledger, clock=clock)
+    """A gateway on the storage ``config.storage`` names (embedded SQLite + memory by default)."""
+    ledger = open_ledger(config, home, clock)
+    counters = open_counters(config, clock)
+    return Gateway(config, ledger=ledger, counters=counters, clock=clock)

@@ -29,7 +29,7 @@ import pytest
 from quotaflow.fake_provider import running_fake_provider
 from quotaflow.fake_provider.faults import Fault
 from quotaflow.fake_provider.server import FakeProviderHandle
-from quotaflow.gateway import Gateway
+from quotaflow.gateway import CallContext, Gateway
 from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 from quotaflow.probe import probe_all, targets
@@ -70,11 +70,14 @@ class Simulation:
         return tc
 
 
-def sim_config(fakes: dict[str, FakeProviderHandle], strategy: str) -> Any:
+def sim_config(
+    fakes: dict[str, FakeProviderHandle], strategy: str, a_limits: list[dict[str, Any]]
+) -> Any:
     return config({
         "providers": [
             {"name": A, "protocol": "openai", "base_url": fakes[A].base_url,
-             "models": [MODELS[A]], "keys": [{"id": "groq-1", "secret": "gsk-sim-0001"}]},
+             "models": [MODELS[A]],
+             "keys": [{"id": "groq-1", "secret": "gsk-sim-0001", "limits": a_limits}]},
             {"name": B, "protocol": "gemini", "base_url": fakes[B].url + "/v1beta",
              "models": [MODELS[B]], "keys": [{"id": "gemini-1", "secret": "AIza-sim-0001"}]},
         ],
@@ -87,7 +90,7 @@ def sim_config(fakes: dict[str, FakeProviderHandle], strategy: str) -> Any:
 
 @asynccontextmanager
 async def simulated(
-    tmp_path: Path, strategy: str, seed: int = 7
+    tmp_path: Path, strategy: str, seed: int = 7, a_limits: list[dict[str, Any]] | None = None
 ) -> AsyncIterator[tuple[Gateway, Simulation]]:
     async with (
         running_fake_provider(protocol="openai") as fa,
@@ -98,7 +101,7 @@ async def simulated(
         sim = Simulation(fakes, clock, seed)
         session = aiohttp.ClientSession(trace_configs=[sim.trace()])
         gw = Gateway(
-            sim_config(fakes, strategy),
+            sim_config(fakes, strategy, a_limits or []),
             ledger=SqliteLedger(tmp_path / "quotaflow.db", synchronous="OFF"),
             clock=clock, rng=random.Random(seed), session=session,
         )  # fmt: skip
@@ -204,3 +207,41 @@ async def test_lower_quality_feedback_loses_share_to_an_equally_fast_better_prov
         assert share(firsts[100:], B) > 0.8
         assert gw.model_stats[("groq-1", MODELS[A])].quality_score == pytest.approx(0.3)
         assert gw.model_stats[("gemini-1", MODELS[B])].quality_score == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("strategy", ["learned", "bandit"])
+async def test_quotas_come_first_the_learned_favourite_is_skipped_when_full(
+    tmp_path: Path, strategy: str
+) -> None:
+    day_cap = [{"metric": "requests", "window": "day", "amount": 8}]
+    async with simulated(tmp_path, strategy, a_limits=day_cap) as (gw, sim):
+        sim.behaviour = {A: HEALTHY_A, B: B_ALWAYS}
+        await key_tester(gw, sim)  # uses one of groq's 8 requests
+        firsts = await run(gw, 30)
+        assert firsts.count(A) == 7  # the favourite while it has headroom, never beyond
+        assert firsts[-15:] == [B] * 15
+        rows = await gw.ledger.usage_totals("key")
+        assert {r.group: r.requests for r in rows}["groq-1"] == 8
+
+
+async def test_the_statistics_are_saved_and_restored_across_a_restart(tmp_path: Path) -> None:
+    async with simulated(tmp_path, "learned") as (gw, sim):
+        sim.behaviour = {A: HEALTHY_A, B: B_ALWAYS}
+        await key_tester(gw, sim)
+        sim.behaviour[A] = DEGRADED_A
+        await run(gw, 40)
+        await gw.record_feedback(0.7, provider=B, model=MODELS[B])
+        # A snapshot is taken every stats_flush_s (30 s) while traffic flows.
+        saved = await gw.ledger.load_model_stats()  # type: ignore[attr-defined]
+        assert {(s.key_id, s.model) for s in saved} == {("groq-1", MODELS[A]), ("gemini-1", MODELS[B])}
+        before = {k: s.to_record() for k, s in gw.model_stats.items()}
+        order_before = [x.candidate.provider for x in (await gw.candidates(
+            gw.config.routes["smart"], gw._facts(gw.parse(BODY), CallContext()), CallContext()
+        ))[0]]  # fmt: skip
+    async with simulated(tmp_path, "learned") as (gw2, _):
+        assert {k: s.to_record() for k, s in gw2.model_stats.items()} == before
+        assert gw2.model_stats[("gemini-1", MODELS[B])].quality_score == pytest.approx(0.7)
+        order_after = [x.candidate.provider for x in (await gw2.candidates(
+            gw2.config.routes["smart"], gw2._facts(gw2.parse(BODY), CallContext()), CallContext()
+        ))[0]]  # fmt: skip
+        assert order_after == order_before == [B, A]

@@ -59,8 +59,7 @@ async def reopen(db: SqliteLedger) -> SqliteLedger:
 
 async def test_begin_finish_append_survive_a_reopen(ledger: SqliteLedger) -> None:
     r = row(1, reserved_tokens=900, extra={"reserved_cost": 0.01})
-    rid = await ledger.begin(r)
-    assert rid == r.id == 1
+    await ledger.begin(r)
     await ledger.finish(done(r, 300, 0.002))
     await ledger.append([row(2, status="reported", source="reported", total_tokens=50, requests=1)])
     again = await reopen(ledger)
@@ -78,9 +77,31 @@ async def test_begin_finish_append_survive_a_reopen(ledger: SqliteLedger) -> Non
         assert first.extra["reserved_cost"] == pytest.approx(0.01)
         assert rows[1].source == "reported"
         # Ids continue after the highest one on disk.
-        assert await again.begin(row(3)) == 3
+        await again.begin(row(3))
+        (third,) = await again.query(LedgerQuery(limit=1))
+        assert (third.id, third.request_id, third.status) == (3, "req-3", "pending")
     finally:
         await again.close()
+
+
+async def test_two_processes_can_write_one_ledger(ledger: SqliteLedger) -> None:
+    """A CLI command writing beside a running server: ids never collide, finishes find their rows."""
+    other = SqliteLedger(ledger.path)
+    await other.open()
+    try:
+        a, b = row(1, reserved_tokens=10), row(2, reserved_tokens=10)
+        b.request_id = "other-process-1"
+        await ledger.begin(a)
+        await other.begin(b)
+        await other.finish(done(b, 7, 0.0))
+        await ledger.finish(done(a, 9, 0.0))
+        rows = await ledger.query(LedgerQuery(newest_first=False))
+        assert [(x.id, x.request_id, x.status, x.total_tokens) for x in rows] == [
+            (1, "req-1", "ok", 9),
+            (2, "other-process-1", "ok", 7),
+        ]
+    finally:
+        await other.close()
 
 
 async def test_begin_is_durable_when_it_returns(ledger: SqliteLedger) -> None:
@@ -103,12 +124,11 @@ async def test_many_concurrent_begins_share_few_transactions(ledger: SqliteLedge
         real_commit(db, batch)
 
     ledger._commit = counting_commit  # type: ignore[method-assign]
-    ids = await asyncio.gather(*(ledger.begin(row(i)) for i in range(100)))
-    assert sorted(ids) == list(range(1, 101))
+    await asyncio.gather(*(ledger.begin(row(i)) for i in range(100)))
     assert sum(batches) == 100
     assert len(batches) <= 3, batches
     rows = await ledger.query(LedgerQuery(limit=1_000))
-    assert len(rows) == 100
+    assert sorted(r.id for r in rows) == list(range(1, 101))
 
 
 async def test_sequential_writes_each_commit_before_returning(ledger: SqliteLedger) -> None:

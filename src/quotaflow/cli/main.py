@@ -22,6 +22,7 @@ def _register() -> None:
     cli.add_command(demo.demo)
     cli.add_command(fake_provider_cmd.fake_provider)
     _register_operations()
+    _register_scale_out()
 
 
 def _register_operations() -> None:
@@ -35,6 +36,14 @@ def _register_operations() -> None:
     ):  # fmt: skip
         cli.add_command(command)
     cli.epilog = EXIT_CODES_HELP
+
+
+
+def _register_scale_out() -> None:
+    # Issue 8: reload the shared counters (Redis) from the ledger (PostgreSQL).
+    from quotaflow.cli import rebuild
+
+    cli.add_command(rebuild.rebuild)
 
 
 _register()

@@ -343,4 +343,5 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
         global_limits=_limits(spec.limits, "global"),
         source=source,
         agents=tuple(spec.agents),
+        storage=spec.storage,
     )

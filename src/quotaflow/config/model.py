@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from quotaflow.config.schema import AgentSpec, ServerSpec, SettingsSpec
+from quotaflow.config.schema import AgentSpec, ServerSpec, SettingsSpec, StorageSpec
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.pricing import Price
 
@@ -95,6 +95,7 @@ class Config:
     global_limits: tuple[Limit, ...] = ()
     source: str = "environment"
     agents: tuple[AgentSpec, ...] = ()  # declared in the YAML; more are added by the admin API
+    storage: StorageSpec = field(default_factory=StorageSpec)  # where state lives (issue 8)
 
     def route(self, model: str) -> Route | None:
         return self.routes.get(model)

@@ -162,7 +162,7 @@ class SettingsSpec(_Model):
     # issue 7: the learning strategies ("learned", "bandit") and the key × model statistics
     learned_weights: LearnedWeights = Field(default_factory=LearnedWeights)
     learning_half_life_s: float = Field(default=60.0, gt=0)  # evidence halves this often
-    learning_window: float = Field(default=20.0, ge=2)  # recent outcomes the evidence holds
+    learning_window: float = Field(default=12.0, ge=2)  # recent outcomes the evidence holds
     learned_speed_reference_ms: float = Field(default=1000.0, gt=0)  # speed 0.5 at this latency
     learned_recency_tau_s: float = Field(default=300.0, gt=0)  # recency = exp(-age / tau)
     bandit_exploration: float = Field(default=0.02, ge=0, le=0.2)  # share of forced exploration
@@ -194,6 +194,35 @@ class SettingsSpec(_Model):
         return self
 
 
+class StorageSpec(_Model):
+    """Where state lives (issue 8). Embedded by default (memory counters, SQLite ledger);
+    several replicas share Redis counters and a PostgreSQL ledger (docs/scale-out.md)."""
+
+    counters: str = "memory"  # "memory" | "redis://host:6379/0"
+    ledger: str = "sqlite"  # "sqlite" | "postgresql://user@host:5432/db"
+    key_prefix: str = Field(default="qf:", min_length=1, max_length=64)  # Redis key prefix
+    replica_id: str | None = Field(default=None, min_length=1, max_length=128)
+    hold_ttl_s: float = Field(default=300.0, gt=0)  # a dead replica's holds are charged after
+    stale_after_s: float = Field(default=900.0, gt=0)  # pending rows of a vanished replica
+    on_counter_failure: Literal["fail_closed"] = "fail_closed"  # 503 while Redis is down
+
+    @field_validator("counters")
+    @classmethod
+    def _counters(cls, v: str) -> str:
+        if v != "memory" and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("counters: 'memory' or a redis:// URL (e.g. redis://127.0.0.1:6379/0)")
+        return v
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger(cls, v: str) -> str:
+        if v != "sqlite" and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "ledger: 'sqlite' or a postgresql:// URL (e.g. postgresql://postgres@127.0.0.1/quotaflow)"
+            )
+        return v
+
+
 class AgentBudgetSpec(LimitSpec):
     provider: str | None = None  # a budget on one provider only (seed 003: per-provider months)
 
@@ -220,6 +249,7 @@ class ConfigSpec(_Model):
     providers: list[ProviderSpec] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(default_factory=list)
     limits: list[LimitSpec] = Field(default_factory=list)  # global
+    storage: StorageSpec = Field(default_factory=StorageSpec)  # issue 8: scale-out
 
     @model_validator(mode="after")
     def _references(self) -> ConfigSpec:

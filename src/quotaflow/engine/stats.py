@@ -29,7 +29,7 @@ from quotaflow.types import ErrorKind
 EWMA_ALPHA = 0.2
 LATENCY_WINDOW = 64  # calls the p95 is taken over
 DEFAULT_HALF_LIFE_S = 60.0
-DEFAULT_WINDOW = 20.0  # outcomes the decayed evidence holds at most
+DEFAULT_WINDOW = 12.0  # outcomes the decayed evidence holds at most
 REQUEST_FAULTS = frozenset(
     {
         ErrorKind.BAD_REQUEST.value,

@@ -126,11 +126,12 @@ class LedgerStore(Protocol):
     async def close(self) -> None: ...
 
     async def begin(self, row: LedgerRow) -> int:
-        """Journal a pending attempt; durable when it returns. Returns the row id."""
+        """Journal a pending attempt; durable when it returns. The attempt is identified by
+        ``(request_id, attempt)``; the returned row id may be 0 when the store assigns ids."""
         ...
 
     async def finish(self, row: LedgerRow) -> None:
-        """Finalize an attempt (by ``row.id``); durable when it returns."""
+        """Finalize a pending attempt (by ``request_id`` and ``attempt``); durable when it returns."""
         ...
 
     async def append(self, rows: Sequence[LedgerRow]) -> None:

@@ -7,9 +7,10 @@ rebuild-counters`` and by the start-up agreement check of a replica.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,14 +19,22 @@ from quotaflow.engine.windows import window_start
 from quotaflow.types import Measure
 
 _TOLERANCE = 1e-6
+log = logging.getLogger("quotaflow.storage.rebuild")
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerSource:
-    """Where counters come from: a ledger, and the limits in force (they change at runtime)."""
+    """Where counters come from: a ledger, and the limits in force (they change at runtime):
+    the configured ones, and those adopted later (agents' budgets, keys added at runtime)."""
 
     ledger: Any  # a LedgerStore; ``pending_scope`` is used when it has one
     limits: Callable[[], list[Limit]]
+    extra: dict[str, Limit] = field(default_factory=dict)
+
+    def all(self) -> list[Limit]:
+        out = {lim.id: lim for lim in self.limits()}
+        out.update(self.extra)
+        return list(out.values())
 
 
 def _since(lim: Limit, now: float, tz: ZoneInfo) -> float:
@@ -109,3 +118,36 @@ async def check_agreement(
         if counted < d - _TOLERANCE or u.used > d + p + _TOLERANCE:
             out.append(Disagreement(lim.id, counted, d, p))
     return out
+
+
+async def attach_shared(
+    counters: Any, ledger: Any, limits: Callable[[], list[Limit]], now: float, tz: ZoneInfo
+) -> list[Disagreement]:
+    """Start-up of a replica on shared counters: load them from the ledger if they are empty
+    (never re-add the ledger to counters other replicas keep), then check they agree with it.
+
+    Disagreements are logged and, when the ledger keeps alerts, recorded as an alert; they
+    are fixed by ``quotaflow rebuild-counters``.
+    """
+    await counters.attach(LedgerSource(ledger, limits))
+    if not counters.available:
+        log.warning(
+            "shared counters unavailable at start: requests fail closed until they are back"
+        )
+        return []
+    current = limits()
+    usages = await counters.snapshot(current, now)
+    found = await check_agreement(usages, ledger, current, now, tz)
+    for d in found:
+        log.warning("counters disagree with the ledger: %s", d.describe())
+    if found and hasattr(ledger, "add_alert"):
+        from quotaflow.storage.management import AlertRow
+
+        under = [d for d in found if d.under]
+        msg = (
+            f"{len(found)} limit(s) disagree with the ledger ({len(under)} under-counted): "
+            + "; ".join(d.describe() for d in found[:5])
+            + " — run `quotaflow rebuild-counters`"
+        )
+        await ledger.add_alert(AlertRow(now, "counters", "counters", "error", msg[:1000]), None)
+    return found

@@ -247,7 +247,8 @@ class RedisCounterStore:
             self._unsent.append((list(limits), actual, at))
 
     async def _charge(self, limits: list[Limit], actual: Measure, at: float, now: float) -> None:
-        keys, args = [self._epoch_key], [repr(now), repr(at), f"{self._tag}-c{next(self._ids):x}"]
+        keys = [self._epoch_key]
+        args: list[Any] = [repr(now), repr(at), f"{self._tag}-c{next(self._ids):x}"]
         for lim in limits:
             b = self._bucket(lim, now)
             if b.end is not None:  # calendar: only usage inside the current window counts
@@ -293,11 +294,11 @@ class RedisCounterStore:
             await asyncio.sleep(REBUILD_GRACE_S)
             await self._wipe()
             now = self._clock.now()
-            for lim in source.limits():
-                await self._load(lim, source, now)
+            for lim in source.all():
+                await self._load(lim, source.ledger, now)
             await self._redis.set(self._epoch_key, token)
             self.rebuilds += 1
-            log.warning("counters reloaded from the ledger (%d limits)", len(source.limits()))
+            log.warning("counters reloaded from the ledger (%d limits)", len(source.all()))
         finally:
             if await self._redis.get(lock) == token:
                 await self._redis.delete(lock)
@@ -314,13 +315,26 @@ class RedisCounterStore:
             if batch:
                 await self._redis.unlink(*batch)
 
-    async def _load(self, lim: Limit, source: LedgerSource, now: float) -> None:
+    async def _load(self, lim: Limit, ledger: Any, now: float, *, if_absent: bool = False) -> None:
         b = self._bucket(lim, now)
-        total, events = await ledger_window(source.ledger, lim, now, self._tz)
+        total, events = await ledger_window(ledger, lim, now, self._tz)
         args: list[Any] = [repr(b.w), b.ttl, repr(total.of(lim.metric)), f"{self._tag}-l"]
+        args.append("1" if if_absent else "0")
         for at, m in events:
             args += [repr(at), repr(m.of(lim.metric))]
-        await self._scripts["load"](keys=[b.key], args=args)
+        await self._scripts["load"](keys=[b.key, self._epoch_key], args=args)
+
+    async def adopt(self, limits: Collection[Limit], ledger: Any, now: float) -> None:
+        """Load limits this replica starts to enforce (an agent's budgets, a new key) from the
+        ledger, unless their window is already live in Redis: the ledger is never added to
+        counters twice, whichever replicas adopt the same limit."""
+        if self._source is not None:
+            self._source.extra.update((lim.id, lim) for lim in limits)
+        try:
+            for lim in limits:
+                await self._load(lim, ledger, now, if_absent=True)
+        except _DOWN as exc:
+            self._mark_down(f"Redis unreachable: {exc}")
 
     # -- recovery --------------------------------------------------------------------------
     @property

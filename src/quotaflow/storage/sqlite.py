@@ -32,13 +32,15 @@ _INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES ({', '.join('?' * 26)})"
 _FINISH = (
     "UPDATE ledger SET prompt_tokens=?, completion_tokens=?, cached_tokens=?, total_tokens=?, "
     "requests=?, cost_usd=?, latency_ms=?, ttfb_ms=?, status=?, error_kind=?, http_status=?, "
-    "estimated=?, detail=? WHERE id=?"
+    "estimated=?, detail=? WHERE request_id=? AND attempt=? AND status='pending'"
 )
 
 
 def _insert_params(r: LedgerRow) -> tuple[Any, ...]:
+    # The id is SQLite's to assign, so several processes (a server and a CLI command) can
+    # write to one ledger; an attempt is found again by its request id and number.
     return (
-        r.id, r.request_id, r.attempt, r.ts, r.agent, r.route, r.provider, r.key_id, r.model,
+        None, r.request_id, r.attempt, r.ts, r.agent, r.route, r.provider, r.key_id, r.model,
         r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.total_tokens, r.requests,
         r.cost_usd, r.latency_ms, r.ttfb_ms, r.status, r.error_kind, r.http_status,
         int(r.estimated), int(r.stream), r.reserved_tokens, float(r.extra.get("reserved_cost", 0.0)),
@@ -50,7 +52,7 @@ def _finish_params(r: LedgerRow) -> tuple[Any, ...]:
     return (
         r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.total_tokens, r.requests,
         r.cost_usd, r.latency_ms, r.ttfb_ms, r.status, r.error_kind, r.http_status,
-        int(r.estimated), r.detail, r.id,
+        int(r.estimated), r.detail, r.request_id, r.attempt,
     )  # fmt: skip
 
 
@@ -99,7 +101,6 @@ class SqliteLedger:
         self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._next_id = 1
         self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -115,8 +116,6 @@ class SqliteLedger:
         db = self._connect()
         for script in _migrations():
             db.executescript(script)
-        (max_id,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM ledger").fetchone()
-        self._next_id = int(max_id) + 1
         self._db = db
         self._read = self._connect()
         self._wake = asyncio.Event()
@@ -189,10 +188,8 @@ class SqliteLedger:
 
     # -- LedgerStore ---------------------------------------------------------------------
     async def begin(self, row: LedgerRow) -> int:
-        row.id = self._next_id
-        self._next_id += 1
         await self._submit(_INSERT, _insert_params(row))
-        return row.id
+        return 0  # SQLite assigns the id; the attempt is (request_id, attempt)
 
     async def finish(self, row: LedgerRow) -> None:
         await self._submit(_FINISH, _finish_params(row))
@@ -200,8 +197,6 @@ class SqliteLedger:
     async def append(self, rows: Sequence[LedgerRow]) -> None:
         futs = []
         for r in rows:
-            r.id = self._next_id
-            self._next_id += 1
             futs.append(self._submit(_INSERT, _insert_params(r)))
         if futs:
             await asyncio.gather(*futs)

@@ -407,6 +407,45 @@ def paths() -> dict[str, Schema]:
                 params=[query_param("limit", 1, 1000)],
             )
         },
+        # seed 004 (issue 7): quality feedback, session summary, key × model statistics
+        "/api/feedback": {
+            "post": op(
+                "Seed 004: quality feedback on a request (or a provider + model); moves future choices",
+                ok_obj({"message": STR, "updated": {"type": "array"}}),
+                body=json_body(
+                    obj(
+                        {"score": {"type": "number", "minimum": 0, "maximum": 1}},
+                        {
+                            "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                            "provider": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "model": {"type": "string", "minLength": 1, "maxLength": 256},
+                            "success": BOOL,
+                        },
+                    )
+                ),
+                auth=True,
+            )
+        },
+        "/api/session-summary": {
+            "get": op(
+                "Seed 004: requests, successes, failures, totalTokens, successRate since start",
+                ok_obj(
+                    {
+                        "requests": INT,
+                        "successes": INT,
+                        "failures": INT,
+                        "totalTokens": INT,
+                        "successRate": NUM,
+                    }
+                ),
+            )
+        },
+        "/api/model-stats": {
+            "get": op(
+                "Seed 004: statistics per key × model (apiStats fields and the learning view)",
+                ok_obj({"stats": {"type": "array"}}),
+            )
+        },
         "/v1/chat/completions": {"post": chat_op()},
         "/v1/models": {
             "get": op(

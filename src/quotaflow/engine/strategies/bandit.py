@@ -10,8 +10,10 @@ while ago drifts back to "unknown" and gets tried again: that is how a recovery 
 
 On top of that, a bounded share of picks is explicit exploration: with probability
 ``settings.bandit_exploration`` (default 5 %, at most 20 %) one of the other candidates, drawn
-uniformly, is moved to the front (its breakdown says ``explore: 1``). A half-open key still
-gets its single probe request first, and quotas still come first (see :mod:`.learned`).
+uniformly, is moved to the front (its breakdown says ``explore: 1``). A key × model never
+used yet goes first once (its draw would be too pessimistic: unknown speed and no recent
+success), so a key added at runtime gets measured. A half-open key still gets its single
+probe request first, and quotas still come first (see :mod:`.learned`).
 
 Randomness comes only from the ``random.Random`` passed in, so a seeded run is reproducible.
 """
@@ -25,7 +27,7 @@ from quotaflow.config.schema import SettingsSpec
 from quotaflow.engine.candidates import Candidate, RequestFacts
 from quotaflow.engine.stats import decayed_counts
 from quotaflow.engine.strategies import Scored
-from quotaflow.engine.strategies.learned import is_probe, order, score_all
+from quotaflow.engine.strategies.learned import is_probe, is_untested, order, score_all
 
 
 def sampled_reliability(
@@ -50,12 +52,15 @@ def bandit(
         x.breakdown["reliability"] = theta
         x.breakdown["value"] = x.score
         x.score *= theta
-    ranked = order(scored)
+    ranked = order(scored, untested_first=True)
     for x in ranked:
         x.breakdown["explore"] = 0.0
+    first = ranked[0].candidate if ranked else None
     if (
-        len(ranked) > 1
-        and not is_probe(ranked[0].candidate)
+        first is not None
+        and len(ranked) > 1
+        and not is_probe(first)
+        and not is_untested(first)
         and rng.random() < s.bandit_exploration
     ):
         pick = ranked.pop(rng.randrange(1, len(ranked)))

@@ -86,13 +86,20 @@ def is_probe(c: Candidate) -> bool:
     return c.health.circuit == "half_open" and not c.health.probe_in_flight
 
 
-def order(scored: list[Scored]) -> list[Scored]:
-    """Probes first, then by score; ties by deployment priority, then by headroom."""
+def is_untested(c: Candidate) -> bool:
+    """True when the key × model was never used (no statistics at all)."""
+    return c.stats is None or c.stats.last_used is None
 
-    def key(x: Scored) -> tuple[bool, float, int, int, float]:
+
+def order(scored: list[Scored], *, untested_first: bool = False) -> list[Scored]:
+    """Probes first (then, if asked, key × models never used), then by score; ties by
+    deployment priority, then by headroom."""
+
+    def key(x: Scored) -> tuple[bool, bool, float, int, int, float]:
         c = x.candidate
         return (
             not is_probe(c),
+            not (untested_first and is_untested(c)),
             -x.score,
             c.deployment.priority,
             c.deployment.order,

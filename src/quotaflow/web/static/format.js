@@ -1,0 +1,65 @@
+// Numbers, money, durations and times as the dashboard shows them.
+
+const INT = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+const DEC = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+const COMPACT = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
+
+export function num(x) {
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  return Math.abs(x) >= 1e6 ? COMPACT.format(x) : INT.format(x);
+}
+
+export function compact(x) {
+  return x === null || x === undefined ? "–" : COMPACT.format(x);
+}
+
+export function pct(x) {
+  return x === null || x === undefined ? "–" : `${DEC.format(x)}%`;
+}
+
+export function usd(x) {
+  if (x === null || x === undefined) return "–";
+  if (x === 0) return "$0";
+  if (Math.abs(x) < 0.01) return `$${x.toFixed(5)}`;
+  return `$${x.toFixed(2)}`;
+}
+
+export function ms(x) {
+  if (x === null || x === undefined) return "–";
+  return x >= 1000 ? `${DEC.format(x / 1000)} s` : `${INT.format(x)} ms`;
+}
+
+/** "3d 4h", "2h 5m", "4m 10s", "12s" for a positive number of seconds. */
+export function duration(seconds) {
+  let s = Math.max(Math.round(seconds), 0);
+  const d = Math.floor(s / 86400);
+  s -= d * 86400;
+  const hr = Math.floor(s / 3600);
+  s -= hr * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  if (d) return `${d}d ${hr}h`;
+  if (hr) return `${hr}h ${m}m`;
+  if (m) return `${m}m ${s}s`;
+  return `${s}s`;
+}
+
+/** "in 4m 10s" / "12s ago" relative to now (both epoch seconds). */
+export function relative(at, now) {
+  if (at === null || at === undefined) return "–";
+  const delta = at - now;
+  if (Math.abs(delta) < 1) return "now";
+  return delta > 0 ? `in ${duration(delta)}` : `${duration(-delta)} ago`;
+}
+
+export function clock(at) {
+  return new Date(at * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+export function dateTime(at) {
+  return new Date(at * 1000).toLocaleString([], { hour12: false });
+}
+
+export function windowName(window) {
+  return window === "once" ? "one-time" : window.startsWith("rolling") ? window : `per ${window}`;
+}
