@@ -36,10 +36,10 @@ from typing import Any, TypeVar
 from quotaflow.clock import Clock, SystemClock
 from quotaflow.config.load import load_config, parse_spec, resolve
 from quotaflow.config.model import Config
-from quotaflow.engine import health as hl
 from quotaflow.errors import BadRequest, QuotaflowError
 from quotaflow.gateway import CallContext, ChatOutcome
 from quotaflow.gateway import Gateway as Engine
+from quotaflow.key_states import apply_key_states
 from quotaflow.runtime import data_home
 from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.upstream import make_session
@@ -109,7 +109,6 @@ async def restore_managed(engine: Engine, home: Path | None) -> int:
 
 
 _MANAGED: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
-KEY_STATE_SETTING = "key_state:"  # + key id → "enabled@<ts>" | "disabled@<ts>"
 
 
 def managed_keys_of(engine: Engine) -> Any:
@@ -118,42 +117,6 @@ def managed_keys_of(engine: Engine) -> Any:
     if managed is None:
         raise RuntimeError("this engine was not opened with open_engine()")
     return managed
-
-
-async def set_key_state(engine: Engine, key_id: str, enabled: bool) -> None:
-    """An operator's enable / disable of a key, kept in the data folder (and applied now)."""
-    now = engine.clock.now()
-    store: Any = engine.ledger
-    await store.set_setting(
-        KEY_STATE_SETTING + key_id, f"{'enabled' if enabled else 'disabled'}@{now}"
-    )
-    _apply_state(engine, key_id, enabled, now, {})
-
-
-async def apply_key_states(engine: Engine) -> None:
-    """Apply the stored operator states; a later key-tester verdict wins over an older one."""
-    store: Any = engine.ledger
-    if not hasattr(store, "get_setting"):
-        return
-    probed: dict[str, float] = {}
-    for r in await store.probe_results():
-        if r.status != "ok":
-            probed[r.key_id] = max(probed.get(r.key_id, 0.0), r.ts)
-    for key_id in list(engine.keys):
-        value = await store.get_setting(KEY_STATE_SETTING + key_id)
-        if value:
-            state, _, at = value.partition("@")
-            _apply_state(engine, key_id, state == "enabled", float(at or 0), probed)
-
-
-def _apply_state(
-    engine: Engine, key_id: str, enabled: bool, at: float, probed: dict[str, float]
-) -> None:
-    if enabled:
-        if probed.get(key_id, 0.0) <= at:
-            engine.enable_key(key_id)
-    else:
-        engine.health.setdefault(key_id, hl.Health()).disabled_reason = "disabled by an operator"
 
 
 class AsyncGateway:

@@ -18,6 +18,7 @@ from quotaflow.agents import AgentRegistry
 from quotaflow.alerts import AlertMonitor
 from quotaflow.engine.limits import Limit
 from quotaflow.gateway import Gateway
+from quotaflow.key_states import apply_key_states
 from quotaflow.managed_keys import ManagedKeys
 from quotaflow.secrets import SecretBox, load_master_key
 from quotaflow.storage.management import ManagementStore
@@ -90,6 +91,8 @@ class Management:
     async def start(self) -> None:
         gw = self.gateway
         await self.keys.restore()
+        await gw.restore_probe_health()  # the key tester's verdicts, then operators' states
+        await apply_key_states(gw)
         await self.agents.restore()
         agent_limits = [lim for a in self.agents.all() for lim in a.limits]
         await gw.rebuild_counters(agent_limits)

@@ -174,7 +174,7 @@ def _toggle(enabled: bool) -> click.Command:
         else:
 
             async def work(engine: Any) -> dict[str, Any]:
-                from quotaflow.library import set_key_state
+                from quotaflow.key_states import set_key_state
 
                 if key_id not in engine.keys:
                     fail(

@@ -1,52 +1,61 @@
-"""Entry point of the ``quotaflow`` command: one click group, one module per command family."""
+"""Entry point of the ``quotaflow`` command: one click group, one module per command family.
+
+Commands are imported only when they run (``quotaflow serve`` does not load the demo, the
+reports or the fake provider), so the server is ready quickly.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from quotaflow import __version__
 
+# name → (module, attribute), in the order --help lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("quotaflow.cli.serve", "serve"),
+    "demo": ("quotaflow.cli.demo", "demo"),
+    "fake-provider": ("quotaflow.cli.fake_provider_cmd", "fake_provider"),
+    "status": ("quotaflow.cli.status", "status"),
+    "keys": ("quotaflow.cli.keys", "keys"),
+    "probe": ("quotaflow.cli.probe", "probe"),
+    "report": ("quotaflow.cli.report", "report"),
+    "forecast": ("quotaflow.cli.forecast", "forecast"),
+    "alerts": ("quotaflow.cli.alerts", "alerts"),
+    "reset": ("quotaflow.cli.reset", "reset"),
+    "feedback": ("quotaflow.cli.feedback", "feedback"),
+    "rebuild-counters": ("quotaflow.cli.rebuild", "rebuild"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        command = getattr(importlib.import_module(target[0]), target[1])
+        assert isinstance(command, click.Command)
+        return command
+
+
+def _epilog() -> str:
+    from quotaflow.cli.output import EXIT_CODES_HELP
+
+    return EXIT_CODES_HELP
+
+
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_epilog()
+)
 @click.version_option(__version__, prog_name="quotaflow")
 def cli() -> None:
     """quotaflow — an LLM gateway that switches keys by quota and never overshoots one."""
-
-
-def _register() -> None:
-    # Each command family lives in its own module and is imported lazily here so that
-    # `quotaflow --help` stays fast.
-    from quotaflow.cli import demo, fake_provider_cmd, serve
-
-    cli.add_command(serve.serve)
-    cli.add_command(demo.demo)
-    cli.add_command(fake_provider_cmd.fake_provider)
-    _register_operations()
-    _register_scale_out()
-
-
-def _register_operations() -> None:
-    # Issue 5: status, keys, the key tester, reports, forecasts, alerts, reset, feedback.
-    from quotaflow.cli import alerts, feedback, forecast, keys, probe, report, reset, status
-    from quotaflow.cli.output import EXIT_CODES_HELP
-
-    for command in (
-        status.status, keys.keys, probe.probe, report.report, forecast.forecast,
-        alerts.alerts, reset.reset, feedback.feedback,
-    ):  # fmt: skip
-        cli.add_command(command)
-    cli.epilog = EXIT_CODES_HELP
-
-
-
-def _register_scale_out() -> None:
-    # Issue 8: reload the shared counters (Redis) from the ledger (PostgreSQL).
-    from quotaflow.cli import rebuild
-
-    cli.add_command(rebuild.rebuild)
-
-
-_register()
 
 
 def main() -> None:
