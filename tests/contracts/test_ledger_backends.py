@@ -101,8 +101,7 @@ async def ledger(backend: Backend) -> Any:
 async def test_begin_finish_append_are_durable_when_they_return(backend, ledger) -> None:
     r = row(1)
     r.reserved_tokens = 900
-    rid = await ledger.begin(r)
-    assert r.id == rid
+    await ledger.begin(r)
     await ledger.finish(done(r, 300, 0.002))
     reported = done(row(2, source="reported", agent="alice"), 50)
     await ledger.append([reported])

@@ -30,9 +30,9 @@ from quotaflow.fake_provider import running_fake_provider
 from quotaflow.fake_provider.faults import Fault
 from quotaflow.fake_provider.server import FakeProviderHandle
 from quotaflow.gateway import CallContext, Gateway
+from quotaflow.probe import probe_all, targets
 from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
-from quotaflow.probe import probe_all, targets
 
 A, B = "groq", "gemini"
 MODELS = {A: "llama-3.3-70b-versatile", B: "gemini-2.0-flash"}
@@ -233,7 +233,10 @@ async def test_the_statistics_are_saved_and_restored_across_a_restart(tmp_path: 
         await gw.record_feedback(0.7, provider=B, model=MODELS[B])
         # A snapshot is taken every stats_flush_s (30 s) while traffic flows.
         saved = await gw.ledger.load_model_stats()  # type: ignore[attr-defined]
-        assert {(s.key_id, s.model) for s in saved} == {("groq-1", MODELS[A]), ("gemini-1", MODELS[B])}
+        assert {(s.key_id, s.model) for s in saved} == {
+            ("groq-1", MODELS[A]),
+            ("gemini-1", MODELS[B]),
+        }
         before = {k: s.to_record() for k, s in gw.model_stats.items()}
         order_before = [x.candidate.provider for x in (await gw.candidates(
             gw.config.routes["smart"], gw._facts(gw.parse(BODY), CallContext()), CallContext()

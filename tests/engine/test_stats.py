@@ -140,3 +140,17 @@ def test_session_totals_give_seed004s_summary() -> None:
         "requests": 47, "successes": 45, "failures": 2, "totalTokens": 90_000,
         "successRate": 0.957,
     }  # fmt: skip
+
+
+def test_evidence_holds_at_most_a_window_of_outcomes() -> None:
+    """However long the history, the last ``window`` outcomes decide: a run of failures
+    after a thousand successes moves the estimate within a few calls."""
+    s = fresh()
+    for _ in range(1000):
+        observe(s, Outcome(True, 200.0), T0, HL, window=12)
+    assert sum(decayed_counts(s, T0, HL)) == pytest.approx(12.0)
+    for _ in range(6):
+        observe(s, Outcome(False, error_kind="server_error"), T0, HL, window=12)
+    assert sum(decayed_counts(s, T0, HL)) == pytest.approx(12.0)
+    assert reliability(s, T0, HL) < 0.7
+    assert s.success_count == 1000  # the cumulative view keeps everything

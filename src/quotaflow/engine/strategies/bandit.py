@@ -1,15 +1,17 @@
 """Strategy ``bandit``: seed 004's score with Thompson sampling, so learning never stops.
 
-Per request, each key × model's reliability is *drawn* from its time-decayed posterior
-``Beta(S + 1, F + 1)`` (S, F: success and failure counts halving every
-``settings.learning_half_life_s``) instead of taken as its mean; speed, quality and recency
-and the weights are those of :mod:`.learned`. A key × model with little recent evidence has
-a wide posterior and is tried now and then; one with a long run of successes has a narrow
-one and wins whenever it is really best. Because evidence decays, a provider that failed a
-while ago drifts back to "unknown" and gets tried again: that is how a recovery is noticed.
+Per request, each key × model's chance of success θ is *drawn* from its time-decayed
+posterior ``Beta(k·S + 1, k·F + 1)`` (S, F: success and failure counts halving every
+``settings.learning_half_life_s`` and capped at ``settings.learning_window`` recent outcomes;
+``k`` = ``settings.bandit_confidence``, 3, so that a dozen outcomes already give a usable
+posterior). The candidate's score is θ times the value of a successful call — seed 004's
+score (:mod:`.learned`, same weights) with reliability 1 — since a failed call delivers no
+speed or quality at all. A key × model with little recent evidence has a wide posterior and
+is tried now and then; because evidence decays, a provider that failed a while ago drifts
+back to "unknown" and gets tried again: that is how a recovery is noticed.
 
 On top of that, a bounded share of picks is explicit exploration: with probability
-``settings.bandit_exploration`` (default 5 %, at most 20 %) one of the other candidates, drawn
+``settings.bandit_exploration`` (default 2 %, at most 20 %) one of the other candidates, drawn
 uniformly, is moved to the front (its breakdown says ``explore: 1``). A key × model never
 used yet goes first once (its draw would be too pessimistic: unknown speed and no recent
 success), so a key added at runtime gets measured. A half-open key still gets its single

@@ -1,0 +1,129 @@
+// The key cards, grouped by provider: state, one bar per limit, health, actions.
+
+import { h } from "./dom.js";
+import { ms, num, pct, relative, windowName } from "./format.js";
+
+export const STATE_LABEL = { ok: "OK", warning: "WARNING", critical: "CRITICAL", depleted: "DEPLETED" };
+
+export function badge(state) {
+  const st = STATE_LABEL[state] ? state : "depleted";
+  return h("span", { class: `badge state-${st}`, "data-state": st }, STATE_LABEL[st]);
+}
+
+/** A time that ticks client-side: filled in by tick() from data-at. */
+export function when(at, prefix = "") {
+  return h("span", { class: "when", "data-at": at ?? "", "data-prefix": prefix });
+}
+
+function limitRow(keyId, lim) {
+  const share = Math.min(Math.max(lim.used_pct, 0), 100);
+  const fill = h("div", { class: `fill state-${lim.state}`, "data-pct": share.toFixed(2) });
+  const name = `${lim.metric} ${windowName(lim.window)}${lim.shared ? " (provider)" : ""}`;
+  return h(
+    "div",
+    { class: "limit", "data-limit-id": lim.id },
+    h("div", { class: "limit-head" },
+      h("span", { class: "limit-name" }, name),
+      h("span", { class: "limit-pct" }, pct(lim.used_pct))),
+    h("div", {
+      class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
+      "aria-valuenow": share.toFixed(1), "aria-label": `${keyId} ${name}: ${pct(lim.used_pct)} used`,
+    }, fill),
+    h("div", { class: "limit-nums" },
+      h("span", null, "used ", h("b", { class: "used" }, num(lim.used)),
+        lim.reserved ? ` (+${num(lim.reserved)} reserved)` : "",
+        " / ", h("b", { class: "total" }, num(lim.amount))),
+      h("span", null, h("b", { class: "remaining" }, num(lim.remaining)), " left"),
+      lim.resets_at ? when(lim.resets_at, "resets ") : h("span", { class: "muted" },
+        lim.window === "once" ? "never resets" : "rolling")),
+  );
+}
+
+function healthLine(k) {
+  const hl = k.health || {};
+  const n = (hl.successes || 0) + (hl.failures || 0);
+  return h("dl", { class: "health" },
+    h("div", null, h("dt", null, "latency"), h("dd", null, ms(hl.latency_ewma_ms))),
+    h("div", null, h("dt", null, "success"),
+      h("dd", null, n ? `${pct(hl.success_rate * 100)} of ${num(n)}` : "no calls yet")),
+    h("div", null, h("dt", null, "circuit"), h("dd", null, hl.circuit || "closed")));
+}
+
+function reasonLine(k) {
+  const hl = k.health || {};
+  if (hl.disabled_reason) return h("p", { class: "reason error" }, `Disabled: ${hl.disabled_reason}`);
+  if (hl.cooldown_until) {
+    return h("p", { class: "reason warn" }, `Cooling down (${hl.cooldown_reason || "errors"}) `,
+      when(hl.cooldown_until, "until "));
+  }
+  if (k.reason) return h("p", { class: "reason warn" }, k.reason);
+  return null;
+}
+
+function actionButton(text, focus, admin, onclick, extra = {}) {
+  return h("button", {
+    type: "button", class: "btn small", "data-focus": focus, disabled: !admin,
+    title: admin ? null : "Sign in with the admin token to do this", onclick, ...extra,
+  }, text);
+}
+
+function keyCard(k, admin, act) {
+  const title = k.label && k.label !== k.key_id ? k.label : k.key_id;
+  return h(
+    "article",
+    { class: `card key state-${k.state}`, "data-key-id": k.key_id, "data-state": k.state,
+      "aria-label": `Key ${title}` },
+    h("header", { class: "card-head" },
+      h("h4", { class: "key-label" }, title), badge(k.state)),
+    h("p", { class: "key-meta" },
+      h("code", null, k.key_id), " · ", h("code", null, k.api_key),
+      k.managed ? " · added here" : "", k.enabled ? "" : " · disabled"),
+    k.limits.map((lim) => limitRow(k.key_id, lim)),
+    healthLine(k),
+    reasonLine(k),
+    h("div", { class: "actions" },
+      k.enabled
+        ? actionButton("Disable", `disable:${k.key_id}`, admin, () => act.toggle(k.key_id, false))
+        : actionButton("Enable", `enable:${k.key_id}`, admin, () => act.toggle(k.key_id, true))),
+  );
+}
+
+function providerGroup(p, admin, act) {
+  return h(
+    "section",
+    { class: `provider${p.forced ? " forced" : ""}`, "data-provider": p.provider,
+      "aria-label": `Provider ${p.provider}` },
+    h("header", { class: "provider-head" },
+      h("h3", { class: "provider-name" }, p.provider),
+      badge(p.state),
+      p.forced ? h("span", { class: "tag forced-tag" }, "FORCED") : null,
+      h("span", { class: "muted" },
+        p.quota_total ? `${pct(p.used_pct)} of ${num(p.quota_total)} tokens` : ""),
+      h("div", { class: "actions" },
+        p.forced
+          ? actionButton("Clear forced", `clear:${p.provider}`, admin, () => act.clearForced())
+          : actionButton("Force", `force:${p.provider}`, admin, () => act.force(p.provider)),
+        actionButton("Reset quota", `reset:${p.provider}`, admin, () => act.reset(p.provider)))),
+    h("div", { class: "cards" }, p.keys.map((k) => keyCard(k, admin, act))),
+  );
+}
+
+export function renderProviders(providers, admin, act) {
+  if (!providers.length) {
+    return [h("p", { class: "empty" }, "No keys yet: add one with “+ Add key”.")];
+  }
+  return providers.map((p) => providerGroup(p, admin, act));
+}
+
+/** Size the bars from data-pct (CSSOM, allowed by the page's CSP). */
+export function paintBars(root) {
+  for (const el of root.querySelectorAll(".fill[data-pct]")) el.style.width = `${el.dataset.pct}%`;
+}
+
+/** Refresh every relative time under root against the server's clock. */
+export function tick(root, serverNow) {
+  for (const el of root.querySelectorAll(".when")) {
+    const at = el.dataset.at === "" ? null : Number(el.dataset.at);
+    el.textContent = at === null ? "" : `${el.dataset.prefix}${relative(at, serverNow)}`;
+  }
+}
