@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,9 @@ FORCED_SETTING = "forced_provider"
 ALERT_INTERVAL_S = 1.0
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
-    """``localhost``, ``127.x.x.x`` or ``::1``."""
+    """``localhost``, ``127.x.x.x`` or ``::1`` (cached: it runs on every request)."""
     h = host.strip("[]").lower()
     if h == "localhost":
         return True

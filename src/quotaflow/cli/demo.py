@@ -110,6 +110,7 @@ def demo_config(urls: dict[str, str], scenario: str = "switching") -> Config:
         })  # fmt: skip
         deployments.append({"provider": name, "model": model})
     spec = parse_spec({
+        "server": {"dashboard_read_only_on_loopback": True},  # the dashboard, without a token
         "settings": {
             "strategy": "priority" if failover else "headroom",
             "max_wait_s": 0,
@@ -223,6 +224,7 @@ async def run_demo(
         sockets = getattr(site._server, "sockets", None) or []
         actual = sockets[0].getsockname()[1] if sockets else port
         url = f"http://127.0.0.1:{actual}"
+        click.echo(f"dashboard: {url}/  (open it in a browser: live, read-only)")
         rng = random.Random(seed)
         tasks = [
             asyncio.create_task(

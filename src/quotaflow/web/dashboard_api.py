@@ -18,6 +18,7 @@ from quotaflow.engine.candidates import RequestFacts
 from quotaflow.engine.limits import state_of
 from quotaflow.errors import BadRequest, Forbidden, Unauthorized
 from quotaflow.gateway import CallContext, Gateway
+from quotaflow.key_states import set_key_state
 from quotaflow.management import Management, is_loopback
 from quotaflow.storage.base import LedgerQuery, LedgerRow
 from quotaflow.token_usage import emergency_status, measure_json, months_back
@@ -246,8 +247,11 @@ async def alerts_json(mg: Management) -> dict[str, Any]:
     return {"recent": recent, "active": active}
 
 
-async def build_snapshot(mg: Management, series: SeriesCache) -> dict[str, Any]:
-    """Everything the dashboard shows, as of now (see the module docstring)."""
+async def build_snapshot(
+    mg: Management, series: SeriesCache, stamp: object = None
+) -> dict[str, Any]:
+    """Everything the dashboard shows, as of now; ``stamp`` changes with usage (it tells
+    the forecast when to recompute)."""
     gw = mg.gateway
     now = gw.clock.now()
     rows = await switcher.provider_statuses(gw)
@@ -264,7 +268,7 @@ async def build_snapshot(mg: Management, series: SeriesCache) -> dict[str, Any]:
         "recommendation": await recommendation_json(gw),
         "log": log_json(await gw.ledger.query(LedgerQuery(limit=LOG_ROWS))),
         "charts": {"timeline": timeline, "cost_per_day": await series.cost_per_day(now)},
-        "forecast": await series.forecast(now),
+        "forecast": await series.forecast(now, stamp),
         "agents": await agents_json(mg),
         "alerts": await alerts_json(mg),
     }
@@ -287,18 +291,19 @@ def _known_key(mg: Management, request: web.Request) -> str:
 
 
 async def enable_key(request: web.Request) -> web.Response:
-    """Route to the key again: clears a disable, an auth failure, a cooldown, an open circuit."""
+    """Route to the key again: clears a disable, an auth failure, a cooldown, an open circuit.
+    Kept in the data folder, like ``quotaflow keys enable``."""
     mg = request.app[MANAGEMENT]
     require_admin(request)
     key_id = _known_key(mg, request)
-    mg.gateway.enable_key(key_id)
+    await set_key_state(mg.gateway, key_id, True)
     return json_response({"success": True, "message": f"Key {key_id} enabled", "key_id": key_id})
 
 
 async def disable_key(request: web.Request) -> web.Response:
-    """Stop routing to the key until it is enabled again (not kept across a restart)."""
+    """Stop routing to the key until it is enabled again (kept across a restart)."""
     mg = request.app[MANAGEMENT]
     require_admin(request)
     key_id = _known_key(mg, request)
-    mg.gateway.disable_key(key_id)
+    await set_key_state(mg.gateway, key_id, False)
     return json_response({"success": True, "message": f"Key {key_id} disabled", "key_id": key_id})

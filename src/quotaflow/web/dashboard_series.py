@@ -68,7 +68,7 @@ class SeriesCache:
         self._days: dict[float, tuple[float, float]] = {}  # day start → (tokens, cost)
         self._forecast: dict[str, Any] | None = None
         self._forecast_at = -math.inf
-        self._forecast_changes = -1
+        self._forecast_stamp: object = None
 
     async def _bucket(self, start: float) -> Bucket:
         end = start + BUCKET_S
@@ -129,14 +129,18 @@ class SeriesCache:
             del self._days[old]
         return out
 
-    async def forecast(self, now: float) -> dict[str, Any]:
-        """Per key: the quota that runs out first; per pool: when every key is empty."""
+    async def forecast(self, now: float, stamp: object = None) -> dict[str, Any]:
+        """Per key: the quota that runs out first; per pool: when every key is empty.
+
+        ``stamp`` is anything that changes with usage (the hub's fingerprint); without one,
+        the gateway's change counter is used."""
+        stamp = self.gw.changes if stamp is None else stamp
         age = now - self._forecast_at
-        changed = self.gw.changes != self._forecast_changes
+        changed = stamp != self._forecast_stamp
         fresh = age < FORECAST_MIN_AGE_S or (age < FORECAST_MAX_AGE_S and not changed)
         if self._forecast is not None and fresh:
             return self._forecast
-        self._forecast_changes = self.gw.changes
+        self._forecast_stamp = stamp
         f = (await collect_forecast(self.gw, now=now)).to_dict()
         self._forecast = {
             "at": now,

@@ -1,8 +1,8 @@
 """``GET /api/events``: the dashboard's snapshot, pushed as Server-Sent Events when it changes.
 
 One :class:`Hub` per app builds snapshots for every viewer. It watches a cheap fingerprint
-(the gateway's change counter, the forced provider, the newest ledger row and alert) twice a
-second; when it moved, the snapshot is rebuilt (at most every :data:`MIN_INTERVAL_S` for the
+(the gateway's change counter, the forced provider, the newest ledger row and alert) four
+times a second; when it moved, the snapshot is rebuilt (at most every :data:`MIN_INTERVAL_S` for the
 stream), and also every :data:`REFRESH_S` anyway, since windows reset and cooldowns end
 with time alone. A rebuilt snapshot whose content differs gets the next ``version``; each
 stream sends every new version (``event: snapshot``, ``id: <version>``) and a comment line
@@ -27,7 +27,7 @@ from quotaflow.web.auth import MANAGEMENT
 from quotaflow.web.dashboard_api import build_snapshot, viewer_of
 from quotaflow.web.dashboard_series import SeriesCache
 
-POLL_S = 0.5
+POLL_S = 0.25
 MIN_INTERVAL_S = 1.0
 REFRESH_S = 5.0
 PING_S = 15.0
@@ -48,6 +48,7 @@ class Hub:
         self._fingerprint: tuple[Any, ...] | None = None
         self._digest: bytes | None = None
         self._built_at = -math.inf
+        self._fp_at = -math.inf
 
     async def fingerprint(self) -> tuple[Any, ...]:
         """Something that moves whenever the snapshot may have (time aside)."""
@@ -61,19 +62,27 @@ class Hub:
             (newest[0].id, newest[0].status) if newest else None,
             alerts[0].id if alerts else None,
             len(self.mg.holds),
+            tuple(k for k, h in gw.health.items() if h.disabled_reason),
         )
 
     async def current(self, min_interval_s: float = 0.0) -> dict[str, Any]:
         """The snapshot, rebuilt when the fingerprint moved (no more often than
-        ``min_interval_s``) or when it is :data:`REFRESH_S` old."""
+        ``min_interval_s``) or when it is :data:`REFRESH_S` old.
+
+        Streams (``min_interval_s > 0``) share one fingerprint per half poll; a direct
+        request (after an action) always looks afresh."""
         async with self._lock:
             mono = self.mg.gateway.clock.monotonic()
             age = mono - self._built_at
-            fp = await self.fingerprint()
-            unchanged = fp == self._fingerprint or age < min_interval_s
-            if self._snap is not None and age < REFRESH_S and unchanged:
+            if self._snap is not None and age < min_interval_s:
                 return self._snap
-            snap = await build_snapshot(self.mg, self.series)
+            fp = self._fingerprint
+            if min_interval_s <= 0 or mono - self._fp_at >= POLL_S / 2:
+                fp = await self.fingerprint()
+                self._fp_at = mono
+            if self._snap is not None and age < REFRESH_S and fp == self._fingerprint:
+                return self._snap
+            snap = await build_snapshot(self.mg, self.series, fp)
             self._fingerprint = fp
             self._built_at = mono
             digest = orjson.dumps(_stable(snap), option=orjson.OPT_SORT_KEYS)
