@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import load as bench  # noqa: E402  (the sibling benchmark's helpers)
+import load as bench
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -6,6 +6,7 @@ import gc
 from pathlib import Path
 
 import pytest
+
 from tests.cli.seed_setup import seed_environment
 
 BASIC = """

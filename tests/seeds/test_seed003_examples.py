@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from tests.cli.seed_setup import seed_environment
 
 EXAMPLE = """

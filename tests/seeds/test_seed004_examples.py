@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tests.cli.seed_setup import seed_environment
 
 EXAMPLE = """

@@ -10,9 +10,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from tests.e2e_helpers import Served, fake_upstream, served
 
 from quotaflow.config.model import mask_secret
+from tests.e2e_helpers import Served, fake_upstream, served
 
 pytestmark = pytest.mark.e2e
 

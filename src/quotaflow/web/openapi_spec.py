@@ -446,6 +446,46 @@ def paths() -> dict[str, Schema]:
                 ok_obj({"stats": {"type": "array"}}),
             )
         },
+        # the dashboard (issue 6)
+        "/api/dashboard": {
+            "get": op(
+                "Everything the dashboard shows: status, keys, recommendation, log, charts, forecast, agents, alerts",
+                ok_obj({"version": INT}),
+                auth=True,
+            )
+        },
+        "/api/events": {
+            "get": {
+                "summary": "Server-sent events: a new dashboard snapshot whenever something changed (at most 1/s)",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {
+                        "description": "an endless text/event-stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "4XX": {
+                        "description": "Not allowed",
+                        "content": {"application/json": {"schema": ref("ApiError")}},
+                    },
+                },
+            }
+        },
+        "/api/keys/{key_id}/enable": {
+            "post": op(
+                "Enable a key (admin); kept across restarts",
+                ok_obj({"message": STR}),
+                params=[path_param("key_id")],
+                auth=True,
+            )
+        },
+        "/api/keys/{key_id}/disable": {
+            "post": op(
+                "Disable a key (admin); kept across restarts",
+                ok_obj({"message": STR}),
+                params=[path_param("key_id")],
+                auth=True,
+            )
+        },
         "/v1/chat/completions": {"post": chat_op()},
         "/v1/models": {
             "get": op(
