@@ -34,7 +34,11 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "hello there"}],
+    "max_tokens": 16,
+}
 LUA = """wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
@@ -46,9 +50,17 @@ def pinned(core: int, args: list[str]) -> list[str]:
     return ["taskset", "-c", str(core), *args] if shutil.which("taskset") else args
 
 
-def spawn(args: list[str], ready: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, float]:
+def spawn(
+    args: list[str], ready: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, float]:
     t0 = time.monotonic()
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    p = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     assert p.stdout is not None
     for line in p.stdout:
         if ready in line:
@@ -86,11 +98,13 @@ def wrk(url: str, conc: int, seconds: float, lua: Path) -> dict[str, float]:
         pinned(1, ["wrk", "-t1", f"-c{conc}", f"-d{max(round(seconds), 1)}s", "-s", str(lua), "--latency", url]),
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+
     def lat(label: str) -> float:
         m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)", out, re.M)
         if not m:
             return float("nan")
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
     reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
@@ -141,7 +155,9 @@ def litellm_peer(fake_url: str, tmp: Path) -> tuple[subprocess.Popen[str], str] 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--latency", default="0,50", help="upstream latencies in ms")
@@ -155,20 +171,51 @@ def main() -> None:
     lua.write_text(LUA.format(body=json.dumps(BODY)))
     cpu = platform.processor() or platform.machine()
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         model = cpu
-    print(f"# quotaflow load benchmark — {model}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("| upstream | conc | target | req/s | p50 ms | p99 ms | added p50 ms | gateway CPU ms/req | errors |")
+    print(
+        f"# quotaflow load benchmark — {model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        "| upstream | conc | target | req/s | p50 ms | p99 ms | added p50 ms | gateway CPU ms/req | errors |"
+    )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     ready_s = rss = 0.0
     for latency in (float(x) for x in args.latency.split(",")):
-        fake, fake_url, _ = spawn(pinned(1, [PY, "-m", "quotaflow.fake_provider", "--port", "0", "--latency-ms", str(latency)]), "listening on")
+        fake, fake_url, _ = spawn(
+            pinned(
+                1,
+                [PY, "-m", "quotaflow.fake_provider", "--port", "0", "--latency-ms", str(latency)],
+            ),
+            "listening on",
+        )
         home = tmp / f"home-{latency:g}"
         home.mkdir()
         (home / "q.yaml").write_text(gateway_config(fake_url))
         t0 = time.monotonic()
-        gw, gw_url, _ = spawn(pinned(0, [PY, "-m", "quotaflow", "serve", "--config", str(home / "q.yaml"), "--port", "0", "--home", str(home)]), "serving on")
+        gw, gw_url, _ = spawn(
+            pinned(
+                0,
+                [
+                    PY,
+                    "-m",
+                    "quotaflow",
+                    "serve",
+                    "--config",
+                    str(home / "q.yaml"),
+                    "--port",
+                    "0",
+                    "--home",
+                    str(home),
+                ],
+            ),
+            "serving on",
+        )
         wait_http(gw_url + "/api/health")
         ready_s = max(ready_s, time.monotonic() - t0)
         peers = [("direct", fake_url, None), ("quotaflow", gw_url, gw.pid)]
@@ -178,35 +225,64 @@ def main() -> None:
         for conc in (int(c) for c in args.concurrency.split(",")):
             results = {}
             for name, url, pid in peers:
-                target = url + "/v1/chat/completions" if name != "litellm" else url + "/chat/completions"
+                target = (
+                    url + "/v1/chat/completions" if name != "litellm" else url + "/chat/completions"
+                )
                 wrk(target, conc, 2, lua)  # warm-up
                 c0 = cpu_seconds(pid) if pid else 0.0
                 r = wrk(target, conc, args.seconds, lua)
-                r["cpu"] = (cpu_seconds(pid) - c0) / max(r["requests"], 1) * 1000 if pid else float("nan")
+                r["cpu"] = (
+                    (cpu_seconds(pid) - c0) / max(r["requests"], 1) * 1000 if pid else float("nan")
+                )
                 results[name] = r
             base = results["direct"]["p50"]
             for name, r in results.items():
                 added = r["p50"] - base if name != "direct" else 0.0
                 cpu_txt = f"{r['cpu']:.3f}" if name != "direct" else "—"
-                print(f"| {latency:g} ms | {conc} | {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {added:+.2f} | {cpu_txt} | {r['errors']} |", flush=True)
+                print(
+                    f"| {latency:g} ms | {conc} | {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {added:+.2f} | {cpu_txt} | {r['errors']} |",
+                    flush=True,
+                )
         rss = max(rss, rss_mb(gw.pid))
         if latency == 0:
-            direct_ttfb = asyncio.run(ttfb(fake_url + "/v1/chat/completions", 200, {"authorization": "Bearer sk-bench-1"}))
+            direct_ttfb = asyncio.run(
+                ttfb(fake_url + "/v1/chat/completions", 200, {"authorization": "Bearer sk-bench-1"})
+            )
             gw_ttfb = asyncio.run(ttfb(gw_url + "/v1/chat/completions", 200, {}))
-            print(f"\nstream time to first byte (c=1, median of 200): direct {direct_ttfb:.2f} ms, quotaflow {gw_ttfb:.2f} ms, added {gw_ttfb - direct_ttfb:+.2f} ms\n")
+            print(
+                f"\nstream time to first byte (c=1, median of 200): direct {direct_ttfb:.2f} ms, quotaflow {gw_ttfb:.2f} ms, added {gw_ttfb - direct_ttfb:+.2f} ms\n"
+            )
             if args.soak:
                 samples = []
-                soak = subprocess.Popen(pinned(1, ["wrk", "-t1", "-c16", f"-d{max(round(args.soak), 1)}s", "-s", str(lua), gw_url + "/v1/chat/completions"]), stdout=subprocess.DEVNULL)
+                soak = subprocess.Popen(
+                    pinned(
+                        1,
+                        [
+                            "wrk",
+                            "-t1",
+                            "-c16",
+                            f"-d{max(round(args.soak), 1)}s",
+                            "-s",
+                            str(lua),
+                            gw_url + "/v1/chat/completions",
+                        ],
+                    ),
+                    stdout=subprocess.DEVNULL,
+                )
                 end = time.monotonic() + args.soak
                 while time.monotonic() < end:
                     time.sleep(min(5.0, max(end - time.monotonic(), 0)))
                     samples.append(rss_mb(gw.pid))
                 soak.wait()
-                print(f"soak {args.soak:g}s at c=16: RSS first {samples[0]:.1f} MB, max {max(samples):.1f} MB, last {samples[-1]:.1f} MB\n")
+                print(
+                    f"soak {args.soak:g}s at c=16: RSS first {samples[0]:.1f} MB, max {max(samples):.1f} MB, last {samples[-1]:.1f} MB\n"
+                )
         for p in [gw, fake] + ([lite[0]] if lite else []):
             p.send_signal(signal.SIGTERM)
             p.wait(20)
-    print(f"ready after start: {ready_s * 1000:.0f} ms (spawn → /api/health 200); gateway RSS after load: {rss:.1f} MB")
+    print(
+        f"ready after start: {ready_s * 1000:.0f} ms (spawn → /api/health 200); gateway RSS after load: {rss:.1f} MB"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -59,7 +59,9 @@ def config(fake_url: str, storage: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--concurrency", default="1,16,64")
     args = ap.parse_args()
@@ -79,15 +81,36 @@ def main() -> None:
             f"'postgresql://postgres@127.0.0.1:5432/{db}', key_prefix: '{prefix}'}}\n"
         ),
     }
-    print("| storage | conc | req/s | p50 ms | p99 ms | gateway CPU ms/req | Redis CPU ms/req | errors |")
+    print(
+        "| storage | conc | req/s | p50 ms | p99 ms | gateway CPU ms/req | Redis CPU ms/req | errors |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    fake, fake_url, _ = bench.spawn(bench.pinned(1, [bench.PY, "-m", "quotaflow.fake_provider", "--port", "0"]), "listening on")
+    fake, fake_url, _ = bench.spawn(
+        bench.pinned(1, [bench.PY, "-m", "quotaflow.fake_provider", "--port", "0"]), "listening on"
+    )
     try:
         for name, storage in storages.items():
             home = tmp / f"home-{len(storage)}"
             home.mkdir()
             (home / "q.yaml").write_text(config(fake_url, storage))
-            gw, gw_url, _ = bench.spawn(bench.pinned(0, [bench.PY, "-m", "quotaflow", "serve", "--config", str(home / "q.yaml"), "--port", "0", "--home", str(home)]), "serving on")
+            gw, gw_url, _ = bench.spawn(
+                bench.pinned(
+                    0,
+                    [
+                        bench.PY,
+                        "-m",
+                        "quotaflow",
+                        "serve",
+                        "--config",
+                        str(home / "q.yaml"),
+                        "--port",
+                        "0",
+                        "--home",
+                        str(home),
+                    ],
+                ),
+                "serving on",
+            )
             bench.wait_http(gw_url + "/api/health")
             target = gw_url + "/v1/chat/completions"
             for conc in (int(c) for c in args.concurrency.split(",")):
@@ -98,7 +121,10 @@ def main() -> None:
                 cpu = (bench.cpu_seconds(gw.pid) - c0) / n * 1000
                 rcpu = (bench.cpu_seconds(redis_pid) - r0) / n * 1000 if storage else float("nan")
                 rtxt = f"{rcpu:.3f}" if storage else "—"
-                print(f"| {name} | {conc} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {cpu:.3f} | {rtxt} | {r['errors']} |", flush=True)
+                print(
+                    f"| {name} | {conc} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {cpu:.3f} | {rtxt} | {r['errors']} |",
+                    flush=True,
+                )
             gw.send_signal(signal.SIGTERM)
             gw.wait(20)
     finally:

@@ -261,7 +261,9 @@ providers:
         c = client(gw)
         t0 = time.monotonic()
         for _ in range(2):
-            c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+            c.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+            )
         waited = time.monotonic() - t0
     assert 1.8 <= waited < 5.0
     rows = ledger_rows(home)

@@ -83,7 +83,9 @@ async def run_server(
             f"quotaflow serving on http://{host}:{actual}  "
             f"({len(config.providers)} providers, {keys} keys; config: {config.source}; data: {home})",
         )
-        click.echo(f"dashboard: http://{host}:{actual}/   OpenAI base URL: http://{host}:{actual}/v1")
+        click.echo(
+            f"dashboard: http://{host}:{actual}/   OpenAI base URL: http://{host}:{actual}/v1"
+        )
     sys.stdout.flush()
     await stop.wait()
     await runner.cleanup()

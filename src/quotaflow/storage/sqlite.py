@@ -286,7 +286,14 @@ class SqliteLedger:
         await self._submit(
             "INSERT OR REPLACE INTO managed_keys "
             "(id, provider, secret_enc, secret_hash, quota_total, created_at) VALUES (?,?,?,?,?,?)",
-            (key.id, key.provider, key.secret_enc, key.secret_hash, key.quota_total, key.created_at),
+            (
+                key.id,
+                key.provider,
+                key.secret_enc,
+                key.secret_hash,
+                key.quota_total,
+                key.created_at,
+            ),
         )
 
     async def delete_key(self, key_id: str) -> None:
@@ -313,7 +320,9 @@ class SqliteLedger:
         return [(str(n), str(h), str(s)) for n, h, s in rows]
 
     async def set_setting(self, name: str, value: str | None) -> None:
-        await self._submit("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
+        await self._submit(
+            "INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value)
+        )
 
     async def get_setting(self, name: str) -> str | None:
         rows = await self.fetch("SELECT value FROM settings WHERE name=?", (name,))
