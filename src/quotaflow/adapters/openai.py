@@ -64,6 +64,8 @@ def _parse_duration(text: str) -> float | None:
 def _int(v: str | None) -> int | None:
     if v is None:
         return None
+    if v.isdigit():
+        return int(v)
     try:
         return int(float(v))
     except ValueError:

@@ -30,8 +30,6 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 CREATE INDEX IF NOT EXISTS ledger_key_ts ON ledger (key_id, ts);
 CREATE INDEX IF NOT EXISTS ledger_agent_ts ON ledger (agent, ts);
-CREATE INDEX IF NOT EXISTS ledger_provider_ts ON ledger (provider, ts);
-CREATE INDEX IF NOT EXISTS ledger_status ON ledger (status) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS ledger_request ON ledger (request_id);
 
 -- A reset of a limit scope (seed 000's reset_quota): usage before it no longer counts.
