@@ -9,11 +9,8 @@ from aiohttp import web
 from quotaflow.gateway import Gateway
 from quotaflow.management import Management
 from quotaflow.web.auth import MANAGEMENT
-from quotaflow.web.errors import error_middleware
 from quotaflow.web.keys import GATEWAY
-from quotaflow.web.middleware_content_type import content_type_middleware
-from quotaflow.web.middleware_cors import cors_middleware
-from quotaflow.web.middleware_host import host_middleware
+from quotaflow.web.middleware_guard import guard_middleware
 from quotaflow.web.routes import add_routes
 
 
@@ -28,7 +25,7 @@ def create_app(
     secrets added at runtime kept only in this process)."""
     mg = management or Management.build(gateway, None)
     app = web.Application(
-        middlewares=[error_middleware, host_middleware, cors_middleware, content_type_middleware],
+        middlewares=[guard_middleware],
         client_max_size=gateway.config.server.max_body_bytes + 1024,
     )
     app[GATEWAY] = gateway

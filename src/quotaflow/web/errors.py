@@ -46,15 +46,11 @@ def error_response(request: web.Request, err: QuotaflowError) -> web.Response:
 _HTTP_KIND = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except QuotaflowError as err:
-        return error_response(request, err)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+def exception_response(request: web.Request, exc: Exception) -> web.Response:
+    """The error response for anything a handler raised (HTTP redirects excepted)."""
+    if isinstance(exc, QuotaflowError):
+        return error_response(request, exc)
+    if isinstance(exc, web.HTTPException):
         http_err = BadRequest(exc.reason or "error", code=_HTTP_KIND.get(exc.status))
         http_err.status = exc.status
         if exc.status == 404:
@@ -62,6 +58,5 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         elif exc.status == 405:
             http_err.message = f"method {request.method} is not allowed on {request.path}"
         return error_response(request, http_err)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(request, QuotaflowError("internal error (logged on the server)"))
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(request, QuotaflowError("internal error (logged on the server)"))

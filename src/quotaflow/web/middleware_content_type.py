@@ -10,7 +10,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from quotaflow.errors import BadRequest
-from quotaflow.web.errors import Handler
 
 CHECKED = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -27,12 +26,11 @@ def is_json(content_type: str) -> bool:
     )
 
 
-@web.middleware
-async def content_type_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def check_content_type(request: web.Request) -> None:
+    """Raise :class:`UnsupportedMediaType` for a body that does not say it is JSON."""
     if request.method in CHECKED and request.path.startswith(("/api/", "/v1/")):
         declared = request.headers.get("content-type")
         if (declared is not None or request.body_exists) and not is_json(declared or ""):
             raise UnsupportedMediaType(
                 f"send JSON with 'Content-Type: application/json' (got {declared or 'none'!r})"
             )
-    return await handler(request)

@@ -15,7 +15,6 @@ from aiohttp import web
 from quotaflow.errors import Forbidden
 from quotaflow.management import is_loopback
 from quotaflow.web.auth import MANAGEMENT
-from quotaflow.web.errors import Handler
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ALLOW_HEADERS = "Content-Type, Authorization, X-Quotaflow-Agent, X-Quotaflow-Admin-Token"
@@ -32,24 +31,35 @@ def origin_allowed(origin: str, extra: list[str]) -> bool:
     return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
 
 
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def cors_origin(request: web.Request) -> str | None:
+    """The request's Origin when it may get CORS headers; ``None`` without one.
+
+    Raises :class:`Forbidden` for a state-changing request (or a preflight) from a foreign origin.
+    """
     origin = request.headers.get("origin")
     if origin is None:
-        return await handler(request)
+        return None
     extra = request.app[MANAGEMENT].gateway.config.server.cors_origins
-    allowed = origin_allowed(origin, extra)
-    if not allowed and request.method not in SAFE_METHODS - {"OPTIONS"}:
+    if origin_allowed(origin, extra):
+        return origin
+    if request.method not in SAFE_METHODS - {"OPTIONS"}:
         raise Forbidden(f"cross-origin request from {origin!r} refused (only localhost origins)")
+    return None
+
+
+def cors_preflight(request: web.Request) -> web.Response | None:
+    """The answer to a CORS preflight, or ``None`` when the request is not one."""
     if request.method == "OPTIONS" and request.headers.get("access-control-request-method"):
-        resp: web.StreamResponse = web.Response(status=204)
-    else:
-        resp = await handler(request)
-    if allowed:
-        resp.headers["Access-Control-Allow-Origin"] = origin
-        resp.headers["Vary"] = "Origin"
-        if request.method == "OPTIONS":
-            resp.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
-            resp.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
-            resp.headers["Access-Control-Max-Age"] = "600"
-    return resp
+        return web.Response(status=204)
+    return None
+
+
+def add_cors_headers(request: web.Request, resp: web.StreamResponse, origin: str) -> None:
+    if resp.prepared:
+        return  # a stream already sent its headers (they were set before it started)
+    resp.headers["Access-Control-Allow-Origin"] = origin
+    resp.headers["Vary"] = "Origin"
+    if request.method == "OPTIONS":
+        resp.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+        resp.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+        resp.headers["Access-Control-Max-Age"] = "600"

@@ -13,7 +13,6 @@ from aiohttp import web
 from quotaflow.errors import QuotaflowError
 from quotaflow.management import is_loopback
 from quotaflow.web.auth import MANAGEMENT
-from quotaflow.web.errors import Handler
 
 
 class MisdirectedRequest(QuotaflowError):
@@ -32,8 +31,8 @@ def host_name(host: str) -> str:
     return h
 
 
-@web.middleware
-async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def check_host(request: web.Request) -> None:
+    """Raise :class:`MisdirectedRequest` when the ``Host`` header is not served here."""
     mg = request.app[MANAGEMENT]
     allowed = mg.gateway.config.server.allowed_hosts
     if is_loopback(mg.bind_host) or allowed:
@@ -47,4 +46,3 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 + (f" and {', '.join(allowed)}" if allowed else "")
                 + "; add it to server.allowed_hosts)"
             )
-    return await handler(request)

@@ -1,0 +1,34 @@
+"""The one middleware: the request guards, then the handler, with errors rendered in one place.
+
+The guards (:mod:`.middleware_host`, :mod:`.middleware_cors`, :mod:`.middleware_content_type`)
+are plain checks composed here rather than stacked middlewares, because aiohttp wraps every
+middleware anew on every request — on ``/v1`` that per-request cost is worth saving.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from quotaflow.web.errors import Handler, exception_response
+from quotaflow.web.middleware_content_type import check_content_type
+from quotaflow.web.middleware_cors import add_cors_headers, cors_origin, cors_preflight
+from quotaflow.web.middleware_host import check_host
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    origin: str | None = None
+    try:
+        check_host(request)
+        origin = cors_origin(request)
+        check_content_type(request)
+        resp = (cors_preflight(request) if origin else None) or await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        resp = exception_response(request, exc)
+    except Exception as exc:
+        resp = exception_response(request, exc)
+    if origin is not None:
+        add_cors_headers(request, resp, origin)
+    return resp
