@@ -27,7 +27,7 @@ import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -61,7 +61,9 @@ from quotaflow.errors import (
     UnsupportedByProtocol,
     UpstreamError,
 )
+from quotaflow.health_sync import HealthSync
 from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
+from quotaflow.storage.health_store import HealthStore
 from quotaflow.storage.memory import MemoryCounterStore
 from quotaflow.storage.rebuild import Disagreement, attach_shared
 from quotaflow.storage.stats_store import StatsStore
@@ -70,6 +72,7 @@ from quotaflow.types import ErrorKind, Measure, Usage
 from quotaflow.upstream import TRANSPORT_ERRORS, make_session, open_stream, send, transport_failure
 
 Sleep = Callable[[float], Awaitable[None]]
+_T = TypeVar("_T")
 log = logging.getLogger("quotaflow.gateway")
 
 
@@ -141,6 +144,10 @@ class _Pick:
         return plan
 
 
+# One attempt of a request: (route, request id, attempt number, pick, deadline, can fall back).
+_AttemptFn = Callable[[Route, str, int, _Pick, float, bool], Awaitable[_T | UpstreamFailure]]
+
+
 class Gateway:
     """The engine behind every surface. ``await start()`` before use, ``await close()`` after."""
 
@@ -154,6 +161,7 @@ class Gateway:
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         session: aiohttp.ClientSession | None = None,
+        health_store: HealthStore | None = None,
     ) -> None:
         self.config = config
         self.settings = config.settings
@@ -166,6 +174,10 @@ class Gateway:
         self._own_session = session is None
         self.keys: dict[str, Key] = {k.id: k for k in config.keys}
         self.health: dict[str, hl.Health] = {k: hl.Health() for k in self.keys}
+        # issue 8: key health shared with the other replicas (Redis counters only)
+        self.health_sync = (
+            HealthSync(health_store, self.health, self.clock) if health_store is not None else None
+        )
         self.forced_provider: str | None = None
         self._by_provider: dict[str, list[Key]] = {}
         self._route_limit_cache: dict[str, list[Limit]] = {}
@@ -201,8 +213,12 @@ class Gateway:
         if self._session is None:
             self._session = make_session(self.settings.connect_timeout_s)
         self.started_at = self.clock.now()
+        if self.health_sync is not None:
+            self.health_sync.start()
 
     async def close(self) -> None:
+        if self.health_sync is not None:
+            await self.health_sync.close()
         if self._session is not None and self._own_session:
             await self._session.close()
         await self.save_model_stats()
@@ -379,6 +395,32 @@ class Gateway:
         if req.stream:
             raise BadRequest("use open_stream() for stream=true", param="stream")
         route = self.resolve_route(req.model)
+
+        async def run(
+            route: Route, rid: str, n: int, pick: _Pick, deadline: float, can_fall_back: bool
+        ) -> ChatOutcome | UpstreamFailure:
+            return await self._attempt(
+                req, route, ctx, rid, n, pick, deadline, can_fall_back=can_fall_back
+            )
+
+        self.in_flight += 1
+        try:
+            outcome, attempts, pick = await self._route_attempts(req, ctx, route, run)
+            outcome.attempts = attempts
+            outcome.why = pick.scored.breakdown
+            self.session_totals.book(True, outcome.usage.total_tokens)
+            return outcome
+        except QuotaflowError:
+            self.session_totals.book(False)
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def _route_attempts(
+        self, req: ChatRequest, ctx: CallContext, route: Route, run: _AttemptFn[_T]
+    ) -> tuple[_T, list[Attempt], _Pick]:
+        """The attempt loop shared by plain and streamed requests: pick → ``run`` → on a
+        failure, the next candidate (or the fallback route), up to ``max_attempts``."""
         facts = self._facts(req, ctx)
         rid = self.new_request_id()
         deadline = self.clock.monotonic() + self.settings.request_timeout_s
@@ -386,53 +428,44 @@ class Gateway:
         attempts: list[Attempt] = []
         deployments = list(route.deployments)
         routes_used = {route.name}
-        self.in_flight += 1
-        try:
-            while len(attempts) < self.settings.max_attempts:
-                try:
-                    pick = await self._pick(
-                        route, facts, ctx, tried, deployments, deadline, bool(attempts)
-                    )
-                except _NoMore:
-                    break
-                c = pick.candidate
-                tried.add((c.key.id, c.model))
-                result = await self._attempt(
-                    req, route, ctx, rid, len(attempts) + 1, pick, deadline,
-                    can_fall_back=self._can_fall_back(route, routes_used),
-                )  # fmt: skip
-                if isinstance(result, ChatOutcome):
-                    result.attempts = [*attempts, Attempt(c.provider, c.key.id, c.model, "ok")]
-                    result.why = pick.scored.breakdown
-                    self.session_totals.book(True, result.usage.total_tokens)
-                    return result
-                attempts.append(
-                    Attempt(
-                        c.provider,
-                        c.key.id,
-                        c.model,
-                        "error",
-                        result.kind.value,
-                        result.status,
-                        result.message,
-                    )
+        while len(attempts) < self.settings.max_attempts:
+            try:
+                pick = await self._pick(
+                    route, facts, ctx, tried, deployments, deadline, bool(attempts)
                 )
-                if not result.kind.retryable:
-                    fallback = self._fallback_route(result, route, routes_used)
-                    if fallback is None:
-                        raise client_error(result, attempts)
-                    route, deployments = fallback, list(fallback.deployments)
-                    routes_used.add(route.name)
-                    continue
-                deployments = self._after_failure(result, c, deployments, tried)
-                if not deployments and result.kind is ErrorKind.CONTEXT_TOO_LONG:
-                    raise client_error(result, attempts)  # no larger window: the client's to fix
-            raise all_failed(attempts)
-        except QuotaflowError:
-            self.session_totals.book(False)
-            raise
-        finally:
-            self.in_flight -= 1
+            except _NoMore:
+                break
+            c = pick.candidate
+            tried.add((c.key.id, c.model))
+            n = len(attempts) + 1
+            result = await run(
+                route, rid, n, pick, deadline, self._can_fall_back(route, routes_used)
+            )
+            if not isinstance(result, UpstreamFailure):
+                attempts.append(Attempt(c.provider, c.key.id, c.model, "ok"))
+                return result, attempts, pick
+            attempts.append(
+                Attempt(
+                    c.provider,
+                    c.key.id,
+                    c.model,
+                    "error",
+                    result.kind.value,
+                    result.status,
+                    result.message,
+                )
+            )
+            if not result.kind.retryable:
+                fallback = self._fallback_route(result, route, routes_used)
+                if fallback is None:
+                    raise client_error(result, attempts)
+                route, deployments = fallback, list(fallback.deployments)
+                routes_used.add(route.name)
+                continue
+            deployments = self._after_failure(result, c, deployments, tried)
+            if not deployments and result.kind is ErrorKind.CONTEXT_TOO_LONG:
+                raise client_error(result, attempts)  # no larger window: the client's to fix
+        raise all_failed(attempts)
 
     def _after_failure(
         self,
@@ -620,6 +653,8 @@ class Gateway:
             c.health, f.kind, f.message, now, retry_after_s=f.retry_after_s, depleted_until=depleted_until,
             cooldown_s=self.settings.cooldown_s, failure_threshold=self.settings.failure_threshold,
         )  # fmt: skip
+        if self.health_sync is not None:
+            self.health_sync.notify(c.key.id)
         self._observe(
             c, Outcome(False, error_kind=f.kind.value, error=f"{f.kind.value}: {f.message}")
         )
@@ -663,54 +698,19 @@ class Gateway:
         if not req.stream:
             raise BadRequest("open_stream() needs stream=true", param="stream")
         route = self.resolve_route(req.model)
-        facts = self._facts(req, ctx)
-        rid = self.new_request_id()
-        deadline = self.clock.monotonic() + self.settings.request_timeout_s
-        tried: set[tuple[str, str]] = set()
-        attempts: list[Attempt] = []
-        deployments = list(route.deployments)
-        routes_used = {route.name}
+
+        async def run(
+            route: Route, rid: str, n: int, pick: _Pick, deadline: float, can_fall_back: bool
+        ) -> ActiveStream | UpstreamFailure:
+            return await self._stream_attempt(req, route, ctx, rid, n, pick, deadline)
+
         try:
-            while len(attempts) < self.settings.max_attempts:
-                try:
-                    pick = await self._pick(
-                        route, facts, ctx, tried, deployments, deadline, bool(attempts)
-                    )
-                except _NoMore:
-                    break
-                c = pick.candidate
-                tried.add((c.key.id, c.model))
-                result = await self._stream_attempt(
-                    req, route, ctx, rid, len(attempts) + 1, pick, deadline
-                )
-                if isinstance(result, ActiveStream):
-                    result.attempts = [*attempts, Attempt(c.provider, c.key.id, c.model, "ok")]
-                    return result
-                attempts.append(
-                    Attempt(
-                        c.provider,
-                        c.key.id,
-                        c.model,
-                        "error",
-                        result.kind.value,
-                        result.status,
-                        result.message,
-                    )
-                )
-                if not result.kind.retryable:
-                    fallback = self._fallback_route(result, route, routes_used)
-                    if fallback is None:
-                        raise client_error(result, attempts)
-                    route, deployments = fallback, list(fallback.deployments)
-                    routes_used.add(route.name)
-                    continue
-                deployments = self._after_failure(result, c, deployments, tried)
-                if not deployments and result.kind is ErrorKind.CONTEXT_TOO_LONG:
-                    raise client_error(result, attempts)  # no larger window: the client's to fix
-            raise all_failed(attempts)
+            stream, attempts, _ = await self._route_attempts(req, ctx, route, run)
         except QuotaflowError:
             self.session_totals.book(False)
             raise
+        stream.attempts = attempts
+        return stream
 
     async def _stream_attempt(
         self,
@@ -794,6 +794,8 @@ class Gateway:
                 c.health, failure.kind, failure.message, now, retry_after_s=failure.retry_after_s,
                 cooldown_s=self.settings.cooldown_s, failure_threshold=self.settings.failure_threshold,
             )  # fmt: skip
+            if self.health_sync is not None:
+                self.health_sync.notify(c.key.id)
             self._observe(
                 c,
                 Outcome(
@@ -815,17 +817,16 @@ class Gateway:
 
     # -- operator actions ----------------------------------------------------------------
     def enable_key(self, key_id: str) -> None:
-        h = self.health.setdefault(key_id, hl.Health())
-        h.disabled_reason = None
-        h.depleted_until = None
-        h.cooldown_until = 0.0
-        h.circuit = "closed"
-        h.consecutive_failures = 0
+        hl.enable(self.health.setdefault(key_id, hl.Health()))
+        if self.health_sync is not None:  # clears it on every replica (issue 8)
+            self.health_sync.notify_reset(key_id, "enable")
         self.changes += 1
 
     def disable_key(self, key_id: str, reason: str = "disabled by an operator") -> None:
         """Stop routing to a key until :meth:`enable_key` (in memory: a restart forgets it)."""
         self.health.setdefault(key_id, hl.Health()).disabled_reason = reason
+        if self.health_sync is not None:  # disables it on every replica (issue 8)
+            self.health_sync.notify(key_id)
         self.changes += 1
 
     def add_provider(self, provider: Provider, routes: dict[str, Route]) -> None:
@@ -872,6 +873,8 @@ class Gateway:
         await self.reset_limits(limits)
         for k in keys:
             self.health.setdefault(k.id, hl.Health()).depleted_until = None
+            if self.health_sync is not None:
+                self.health_sync.notify_reset(k.id, "replenish")
         return keys
 
     # -- operations (issue 5: key tester, quality feedback, per key × model stats) -------
@@ -915,6 +918,8 @@ class Gateway:
                 depleted_until=until, cooldown_s=self.settings.cooldown_s,
                 failure_threshold=self.settings.failure_threshold,
             )  # fmt: skip
+            if self.health_sync is not None:
+                self.health_sync.notify(key_id)
         self._observe_at(key_id, model, now, Outcome(
             ok, latency_ms, tokens=usage.total_tokens,
             error_kind=None if error is None else error.kind.value,
