@@ -269,3 +269,11 @@ providers:
     rows = ledger_rows(home)
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[1]["ts"] - rows[0]["ts"] >= 1.9
+
+
+def test_models_lists_routes_implicit_models_and_auto(fresh_fake: Proc, home: Path) -> None:
+    extra = "routes:\n  - name: smart\n    deployments: [{provider: openai, model: gpt-4o-mini}]\n"
+    with gateway(config(fresh_fake, [("a", KEYS[0], None)], extra=extra), home) as gw:
+        models = {m.id: m for m in client(gw).models.list()}
+    assert {"smart", "auto", "gpt-4o-mini", "gpt-4o"} <= set(models)
+    assert models["smart"].owned_by == "openai"
