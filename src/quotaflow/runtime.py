@@ -8,7 +8,7 @@ from pathlib import Path
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.gateway import Gateway
-from quotaflow.storage import open_counters, open_ledger
+from quotaflow.storage import open_counters, open_health_store, open_ledger
 
 
 def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -22,4 +22,5 @@ def build_gateway(config: Config, home: Path, *, clock: Clock | None = None) -> 
     """A gateway on the storage ``config.storage`` names (embedded SQLite + memory by default)."""
     ledger = open_ledger(config, home, clock)
     counters = open_counters(config, clock)
-    return Gateway(config, ledger=ledger, counters=counters, clock=clock)
+    health_store = open_health_store(config)  # Redis only (issue 8)
+    return Gateway(config, ledger=ledger, counters=counters, clock=clock, health_store=health_store)

@@ -166,6 +166,15 @@ def available_at(h: Health, now: float) -> float | None:
     return max(active) if active else None
 
 
+def enable(h: Health) -> None:
+    """An operator's enable: clear every block (disabled, depleted, cool-down, open circuit)."""
+    h.disabled_reason = None
+    h.depleted_until = None
+    h.cooldown_until = 0.0
+    h.circuit = "closed"
+    h.consecutive_failures = 0
+
+
 def begin_attempt(h: Health) -> None:
     if h.circuit == "half_open":
         h.probe_in_flight = True

@@ -20,6 +20,7 @@ from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.errors import ConfigError
 from quotaflow.storage.base import CounterStore, LedgerStore
+from quotaflow.storage.health_store import HealthStore
 
 COUNTERS = {
     "memory": "quotaflow.storage.memory:MemoryCounterStore",
@@ -69,6 +70,16 @@ def open_counters(config: Config, clock: Clock | None = None) -> CounterStore:
     return cls(  # type: ignore[no-any-return]
         spec.counters, config.tz, prefix=spec.key_prefix, hold_ttl_s=spec.hold_ttl_s, clock=clock
     )
+
+
+def open_health_store(config: Config) -> HealthStore | None:
+    """Shared key health (issue 8) when the counters are shared (Redis), else ``None``:
+    the embedded mode keeps health in memory and pays nothing."""
+    spec = config.storage
+    if backend_name(spec.counters) != "redis":
+        return None
+    cls = load_class("quotaflow.storage.redis_health:RedisHealthStore")
+    return cls(spec.counters, prefix=spec.key_prefix)  # type: ignore[no-any-return]
 
 
 def open_ledger(config: Config, home: Path, clock: Clock | None = None) -> LedgerStore:
