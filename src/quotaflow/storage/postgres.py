@@ -32,7 +32,7 @@ from quotaflow.clock import Clock, SystemClock
 from quotaflow.engine.stats import ModelStats
 from quotaflow.errors import Unavailable
 from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
-from quotaflow.storage.management import AlertRow, ManagedKeyRow
+from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.storage.sqlite import scope_condition
 from quotaflow.types import Measure
 
@@ -125,10 +125,18 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 _Op = tuple[str, tuple[Any, ...], "asyncio.Future[None]"]
 
 
+_BUMP = (
+    "INSERT INTO settings (name, value) VALUES ($1, '1') ON CONFLICT (name) "
+    "DO UPDATE SET value = (COALESCE(settings.value, '0')::bigint + 1)::text"
+)
+
+
 class PostgresLedger:
     """:class:`~quotaflow.storage.base.LedgerStore` (and ManagementStore, StatsStore) in
     PostgreSQL, shared by every replica. ``replica_id`` must be stable across restarts of
     the same replica (it settles its own crashed rows at start)."""
+
+    shared = True  # every replica reads and writes the same management state
 
     def __init__(
         self, dsn: str, *, replica_id: str, clock: Clock | None = None,
@@ -171,7 +179,10 @@ class PostgresLedger:
         if self._writer is not None:
             await self._writer
         if self._pool is not None:
-            await self._pool.close()
+            try:  # a graceful close waits for connections; a cut one must not hang shutdown
+                await asyncio.wait_for(self._pool.close(), self._timeout_s * 2)
+            except (TimeoutError, *_DOWN):
+                self._pool.terminate()
             self._pool = None
 
     @property
@@ -199,7 +210,8 @@ class PostgresLedger:
         inserts = [p for sql, p, _ in batch if sql is _INSERT]
         finishes = [p for sql, p, _ in batch if sql is _FINISH]
         error: BaseException | None = None
-        try:
+
+        async def write() -> None:
             async with self.pool.acquire() as conn, conn.transaction():
                 for sql, params, _ in batch:
                     if sql is not _INSERT and sql is not _FINISH:
@@ -208,6 +220,10 @@ class PostgresLedger:
                     await conn.executemany(_INSERT, inserts)
                 if finishes:
                     await conn.executemany(_FINISH, finishes)
+
+        try:
+            # Bounded: a connection cut mid-way (a restart) must end in an error, never a hang.
+            await asyncio.wait_for(write(), self._timeout_s * 2)
         except _DOWN as exc:
             log.warning("ledger batch of %d not committed: %s", len(batch), exc)
             error = LedgerUnavailable(
@@ -216,6 +232,9 @@ class PostgresLedger:
             )
         except asyncpg.PostgresError as exc:
             error = exc
+        except Exception as exc:  # anything else must still answer every waiting request
+            log.exception("ledger batch of %d failed", len(batch))
+            error = LedgerUnavailable(f"The ledger (PostgreSQL) failed: {type(exc).__name__}")
         for *_, fut in batch:
             if not fut.done():
                 if error is None:
@@ -243,7 +262,7 @@ class PostgresLedger:
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (``?`` placeholders)."""
         try:
-            rows = await self.pool.fetch(pg(sql), *params)
+            rows = await asyncio.wait_for(self.pool.fetch(pg(sql), *params), self._timeout_s * 2)
         except _DOWN as exc:
             raise LedgerUnavailable(f"PostgreSQL is unreachable: {exc}") from None
         return [tuple(r) for r in rows]
@@ -360,7 +379,7 @@ class PostgresLedger:
 
     # -- management state (see storage/management.py) -------------------------------------
     async def save_provider(self, name: str, preset: str, at: float) -> None:
-        await self._submit(
+        await self._changed(
             "INSERT INTO managed_providers (name, preset, created_at) VALUES ($1, $2, $3) "
             "ON CONFLICT (name) DO UPDATE SET preset=EXCLUDED.preset, created_at=EXCLUDED.created_at",
             (name, preset, at),
@@ -371,7 +390,7 @@ class PostgresLedger:
         return [(str(n), str(p)) for n, p in rows]
 
     async def save_key(self, key: ManagedKeyRow) -> None:
-        await self._submit(
+        await self._changed(
             "INSERT INTO managed_keys (id, provider, secret_enc, secret_hash, quota_total, "
             "created_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (id) DO UPDATE SET "
             "provider=EXCLUDED.provider, secret_enc=EXCLUDED.secret_enc, "
@@ -388,7 +407,7 @@ class PostgresLedger:
         )
 
     async def delete_key(self, key_id: str) -> None:
-        await self._submit("DELETE FROM managed_keys WHERE id=$1", (key_id,))
+        await self._changed("DELETE FROM managed_keys WHERE id=$1", (key_id,))
 
     async def managed_keys(self) -> list[ManagedKeyRow]:
         rows = await self.fetch(
@@ -398,7 +417,7 @@ class PostgresLedger:
         return [ManagedKeyRow(str(a), str(b), bytes(c), str(d), float(e), float(f)) for a, b, c, d, e, f in rows]  # fmt: skip
 
     async def save_agent(self, name: str, key_hash: str, spec_json: str, at: float) -> None:
-        await self._submit(
+        await self._changed(
             "INSERT INTO agents (name, key_hash, spec_json, created_at) VALUES ($1,$2,$3,$4) "
             "ON CONFLICT (name) DO UPDATE SET key_hash=EXCLUDED.key_hash, "
             "spec_json=EXCLUDED.spec_json, created_at=EXCLUDED.created_at",
@@ -406,7 +425,7 @@ class PostgresLedger:
         )
 
     async def delete_agent(self, name: str) -> None:
-        await self._submit("DELETE FROM agents WHERE name=$1", (name,))
+        await self._changed("DELETE FROM agents WHERE name=$1", (name,))
 
     async def stored_agents(self) -> list[tuple[str, str, str]]:
         rows = await self.fetch("SELECT name, key_hash, spec_json FROM agents ORDER BY created_at")
@@ -422,6 +441,29 @@ class PostgresLedger:
     async def get_setting(self, name: str) -> str | None:
         v = await self._val("SELECT value FROM settings WHERE name=?", name)
         return None if v is None else str(v)
+
+    async def _changed(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A change of managed keys or agents, committed with a bump of :data:`MGMT_VERSION`
+        (queued in the same turn, so in the same batch: one transaction)."""
+        await asyncio.gather(self._submit(sql, params), self._submit(_BUMP, (MGMT_VERSION,)))
+
+    async def bump_mgmt_version(self) -> None:
+        await self._submit(_BUMP, (MGMT_VERSION,))
+
+    async def mgmt_version(self) -> int:
+        """Bumped by every change of managed keys, providers or agents (other replicas poll it)."""
+        v = await self._val("SELECT value FROM settings WHERE name=?", MGMT_VERSION)
+        return int(v) if v is not None else 0
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        """Store ``value`` unless the setting exists (atomic); returns the stored value."""
+        await self._submit(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            (name, value),
+        )
+        stored = await self.get_setting(name)
+        assert stored is not None
+        return stored
 
     async def add_alert(self, alert: AlertRow, level: float | None) -> None:
         """Record an alert and (when given) the level its subject reached, in one commit."""
