@@ -10,6 +10,7 @@ provider whose share is under ``switch_threshold`` (the last one: under 100 %) i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -85,6 +86,7 @@ class AgentRegistry:
         self.clock = clock
         self._by_name: dict[str, Agent] = {}
         self._by_hash: dict[str, Agent] = {}
+        self._lock = asyncio.Lock()  # a restore never interleaves with a create or delete
 
     def _put(self, agent: Agent) -> None:
         old = self._by_name.get(agent.name)
@@ -98,12 +100,34 @@ class AgentRegistry:
         for spec in specs:
             self._put(Agent(spec, hash_key(spec.key) if spec.key else None, "config", agent_limits(spec)))  # fmt: skip
 
-    async def restore(self) -> None:
-        for name, key_hash, spec_json in await self.store.stored_agents():
-            if name in self._by_name:
-                continue  # the YAML wins
-            spec = AgentSpec.model_validate(orjson.loads(spec_json))
-            self._put(Agent(spec, key_hash, "api", agent_limits(spec)))
+    async def restore(self) -> list[Agent]:
+        """Bring the agents of the admin API in line with the store (idempotent: run at
+        start, and again when another replica changed the shared store): add new ones,
+        replace changed ones, drop deleted ones. The YAML's agents always win. Returns the
+        agents added or changed."""
+        async with self._lock:
+            stored = await self.store.stored_agents()
+            changed: list[Agent] = []
+            for name, key_hash, spec_json in stored:
+                old = self._by_name.get(name)
+                if old is not None and old.source == "config":
+                    continue  # the YAML wins
+                spec = AgentSpec.model_validate(orjson.loads(spec_json))
+                if old is not None and old.key_hash == key_hash and old.spec == spec:
+                    continue
+                agent = Agent(spec, key_hash, "api", agent_limits(spec))
+                self._put(agent)
+                changed.append(agent)
+            names = {name for name, _, _ in stored}
+            for agent in [a for a in self._by_name.values() if a.source == "api"]:
+                if agent.name not in names:
+                    self._drop(agent)
+            return changed
+
+    def _drop(self, agent: Agent) -> None:
+        self._by_name.pop(agent.name, None)
+        if agent.key_hash:
+            self._by_hash.pop(agent.key_hash, None)
 
     def get(self, name: str) -> Agent | None:
         return self._by_name.get(name)
@@ -129,11 +153,12 @@ class AgentRegistry:
         key = new_agent_key()
         spec = spec.model_copy(update={"key": None})
         digest = hash_key(key)
-        await self.store.save_agent(
-            spec.name, digest, orjson.dumps(spec.model_dump()).decode(), self.clock.now()
-        )
         agent = Agent(spec, digest, "api", agent_limits(spec))
-        self._put(agent)
+        async with self._lock:
+            await self.store.save_agent(
+                spec.name, digest, orjson.dumps(spec.model_dump()).decode(), self.clock.now()
+            )
+            self._put(agent)
         return agent, key
 
     async def delete(self, name: str) -> Agent:
@@ -145,10 +170,9 @@ class AgentRegistry:
                 f"agent {name!r} is declared in the configuration file; remove it there",
                 code="configured_agent",
             )
-        await self.store.delete_agent(name)
-        self._by_name.pop(name, None)
-        if agent.key_hash:
-            self._by_hash.pop(agent.key_hash, None)
+        async with self._lock:
+            await self.store.delete_agent(name)
+            self._drop(agent)
         return agent
 
 

@@ -9,6 +9,7 @@ written to the store before the gateway routes to it, and restored at start.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 
@@ -76,25 +77,43 @@ class ManagedKeys:
         self.store = store
         self.box = box
         self._rows: dict[str, ManagedKeyRow] = {}
+        self._lock = asyncio.Lock()  # a restore never interleaves with an add or remove
 
     def is_managed(self, key_id: str) -> bool:
         return key_id in self._rows
 
     async def restore(self) -> int:
-        """Re-create the stored providers and keys; returns how many keys."""
-        for name, preset in await self.store.managed_providers():
-            if name not in self.gw.config.providers and preset in PRESETS:
-                self._create_provider(name, preset)
-        n = 0
-        for row in await self.store.managed_keys():
-            if row.provider not in self.gw.config.providers or row.id in self.gw.keys:
-                continue
-            key = self._key(row.id, row.provider, self.box.decrypt(row.secret_enc), row.quota_total)
-            self._rows[row.id] = row
-            self.gw.add_key(key)
-            await self.gw.rebuild_counters(key.limits)
-            n += 1
-        return n
+        """Bring the gateway in line with the store (idempotent: run at start, and again when
+        another replica changed the shared store): create the stored providers, add new
+        keys, re-add keys whose quota or secret changed, stop routing to deleted ones.
+        Returns how many keys were added or changed."""
+        async with self._lock:
+            for name, preset in await self.store.managed_providers():
+                if name not in self.gw.config.providers and preset in PRESETS:
+                    self._create_provider(name, preset)
+            rows = await self.store.managed_keys()
+            n = 0
+            for row in rows:
+                if row.provider not in self.gw.config.providers:
+                    continue
+                known = self._rows.get(row.id)
+                if known is None and row.id in self.gw.keys:
+                    continue  # a key of the configuration file keeps its id
+                if known is not None and (known.quota_total, known.secret_hash) == (
+                    row.quota_total, row.secret_hash,
+                ):  # fmt: skip
+                    continue
+                secret = self.box.decrypt(row.secret_enc)
+                key = self._key(row.id, row.provider, secret, row.quota_total)
+                self._rows[row.id] = row
+                self.gw.add_key(key)
+                await self.gw.rebuild_counters(key.limits)
+                n += 1
+            stored = {row.id for row in rows}
+            for key_id in [k for k in self._rows if k not in stored]:
+                del self._rows[key_id]
+                self.gw.remove_key(key_id)
+            return n
 
     def _create_provider(self, name: str, preset: str) -> None:
         spec = ConfigSpec(providers=[ProviderSpec(name=name, preset=preset)])
@@ -115,6 +134,10 @@ class ManagedKeys:
 
     async def add(self, provider_name: str, secret: str, quota_total: float) -> Added:
         """Add a key (or update the quota of the same secret); creates a preset provider."""
+        async with self._lock:
+            return await self._add(provider_name, secret, quota_total)
+
+    async def _add(self, provider_name: str, secret: str, quota_total: float) -> Added:
         gw = self.gw
         name = resolve_provider(gw, provider_name)
         provider_created = False
@@ -152,6 +175,10 @@ class ManagedKeys:
         return Added(key, same is None, provider_created)
 
     async def remove(self, key_id: str) -> Key:
+        async with self._lock:
+            return await self._remove(key_id)
+
+    async def _remove(self, key_id: str) -> Key:
         if key_id not in self._rows:
             if key_id in self.gw.keys:
                 raise BadRequest(

@@ -3,6 +3,11 @@
 ``Management.build(gateway, home, …)`` loads (or creates) the master key and the admin
 token; ``start()`` — after the gateway started — restores the keys, providers and agents
 added at runtime and the forced provider, then watches for alerts; ``close()`` stops that.
+
+When the store is shared by several replicas (PostgreSQL, ``store.shared``), the admin token
+is the store's — the first replica to start creates it — and a background task polls the
+store's ``mgmt_version`` every second: when another replica added or removed keys or agents,
+the same restore runs again (it is idempotent), so they reach this replica within ~1 s.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -26,7 +32,11 @@ from quotaflow.storage.management import ManagementStore
 from quotaflow.switcher import Holds
 
 FORCED_SETTING = "forced_provider"
+ADMIN_SETTING = "admin_token_sha256"  # the shared store's admin token hash (scale-out)
 ALERT_INTERVAL_S = 1.0
+SYNC_INTERVAL_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=256)
@@ -54,7 +64,10 @@ class Management:
     trust_local: bool = False
     new_admin_token: str | None = None  # set when created by this start: print it once
     holds: Holds = field(default_factory=Holds)
+    shared: bool = False  # the store is shared by replicas: admin token and sync through it
     _task: asyncio.Task[None] | None = None
+    _sync_task: asyncio.Task[None] | None = None
+    _version: int = 0
 
     @classmethod
     def build(
@@ -75,7 +88,11 @@ class Management:
         box = SecretBox(load_master_key(home))
         agents = AgentRegistry(store, gateway.clock)
         agents.load_config(gateway.config.agents)
-        admin_hash, token = ensure_admin_token(home)
+        shared = bool(getattr(gateway.ledger, "shared", False))
+        if shared:  # a candidate: start() keeps it only if no replica stored one before
+            admin_hash, token = _candidate_admin_token(home)
+        else:
+            admin_hash, token = ensure_admin_token(home)
 
         def agent_limits() -> list[Limit]:
             return [lim for a in agents.all() for lim in a.limits]
@@ -83,6 +100,7 @@ class Management:
         return cls(
             gateway, store, box, ManagedKeys(gateway, store, box), agents,
             AlertMonitor(gateway, store, agent_limits), admin_hash, bind_host, trust_local, token,
+            shared=shared,
         )  # fmt: skip
 
     @property
@@ -92,6 +110,9 @@ class Management:
 
     async def start(self) -> None:
         gw = self.gateway
+        if self.shared:
+            await self._claim_admin_token()
+            self._version = await self.store.mgmt_version()  # before the restore: none missed
         await self.keys.restore()
         await gw.restore_probe_health()  # the key tester's verdicts, then operators' states
         await apply_key_states(gw)
@@ -103,6 +124,45 @@ class Management:
             gw.forced_provider = forced
         await self.alerts.load()
         self._task = asyncio.create_task(self._watch(), name="quotaflow-alerts")
+        if self.shared:
+            self._sync_task = asyncio.create_task(self._sync(), name="quotaflow-mgmt-sync")
+
+    async def _claim_admin_token(self) -> None:
+        """Atomically store this replica's candidate hash unless one is stored; use the
+        stored one (a token is then printed by the replica that created it, only)."""
+        stored = await self.store.claim_setting(ADMIN_SETTING, self.admin_hash)
+        if stored != self.admin_hash:
+            self.admin_hash, self.new_admin_token = stored, None
+
+    async def sync_once(self) -> bool:
+        """Apply other replicas' changes of keys and agents if the store's version moved;
+        True if it did. Counters are loaded for limits this replica did not enforce yet."""
+        version = await self.store.mgmt_version()
+        if version == self._version:
+            return False
+        known = {lim.id for a in self.agents.all() for lim in a.limits}
+        await self.keys.restore()
+        changed = await self.agents.restore()
+        new = [lim for a in changed for lim in a.limits if lim.id not in known]
+        if new:
+            await self.gateway.rebuild_counters(new)
+        self._version = version
+        return True
+
+    async def _sync(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            try:
+                await self.sync_once()
+            except Exception as exc:  # a store outage: retry next tick, never crash
+                if not failing:
+                    log.warning("cannot sync keys and agents from the shared store: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("keys and agents sync from the shared store resumed")
+                failing = False
 
     async def _watch(self) -> None:
         while True:
@@ -111,12 +171,25 @@ class Management:
                 await self.alerts.check()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sync_task = None
 
     async def set_forced(self, provider: str | None) -> None:
         await self.store.set_setting(FORCED_SETTING, provider)
         self.gateway.forced_provider = provider
+
+
+def _candidate_admin_token(home: Path | None) -> tuple[str, str | None]:
+    """The hash this replica offers as the shared admin token: the one of its data folder
+    if it has one (a deployment moving to a shared store keeps a token it knows), else a
+    fresh token's (returned too, to print once if it is the one stored)."""
+    from quotaflow.web.auth import ADMIN_HASH_FILE, ensure_admin_token
+
+    path = None if home is None else home / ADMIN_HASH_FILE
+    if path is not None and path.exists():
+        return path.read_text(encoding="ascii").strip(), None
+    return ensure_admin_token(None)

@@ -258,3 +258,19 @@ async def test_migrations_run_once_when_replicas_start_together(pg) -> None:
     ]  # fmt: skip
     ids = await asyncio.gather(*(db.begin(row(i)) for i, db in enumerate(ledgers)))
     assert len(set(ids)) == 4  # each replica draws its own block of ids
+
+
+async def test_management_changes_bump_the_version_and_settings_are_claimed_once(ledger) -> None:
+    """Replicas poll ``mgmt_version`` to learn of other replicas' keys and agents."""
+    assert await ledger.mgmt_version() == 0
+    await ledger.save_agent("bob", "h1", '{"name": "bob"}', T0)
+    await ledger.save_key(ManagedKeyRow("groq-1", "groq", b"\x00s", "hash", 10.0, T0))
+    await ledger.save_provider("groq", "groq", T0)
+    await ledger.delete_key("groq-1")
+    await ledger.delete_agent("bob")
+    assert await ledger.mgmt_version() == 5
+    await ledger.set_setting("forced_provider", "groq")  # not a key or agent change
+    assert await ledger.mgmt_version() == 5
+    firsts = await asyncio.gather(*(ledger.claim_setting("token", f"h{i}") for i in range(5)))
+    assert len(set(firsts)) == 1 and await ledger.get_setting("token") == firsts[0]
+    assert await ledger.claim_setting("token", "other") == firsts[0]

@@ -70,8 +70,9 @@ async def run_server(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if mg.new_admin_token is not None:  # printed once: only its hash is stored
+        kept = "the shared PostgreSQL store" if mg.shared else home
         click.echo(
-            f"admin token (shown once; only its hash is kept in {home}): {mg.new_admin_token}"
+            f"admin token (shown once; only its hash is kept in {kept}): {mg.new_admin_token}"
         )
     if mg.trust_local and not quiet:
         click.echo("trust-local mode: /api needs no token from this machine (loopback only)")

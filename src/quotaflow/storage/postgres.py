@@ -181,7 +181,7 @@ class PostgresLedger:
         if self._pool is not None:
             try:  # a graceful close waits for connections; a cut one must not hang shutdown
                 await asyncio.wait_for(self._pool.close(), self._timeout_s * 2)
-            except (TimeoutError, *_DOWN):
+            except _DOWN:  # asyncio.TimeoutError (in _DOWN) is TimeoutError
                 self._pool.terminate()
             self._pool = None
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from quotaflow.engine.stats import ModelStats
 from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
-from quotaflow.storage.management import AlertRow, ManagedKeyRow
+from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.types import Measure
 
 _COLUMNS = (
@@ -33,6 +33,10 @@ _FINISH = (
     "UPDATE ledger SET prompt_tokens=?, completion_tokens=?, cached_tokens=?, total_tokens=?, "
     "requests=?, cost_usd=?, latency_ms=?, ttfb_ms=?, status=?, error_kind=?, http_status=?, "
     "estimated=?, detail=? WHERE request_id=? AND attempt=? AND status='pending'"
+)
+_BUMP = (
+    "INSERT INTO settings (name, value) VALUES (?, '1') ON CONFLICT (name) "
+    "DO UPDATE SET value = CAST(COALESCE(settings.value, '0') AS INTEGER) + 1"
 )
 
 
@@ -273,7 +277,7 @@ class SqliteLedger:
 
     # -- management state (issue 3; see storage/management.py) ----------------------------
     async def save_provider(self, name: str, preset: str, at: float) -> None:
-        await self._submit(
+        await self._changed(
             "INSERT OR REPLACE INTO managed_providers (name, preset, created_at) VALUES (?, ?, ?)",
             (name, preset, at),
         )
@@ -283,7 +287,7 @@ class SqliteLedger:
         return [(str(n), str(p)) for n, p in rows]
 
     async def save_key(self, key: ManagedKeyRow) -> None:
-        await self._submit(
+        await self._changed(
             "INSERT OR REPLACE INTO managed_keys "
             "(id, provider, secret_enc, secret_hash, quota_total, created_at) VALUES (?,?,?,?,?,?)",
             (
@@ -297,7 +301,7 @@ class SqliteLedger:
         )
 
     async def delete_key(self, key_id: str) -> None:
-        await self._submit("DELETE FROM managed_keys WHERE id=?", (key_id,))
+        await self._changed("DELETE FROM managed_keys WHERE id=?", (key_id,))
 
     async def managed_keys(self) -> list[ManagedKeyRow]:
         rows = await self.fetch(
@@ -307,13 +311,13 @@ class SqliteLedger:
         return [ManagedKeyRow(str(a), str(b), bytes(c), str(d), float(e), float(f)) for a, b, c, d, e, f in rows]  # fmt: skip
 
     async def save_agent(self, name: str, key_hash: str, spec_json: str, at: float) -> None:
-        await self._submit(
+        await self._changed(
             "INSERT OR REPLACE INTO agents (name, key_hash, spec_json, created_at) VALUES (?,?,?,?)",
             (name, key_hash, spec_json, at),
         )
 
     async def delete_agent(self, name: str) -> None:
-        await self._submit("DELETE FROM agents WHERE name=?", (name,))
+        await self._changed("DELETE FROM agents WHERE name=?", (name,))
 
     async def stored_agents(self) -> list[tuple[str, str, str]]:
         rows = await self.fetch("SELECT name, key_hash, spec_json FROM agents ORDER BY created_at")
@@ -327,6 +331,28 @@ class SqliteLedger:
     async def get_setting(self, name: str) -> str | None:
         rows = await self.fetch("SELECT value FROM settings WHERE name=?", (name,))
         return None if not rows or rows[0][0] is None else str(rows[0][0])
+
+    async def _changed(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A change of managed keys or agents, committed with a bump of :data:`MGMT_VERSION`
+        (queued in the same turn, so in the same batch: one transaction)."""
+        await asyncio.gather(self._submit(sql, params), self._submit(_BUMP, (MGMT_VERSION,)))
+
+    async def bump_mgmt_version(self) -> None:
+        await self._submit(_BUMP, (MGMT_VERSION,))
+
+    async def mgmt_version(self) -> int:
+        """Bumped by every change of managed keys, providers or agents."""
+        v = await self.get_setting(MGMT_VERSION)
+        return int(v) if v is not None else 0
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        """Store ``value`` unless the setting exists (atomic); returns the stored value."""
+        await self._submit(
+            "INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, value)
+        )
+        stored = await self.get_setting(name)
+        assert stored is not None
+        return stored
 
     async def add_alert(self, alert: AlertRow, level: float | None) -> None:
         """Record an alert and (when given) the level its subject reached, in one commit."""

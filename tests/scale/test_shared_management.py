@@ -1,0 +1,223 @@
+"""Keys, agents and the admin token shared by replicas through PostgreSQL (issue 8): what one
+replica adds or deletes at runtime reaches the others within about a second, and every
+replica accepts the one admin token the first of them created."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_provider
+from quotaflow.fake_provider.server import FakeProviderHandle
+from quotaflow.management import ADMIN_SETTING, Management
+from quotaflow.runtime import build_gateway
+from quotaflow.secrets import MASTER_KEY_ENV
+from quotaflow.storage.postgres import PostgresLedger
+from quotaflow.testing import config
+from quotaflow.web.app import create_app
+from tests.scale.services import free_port
+
+pytestmark = pytest.mark.scale
+
+BODY: dict[str, Any] = {
+    "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+}  # fmt: skip
+
+
+def _config(url: str, redis_url: str, prefix: str, dsn: str, replica: str) -> dict[str, Any]:
+    return {
+        "storage": {"counters": redis_url, "key_prefix": prefix, "ledger": dsn, "replica_id": replica},
+        "server": {"require_agent_keys": True},
+        "settings": {"strategy": "priority", "max_wait_s": 0, "preferred_providers": []},
+        "providers": [{"name": "p", "protocol": "openai", "base_url": url, "models": ["m"], "keys": [
+            {"id": "a", "secret": "sk-a", "priority": 0, "limits": []},
+        ]}],
+    }  # fmt: skip
+
+
+class Replica:
+    def __init__(self, mg: Management, server: TestServer, http: aiohttp.ClientSession) -> None:
+        self.mg, self.server, self.http = mg, server, http
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"authorization": f"Bearer {token}"}
+        async with self.http.request(method, self.url(path), json=body, headers=headers) as r:
+            return r.status, await r.json()
+
+
+@contextlib.asynccontextmanager
+async def replicas(
+    fake: FakeProviderHandle, redis_url: str, prefix: str, dsn: str, tmp: Path
+) -> AsyncIterator[tuple[Replica, Replica]]:
+    servers: list[TestServer] = []
+    mgs: list[Management] = []
+    for name in ("A", "B"):  # own data folders, one PostgreSQL database and one Redis
+        home = tmp / name
+        home.mkdir()
+        gw = build_gateway(config(_config(fake.base_url, redis_url, prefix, dsn, name)), home)
+        mg = Management.build(gw, home)
+        mgs.append(mg)
+        servers.append(TestServer(create_app(gw, management=mg), host="127.0.0.1"))
+    # Started together: both race to create the admin token.
+    await asyncio.gather(*(s.start_server() for s in servers))
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Replica(mgs[0], servers[0], http), Replica(mgs[1], servers[1], http)
+    finally:
+        for s in servers:
+            await s.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 2.0) -> float:
+    """Seconds until ``check()`` holds; fails after ``within_s``."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while not await check():
+        assert loop.time() - t0 < within_s, "not propagated in time"
+        await asyncio.sleep(0.05)
+    return loop.time() - t0
+
+
+def sent(fake: FakeProviderHandle, secret: str) -> int:
+    keys = fake.state.config.keys
+    assert keys is not None
+    return keys[secret].requests
+
+
+async def test_agents_keys_and_admin_token_are_shared(
+    redis_url_prefix: tuple[str, str], pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MASTER_KEY_ENV, "shared-master-key-of-this-test")
+    redis_url, prefix = redis_url_prefix
+    fake_cfg = FakeProviderConfig(
+        protocol="openai", keys={"sk-a": KeyState(), "sk-new": KeyState()}
+    )
+    async with (
+        running_fake_provider(fake_cfg) as fake,
+        replicas(fake, redis_url, prefix, pg_dsn, tmp_path) as (a, b),
+    ):
+        # One admin token, created by exactly one of the two replicas started together.
+        tokens = [t for t in (a.mg.new_admin_token, b.mg.new_admin_token) if t is not None]
+        assert len(tokens) == 1
+        token = tokens[0]
+        assert a.mg.admin_hash == b.mg.admin_hash
+        assert await a.mg.store.get_setting(ADMIN_SETTING) == a.mg.admin_hash
+        for r in (a, b):
+            status, _ = await r.call("GET", "/api/agents", token)
+            assert status == 200
+            status, _ = await r.call("GET", "/api/agents", "qf-admin-wrong")
+            assert status in (401, 403)
+
+        # An agent created on A is accepted by B within 2 s; unknown before.
+        status, out = await a.call("POST", "/api/agents", token, {"name": "bot"})
+        assert status == 201, out
+        agent_key = out["api_key"]
+
+        async def b_accepts() -> bool:
+            return (await b.call("POST", "/v1/chat/completions", agent_key, BODY))[0] == 200
+
+        assert await eventually(b_accepts) < 2.0
+
+        # A key added on A is routed to by B (the configured key disabled, on every replica).
+        status, out = await a.call(
+            "POST",
+            "/api/add_key",
+            token,
+            {"provider": "p", "api_key": "sk-new", "quota_total": 1000},
+        )
+        assert status == 200 and out["key_id"] == "p-1", out
+
+        async def b_knows_key() -> bool:
+            return "p-1" in b.mg.gateway.keys
+
+        await eventually(b_knows_key)
+        b.mg.gateway.disable_key("a")
+        before = sent(fake, "sk-new")
+        status, out = await b.call("POST", "/v1/chat/completions", agent_key, BODY)
+        assert status == 200, out
+        assert sent(fake, "sk-new") == before + 1
+
+        # A key removed on A is no longer routed to by B.
+        assert (await a.call("DELETE", "/api/keys/p-1", token))[0] == 200
+
+        async def b_forgot_key() -> bool:
+            return "p-1" not in b.mg.gateway.keys
+
+        await eventually(b_forgot_key)
+
+        # An agent deleted on A is refused by B.
+        assert (await a.call("DELETE", "/api/agents/bot", token))[0] == 200
+
+        async def b_refuses() -> bool:
+            return (await b.call("POST", "/v1/chat/completions", agent_key, BODY))[0] == 401
+
+        await eventually(b_refuses)
+        assert b.mg.agents.get("bot") is None
+
+
+async def test_a_restarted_replica_reuses_the_stored_admin_token(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MASTER_KEY_ENV, "shared-master-key-of-this-test")
+    cfg = {"storage": {"ledger": pg_dsn, "replica_id": "A"}, "providers": [
+        {"name": "p", "protocol": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m"],
+         "keys": [{"id": "a", "secret": "sk-a"}]},
+    ]}  # fmt: skip
+    hashes = []
+    for home in (tmp_path / "one", tmp_path / "two"):
+        gw = build_gateway(config(cfg), home)
+        mg = Management.build(gw, home)
+        await gw.start()
+        try:
+            await mg.start()
+            hashes.append((mg.admin_hash, mg.new_admin_token))
+            await mg.close()
+        finally:
+            await gw.close()
+    (first, token), (second, again) = hashes
+    assert token is not None and again is None and first == second
+
+
+async def test_an_unreachable_store_never_stops_the_sync(
+    pg_dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = {"storage": {"ledger": pg_dsn, "replica_id": "A"}, "providers": [
+        {"name": "p", "protocol": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m"],
+         "keys": [{"id": "a", "secret": "sk-a"}]},
+    ]}  # fmt: skip
+    gw = build_gateway(config(cfg), tmp_path)
+    mg = Management.build(gw, tmp_path)
+    await gw.start()
+    try:
+        await mg.start()
+        assert mg._sync_task is not None
+        ledger = gw.ledger
+        assert isinstance(ledger, PostgresLedger)
+        # Point the store at a port where nothing listens: every poll fails.
+        dead = PostgresLedger(f"postgresql://postgres@127.0.0.1:{free_port()}/x", replica_id="A")
+        mg.store = dead  # type: ignore[assignment]
+        with caplog.at_level(logging.WARNING, logger="quotaflow.management"):
+            await asyncio.sleep(2.3)
+        assert not mg._sync_task.done()  # retrying, not crashed
+        assert sum("cannot sync" in r.getMessage() for r in caplog.records) == 1  # logged once
+        mg.store = ledger
+        await ledger.save_agent("late", "h-late", '{"name": "late"}', 0.0)
+        await eventually(lambda: _has(mg, "late"))
+    finally:
+        await mg.close()
+        await gw.close()
+
+
+async def _has(mg: Management, name: str) -> bool:
+    return mg.agents.get(name) is not None
