@@ -268,7 +268,9 @@ async def test_redis_restart_fails_closed_then_recovers_from_the_ledger(
     before = sum(1 for o in out[:killed_at] if o.status == 200)
     assert before > 20
     assert any(o.status == 503 and o.error_type == "service_unavailable" for o in outage)
-    assert {o.status for o in outage} <= {200, 503}  # in flight may finish; nothing else
+    # Requests decided before Redis went away may still finish (200, or 429 when the quota was
+    # already full then); anything decided during the outage is a 503; nothing else.
+    assert {o.status for o in outage} <= {200, 429, 503}
     assert sum(o.status == 503 for o in outage) > len(outage) // 2
     assert recovered < 15, "the replicas did not recover after Redis came back"
     assert any(o.status == 429 for o in out[during:]), "the quotas never bound after recovery"
