@@ -149,6 +149,8 @@ def litellm_peer(fake_url: str, tmp: Path) -> tuple[subprocess.Popen[str], str] 
     p = subprocess.Popen(
         pinned(0, [str(venv / "bin" / "litellm"), "--config", str(cfg), "--port", "15990", "--num_workers", "1"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        # LiteLLM refuses to start without a master key; wrk sends this one as its bearer.
+        env={**os.environ, "LITELLM_MASTER_KEY": "sk-bench-1"},
     )  # fmt: skip
     wait_http("http://127.0.0.1:15990/health/liveliness", 120)
     return p, "http://127.0.0.1:15990"
