@@ -50,6 +50,21 @@ def pinned(core: int, args: list[str]) -> list[str]:
     return ["taskset", "-c", str(core), *args] if shutil.which("taskset") else args
 
 
+SPAWNED: list[subprocess.Popen[str]] = []
+
+
+def stop_all() -> None:
+    """Stop every process this run started (also when a step failed)."""
+    for p in SPAWNED:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    SPAWNED.clear()
+
+
 def spawn(
     args: list[str], ready: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str, float]:
@@ -61,6 +76,7 @@ def spawn(
         text=True,
         env={**os.environ, **(env or {})},
     )
+    SPAWNED.append(p)
     assert p.stdout is not None
     for line in p.stdout:
         if ready in line:
@@ -152,6 +168,7 @@ def litellm_peer(fake_url: str, tmp: Path) -> tuple[subprocess.Popen[str], str] 
         # LiteLLM refuses to start without a master key; wrk sends this one as its bearer.
         env={**os.environ, "LITELLM_MASTER_KEY": "sk-bench-1"},
     )  # fmt: skip
+    SPAWNED.append(p)
     wait_http("http://127.0.0.1:15990/health/liveliness", 120)
     return p, "http://127.0.0.1:15990"
 
@@ -289,4 +306,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        stop_all()
