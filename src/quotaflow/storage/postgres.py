@@ -32,8 +32,8 @@ from quotaflow.clock import Clock, SystemClock
 from quotaflow.engine.stats import ModelStats
 from quotaflow.errors import Unavailable
 from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
+from quotaflow.storage.ledger_sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
-from quotaflow.storage.sqlite import scope_condition
 from quotaflow.types import Measure
 
 log = logging.getLogger("quotaflow.storage.postgres")
@@ -539,7 +539,7 @@ class PostgresLedger:
         if group not in USAGE_GROUPS:
             raise ValueError(f"unknown grouping {group!r} (use one of {', '.join(USAGE_GROUPS)})")
         column = _GROUP_COLUMNS[group]
-        where, params = _span("status!='pending'", since, until)
+        where, params = span("status!='pending'", since, until)
         sql = (
             f"SELECT {column} AS g, COUNT(*), COALESCE(SUM(requests),0), "
             "COUNT(*) FILTER (WHERE status IN ('error','crashed')), "
@@ -551,7 +551,7 @@ class PostgresLedger:
         for g, n, r, e, p, c, t, cost, prov in await self.fetch(sql, params):
             out.append(
                 UsageTotals(
-                    group=_group_text(g),
+                    group=group_text(g),
                     attempts=int(n),
                     requests=int(r),
                     errors=int(e),
@@ -568,7 +568,7 @@ class PostgresLedger:
         self, scope: str, since: float, until: float
     ) -> list[tuple[float, Measure]]:
         cond, cparams = scope_condition(scope)
-        where, params = _span(cond, since, until)
+        where, params = span(cond, since, until)
         sql = (
             f"SELECT ts, total_tokens, requests, cost_usd FROM ledger WHERE {where} "
             "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) ORDER BY ts"
@@ -577,7 +577,7 @@ class PostgresLedger:
         return [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
 
     async def probe_results(self, since: float | None = None) -> list[LedgerRow]:
-        where, params = _span("source='probe' AND status!='pending'", since, None)
+        where, params = span("source='probe' AND status!='pending'", since, None)
         sql = (
             f"SELECT {_COLUMNS} FROM ledger WHERE id IN (SELECT MAX(id) FROM ledger "
             f"WHERE {where} GROUP BY key_id, model) ORDER BY key_id, model"
@@ -616,21 +616,3 @@ _GROUP_COLUMNS = {
     "model": "model",
     "slot": f"FLOOR(ts / {SLOT_S:g}) * {SLOT_S:g}",
 }
-
-
-def _group_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _span(cond: str, since: float | None, until: float | None) -> tuple[str, tuple[Any, ...]]:
-    """``cond`` narrowed to ``since <= ts < until`` (either bound optional)."""
-    parts, params = [cond], []
-    if since is not None:
-        parts.append("ts>=?")
-        params.append(since)
-    if until is not None:
-        parts.append("ts<?")
-        params.append(until)
-    return " AND ".join(parts), tuple(params)

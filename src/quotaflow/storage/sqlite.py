@@ -20,6 +20,7 @@ from typing import Any
 
 from quotaflow.engine.stats import ModelStats
 from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
+from quotaflow.storage.ledger_sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.types import Measure
 
@@ -69,22 +70,6 @@ def _row(t: Sequence[Any]) -> LedgerRow:
         stream=bool(t[21]), reserved_tokens=t[22], extra={"reserved_cost": t[23]}, source=t[24],
         detail=t[25],
     )  # fmt: skip
-
-
-def scope_condition(scope: str) -> tuple[str, tuple[Any, ...]]:
-    """SQL condition selecting the ledger rows that count against a limit scope."""
-    if scope == "global":
-        return "1=1", ()
-    kind, _, name = scope.partition(":")
-    column = {"key": "key_id", "agent": "agent", "route": "route", "provider": "provider"}.get(kind)
-    if column is None:
-        raise ValueError(f"unknown limit scope {scope!r}")
-    if kind == "agent":
-        # An agent's budget and its provider order: "agent:bob" or "agent:bob@openai".
-        agent, _, provider = name.partition("@")
-        if provider:
-            return "agent=? AND provider=?", (agent, provider)
-    return f"{column}=?", (name,)
 
 
 def _migrations() -> list[str]:
@@ -426,7 +411,7 @@ class SqliteLedger:
         if group not in USAGE_GROUPS:
             raise ValueError(f"unknown grouping {group!r} (use one of {', '.join(USAGE_GROUPS)})")
         column = _GROUP_COLUMNS[group]
-        where, params = _span("status!='pending'", since, until)
+        where, params = span("status!='pending'", since, until)
         sql = (
             f"SELECT {column} AS g, COUNT(*), COALESCE(SUM(requests),0), "
             "COALESCE(SUM(status IN ('error','crashed')),0), COALESCE(SUM(prompt_tokens),0), "
@@ -437,7 +422,7 @@ class SqliteLedger:
         rows = await self.fetch(sql, params)
         return [
             UsageTotals(
-                group=_group_text(g),
+                group=group_text(g),
                 attempts=int(n),
                 requests=int(r),
                 errors=int(e),
@@ -455,7 +440,7 @@ class SqliteLedger:
         self, scope: str, since: float, until: float
     ) -> list[tuple[float, Measure]]:
         cond, cparams = scope_condition(scope)
-        where, params = _span(cond, since, until)
+        where, params = span(cond, since, until)
         sql = (
             f"SELECT ts, total_tokens, requests, cost_usd FROM ledger WHERE {where} "
             "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) ORDER BY ts"
@@ -464,7 +449,7 @@ class SqliteLedger:
         return [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
 
     async def probe_results(self, since: float | None = None) -> list[LedgerRow]:
-        where, params = _span("source='probe' AND status!='pending'", since, None)
+        where, params = span("source='probe' AND status!='pending'", since, None)
         sql = (
             f"SELECT {_COLUMNS} FROM ledger WHERE id IN (SELECT MAX(id) FROM ledger "
             f"WHERE {where} GROUP BY key_id, model) ORDER BY key_id, model"
@@ -502,21 +487,3 @@ _GROUP_COLUMNS = {
     "model": "model",
     "slot": f"CAST(ts / {SLOT_S:g} AS INTEGER) * {SLOT_S:g}",
 }
-
-
-def _group_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _span(cond: str, since: float | None, until: float | None) -> tuple[str, tuple[Any, ...]]:
-    """``cond`` narrowed to ``since <= ts < until`` (either bound optional)."""
-    parts, params = [cond], []
-    if since is not None:
-        parts.append("ts>=?")
-        params.append(since)
-    if until is not None:
-        parts.append("ts<?")
-        params.append(until)
-    return " AND ".join(parts), tuple(params)
