@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-import aiohttp
-
 from quotaflow.adapters import adapter_for
 from quotaflow.adapters.base import CallTarget, MalformedResponse, UpstreamFailure
 from quotaflow.chat_request import ChatRequest, parse_chat_request
@@ -62,6 +60,7 @@ from quotaflow.errors import (
     UpstreamError,
 )
 from quotaflow.health_sync import HealthSync
+from quotaflow.httpclient import HttpClient
 from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
 from quotaflow.storage.health_store import HealthStore
 from quotaflow.storage.memory import MemoryCounterStore
@@ -69,7 +68,7 @@ from quotaflow.storage.rebuild import Disagreement, attach_shared
 from quotaflow.storage.stats_store import StatsStore
 from quotaflow.streaming import ActiveStream
 from quotaflow.types import ErrorKind, Measure, Usage
-from quotaflow.upstream import TRANSPORT_ERRORS, make_session, open_stream, send, transport_failure
+from quotaflow.upstream import TRANSPORT_ERRORS, make_client, open_stream, send, transport_failure
 
 Sleep = Callable[[float], Awaitable[None]]
 _T = TypeVar("_T")
@@ -160,7 +159,7 @@ class Gateway:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
-        session: aiohttp.ClientSession | None = None,
+        http: HttpClient | None = None,
         health_store: HealthStore | None = None,
     ) -> None:
         self.config = config
@@ -170,8 +169,8 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self._sleep = sleep
-        self._session = session
-        self._own_session = session is None
+        self._http = http
+        self._own_http = http is None
         self.keys: dict[str, Key] = {k.id: k for k in config.keys}
         self.health: dict[str, hl.Health] = {k: hl.Health() for k in self.keys}
         # issue 8: key health shared with the other replicas (Redis counters only)
@@ -210,8 +209,8 @@ class Gateway:
         else:
             await self.rebuild_counters()
         await self.restore_model_stats()
-        if self._session is None:
-            self._session = make_session(self.settings.connect_timeout_s)
+        if self._http is None:
+            self._http = make_client(self.settings.connect_timeout_s)
         self.started_at = self.clock.now()
         if self.health_sync is not None:
             self.health_sync.start()
@@ -219,8 +218,8 @@ class Gateway:
     async def close(self) -> None:
         if self.health_sync is not None:
             await self.health_sync.close()
-        if self._session is not None and self._own_session:
-            await self._session.close()
+        if self._http is not None and self._own_http:
+            await self._http.close()
         await self.save_model_stats()
         await self.ledger.close()
         close_counters = getattr(self.counters, "close", None)
@@ -228,10 +227,10 @@ class Gateway:
             await close_counters()
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def http(self) -> HttpClient:
+        if self._http is None:
             raise RuntimeError("the gateway is not started")
-        return self._session
+        return self._http
 
     def _reindex(self) -> None:
         by: dict[str, list[Key]] = {}
@@ -537,7 +536,7 @@ class Gateway:
             call = adapter.build_request(
                 req.body, self._target(c), max_tokens=pick.plan.max_tokens, stream=False
             )
-            raw = await send(self.session, call, timeout)
+            raw = await send(self.http, call, timeout)
         except UnsupportedByProtocol as exc:
             failure = UpstreamFailure(ErrorKind.UNSUPPORTED, None, exc.message)
             failure.body = exc.to_openai()
@@ -740,7 +739,7 @@ class Gateway:
             call = adapter.build_request(
                 req.body, self._target(c), max_tokens=pick.plan.max_tokens, stream=True
             )
-            resp = await open_stream(self.session, call, timeout, timeout)
+            resp = await open_stream(self.http, call, timeout)
         except UnsupportedByProtocol as exc:
             failure = UpstreamFailure(ErrorKind.UNSUPPORTED, None, exc.message)
             failure.body = exc.to_openai()
@@ -761,7 +760,7 @@ class Gateway:
             hl.record_rate_info(c.health, info, self.clock.now())
         if resp.status >= 300:
             try:
-                raw = await resp.read()
+                raw = await resp.read(timeout)
             except TRANSPORT_ERRORS:
                 raw = b""
             finally:
@@ -770,7 +769,7 @@ class Gateway:
             await self._finish_failed(row, pick, failure, t0, counted=True)
             return failure
         stream = ActiveStream(
-            gateway=self, resp=resp, translator=adapter.stream_translator(
+            gateway=self, resp=resp, read_timeout_s=timeout, translator=adapter.stream_translator(
                 c.model, req.include_usage, created=int(self.clock.now())
             ),
             row=row, pick=pick, t0=t0, prompt_estimate=pick.plan.prompt_tokens,

@@ -42,7 +42,7 @@ from quotaflow.gateway import Gateway as Engine
 from quotaflow.key_states import apply_key_states
 from quotaflow.runtime import data_home
 from quotaflow.storage.sqlite import SqliteLedger
-from quotaflow.upstream import make_session
+from quotaflow.upstream import make_client
 
 T = TypeVar("T")
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | Config | None
@@ -73,10 +73,10 @@ async def open_engine(
 ) -> AsyncIterator[Engine]:  # fmt: skip
     """The engine on a data folder, for tools: counters rebuilt from the ledger, runtime keys
     restored, the key tester's verdicts applied. ``settle`` also settles rows a crash left
-    pending — only when no server runs on the folder; ``network`` gives it an HTTP session."""
-    session = make_session(config.settings.connect_timeout_s) if network else None
+    pending — only when no server runs on the folder; ``network`` gives it an HTTP client."""
+    http = make_client(config.settings.connect_timeout_s) if network else None
     ledger = SqliteLedger(home / "quotaflow.db", synchronous=config.settings.ledger_synchronous)
-    engine = Engine(config, ledger=ledger, clock=clock, session=session)
+    engine = Engine(config, ledger=ledger, clock=clock, http=http)
     await engine.ledger.open()
     try:
         if settle:
@@ -90,8 +90,8 @@ async def open_engine(
         yield engine
         await engine.save_model_stats()
     finally:
-        if session is not None:
-            await session.close()
+        if http is not None:
+            await http.close()
         await engine.ledger.close()
 
 

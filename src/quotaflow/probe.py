@@ -105,7 +105,7 @@ async def probe_one(engine: Engine, target: ProbeTarget, timeout_s: float) -> Pr
     usage: Usage | None = None
     failure: UpstreamFailure | None = None
     try:
-        raw = await send(engine.session, call, timeout_s)
+        raw = await send(engine.http, call, timeout_s)
     except TRANSPORT_ERRORS as exc:
         failure = transport_failure(exc, timeout_s)
     else:

@@ -22,6 +22,7 @@ import orjson
 from quotaflow.adapters.base import StreamTranslator, UpstreamFailure, sse_frame
 from quotaflow.adapters.sse import SSEParser
 from quotaflow.engine.tokens import estimate_completion_tokens
+from quotaflow.httpclient import Response
 from quotaflow.types import ErrorKind, Usage
 from quotaflow.upstream import TRANSPORT_ERRORS
 
@@ -39,7 +40,8 @@ class ActiveStream:
         self,
         *,
         gateway: Gateway,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
+        read_timeout_s: float,
         translator: StreamTranslator,
         row: LedgerRow,
         pick: _Pick,
@@ -49,6 +51,7 @@ class ActiveStream:
     ) -> None:
         self._gw = gateway
         self._resp = resp
+        self._read_timeout_s = read_timeout_s
         self._tr = translator
         self._row = row
         self._pick = pick
@@ -71,7 +74,7 @@ class ActiveStream:
     async def _read_more(self) -> None:
         """Read one piece from upstream into pending frames (sets _eof at the end)."""
         try:
-            data = await self._resp.content.readany()
+            data = await self._resp.readany(self._read_timeout_s)
         except TRANSPORT_ERRORS as exc:
             if self._tr.state.error is None:
                 self._tr.state.error = UpstreamFailure(

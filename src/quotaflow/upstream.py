@@ -1,19 +1,18 @@
-"""The one place quotaflow talks HTTP to providers: a shared aiohttp session.
+"""The one place quotaflow talks HTTP to providers: a shared :class:`HttpClient`.
 
-An upstream failure of transport (timeout, refused or reset connection) becomes an
-:class:`~quotaflow.adapters.base.UpstreamFailure` like an HTTP error does, so the gateway
-treats every failure the same way.
+An upstream failure of transport (timeout, refused or reset connection, a broken HTTP
+answer) becomes an :class:`~quotaflow.adapters.base.UpstreamFailure` like an HTTP error
+does, so the gateway treats every failure the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
-
 from quotaflow.adapters.base import UpstreamCall, UpstreamFailure
+from quotaflow.httpclient import HttpClient, Response
 from quotaflow.types import ErrorKind
 
 
@@ -24,44 +23,31 @@ class RawResponse:
     body: bytes
 
 
-def make_session(connect_timeout_s: float) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
-        auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
-    )
+def make_client(
+    connect_timeout_s: float, *, on_request: Callable[[str], None] | None = None
+) -> HttpClient:
+    return HttpClient(connect_timeout_s=connect_timeout_s, keepalive_s=30.0, on_request=on_request)
 
 
 def transport_failure(exc: BaseException, timeout_s: float) -> UpstreamFailure:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return UpstreamFailure(ErrorKind.TIMEOUT, None, f"no answer within {timeout_s:g}s")
     return UpstreamFailure(ErrorKind.CONNECTION, None, f"{type(exc).__name__}: {exc}"[:300])
 
 
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# OSError covers refused/reset connections, broken HTTP and unsendable requests
+# (UpstreamHTTPError) and TimeoutError.
+TRANSPORT_ERRORS = (OSError, asyncio.TimeoutError)
 
 
-async def send(session: aiohttp.ClientSession, call: UpstreamCall, timeout_s: float) -> RawResponse:
+async def send(client: HttpClient, call: UpstreamCall, timeout_s: float) -> RawResponse:
     """POST a non-streaming call and read the whole answer (raises TRANSPORT_ERRORS)."""
-    async with session.post(
-        call.url,
-        data=call.body,
-        headers=call.headers,
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-    ) as resp:
+    async with asyncio.timeout(timeout_s):
+        resp = await client.post(call.url, call.headers, call.body, timeout_s=None)
         body = await resp.read()
-        return RawResponse(resp.status, resp.headers, body)
+    return RawResponse(resp.status, resp.headers, body)
 
 
-async def open_stream(
-    session: aiohttp.ClientSession, call: UpstreamCall, timeout_s: float, read_timeout_s: float
-) -> aiohttp.ClientResponse:
+async def open_stream(client: HttpClient, call: UpstreamCall, timeout_s: float) -> Response:
     """POST a streaming call and return the open response (the caller releases it)."""
-    return await session.post(
-        call.url,
-        data=call.body,
-        headers=call.headers,
-        timeout=aiohttp.ClientTimeout(total=None, sock_read=read_timeout_s, connect=timeout_s),
-    )
+    return await client.post(call.url, call.headers, call.body, timeout_s=timeout_s)

@@ -20,10 +20,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import pytest
 
 from quotaflow.fake_provider import running_fake_provider
@@ -33,6 +32,7 @@ from quotaflow.gateway import CallContext, Gateway
 from quotaflow.probe import probe_all, targets
 from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
+from quotaflow.upstream import make_client
 
 A, B = "groq", "gemini"
 MODELS = {A: "llama-3.3-70b-versatile", B: "gemini-2.0-flash"}
@@ -54,20 +54,13 @@ class Simulation:
         self.behaviour = {name: Behaviour() for name in fakes}
         self._by_port = {f.port: name for name, f in fakes.items()}
 
-    def trace(self) -> aiohttp.TraceConfig:
-        tc = aiohttp.TraceConfig()
-
-        async def on_request_start(
-            session: aiohttp.ClientSession, ctx: SimpleNamespace, params: Any
-        ) -> None:
-            name = self._by_port[params.url.port]
-            b = self.behaviour[name]
-            self.clock.advance(b.latency_ms / 1000.0)
-            if self.rng.random() < b.error_rate:
-                self.fakes[name].state.faults.add(Fault("status", status=503))
-
-        tc.on_request_start.append(on_request_start)
-        return tc
+    def on_request(self, url: str) -> None:
+        """Called by the gateway's HTTP client before each upstream call."""
+        name = self._by_port[urlsplit(url).port]
+        b = self.behaviour[name]
+        self.clock.advance(b.latency_ms / 1000.0)
+        if self.rng.random() < b.error_rate:
+            self.fakes[name].state.faults.add(Fault("status", status=503))
 
 
 def sim_config(
@@ -99,11 +92,11 @@ async def simulated(
         fakes = {A: fa, B: fb}
         clock = FrozenClock()
         sim = Simulation(fakes, clock, seed)
-        session = aiohttp.ClientSession(trace_configs=[sim.trace()])
+        http = make_client(5.0, on_request=sim.on_request)
         gw = Gateway(
             sim_config(fakes, strategy, a_limits or []),
             ledger=SqliteLedger(tmp_path / "quotaflow.db", synchronous="OFF"),
-            clock=clock, rng=random.Random(seed), session=session,
+            clock=clock, rng=random.Random(seed), http=http,
         )  # fmt: skip
         await gw.start()
         try:
@@ -111,7 +104,7 @@ async def simulated(
             assert gw.session_summary()["failures"] == 0  # every request was answered
         finally:
             await gw.close()
-            await session.close()
+            await http.close()
 
 
 BODY = {"model": "smart", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}

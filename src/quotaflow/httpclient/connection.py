@@ -1,0 +1,332 @@
+"""One HTTP/1.1 connection to a provider, and the response being read on it.
+
+The connection is an :class:`asyncio.Protocol` fed to httptools' C parser (llhttp), so a
+response costs a handful of callbacks instead of aiohttp's client machinery. The body of a
+response is buffered on the :class:`Response` itself: once the last byte has arrived the
+connection goes back to its pool at once, even if the caller reads the body later.
+
+Failures are raised as :class:`ConnectionError` subclasses (so ``OSError``), timeouts as
+:class:`TimeoutError` — the two families the gateway turns into fallbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HIGH_WATER = 1 << 20  # stop reading the socket while this much body waits unread
+LOW_WATER = HIGH_WATER // 4
+
+
+class UpstreamHTTPError(ConnectionError):
+    """The provider broke the HTTP exchange (closed early, sent something that isn't HTTP)."""
+
+
+class InvalidRequest(UpstreamHTTPError):
+    """The request can't be sent as configured (a URL or header value HTTP doesn't allow)."""
+
+
+class ServerDisconnected(UpstreamHTTPError):
+    """The connection closed before the response was complete."""
+
+
+class BodyTooLarge(UpstreamHTTPError):
+    """The response body went over the client's cap."""
+
+
+def _decoder(encoding: str) -> Any:
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return None
+    if enc in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if enc == "deflate":
+        return zlib.decompressobj()
+    raise UpstreamHTTPError(f"unsupported Content-Encoding {encoding!r}")
+
+
+class Response:
+    """Status and headers at once; the body as it arrives (``read``/``readany``)."""
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_decoder",
+        "_eof",
+        "_exc",
+        "_max_body",
+        "_size",
+        "_total",
+        "_waiter",
+        "headers",
+        "status",
+    )  # fmt: skip
+
+    def __init__(self, conn: Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
+        self.status = status
+        self.headers = headers
+        self._conn: Connection | None = conn
+        self._chunks: list[bytes] = []
+        self._size = 0  # bytes waiting unread
+        self._total = 0  # bytes received in all
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._decoder = _decoder(headers.get("content-encoding", ""))
+        self._max_body = conn.max_body
+
+    # -- fed by the connection -------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error as exc:
+                self._fail(UpstreamHTTPError(f"undecodable body: {exc}"))
+                return
+        self._total += len(data)
+        if self._total > self._max_body:
+            self._fail(BodyTooLarge(f"response body over {self._max_body} bytes"))
+            return
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._size > HIGH_WATER and self._conn is not None:
+                self._conn.pause()
+            self._wake()
+
+    def _finish(self) -> None:
+        if self._decoder is not None:
+            try:
+                tail = self._decoder.flush()
+            except zlib.error:
+                tail = b""
+            if tail:
+                self._chunks.append(tail)
+                self._size += len(tail)
+        self._eof = True
+        self._conn = None
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._eof or self._exc is not None:
+            return
+        self._exc = exc
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def _wait(self, timeout_s: float | None) -> None:
+        w = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            if timeout_s is None:
+                await w
+            else:
+                async with asyncio.timeout(timeout_s):
+                    await w
+        except BaseException:
+            self._waiter = None
+            self.close()
+            raise
+
+    # -- read by the caller ----------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        return self._eof
+
+    async def read(self, timeout_s: float | None = None) -> bytes:
+        """The whole (remaining) body."""
+        while not self._eof:
+            if self._exc is not None:
+                raise self._exc
+            await self._wait(timeout_s)
+        if self._exc is not None:
+            raise self._exc
+        chunks, self._chunks, self._size = self._chunks, [], 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def readany(self, timeout_s: float | None = None) -> bytes:
+        """What has arrived (waiting for something), or ``b""`` at the end of the body."""
+        while not self._chunks:
+            if self._exc is not None:
+                raise self._exc
+            if self._eof:
+                return b""
+            await self._wait(timeout_s)
+        chunks, self._chunks, self._size = self._chunks, [], 0
+        conn = self._conn
+        if conn is not None and conn.paused:
+            conn.resume()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def release(self) -> None:
+        """Done with it: a half-read body costs the connection (it can't be reused)."""
+        if not self._eof:
+            self.close()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        if not self._eof and self._exc is None:
+            self._exc = ServerDisconnected("the response was closed before its end")
+        self._chunks, self._size = [], 0
+
+
+class Connection(asyncio.Protocol):
+    """A keep-alive connection; at most one request in flight."""
+
+    def __init__(self, origin: str, release: Callable[[Connection], None], max_body: int) -> None:
+        self.origin = origin
+        self.max_body = max_body
+        self._release = release
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.paused = False
+        self.idle_since = 0.0
+        self.got_bytes = False  # any byte of the current response
+        self._raw_headers: list[tuple[str, str]] = []
+        self._head: asyncio.Future[Response] | None = None
+        self._resp: Response | None = None
+        self._until_eof = False  # body delimited by the server closing the connection
+        self._keep_alive = True
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._abort(UpstreamHTTPError("the provider tried to switch protocols"))
+        except httptools.HttpParserError as exc:
+            self._abort(UpstreamHTTPError(f"malformed HTTP response: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        resp = self._resp
+        if resp is not None:
+            self._resp = None
+            if self._until_eof and exc is None:
+                resp._finish()
+            else:
+                resp._fail(
+                    ServerDisconnected(_lost(exc, "the provider closed the connection mid-body"))
+                )
+        head = self._head
+        if head is not None and not head.done():
+            self._head = None
+            head.set_exception(
+                ServerDisconnected(
+                    _lost(exc, "the provider closed the connection before answering")
+                )
+            )
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._raw_headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+        headers = CIMultiDictProxy(CIMultiDict(self._raw_headers))
+        te = headers.get("transfer-encoding", "").lower()
+        self._until_eof = (
+            "content-length" not in headers and "chunked" not in te and status not in (204, 304)
+        )
+        self._keep_alive = self._parser.should_keep_alive() and not self._until_eof
+        head = self._head
+        if head is None or head.done():
+            self._abort(UpstreamHTTPError("an answer nobody asked for"))
+            return
+        self._head = None
+        try:
+            resp = Response(self, status, headers)
+        except UpstreamHTTPError as exc:
+            head.set_exception(exc)
+            self.close()
+            return
+        self._resp = resp
+        head.set_result(resp)
+
+    def on_body(self, body: bytes) -> None:
+        resp = self._resp
+        if resp is not None:
+            resp._feed(body)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:
+            return
+        resp, self._resp = self._resp, None
+        if resp is None:
+            return
+        resp._finish()
+        if self._keep_alive and not self.closed:
+            self.got_bytes = False
+            self._release(self)
+        else:
+            self.close()
+
+    # -- used by the pool ------------------------------------------------------------------
+    def start(self, request: bytes) -> asyncio.Future[Response]:
+        """Write one request; the future resolves with the response's head."""
+        assert self.transport is not None and self._head is None and self._resp is None
+        self._head = head = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return head
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()  # connection_lost follows and fails what is pending
+        self.closed = True
+
+    def abandon(self) -> None:
+        """The caller stopped waiting (timeout, cancellation): nothing may reuse this."""
+        self._head = None
+        self.close()
+
+    def _abort(self, exc: BaseException) -> None:
+        head, self._head = self._head, None
+        if head is not None and not head.done():
+            head.set_exception(exc)
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            resp._fail(exc)
+        self.close()
+
+
+def _lost(exc: BaseException | None, what: str) -> str:
+    return f"{what} ({type(exc).__name__}: {exc})" if exc is not None else what

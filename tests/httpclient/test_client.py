@@ -1,0 +1,418 @@
+"""The upstream HTTP client against real local servers: framing, pooling, failures.
+
+Raw asyncio servers send exactly the bytes a test needs (chunked, delimited by close,
+interim 1xx answers, broken HTTP); the fake provider and a TLS server cover the common path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import gzip
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import web
+
+from quotaflow.fake_provider import running_fake_provider
+from quotaflow.httpclient import (
+    BodyTooLarge,
+    HttpClient,
+    InvalidRequest,
+    ServerDisconnected,
+    UpstreamHTTPError,
+)
+from quotaflow.httpclient import client as client_mod
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[str]:
+    """A TCP server whose handler writes raw bytes; yields its base URL."""
+    conns: list[asyncio.StreamWriter] = []
+
+    async def wrapped(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        conns.append(w)
+        try:
+            await handler(r, w)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for w in conns:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(r: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await r.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head, await r.readexactly(length)
+
+
+def answer(body: bytes, *extra: str, status: str = "200 OK") -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n" + "".join(
+        f"{h}\r\n" for h in extra
+    )
+    return head.encode() + b"\r\n" + body
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HttpClient]:
+    c = HttpClient(connect_timeout_s=2.0)
+    yield c
+    await c.close()
+
+
+async def test_fake_provider_answer_and_connection_reuse(client: HttpClient) -> None:
+    async with running_fake_provider(protocol="openai") as fake:
+        body = orjson.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        headers = {"Authorization": "Bearer sk-test-1", "Content-Type": "application/json"}
+        for _ in range(5):
+            resp = await client.post(
+                fake.base_url + "/chat/completions", headers, body, timeout_s=5
+            )
+            data = orjson.loads(await resp.read())
+            assert resp.status == 200
+            assert data["usage"]["total_tokens"] > 0
+            assert resp.headers["X-RateLimit-Limit-Requests"]  # case-insensitive headers
+        assert client.opened == 1  # one keep-alive connection served all five
+        assert client.idle_connections == 1
+
+
+async def test_concurrent_requests_use_separate_connections(client: HttpClient) -> None:
+    async with running_fake_provider(protocol="openai") as fake:
+        body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+        headers = {"Authorization": "Bearer sk-test-1", "Content-Type": "application/json"}
+
+        async def one() -> int:
+            resp = await client.post(
+                fake.base_url + "/chat/completions", headers, body, timeout_s=5
+            )
+            await resp.read()
+            return resp.status
+
+        assert await asyncio.gather(*(one() for _ in range(8))) == [200] * 8
+        assert client.opened == 8
+        assert await asyncio.gather(*(one() for _ in range(8))) == [200] * 8
+        assert client.opened == 8  # the second wave reused them
+
+
+async def test_request_bytes_on_the_wire(client: HttpClient) -> None:
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(r))
+        w.write(answer(b"{}"))
+        await w.drain()
+
+    async with raw_server(handler) as url:
+        resp = await client.post(
+            url + "/v1/x?alt=sse",
+            {"Authorization": "Bearer k", "Content-Length": "999", "Host": "evil"},
+            b"payload",
+            timeout_s=5,
+        )
+        await resp.read()
+    head, body = seen[0]
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/x?alt=sse HTTP/1.1"
+    assert body == b"payload"
+    names = [ln.split(":", 1)[0].lower() for ln in lines[1:] if ln]
+    assert names.count("host") == 1 and names.count("content-length") == 1
+    assert f"Host: 127.0.0.1:{url.rsplit(':', 1)[1]}" in lines
+    assert "Content-Length: 7" in lines and "Authorization: Bearer k" in lines
+    assert any(ln.startswith("User-Agent: quotaflow/") for ln in lines)
+
+
+async def test_chunked_and_close_delimited_bodies(client: HttpClient) -> None:
+    async def chunked(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in (b"hello ", b"chunked ", b"world"):
+            w.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            await w.drain()
+            await asyncio.sleep(0.01)
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        await read_request(r)  # the connection is kept alive for the next one
+        w.write(answer(b"second"))
+        await w.drain()
+
+    async with raw_server(chunked) as url:
+        resp = await client.post(url, {}, b"", timeout_s=5)
+        assert await resp.read() == b"hello chunked world"
+        resp = await client.post(url, {}, b"", timeout_s=5)
+        assert await resp.read() == b"second"
+        assert client.opened == 1
+
+    async def until_close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+        await w.drain()
+        w.close()
+
+    async with raw_server(until_close) as url:
+        resp = await client.post(url, {}, b"", timeout_s=5)
+        assert await resp.read() == b"all of it"
+        assert client.idle_connections == 0  # never reused: its end was the close
+
+
+async def test_interim_answers_are_skipped(client: HttpClient) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        w.write(answer(b"final", "X-Which: final", status="201 Created"))
+        await w.drain()
+
+    async with raw_server(handler) as url:
+        resp = await client.post(url, {}, b"x", timeout_s=5)
+        assert (resp.status, resp.headers["x-which"], await resp.read()) == (201, "final", b"final")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_compressed_bodies_are_decoded(client: HttpClient, encoding: str) -> None:
+    data = b'{"usage": {"total_tokens": 3}}' * 50
+    packed = gzip.compress(data) if encoding == "gzip" else zlib.compress(data)
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(r)
+        assert b"Accept-Encoding: gzip, deflate" in head
+        w.write(answer(packed, f"Content-Encoding: {encoding}"))
+        await w.drain()
+
+    async with raw_server(handler) as url:
+        resp = await client.post(url, {}, b"", timeout_s=5)
+        assert await resp.read() == data
+
+
+async def test_streamed_body_arrives_piece_by_piece(client: HttpClient) -> None:
+    release = asyncio.Event()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await w.drain()
+        await release.wait()
+        w.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        await w.drain()
+
+    async with raw_server(handler) as url:
+        resp = await client.post(url, {}, b"", timeout_s=5)
+        assert await resp.readany(5) == b"first"  # before the rest is even sent
+        release.set()
+        assert await resp.readany(5) == b"second"
+        assert await resp.readany(5) == b""
+        assert resp.complete
+
+
+async def test_stream_cut_midway_raises(client: HttpClient) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        await w.drain()
+        w.transport.abort()
+
+    async with raw_server(handler) as url:
+        resp = await client.post(url, {}, b"", timeout_s=5)
+        assert await resp.readany(5) == b"only part"
+        with pytest.raises(ServerDisconnected):
+            await resp.readany(5)
+
+
+async def test_read_timeout_and_total_timeout(client: HttpClient) -> None:
+    async def slow_body(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await w.drain()
+        await asyncio.sleep(5)
+
+    async with raw_server(slow_body) as url:
+        resp = await client.post(url, {}, b"", timeout_s=5)
+        assert await resp.readany(1) == b"abc"
+        with pytest.raises(TimeoutError):
+            await resp.readany(0.2)
+        assert client.idle_connections == 0
+
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        await asyncio.sleep(5)
+
+    async with raw_server(silent) as url:
+        with pytest.raises(TimeoutError):
+            await client.post(url, {}, b"", timeout_s=0.2)
+        assert client.idle_connections == 0
+
+
+async def test_connection_refused_and_broken_http(client: HttpClient) -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(ConnectionRefusedError):
+        await client.post(f"http://127.0.0.1:{port}/", {}, b"", timeout_s=2)
+
+    async def garbage(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"SMTP ready\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(1)
+
+    async with raw_server(garbage) as url:
+        with pytest.raises(UpstreamHTTPError, match="malformed HTTP response"):
+            await client.post(url, {}, b"", timeout_s=2)
+
+    async def hang_up(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.transport.abort()
+
+    async with raw_server(hang_up) as url:
+        with pytest.raises(ServerDisconnected):
+            await client.post(url, {}, b"", timeout_s=2)
+
+
+async def test_body_over_the_cap_is_refused() -> None:
+    small = HttpClient(max_body_bytes=1000)
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(answer(b"x" * 5000))
+        await w.drain()
+
+    try:
+        async with raw_server(handler) as url:
+            resp = await small.post(url, {}, b"", timeout_s=2)
+            with pytest.raises(BodyTooLarge):
+                await resp.read(2)
+    finally:
+        await small.close()
+
+
+async def test_unsendable_requests_are_refused_before_connecting(client: HttpClient) -> None:
+    with pytest.raises(InvalidRequest, match="header"):
+        await client.post("http://127.0.0.1:1/", {"X-A": "v\r\nX-Injected: 1"}, b"", timeout_s=1)
+    with pytest.raises(InvalidRequest, match="http and https"):
+        await client.post("ftp://example.org/", {}, b"", timeout_s=1)
+    assert client.opened == 0
+
+
+async def test_idle_connection_closed_by_the_server_is_retried_once(
+    client: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keep-alive race: the server drops a long-idle connection as the request goes out."""
+    served = 0
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await read_request(r)
+        served += 1
+        w.write(answer(b"one"))
+        await w.drain()
+        await read_request(r)  # the next request arrives on the now "idle" connection ...
+        w.transport.abort()  # ... and the server drops it without an answer
+
+    monkeypatch.setattr(client_mod, "RACE_IDLE_S", 0.0)
+    async with raw_server(handler) as url:
+        assert await (await client.post(url, {}, b"", timeout_s=2)).read() == b"one"
+        assert await (await client.post(url, {}, b"", timeout_s=2)).read() == b"one"
+    assert client.opened == 2 and served == 2
+
+    # A connection busy a moment ago that breaks is the provider failing: no silent retry.
+    monkeypatch.setattr(client_mod, "RACE_IDLE_S", 60.0)
+    async with raw_server(handler) as url:
+        await (await client.post(url, {}, b"", timeout_s=2)).read()
+        with pytest.raises(ServerDisconnected):
+            await client.post(url, {}, b"", timeout_s=2)
+
+
+async def test_expired_idle_connections_are_not_reused() -> None:
+    c = HttpClient(keepalive_s=0.05)
+    try:
+        async with running_fake_provider(protocol="openai") as fake:
+            body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+            h = {"Authorization": "Bearer sk-test-1", "Content-Type": "application/json"}
+            await (await c.post(fake.base_url + "/chat/completions", h, body, timeout_s=5)).read()
+            await asyncio.sleep(0.1)
+            await (await c.post(fake.base_url + "/chat/completions", h, body, timeout_s=5)).read()
+            assert c.opened == 2
+    finally:
+        await c.close()
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_is_verified(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"echo": (await request.read()).decode()})
+
+    app = web.Application()
+    app.router.add_post("/v1/x", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    trusting = ssl.create_default_context(cafile=str(cert))
+    good = HttpClient(ssl_context=trusting)
+    default = HttpClient()  # the system's trust store doesn't know this certificate
+    try:
+        resp = await good.post(f"https://localhost:{port}/v1/x", {}, b"secret", timeout_s=5)
+        assert orjson.loads(await resp.read()) == {"echo": "secret"}
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await default.post(f"https://localhost:{port}/v1/x", {}, b"secret", timeout_s=5)
+    finally:
+        await good.close()
+        await default.close()
+        await runner.cleanup()
