@@ -2,7 +2,9 @@
 
 Layout on a 2-core machine: the gateway pinned to core 0; the fake provider and the load
 generator (wrk) on core 1. Every request through the gateway is routed, reserved,
-accounted and durably logged in the SQLite ledger. For each upstream latency (0 ms, 50 ms)
+accounted and durably logged in the SQLite ledger. A bare aiohttp pass-through proxy
+(``benchmarks/bare_proxy.py``, the yardstick the targets were set with) runs the same load,
+pinned like the gateway, so results from different machines can be compared. For each upstream latency (0 ms, 50 ms)
 and concurrency (1, 16, 64) it prints throughput, latency p50/p99, the latency quotaflow
 adds at p50, and the gateway's CPU time per request; then the time to first byte of a
 stream (direct vs through quotaflow), the time to ready, and the gateway's RSS.
@@ -205,6 +207,7 @@ def main() -> None:
     )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     ready_s = rss = 0.0
+    ratios: list[str] = []
     for latency in (float(x) for x in args.latency.split(",")):
         fake, fake_url, _ = spawn(
             pinned(
@@ -237,7 +240,15 @@ def main() -> None:
         )
         wait_http(gw_url + "/api/health")
         ready_s = max(ready_s, time.monotonic() - t0)
-        peers = [("direct", fake_url, None), ("quotaflow", gw_url, gw.pid)]
+        bare, bare_url, _ = spawn(
+            pinned(0, [PY, str(ROOT / "benchmarks" / "bare_proxy.py"), fake_url, "0"]),
+            "serving on",
+        )
+        peers = [
+            ("direct", fake_url, None),
+            ("bare proxy", bare_url, bare.pid),
+            ("quotaflow", gw_url, gw.pid),
+        ]
         lite = litellm_peer(fake_url, tmp) if args.litellm else None
         if lite:
             peers.append(("litellm", lite[1], lite[0].pid))
@@ -254,6 +265,11 @@ def main() -> None:
                     (cpu_seconds(pid) - c0) / max(r["requests"], 1) * 1000 if pid else float("nan")
                 )
                 results[name] = r
+            if "bare proxy" in results:
+                ratios.append(
+                    f"{latency:g} ms c={conc}: "
+                    f"×{results['quotaflow']['cpu'] / results['bare proxy']['cpu']:.2f}"
+                )
             base = results["direct"]["p50"]
             for name, r in results.items():
                 added = r["p50"] - base if name != "direct" else 0.0
@@ -296,9 +312,10 @@ def main() -> None:
                 print(
                     f"soak {args.soak:g}s at c=16: RSS first {samples[0]:.1f} MB, max {max(samples):.1f} MB, last {samples[-1]:.1f} MB\n"
                 )
-        for p in [gw, fake] + ([lite[0]] if lite else []):
+        for p in [gw, bare, fake] + ([lite[0]] if lite else []):
             p.send_signal(signal.SIGTERM)
             p.wait(20)
+    print(f"quotaflow's CPU per request over the bare proxy's: {', '.join(ratios)}")
     print(
         f"ready after start: {ready_s * 1000:.0f} ms (spawn → /api/health 200); gateway RSS after load: {rss:.1f} MB"
     )

@@ -42,10 +42,10 @@ TRANSPORT_ERRORS = (OSError, asyncio.TimeoutError)
 
 async def send(client: HttpClient, call: UpstreamCall, timeout_s: float) -> RawResponse:
     """POST a non-streaming call and read the whole answer (raises TRANSPORT_ERRORS)."""
-    async with asyncio.timeout(timeout_s):
-        resp = await client.post(call.url, call.headers, call.body, timeout_s=None)
-        body = await resp.read()
-    return RawResponse(resp.status, resp.headers, body)
+    resp = await client.post(
+        call.url, call.headers, call.body, timeout_s=timeout_s, whole_body=True
+    )
+    return RawResponse(resp.status, resp.headers, await resp.read())
 
 
 async def open_stream(client: HttpClient, call: UpstreamCall, timeout_s: float) -> Response:

@@ -251,6 +251,11 @@ async def test_read_timeout_and_total_timeout(client: HttpClient) -> None:
         with pytest.raises(TimeoutError):
             await resp.readany(0.2)
         assert client.idle_connections == 0
+        # whole_body: the deadline covers the body too, not only the head
+        resp = await client.post(url, {}, b"", timeout_s=0.3, whole_body=True)
+        assert resp.status == 200
+        with pytest.raises(TimeoutError):
+            await resp.read()
 
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request(r)

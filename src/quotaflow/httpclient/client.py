@@ -120,10 +120,12 @@ class HttpClient:
         body: bytes,
         *,
         timeout_s: float | None,
+        whole_body: bool = False,
     ) -> Response:
         """Send and return the response with its head read (the body may still arrive).
 
-        ``timeout_s`` bounds connecting, sending and the head; the caller bounds the body.
+        ``timeout_s`` bounds connecting, sending and the head — and, with ``whole_body``,
+        the rest of the body too (then ``read()`` fails with TimeoutError at the deadline).
         Raises ``ConnectionError``/``OSError`` on transport failures, ``TimeoutError``.
         """
         if self.closed:
@@ -132,28 +134,25 @@ class HttpClient:
         request = t.head + encode_headers(headers, len(body)) + body
         if self._on_request is not None:
             self._on_request(url)
-        if timeout_s is None:
-            return await self._exchange(t, request)
-        async with asyncio.timeout(timeout_s):
-            return await self._exchange(t, request)
-
-    async def _exchange(self, t: Target, request: bytes) -> Response:
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
         conn = self._take_idle(t.origin)
         if conn is not None:
             idle_s = time.monotonic() - conn.idle_since
             try:
-                return await self._send_on(conn, request)
+                return await self._send_on(conn, request, deadline, whole_body)
             except ServerDisconnected:
                 if conn.got_bytes or idle_s < RACE_IDLE_S:
                     raise  # a connection in use a moment ago: the server broke it answering
                 # the server closed the long-idle connection as we reused it
-        conn = await self._connect(t)
-        return await self._send_on(conn, request)
+        conn = await self._connect(t, deadline)
+        return await self._send_on(conn, request, deadline, whole_body)
 
-    async def _send_on(self, conn: Connection, request: bytes) -> Response:
+    async def _send_on(
+        self, conn: Connection, request: bytes, deadline: float | None, whole_body: bool
+    ) -> Response:
         self._busy.add(conn)
         try:
-            return await conn.start(request)
+            return await conn.start(request, deadline, whole_body)
         except BaseException:
             conn.abandon()
             raise
@@ -198,10 +197,11 @@ class HttpClient:
             else:
                 del self._idle[origin]
 
-    async def _connect(self, t: Target) -> Connection:
+    async def _connect(self, t: Target, deadline: float | None) -> Connection:
         loop = asyncio.get_running_loop()
         ctx = self._ssl_context() if t.tls else None
-        async with asyncio.timeout(self.connect_timeout_s):
+        until = loop.time() + self.connect_timeout_s
+        async with asyncio.timeout_at(until if deadline is None else min(until, deadline)):
             _, conn = await loop.create_connection(
                 lambda: Connection(t.origin, self._give_back, self.max_body_bytes),
                 t.host,

@@ -203,6 +203,8 @@ class Connection(asyncio.Protocol):
         self._resp: Response | None = None
         self._until_eof = False  # body delimited by the server closing the connection
         self._keep_alive = True
+        self._whole_body = False
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -222,6 +224,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_timer()
         self.transport = None
         resp = self._resp
         if resp is not None:
@@ -270,6 +273,8 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self._resp = resp
+        if not self._whole_body:
+            self._stop_timer()
         head.set_result(resp)
 
     def on_body(self, body: bytes) -> None:
@@ -280,6 +285,7 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if 100 <= self._parser.get_status_code() < 200:
             return
+        self._stop_timer()
         resp, self._resp = self._resp, None
         if resp is None:
             return
@@ -291,12 +297,31 @@ class Connection(asyncio.Protocol):
             self.close()
 
     # -- used by the pool ------------------------------------------------------------------
-    def start(self, request: bytes) -> asyncio.Future[Response]:
-        """Write one request; the future resolves with the response's head."""
+    def start(
+        self, request: bytes, deadline: float | None, whole_body: bool
+    ) -> asyncio.Future[Response]:
+        """Write one request; the future resolves with the response's head.
+
+        At ``deadline`` (loop time) whatever is still awaited — the head, or with
+        ``whole_body`` the rest of the body too — fails with :class:`TimeoutError`.
+        """
         assert self.transport is not None and self._head is None and self._resp is None
-        self._head = head = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._head = head = loop.create_future()
+        self._whole_body = whole_body
+        if deadline is not None:
+            self._timer = loop.call_at(deadline, self._on_deadline)
         self.transport.write(request)
         return head
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        self._abort(TimeoutError("no complete answer in time"))
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def pause(self) -> None:
         if self.transport is not None and not self.paused:
@@ -316,6 +341,7 @@ class Connection(asyncio.Protocol):
     def abandon(self) -> None:
         """The caller stopped waiting (timeout, cancellation): nothing may reuse this."""
         self._head = None
+        self._stop_timer()
         self.close()
 
     def _abort(self, exc: BaseException) -> None:
