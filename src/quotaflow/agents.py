@@ -15,17 +15,20 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from quotaflow.clock import Clock
-from quotaflow.config.schema import AgentSpec
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.tokens import estimate_prompt_tokens
 from quotaflow.engine.windows import Window, parse_window
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.storage.management import ManagementStore
+
+if TYPE_CHECKING:  # the pydantic schema loads with the configuration
+    from quotaflow.config.schema import AgentSpec
 
 AGENT_KEY_PREFIX = "qf-"
 
@@ -105,6 +108,8 @@ class AgentRegistry:
         start, and again when another replica changed the shared store): add new ones,
         replace changed ones, drop deleted ones. The YAML's agents always win. Returns the
         agents added or changed."""
+        from quotaflow.config.schema import AgentSpec
+
         async with self._lock:
             stored = await self.store.stored_agents()
             changed: list[Agent] = []

@@ -7,6 +7,7 @@ here and never sent upstream.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +15,18 @@ from quotaflow.errors import BadRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 OWN_FIELDS = ("complexity", "preferred_provider", "quotaflow")
+_OWN = frozenset(OWN_FIELDS)
+_STR_OR_LIST = (str, list)  # a tuple: an ``X | Y`` union is built anew on every isinstance
+_NUMBER = (int, float)
+_SAMPLING = (
+    ("temperature", 0.0, 2.0),
+    ("top_p", 0.0, 1.0),
+    ("presence_penalty", -2.0, 2.0),
+    ("frequency_penalty", -2.0, 2.0),
+)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class ChatRequest:
     body: dict[str, Any]  # what goes upstream (own fields removed)
     model: str
@@ -33,12 +43,32 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    return isinstance(v, _NUMBER) and not isinstance(v, bool)
 
 
 def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array", param="messages")
+    for m in messages:
+        if (
+            type(m) is not dict
+            or type(m.get("role")) is not str
+            or m["role"] not in ROLES
+            or not _content_ok(m.get("content"))
+        ):
+            _message_error(messages)  # the common, valid case stays one cheap test per message
+
+
+def _content_ok(content: Any) -> bool:
+    if content is None or type(content) is str:
+        return True
+    if isinstance(content, list):
+        return all(isinstance(part, dict) and isinstance(part.get("type"), str) for part in content)
+    return isinstance(content, str)
+
+
+def _message_error(messages: list[Any]) -> None:
+    """Raise the error naming the first invalid message (or part of one)."""
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise BadRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
@@ -49,7 +79,7 @@ def _check_messages(messages: Any) -> None:
                 param=f"messages[{i}].role",
             )
         content = m.get("content")
-        if content is not None and not isinstance(content, str | list):
+        if content is not None and not isinstance(content, _STR_OR_LIST):
             raise BadRequest(
                 f"messages[{i}].content must be a string or an array of content parts",
                 param=f"messages[{i}].content",
@@ -80,12 +110,7 @@ def _max_tokens(body: dict[str, Any], cap: int) -> int | None:
 
 
 def _check_sampling(body: dict[str, Any]) -> None:
-    for name, lo, hi in (
-        ("temperature", 0.0, 2.0),
-        ("top_p", 0.0, 1.0),
-        ("presence_penalty", -2.0, 2.0),
-        ("frequency_penalty", -2.0, 2.0),
-    ):
+    for name, lo, hi in _SAMPLING:
         v = body.get(name)
         if v is not None and (not _is_number(v) or not lo <= v <= hi):
             raise BadRequest(f"'{name}' must be a number between {lo:g} and {hi:g}", param=name)
@@ -105,7 +130,7 @@ def _check_sampling(body: dict[str, Any]) -> None:
 
 
 def parse_chat_request(
-    body: Any, *, max_tokens_cap: int, known_providers: frozenset[str]
+    body: Any, *, max_tokens_cap: int, known_providers: Collection[str]
 ) -> ChatRequest:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -139,7 +164,10 @@ def parse_chat_request(
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise BadRequest("'user' must be a string", param="user")
-    upstream = {k: v for k, v in body.items() if k not in OWN_FIELDS}
+    if _OWN.isdisjoint(body):
+        upstream = dict(body)  # no own field (the common case): a plain copy
+    else:
+        upstream = {k: v for k, v in body.items() if k not in OWN_FIELDS}
     return ChatRequest(
         upstream, model, stream, include_usage, max_tokens, complexity, preferred, user
     )

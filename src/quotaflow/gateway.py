@@ -181,6 +181,10 @@ class Gateway:
         self._by_provider: dict[str, list[Key]] = {}
         self._route_limit_cache: dict[str, list[Limit]] = {}
         self._reindex()
+        for p in config.providers.values():
+            adapter_for(
+                p.protocol
+            )  # import each configured protocol's adapter now, not mid-request
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self.started_at: float | None = None

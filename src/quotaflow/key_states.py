@@ -26,15 +26,19 @@ async def apply_key_states(engine: Engine) -> None:
     store: Any = engine.ledger
     if not hasattr(store, "get_setting"):
         return
-    probed: dict[str, float] = {}
-    for r in await store.probe_results():
-        if r.status != "ok":
-            probed[r.key_id] = max(probed.get(r.key_id, 0.0), r.ts)
+    states: list[tuple[str, bool, float]] = []
     for key_id in list(engine.keys):
         value = await store.get_setting(KEY_STATE_SETTING + key_id)
         if value:
             state, _, at = value.partition("@")
-            _apply_state(engine, key_id, state == "enabled", float(at or 0), probed)
+            states.append((key_id, state == "enabled", float(at or 0)))
+    probed: dict[str, float] = {}
+    if any(enabled for _, enabled, _ in states):  # only an enable is weighed against them:
+        for r in await store.probe_results():  # a scan of the ledger, so not at every start
+            if r.status != "ok":
+                probed[r.key_id] = max(probed.get(r.key_id, 0.0), r.ts)
+    for key_id, enabled, at in states:
+        _apply_state(engine, key_id, enabled, at, probed)
 
 
 def _apply_state(

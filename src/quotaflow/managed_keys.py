@@ -13,10 +13,7 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-from quotaflow.config.load import _implicit_routes, resolve
 from quotaflow.config.model import Key
-from quotaflow.config.presets import PRESETS
-from quotaflow.config.schema import ConfigSpec, ProviderSpec
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.windows import Window
 from quotaflow.errors import BadRequest
@@ -46,6 +43,8 @@ def resolve_provider(gw: Gateway, name: str) -> str | None:
 
 
 def preset_of(name: str) -> str | None:
+    from quotaflow.config.presets import PRESETS
+
     lowered = name.lower()
     if lowered in PRESETS:
         return lowered
@@ -54,6 +53,8 @@ def preset_of(name: str) -> str | None:
 
 
 def unknown_provider(gw: Gateway, name: str) -> BadRequest:
+    from quotaflow.config.presets import PRESETS
+
     known = sorted(gw.config.providers)
     return BadRequest(
         f"unknown provider {name!r} (configured: {', '.join(known) or 'none'}; "
@@ -87,6 +88,8 @@ class ManagedKeys:
         another replica changed the shared store): create the stored providers, add new
         keys, re-add keys whose quota or secret changed, stop routing to deleted ones.
         Returns how many keys were added or changed."""
+        from quotaflow.config.presets import PRESETS
+
         async with self._lock:
             for name, preset in await self.store.managed_providers():
                 if name not in self.gw.config.providers and preset in PRESETS:
@@ -116,6 +119,9 @@ class ManagedKeys:
             return n
 
     def _create_provider(self, name: str, preset: str) -> None:
+        from quotaflow.config.load import _implicit_routes, resolve
+        from quotaflow.config.schema import ConfigSpec, ProviderSpec
+
         spec = ConfigSpec(providers=[ProviderSpec(name=name, preset=preset)])
         mini = resolve(spec, source="api")  # honours <PRESET>_BASE_URL like the config
         providers = {**self.gw.config.providers, **mini.providers}

@@ -25,11 +25,11 @@ from quotaflow.agents import AgentRegistry
 from quotaflow.alerts import AlertMonitor
 from quotaflow.engine.limits import Limit
 from quotaflow.gateway import Gateway
+from quotaflow.holds import Holds
 from quotaflow.key_states import apply_key_states
 from quotaflow.managed_keys import ManagedKeys
 from quotaflow.secrets import SecretBox, load_master_key
 from quotaflow.storage.management import ManagementStore
-from quotaflow.switcher import Holds
 
 FORCED_SETTING = "forced_provider"
 ADMIN_SETTING = "admin_token_sha256"  # the shared store's admin token hash (scale-out)

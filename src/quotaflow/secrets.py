@@ -8,14 +8,17 @@ is stretched with SHA-256), else from ``<data>/master.key``, created on first us
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING
 
 from quotaflow.config.model import mask_secret
+
+if TYPE_CHECKING:  # cryptography is imported when a secret is first encrypted or decrypted
+    from cryptography.fernet import Fernet
 
 MASTER_KEY_ENV = "QUOTAFLOW_MASTER_KEY"
 KEY_FILE = "master.key"
@@ -25,6 +28,12 @@ __all__ = ["SecretBox", "load_master_key", "mask_secret", "secret_hash"]
 
 class SecretDecryptError(Exception):
     """A stored secret cannot be decrypted with this master key."""
+
+
+def _new_fernet_key() -> bytes:
+    """A fresh Fernet key, made as ``Fernet.generate_key`` makes it (32 random bytes,
+    url-safe base64) without importing cryptography."""
+    return base64.urlsafe_b64encode(os.urandom(32))
 
 
 def _as_fernet_key(text: str) -> bytes:
@@ -46,12 +55,12 @@ def load_master_key(home: Path | None, env: Mapping[str, str] | None = None) -> 
     if env.get(MASTER_KEY_ENV):
         return _as_fernet_key(env[MASTER_KEY_ENV])
     if home is None:
-        return Fernet.generate_key()
+        return _new_fernet_key()
     path = home / KEY_FILE
     if path.exists():
         return _as_fernet_key(path.read_text(encoding="ascii"))
     home.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
+    key = _new_fernet_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key)
@@ -67,12 +76,31 @@ class SecretBox:
     """Encrypts and decrypts secrets with one master key."""
 
     def __init__(self, master_key: bytes) -> None:
-        self._fernet = Fernet(master_key)
+        # Checked now as Fernet checks it (same error), built on first use: most starts
+        # never encrypt or decrypt anything, and cryptography takes a while to import.
+        try:
+            raw = base64.urlsafe_b64decode(master_key)
+        except binascii.Error as exc:
+            raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes.") from exc
+        if len(raw) != 32:
+            raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes.")
+        self._key = master_key
+        self._fernet_obj: Fernet | None = None
+
+    @property
+    def _fernet(self) -> Fernet:
+        if self._fernet_obj is None:
+            from cryptography.fernet import Fernet
+
+            self._fernet_obj = Fernet(self._key)
+        return self._fernet_obj
 
     def encrypt(self, secret: str) -> bytes:
         return self._fernet.encrypt(secret.encode())
 
     def decrypt(self, token: bytes) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token).decode()
         except InvalidToken:

@@ -1,4 +1,11 @@
-"""Small shared value types."""
+"""Small shared value types.
+
+The values made on every request (:class:`Usage`, :class:`Measure`, :class:`RateInfo`, and
+the engine's ``LimitUsage``, ``Claim``, ``Plan``, …) are ``slots`` dataclasses but not
+frozen ones: a frozen dataclass's ``__init__`` sets every field through
+``object.__setattr__``, about five times the cost, and nothing hashes them. They are values
+all the same: never change one after it is made.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ class State(StrEnum):
     DEPLETED = "depleted"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class Usage:
     """Tokens of one answer as the provider reported them (or as estimated, when ``estimated``)."""
 
@@ -35,7 +42,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class Measure:
     """What one attempt consumed, in every metric a limit can count."""
 
@@ -70,7 +77,7 @@ class ErrorKind(StrEnum):
         return self not in (ErrorKind.BAD_REQUEST, ErrorKind.CONTENT_FILTERED)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class RateInfo:
     """What the provider's own headers say about the key's rate limits."""
 

@@ -294,3 +294,14 @@ async def test_migrations_are_idempotent(ledger: SqliteLedger) -> None:
         assert mode == "wal"
     finally:
         await again.close()
+
+
+async def test_latest_probe_verdicts_are_found_by_index_not_scan(ledger: SqliteLedger) -> None:
+    """The key tester's verdicts are read at every start: a lookup, even on a huge ledger."""
+    plan = await ledger.fetch(
+        "EXPLAIN QUERY PLAN SELECT MAX(id) FROM ledger WHERE source='probe' "
+        "AND status!='pending' AND ts>=? GROUP BY key_id, model",
+        (0.0,),
+    )
+    details = " ".join(str(step[-1]) for step in plan)
+    assert "ledger_probe" in details, details

@@ -1,11 +1,24 @@
-"""Adapters, one per wire protocol (not per provider), found by name."""
+"""Adapters, one per wire protocol (not per provider), found by name.
+
+The OpenAI adapter is always loaded; the others are imported the first time their protocol
+is asked for (the gateway asks for every configured provider's at start), so a server that
+speaks only OpenAI's protocol never loads them.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Final, Literal
 
 from quotaflow.adapters.base import Adapter
 from quotaflow.adapters.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, Adapter] = {"openai": OpenAIAdapter()}
+BUILT_IN: Final[tuple[Literal["openai", "anthropic", "gemini"], ...]] = (
+    "openai",
+    "anthropic",
+    "gemini",
+)
 
 
 def register(adapter: Adapter) -> None:
@@ -16,21 +29,8 @@ def adapter_for(protocol: str) -> Adapter:
     try:
         return ADAPTERS[protocol]
     except KeyError:
-        raise LookupError(f"no adapter for protocol {protocol!r}") from None
-
-
-def _load_optional() -> None:
-    # Anthropic and Gemini adapters live in their own modules; import them when present.
-    import importlib
-
-    for name in ("anthropic", "gemini"):
-        try:
-            mod = importlib.import_module(f"quotaflow.adapters.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"quotaflow.adapters.{name}":
-                raise
-            continue
-        register(mod.ADAPTER)
-
-
-_load_optional()
+        pass
+    if protocol in BUILT_IN:
+        register(importlib.import_module(f"quotaflow.adapters.{protocol}").ADAPTER)
+        return ADAPTERS[protocol]
+    raise LookupError(f"no adapter for protocol {protocol!r}")

@@ -20,7 +20,7 @@ from quotaflow.types import Usage
 Headers = Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class UpstreamCall:
     url: str
     headers: dict[str, str]
@@ -51,7 +51,7 @@ class UpstreamFailure:
     quota_tz: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class SSEEvent:
     event: str | None
     data: str
@@ -80,7 +80,7 @@ class StreamTranslator(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class CallTarget:
     """Where and how an attempt goes: the provider's base URL, the upstream model, the key."""
 

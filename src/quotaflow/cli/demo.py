@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from quotaflow.adapters import ADAPTERS
+from quotaflow.adapters import BUILT_IN
 from quotaflow.config.load import parse_spec, resolve
 from quotaflow.config.model import Config
 from quotaflow.fake_provider import FakeProviderConfig, running_fake_provider
@@ -126,9 +126,7 @@ def demo_config(urls: dict[str, str], scenario: str = "switching") -> Config:
 async def fake_upstreams() -> AsyncIterator[dict[str, str]]:
     async with contextlib.AsyncExitStack() as stack:
         urls: dict[str, str] = {}
-        for protocol in ("openai", "anthropic", "gemini"):
-            if protocol not in ADAPTERS:
-                continue
+        for protocol in BUILT_IN:
             cfg = FakeProviderConfig(protocol=protocol, latency_ms=40, completion_tokens=24)
             handle = await stack.enter_async_context(running_fake_provider(cfg))
             urls[protocol] = handle.url

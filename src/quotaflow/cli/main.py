@@ -45,7 +45,7 @@ class LazyGroup(click.Group):
 
 
 def _epilog() -> str:
-    from quotaflow.cli.output import EXIT_CODES_HELP
+    from quotaflow.cli.exit_codes import EXIT_CODES_HELP
 
     return EXIT_CODES_HELP
 

@@ -27,23 +27,26 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from zoneinfo import ZoneInfo
 
 import click
-from rich.console import Console
 
+from quotaflow.cli.exit_codes import EXIT_CODES_HELP as EXIT_CODES_HELP
+from quotaflow.cli.exit_codes import EXIT_FAILED as EXIT_FAILED
+from quotaflow.cli.exit_codes import EXIT_OK as EXIT_OK
+from quotaflow.cli.exit_codes import EXIT_UNREACHABLE as EXIT_UNREACHABLE
+from quotaflow.cli.exit_codes import EXIT_USAGE as EXIT_USAGE
 from quotaflow.clock import Clock, FrozenClock, SystemClock
 from quotaflow.config.model import Config
 from quotaflow.errors import ConfigError, QuotaflowError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
 URL_ENV = "QUOTAFLOW_URL"
 TOKEN_ENV = "QUOTAFLOW_ADMIN_TOKEN"
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
@@ -52,6 +55,8 @@ _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 def console() -> Console:
     """Rich output on stdout (plain when not a terminal)."""
+    from rich.console import Console  # only commands that print tables pay for rich
+
     return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
@@ -224,10 +229,3 @@ def _parse(raw: bytes) -> Any:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
-
-
-EXIT_CODES_HELP = """\b
-Exit codes: 0 ok; 1 operational failure (a failed key test, a forecast blackout, a
-refused server request); 2 usage or configuration error; 3 server unreachable.
-Commands use the server at --url / $QUOTAFLOW_URL when given, else the data folder
-(--home / $QUOTAFLOW_HOME / ./.quotaflow)."""

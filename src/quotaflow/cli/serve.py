@@ -1,21 +1,23 @@
-"""``quotaflow serve``: the gateway's HTTP server."""
+"""``quotaflow serve``: the gateway's HTTP server.
+
+The server's modules are imported when the command runs (``quotaflow --help`` lists this
+command without loading them), the configuration first: a bad file fails fast.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from aiohttp import web
 
-from quotaflow.config.load import load_config
-from quotaflow.config.model import Config
-from quotaflow.errors import ConfigError
-from quotaflow.management import Management
-from quotaflow.runtime import build_gateway, data_home
-from quotaflow.web.app import create_app
+if TYPE_CHECKING:
+    from quotaflow.config.model import Config
 
 
 def find_config(path: str | None) -> str | None:
@@ -25,6 +27,9 @@ def find_config(path: str | None) -> str | None:
 
 
 def load_or_exit(path: str | None) -> Config:
+    from quotaflow.config.load import load_config
+    from quotaflow.errors import ConfigError
+
     try:
         return load_config(find_config(path))
     except ConfigError as exc:
@@ -40,10 +45,24 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def settle_gc() -> None:
+    """End :func:`serve`'s start-up without garbage collection: what start-up built (modules,
+    configuration, engine) lives as long as the process, so it is frozen out of every later
+    collection, and collections resume for what requests allocate."""
+    gc.freeze()
+    gc.enable()
+
+
 async def run_server(
     config: Config, home: Path, host: str, port: int, *, quiet: bool = False,
-    trust_local: bool = False,
+    trust_local: bool = False, on_listening: Callable[[], None] | None = None,
 ) -> None:  # fmt: skip
+    from aiohttp import web
+
+    from quotaflow.management import Management
+    from quotaflow.runtime import build_gateway
+    from quotaflow.web.app import create_app
+
     gateway = build_gateway(config, home)
     try:
         mg = Management.build(
@@ -62,6 +81,8 @@ async def run_server(
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
+    if on_listening is not None:
+        on_listening()
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     actual = sockets[0].getsockname()[1] if sockets else port
@@ -118,14 +139,25 @@ def serve(
     trust_local: bool,
 ) -> None:  # fmt: skip
     """Run the gateway: /v1 (OpenAI-compatible), /api (management)."""
-    config = load_or_exit(config_path)
-    install_uvloop()
-    asyncio.run(
-        run_server(
-            config,
-            data_home(home),
-            host or config.server.host,
-            config.server.port if port is None else port,
-            trust_local=trust_local,
+    # Start-up imports and builds much and frees little: the cyclic garbage collector,
+    # which would rescan it all again and again, waits until the server listens.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        from quotaflow.runtime import data_home
+
+        config = load_or_exit(config_path)
+        install_uvloop()
+        asyncio.run(
+            run_server(
+                config,
+                data_home(home),
+                host or config.server.host,
+                config.server.port if port is None else port,
+                trust_local=trust_local,
+                on_listening=settle_gc if collecting else None,
+            )
         )
-    )
+    finally:  # also when start-up failed
+        if collecting:
+            gc.enable()

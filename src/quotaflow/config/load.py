@@ -12,19 +12,20 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-import yaml
-from pydantic import ValidationError
 
 from quotaflow.config.model import Config, Deployment, Key, ModelInfo, Provider, Route
 from quotaflow.config.presets import PRESETS, LimitPreset, ProviderPreset
-from quotaflow.config.schema import ConfigSpec, KeySpec, LimitSpec, ModelSpec, ProviderSpec
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.pricing import Price
 from quotaflow.engine.windows import parse_window
 from quotaflow.errors import ConfigError
+
+if TYPE_CHECKING:  # pydantic and yaml are imported when a configuration is loaded
+    from pydantic import ValidationError
+
+    from quotaflow.config.schema import ConfigSpec, LimitSpec, ModelSpec, ProviderSpec
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -65,6 +66,10 @@ def parse_spec(data: Any, env: Mapping[str, str] | None = None) -> ConfigSpec:
     if not isinstance(data, dict):
         raise ConfigError("invalid configuration: the top level must be a mapping")
     data = _expand(data, env, "")
+    from pydantic import ValidationError
+
+    from quotaflow.config.schema import ConfigSpec
+
     try:
         return ConfigSpec.model_validate(data)
     except ValidationError as exc:
@@ -81,6 +86,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    import yaml  # only when a file is read
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -123,6 +130,8 @@ def _env_base_url(preset: ProviderPreset, env: Mapping[str, str]) -> str | None:
 
 
 def _env_limits(preset: ProviderPreset, env: Mapping[str, str]) -> list[LimitSpec]:
+    from quotaflow.config.schema import LimitSpec
+
     limits = [
         LimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount) for lp in preset.key_limits
     ]
@@ -151,6 +160,8 @@ def _number(text: str, name: str) -> float:
 
 def discover_spec(env: Mapping[str, str]) -> ConfigSpec:
     """A spec with one provider per preset that has a key in the environment."""
+    from quotaflow.config.schema import ConfigSpec, KeySpec, ProviderSpec
+
     providers = []
     for preset in PRESETS.values():
         secrets = _env_secrets(preset, env)
@@ -234,6 +245,8 @@ def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provi
         )
     key_limit_specs = spec.key_limits
     if key_limit_specs is None:
+        from quotaflow.config.schema import LimitSpec
+
         key_limit_specs = [
             LimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount)
             for lp in (preset.key_limits if preset else ())

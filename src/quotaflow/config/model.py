@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from quotaflow.config.schema import AgentSpec, ServerSpec, SettingsSpec, StorageSpec
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.pricing import Price
+
+if TYPE_CHECKING:  # the pydantic schema is imported when a configuration is loaded
+    from quotaflow.config.schema import AgentSpec, ServerSpec, SettingsSpec, StorageSpec
 
 
 def mask_secret(secret: str) -> str:
@@ -84,6 +87,12 @@ class Route:
     fallback_route: str | None = None  # where a content-filtered request is retried
 
 
+def _default_storage() -> StorageSpec:
+    from quotaflow.config.schema import StorageSpec
+
+    return StorageSpec()
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerSpec
@@ -95,7 +104,7 @@ class Config:
     global_limits: tuple[Limit, ...] = ()
     source: str = "environment"
     agents: tuple[AgentSpec, ...] = ()  # declared in the YAML; more are added by the admin API
-    storage: StorageSpec = field(default_factory=StorageSpec)  # where state lives (issue 8)
+    storage: StorageSpec = field(default_factory=_default_storage)  # where state lives (issue 8)
 
     def route(self, model: str) -> Route | None:
         return self.routes.get(model)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from quotaflow.types import Metric
@@ -55,7 +55,13 @@ def _m(name: str, tier: str, ctx: int, out: int) -> ModelPreset:
 
 def load_price_table() -> dict[str, Any]:
     """The packaged price table: ``{"version", "as_of", "models": {provider: {model: price}}}``."""
-    text = resources.files("quotaflow").joinpath("data/prices.json").read_text(encoding="utf-8")
+    try:  # the package's own folder: no need to import importlib.resources for that
+        text = (Path(__file__).parent.parent / "data" / "prices.json").read_text(encoding="utf-8")
+    except OSError:  # installed as a zip archive
+        from importlib import resources
+
+        data = resources.files("quotaflow").joinpath("data/prices.json")
+        text = data.read_text(encoding="utf-8")
     table: dict[str, Any] = json.loads(text)
     return table
 

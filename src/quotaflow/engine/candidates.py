@@ -18,9 +18,10 @@ from quotaflow.engine.stats import ModelStats
 from quotaflow.types import State
 
 IN_FLIGHT_POLL_S = 0.05
+_SETS = (set, frozenset)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class RequestFacts:
     """What routing needs to know about one request."""
 
@@ -68,16 +69,16 @@ class Rejection:
     limit_id: str | None = None
 
 
+_TIER_OF = {"simple": "cheap", "complex": "capable"}
+
+
 def tier_of(complexity: str | None) -> str | None:
-    return {"simple": "cheap", "complex": "capable"}.get(complexity or "")
+    return _TIER_OF.get(complexity or "")
 
 
-@dataclass(slots=True)
-class _KeyView:
-    usages: tuple[LimitUsage, ...]
-    state: State
-    remaining_share: float
-    saturated: bool
+# A usable key's headroom view: (its and its provider's usages, state, remaining share,
+# saturated), computed once per key per decision.
+_KeyView = tuple[tuple[LimitUsage, ...], State, float, bool]
 
 
 def screen_candidates(
@@ -104,16 +105,21 @@ def screen_candidates(
     """
     out: list[Candidate] = []
     rejected: list[Rejection] = []
-    skip = set(exclude)
+    skip = exclude if isinstance(exclude, _SETS) else set(exclude)
     want_tier = tier_of(facts.complexity)
     views: dict[str, _KeyView | Rejection] = {}
     extra = tuple(extra_limits)
-    scoped = any("@" in lim.scope for lim in extra)  # an agent budget on one provider
+    # An agent's budget on one provider binds only there.
+    scoped = bool(extra) and any("@" in lim.scope for lim in extra)
     for dep in deployments:
         provider = providers.get(dep.provider)
         if provider is None:
             continue
+        keys = keys_by_provider.get(dep.provider)
+        if not keys:
+            continue
         model = dep.model
+        model_name = model.name
         est_cost = model.price.worst_case_usd(
             facts.prompt_tokens, facts.max_tokens or model.max_output
         )
@@ -122,8 +128,9 @@ def screen_candidates(
             "preferred": facts.preferred_provider == dep.provider,
             "tier_match": want_tier is None or dep.tier == want_tier,
         }
-        for key in keys_by_provider.get(dep.provider, ()):
-            if (key.id, model.name) in skip:
+        bound = tuple(binding_on(extra, dep.provider)) if scoped else extra
+        for key in keys:
+            if skip and (key.id, model_name) in skip:
                 continue
             view = views.get(key.id)
             if view is None:
@@ -131,15 +138,18 @@ def screen_candidates(
                 views[key.id] = view
             if isinstance(view, Rejection):
                 rejected.append(
-                    Rejection(dep.provider, key.id, model.name, view.reason, view.available_at)
+                    Rejection(dep.provider, key.id, model_name, view.reason, view.available_at)
                 )
                 continue
+            own, state, share, saturated = view
             h = health_of.get(key.id) or Health()
+            limits = key.limits
+            if bound or provider.limits:
+                limits = (*limits, *provider.limits, *bound)
             out.append(
                 Candidate(
-                    dep, key, (*key.limits, *provider.limits, *(binding_on(extra, dep.provider) if scoped else extra)), None, view.usages, view.state,
-                    view.remaining_share, view.saturated, h, flags, est_cost,
-                    None if stats_of is None else stats_of.get((key.id, model.name)), now,
+                    dep, key, limits, None, own, state, share, saturated, h, flags, est_cost,
+                    None if stats_of is None else stats_of.get((key.id, model_name)), now,
                 )
             )  # fmt: skip
     return out, rejected
@@ -166,18 +176,23 @@ def _key_view(
         why = unavailable_reason(h, now)
         if why is not None:
             return Rejection(key.provider, key.id, "", why, available_at(h, now))
-    own = tuple(usages[lim.id] for lim in (*key.limits, *provider.limits) if lim.id in usages)
+    own = [usages[lim.id] for lim in key.limits if lim.id in usages]
+    if provider.limits:
+        own += [usages[lim.id] for lim in provider.limits if lim.id in usages]
+    if not own:
+        return (), State.OK, 1.0, False
     # One pass over the key's limits: the worst used share, and whether a rate limit is hot.
     worst = 0.0
     sat = False
     for u in own:
-        amount = u.limit.amount
+        lim = u.limit
+        amount = lim.amount
         share = (u.used + u.reserved) / amount if amount > 0 else 1.0
         if share > worst:
             worst = share
-        if share >= saturation and u.limit.window.is_rate:
+        if share >= saturation and lim.window.is_rate:
             sat = True
-    return _KeyView(own, state_of(worst), max(1.0 - worst, 0.0) if own else 1.0, sat)
+    return tuple(own), state_of(worst), max(1.0 - worst, 0.0), sat
 
 
 def plan_candidate(

@@ -31,7 +31,7 @@ class Limit:
         return Limit(f"{scope}/{metric}/{window}", scope, metric, window, float(amount))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class LimitUsage:
     """One limit's state at an instant: committed use, in-flight reservations, and reset time."""
 

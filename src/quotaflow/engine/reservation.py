@@ -15,18 +15,17 @@ from dataclasses import dataclass
 
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.pricing import Price
-from quotaflow.types import Measure
 
-_EPS = 1e-9
+EPS = 1e-9  # slack of the fit test (float sums of claims)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class Claim:
     limit: Limit
     amount: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class Plan:
     claims: tuple[Claim, ...]
     prompt_tokens: int
@@ -91,17 +90,15 @@ def plan_reservation(
         clamped = max_tokens < model_max_output
         if max_tokens < min_completion_tokens:
             max_tokens = min_completion_tokens
-    measure = Measure(
-        tokens=float(prompt_tokens + max_tokens),
-        requests=1.0,
-        cost=price.worst_case_usd(prompt_tokens, max_tokens),
-    )
+    tokens = float(prompt_tokens + max_tokens)
+    cost = price.worst_case_usd(prompt_tokens, max_tokens)
     claims: list[Claim] = []
     for lim in limits:
-        need = measure.of(lim.metric)
+        metric = lim.metric
+        need = tokens if metric == "tokens" else 1.0 if metric == "requests" else cost
         u = usages.get(lim.id)
-        taken = u.taken if u else 0.0
-        if taken + need > lim.amount + _EPS:
+        taken = u.used + u.reserved if u is not None else 0.0
+        if taken + need > lim.amount + EPS:
             return Shortfall(lim, taken, need, u.frees_at if u else None)
         claims.append(Claim(lim, need))
     return Plan(tuple(claims), prompt_tokens, max_tokens, clamped)
@@ -112,6 +109,6 @@ def fits(claims: Sequence[Claim], usages: Mapping[str, LimitUsage]) -> Shortfall
     for c in claims:
         u = usages.get(c.limit.id)
         taken = u.taken if u else 0.0
-        if taken + c.amount > c.limit.amount + _EPS:
+        if taken + c.amount > c.limit.amount + EPS:
             return Shortfall(c.limit, taken, c.amount, u.frees_at if u else None)
     return None

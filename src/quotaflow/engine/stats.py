@@ -30,6 +30,7 @@ EWMA_ALPHA = 0.2
 LATENCY_WINDOW = 64  # calls the p95 is taken over
 DEFAULT_HALF_LIFE_S = 60.0
 DEFAULT_WINDOW = 12.0  # outcomes the decayed evidence holds at most
+_MINUS_LN2 = -math.log(2.0)
 REQUEST_FAULTS = frozenset(
     {
         ErrorKind.BAD_REQUEST.value,
@@ -40,7 +41,7 @@ REQUEST_FAULTS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class Outcome:
     """One attempt's result as the statistics see it."""
 
@@ -175,7 +176,7 @@ def decay_factor(elapsed_s: float, half_life_s: float) -> float:
     """How much of a count survives ``elapsed_s`` seconds: ``0.5 ** (elapsed / half-life)``."""
     if elapsed_s <= 0.0:
         return 1.0
-    return math.exp(-math.log(2.0) * elapsed_s / half_life_s)
+    return math.exp(_MINUS_LN2 * elapsed_s / half_life_s)
 
 
 def decayed_counts(s: ModelStats, now: float, half_life_s: float) -> tuple[float, float]:
@@ -227,7 +228,10 @@ def observe(
 def _add_evidence(
     s: ModelStats, now: float, half_life_s: float, window: float, succ: float, fail: float
 ) -> None:
-    old_s, old_f = decayed_counts(s, now, half_life_s)
+    old_s, old_f = s.decayed_successes, s.decayed_failures
+    if s.decayed_at is not None:  # decayed_counts(s, now, half_life_s), inline
+        f = decay_factor(now - s.decayed_at, half_life_s)
+        old_s, old_f = old_s * f, old_f * f
     held = old_s + old_f
     if held > window - 1.0 > 0.0:  # make room: the new outcome weighs 1 / window
         keep = (window - 1.0) / held

@@ -15,7 +15,7 @@ from quotaflow.engine.reservation import Claim, Shortfall
 from quotaflow.types import Measure
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class ReserveOutcome:
     reservation_id: str | None  # None: refused, nothing was reserved
     shortfall: Shortfall | None = None

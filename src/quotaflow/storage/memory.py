@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from quotaflow.engine.limits import Limit, LimitUsage
-from quotaflow.engine.reservation import Claim, fits
+from quotaflow.engine.reservation import EPS, Claim, Shortfall
 from quotaflow.engine.windows import next_reset, window_start
 from quotaflow.storage.base import ReserveOutcome
 from quotaflow.types import Measure
@@ -32,11 +32,8 @@ class _Bucket:
     events: list[tuple[float, float]] = field(default_factory=list)  # rolling: (t, amount), sorted
 
 
-@dataclass(slots=True)
-class _Held:
-    bucket: _Bucket
-    amount: float
-    start: float  # window the claim was booked in
+# One claim of a reservation: (bucket, amount, start of the window it was booked in).
+_Held = tuple[_Bucket, float, float]
 
 
 @dataclass(slots=True)
@@ -58,6 +55,10 @@ class MemoryCounterStore:
     # -- internals ---------------------------------------------------------------------
     def _bucket(self, limit: Limit, now: float) -> _Bucket:
         b = self._buckets.get(limit.id)
+        if b is not None and b.limit is limit:
+            end = b.end
+            if end is not None and b.start <= now < end:
+                return b  # a calendar window still current (the common case)
         if b is None:
             b = _Bucket(limit)
             self._buckets[limit.id] = b
@@ -68,6 +69,9 @@ class MemoryCounterStore:
         return b
 
     def _roll(self, b: _Bucket, now: float) -> None:
+        end = b.end
+        if end is not None and b.start <= now < end:
+            return  # a calendar window still current (only those have an end)
         w = b.limit.window
         if w.kind == "rolling":
             edge = now - w.seconds
@@ -82,8 +86,6 @@ class MemoryCounterStore:
         if w.kind == "once":
             if b.start != b.start:  # nan: first use
                 b.start = float("-inf")
-            return
-        if b.end is not None and b.start <= now < b.end:
             return
         b.start = window_start(now, w, self._tz)
         b.end = next_reset(now, w, self._tz)
@@ -107,10 +109,9 @@ class MemoryCounterStore:
         r = self._reservations.pop(rid, None)
         if r is None:
             return None
-        for h in r.held:
-            b = h.bucket
-            if b.limit.window.kind == "rolling" or b.start == h.start:
-                b.reserved = max(b.reserved - h.amount, 0.0)
+        for b, amount, start in r.held:
+            if b.start == start or b.limit.window.kind == "rolling":
+                b.reserved = max(b.reserved - amount, 0.0)
         return r
 
     # -- CounterStore --------------------------------------------------------------------
@@ -125,14 +126,23 @@ class MemoryCounterStore:
         """Synchronous form of :meth:`reserve` (the embedded gateway's hot path)."""
         if self._expiry:
             self._sweep(now)
-        buckets = [self._bucket(c.limit, now) for c in claims]
-        short = fits(claims, {b.limit.id: self._usage(b) for b in buckets})
-        if short is not None:
-            return ReserveOutcome(None, short)
-        held = []
+        # Every claim is checked before any is booked: all or nothing (as reservation.fits).
+        buckets: list[_Bucket] = []
+        get = self._buckets.get
+        for c in claims:
+            lim = c.limit
+            b = get(lim.id)
+            if b is None or b.limit is not lim or b.end is None or not b.start <= now < b.end:
+                b = self._bucket(lim, now)  # new, edited or not a current calendar window
+            taken = b.used + b.reserved
+            if taken + c.amount > lim.amount + EPS:
+                frees = self._usage(b).frees_at
+                return ReserveOutcome(None, Shortfall(lim, taken, c.amount, frees))
+            buckets.append(b)
+        held: list[_Held] = []
         for c, b in zip(claims, buckets, strict=True):
             b.reserved += c.amount
-            held.append(_Held(b, c.amount, b.start))
+            held.append((b, c.amount, b.start))
         rid = f"r{next(self._ids)}"
         self._reservations[rid] = _Reservation(held, now)
         if ttl_s is not None:
@@ -147,10 +157,19 @@ class MemoryCounterStore:
         r = self._drop(reservation_id)
         if r is None:
             return False
-        for h in r.held:
-            b = h.bucket
+        at = r.at
+        for b, _, start in r.held:
+            end = b.end
+            if end is not None and b.start <= now < end:
+                # A calendar window still current (the common case): nothing to roll, and the
+                # use counts if the claim was booked in this window (as _commit does).
+                if b.start == start:
+                    amount = actual.of(b.limit.metric)
+                    if amount > 0:
+                        b.used += amount
+                continue
             self._roll(b, now)
-            self._commit(b, actual.of(b.limit.metric), r.at, h.start, now)
+            self._commit(b, actual.of(b.limit.metric), at, start, now)
         return True
 
     def _commit(self, b: _Bucket, amount: float, at: float, start: float, now: float) -> None:
@@ -173,7 +192,16 @@ class MemoryCounterStore:
     def snapshot_now(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage]:
         if self._expiry:
             self._sweep(now)
-        return {lim.id: self._usage(self._bucket(lim, now)) for lim in limits}
+        buckets = self._buckets
+        out: dict[str, LimitUsage] = {}
+        for lim in limits:
+            b = buckets.get(lim.id)
+            if b is not None and b.limit is lim and b.end is not None and b.start <= now < b.end:
+                # A calendar window still current: nothing to roll (the common case).
+                out[lim.id] = LimitUsage(lim, b.used, b.reserved, b.end, b.end)
+            else:
+                out[lim.id] = self._usage(self._bucket(lim, now))
+        return out
 
     async def reset(self, limits: Collection[Limit], now: float) -> None:
         for lim in limits:

@@ -29,36 +29,103 @@ _COLUMNS = (
     "completion_tokens, cached_tokens, total_tokens, requests, cost_usd, latency_ms, ttfb_ms, "
     "status, error_kind, http_status, estimated, stream, reserved_tokens, reserved_cost, source, detail"
 )
-_INSERT = f"INSERT INTO ledger ({_COLUMNS}) VALUES ({', '.join('?' * 26)})"
-_FINISH = (
-    "UPDATE ledger SET prompt_tokens=?, completion_tokens=?, cached_tokens=?, total_tokens=?, "
-    "requests=?, cost_usd=?, latency_ms=?, ttfb_ms=?, status=?, error_kind=?, http_status=?, "
-    "estimated=?, detail=? WHERE request_id=? AND attempt=? AND status='pending'"
-)
 _BUMP = (
     "INSERT INTO settings (name, value) VALUES (?, '1') ON CONFLICT (name) "
     "DO UPDATE SET value = CAST(COALESCE(settings.value, '0') AS INTEGER) + 1"
 )
 
+# Binding a None costs the sqlite3 module about ten times what binding a number does (it
+# looks for an adapter every time), and most nullable columns of a ledger row are NULL. So
+# NULLs are written as SQL, not bound: an insert leaves those columns out (their default is
+# NULL), a finish sets ``col=NULL``; one statement per pattern of NULLs, all made here.
+_NULLABLE = ("latency_ms", "ttfb_ms", "error_kind", "http_status", "detail")
+_INSERT_COLUMNS = (
+    "request_id", "attempt", "ts", "agent", "route", "provider", "key_id", "model",
+    "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens", "requests",
+    "cost_usd", "status", "estimated", "stream", "reserved_tokens", "reserved_cost", "source",
+)  # fmt: skip
+_FINISH_COLUMNS = (
+    "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens", "requests",
+    "cost_usd", "status", "estimated",
+)  # fmt: skip
+_NullPattern = tuple[bool, bool, bool, bool, bool]  # which of _NULLABLE are None
 
-def _insert_params(r: LedgerRow) -> tuple[Any, ...]:
+
+def _insert_sql(nulls: _NullPattern) -> str:
     # The id is SQLite's to assign, so several processes (a server and a CLI command) can
     # write to one ledger; an attempt is found again by its request id and number.
-    return (
-        None, r.request_id, r.attempt, r.ts, r.agent, r.route, r.provider, r.key_id, r.model,
-        r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.total_tokens, r.requests,
-        r.cost_usd, r.latency_ms, r.ttfb_ms, r.status, r.error_kind, r.http_status,
-        int(r.estimated), int(r.stream), r.reserved_tokens, float(r.extra.get("reserved_cost", 0.0)),
-        r.source, r.detail,
-    )  # fmt: skip
+    cols = [*_INSERT_COLUMNS, *(c for c, null in zip(_NULLABLE, nulls, strict=True) if not null)]
+    return f"INSERT INTO ledger ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
 
 
-def _finish_params(r: LedgerRow) -> tuple[Any, ...]:
+def _finish_sql(nulls: _NullPattern) -> str:
+    sets = [f"{c}=?" for c in _FINISH_COLUMNS]
+    sets += [f"{c}=NULL" if null else f"{c}=?" for c, null in zip(_NULLABLE, nulls, strict=True)]
     return (
+        f"UPDATE ledger SET {', '.join(sets)} WHERE request_id=? AND attempt=? AND status='pending'"
+    )
+
+
+_PATTERNS: list[_NullPattern] = [
+    (a, b, c, d, e)
+    for a in (False, True)
+    for b in (False, True)
+    for c in (False, True)
+    for d in (False, True)
+    for e in (False, True)
+]
+_INSERTS = {p: _insert_sql(p) for p in _PATTERNS}
+_FINISHES = {p: _finish_sql(p) for p in _PATTERNS}
+_INSERT_SQL = frozenset(_INSERTS.values())
+_FINISH_SQL = frozenset(_FINISHES.values())
+_ALL_NULL = (None, None, None, None, None)
+_INSERT_ALL_NULL = _INSERTS[True, True, True, True, True]  # a pending row
+
+
+def _insert(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
+    """The INSERT of a row and its parameters."""
+    params = (
+        r.request_id, r.attempt, r.ts, r.agent, r.route, r.provider, r.key_id, r.model,
         r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.total_tokens, r.requests,
-        r.cost_usd, r.latency_ms, r.ttfb_ms, r.status, r.error_kind, r.http_status,
-        int(r.estimated), r.detail, r.request_id, r.attempt,
+        r.cost_usd, r.status, int(r.estimated), int(r.stream), r.reserved_tokens,
+        float(r.extra.get("reserved_cost", 0.0)), r.source,
     )  # fmt: skip
+    nullable = (r.latency_ms, r.ttfb_ms, r.error_kind, r.http_status, r.detail)
+    if nullable == _ALL_NULL:
+        return _INSERT_ALL_NULL, params
+    return _with_nullable(_INSERTS, params, nullable, ())
+
+
+def _finish(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE that finalizes a pending row (by request id and attempt), and its parameters."""
+    params = (
+        r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.total_tokens, r.requests,
+        r.cost_usd, r.status, int(r.estimated),
+    )  # fmt: skip
+    nullable = (r.latency_ms, r.ttfb_ms, r.error_kind, r.http_status, r.detail)
+    return _with_nullable(_FINISHES, params, nullable, (r.request_id, r.attempt))
+
+
+def _with_nullable(
+    statements: dict[_NullPattern, str],
+    params: tuple[Any, ...],
+    nullable: tuple[Any, Any, Any, Any, Any],
+    tail: tuple[Any, ...],
+) -> tuple[str, tuple[Any, ...]]:
+    a, b, c, d, e = nullable
+    sql = statements[a is None, b is None, c is None, d is None, e is None]
+    return sql, (*params, *[v for v in nullable if v is not None], *tail)
+
+
+def _runs(stmts: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Consecutive statements of the same SQL as one ``(sql, [params, …])``, in order."""
+    out: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for sql, params in stmts:
+        if out and out[-1][0] == sql:
+            out[-1][1].append(params)
+        else:
+            out.append((sql, [params]))
+    return out
 
 
 def _row(t: Sequence[Any]) -> LedgerRow:
@@ -141,20 +208,27 @@ class SqliteLedger:
         self, db: sqlite3.Connection, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]
     ) -> None:
         # Ledger inserts and finishes commute within a batch (a row's finish is only submitted
-        # after its insert committed), so each kind goes in one executemany; any other
-        # statement runs first, in the order it came.
-        inserts = [params for sql, params, _ in batch if sql is _INSERT]
-        finishes = [params for sql, params, _ in batch if sql is _FINISH]
+        # after its insert committed), so the inserts go first, then the finishes, each kind
+        # in the order it came and in one executemany per run of the same statement; any
+        # other statement runs before them, in the order it came.
+        inserts: list[tuple[str, tuple[Any, ...]]] = []
+        finishes: list[tuple[str, tuple[Any, ...]]] = []
+        others: list[tuple[str, tuple[Any, ...]]] = []
+        for sql, params, _ in batch:
+            if sql in _INSERT_SQL:
+                inserts.append((sql, params))
+            elif sql in _FINISH_SQL:
+                finishes.append((sql, params))
+            else:
+                others.append((sql, params))
         try:
             db.execute("BEGIN")
-            if len(inserts) + len(finishes) < len(batch):
-                for sql, params, _ in batch:
-                    if sql is not _INSERT and sql is not _FINISH:
-                        db.execute(sql, params)
-            if inserts:
-                db.executemany(_INSERT, inserts)
-            if finishes:
-                db.executemany(_FINISH, finishes)
+            for sql, params in others:
+                db.execute(sql, params)
+            for sql, runs in _runs(inserts):
+                db.executemany(sql, runs)
+            for sql, runs in _runs(finishes):
+                db.executemany(sql, runs)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -177,16 +251,16 @@ class SqliteLedger:
 
     # -- LedgerStore ---------------------------------------------------------------------
     async def begin(self, row: LedgerRow) -> int:
-        await self._submit(_INSERT, _insert_params(row))
+        await self._submit(*_insert(row))
         return 0  # SQLite assigns the id; the attempt is (request_id, attempt)
 
     async def finish(self, row: LedgerRow) -> None:
-        await self._submit(_FINISH, _finish_params(row))
+        await self._submit(*_finish(row))
 
     async def append(self, rows: Sequence[LedgerRow]) -> None:
         futs = []
         for r in rows:
-            futs.append(self._submit(_INSERT, _insert_params(r)))
+            futs.append(self._submit(*_insert(r)))
         if futs:
             await asyncio.gather(*futs)
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -24,8 +24,9 @@ from aiohttp import web
 from quotaflow.management import Management
 from quotaflow.storage.base import LedgerQuery
 from quotaflow.web.auth import MANAGEMENT
-from quotaflow.web.dashboard_api import build_snapshot, viewer_of
-from quotaflow.web.dashboard_series import SeriesCache
+
+if TYPE_CHECKING:  # the dashboard's modules load with its first request
+    from quotaflow.web.dashboard_series import SeriesCache
 
 POLL_S = 0.25
 MIN_INTERVAL_S = 1.0
@@ -39,7 +40,7 @@ class Hub:
 
     def __init__(self, mg: Management) -> None:
         self.mg = mg
-        self.series = SeriesCache(mg.gateway, mg.store)
+        self._series: SeriesCache | None = None
         self.instance = os.urandom(6).hex()
         self.version = 0
         self.closing = asyncio.Event()
@@ -49,6 +50,15 @@ class Hub:
         self._digest: bytes | None = None
         self._built_at = -math.inf
         self._fp_at = -math.inf
+
+    @property
+    def series(self) -> SeriesCache:
+        """The dashboard's series cache, made (and the reports imported) on first use."""
+        if self._series is None:
+            from quotaflow.web.dashboard_series import SeriesCache
+
+            self._series = SeriesCache(self.mg.gateway, self.mg.store)
+        return self._series
 
     async def fingerprint(self) -> tuple[Any, ...]:
         """Something that moves whenever the snapshot may have (time aside)."""
@@ -82,6 +92,8 @@ class Hub:
                 self._fp_at = mono
             if self._snap is not None and age < REFRESH_S and fp == self._fingerprint:
                 return self._snap
+            from quotaflow.web.dashboard_api import build_snapshot
+
             snap = await build_snapshot(self.mg, self.series, fp)
             self._fingerprint = fp
             self._built_at = mono
@@ -123,6 +135,8 @@ def _event(snap: dict[str, Any], viewer: dict[str, Any]) -> bytes:
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """The snapshot as an SSE stream: each new version, at most every second."""
+    from quotaflow.web.dashboard_api import viewer_of
+
     viewer = viewer_of(request)
     hub = request.app[HUB]
     clock = hub.mg.gateway.clock

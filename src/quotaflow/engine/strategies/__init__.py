@@ -34,9 +34,10 @@ def headroom(
 ) -> list[Scored]:
     """Seed 000: remaining % + preferred-provider bonus + state penalty; highest first."""
     out = []
+    preferred, preferred_bonus = s.preferred_providers, s.preferred_bonus
     for c in cands:
         base = c.remaining_share * 100.0
-        bonus = s.preferred_bonus if c.provider in s.preferred_providers else 0.0
+        bonus = preferred_bonus if c.deployment.provider in preferred else 0.0
         penalty = STATE_PENALTY[c.state]
         out.append(
             Scored(
@@ -45,8 +46,13 @@ def headroom(
                 {"remaining_pct": base, "provider_bonus": bonus, "state_penalty": penalty},
             )
         )
-    out.sort(key=lambda x: -x.score)
+    if len(out) > 1:
+        out.sort(key=_by_score_desc)
     return out
+
+
+def _by_score_desc(x: Scored) -> float:
+    return -x.score
 
 
 def priority(
@@ -142,16 +148,27 @@ def apply_overrides(ranked: list[Scored]) -> list[Scored]:
     80 % of a rate limit is used only when no other has room), then the preferred provider,
     then the complexity tier; the strategy's order holds within each group."""
 
-    def key(s: Scored) -> tuple[bool, bool, bool, bool]:
-        f = s.candidate.flags
-        return (
-            not f.get("forced"),
-            s.candidate.saturated,
-            not f.get("preferred"),
-            not f.get("tier_match"),
-        )
+    if len(ranked) < 2:
+        return list(ranked)
+    flags = ranked[0].candidate.flags
+    saturated = False
+    for s in ranked:
+        c = s.candidate
+        if c.flags is not flags:
+            return sorted(ranked, key=_override_key)
+        saturated = saturated or c.saturated
+    # One deployment's candidates (they share its flags): only saturation can reorder them.
+    return sorted(ranked, key=_saturated) if saturated else list(ranked)
 
-    return sorted(ranked, key=key)
+
+def _saturated(s: Scored) -> bool:
+    return s.candidate.saturated
+
+
+def _override_key(s: Scored) -> tuple[bool, bool, bool, bool]:
+    c = s.candidate
+    f = c.flags
+    return (not f.get("forced"), c.saturated, not f.get("preferred"), not f.get("tier_match"))
 
 
 def rank(

@@ -1,0 +1,230 @@
+"""Micro-benchmark: our own CPU per non-streaming chat request, in process.
+
+A :class:`~quotaflow.gateway.Gateway` with the default memory counters and a real SQLite
+ledger (WAL, group commit) in a temporary folder serves ``--requests`` chat completions at
+``--concurrency`` on uvloop; the provider is a stub HTTP client that answers at once with a
+realistic OpenAI ``chat.completion`` and ``x-ratelimit-*`` headers, so what is measured is
+the gateway's own work: parse, route, reserve, journal, build the upstream call, parse the
+answer, settle, finish the ledger row. Prints the CPU time (``time.process_time``) per
+request, split into user and system time; ``--profile`` adds a cProfile top 30 by own time.
+
+Run pinned to one core, several times, and compare medians (a shared machine is noisy)::
+
+    taskset -c 0 .venv/bin/python benchmarks/hotpath.py --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import platform
+import pstats
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from quotaflow.gateway import CallContext, Gateway
+from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.testing import config
+
+ANSWER = orjson.dumps(
+    {
+        "id": "chatcmpl-AbCdEf0123456789",
+        "object": "chat.completion",
+        "created": 1_735_000_000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Hello! I'm doing well, thank you. How can I help you today?",
+                    "refusal": None,
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 21,
+            "completion_tokens": 16,
+            "total_tokens": 37,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_0ba0d124f1",
+    }
+)
+HEADERS = CIMultiDictProxy(
+    CIMultiDict(
+        [
+            ("Date", "Tue, 01 Jul 2025 12:00:00 GMT"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(ANSWER))),
+            ("Connection", "keep-alive"),
+            ("openai-organization", "user-abc123"),
+            ("openai-processing-ms", "312"),
+            ("openai-version", "2020-10-01"),
+            ("x-ratelimit-limit-requests", "10000"),
+            ("x-ratelimit-limit-tokens", "200000"),
+            ("x-ratelimit-remaining-requests", "9999"),
+            ("x-ratelimit-remaining-tokens", "199950"),
+            ("x-ratelimit-reset-requests", "8.64s"),
+            ("x-ratelimit-reset-tokens", "15ms"),
+            ("x-request-id", "req_0123456789abcdef0123456789abcdef"),
+        ]
+    )
+)
+BODY: dict[str, Any] = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Hello there, how are you doing today?"},
+    ],
+    "max_tokens": 64,
+    "temperature": 0.7,
+}
+
+
+class StubResponse:
+    """What :class:`quotaflow.httpclient.Response` offers the gateway, answered at once."""
+
+    __slots__ = ("headers", "status")
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers = HEADERS
+
+    async def read(self, timeout_s: float | None = None) -> bytes:
+        return ANSWER
+
+    def release(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class StubHttp:
+    """A provider that answers every POST at once (after one trip through the loop)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def post(
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        timeout_s: float | None,
+        whole_body: bool = False,
+    ) -> StubResponse:
+        self.calls += 1
+        await asyncio.sleep(0)  # a real answer arrives on a later turn of the loop
+        return StubResponse()
+
+    async def close(self) -> None:
+        pass
+
+
+def bench_config() -> Any:
+    limits = [
+        {"metric": "tokens", "window": "day", "amount": 1_000_000_000},
+        {"metric": "requests", "window": "minute", "amount": 10_000_000},
+    ]
+    return config(
+        {
+            "settings": {"strategy": "headroom"},
+            "providers": [
+                {
+                    "name": "openai",
+                    "protocol": "openai",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "models": ["gpt-4o-mini"],
+                    "keys": [
+                        {"id": "k1", "secret": "sk-bench-aaaaaaaaaaaaaaaa", "limits": limits},
+                        {"id": "k2", "secret": "sk-bench-bbbbbbbbbbbbbbbb", "limits": limits},
+                    ],
+                }
+            ],
+        }
+    )
+
+
+async def run(
+    n: int, concurrency: int, profile: cProfile.Profile | None
+) -> tuple[float, float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        http = StubHttp()
+        gw = Gateway(bench_config(), ledger=SqliteLedger(Path(tmp) / "quotaflow.db"), http=http)  # type: ignore[arg-type]
+        await gw.start()
+        ctx = CallContext()
+        left = n
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                out = await gw.chat(dict(BODY), ctx)
+                assert out.usage.total_tokens == 37
+
+        # warm-up: caches, the ledger file, the first windows
+        left = min(n // 10, 2_000)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        left = n
+        if profile is not None:
+            profile.enable()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        spent = time.process_time() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        if profile is not None:
+            profile.disable()
+        await gw.close()
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    return spent / n * 1e6, user / n * 1e6, system / n * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", "-n", type=int, default=20_000)
+    ap.add_argument("--concurrency", "-c", type=int, default=16)
+    ap.add_argument("--runs", type=int, default=1, help="repeat and print the median")
+    ap.add_argument("--profile", action="store_true", help="a cProfile top by own time")
+    ap.add_argument("--top", type=int, default=30, help="rows of the profile to print")
+    args = ap.parse_args()
+    import uvloop
+
+    results = []
+    for _ in range(args.runs):
+        prof = cProfile.Profile() if args.profile else None
+        us, user, system = uvloop.run(run(args.requests, args.concurrency, prof))
+        results.append(us)
+        print(f"{us:8.1f} µs CPU per request ({user:.1f} user, {system:.1f} system)", flush=True)
+        if prof is not None:
+            pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+    if len(results) > 1:
+        print(
+            f"median {statistics.median(results):.1f} µs per request over {len(results)} runs "
+            f"({args.requests:,} requests at concurrency {args.concurrency}, "
+            f"Python {platform.python_version()})"
+        )
+
+
+if __name__ == "__main__":
+    main()

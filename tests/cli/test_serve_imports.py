@@ -1,0 +1,61 @@
+"""``quotaflow serve`` starts without loading what only later requests or other commands need.
+
+Each check runs a fresh interpreter and lists which heavy packages and quotaflow modules an
+import left in ``sys.modules``; a module-level import of one of them on the serve path makes
+it fail. (No timing is asserted: CI machines vary too much; benchmarks/load.py reports the
+time to ready.)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# Made lazy on the serve path: imported by the handler or command that needs them.
+NEVER_BEFORE_A_REQUEST = {
+    "rich",  # terminal tables of the other commands
+    "cryptography",  # secrets added at runtime: encrypted / decrypted on first use
+    "yaml",  # read with a config file, when serve() loads it
+    "quotaflow.cli.output",  # the other commands' helpers (and rich)
+    "quotaflow.reports",  # reports and forecasts: the dashboard's first request
+    "quotaflow.switcher",  # seed 000's /api/status, /api/choose, …
+    "quotaflow.token_usage",  # seed 003's /api/token-usage/…
+    "quotaflow.web.admin_api",
+    "quotaflow.web.dashboard",
+    "quotaflow.web.dashboard_api",
+    "quotaflow.web.dashboard_series",
+    "quotaflow.web.feedback_api",
+    "quotaflow.web.openapi",
+    "quotaflow.web.openapi_spec",
+    "quotaflow.web.switcher_api",
+    "quotaflow.web.token_usage_api",
+}
+# Not even the server: listing the commands (``quotaflow --help``) or failing on a bad
+# config needs none of these.
+NOT_FOR_THE_COMMAND_LINE = {"aiohttp", "pydantic", "quotaflow.gateway", "quotaflow.web"}
+
+
+def loaded_after(code: str) -> set[str]:
+    """Which watched modules (packages by their top name) ``code`` left imported."""
+    watched = sorted(NEVER_BEFORE_A_REQUEST | NOT_FOR_THE_COMMAND_LINE)
+    probe = (
+        f"{code}\nimport json, sys\nwatched = {watched!r}\n"
+        "print(json.dumps(sorted({w for w in watched for m in sys.modules "
+        "if m == w or m.startswith(w + '.')})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(json.loads(out.stdout))
+
+
+def test_the_server_modules_leave_heavy_and_rarely_needed_modules_unloaded() -> None:
+    loaded = loaded_after("import quotaflow.cli.main, quotaflow.cli.serve, quotaflow.web.app")
+    assert not loaded & NEVER_BEFORE_A_REQUEST, sorted(loaded & NEVER_BEFORE_A_REQUEST)
+    assert {"aiohttp", "quotaflow.gateway"} <= loaded  # the probe sees what is imported
+
+
+def test_the_command_line_loads_neither_the_server_nor_the_schema() -> None:
+    loaded = loaded_after("import quotaflow.cli.main, quotaflow.cli.serve")
+    assert not loaded, sorted(loaded)
