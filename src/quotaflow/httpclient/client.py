@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import ssl
 import time
 import weakref
@@ -34,6 +35,7 @@ USER_AGENT = f"quotaflow/{__version__}"
 # A reused connection that closes with no answer after idling this long was most likely
 # closed by the server's idle timeout as the request went out: sent again, on a new one.
 RACE_IDLE_S = 1.0
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field names
 _FORBIDDEN = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
@@ -74,7 +76,7 @@ def encode_headers(headers: Mapping[str, str], body_len: int) -> bytes:
         low = name.lower()
         if low in _FORBIDDEN:
             continue  # framing is ours to set
-        if "\r" in value or "\n" in value or "\0" in value or ":" in name or "\n" in name:
+        if not _TOKEN.fullmatch(name) or "\r" in value or "\n" in value or "\0" in value:
             raise InvalidRequest(f"invalid characters in the {name!r} header")
         has_ua = has_ua or low == "user-agent"
         has_ae = has_ae or low == "accept-encoding"
