@@ -45,7 +45,6 @@ class Target:
     host: str
     port: int
     tls: bool
-    path: str
     head: bytes  # request line + Host + fixed headers up to (not including) the variable ones
 
 
@@ -66,7 +65,7 @@ def target_of(url: str) -> Target:
     if port != (443 if tls else 80):
         host_hdr += f":{port}"
     head = f"POST {path} HTTP/1.1\r\nHost: {host_hdr}\r\n".encode("ascii")
-    return Target(f"{parts.scheme}://{host_hdr}", host, port, tls, path, head)
+    return Target(f"{parts.scheme}://{host_hdr}", host, port, tls, head)
 
 
 def encode_headers(headers: Mapping[str, str], body_len: int) -> bytes:
