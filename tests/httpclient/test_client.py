@@ -316,6 +316,10 @@ async def test_unsendable_requests_are_refused_before_connecting(client: HttpCli
         await client.post("http://127.0.0.1:1/", {"X-A": "v\r\nX-Injected: 1"}, b"", timeout_s=1)
     with pytest.raises(InvalidRequest, match="header"):
         await client.post("http://127.0.0.1:1/", {"X-A\r\nX-B": "v"}, b"", timeout_s=1)
+    with pytest.raises(InvalidRequest, match="bad port"):
+        await client.post("http://127.0.0.1:99999/", {}, b"", timeout_s=1)
+    with pytest.raises(InvalidRequest, match="non-ASCII"):
+        await client.post("http://127.0.0.1:1/caf\u00e9", {}, b"", timeout_s=1)
     with pytest.raises(InvalidRequest, match="http and https"):
         await client.post("ftp://example.org/", {}, b"", timeout_s=1)
     assert client.opened == 0

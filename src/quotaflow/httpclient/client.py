@@ -57,14 +57,20 @@ def target_of(url: str) -> Target:
     if not host:
         raise InvalidRequest(f"no host in {url!r}")
     tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError as exc:  # not a number, or out of range
+        raise InvalidRequest(f"bad port in {url!r}: {exc}") from None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if any(c in path for c in " \r\n\0"):
         raise InvalidRequest(f"invalid characters in the path of {url!r}")
     host_hdr = f"[{host}]" if ":" in host else host
     if port != (443 if tls else 80):
         host_hdr += f":{port}"
-    head = f"POST {path} HTTP/1.1\r\nHost: {host_hdr}\r\n".encode("ascii")
+    try:
+        head = f"POST {path} HTTP/1.1\r\nHost: {host_hdr}\r\n".encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"non-ASCII characters in {url!r}: percent-encode them") from None
     return Target(f"{parts.scheme}://{host_hdr}", host, port, tls, head)
 
 
