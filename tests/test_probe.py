@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_provider
-from quotaflow.library import AsyncGateway, open_engine, resolve_config
+from quotaflow.library import AsyncGateway
 from quotaflow.probe import probe_all, results_document, summarize, targets
+from quotaflow.runtime import open_engine, resolve_config
 from tests.cli.fakes import provider_config
 
 

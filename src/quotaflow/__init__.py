@@ -21,7 +21,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from quotaflow._version import __version__
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "Gateway": ("quotaflow.library", "Gateway"),
@@ -33,7 +33,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Client": ("quotaflow.client", "Client"),
     "Lease": ("quotaflow.client", "Lease"),
     "ClientError": ("quotaflow.client", "ClientError"),
-    "UsageMonitor": ("quotaflow.reports.monitor", "UsageMonitor"),
+    "UsageMonitor": ("quotaflow.library.monitor", "UsageMonitor"),
     "QuotaflowError": ("quotaflow.errors", "QuotaflowError"),
     "ConfigError": ("quotaflow.errors", "ConfigError"),
     "BadRequest": ("quotaflow.errors", "BadRequest"),
@@ -73,7 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         UpstreamError,
     )
     from quotaflow.library import AsyncGateway, Gateway, UnifiedAIService, unified_ai_service
-    from quotaflow.reports.monitor import UsageMonitor
+    from quotaflow.library.monitor import UsageMonitor
 
     RequestRouter = Gateway
     APIManager = Gateway

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from quotaflow.engine import health as hl
 from quotaflow.engine.limits import Limit
@@ -122,3 +124,14 @@ class AlertMonitor:
 
     async def recent(self, limit: int = 100) -> list[AlertRow]:
         return await self.store.list_alerts(limit)
+
+
+def alert_json(a: AlertRow) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "timestamp": datetime.fromtimestamp(a.ts, UTC).isoformat(),
+        "kind": a.kind,
+        "subject": a.subject,
+        "level": a.level,
+        "message": a.message,
+    }

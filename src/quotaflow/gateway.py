@@ -34,7 +34,7 @@ from quotaflow.adapters import adapter_for
 from quotaflow.adapters.base import CallTarget, MalformedResponse, UpstreamFailure
 from quotaflow.chat_request import ChatRequest, parse_chat_request
 from quotaflow.clock import Clock, SystemClock
-from quotaflow.config.model import Config, Deployment, Key, Provider, Route
+from quotaflow.config.model import Config
 from quotaflow.engine import health as hl
 from quotaflow.engine import stats as st
 from quotaflow.engine.candidates import (
@@ -45,6 +45,7 @@ from quotaflow.engine.candidates import (
     plan_candidate,
     screen_candidates,
 )
+from quotaflow.engine.catalog import Deployment, Key, Provider, Route
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.reservation import Plan
 from quotaflow.engine.stats import ModelStats, Outcome, SessionTotals
@@ -350,7 +351,7 @@ class Gateway:
             saturation=self.settings.rate_saturation, exclude=exclude, stats_of=self.model_stats,
         )  # fmt: skip
         strategy = route.strategy or self.settings.strategy
-        return rank(strategy, cands, facts, self.rng, self.settings), rejected, usages
+        return rank(strategy, cands, facts, self.rng, self.config.strategy), rejected, usages
 
     async def _pick(
         self,

@@ -13,7 +13,7 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-from quotaflow.config.model import Key
+from quotaflow.engine.catalog import Key
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.windows import Window
 from quotaflow.errors import BadRequest

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ipaddress
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,26 +27,19 @@ from quotaflow.holds import Holds
 from quotaflow.key_states import apply_key_states
 from quotaflow.managed_keys import ManagedKeys
 from quotaflow.secrets import SecretBox, load_master_key
+from quotaflow.services.access import (
+    candidate_admin_token,
+    claim_admin_token,
+    ensure_admin_token,
+    is_loopback,
+)
 from quotaflow.storage.management import ManagementStore
 
 FORCED_SETTING = "forced_provider"
-ADMIN_SETTING = "admin_token_sha256"  # the shared store's admin token hash (scale-out)
 ALERT_INTERVAL_S = 1.0
 SYNC_INTERVAL_S = 1.0
 
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=256)
-def is_loopback(host: str) -> bool:
-    """``localhost``, ``127.x.x.x`` or ``::1`` (cached: it runs on every request)."""
-    h = host.strip("[]").lower()
-    if h == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(slots=True)
@@ -75,8 +66,6 @@ class Management:
         trust_local: bool = False,
     ) -> Management:  # fmt: skip
         """Refuses ``trust_local`` unless ``bind_host`` is a loopback address."""
-        from quotaflow.web.auth import ensure_admin_token  # the web layer owns the token format
-
         if trust_local and not is_loopback(bind_host):
             raise ValueError(
                 f"--trust-local serves without authentication, so it only binds to loopback "
@@ -90,7 +79,7 @@ class Management:
         agents.load_config(gateway.config.agents)
         shared = bool(getattr(gateway.ledger, "shared", False))
         if shared:  # a candidate: start() keeps it only if no replica stored one before
-            admin_hash, token = _candidate_admin_token(home)
+            admin_hash, token = candidate_admin_token(home)
         else:
             admin_hash, token = ensure_admin_token(home)
 
@@ -130,9 +119,9 @@ class Management:
     async def _claim_admin_token(self) -> None:
         """Atomically store this replica's candidate hash unless one is stored; use the
         stored one (a token is then printed by the replica that created it, only)."""
-        stored = await self.store.claim_setting(ADMIN_SETTING, self.admin_hash)
-        if stored != self.admin_hash:
-            self.admin_hash, self.new_admin_token = stored, None
+        self.admin_hash, self.new_admin_token = await claim_admin_token(
+            self.store, self.admin_hash, self.new_admin_token
+        )
 
     async def sync_once(self) -> bool:
         """Apply other replicas' changes of keys and agents if the store's version moved;
@@ -181,15 +170,3 @@ class Management:
     async def set_forced(self, provider: str | None) -> None:
         await self.store.set_setting(FORCED_SETTING, provider)
         self.gateway.forced_provider = provider
-
-
-def _candidate_admin_token(home: Path | None) -> tuple[str, str | None]:
-    """The hash this replica offers as the shared admin token: the one of its data folder
-    if it has one (a deployment moving to a shared store keeps a token it knows), else a
-    fresh token's (returned too, to print once if it is the one stored)."""
-    from quotaflow.web.auth import ADMIN_HASH_FILE, ensure_admin_token
-
-    path = None if home is None else home / ADMIN_HASH_FILE
-    if path is not None and path.exists():
-        return path.read_text(encoding="ascii").strip(), None
-    return ensure_admin_token(None)

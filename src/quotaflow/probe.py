@@ -16,7 +16,7 @@ from typing import Any
 
 from quotaflow.adapters import adapter_for
 from quotaflow.adapters.base import CallTarget, MalformedResponse, UpstreamFailure
-from quotaflow.config.model import Key
+from quotaflow.engine.catalog import Key
 from quotaflow.gateway import Gateway as Engine
 from quotaflow.types import ErrorKind, Usage
 from quotaflow.upstream import TRANSPORT_ERRORS, send, transport_failure

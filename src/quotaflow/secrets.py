@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quotaflow.config.model import mask_secret
+from quotaflow.engine.catalog import mask_secret
 
 if TYPE_CHECKING:  # cryptography is imported when a secret is first encrypted or decrypted
     from cryptography.fernet import Fernet

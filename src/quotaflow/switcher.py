@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from quotaflow.config.model import Deployment, Key, Route
 from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import RequestFacts
+from quotaflow.engine.catalog import Deployment, Key, Route
 from quotaflow.engine.limits import Limit, LimitUsage, remaining_share, state_of
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import CallContext, Gateway, exhausted_error

@@ -16,7 +16,8 @@ from typing import Any
 
 from quotaflow.clock import Clock, FrozenClock, SystemClock
 from quotaflow.config.load import parse_spec, resolve
-from quotaflow.config.model import Config, Deployment, Key, ModelInfo, Provider
+from quotaflow.config.model import Config
+from quotaflow.engine.catalog import Deployment, Key, ModelInfo, Provider
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.pricing import Price
 from quotaflow.engine.windows import parse_window

@@ -22,9 +22,10 @@ NEVER_BEFORE_A_REQUEST = {
     "quotaflow.switcher",  # seed 000's /api/status, /api/choose, …
     "quotaflow.token_usage",  # seed 003's /api/token-usage/…
     "quotaflow.web.admin_api",
-    "quotaflow.web.dashboard",
-    "quotaflow.web.dashboard_api",
-    "quotaflow.web.dashboard_series",
+    "quotaflow.web.dashboard.handlers",
+    "quotaflow.web.dashboard.page",
+    "quotaflow.web.dashboard.series",
+    "quotaflow.web.dashboard.snapshot",
     "quotaflow.web.feedback_api",
     "quotaflow.web.openapi",
     "quotaflow.web.openapi_spec",

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from quotaflow.config.load import strategy_settings
 from quotaflow.config.schema import LearnedWeights, SettingsSpec
 from quotaflow.engine.candidates import Candidate, RequestFacts
 from quotaflow.engine.health import Health, begin_attempt, record_failure, unavailable_reason
@@ -16,12 +17,14 @@ from quotaflow.engine.reservation import Plan
 from quotaflow.engine.stats import ModelStats, Outcome, observe, observe_quality
 from quotaflow.engine.strategies import STRATEGIES, Scored, rank
 from quotaflow.engine.strategies.bandit import bandit
+from quotaflow.engine.strategies.base import LearnedWeights as Weights
+from quotaflow.engine.strategies.base import StrategySettings
 from quotaflow.engine.strategies.learned import learned, recency, speed
 from quotaflow.testing import deployment, key, model
 from quotaflow.types import ErrorKind, State
 
 NOW = 1_000_000.0
-S = SettingsSpec()
+S = StrategySettings()
 FACTS = RequestFacts(prompt_tokens=100, max_tokens=100)
 
 
@@ -54,7 +57,9 @@ def test_both_are_registered_and_configurable() -> None:
     assert STRATEGIES["learned"] is learned
     assert STRATEGIES["bandit"] is bandit
     assert SettingsSpec.model_validate({"strategy": "bandit"}).strategy == "bandit"
-    assert S.learned_weights == LearnedWeights(reliability=0.4, speed=0.3, quality=0.2, recency=0.1)
+    assert S.learned_weights == Weights(reliability=0.4, speed=0.3, quality=0.2, recency=0.1)
+    # the engine's defaults are the configuration's defaults
+    assert strategy_settings(SettingsSpec()) == S
     with pytest.raises(ValueError, match="at least one weight"):
         LearnedWeights(reliability=0, speed=0, quality=0, recency=0)
 
@@ -101,7 +106,8 @@ def test_weights_come_from_the_settings() -> None:
     fast = cand("fast", stats("fast", ok=3, fail=7, latency_ms=100.0))
     sure = cand("sure", stats("sure", ok=10, latency_ms=3000.0))
     assert names(learned([fast, sure], FACTS, random.Random(0), S))[0] == "sure"
-    speedy = SettingsSpec(learned_weights=LearnedWeights(reliability=0.1, speed=0.9, quality=0, recency=0))  # fmt: skip
+    weights = Weights(reliability=0.1, speed=0.9, quality=0, recency=0)
+    speedy = StrategySettings(learned_weights=weights)
     assert names(learned([fast, sure], FACTS, random.Random(0), speedy))[0] == "fast"
 
 

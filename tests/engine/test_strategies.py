@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-from quotaflow.config.schema import SettingsSpec
 from quotaflow.engine.candidates import Candidate, RequestFacts
 from quotaflow.engine.health import Health
 from quotaflow.engine.limits import LimitUsage, remaining_share, worst_state
@@ -25,10 +24,11 @@ from quotaflow.engine.strategies import (
     rank,
     weighted,
 )
+from quotaflow.engine.strategies.base import StrategySettings
 from quotaflow.testing import deployment, key, limit, model
 from quotaflow.types import State
 
-SETTINGS = SettingsSpec()
+SETTINGS = StrategySettings()
 FACTS = RequestFacts(prompt_tokens=1_000, max_tokens=1_000)
 
 
@@ -118,7 +118,7 @@ def test_headroom_scores_like_seed_000_by_hand() -> None:
 def test_headroom_bonus_follows_the_configured_preferred_providers() -> None:
     cands = [cand("a", "anthropic", used_share=0.2), cand("o", "openai", used_share=0.15)]
     assert names(run(headroom, cands)) == ["a", "o"]  # 80 + 10 > 85
-    plain = SettingsSpec(preferred_providers=[], preferred_bonus=10)
+    plain = StrategySettings(preferred_providers=(), preferred_bonus=10)
     assert names(run(headroom, cands, settings=plain)) == ["o", "a"]
 
 

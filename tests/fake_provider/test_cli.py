@@ -13,8 +13,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from quotaflow.cli.fake_provider_cmd import build_keys, fake_provider, parse_key_option
 from quotaflow.fake_provider import KeyState
+from quotaflow.fake_provider.cli import build_keys, fake_provider, parse_key_option
 
 LISTENING = re.compile(r"^fake-provider \((\w+)\) listening on (http://127\.0\.0\.1:(\d+))$")
 

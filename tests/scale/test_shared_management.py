@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestServer
 
 from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_provider
 from quotaflow.fake_provider.server import FakeProviderHandle
-from quotaflow.management import ADMIN_SETTING, Management
+from quotaflow.management import Management
 from quotaflow.runtime import build_gateway
 from quotaflow.secrets import MASTER_KEY_ENV
+from quotaflow.services.access import ADMIN_SETTING
 from quotaflow.storage.postgres import PostgresLedger
 from quotaflow.testing import config
 from quotaflow.web.app import create_app

@@ -33,7 +33,7 @@ def keys() -> None:
 
 async def _list(engine: Any) -> dict[str, Any]:
     from quotaflow import switcher
-    from quotaflow.library import managed_keys_of
+    from quotaflow.runtime import managed_keys_of
 
     managed = managed_keys_of(engine)
     out = []
@@ -106,7 +106,7 @@ def add_key(
     else:
 
         async def work(engine: Any) -> dict[str, Any]:
-            from quotaflow.library import managed_keys_of
+            from quotaflow.runtime import managed_keys_of
 
             added = await managed_keys_of(engine).add(provider, secret, quota_total)
             verb = "added" if added.created else "updated"
@@ -143,7 +143,7 @@ def remove_key(
     else:
 
         async def work(engine: Any) -> dict[str, Any]:
-            from quotaflow.library import managed_keys_of
+            from quotaflow.runtime import managed_keys_of
 
             key = await managed_keys_of(engine).remove(key_id)
             return {"success": True, "message": f"Key {key.id} removed", "key_id": key.id}

@@ -10,13 +10,13 @@ import importlib
 
 import click
 
-from quotaflow import __version__
+from quotaflow._version import __version__
 
 # name → (module, attribute), in the order --help lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("quotaflow.cli.serve", "serve"),
     "demo": ("quotaflow.cli.demo", "demo"),
-    "fake-provider": ("quotaflow.cli.fake_provider_cmd", "fake_provider"),
+    "fake-provider": ("quotaflow.fake_provider.cli", "fake_provider"),
     "status": ("quotaflow.cli.status", "status"),
     "keys": ("quotaflow.cli.keys", "keys"),
     "probe": ("quotaflow.cli.probe", "probe"),

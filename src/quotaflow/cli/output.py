@@ -142,7 +142,7 @@ def iso(ts: float | None) -> str | None:
 
 # -- local mode --------------------------------------------------------------------------
 def load_config_or_exit(config_path: str | None) -> Config:
-    from quotaflow.library import resolve_config
+    from quotaflow.runtime import resolve_config
 
     try:
         return resolve_config(config_path)
@@ -155,8 +155,7 @@ def run_local(
     clock: Clock | None = None, network: bool = False,
 ) -> T:  # fmt: skip
     """Run ``work(engine)`` on the local data folder (no server needed)."""
-    from quotaflow.library import open_engine
-    from quotaflow.runtime import data_home
+    from quotaflow.runtime import data_home, open_engine
 
     async def main() -> T:
         async with open_engine(config, data_home(home), clock=clock, network=network) as engine:

@@ -15,17 +15,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from quotaflow.config.model import Config, Deployment, Key, ModelInfo, Provider, Route
+from quotaflow.config.model import Config
 from quotaflow.config.presets import PRESETS, LimitPreset, ProviderPreset
+from quotaflow.engine.catalog import Deployment, Key, ModelInfo, Provider, Route
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.pricing import Price
+from quotaflow.engine.strategies.base import LearnedWeights, StrategySettings
 from quotaflow.engine.windows import parse_window
 from quotaflow.errors import ConfigError
 
 if TYPE_CHECKING:  # pydantic and yaml are imported when a configuration is loaded
     from pydantic import ValidationError
 
-    from quotaflow.config.schema import ConfigSpec, LimitSpec, ModelSpec, ProviderSpec
+    from quotaflow.config.schema import ConfigSpec, LimitSpec, ModelSpec, ProviderSpec, SettingsSpec
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -357,4 +359,21 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
         source=source,
         agents=tuple(spec.agents),
         storage=spec.storage,
+        strategy=strategy_settings(spec.settings),
+    )
+
+
+def strategy_settings(s: SettingsSpec) -> StrategySettings:
+    """The engine's copy of the settings the strategies read."""
+    w = s.learned_weights
+    return StrategySettings(
+        preferred_providers=tuple(s.preferred_providers),
+        preferred_bonus=s.preferred_bonus,
+        learned_weights=LearnedWeights(w.reliability, w.speed, w.quality, w.recency),
+        learning_half_life_s=s.learning_half_life_s,
+        learning_window=s.learning_window,
+        learned_speed_reference_ms=s.learned_speed_reference_ms,
+        learned_recency_tau_s=s.learned_recency_tau_s,
+        bandit_exploration=s.bandit_exploration,
+        bandit_confidence=s.bandit_confidence,
     )

@@ -6,85 +6,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from quotaflow.engine.catalog import Key, Provider, Route
 from quotaflow.engine.limits import Limit
-from quotaflow.engine.pricing import Price
+from quotaflow.engine.strategies.base import StrategySettings
 
 if TYPE_CHECKING:  # the pydantic schema is imported when a configuration is loaded
     from quotaflow.config.schema import AgentSpec, ServerSpec, SettingsSpec, StorageSpec
-
-
-def mask_secret(secret: str) -> str:
-    """``sk-ant-api03-…x9Qf``-style: a recognisable prefix and the last four characters."""
-    if len(secret) <= 8:
-        return "…" + secret[-2:] if len(secret) > 2 else "…"
-    head = secret[: min(7, len(secret) // 4)]
-    return f"{head}…{secret[-4:]}"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    name: str
-    tier: str | None
-    context_window: int
-    max_output: int
-    price: Price
-
-
-@dataclass(frozen=True, slots=True)
-class Provider:
-    name: str
-    protocol: str
-    base_url: str
-    models: dict[str, ModelInfo]
-    limits: tuple[Limit, ...] = ()
-    priority: int = 100
-    headers: dict[str, str] = field(default_factory=dict)
-    timeout_s: float | None = None
-
-    def model(self, name: str) -> ModelInfo:
-        """The model's info; an unknown model gets neutral defaults and no price."""
-        info = self.models.get(name)
-        return info if info is not None else ModelInfo(name, None, 128_000, 4_096, Price())
-
-
-@dataclass(frozen=True, slots=True)
-class Key:
-    id: str
-    provider: str
-    secret: str = field(repr=False)
-    label: str
-    priority: int = 0
-    weight: float = 1.0
-    enabled: bool = True
-    limits: tuple[Limit, ...] = ()
-
-    @property
-    def masked(self) -> str:
-        return mask_secret(self.secret)
-
-    @property
-    def scope(self) -> str:
-        return f"key:{self.id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    provider: str
-    model: ModelInfo
-    tier: str | None
-    weight: float = 1.0
-    priority: int = 0
-    order: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    name: str
-    deployments: tuple[Deployment, ...]
-    limits: tuple[Limit, ...] = ()
-    strategy: str | None = None
-    implicit: bool = False
-    fallback_route: str | None = None  # where a content-filtered request is retried
 
 
 def _default_storage() -> StorageSpec:
@@ -104,7 +31,8 @@ class Config:
     global_limits: tuple[Limit, ...] = ()
     source: str = "environment"
     agents: tuple[AgentSpec, ...] = ()  # declared in the YAML; more are added by the admin API
-    storage: StorageSpec = field(default_factory=_default_storage)  # where state lives (issue 8)
+    storage: StorageSpec = field(default_factory=_default_storage)  # where state lives
+    strategy: StrategySettings = field(default_factory=StrategySettings)  # from settings
 
     def route(self, model: str) -> Route | None:
         return self.routes.get(model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from quotaflow.config.model import Deployment, Key, Provider
+from quotaflow.engine.catalog import Deployment, Key, Provider
 from quotaflow.engine.health import Health, available_at, unavailable_reason
 from quotaflow.engine.limits import Limit, LimitUsage, state_of
 from quotaflow.engine.reservation import Plan, Shortfall, plan_reservation

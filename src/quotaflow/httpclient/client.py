@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from quotaflow import __version__
+from quotaflow._version import __version__
 from quotaflow.httpclient.connection import (
     Connection,
     InvalidRequest,

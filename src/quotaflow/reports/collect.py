@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from quotaflow.config.model import Key
+from quotaflow.engine.catalog import Key
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.gateway import Gateway as Engine
 from quotaflow.reports.burn import DEFAULT_HALF_LIFE_S, DEFAULT_LOOKBACK_S, BurnRate, ewma_rate

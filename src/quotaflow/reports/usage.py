@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from quotaflow.config.model import Key
+from quotaflow.engine.catalog import Key
 from quotaflow.engine.limits import LimitUsage, state_of
 from quotaflow.storage.base import UsageTotals
 

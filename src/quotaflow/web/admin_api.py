@@ -10,11 +10,12 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from quotaflow import switcher
+from quotaflow.alerts import alert_json
 from quotaflow.config.schema import AgentSpec
 from quotaflow.errors import BadRequest
-from quotaflow.web.auth import MANAGEMENT, require_admin
+from quotaflow.web.auth import require_admin
 from quotaflow.web.errors import json_response
-from quotaflow.web.token_usage_api import alert_json
+from quotaflow.web.keys import MANAGEMENT
 from quotaflow.web.validate import path_name, query_int, read_object
 
 

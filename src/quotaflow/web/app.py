@@ -8,8 +8,7 @@ from aiohttp import web
 
 from quotaflow.gateway import Gateway
 from quotaflow.management import Management
-from quotaflow.web.auth import MANAGEMENT
-from quotaflow.web.keys import GATEWAY
+from quotaflow.web.keys import GATEWAY, MANAGEMENT
 from quotaflow.web.middleware_guard import guard_middleware
 from quotaflow.web.routes import add_routes
 

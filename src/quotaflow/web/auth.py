@@ -14,46 +14,19 @@ Credentials come as ``Authorization: Bearer <token>`` (what the OpenAI SDKs send
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from quotaflow.agents import AGENT_KEY_PREFIX, Agent
 from quotaflow.errors import Forbidden, Unauthorized
-from quotaflow.management import Management
+from quotaflow.services.access import ADMIN_PREFIX, is_loopback, token_hash
+from quotaflow.web.keys import MANAGEMENT
 
-ADMIN_PREFIX = "qfadm-"
-ADMIN_HASH_FILE = "admin_token.sha256"
 ADMIN_HEADER = "x-quotaflow-admin-token"
 AGENT_HEADER = "x-quotaflow-agent"
-MANAGEMENT: web.AppKey[Management] = web.AppKey("management", Management)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def ensure_admin_token(home: Path | None) -> tuple[str, str | None]:
-    """The admin token's hash, and the token itself when it was just created (print it once).
-
-    ``home=None``: a fresh token for this process only (in-process tests)."""
-    if home is not None:
-        path = home / ADMIN_HASH_FILE
-        if path.exists():
-            return path.read_text(encoding="ascii").strip(), None
-    token = ADMIN_PREFIX + secrets.token_urlsafe(32)
-    digest = token_hash(token)
-    if home is not None:
-        home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(home / ADMIN_HASH_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(digest + "\n")
-    return digest, token
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,4 +93,22 @@ def require_caller(request: web.Request) -> Caller:
         return caller
     raise Unauthorized(
         "this call needs an agent key (qf-…) or the admin token in 'Authorization: Bearer'"
+    )
+
+
+def viewer_of(request: web.Request) -> dict[str, Any]:
+    """Who looks at the dashboard: ``{"admin": bool, "mode": …}``; else 401 / 403."""
+    mg = request.app[MANAGEMENT]
+    caller = caller_of(request)
+    if caller.is_admin:
+        return {"admin": True, "mode": "trust_local" if caller.kind == "local" else "admin"}
+    if mg.gateway.config.server.dashboard_read_only_on_loopback and is_loopback(
+        request.remote or ""
+    ):
+        return {"admin": False, "mode": "read_only"}
+    if caller.kind == "agent":
+        raise Forbidden("this agent key has no admin right; the dashboard needs the admin token")
+    raise Unauthorized(
+        "the dashboard needs the admin token (printed by the first 'quotaflow serve'); "
+        "or set server.dashboard_read_only_on_loopback: true to view it read-only locally"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from quotaflow import __version__
+from quotaflow._version import __version__
 from quotaflow.gateway import Gateway
 from quotaflow.web.errors import json_response
 from quotaflow.web.keys import GATEWAY

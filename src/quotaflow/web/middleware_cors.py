@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from quotaflow.errors import Forbidden
-from quotaflow.management import is_loopback
-from quotaflow.web.auth import MANAGEMENT
+from quotaflow.services.access import is_loopback
+from quotaflow.web.keys import MANAGEMENT
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ALLOW_HEADERS = "Content-Type, Authorization, X-Quotaflow-Agent, X-Quotaflow-Admin-Token"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from quotaflow.errors import QuotaflowError
-from quotaflow.management import is_loopback
-from quotaflow.web.auth import MANAGEMENT
+from quotaflow.services.access import is_loopback
+from quotaflow.web.keys import MANAGEMENT
 
 
 class MisdirectedRequest(QuotaflowError):

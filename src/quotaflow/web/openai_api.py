@@ -8,10 +8,10 @@ from quotaflow.agents import apply_token_cap, context_for
 from quotaflow.errors import Unauthorized
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.streaming import CLIENT_GONE
-from quotaflow.web.auth import MANAGEMENT, caller_of
+from quotaflow.web.auth import caller_of
 from quotaflow.web.body import read_json
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import GATEWAY
+from quotaflow.web.keys import GATEWAY, MANAGEMENT
 
 AGENT_HEADER = "x-quotaflow-agent"
 

@@ -11,7 +11,8 @@ from importlib import import_module
 
 from aiohttp import web
 
-from quotaflow.web import events, health_api, openai_api
+from quotaflow.web import health_api, openai_api
+from quotaflow.web.dashboard import hub
 from quotaflow.web.errors import Handler
 
 LAZY_TARGETS: set[tuple[str, str]] = set()  # every (module, function) named to lazy()
@@ -74,10 +75,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/alerts", lazy("admin_api", "list_alerts"))
     app.router.add_get("/openapi.json", lazy("openapi", "openapi_json"))
     # dashboard (issue 6): the page, its assets, its snapshot and live stream, key switches
-    app.router.add_get("/", lazy("dashboard", "index"))
-    app.router.add_get("/static/{name}", lazy("dashboard", "static_file"))
-    app.router.add_get("/api/dashboard", lazy("dashboard_api", "snapshot"))
-    app.router.add_get("/api/events", events.stream)
-    app.router.add_post("/api/keys/{key_id}/enable", lazy("dashboard_api", "enable_key"))
-    app.router.add_post("/api/keys/{key_id}/disable", lazy("dashboard_api", "disable_key"))
-    events.install(app)  # the snapshot hub the streams share; it ends them on shutdown
+    app.router.add_get("/", lazy("dashboard.page", "index"))
+    app.router.add_get("/static/{name}", lazy("dashboard.page", "static_file"))
+    app.router.add_get("/api/dashboard", lazy("dashboard.handlers", "snapshot"))
+    app.router.add_get("/api/events", hub.stream)
+    app.router.add_post("/api/keys/{key_id}/enable", lazy("dashboard.handlers", "enable_key"))
+    app.router.add_post("/api/keys/{key_id}/disable", lazy("dashboard.handlers", "disable_key"))
+    hub.install(app)  # the snapshot hub the streams share; it ends them on shutdown

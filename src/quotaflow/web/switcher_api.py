@@ -12,31 +12,23 @@ from aiohttp import web
 from quotaflow import switcher
 from quotaflow.agents import Agent, context_for
 from quotaflow.errors import BadRequest
-from quotaflow.gateway import CallContext, Gateway
-from quotaflow.managed_keys import resolve_provider, unknown_provider
-from quotaflow.web.auth import AGENT_HEADER, MANAGEMENT, Caller, require_admin, require_caller
+from quotaflow.gateway import CallContext
+from quotaflow.web.auth import AGENT_HEADER, Caller, require_admin, require_caller
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import GATEWAY
+from quotaflow.web.keys import GATEWAY, MANAGEMENT
 from quotaflow.web.validate import (
     NAME,
     get_bool,
     get_int,
     get_str,
     need_str,
+    provider_arg,
     query_int,
     read_object,
 )
 
 MAX_TOKENS_REPORTED = 100_000_000
 MAX_QUOTA = 10**13
-
-
-def provider_arg(gw: Gateway, name: str) -> str:
-    """The configured provider a request names (aliases allowed), else a 400."""
-    resolved = resolve_provider(gw, name)
-    if resolved is None:
-        raise unknown_provider(gw, name)
-    return resolved
 
 
 def agent_of(request: web.Request, caller: Caller) -> tuple[Agent | None, str]:

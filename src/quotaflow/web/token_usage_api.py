@@ -7,20 +7,27 @@ token; ``reset/{ai_name}`` needs the admin token.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from quotaflow import token_usage
 from quotaflow.agents import Agent, apply_token_cap, context_for
+from quotaflow.alerts import alert_json
 from quotaflow.errors import BadRequest, Forbidden, NotFound
 from quotaflow.management import Management
-from quotaflow.storage.management import AlertRow
-from quotaflow.web.auth import MANAGEMENT, require_admin, require_caller
+from quotaflow.web.auth import require_admin, require_caller
 from quotaflow.web.errors import json_response
-from quotaflow.web.switcher_api import provider_arg
-from quotaflow.web.validate import NAME, get_int, need_str, path_name, query_int, read_object
+from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.validate import (
+    NAME,
+    get_int,
+    need_str,
+    path_name,
+    provider_arg,
+    query_int,
+    read_object,
+)
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -72,17 +79,6 @@ async def provider_status_all(request: web.Request) -> web.Response:
 async def emergency_status(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
     return ok(await token_usage.emergency_status(mg.gateway, mg.agents.all()))
-
-
-def alert_json(a: AlertRow) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "timestamp": datetime.fromtimestamp(a.ts, UTC).isoformat(),
-        "kind": a.kind,
-        "subject": a.subject,
-        "level": a.level,
-        "message": a.message,
-    }
 
 
 async def alerts(request: web.Request) -> web.Response:

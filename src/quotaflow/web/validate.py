@@ -12,6 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from quotaflow.errors import BadRequest
+from quotaflow.gateway import Gateway
+from quotaflow.managed_keys import resolve_provider, unknown_provider
 from quotaflow.web.body import read_json
 from quotaflow.web.keys import GATEWAY
 
@@ -102,3 +104,11 @@ def path_name(request: web.Request, name: str) -> str:
     if not NAME.match(v):
         raise BadRequest(f"'{name}' must be 1 to 64 letters, digits or _.@-", param=name)
     return v
+
+
+def provider_arg(gw: Gateway, name: str) -> str:
+    """The configured provider a request names (aliases allowed), else a 400."""
+    resolved = resolve_provider(gw, name)
+    if resolved is None:
+        raise unknown_provider(gw, name)
+    return resolved

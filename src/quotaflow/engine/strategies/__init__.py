@@ -9,28 +9,26 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-from quotaflow.config.schema import SettingsSpec
 from quotaflow.engine.candidates import Candidate, RequestFacts
-from quotaflow.types import State
+from quotaflow.engine.strategies.bandit import bandit
+from quotaflow.engine.strategies.base import STATE_PENALTY, Scored, Strategy, StrategySettings
+from quotaflow.engine.strategies.learned import learned
 
-STATE_PENALTY = {State.OK: 0.0, State.WARNING: -5.0, State.CRITICAL: -15.0, State.DEPLETED: -100.0}
-
-
-@dataclass(slots=True)
-class Scored:
-    candidate: Candidate
-    score: float
-    breakdown: dict[str, float] = field(default_factory=dict)
-
-
-Strategy = Callable[[Sequence[Candidate], RequestFacts, random.Random, SettingsSpec], list[Scored]]
+__all__ = [
+    "STATE_PENALTY",
+    "STRATEGIES",
+    "Scored",
+    "Strategy",
+    "StrategySettings",
+    "apply_overrides",
+    "rank",
+]
 
 
 def headroom(
-    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: StrategySettings
 ) -> list[Scored]:
     """Seed 000: remaining % + preferred-provider bonus + state penalty; highest first."""
     out = []
@@ -56,7 +54,7 @@ def _by_score_desc(x: Scored) -> float:
 
 
 def priority(
-    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: StrategySettings
 ) -> list[Scored]:
     """Seed 002: lowest priority number first (deployment, then key), headroom breaks ties."""
     ranked = sorted(
@@ -80,7 +78,7 @@ def priority(
 
 
 def cost(
-    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: StrategySettings
 ) -> list[Scored]:
     """Cheapest worst-case cost first; headroom breaks ties."""
     out = [
@@ -96,7 +94,7 @@ def cost(
 
 
 def latency(
-    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: StrategySettings
 ) -> list[Scored]:
     """Lowest latency EWMA first; keys never measured go first so they get measured."""
     out = []
@@ -114,7 +112,7 @@ def latency(
 
 
 def weighted(
-    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: StrategySettings
 ) -> list[Scored]:
     """Weighted shuffle (Efraimidis–Spirakis): each order drawn with probability ∝ weight."""
     out = []
@@ -133,14 +131,9 @@ STRATEGIES: dict[str, Strategy] = {
     "cost": cost,
     "latency": latency,
     "weighted": weighted,
+    "learned": learned,
+    "bandit": bandit,
 }
-
-# The learning strategies (issue 7) live in their own modules, which import Scored from here.
-from quotaflow.engine.strategies.bandit import bandit  # noqa: E402  (needs Scored, above)
-from quotaflow.engine.strategies.learned import learned  # noqa: E402  (needs Scored, above)
-
-STRATEGIES["learned"] = learned
-STRATEGIES["bandit"] = bandit
 
 
 def apply_overrides(ranked: list[Scored]) -> list[Scored]:
@@ -176,6 +169,6 @@ def rank(
     cands: Sequence[Candidate],
     facts: RequestFacts,
     rng: random.Random,
-    settings: SettingsSpec,
+    settings: StrategySettings,
 ) -> list[Scored]:
     return apply_overrides(STRATEGIES[name](cands, facts, rng, settings))

@@ -25,10 +25,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from quotaflow.config.schema import SettingsSpec
 from quotaflow.engine.candidates import Candidate, RequestFacts
 from quotaflow.engine.stats import decayed_counts
-from quotaflow.engine.strategies import Scored
+from quotaflow.engine.strategies.base import Scored, StrategySettings
 from quotaflow.engine.strategies.learned import is_probe, is_untested, order, score_all
 
 
@@ -44,7 +43,7 @@ def sampled_reliability(
 
 
 def bandit(
-    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: StrategySettings
 ) -> list[Scored]:
     """Thompson-sampled seed 004 score, highest first, with bounded forced exploration."""
     hl, k = s.learning_half_life_s, s.bandit_confidence

@@ -32,10 +32,9 @@ import math
 import random
 from collections.abc import Callable, Sequence
 
-from quotaflow.config.schema import SettingsSpec
 from quotaflow.engine.candidates import Candidate, RequestFacts
 from quotaflow.engine.stats import reliability
-from quotaflow.engine.strategies import Scored
+from quotaflow.engine.strategies.base import Scored, StrategySettings
 
 NEUTRAL = 0.5  # a component nothing is known about yet
 
@@ -54,7 +53,7 @@ def recency(last_success: float | None, now: float, tau_s: float) -> float:
     return math.exp(-max(now - last_success, 0.0) / tau_s)
 
 
-def components(c: Candidate, s: SettingsSpec, rel: float | None = None) -> dict[str, float]:
+def components(c: Candidate, s: StrategySettings, rel: float | None = None) -> dict[str, float]:
     """The four components of a candidate's score; ``rel`` replaces the mean reliability
     (the bandit passes a sampled one)."""
     st = c.stats
@@ -69,7 +68,7 @@ def components(c: Candidate, s: SettingsSpec, rel: float | None = None) -> dict[
     }
 
 
-def weighted_score(parts: dict[str, float], s: SettingsSpec) -> float:
+def weighted_score(parts: dict[str, float], s: StrategySettings) -> float:
     """The weighted sum of the components, with the weights normalised to sum to 1."""
     w = s.learned_weights
     total = w.reliability + w.speed + w.quality + w.recency
@@ -110,7 +109,7 @@ def order(scored: list[Scored], *, untested_first: bool = False) -> list[Scored]
 
 
 def score_all(
-    cands: Sequence[Candidate], s: SettingsSpec, rel_of: Callable[[Candidate], float | None]
+    cands: Sequence[Candidate], s: StrategySettings, rel_of: Callable[[Candidate], float | None]
 ) -> list[Scored]:
     """Every candidate scored, its breakdown holding the components and ``probe``."""
     out = []
@@ -123,7 +122,7 @@ def score_all(
 
 
 def learned(
-    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: SettingsSpec
+    cands: Sequence[Candidate], facts: RequestFacts, rng: random.Random, s: StrategySettings
 ) -> list[Scored]:
     """Seed 004's score over decayed statistics, highest first (see the module docstring)."""
     return order(score_all(cands, s, lambda c: None))

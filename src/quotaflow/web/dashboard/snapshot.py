@@ -1,33 +1,22 @@
-"""``GET /api/dashboard``: one snapshot of everything the dashboard shows, and the key
-switches it offers (``POST /api/keys/{key_id}/enable`` and ``…/disable``).
+"""One snapshot of everything the dashboard shows, section by section.
 
-Who may look: the admin (token, or every local caller in ``--trust-local`` mode); with
-``server.dashboard_read_only_on_loopback: true`` also anyone connecting from loopback, who
-sees the same snapshot but whose actions still need the token. The snapshot never carries
-a secret (keys are masked as in ``/api/status``).
+The snapshot never carries a secret (keys are masked as in ``/api/status``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from quotaflow import switcher
+from quotaflow.alerts import alert_json
 from quotaflow.engine.candidates import RequestFacts
 from quotaflow.engine.limits import state_of
-from quotaflow.errors import BadRequest, Forbidden, Unauthorized
 from quotaflow.gateway import CallContext, Gateway
-from quotaflow.key_states import set_key_state
-from quotaflow.management import Management, is_loopback
+from quotaflow.management import Management
 from quotaflow.storage.base import LedgerQuery, LedgerRow
 from quotaflow.token_usage import emergency_status, measure_json, months_back
 from quotaflow.types import Measure
-from quotaflow.web.auth import MANAGEMENT, caller_of, require_admin
-from quotaflow.web.dashboard_series import SeriesCache
-from quotaflow.web.errors import json_response
-from quotaflow.web.token_usage_api import alert_json
-from quotaflow.web.validate import path_name
+from quotaflow.web.dashboard.series import SeriesCache
 
 # The "typical request" the recommendation is computed for.
 TYPICAL_PROMPT_TOKENS = 500
@@ -36,24 +25,6 @@ TOP_CANDIDATES = 5
 LOG_ROWS = 50
 ALERT_ROWS = 50
 MAX_AGENTS = 100
-
-
-def viewer_of(request: web.Request) -> dict[str, Any]:
-    """Who looks at the dashboard: ``{"admin": bool, "mode": …}``; else 401 / 403."""
-    mg = request.app[MANAGEMENT]
-    caller = caller_of(request)
-    if caller.is_admin:
-        return {"admin": True, "mode": "trust_local" if caller.kind == "local" else "admin"}
-    if mg.gateway.config.server.dashboard_read_only_on_loopback and is_loopback(
-        request.remote or ""
-    ):
-        return {"admin": False, "mode": "read_only"}
-    if caller.kind == "agent":
-        raise Forbidden("this agent key has no admin right; the dashboard needs the admin token")
-    raise Unauthorized(
-        "the dashboard needs the admin token (printed by the first 'quotaflow serve'); "
-        "or set server.dashboard_read_only_on_loopback: true to view it read-only locally"
-    )
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -272,38 +243,3 @@ async def build_snapshot(
         "agents": await agents_json(mg),
         "alerts": await alerts_json(mg),
     }
-
-
-# -- handlers ------------------------------------------------------------------------------
-async def snapshot(request: web.Request) -> web.Response:
-    from quotaflow.web.events import HUB  # the hub owns the shared caches
-
-    viewer = viewer_of(request)
-    snap = await request.app[HUB].current()
-    return json_response({"success": True, "viewer": viewer, **snap})
-
-
-def _known_key(mg: Management, request: web.Request) -> str:
-    key_id = path_name(request, "key_id")
-    if key_id not in mg.gateway.keys:
-        raise BadRequest(f"unknown key_id {key_id!r}", code="unknown_key")
-    return key_id
-
-
-async def enable_key(request: web.Request) -> web.Response:
-    """Route to the key again: clears a disable, an auth failure, a cooldown, an open circuit.
-    Kept in the data folder, like ``quotaflow keys enable``."""
-    mg = request.app[MANAGEMENT]
-    require_admin(request)
-    key_id = _known_key(mg, request)
-    await set_key_state(mg.gateway, key_id, True)
-    return json_response({"success": True, "message": f"Key {key_id} enabled", "key_id": key_id})
-
-
-async def disable_key(request: web.Request) -> web.Response:
-    """Stop routing to the key until it is enabled again (kept across a restart)."""
-    mg = request.app[MANAGEMENT]
-    require_admin(request)
-    key_id = _known_key(mg, request)
-    await set_key_state(mg.gateway, key_id, False)
-    return json_response({"success": True, "message": f"Key {key_id} disabled", "key_id": key_id})

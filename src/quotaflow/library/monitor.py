@@ -19,11 +19,10 @@ import sys
 from typing import TextIO
 
 from quotaflow.clock import Clock, SystemClock
-from quotaflow.library import ConfigSource, open_engine, resolve_config
 from quotaflow.reports.collect import collect_report
 from quotaflow.reports.export import export, to_text
 from quotaflow.reports.usage import UsageReport
-from quotaflow.runtime import data_home
+from quotaflow.runtime import ConfigSource, data_home, open_engine, resolve_config
 
 
 class UsageMonitor:

@@ -23,10 +23,11 @@ from aiohttp import web
 
 from quotaflow.management import Management
 from quotaflow.storage.base import LedgerQuery
-from quotaflow.web.auth import MANAGEMENT
+from quotaflow.web.auth import viewer_of
+from quotaflow.web.keys import MANAGEMENT
 
 if TYPE_CHECKING:  # the dashboard's modules load with its first request
-    from quotaflow.web.dashboard_series import SeriesCache
+    from quotaflow.web.dashboard.series import SeriesCache
 
 POLL_S = 0.25
 MIN_INTERVAL_S = 1.0
@@ -55,7 +56,7 @@ class Hub:
     def series(self) -> SeriesCache:
         """The dashboard's series cache, made (and the reports imported) on first use."""
         if self._series is None:
-            from quotaflow.web.dashboard_series import SeriesCache
+            from quotaflow.web.dashboard.series import SeriesCache
 
             self._series = SeriesCache(self.mg.gateway, self.mg.store)
         return self._series
@@ -92,7 +93,7 @@ class Hub:
                 self._fp_at = mono
             if self._snap is not None and age < REFRESH_S and fp == self._fingerprint:
                 return self._snap
-            from quotaflow.web.dashboard_api import build_snapshot
+            from quotaflow.web.dashboard.snapshot import build_snapshot
 
             snap = await build_snapshot(self.mg, self.series, fp)
             self._fingerprint = fp
@@ -135,8 +136,6 @@ def _event(snap: dict[str, Any], viewer: dict[str, Any]) -> bytes:
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """The snapshot as an SSE stream: each new version, at most every second."""
-    from quotaflow.web.dashboard_api import viewer_of
-
     viewer = viewer_of(request)
     hub = request.app[HUB]
     clock = hub.mg.gateway.clock

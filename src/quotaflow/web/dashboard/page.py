@@ -19,7 +19,7 @@ from aiohttp import web
 
 from quotaflow.errors import NotFound
 
-STATIC_DIR = Path(__file__).with_name("static")
+STATIC_DIR = Path(__file__).parent.parent / "static"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",

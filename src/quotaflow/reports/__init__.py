@@ -1,0 +1,1 @@
+"""Read models over the ledger: usage, burn, forecast, export, and their collection."""

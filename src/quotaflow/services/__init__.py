@@ -1,0 +1,1 @@
+"""Features built on the gateway's public verbs (seed features, access, key management)."""
