@@ -304,9 +304,8 @@ async def test_body_over_the_cap_is_refused() -> None:
 
     try:
         async with raw_server(handler) as url:
-            resp = await small.post(url, {}, b"", timeout_s=2)
-            with pytest.raises(BodyTooLarge):
-                await resp.read(2)
+            with pytest.raises(BodyTooLarge):  # its Content-Length says so: refused at the head
+                await small.post(url, {}, b"", timeout_s=2)
     finally:
         await small.close()
 
@@ -427,3 +426,82 @@ async def test_tls_is_verified(tmp_path: Path) -> None:
         await good.close()
         await default.close()
         await runner.cleanup()
+
+
+def _chunked(body: bytes, piece: int = 100_000) -> bytes:
+    out = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    for i in range(0, len(body), piece):
+        part = body[i : i + piece]
+        out.append(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+    out.append(b"0\r\n\r\n")
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("size", [2_000_000, 5_000_000])
+async def test_large_answers_complete_twice_on_one_connection(
+    client: HttpClient, framing: str, size: int
+) -> None:
+    """Bodies far over the back-pressure mark are read whole, and the connection stays usable."""
+    bodies = [bytes([65 + i]) * size for i in range(2)]
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        for body in bodies:
+            await read_request(r)
+            w.write(answer(body) if framing == "length" else _chunked(body))
+            await w.drain()
+
+    async with raw_server(handler) as url:
+        for body in bodies:
+            resp = await client.post(url, {}, b"", timeout_s=30, whole_body=True)
+            await asyncio.sleep(0.05)  # the body arrives before anyone reads it
+            assert await resp.read() == body
+        assert client.opened == 1
+
+
+async def test_answer_completed_while_paused_leaves_a_working_connection(
+    client: HttpClient,
+) -> None:
+    """The last bytes crossing the back-pressure mark also end the message: resumed anyway."""
+    from quotaflow.httpclient.connection import HIGH_WATER
+
+    body = b"z" * (HIGH_WATER + 1000)
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(answer(body))
+        await w.drain()
+        await read_request(r)
+        w.write(answer(b"next"))
+        await w.drain()
+
+    async with raw_server(handler) as url:
+        resp = await client.post(url, {}, b"", timeout_s=30)
+        for _ in range(1000):  # a stream reader slow to come back: the body ends meanwhile
+            if resp.complete:
+                break
+            await asyncio.sleep(0.01)
+        assert resp.complete
+        assert await resp.readany(5) == body
+        resp = await client.post(url, {}, b"", timeout_s=30, whole_body=True)
+        assert await resp.read(30) == b"next"
+        assert client.opened == 1
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_body_over_the_cap_fails_as_too_large_not_as_timeout(framing: str) -> None:
+    capped = HttpClient(max_body_bytes=3_000_000)
+    body = b"y" * 5_000_000
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(answer(body) if framing == "length" else _chunked(body))
+        await w.drain()
+
+    try:
+        async with raw_server(handler) as url:
+            with pytest.raises(BodyTooLarge):
+                resp = await capped.post(url, {}, b"", timeout_s=30, whole_body=True)
+                await resp.read()
+    finally:
+        await capped.close()

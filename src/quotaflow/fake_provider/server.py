@@ -41,7 +41,7 @@ def create_app(config: FakeProviderConfig) -> web.Application:
     """
     state = FakeProviderState(config)
     proto = PROTOCOLS[config.protocol](state)
-    app = web.Application()
+    app = web.Application(client_max_size=32 << 20)  # real providers take multi-MB prompts
     app[STATE_KEY] = state
     app.router.add_routes(proto.routes(make_chat_handler(state, proto)))
     app.router.add_routes(make_control_routes(state))

@@ -79,6 +79,9 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._decoder = _decoder(headers.get("content-encoding", ""))
         self._max_body = conn.max_body
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._max_body:
+            raise BodyTooLarge(f"response body of {length} bytes, over {self._max_body}")
 
     # -- fed by the connection -------------------------------------------------------------
     def _feed(self, data: bytes) -> None:
@@ -151,6 +154,9 @@ class Response:
         while not self._eof:
             if self._exc is not None:
                 raise self._exc
+            conn = self._conn
+            if conn is not None and conn.paused:
+                conn.resume()  # the whole body is wanted: back-pressure would only stall it
             await self._wait(timeout_s)
         if self._exc is not None:
             raise self._exc
@@ -292,6 +298,7 @@ class Connection(asyncio.Protocol):
         resp._finish()
         if self._keep_alive and not self.closed:
             self.got_bytes = False
+            self.resume()  # paused by a large unread body: the next request must be heard
             self._release(self)
         else:
             self.close()

@@ -14,9 +14,18 @@ async def read_json(request: web.Request, cap: int) -> Any:
     length = request.content_length
     if length is not None and length > cap:
         raise PayloadTooLarge(f"request body of {length} bytes is over the {cap}-byte limit")
-    data = await request.content.read(cap + 1)
-    if len(data) > cap:
+    # read(n) returns what has arrived so far (up to n): a large body takes several reads
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        chunk = await request.content.read(cap + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > cap:
         raise PayloadTooLarge(f"request body is over the {cap}-byte limit")
+    data = b"".join(chunks)
     if not data:
         raise BadRequest("the request body is empty; send a JSON object")
     try:
