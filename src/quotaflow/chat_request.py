@@ -18,6 +18,9 @@ OWN_FIELDS = ("complexity", "preferred_provider", "quotaflow")
 _OWN = frozenset(OWN_FIELDS)
 _STR_OR_LIST = (str, list)  # a tuple: an ``X | Y`` union is built anew on every isinstance
 _NUMBER = (int, float)
+MULTIPLIERS = ("n", "best_of", "candidate_count", "candidateCount")  # each completion bills
+_MULTIPLY = frozenset(MULTIPLIERS)
+MAX_CHOICES = 128
 _SAMPLING = (
     ("temperature", 0.0, 2.0),
     ("top_p", 0.0, 1.0),
@@ -36,6 +39,7 @@ class ChatRequest:
     complexity: str | None
     preferred_provider: str | None
     user: str | None
+    choices: int = 1  # completions the upstream may produce (and bill) for this request
 
 
 def _is_int(v: Any) -> bool:
@@ -109,14 +113,26 @@ def _max_tokens(body: dict[str, Any], cap: int) -> int | None:
     return value
 
 
+def _choices(body: dict[str, Any]) -> int:
+    """How many completions the request may make the upstream generate and bill: ``n``
+    (Gemini's ``candidateCount`` once translated), or more with ``best_of`` (OpenAI-compatible
+    servers that sample several and return the best bill them all)."""
+    most = 1
+    for name in MULTIPLIERS:
+        v = body.get(name)
+        if v is None:
+            continue
+        if not _is_int(v) or not 1 <= v <= MAX_CHOICES:
+            raise BadRequest(f"'{name}' must be an integer between 1 and {MAX_CHOICES}", param=name)
+        most = max(most, v)
+    return most
+
+
 def _check_sampling(body: dict[str, Any]) -> None:
     for name, lo, hi in _SAMPLING:
         v = body.get(name)
         if v is not None and (not _is_number(v) or not lo <= v <= hi):
             raise BadRequest(f"'{name}' must be a number between {lo:g} and {hi:g}", param=name)
-    n = body.get("n")
-    if n is not None and (not _is_int(n) or not 1 <= n <= 128):
-        raise BadRequest("'n' must be an integer between 1 and 128", param="n")
     stop = body.get("stop")
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
@@ -149,6 +165,7 @@ def parse_chat_request(
     include_usage = bool(opts.get("include_usage")) if isinstance(opts, dict) else False
     max_tokens = _max_tokens(body, max_tokens_cap)
     _check_sampling(body)
+    choices = _choices(body) if not _MULTIPLY.isdisjoint(body) else 1
     complexity = body.get("complexity")
     if complexity is not None and complexity not in ("simple", "complex"):
         raise BadRequest("'complexity' must be 'simple' or 'complex'", param="complexity")
@@ -169,5 +186,5 @@ def parse_chat_request(
     else:
         upstream = {k: v for k, v in body.items() if k not in OWN_FIELDS}
     return ChatRequest(
-        upstream, model, stream, include_usage, max_tokens, complexity, preferred, user
+        upstream, model, stream, include_usage, max_tokens, complexity, preferred, user, choices
     )

@@ -303,6 +303,7 @@ class Gateway:
             forced_provider=ctx.forced_provider or self.forced_provider,
             agent=ctx.agent,
             min_completion_tokens=self.settings.min_completion_tokens,
+            choices=req.choices,
         )
 
     def _route_limits(self, route: Route) -> list[Limit]:
@@ -611,8 +612,8 @@ class Gateway:
         return LedgerRow(
             request_id=rid, attempt=n, ts=self.clock.now(), agent=ctx.agent, route=route.name,
             provider=c.provider, key_id=c.key.id, model=c.model, status="pending", stream=stream,
-            reserved_tokens=plan.prompt_tokens + plan.max_tokens,
-            extra={"reserved_cost": c.deployment.model.price.worst_case_usd(plan.prompt_tokens, plan.max_tokens)},
+            reserved_tokens=plan.reserved_tokens,
+            extra={"reserved_cost": c.deployment.model.price.worst_case_usd(plan.prompt_tokens, plan.completion_tokens)},
         )  # fmt: skip
 
     async def _finish_ok(

@@ -40,13 +40,14 @@ class Holds:
             _, rid = heapq.heappop(self._expiry)
             self._by_id.pop(rid, None)
 
-    def take(
+    def find(
         self, now: float, *, reservation_id: str | None = None, key_id: str | None = None,
         provider: str | None = None, agent: str | None = None,
     ) -> Hold | None:  # fmt: skip
+        """The hold by id, else the oldest matching key, provider and agent; kept held."""
         self.sweep(now)
         if reservation_id is not None:
-            return self._by_id.pop(reservation_id, None)
+            return self._by_id.get(reservation_id)
         for h in sorted(self._by_id.values(), key=lambda h: h.at):
             if key_id is not None and h.key_id != key_id:
                 continue
@@ -54,8 +55,18 @@ class Holds:
                 continue
             if agent is not None and h.agent != agent:
                 continue
-            return self._by_id.pop(h.reservation_id)
+            return h
         return None
+
+    def take(
+        self, now: float, *, reservation_id: str | None = None, key_id: str | None = None,
+        provider: str | None = None, agent: str | None = None,
+    ) -> Hold | None:  # fmt: skip
+        """Like :meth:`find`, and no longer held."""
+        hold = self.find(now, reservation_id=reservation_id, key_id=key_id, provider=provider, agent=agent)  # fmt: skip
+        if hold is not None:
+            self._by_id.pop(hold.reservation_id, None)
+        return hold
 
     def __len__(self) -> int:
         return len(self._by_id)

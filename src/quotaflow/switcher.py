@@ -18,13 +18,16 @@ from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import RequestFacts
 from quotaflow.engine.catalog import Deployment, Key, Route
 from quotaflow.engine.limits import Limit, LimitUsage, remaining_share, state_of
-from quotaflow.errors import BadRequest
+from quotaflow.errors import BadRequest, Forbidden
 from quotaflow.gateway import CallContext, Gateway, exhausted_error
 from quotaflow.holds import Hold as Hold
 from quotaflow.holds import Holds as Holds
 from quotaflow.storage.base import LedgerQuery, LedgerRow
 from quotaflow.types import Measure, State
 
+# An agent may report up to this share above what it reserved (estimates are estimates);
+# more, or usage without its own open reservation, only the admin may book.
+USE_TOLERANCE = 0.10
 _WINDOW_RANK = {"once": 6, "month": 5, "day": 4, "hour": 3, "rolling": 2, "minute": 1}
 
 
@@ -250,19 +253,60 @@ async def choose(gw: Gateway, holds: Holds, tokens: int, ctx: CallContext) -> Ch
     raise err
 
 
+def allowed_use(hold: Hold) -> int:
+    """The most tokens an agent may report against ``hold``."""
+    return int(hold.tokens * (1 + USE_TOLERANCE))
+
+
+def _agent_hold(
+    holds: Holds, now: float, agent: str, *, reservation_id: str | None, key_id: str | None,
+    provider: str | None, tokens: int,
+) -> Hold:  # fmt: skip
+    """The agent's own open reservation this report settles, with room for ``tokens``."""
+    hold = holds.find(
+        now, reservation_id=reservation_id, key_id=key_id,
+        provider=None if key_id else provider, agent=None if reservation_id else agent,
+    )  # fmt: skip
+    if hold is None or hold.agent != agent:
+        raise Forbidden(
+            "an agent reports usage only against its own open reservation "
+            "(POST /api/choose, then send its reservation_id); other usage needs the admin token"
+        )
+    if (key_id is not None and hold.key_id != key_id) or (provider is not None and hold.provider != provider):  # fmt: skip
+        raise BadRequest(f"reservation {hold.reservation_id!r} is on {hold.provider}/{hold.key_id}")
+    if tokens > allowed_use(hold):
+        raise BadRequest(
+            f"tokens_used {tokens} is above the {hold.tokens} tokens reserved "
+            f"(+{USE_TOLERANCE:.0%} allowed: at most {allowed_use(hold)}); "
+            "reserve more with /api/choose",
+            param="tokens_used",
+        )
+    return hold
+
+
 async def report_use(
     gw: Gateway, holds: Holds, *, provider: str | None, key_id: str | None, tokens: int,
     success: bool, reason: str | None, ctx: CallContext, reservation_id: str | None = None,
+    restrict_to: str | None = None,
 ) -> tuple[Key, bool]:  # fmt: skip
     """Book usage an agent reports: a ledger row (source ``reported``), then the counters.
 
     Settles the ``choose`` reservation it belongs to (by id, key or provider) when one is
-    held. Returns the key charged and whether a reservation was settled."""
+    held. With ``restrict_to`` (a plain agent's name) only that agent's own open reservation
+    may be settled, with at most :data:`USE_TOLERANCE` above what it reserved. Returns the
+    key charged and whether a reservation was settled."""
     now = gw.clock.now()
-    hold = holds.take(
-        now, reservation_id=reservation_id, key_id=key_id,
-        provider=None if key_id else provider, agent=None,
-    )  # fmt: skip
+    if restrict_to is not None:
+        hold: Hold | None = _agent_hold(
+            holds, now, restrict_to, reservation_id=reservation_id, key_id=key_id,
+            provider=provider, tokens=tokens,
+        )  # fmt: skip
+        holds.take(now, reservation_id=hold.reservation_id if hold else None)
+    else:
+        hold = holds.take(
+            now, reservation_id=reservation_id, key_id=key_id,
+            provider=None if key_id else provider, agent=None,
+        )  # fmt: skip
     if reservation_id is not None and hold is None:
         raise BadRequest(f"reservation {reservation_id!r} is unknown or expired; report without it")
     key = gw.keys.get(hold.key_id) if hold else None

@@ -71,9 +71,14 @@ def test_no_secret_in_answers_logs_or_errors(server: Served) -> None:
         assert secret not in everything, secret
     assert mask_secret(API_SECRET) in everything  # shown masked
     assert mask_secret(API_SECRET).endswith("…2222")
-    # The two ways to see a whole key: /api/choose and the admin reveal.
+    # The two ways to see a whole key, both the admin's: /api/choose and the reveal.
     status, chosen = server.call("POST", "/api/choose", {"tokens_estimate": 1}, token=AGENT_KEY)
-    assert status == 200 and chosen["api_key"] in (YAML_SECRET, API_SECRET)
+    assert status == 200 and chosen["api_key"] in (
+        mask_secret(YAML_SECRET),
+        mask_secret(API_SECRET),
+    )
+    status, mine = server.call("POST", "/api/choose", {"tokens_estimate": 1}, token=t)
+    assert status == 200 and mine["api_key"] in (YAML_SECRET, API_SECRET)
     server.call("POST", "/api/use", {"reservation_id": chosen["reservation_id"], "provider": chosen["provider"], "tokens_used": 1}, token=AGENT_KEY)  # fmt: skip
     assert server.call("POST", "/api/keys/openai-1/reveal", token=AGENT_KEY)[0] == 403
     assert server.call("POST", "/api/keys/openai-1/reveal")[0] == 401

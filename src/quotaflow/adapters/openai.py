@@ -208,9 +208,11 @@ class OpenAIAdapter:
         out = dict(body)
         out["model"] = target.model
         if max_tokens is not None:
+            # Every cap the client sent becomes the reserved one: an upstream honouring the
+            # larger of two would bill past the reservation.
             if "max_completion_tokens" in out:
                 out["max_completion_tokens"] = max_tokens
-            else:
+            if "max_tokens" in out or "max_completion_tokens" not in out:
                 out["max_tokens"] = max_tokens
         if stream:
             out["stream"] = True

@@ -32,6 +32,7 @@ class RequestFacts:
     forced_provider: str | None = None  # seed 000: used while available
     agent: str = "default"
     min_completion_tokens: int = 16
+    choices: int = 1  # completions asked for (``n``): each may run to max_tokens
 
 
 @dataclass(slots=True)
@@ -121,7 +122,7 @@ def screen_candidates(
         model = dep.model
         model_name = model.name
         est_cost = model.price.worst_case_usd(
-            facts.prompt_tokens, facts.max_tokens or model.max_output
+            facts.prompt_tokens, (facts.max_tokens or model.max_output) * facts.choices
         )
         flags = {
             "forced": facts.forced_provider == dep.provider,
@@ -208,6 +209,7 @@ def plan_candidate(
         model_max_output=model.max_output,
         price=model.price,
         min_completion_tokens=facts.min_completion_tokens,
+        choices=facts.choices,
     )
     if isinstance(plan, Shortfall):
         frees = plan.resets_at

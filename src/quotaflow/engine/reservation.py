@@ -1,9 +1,11 @@
 """Planning a reservation: the worst case a request may consume on every limit it touches.
 
 Before a request goes upstream the gateway reserves, atomically and on every limit at
-once, ``estimated prompt tokens + max_tokens`` (tokens), ``1`` (requests) and the worst
-case cost. When the client set no ``max_tokens`` the completion is clamped to the
-headroom left, and that clamp is sent upstream, so even the worst answer fits. After the
+once, ``estimated prompt tokens + choices × max_tokens`` (tokens), ``1`` (requests) and the
+worst case cost; ``choices`` is how many completions the request asks for (``n``), each of
+which may run to ``max_tokens``. When the client set no ``max_tokens`` each completion is
+clamped to its share of the headroom left, and that clamp is sent upstream, so even the
+worst answer fits. After the
 answer the provider-reported usage is committed and the rest released.
 """
 
@@ -29,8 +31,18 @@ class Claim:
 class Plan:
     claims: tuple[Claim, ...]
     prompt_tokens: int
-    max_tokens: int  # completion tokens reserved, and the cap sent upstream
+    max_tokens: int  # the cap of each completion, as sent upstream
     clamped: bool  # True when max_tokens was chosen by the headroom, not the client
+    choices: int = 1  # completions reserved for, each up to max_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens reserved: every choice at its cap."""
+        return self.max_tokens * self.choices
+
+    @property
+    def reserved_tokens(self) -> int:
+        return self.prompt_tokens + self.max_tokens * self.choices
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +91,20 @@ def plan_reservation(
     model_max_output: int,
     price: Price,
     min_completion_tokens: int = 1,
+    choices: int = 1,
 ) -> Plan | Shortfall:
     """The claims for one attempt, or the first limit it would overshoot."""
     if requested_max_tokens is not None:
         max_tokens = requested_max_tokens
         clamped = False
     else:
-        room = completion_headroom(limits, usages, prompt_tokens, price)
+        room = completion_headroom(limits, usages, prompt_tokens, price) / choices
         max_tokens = int(min(room, model_max_output)) if room != math.inf else model_max_output
         clamped = max_tokens < model_max_output
         if max_tokens < min_completion_tokens:
             max_tokens = min_completion_tokens
-    tokens = float(prompt_tokens + max_tokens)
-    cost = price.worst_case_usd(prompt_tokens, max_tokens)
+    tokens = float(prompt_tokens + max_tokens * choices)
+    cost = price.worst_case_usd(prompt_tokens, max_tokens * choices)
     claims: list[Claim] = []
     for lim in limits:
         metric = lim.metric
@@ -101,7 +114,7 @@ def plan_reservation(
         if taken + need > lim.amount + EPS:
             return Shortfall(lim, taken, need, u.frees_at if u else None)
         claims.append(Claim(lim, need))
-    return Plan(tuple(claims), prompt_tokens, max_tokens, clamped)
+    return Plan(tuple(claims), prompt_tokens, max_tokens, clamped, choices)
 
 
 def fits(claims: Sequence[Claim], usages: Mapping[str, LimitUsage]) -> Shortfall | None:

@@ -161,7 +161,9 @@ def paths() -> dict[str, Schema]:
                 ok_obj(
                     {
                         "provider": STR,
-                        "api_key": STR,
+                        "api_key": STR,  # masked unless the caller is the admin
+                        "key_label": STR,
+                        "reservation_id": STR,
                         "remaining_after": NUM,
                         "reason": STR,
                         "key_id": STR,

@@ -28,6 +28,7 @@ from quotaflow.web.validate import (
 )
 
 MAX_TOKENS_REPORTED = 100_000_000
+NO_STORE = {"cache-control": "no-store"}  # an answer carrying a secret is never cached
 MAX_QUOTA = 10**13
 
 
@@ -75,17 +76,21 @@ async def choose(request: web.Request) -> web.Response:
         )  # fmt: skip
     ctx, _ = await context_for(gw, agent, name)
     c = await switcher.choose(gw, mg.holds, tokens, ctx)
+    # Only the admin (or trust-local mode) receives the provider key itself: an agent with
+    # it could call the provider directly, past every budget. An agent gets the key's
+    # label and the reservation, and sends its calls through /v1.
     return json_response({
         "success": True,
         "provider": c.provider,
-        "api_key": c.key.secret if caller.is_authorised else c.key.masked,
+        "api_key": c.key.secret if caller.is_admin else c.key.masked,
+        "key_label": c.key.label,
         "remaining_after": switcher.as_number(c.remaining_after),
         "reason": c.reason,
         "key_id": c.key.id,
         "reservation_id": c.hold.reservation_id,
         "expires_in_s": gw.settings.choose_ttl_s,
         "score": round(c.score, 3),
-    })  # fmt: skip
+    }, headers=NO_STORE if caller.is_admin else None)  # fmt: skip
 
 
 async def use(request: web.Request) -> web.Response:
@@ -96,8 +101,10 @@ async def use(request: web.Request) -> web.Response:
     given = get_str(body, "provider", max_len=64)
     key_id = get_str(body, "key_id", max_len=64)
     reservation = get_str(body, "reservation_id", max_len=64)
-    if given is None and key_id is None:
-        raise BadRequest("'provider' is required (or 'key_id')", param="provider")
+    if given is None and key_id is None and reservation is None:
+        raise BadRequest(
+            "'provider' is required (or 'key_id' or 'reservation_id')", param="provider"
+        )
     tokens = get_int(body, "tokens_used", lo=0, hi=MAX_TOKENS_REPORTED, required=True)
     ok = get_bool(body, "success", True)
     reason = body.get("reason")
@@ -109,6 +116,7 @@ async def use(request: web.Request) -> web.Response:
     key, settled = await switcher.report_use(
         gw, mg.holds, provider=provider, key_id=key_id, tokens=tokens, success=ok,
         reason=reason, ctx=ctx, reservation_id=reservation,
+        restrict_to=None if caller.is_admin else name,
     )  # fmt: skip
     return json_response({
         "success": True,
