@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from quotaflow.config.model import mask_secret
+from quotaflow.engine.catalog import mask_secret
 from tests.e2e_helpers import Served, fake_upstream, served
 
 pytestmark = pytest.mark.e2e
