@@ -4,6 +4,7 @@
 
     QuotaflowError                 status  OpenAI type / code
     ├── ConfigError                  —     (refused at start; names the field)
+    ├── StorageUnusable              —     (refused at start; names the file and what to do)
     ├── BadRequest                  400    invalid_request_error
     │   ├── PayloadTooLarge         413    invalid_request_error / payload_too_large
     │   └── UnsupportedByProtocol   400    invalid_request_error / unsupported_by_protocol
@@ -59,6 +60,11 @@ class QuotaflowError(Exception):
 
 class ConfigError(QuotaflowError):
     """The configuration is invalid; the message names the field and the reason."""
+
+
+class StorageUnusable(QuotaflowError):
+    """A file of the data folder (the SQLite ledger, the folder's lock) cannot be used:
+    damaged, read-only, or on a full disk. The message names the file and what to do."""
 
 
 class BadRequest(QuotaflowError):

@@ -37,6 +37,15 @@ def load_or_exit(path: str | None) -> Config:
         sys.exit(2)
 
 
+class StartRefused(click.ClickException):
+    """The data folder cannot be served from: one line naming the file, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"quotaflow: {self.message}", err=True)
+
+
 def install_uvloop() -> None:
     try:
         import uvloop
@@ -59,10 +68,16 @@ async def run_server(
 ) -> None:  # fmt: skip
     from aiohttp import web
 
+    from quotaflow.errors import StorageUnusable
     from quotaflow.management import Management
     from quotaflow.runtime import build_gateway
+    from quotaflow.storage.folder_lock import lock_data_folder
     from quotaflow.web.app import create_app
 
+    try:
+        folder_lock = lock_data_folder(home)  # held until the process ends
+    except StorageUnusable as exc:
+        raise StartRefused(exc.message) from None
     gateway = build_gateway(config, home)
     try:
         mg = Management.build(
@@ -72,7 +87,10 @@ async def run_server(
         raise click.UsageError(str(exc)) from None
     app = create_app(gateway, management=mg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except StorageUnusable as exc:
+        raise StartRefused(exc.message) from None
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
     try:
         await site.start()
@@ -111,6 +129,7 @@ async def run_server(
     sys.stdout.flush()
     await stop.wait()
     await runner.cleanup()
+    folder_lock.release()
 
 
 @click.command()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from quotaflow.engine.stats import ModelStats
+from quotaflow.errors import StorageUnusable
 from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
 from quotaflow.storage.ledger_sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
@@ -139,6 +140,21 @@ def _row(t: Sequence[Any]) -> LedgerRow:
     )  # fmt: skip
 
 
+def unusable_database(path: Path, exc: BaseException) -> StorageUnusable:
+    """The one-line refusal for a ledger file SQLite cannot use, with what to do about it."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        advice = (
+            "it is damaged: restore it from a backup, or move it aside to start an empty ledger"
+        )
+    else:
+        advice = (
+            "it cannot be opened for writing: check the permissions and free space of the "
+            "file and its folder, or choose another --home"
+        )
+    return StorageUnusable(f"the ledger database {path.resolve()} is unusable ({reason}); {advice}")
+
+
 def _migrations() -> list[str]:
     folder = resources.files("quotaflow.storage") / "migrations"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
@@ -168,10 +184,13 @@ class SqliteLedger:
         return db
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._connect()
-        for script in _migrations():
-            db.executescript(script)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._connect()
+            for script in _migrations():
+                db.executescript(script)
+        except (sqlite3.Error, OSError) as exc:
+            raise unusable_database(self.path, exc) from None
         self._db = db
         self._read = self._connect()
         self._wake = asyncio.Event()
