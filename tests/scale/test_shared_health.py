@@ -30,9 +30,9 @@ BODY: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _config(url: str, redis_url: str, prefix: str) -> dict[str, Any]:
+def _config(url: str, redis_url: str, prefix: str, dsn: str) -> dict[str, Any]:
     return {
-        "storage": {"counters": redis_url, "key_prefix": prefix},
+        "storage": {"counters": redis_url, "key_prefix": prefix, "ledger": dsn},
         "settings": {"strategy": "priority", "max_wait_s": 0, "preferred_providers": []},
         "providers": [{"name": "p", "protocol": "openai", "base_url": url, "models": ["m"], "keys": [
             {"id": "a", "secret": "sk-a", "priority": 0, "limits": []},
@@ -43,13 +43,17 @@ def _config(url: str, redis_url: str, prefix: str) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def replicas(
-    fake: FakeProviderHandle, redis_url: str, prefix: str, tmp: Path
+    fake: FakeProviderHandle, redis_url: str, prefix: str, dsn: str, tmp: Path
 ) -> AsyncIterator[tuple[Gateway, Gateway]]:
-    cfg = _config(fake.base_url, redis_url, prefix)
+    cfg = _config(fake.base_url, redis_url, prefix, dsn)
     gws = []
-    for name in ("A", "B"):  # each replica with its own SQLite ledger
+    for name in ("A", "B"):  # shared counters need a shared ledger
         (tmp / name).mkdir()
-        gws.append(build_gateway(config(cfg), tmp / name))
+        gws.append(
+            build_gateway(
+                config({**cfg, "storage": {**cfg["storage"], "replica_id": name}}), tmp / name
+            )
+        )
     for gw in gws:
         await gw.start()
     try:
@@ -76,13 +80,13 @@ def sent(fake: FakeProviderHandle, secret: str) -> int:
 
 
 async def test_disable_cooldown_and_enable_reach_the_other_replica(
-    redis_url_prefix: tuple[str, str], tmp_path: Path
+    redis_url_prefix: tuple[str, str], pg_dsn: str, tmp_path: Path
 ) -> None:
     redis_url, prefix = redis_url_prefix
     fake_cfg = FakeProviderConfig(protocol="openai", keys={"sk-a": KeyState(), "sk-b": KeyState()})
     async with (
         running_fake_provider(fake_cfg) as fake,
-        replicas(fake, redis_url, prefix, tmp_path) as (a, b),
+        replicas(fake, redis_url, prefix, pg_dsn, tmp_path) as (a, b),
     ):
         assert a.health_sync is not None and b.health_sync is not None
         # A 401 on replica A disables key "a" there…

@@ -222,6 +222,17 @@ class StorageSpec(_Model):
             )
         return v
 
+    @model_validator(mode="after")
+    def _shared_counters_need_a_shared_ledger(self) -> StorageSpec:
+        # Counters reloaded after a Redis restart come from the ledger: from one replica's own
+        # SQLite file they would miss every other replica's usage, and quotas would overshoot.
+        if self.counters != "memory" and self.ledger == "sqlite":
+            raise ValueError(
+                "counters: shared counters (Redis) need a shared ledger: set ledger to a "
+                "postgresql:// URL, or use counters: memory for a single server"
+            )
+        return self
+
 
 class AgentBudgetSpec(LimitSpec):
     provider: str | None = None  # a budget on one provider only (seed 003: per-provider months)

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.windows import window_start
+from quotaflow.errors import Unavailable
 from quotaflow.types import Measure
 
 _TOLERANCE = 1e-6
@@ -130,13 +131,16 @@ async def attach_shared(
     are fixed by ``quotaflow rebuild-counters``.
     """
     await counters.attach(LedgerSource(ledger, limits))
-    if not counters.available:
+    current = limits()
+    try:
+        usages = await counters.snapshot(current, now) if counters.available else None
+    except Unavailable:  # lost again since attach: recovery reloads them
+        usages = None
+    if usages is None:
         log.warning(
             "shared counters unavailable at start: requests fail closed until they are back"
         )
         return []
-    current = limits()
-    usages = await counters.snapshot(current, now)
     found = await check_agreement(usages, ledger, current, now, tz)
     for d in found:
         log.warning("counters disagree with the ledger: %s", d.describe())

@@ -52,6 +52,8 @@ log = logging.getLogger("quotaflow.storage.redis")
 
 WINDOW_GRACE_S = 3600  # a calendar window's keys live this long after it ends
 REBUILD_GRACE_S = 0.5  # in-flight ledger journals land before a rebuild reads the ledger
+RELOAD_LOCK_S = 60.0  # a reload that takes longer lets another replica start over
+RELOAD_WAIT_S = RELOAD_LOCK_S  # a starting replica waits at most this for another's reload
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -273,12 +275,29 @@ class RedisCounterStore:
         them now if Redis is empty (the first replica to start)."""
         self._source = source
         try:
-            if not await self.is_loaded():
-                await self.rebuild(source)
+            if not await self.is_loaded() and not await self.rebuild(source):
+                await self._await_reload(RELOAD_WAIT_S)
         except (CountersUnavailable, RedisError) as exc:
             self._mark_down(str(exc))
 
-    async def rebuild(self, source: LedgerSource, *, lock_s: float = 60.0) -> bool:
+    async def _await_reload(self, wait_s: float) -> None:
+        """Wait (bounded) for the replica that holds the reload lock to finish loading the
+        counters; past the bound, come up failing closed and let recovery take over."""
+        log.warning(
+            "another replica is loading the shared counters from the ledger; "
+            "waiting up to %gs for it",
+            wait_s,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not await self.is_loaded():
+            if loop.time() >= deadline:
+                self._mark_down(f"the counters were not loaded within {wait_s:g}s")
+                return
+            await asyncio.sleep(0.1)
+        log.warning("shared counters loaded by another replica")
+
+    async def rebuild(self, source: LedgerSource, *, lock_s: float = RELOAD_LOCK_S) -> bool:
         """Reload every limit from the ledger; False if another replica is already at it.
 
         New reservations fail closed (503) from the moment the epoch is removed until the
