@@ -73,6 +73,7 @@ async def run_server(
     from quotaflow.runtime import build_gateway
     from quotaflow.storage.folder_lock import lock_data_folder
     from quotaflow.web.app import create_app
+    from quotaflow.web.connections import quiet_protocol_errors, runner_options
 
     try:
         folder_lock = lock_data_folder(home)  # held until the process ends
@@ -86,7 +87,8 @@ async def run_server(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     app = create_app(gateway, management=mg)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    quiet_protocol_errors()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options(config))
     try:
         await runner.setup()
     except StorageUnusable as exc:

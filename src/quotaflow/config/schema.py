@@ -116,6 +116,10 @@ class ServerSpec(_Model):
     allowed_hosts: list[str] = Field(default_factory=list)  # Host names accepted besides loopback
     cors_origins: list[str] = Field(default_factory=list)  # extra CORS origins besides localhost
     api_max_body_bytes: int = Field(default=64 * 1024, gt=0)  # cap of /api request bodies
+    # A client connection that has not sent a whole request head within this many seconds,
+    # or that sits idle this long between requests, is closed (half-open clients cost a
+    # descriptor each).
+    idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     # The dashboard (issue 6): show it without the admin token to callers on loopback
     # (read-only: actions still need the token).
     dashboard_read_only_on_loopback: bool = False
