@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.reservation import Claim, Shortfall
+from quotaflow.errors import Unavailable
 from quotaflow.types import Measure
 
 
@@ -53,6 +54,13 @@ class CounterStore(Protocol):
     ) -> None:
         """Commit usage that was not reserved first (reported by an agent, or a rebuild)."""
         ...
+
+
+class LedgerUnavailable(Unavailable):
+    """The ledger cannot be written or read (PostgreSQL unreachable, a full disk under
+    SQLite): requests fail closed (503) and succeed again once it can."""
+
+    code = "ledger_unavailable"
 
 
 @dataclass(slots=True)

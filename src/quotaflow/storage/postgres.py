@@ -30,8 +30,14 @@ import asyncpg
 
 from quotaflow.clock import Clock, SystemClock
 from quotaflow.engine.stats import ModelStats
-from quotaflow.errors import Unavailable
-from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
+from quotaflow.storage.base import (
+    SLOT_S,
+    USAGE_GROUPS,
+    LedgerQuery,
+    LedgerRow,
+    LedgerUnavailable,
+    UsageTotals,
+)
 from quotaflow.storage.ledger_sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.types import Measure
@@ -63,12 +69,6 @@ _FINISH = (
     "total_tokens=$4, requests=$5, cost_usd=$6, latency_ms=$7, ttfb_ms=$8, status=$9, "
     "error_kind=$10, http_status=$11, estimated=$12, detail=$13 WHERE id=$14"
 )
-
-
-class LedgerUnavailable(Unavailable):
-    """The ledger cannot be written or read: requests fail closed (503)."""
-
-    code = "ledger_unavailable"
 
 
 def pg(sql: str) -> str:

@@ -10,7 +10,9 @@ last transactions; set ``synchronous: full`` in the config to rule that out too)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -20,10 +22,24 @@ from typing import Any
 
 from quotaflow.engine.stats import ModelStats
 from quotaflow.errors import StorageUnusable
-from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
+from quotaflow.storage.base import (
+    SLOT_S,
+    USAGE_GROUPS,
+    LedgerQuery,
+    LedgerRow,
+    LedgerUnavailable,
+    UsageTotals,
+)
 from quotaflow.storage.ledger_sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.types import Measure
+
+log = logging.getLogger("quotaflow.storage.sqlite")
+
+# Primary result codes of writes that fail for a while and then succeed again on their own
+# (space freed, a lock released, the device back or remounted read-write): SQLITE_BUSY,
+# SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL.
+_TRANSIENT = frozenset({5, 6, 8, 10, 13})
 
 _COLUMNS = (
     "id, request_id, attempt, ts, agent, route, provider, key_id, model, prompt_tokens, "
@@ -174,6 +190,7 @@ class SqliteLedger:
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._failing = False  # a write failure episode is under way (logged once)
 
     # -- lifecycle -----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -251,14 +268,38 @@ class SqliteLedger:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            error = self._write_failed(exc, len(batch))
             for *_, fut in batch:
                 if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_exception(error)
             return
+        if self._failing:
+            self._failing = False
+            log.warning("ledger writes to %s succeed again", self.path)
         for *_, fut in batch:
             if not fut.done():
                 fut.set_result(None)
+
+    def _write_failed(self, exc: sqlite3.Error, rows: int) -> Exception:
+        """What the waiting requests get for a batch that did not commit. A full disk, an I/O
+        error or a lock held too long pass: 503 with Retry-After, logged once per episode
+        (the next commit that succeeds ends it); anything else is a bug and stays as is."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if (code or 0) & 0xFF not in _TRANSIENT:
+            return exc
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "ledger writes to %s fail (%s): requests get 503 until they succeed again; "
+                "%d row(s) not committed",
+                self.path, exc, rows,
+            )  # fmt: skip
+        return LedgerUnavailable(
+            f"The ledger cannot be written ({exc}); retry shortly.",
+            headers={"retry-after": "5"},
+        )
 
     def _submit(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
         if self._wake is None or self._closing:
