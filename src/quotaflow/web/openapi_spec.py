@@ -143,7 +143,12 @@ ANY_OK = ok_obj({})
 def paths() -> dict[str, Schema]:
     tu = "/api/token-usage"
     return {
-        "/api/health": {"get": op("Readiness", ok_obj({"status": STR}))},
+        "/api/health": {
+            "get": op(
+                "Health: healthy, warning (some keys cannot serve) or critical (none can, or the store is unreachable)",
+                ok_obj({"status": STR}),
+            )
+        },
         "/api/status": {
             "get": op(
                 "Seed 000: providers, states and health",

@@ -39,6 +39,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_get("/api/health", health_api.health)
+    app.router.add_get("/livez", health_api.livez)
+    app.router.add_get("/readyz", health_api.readyz)
     # seed 000
     app.router.add_get("/api/status", lazy("switcher_api", "status"))
     app.router.add_post("/api/choose", lazy("switcher_api", "choose"))
