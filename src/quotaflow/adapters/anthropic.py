@@ -42,6 +42,7 @@ from quotaflow.adapters.base import (
     StreamState,
     UpstreamCall,
     UpstreamFailure,
+    redirect_failure,
     retry_after_seconds,
 )
 from quotaflow.adapters.translate import (
@@ -611,7 +612,7 @@ class AnthropicAdapter:
         return AnthropicStream(model, include_usage, created)
 
     def classify_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
-        return classify_anthropic_error(status, headers, body)
+        return redirect_failure(status, headers) or classify_anthropic_error(status, headers, body)
 
     def rate_info(self, headers: Headers) -> RateInfo | None:
         return anthropic_rate_info(headers)

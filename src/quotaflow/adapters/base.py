@@ -51,6 +51,20 @@ class UpstreamFailure:
     quota_tz: str | None = None
 
 
+def redirect_failure(status: int, headers: Headers) -> UpstreamFailure | None:
+    """A 3xx from a provider API is a misconfigured ``base_url`` (or a proxy in the way),
+    never an answer for the client: a server error of that key, naming where it pointed."""
+    if not 300 <= status < 400:
+        return None
+    location = headers.get("location") or headers.get("Location") or "no Location header"
+    return UpstreamFailure(
+        ErrorKind.SERVER_ERROR,
+        status,
+        f"the provider answered with a redirect (HTTP {status} to {location}); "
+        "check the provider's base_url",
+    )
+
+
 @dataclass(slots=True)  # a value, not frozen: see quotaflow.types
 class SSEEvent:
     event: str | None

@@ -46,6 +46,7 @@ from quotaflow.adapters.base import (
     StreamState,
     UpstreamCall,
     UpstreamFailure,
+    redirect_failure,
     retry_after_seconds,
 )
 from quotaflow.adapters.translate import (
@@ -711,7 +712,7 @@ class GeminiAdapter:
         return GeminiStream(model, include_usage, created)
 
     def classify_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
-        return classify_gemini_error(status, headers, body)
+        return redirect_failure(status, headers) or classify_gemini_error(status, headers, body)
 
     def rate_info(self, headers: Headers) -> RateInfo | None:
         return None  # Gemini sends no rate-limit headers; waits come in RetryInfo

@@ -25,6 +25,7 @@ from quotaflow.adapters.base import (
     StreamState,
     UpstreamCall,
     UpstreamFailure,
+    redirect_failure,
     retry_after_seconds,
     sse_frame,
 )
@@ -271,7 +272,7 @@ class OpenAIAdapter:
         return OpenAIStream(include_usage)
 
     def classify_error(self, status: int, headers: Headers, body: bytes) -> UpstreamFailure:
-        return classify_openai_error(status, headers, body)
+        return redirect_failure(status, headers) or classify_openai_error(status, headers, body)
 
     def rate_info(self, headers: Headers) -> RateInfo | None:
         if (

@@ -7,6 +7,8 @@
 * ``cut_stream`` — a stream stops after ``after_chunks`` content chunks and the connection
   closes with no terminator; a non-stream response closes halfway through its body.
 * ``malformed`` — a 200 whose body (or, for a stream, whose first event) is not JSON.
+* ``redirect`` — a ``status`` 3xx (302 by default) pointing elsewhere, as a misconfigured
+  base URL or a captive proxy answers.
 * ``reset_connection`` — the TCP connection is reset (RST) before any response byte.
 * ``context_length`` — the protocol's real "prompt longer than the context window" 400.
 * ``content_filter`` — the protocol's real content-filter refusal: OpenAI's (Azure-style)
@@ -53,6 +55,8 @@ async def apply_fault(
     if fault.kind == "reset_connection":
         reset_connection(request)
         return web.Response()
+    if fault.kind == "redirect":
+        return web.Response(status=fault.status, headers={"Location": "https://login.example/"})
     if fault.kind == "timeout":
         await hang(state, request)
         reset_connection(request)

@@ -18,6 +18,7 @@ FaultKind = Literal[
     "reset_connection",
     "context_length",
     "content_filter",
+    "redirect",
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "status",
@@ -27,6 +28,7 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     "reset_connection",
     "context_length",
     "content_filter",
+    "redirect",
 )
 FOREVER = -1
 
@@ -71,7 +73,11 @@ def fault_from_json(spec: Any) -> Fault:
     if kind not in FAULT_KINDS:
         raise FaultSpecError(f"'kind' must be one of {', '.join(FAULT_KINDS)}")
     status = _opt(spec, "status", int)
-    if status is not None and not 400 <= status <= 599:
+    if kind == "redirect":
+        status = 302 if status is None else status
+        if not 300 <= status <= 399:
+            raise FaultSpecError("a redirect's 'status' must be a 3xx (300-399)")
+    elif status is not None and not 400 <= status <= 599:
         raise FaultSpecError("'status' must be an HTTP error status (400-599)")
     retry_after = _opt(spec, "retry_after", (int, float))
     count = _opt(spec, "count", int)
