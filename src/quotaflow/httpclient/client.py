@@ -6,9 +6,10 @@ TLS, responses with a length, chunked or delimited by close, gzip/deflate bodies
 with back-pressure, a total timeout, a connect timeout and a per-read timeout for streams.
 
 A connection taken from the pool may have been closed by the server in the meantime (an
-idle keep-alive race): if one that idled a while closes before any byte of the answer,
-the request is sent once more on a new connection. A connection busy a moment ago that
-closes is a failure of the provider, left to the gateway's fallback.
+idle keep-alive race): if one that idled a while closes right after the request went out,
+before any byte of the answer, the request is sent once more on a new connection. Any
+other close is a failure of the provider, left to the gateway's fallback — never a silent
+second POST to a server that may have read the first and be billing it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ USER_AGENT = f"quotaflow/{__version__}"
 # A reused connection that closes with no answer after idling this long was most likely
 # closed by the server's idle timeout as the request went out: sent again, on a new one.
 RACE_IDLE_S = 1.0
+# ... and the close of such a race follows the write at once: later than this, the server
+# may have read the request and worked on it, and sending it again could bill it twice.
+RACE_CLOSE_S = 0.25
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field names
 _FORBIDDEN = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
@@ -148,8 +152,12 @@ class HttpClient:
             try:
                 return await self._send_on(conn, request, deadline, whole_body)
             except ServerDisconnected:
-                if conn.got_bytes or idle_s < RACE_IDLE_S:
-                    raise  # a connection in use a moment ago: the server broke it answering
+                if (
+                    conn.got_bytes
+                    or idle_s < RACE_IDLE_S
+                    or conn.lost_at - conn.sent_at > RACE_CLOSE_S
+                ):
+                    raise  # the server had the request and broke the exchange: no re-send
                 # the server closed the long-idle connection as we reused it
         conn = await self._connect(t, deadline)
         return await self._send_on(conn, request, deadline, whole_body)

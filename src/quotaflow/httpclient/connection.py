@@ -12,15 +12,19 @@ Failures are raised as :class:`ConnectionError` subclasses (so ``OSError``), tim
 from __future__ import annotations
 
 import asyncio
-import zlib
+import time
 from collections.abc import Callable
-from typing import Any
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from quotaflow.httpclient.decoding import DecodeError, decoder_for
+
 HIGH_WATER = 1 << 20  # stop reading the socket while this much body waits unread
-LOW_WATER = HIGH_WATER // 4
+# A response head is a few hundred bytes from any provider: these bound what a hostile or
+# broken one can make us buffer (httptools accumulates a header until its line ends).
+MAX_HEAD_BYTES = 64 << 10
+MAX_HEADERS = 256
 
 
 class UpstreamHTTPError(ConnectionError):
@@ -37,17 +41,6 @@ class ServerDisconnected(UpstreamHTTPError):
 
 class BodyTooLarge(UpstreamHTTPError):
     """The response body went over the client's cap."""
-
-
-def _decoder(encoding: str) -> Any:
-    enc = encoding.strip().lower()
-    if enc in ("", "identity"):
-        return None
-    if enc in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if enc == "deflate":
-        return zlib.decompressobj()
-    raise UpstreamHTTPError(f"unsupported Content-Encoding {encoding!r}")
 
 
 class Response:
@@ -77,7 +70,10 @@ class Response:
         self._eof = False
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._decoder = _decoder(headers.get("content-encoding", ""))
+        try:
+            self._decoder = decoder_for(headers.get("content-encoding", ""))
+        except ValueError as exc:
+            raise UpstreamHTTPError(str(exc)) from None
         self._max_body = conn.max_body
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self._max_body:
@@ -85,12 +81,23 @@ class Response:
 
     # -- fed by the connection -------------------------------------------------------------
     def _feed(self, data: bytes) -> None:
-        if self._decoder is not None:
-            try:
-                data = self._decoder.decompress(data)
-            except zlib.error as exc:
-                self._fail(UpstreamHTTPError(f"undecodable body: {exc}"))
-                return
+        if self._exc is not None:
+            return  # failed already; the rest of the packet being parsed is dropped
+        if self._decoder is None:
+            self._take(data)
+            return
+        try:
+            pieces = self._decoder.decode(data, self._max_body - self._total)
+        except OverflowError:
+            self._fail(BodyTooLarge(f"response body over {self._max_body} bytes"))
+            return
+        except DecodeError as exc:
+            self._fail(UpstreamHTTPError(str(exc)))
+            return
+        for piece in pieces:
+            self._take(piece)
+
+    def _take(self, data: bytes) -> None:
         self._total += len(data)
         if self._total > self._max_body:
             self._fail(BodyTooLarge(f"response body over {self._max_body} bytes"))
@@ -105,9 +112,10 @@ class Response:
     def _finish(self) -> None:
         if self._decoder is not None:
             try:
-                tail = self._decoder.flush()
-            except zlib.error:
-                tail = b""
+                tail = self._decoder.finish()
+            except DecodeError as exc:
+                self._fail(UpstreamHTTPError(str(exc)))
+                return
             if tail:
                 self._chunks.append(tail)
                 self._size += len(tail)
@@ -211,6 +219,10 @@ class Connection(asyncio.Protocol):
         self._keep_alive = True
         self._whole_body = False
         self._timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # bytes being received belong to a response head
+        self._head_left = MAX_HEAD_BYTES
+        self.sent_at = 0.0  # monotonic time the current request was written
+        self.lost_at = 0.0  # monotonic time the connection was seen closed
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -218,6 +230,13 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        if self._in_head and len(data) > self._head_left:
+            # counted before the parser sees it: where the head ends decides
+            end = data.find(b"\r\n\r\n")
+            if end < 0 or end + 4 > self._head_left:
+                self._abort(UpstreamHTTPError(f"response head over {MAX_HEAD_BYTES} bytes"))
+                return
+        self._head_left -= len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -230,6 +249,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.lost_at = time.monotonic()
         self._stop_timer()
         self.transport = None
         resp = self._resp
@@ -255,12 +275,17 @@ class Connection(asyncio.Protocol):
         self._raw_headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if len(self._raw_headers) <= MAX_HEADERS:  # one over marks the head as refused
+            self._raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if len(self._raw_headers) > MAX_HEADERS:
+            self._abort(UpstreamHTTPError(f"response head with over {MAX_HEADERS} headers"))
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+        self._in_head = False
         headers = CIMultiDictProxy(CIMultiDict(self._raw_headers))
         te = headers.get("transfer-encoding", "").lower()
         self._until_eof = (
@@ -316,8 +341,11 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._head = head = loop.create_future()
         self._whole_body = whole_body
+        self._in_head = True
+        self._head_left = MAX_HEAD_BYTES
         if deadline is not None:
             self._timer = loop.call_at(deadline, self._on_deadline)
+        self.sent_at = time.monotonic()
         self.transport.write(request)
         return head
 
