@@ -215,7 +215,7 @@ class Gateway:
             await self.rebuild_counters()
         await self.restore_model_stats()
         if self._http is None:
-            self._http = make_client(self.settings.connect_timeout_s)
+            self._http = make_client(self.settings.connect_timeout_s, proxy=self.settings.proxy)
         self.started_at = self.clock.now()
         if self.health_sync is not None:
             self.health_sync.start()

@@ -65,7 +65,11 @@ async def open_engine(
     """The engine on a data folder, for tools: counters rebuilt from the ledger, runtime keys
     restored, the key tester's verdicts applied. ``settle`` also settles rows a crash left
     pending — only when no server runs on the folder; ``network`` gives it an HTTP client."""
-    http = make_client(config.settings.connect_timeout_s) if network else None
+    http = (
+        make_client(config.settings.connect_timeout_s, proxy=config.settings.proxy)
+        if network
+        else None
+    )
     ledger = SqliteLedger(home / "quotaflow.db", synchronous=config.settings.ledger_synchronous)
     engine = Engine(config, ledger=ledger, clock=clock, http=http)
     await engine.ledger.open()

@@ -24,9 +24,12 @@ class RawResponse:
 
 
 def make_client(
-    connect_timeout_s: float, *, on_request: Callable[[str], None] | None = None
+    connect_timeout_s: float,
+    *,
+    proxy: str | None = None,
+    on_request: Callable[[str], None] | None = None,
 ) -> HttpClient:
-    return HttpClient(connect_timeout_s=connect_timeout_s, on_request=on_request)
+    return HttpClient(connect_timeout_s=connect_timeout_s, proxy=proxy, on_request=on_request)
 
 
 def transport_failure(exc: BaseException, timeout_s: float) -> UpstreamFailure:

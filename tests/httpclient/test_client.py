@@ -7,12 +7,10 @@ interim 1xx answers, broken HTTP); the fake provider and a TLS server cover the 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import gzip
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -28,49 +26,7 @@ from quotaflow.httpclient import (
     UpstreamHTTPError,
 )
 from quotaflow.httpclient import client as client_mod
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@asynccontextmanager
-async def raw_server(handler: Handler) -> AsyncIterator[str]:
-    """A TCP server whose handler writes raw bytes; yields its base URL."""
-    conns: list[asyncio.StreamWriter] = []
-
-    async def wrapped(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        conns.append(w)
-        try:
-            await handler(r, w)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            w.close()
-
-    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        for w in conns:
-            w.close()
-        server.close()
-        await server.wait_closed()
-
-
-async def read_request(r: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await r.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    return head, await r.readexactly(length)
-
-
-def answer(body: bytes, *extra: str, status: str = "200 OK") -> bytes:
-    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n" + "".join(
-        f"{h}\r\n" for h in extra
-    )
-    return head.encode() + b"\r\n" + body
+from tests.httpclient.servers import answer, make_ca, raw_server, read_request
 
 
 @pytest.fixture
@@ -367,42 +323,9 @@ async def test_expired_idle_connections_are_not_reused() -> None:
         await c.close()
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 async def test_tls_is_verified(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
+    ca = make_ca(tmp_path)
+    server_ctx = ca.server_context()
 
     async def hello(request: web.Request) -> web.Response:
         return web.json_response({"echo": (await request.read()).decode()})
@@ -414,7 +337,7 @@ async def test_tls_is_verified(tmp_path: Path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
     await site.start()
     port = runner.addresses[0][1]
-    trusting = ssl.create_default_context(cafile=str(cert))
+    trusting = ca.client_context()
     good = HttpClient(ssl_context=trusting)
     default = HttpClient()  # the system's trust store doesn't know this certificate
     try:

@@ -12,7 +12,7 @@ import pytest
 
 from quotaflow.httpclient import BodyTooLarge, HttpClient, ServerDisconnected, UpstreamHTTPError
 from quotaflow.httpclient import client as client_mod
-from tests.httpclient.test_client import answer, raw_server, read_request
+from tests.httpclient.servers import answer, raw_server, read_request
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from quotaflow.config.model import Config
 from quotaflow.config.presets import PRESETS, LimitPreset, ProviderPreset
+from quotaflow.config.urls import check_base_url
 from quotaflow.engine.catalog import Deployment, Key, ModelInfo, Provider, Route
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.pricing import Price
@@ -123,11 +124,10 @@ def _env_base_url(preset: ProviderPreset, env: Mapping[str, str]) -> str | None:
     for prefix in preset.env:
         v = env.get(f"{prefix}_BASE_URL")
         if v:
-            if not v.startswith(("http://", "https://")):
-                raise ConfigError(
-                    f"{prefix}_BASE_URL: {v!r}: base_url must start with http:// or https://"
-                )
-            return v.rstrip("/")
+            try:
+                return check_base_url(v)
+            except ValueError as exc:
+                raise ConfigError(f"{prefix}_BASE_URL: {v!r}: {exc}") from None
     return None
 
 

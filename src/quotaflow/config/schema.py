@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from quotaflow.config.urls import check_base_url, check_proxy_url
 from quotaflow.engine.windows import Window, parse_window
 
 StrategyName = Literal["priority", "headroom", "cost", "latency", "weighted", "learned", "bandit"]
@@ -82,9 +83,7 @@ class ProviderSpec(_Model):
     @field_validator("base_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return v.rstrip("/") if v else v
+        return check_base_url(v) if v is not None else None
 
 
 class DeploymentSpec(_Model):
@@ -147,6 +146,10 @@ class SettingsSpec(_Model):
     max_wait_s: float = Field(default=5.0, ge=0, le=600)  # wait for a window to reset, at most
     request_timeout_s: float = Field(default=120.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # Outbound proxy for provider calls: None follows HTTPS_PROXY/HTTP_PROXY/NO_PROXY, a URL
+    # (http://[user:password@]host:port) replaces them (NO_PROXY still applies), "none"
+    # connects directly whatever the environment says.
+    proxy: str | None = None
     max_tokens_cap: int = Field(default=1_000_000, gt=0)  # larger max_tokens is refused as absurd
     min_completion_tokens: int = Field(default=16, ge=1)
     rate_saturation: float = Field(
@@ -172,6 +175,11 @@ class SettingsSpec(_Model):
     bandit_exploration: float = Field(default=0.02, ge=0, le=0.2)  # share of forced exploration
     bandit_confidence: float = Field(default=3.0, ge=1, le=20)  # evidence weight in the draws
     stats_flush_s: float = Field(default=30.0, gt=0)  # key × model stats saved this often
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str | None) -> str | None:
+        return check_proxy_url(v) if v is not None else None
 
     @field_validator("timezone")
     @classmethod

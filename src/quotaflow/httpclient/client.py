@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from quotaflow._version import __version__
+from quotaflow.httpclient.connect import Proxy, ProxyRules, Resolver, open_socket, tunnel
 from quotaflow.httpclient.connection import (
     Connection,
     InvalidRequest,
@@ -50,6 +51,14 @@ class Target:
     port: int
     tls: bool
     head: bytes  # request line + Host + fixed headers up to (not including) the variable ones
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How an origin is reached: directly, or through a proxy (decided once per origin)."""
+
+    proxy: Proxy | None
+    head: bytes | None  # the request head to send instead of the target's (absolute form)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -110,13 +119,19 @@ class HttpClient:
         max_body_bytes: int = 64 << 20,
         ssl_context: ssl.SSLContext | None = None,
         on_request: Callable[[str], None] | None = None,
+        proxy: str | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
+        """``proxy``: see :class:`ProxyRules` (None: the environment's ``*_PROXY``)."""
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
         self.max_idle_per_origin = max_idle_per_origin
         self.max_body_bytes = max_body_bytes
         self._ssl = ssl_context
         self._on_request = on_request  # a test hook: called with each URL before sending
+        self._proxies = ProxyRules(proxy)
+        self._routes: dict[str, Route] = {}
+        self._resolver = resolver or Resolver()
         self._idle: dict[str, list[Connection]] = {}
         self._busy: weakref.WeakSet[Connection] = weakref.WeakSet()  # sent, not yet back
         self._swept_at = time.monotonic()
@@ -142,7 +157,12 @@ class HttpClient:
         if self.closed:
             raise ServerDisconnected("the HTTP client is closed")
         t = target_of(url)
-        request = t.head + encode_headers(headers, len(body)) + body
+        head = t.head
+        if self._proxies.any:
+            route = self._route(t)
+            if route.head is not None:
+                head = route.head
+        request = head + encode_headers(headers, len(body)) + body
         if self._on_request is not None:
             self._on_request(url)
         deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
@@ -212,18 +232,41 @@ class HttpClient:
             else:
                 del self._idle[origin]
 
+    def _route(self, t: Target) -> Route:
+        route = self._routes.get(t.origin)
+        if route is None:
+            proxy = self._proxies.for_origin("https" if t.tls else "http", t.host, t.port)
+            head = None
+            if proxy is not None and not t.tls:
+                # a plain-http request goes to the proxy whole: absolute URL, proxy credentials
+                auth = "" if proxy.auth is None else f"Proxy-Authorization: {proxy.auth}\r\n"
+                head = b"POST " + t.origin.encode("ascii") + t.head[5:] + auth.encode("ascii")
+            route = self._routes[t.origin] = Route(proxy, head)
+        return route
+
     async def _connect(self, t: Target, deadline: float | None) -> Connection:
         loop = asyncio.get_running_loop()
         ctx = self._ssl_context() if t.tls else None
+        proxy = self._route(t).proxy if self._proxies.any else None
         until = loop.time() + self.connect_timeout_s
+        # one timeout over all of it: DNS, the addresses raced, the proxy's tunnel, TLS
         async with asyncio.timeout_at(until if deadline is None else min(until, deadline)):
-            _, conn = await loop.create_connection(
-                lambda: Connection(t.origin, self._give_back, self.max_body_bytes),
-                t.host,
-                t.port,
-                ssl=ctx,
-                server_hostname=t.host if ctx is not None else None,
-            )
+            if proxy is None:
+                sock = await open_socket(self._resolver, t.host, t.port)
+            else:
+                sock = await open_socket(self._resolver, proxy.host, proxy.port)
+            try:
+                if proxy is not None and t.tls:
+                    await tunnel(sock, proxy, t.host, t.port)
+                _, conn = await loop.create_connection(
+                    lambda: Connection(t.origin, self._give_back, self.max_body_bytes),
+                    sock=sock,
+                    ssl=ctx,
+                    server_hostname=t.host if ctx is not None else None,
+                )
+            except BaseException:
+                sock.close()
+                raise
         self.opened += 1
         return conn
 
