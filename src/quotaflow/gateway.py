@@ -61,7 +61,7 @@ from quotaflow.errors import (
     UpstreamError,
 )
 from quotaflow.health_sync import HealthSync
-from quotaflow.httpclient import HttpClient
+from quotaflow.httpclient import Transport
 from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
 from quotaflow.storage.health_store import HealthStore
 from quotaflow.storage.memory import MemoryCounterStore
@@ -160,7 +160,7 @@ class Gateway:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
-        http: HttpClient | None = None,
+        http: Transport | None = None,
         health_store: HealthStore | None = None,
     ) -> None:
         self.config = config
@@ -215,7 +215,11 @@ class Gateway:
             await self.rebuild_counters()
         await self.restore_model_stats()
         if self._http is None:
-            self._http = make_client(self.settings.connect_timeout_s, proxy=self.settings.proxy)
+            self._http = make_client(
+                self.settings.connect_timeout_s,
+                proxy=self.settings.proxy,
+                kind=self.settings.http_client,
+            )
         self.started_at = self.clock.now()
         if self.health_sync is not None:
             self.health_sync.start()
@@ -232,7 +236,7 @@ class Gateway:
             await close_counters()
 
     @property
-    def http(self) -> HttpClient:
+    def http(self) -> Transport:
         if self._http is None:
             raise RuntimeError("the gateway is not started")
         return self._http

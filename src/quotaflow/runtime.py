@@ -66,7 +66,11 @@ async def open_engine(
     restored, the key tester's verdicts applied. ``settle`` also settles rows a crash left
     pending — only when no server runs on the folder; ``network`` gives it an HTTP client."""
     http = (
-        make_client(config.settings.connect_timeout_s, proxy=config.settings.proxy)
+        make_client(
+            config.settings.connect_timeout_s,
+            proxy=config.settings.proxy,
+            kind=config.settings.http_client,
+        )
         if network
         else None
     )

@@ -22,7 +22,7 @@ import orjson
 from quotaflow.adapters.base import StreamTranslator, UpstreamFailure, sse_frame
 from quotaflow.adapters.sse import SSEParser
 from quotaflow.engine.tokens import estimate_completion_tokens
-from quotaflow.httpclient import Response
+from quotaflow.httpclient import UpstreamResponse
 from quotaflow.types import ErrorKind, Usage
 from quotaflow.upstream import TRANSPORT_ERRORS
 
@@ -40,7 +40,7 @@ class ActiveStream:
         self,
         *,
         gateway: Gateway,
-        resp: Response,
+        resp: UpstreamResponse,
         read_timeout_s: float,
         translator: StreamTranslator,
         row: LedgerRow,

@@ -19,10 +19,15 @@ from tests.httpclient.servers import ProxyLog, forward_proxy
 pytestmark = pytest.mark.e2e
 
 
-def test_a_large_completion_returns_whole(fresh_fake: Proc, home: Path) -> None:
+CLIENTS = ["fast", "aiohttp"]
+
+
+@pytest.mark.parametrize("http_client", CLIENTS)
+def test_a_large_completion_returns_whole(fresh_fake: Proc, home: Path, http_client: str) -> None:
     """A 1.5 MB answer (well over the client's read-ahead mark) comes back 200, charged once."""
     word = "x" * 1_500_000  # one word: one token to the fake model, 1.5 MB of answer
-    with gateway(config(fresh_fake, [("a", KEYS[0], None), ("b", KEYS[1], None)]), home) as gw:
+    keys = [("a", KEYS[0], None), ("b", KEYS[1], None)]
+    with gateway(config(fresh_fake, keys, settings=f"http_client: {http_client}"), home) as gw:
         resp = client(gw).chat.completions.create(
             model="gpt-4o-mini",
             messages=[{"role": "user", "content": f"ECHO: {word}"}],
@@ -55,12 +60,15 @@ def proxy_in_a_thread() -> Iterator[tuple[str, ProxyLog]]:
         loop.close()
 
 
+@pytest.mark.parametrize("http_client", CLIENTS)
 @pytest.mark.parametrize("how", ["environment", "setting"])
-def test_provider_calls_go_through_the_proxy(fresh_fake: Proc, home: Path, how: str) -> None:
+def test_provider_calls_go_through_the_proxy(
+    fresh_fake: Proc, home: Path, how: str, http_client: str
+) -> None:
     with proxy_in_a_thread() as (proxy, log):
         no_proxy = {"NO_PROXY": "", "no_proxy": "", "http_proxy": "", "https_proxy": ""}
         env = {**no_proxy, "HTTP_PROXY": proxy} if how == "environment" else no_proxy
-        settings = f"proxy: {proxy}" if how == "setting" else ""
+        settings = f"http_client: {http_client}\n" + (f"proxy: {proxy}" if how == "setting" else "")
         cfg = config(fresh_fake, [("a", KEYS[0], None)], settings=settings)
         with gateway(cfg, home, env=env) as gw:
             resp = client(gw).chat.completions.create(

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from quotaflow.httpclient import HttpClient
 from quotaflow.httpclient.connect import Resolver
+from tests.httpclient.conftest import MakeClient
 from tests.httpclient.servers import answer, raw_server, read_request
 
 
@@ -38,7 +38,7 @@ def black_hole() -> Iterator[tuple[str, int]]:
 
 
 async def test_a_black_holed_first_address_falls_through_to_the_next(
-    black_hole: tuple[str, int],
+    black_hole: tuple[str, int], make_client: MakeClient
 ) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request(r)
@@ -52,7 +52,7 @@ async def test_a_black_holed_first_address_falls_through_to_the_next(
             (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port)),
         ]
         # a connect timeout far longer than the wait for the next address
-        c = HttpClient(connect_timeout_s=20, resolver=Resolver(hosts={"provider.test": infos}))
+        c = make_client(connect_timeout_s=20, resolver=Resolver(hosts={"provider.test": infos}))
         try:
             started = time.monotonic()
             resp = await c.post(f"http://provider.test:{port}/", {}, b"", timeout_s=30)

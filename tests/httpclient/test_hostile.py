@@ -6,24 +6,17 @@ import asyncio
 import gzip
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator
 
 import pytest
 
 from quotaflow.httpclient import BodyTooLarge, HttpClient, ServerDisconnected, UpstreamHTTPError
 from quotaflow.httpclient import client as client_mod
+from tests.httpclient.conftest import Client, MakeClient
 from tests.httpclient.servers import answer, raw_server, read_request
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[HttpClient]:
-    c = HttpClient(connect_timeout_s=2.0)
-    yield c
-    await c.close()
-
-
 async def test_a_server_that_read_the_post_then_closed_gets_it_once(
-    client: HttpClient, monkeypatch: pytest.MonkeyPatch
+    client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle connection, request read, a second of work, close: a failure, not a re-send."""
     posts = 0
@@ -49,7 +42,7 @@ async def test_a_server_that_read_the_post_then_closed_gets_it_once(
 
 
 async def test_a_close_right_after_the_write_is_still_the_idle_race(
-    client: HttpClient, monkeypatch: pytest.MonkeyPatch
+    fast_client: HttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served: list[bytes] = []
 
@@ -63,9 +56,9 @@ async def test_a_close_right_after_the_write_is_still_the_idle_race(
     monkeypatch.setattr(client_mod, "RACE_IDLE_S", 0.0)
     monkeypatch.setattr(client_mod, "RACE_CLOSE_S", 30.0)  # a loaded machine may be slow to see it
     async with raw_server(handler) as url:
-        await (await client.post(url, {}, b"a", timeout_s=5)).read()
-        assert await (await client.post(url, {}, b"b", timeout_s=5)).read() == b"one"
-    assert served == [b"a", b"b"] and client.opened == 2
+        await (await fast_client.post(url, {}, b"a", timeout_s=5)).read()
+        assert await (await fast_client.post(url, {}, b"b", timeout_s=5)).read() == b"one"
+    assert served == [b"a", b"b"] and fast_client.opened == 2
 
 
 @pytest.mark.parametrize(
@@ -76,7 +69,7 @@ async def test_a_close_right_after_the_write_is_still_the_idle_race(
     ],
     ids=["70KB-header", "10000-headers"],
 )
-async def test_oversized_heads_are_refused(client: HttpClient, head: bytes) -> None:
+async def test_oversized_heads_are_refused(client: Client, head: bytes) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request(r)
         w.write(b"HTTP/1.1 200 OK\r\n" + head + b"Content-Length: 2\r\n\r\nok")
@@ -88,7 +81,7 @@ async def test_oversized_heads_are_refused(client: HttpClient, head: bytes) -> N
             await client.post(url, {}, b"", timeout_s=5)
 
 
-async def test_an_endless_head_costs_no_more_than_the_cap(client: HttpClient) -> None:
+async def test_an_endless_head_costs_no_more_than_the_cap(client: Client) -> None:
     """A server streaming one header line forever: refused early, memory stays small."""
     piece = b"a" * 65_536
 
@@ -110,10 +103,10 @@ async def test_an_endless_head_costs_no_more_than_the_cap(client: HttpClient) ->
     assert peak < 4 << 20  # a few socket reads, not the header
 
 
-async def test_a_gzip_bomb_stops_at_the_cap_in_memory() -> None:
+async def test_a_gzip_bomb_stops_at_the_cap_in_memory(make_client: MakeClient) -> None:
     cap = 8 << 20
     bomb = gzip.compress(b"\0" * (256 << 20), compresslevel=9)  # ~250 KB on the wire
-    capped = HttpClient(max_body_bytes=cap)
+    capped = make_client(max_body_bytes=cap)
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request(r)
@@ -137,7 +130,7 @@ async def test_a_gzip_bomb_stops_at_the_cap_in_memory() -> None:
 
 
 @pytest.mark.parametrize("wrapped", [True, False], ids=["zlib-deflate", "raw-deflate"])
-async def test_deflate_with_or_without_its_zlib_wrapper(client: HttpClient, wrapped: bool) -> None:
+async def test_deflate_with_or_without_its_zlib_wrapper(client: Client, wrapped: bool) -> None:
     data = b'{"usage": {"total_tokens": 3}}' * 100
     if wrapped:
         packed = zlib.compress(data)
@@ -155,7 +148,7 @@ async def test_deflate_with_or_without_its_zlib_wrapper(client: HttpClient, wrap
         assert await resp.read() == data
 
 
-async def test_a_truncated_compressed_body_is_an_error(client: HttpClient) -> None:
+async def test_a_truncated_compressed_body_is_an_error(client: Client) -> None:
     packed = gzip.compress(b"x" * 10_000 + bytes(range(256)) * 40)
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from quotaflow.httpclient import HttpClient
 from quotaflow.httpclient.connect import ProxyError
+from tests.httpclient.conftest import MakeClient
 from tests.httpclient.servers import LocalCA, answer, forward_proxy, make_ca, raw_server
 from tests.httpclient.servers import read_request as read_req
 
@@ -51,12 +51,12 @@ async def echo_handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None
 
 
 async def test_https_through_a_connect_tunnel_with_the_origin_certificate_checked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ca = make_ca(tmp_path)
     async with tls_origin(ca) as port, forward_proxy(user="u", password="p w") as (proxy, log):
         monkeypatch.setenv("https_proxy", proxy)
-        c = HttpClient(ssl_context=ca.client_context())
+        c = make_client(ssl_context=ca.client_context())
         try:
             for _ in range(2):
                 resp = await c.post(f"https://localhost:{port}/v1/x", {}, b"hi", timeout_s=10)
@@ -72,11 +72,12 @@ async def test_https_through_a_connect_tunnel_with_the_origin_certificate_checke
 
 
 async def test_plain_http_goes_to_the_proxy_in_absolute_form(
+    make_client: MakeClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with raw_server(echo_handler) as origin, forward_proxy() as (proxy, log):
         monkeypatch.setenv("HTTP_PROXY", proxy)
-        c = HttpClient()
+        c = make_client()
         try:
             resp = await c.post(origin + "/v1/x?q=1", {}, b"body", timeout_s=10)
             assert await resp.read() == b"plain:POST /v1/x?q=1 HTTP/1.1|body"
@@ -87,12 +88,12 @@ async def test_plain_http_goes_to_the_proxy_in_absolute_form(
 
 @pytest.mark.parametrize("name", ["NO_PROXY", "no_proxy"])
 async def test_no_proxy_hosts_are_called_directly(
-    monkeypatch: pytest.MonkeyPatch, name: str
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     async with raw_server(echo_handler) as origin, forward_proxy() as (proxy, log):
         monkeypatch.setenv("HTTP_PROXY", proxy)
         monkeypatch.setenv(name, "example.org, .internal,127.0.0.1")
-        c = HttpClient()
+        c = make_client()
         try:
             resp = await c.post(origin + "/x", {}, b"", timeout_s=10)
             assert (await resp.read()).startswith(b"plain:")
@@ -102,11 +103,12 @@ async def test_no_proxy_hosts_are_called_directly(
 
 
 async def test_a_proxy_wanting_credentials_is_a_clear_error(
+    make_client: MakeClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with forward_proxy(user="u", password="p") as (proxy, log):
         monkeypatch.setenv("HTTPS_PROXY", proxy.replace("u:p@", ""))
-        c = HttpClient()
+        c = make_client()
         try:
             with pytest.raises(ProxyError, match=r"wants authentication \(407\)"):
                 await c.post("https://provider.invalid/v1/x", {}, b"", timeout_s=10)
@@ -116,9 +118,9 @@ async def test_a_proxy_wanting_credentials_is_a_clear_error(
 
 
 @pytest.mark.parametrize("status", ["403 Forbidden", "502 Bad Gateway"])
-async def test_a_refusing_proxy_is_a_clear_error(status: str) -> None:
+async def test_a_refusing_proxy_is_a_clear_error(make_client: MakeClient, status: str) -> None:
     async with forward_proxy(refuse=status) as (proxy, _):
-        c = HttpClient(proxy=proxy)  # the setting, no environment
+        c = make_client(proxy=proxy)  # the setting, no environment
         try:
             with pytest.raises(ProxyError, match=f"refused the tunnel.*{status}"):
                 await c.post("https://provider.invalid/v1/x", {}, b"", timeout_s=10)
@@ -126,17 +128,19 @@ async def test_a_refusing_proxy_is_a_clear_error(status: str) -> None:
             await c.close()
 
 
-async def test_the_setting_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_setting_overrides_the_environment(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with raw_server(echo_handler) as origin, forward_proxy() as (proxy, log):
         monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
-        direct = HttpClient(proxy="none")
+        direct = make_client(proxy="none")
         try:
             assert (await (await direct.post(origin, {}, b"", timeout_s=10)).read()).startswith(
                 b"plain:"
             )
         finally:
             await direct.close()
-        via = HttpClient(proxy=proxy)
+        via = make_client(proxy=proxy)
         try:
             await (await via.post(origin + "/p", {}, b"", timeout_s=10)).read()
         finally:

@@ -150,6 +150,9 @@ class SettingsSpec(_Model):
     # (http://[user:password@]host:port) replaces them (NO_PROXY still applies), "none"
     # connects directly whatever the environment says.
     proxy: str | None = None
+    # The HTTP client providers are called with: "fast" (quotaflow's own, the default) or
+    # "aiohttp" (aiohttp's client: same behaviour, more CPU per request).
+    http_client: Literal["fast", "aiohttp"] = "fast"
     max_tokens_cap: int = Field(default=1_000_000, gt=0)  # larger max_tokens is refused as absurd
     min_completion_tokens: int = Field(default=16, ge=1)
     rate_saturation: float = Field(

@@ -1,6 +1,9 @@
-"""quotaflow's own HTTP/1.1 client for provider calls (see :mod:`.client`)."""
+"""HTTP/1.1 to providers: the :class:`Transport` seam, quotaflow's own client as its default
+(:mod:`.client`) and aiohttp's as the alternative (:mod:`.aiohttp_impl`, imported on demand)."""
 
+from quotaflow.httpclient.base import Transport, UpstreamResponse
 from quotaflow.httpclient.client import HttpClient, target_of
+from quotaflow.httpclient.connect import ProxyError
 from quotaflow.httpclient.connection import (
     BodyTooLarge,
     InvalidRequest,
@@ -13,8 +16,11 @@ __all__ = [
     "BodyTooLarge",
     "HttpClient",
     "InvalidRequest",
+    "ProxyError",
     "Response",
     "ServerDisconnected",
+    "Transport",
     "UpstreamHTTPError",
+    "UpstreamResponse",
     "target_of",
 ]

@@ -148,12 +148,7 @@ class HttpClient:
         timeout_s: float | None,
         whole_body: bool = False,
     ) -> Response:
-        """Send and return the response with its head read (the body may still arrive).
-
-        ``timeout_s`` bounds connecting, sending and the head — and, with ``whole_body``,
-        the rest of the body too (then ``read()`` fails with TimeoutError at the deadline).
-        Raises ``ConnectionError``/``OSError`` on transport failures, ``TimeoutError``.
-        """
+        """:meth:`.base.Transport.post`: the body may still be arriving when this returns."""
         if self.closed:
             raise ServerDisconnected("the HTTP client is closed")
         t = target_of(url)

@@ -46,6 +46,7 @@ class Proxy:
     port: int
     auth: str | None  # the Proxy-Authorization value, from user:password in the URL
     shown: str  # the proxy's URL without its credentials, for messages
+    url: str  # as configured (credentials included)
 
 
 def parse_proxy(url: str) -> Proxy:
@@ -66,7 +67,7 @@ def parse_proxy(url: str) -> Proxy:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         auth = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
     host_hdr = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return Proxy(parts.hostname, port, auth, f"http://{host_hdr}:{port}")
+    return Proxy(parts.hostname, port, auth, f"http://{host_hdr}:{port}", url)
 
 
 class ProxyRules:
