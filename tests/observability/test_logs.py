@@ -1,0 +1,92 @@
+import io
+import json
+import logging
+
+import pytest
+
+from quotaflow.clock import FrozenClock
+from quotaflow.observability.logs import (
+    REPEAT_WINDOW_S,
+    EventLog,
+    configure_logging,
+    resolve,
+)
+
+
+@pytest.fixture
+def restore_quotaflow_logger():
+    root = logging.getLogger("quotaflow")
+    handlers, level, propagate = list(root.handlers), root.level, root.propagate
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    root.propagate = propagate
+
+
+def test_text_lines_put_fields_after_the_message(restore_quotaflow_logger):
+    out = io.StringIO()
+    configure_logging("info", "text", out)
+    logging.getLogger("quotaflow.access").info(
+        "request", extra={"fields": {"status": 200, "key": "main", "detail": "two words"}}
+    )
+    line = out.getvalue().strip()
+    assert " INFO quotaflow.access request " in line
+    assert line.endswith('status=200 key=main detail="two words"')
+
+
+def test_json_lines_are_one_object_with_the_fields(restore_quotaflow_logger):
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    logging.getLogger("quotaflow.events").warning("boom", extra={"fields": {"event": "x"}})
+    record = json.loads(out.getvalue())
+    assert record["level"] == "warning"
+    assert record["logger"] == "quotaflow.events"
+    assert record["msg"] == "boom"
+    assert record["event"] == "x"
+
+
+def test_the_level_filters_and_a_second_set_up_replaces_the_first(restore_quotaflow_logger):
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("info", "text", first)
+    configure_logging("warning", "text", second)
+    logging.getLogger("quotaflow.access").info("hidden")
+    logging.getLogger("quotaflow.x").warning("shown")
+    assert first.getvalue() == ""
+    assert "shown" in second.getvalue() and "hidden" not in second.getvalue()
+
+
+def test_the_environment_names_the_defaults_and_bad_names_are_refused(monkeypatch):
+    monkeypatch.setenv("QUOTAFLOW_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("QUOTAFLOW_LOG_FORMAT", "json")
+    assert resolve(None, None) == ("debug", "json")
+    assert resolve("warning", "text") == ("warning", "text")
+    with pytest.raises(ValueError, match="QUOTAFLOW_LOG_LEVEL"):
+        resolve("loud", None)
+    with pytest.raises(ValueError, match="text, json"):
+        resolve(None, "xml")
+
+
+def test_an_event_prints_once_a_minute_with_the_count_of_repeats(caplog):
+    clock = FrozenClock()
+    events = EventLog(clock)
+    caplog.set_level(logging.WARNING, logger="quotaflow.events")
+    assert events.warn("key_cooling", "openai/main", "cooling", hint="wait")
+    for _ in range(3):
+        clock.advance(1.0)
+        assert not events.warn("key_cooling", "openai/main", "cooling", hint="wait")
+    assert events.warn("key_cooling", "openai/other", "cooling")  # another subject
+    clock.advance(REPEAT_WINDOW_S)
+    assert events.warn("key_cooling", "openai/main", "cooling", hint="wait")
+    lines = [r for r in caplog.records if r.fields["subject"] == "openai/main"]
+    assert len(lines) == 2
+    assert "repeated" not in lines[0].fields and lines[1].fields["repeated"] == 3
+    assert lines[0].fields["hint"] == "wait"
+
+
+def test_clearing_an_episode_lets_the_next_one_print_at_once(caplog):
+    events = EventLog(FrozenClock())
+    caplog.set_level(logging.WARNING, logger="quotaflow.events")
+    assert events.warn("store_unreachable", "counters", "down")
+    events.clear("store_unreachable", "counters")
+    assert events.warn("store_unreachable", "counters", "down")
+    assert len(caplog.records) == 2
