@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -87,6 +89,8 @@ def spawn(
         if ready in line:
             m = re.search(r"http://[\d.]+:(\d+)", line)
             if m:
+                # Keep reading what it prints (access lines): a full pipe would block it.
+                threading.Thread(target=collections.deque, args=(p.stdout, 0), daemon=True).start()
                 return p, f"http://127.0.0.1:{m.group(1)}", time.monotonic() - t0
     raise RuntimeError(f"{args} did not start")
 
@@ -157,6 +161,12 @@ async def ttfb(direct_url: str, gw_url: str, n: int) -> tuple[float, float, floa
             through.append(g)
             added.append(g - d)
     return statistics.median(direct), statistics.median(through), statistics.median(added)
+
+
+def serve_command(home: Path) -> list[str]:
+    """``quotaflow serve`` on ``home/q.yaml``, pinned to core 0."""
+    args = ["serve", "--config", str(home / "q.yaml"), "--port", "0", "--home", str(home)]
+    return pinned(0, [PY, "-m", "quotaflow", *args])
 
 
 def gateway_config(fake_url: str) -> str:
@@ -238,7 +248,7 @@ def main() -> None:
         home = tmp / f"home-{latency:g}"
         home.mkdir()
         (home / "q.yaml").write_text(gateway_config(fake_url))
-        serve = pinned(0, [PY, "-m", "quotaflow", "serve", "--config", str(home / "q.yaml"), "--port", "0", "--home", str(home)])  # fmt: skip
+        serve = serve_command(home)
         if not ready_runs:
             # A first start compiles quotaflow's bytecode (as the first start after an
             # install does); "ready" is measured from the second start on, like a restart.

@@ -10,6 +10,8 @@ restart; when usage falls back (a reset, a new window) the next crossing is repo
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +22,22 @@ from quotaflow.gateway import Gateway
 from quotaflow.storage.management import AlertRow, ManagementStore
 
 LimitsSource = Callable[[], list[Limit]]
+RECOVERED = "recovered"  # the level an alert's subject is reported at when it ends
+# What the operator can do about each alert, printed with its warning.
+HINTS = {
+    "limit": "requests move to keys with headroom; raise the limit or add a key if it keeps filling",
+    "key_depleted": "the provider says this key's quota is used up; it is skipped until it resets",
+    "key_disabled": "the provider refused the key: replace its secret, then enable it again",
+    "provider_failing": "requests fall back to other providers; check the provider's status",
+    "all_exhausted": "requests get 429 until a window frees: add a key or raise a limit",
+}
+log = logging.getLogger("quotaflow.events")
+
+
+def _until(at: float | None) -> str:
+    if at is None or at == float("inf"):
+        return "it is reset"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 def _pct(level: float) -> str:
@@ -31,7 +49,7 @@ class AlertMonitor:
 
     def __init__(
         self, gw: Gateway, store: ManagementStore, extra_limits: LimitsSource,
-        on_alert: Callable[[AlertRow], Awaitable[None]] | None = None,
+        on_alert: Callable[[AlertRow], Awaitable[object]] | None = None,
     ) -> None:  # fmt: skip
         self.gw = gw
         self.store = store
@@ -63,10 +81,25 @@ class AlertMonitor:
             row = AlertRow(self.gw.clock.now(), kind, subject, label, message)
             await self.store.add_alert(row, value)
             out.append(row)
-            if self.on_alert is not None:
-                await self.on_alert(row)
+            log.warning(
+                message,
+                extra={
+                    "fields": {
+                        "event": kind,
+                        "subject": subject,
+                        "level": label,
+                        "hint": HINTS.get(kind, ""),
+                    }
+                },
+            )
         else:
             await self.store.set_alert_level(subject, value)
+            if value > 0:
+                return
+            row = AlertRow(self.gw.clock.now(), kind, subject, RECOVERED, f"{subject} recovered")
+            log.info(row.message, extra={"fields": {"event": "recovered", "subject": subject}})
+        if self.on_alert is not None:
+            await self.on_alert(row)
 
     async def _limits(self, out: list[AlertRow]) -> None:
         limits = {lim.id: lim for lim in (*self.gw.all_limits(), *self.extra_limits())}
@@ -91,6 +124,11 @@ class AlertMonitor:
             await self._transition(
                 out, f"key:{k.id}#disabled", dead, "key_disabled", "error",
                 f"key {k.id} ({k.provider}) disabled: {h.disabled_reason}",
+            )  # fmt: skip
+            empty = 1.0 if h.depleted_until is not None and h.depleted_until > now else 0.0
+            await self._transition(
+                out, f"key:{k.id}#depleted", empty, "key_depleted", "100%",
+                f"key {k.id} ({k.provider}) has no quota left until {_until(h.depleted_until)}",
             )  # fmt: skip
             if h.circuit != "closed" or h.consecutive_failures >= gw.settings.failure_threshold:
                 failing.setdefault(

@@ -62,6 +62,7 @@ from quotaflow.errors import (
 )
 from quotaflow.health_sync import HealthSync
 from quotaflow.httpclient import Transport
+from quotaflow.observability.observer import Observer
 from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
 from quotaflow.storage.health_store import HealthStore
 from quotaflow.storage.memory import MemoryCounterStore
@@ -162,6 +163,7 @@ class Gateway:
         sleep: Sleep = asyncio.sleep,
         http: Transport | None = None,
         health_store: HealthStore | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         self.settings = config.settings
@@ -172,6 +174,8 @@ class Gateway:
         self._sleep = sleep
         self._http = http
         self._own_http = http is None
+        # Logs, metrics and spans of every request (QUOTAFLOW_METRICS, OTEL_* say which).
+        self.observer = observer or Observer.from_env(self.clock)
         self.keys: dict[str, Key] = {k.id: k for k in config.keys}
         self.health: dict[str, hl.Health] = {k: hl.Health() for k in self.keys}
         # issue 8: key health shared with the other replicas (Redis counters only)

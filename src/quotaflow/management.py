@@ -33,7 +33,9 @@ from quotaflow.services.access import (
     ensure_admin_token,
     is_loopback,
 )
+from quotaflow.services.notify import Notifier
 from quotaflow.storage.management import ManagementStore
+from quotaflow.storage.outbox import OutboxStore
 
 FORCED_SETTING = "forced_provider"
 ALERT_INTERVAL_S = 1.0
@@ -55,6 +57,7 @@ class Management:
     trust_local: bool = False
     new_admin_token: str | None = None  # set when created by this start: print it once
     holds: Holds = field(default_factory=Holds)
+    notifier: Notifier | None = None  # alert webhooks, when the config names any
     shared: bool = False  # the store is shared by replicas: admin token and sync through it
     _task: asyncio.Task[None] | None = None
     _sync_task: asyncio.Task[None] | None = None
@@ -86,10 +89,15 @@ class Management:
         def agent_limits() -> list[Limit]:
             return [lim for a in agents.all() for lim in a.limits]
 
+        notifier = None
+        if gateway.config.notify and isinstance(gateway.ledger, OutboxStore):
+            notifier = Notifier(gateway.ledger, gateway.config.notify, clock=gateway.clock)
+        monitor = AlertMonitor(
+            gateway, store, agent_limits, on_alert=notifier.publish if notifier else None
+        )
         return cls(
-            gateway, store, box, ManagedKeys(gateway, store, box), agents,
-            AlertMonitor(gateway, store, agent_limits), admin_hash, bind_host, trust_local, token,
-            shared=shared,
+            gateway, store, box, ManagedKeys(gateway, store, box), agents, monitor, admin_hash,
+            bind_host, trust_local, token, shared=shared, notifier=notifier,
         )  # fmt: skip
 
     @property
@@ -112,6 +120,8 @@ class Management:
         if forced and forced in gw.config.providers:
             gw.forced_provider = forced
         await self.alerts.load()
+        if self.notifier is not None:
+            self.notifier.start()
         self._task = asyncio.create_task(self._watch(), name="quotaflow-alerts")
         if self.shared:
             self._sync_task = asyncio.create_task(self._sync(), name="quotaflow-mgmt-sync")
@@ -166,6 +176,8 @@ class Management:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._sync_task = None
+        if self.notifier is not None:
+            await self.notifier.close()
 
     async def set_forced(self, provider: str | None) -> None:
         await self.store.set_setting(FORCED_SETTING, provider)

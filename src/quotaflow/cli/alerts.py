@@ -36,12 +36,14 @@ async def local_alerts(engine: Any) -> dict[str, Any]:
     }
 
 
-@click.command("alerts")
+@click.group("alerts", invoke_without_command=True)
+@click.pass_context
 @local_options
 @server_options
 @json_option
 @click.option("--check", is_flag=True, help="Exit 1 when any quota is at or above an alert level (for cron and CI).")  # fmt: skip
 def alerts(
+    ctx: click.Context,
     config_path: str | None,
     home: str | None,
     url: str | None,
@@ -51,7 +53,11 @@ def alerts(
     check: bool,
 ) -> None:
     """Quotas at or above an alert level now (seed 002: 75 / 90 / 95 %), and the alerts
-    raised so far. With --url: the server's /api/token-usage/alerts (seed 003)."""
+    raised so far. With --url: the server's /api/token-usage/alerts (seed 003).
+
+    `quotaflow alerts test` sends a sample alert to each webhook of the configuration."""
+    if ctx.invoked_subcommand is not None:
+        return
     server = Server.of(url, token, token_file)
     config = None if server else load_config_or_exit(config_path)
     if server is not None:
@@ -73,4 +79,32 @@ def alerts(
             stamp = when(h.get("ts"), tz) if tz else str(h.get("ts"))
             out.print(f"  {stamp}  {h.get('level', '')}  {h.get('message', '')}")
     if check and active:
+        raise SystemExit(EXIT_FAILED)
+
+
+@alerts.command("test")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: ./quotaflow.yaml, else the environment).")  # fmt: skip
+def alerts_test(config_path: str | None) -> None:
+    """Send a sample alert to every webhook (`notify:` in the YAML, QUOTAFLOW_WEBHOOK_URL)."""
+    import asyncio
+
+    from quotaflow.services.notify import host_of, send_test
+
+    config = load_config_or_exit(config_path)
+    if not config.notify:
+        raise click.ClickException(
+            "no alert webhook is configured: add a `notify:` list to the YAML "
+            "or set QUOTAFLOW_WEBHOOK_URL"
+        )
+    out = console()
+    failed = 0
+    for spec in config.notify:
+        result = asyncio.run(send_test(spec))
+        where = f"{host_of(spec.url)} ({spec.format})"
+        if result.ok:
+            out.print(f"[green]✓[/green] {where}: HTTP {result.status}")
+        else:
+            failed += 1
+            out.print(f"[red]✗[/red] {where}: {result.error}")
+    if failed:
         raise SystemExit(EXIT_FAILED)

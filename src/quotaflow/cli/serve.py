@@ -155,11 +155,33 @@ async def run_server(
     default=False,
     help="Seed 000's local mode: /api needs no admin token. Refused unless bound to loopback.",
 )
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    metavar="LEVEL",
+    default=None,
+    help="debug, info (one access line per request), warning or error (default $QUOTAFLOW_LOG_LEVEL, else info).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    metavar="FORMAT",
+    default=None,
+    help="text (key=value) or json, one object a line (default $QUOTAFLOW_LOG_FORMAT, else text).",
+)
 def serve(
     config_path: str | None, host: str | None, port: int | None, home: str | None,
-    trust_local: bool,
+    trust_local: bool, log_level: str | None, log_format: str | None,
 ) -> None:  # fmt: skip
-    """Run the gateway: /v1 (OpenAI-compatible), /api (management)."""
+    """Run the gateway: /v1 (OpenAI-compatible), /api (management).
+
+    Also /metrics (Prometheus) and, with the otel extra and OTEL_* variables, traces."""
+    from quotaflow.observability.logs import configure_logging
+
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     # Start-up imports and builds much and frees little: the cyclic garbage collector,
     # which would rescan it all again and again, waits until the server listens.
     collecting = gc.isenabled()

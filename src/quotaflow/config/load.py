@@ -28,7 +28,14 @@ from quotaflow.errors import ConfigError
 if TYPE_CHECKING:  # pydantic and yaml are imported when a configuration is loaded
     from pydantic import ValidationError
 
-    from quotaflow.config.schema import ConfigSpec, LimitSpec, ModelSpec, ProviderSpec, SettingsSpec
+    from quotaflow.config.schema import (
+        ConfigSpec,
+        LimitSpec,
+        ModelSpec,
+        NotifySpec,
+        ProviderSpec,
+        SettingsSpec,
+    )
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -360,7 +367,23 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
         agents=tuple(spec.agents),
         storage=spec.storage,
         strategy=strategy_settings(spec.settings),
+        notify=notify_targets(spec, env),
     )
+
+
+def notify_targets(spec: ConfigSpec, env: Mapping[str, str]) -> tuple[NotifySpec, ...]:
+    """The YAML's ``notify`` list, plus ``QUOTAFLOW_WEBHOOK_URL`` (JSON, every event) when it
+    names a URL the list does not have already."""
+    from quotaflow.config.schema import WEBHOOK_URL_ENV, NotifySpec
+
+    targets = list(spec.notify)
+    url = (env.get(WEBHOOK_URL_ENV) or "").strip()
+    if url and all(t.url != url for t in targets):
+        try:
+            targets.append(NotifySpec(url=url))
+        except ValueError as exc:
+            raise ConfigError(f"{WEBHOOK_URL_ENV}: {exc}") from None
+    return tuple(targets)
 
 
 def strategy_settings(s: SettingsSpec) -> StrategySettings:

@@ -11,7 +11,13 @@ from quotaflow.engine.limits import Limit
 from quotaflow.engine.strategies.base import StrategySettings
 
 if TYPE_CHECKING:  # the pydantic schema is imported when a configuration is loaded
-    from quotaflow.config.schema import AgentSpec, ServerSpec, SettingsSpec, StorageSpec
+    from quotaflow.config.schema import (
+        AgentSpec,
+        NotifySpec,
+        ServerSpec,
+        SettingsSpec,
+        StorageSpec,
+    )
 
 
 def _default_storage() -> StorageSpec:
@@ -33,6 +39,7 @@ class Config:
     agents: tuple[AgentSpec, ...] = ()  # declared in the YAML; more are added by the admin API
     storage: StorageSpec = field(default_factory=_default_storage)  # where state lives
     strategy: StrategySettings = field(default_factory=StrategySettings)  # from settings
+    notify: tuple[NotifySpec, ...] = ()  # alert webhooks, QUOTAFLOW_WEBHOOK_URL's included
 
     def route(self, model: str) -> Route | None:
         return self.routes.get(model)

@@ -268,6 +268,44 @@ class AgentSpec(_Model):
     admin: bool = False  # the agent's key may do what the admin token does
 
 
+NOTIFY_EVENTS = (
+    "threshold",
+    "depleted",
+    "key_invalid",
+    "provider_failing",
+    "all_failed",
+    "recovered",
+)
+WEBHOOK_URL_ENV = "QUOTAFLOW_WEBHOOK_URL"
+
+
+class NotifySpec(_Model):
+    """An alert webhook: where alerts are POSTed, in which format, signed with what."""
+
+    url: str
+    format: Literal["json", "slack"] = "json"
+    secret: str | None = None  # X-Quotaflow-Signature: sha256=<HMAC-SHA256 of the body>
+    events: list[str] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or len(v) < 10:
+            raise ValueError("an http:// or https:// URL")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - set(NOTIFY_EVENTS))
+        if bad:
+            raise ValueError(f"unknown event(s) {bad}; known: {', '.join(NOTIFY_EVENTS)}")
+        if not v:
+            raise ValueError("name at least one event (or leave events out for all)")
+        return v
+
+
 class ConfigSpec(_Model):
     agents: list[AgentSpec] = Field(default_factory=list)
     server: ServerSpec = Field(default_factory=ServerSpec)
@@ -276,6 +314,7 @@ class ConfigSpec(_Model):
     routes: list[RouteSpec] = Field(default_factory=list)
     limits: list[LimitSpec] = Field(default_factory=list)  # global
     storage: StorageSpec = Field(default_factory=StorageSpec)  # issue 8: scale-out
+    notify: list[NotifySpec] = Field(default_factory=list)  # alert webhooks
 
     @model_validator(mode="after")
     def _references(self) -> ConfigSpec:

@@ -22,7 +22,8 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -40,6 +41,7 @@ from quotaflow.storage.base import (
 )
 from quotaflow.storage.ledger_sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
+from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
 
 log = logging.getLogger("quotaflow.storage.postgres")
@@ -131,7 +133,7 @@ _BUMP = (
 )
 
 
-class PostgresLedger:
+class PostgresLedger(SqlOutbox):
     """:class:`~quotaflow.storage.base.LedgerStore` (and ManagementStore, StatsStore) in
     PostgreSQL, shared by every replica. ``replica_id`` must be stable across restarts of
     the same replica (it settles its own crashed rows at start)."""
@@ -153,6 +155,8 @@ class PostgresLedger:
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        # Told each group commit's duration (the metrics' ledger commit histogram).
+        self.on_commit: Callable[[float], None] | None = None
         self._ids: list[int] = []
         self._id_lock = asyncio.Lock()
         self.applied_migrations: list[str] = []
@@ -200,7 +204,10 @@ class PostgresLedger:
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch:
+                t0 = time.perf_counter()
                 await self._commit(batch)
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - t0)
             if self._closing and not self._pending:
                 return
 
@@ -241,6 +248,14 @@ class PostgresLedger:
                     fut.set_result(None)
                 else:
                     fut.set_exception(error)
+
+    def _dialect_sql(self, sql: str) -> str:
+        return pg(sql)
+
+    @property
+    def queue_depth(self) -> int:
+        """Writes waiting for the next group commit."""
+        return len(self._pending)
 
     def _submit(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
         if self._wake is None or self._closing:

@@ -15,7 +15,8 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from quotaflow.storage.base import (
 )
 from quotaflow.storage.ledger_sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
+from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
 
 log = logging.getLogger("quotaflow.storage.sqlite")
@@ -177,7 +179,7 @@ def _migrations() -> list[str]:
     return [(folder / n).read_text(encoding="utf-8") for n in names]
 
 
-class SqliteLedger:
+class SqliteLedger(SqlOutbox):
     """Ledger (and small state tables) in ``<data>/quotaflow.db``."""
 
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
@@ -191,6 +193,8 @@ class SqliteLedger:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._failing = False  # a write failure episode is under way (logged once)
+        # Told each group commit's duration (the metrics' ledger commit histogram).
+        self.on_commit: Callable[[float], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -236,7 +240,10 @@ class SqliteLedger:
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch:
+                t0 = time.perf_counter()
                 self._commit(db, batch)
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - t0)
             if self._closing and not self._pending:
                 return  # everything queued before close() is committed
 
@@ -300,6 +307,11 @@ class SqliteLedger:
             f"The ledger cannot be written ({exc}); retry shortly.",
             headers={"retry-after": "5"},
         )
+
+    @property
+    def queue_depth(self) -> int:
+        """Writes waiting for the next group commit."""
+        return len(self._pending)
 
     def _submit(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
         if self._wake is None or self._closing:

@@ -76,6 +76,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/keys/{key_id}", lazy("admin_api", "delete_key"))
     app.router.add_get("/api/alerts", lazy("admin_api", "list_alerts"))
     app.router.add_get("/openapi.json", lazy("openapi", "openapi_json"))
+    app.router.add_get("/metrics", lazy("metrics_api", "metrics"))
     # dashboard (issue 6): the page, its assets, its snapshot and live stream, key switches
     app.router.add_get("/", lazy("dashboard.page", "index"))
     app.router.add_get("/static/{name}", lazy("dashboard.page", "static_file"))

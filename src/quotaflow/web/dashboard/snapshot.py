@@ -5,6 +5,7 @@ The snapshot never carries a secret (keys are masked as in ``/api/status``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from quotaflow import switcher
@@ -99,9 +100,11 @@ async def recommendation_json(gw: Gateway) -> dict[str, Any]:
     if route is None:
         return {"route": None, "request": request, "chosen": None, "candidates": [], "rejected": []}
     facts = RequestFacts(
-        prompt_tokens=TYPICAL_PROMPT_TOKENS, max_tokens=TYPICAL_MAX_TOKENS,
-        forced_provider=gw.forced_provider, min_completion_tokens=gw.settings.min_completion_tokens,
-    )  # fmt: skip
+        prompt_tokens=TYPICAL_PROMPT_TOKENS,
+        max_tokens=TYPICAL_MAX_TOKENS,
+        forced_provider=gw.forced_provider,
+        min_completion_tokens=gw.settings.min_completion_tokens,
+    )
     ranked, rejected, _ = await gw.candidates(route, facts, CallContext(), planned=True)
     cands = [
         {
@@ -130,6 +133,32 @@ async def recommendation_json(gw: Gateway) -> dict[str, Any]:
             for r in rejected[:10]
         ],
     }
+
+
+def with_refusals(
+    rows: list[dict[str, Any]], recent: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The ledger's latest rows with the latest refusals among them, newest first: a request
+    no key could take leaves no ledger row, only the observer's note of it."""
+    refused = [
+        {
+            **r,
+            "id": None,
+            "success": False,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "total_tokens": 0,
+            "cost_usd": 0.0,
+            "latency_ms": None,
+            "source": "proxy",
+        }
+        for r in recent
+        if r["status"] == "refused"
+    ]
+    if not refused:
+        return rows
+    merged = sorted([*rows, *refused], key=lambda r: r["ts"], reverse=True)
+    return merged[:LOG_ROWS]
 
 
 def log_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
@@ -178,16 +207,18 @@ async def agents_json(mg: Management) -> list[dict[str, Any]]:
             d = switcher.limit_json(usages[lim.id])
             d["state"] = state_of(d["used_pct"] / 100.0, s.warning, s.critical).value
             budgets.append(d)
-        out.append({
-            "name": name,
-            "registered": agent is not None,
-            "source": agent.source if agent else "ledger",
-            "has_key": bool(agent and agent.key_hash),
-            "provider_order": list(agent.spec.providers) if agent else [],
-            "month": month.label,
-            "usage": measure_json(used.get((name,), Measure())),
-            "budgets": budgets,
-        })  # fmt: skip
+        out.append(
+            {
+                "name": name,
+                "registered": agent is not None,
+                "source": agent.source if agent else "ledger",
+                "has_key": bool(agent and agent.key_hash),
+                "provider_order": list(agent.spec.providers) if agent else [],
+                "month": month.label,
+                "usage": measure_json(used.get((name,), Measure())),
+                "budgets": budgets,
+            }
+        )
     return out
 
 
@@ -237,7 +268,9 @@ async def build_snapshot(
         "system": system,
         "providers": providers_json(mg, rows, now),
         "recommendation": await recommendation_json(gw),
-        "log": log_json(await gw.ledger.query(LedgerQuery(limit=LOG_ROWS))),
+        "log": with_refusals(
+            log_json(await gw.ledger.query(LedgerQuery(limit=LOG_ROWS))), gw.observer.recent
+        ),
         "charts": {"timeline": timeline, "cost_per_day": await series.cost_per_day(now)},
         "forecast": await series.forecast(now, stamp),
         "agents": await agents_json(mg),

@@ -22,6 +22,7 @@ const state = {
   instance: null,
   rendered: {},
   lastLogId: null,
+  logFilter: "all",
   receivedAt: 0,
 };
 
@@ -83,9 +84,10 @@ function render(snap) {
   section("status", $("status"), snap.system, () => views.renderStatus(snap.system));
   section("rec", $("recommendation"), snap.recommendation, () => views.renderRecommendation(snap.recommendation));
   section("providers", $("providers"), [snap.providers, admin], () => renderProviders(snap.providers, admin, actions));
-  const newestId = snap.log.length ? snap.log[0].id : 0;
+  const newestId = Math.max(0, ...snap.log.map((r) => r.id || 0));
   const since = state.lastLogId === null ? Infinity : state.lastLogId;
-  section("log", $("log"), snap.log, () => views.renderLog(snap.log, since));
+  const shown = snap.log.filter((r) => state.logFilter === "all" || views.logOutcome(r) === state.logFilter);
+  section("log", $("log"), [shown, state.logFilter], () => views.renderLog(shown, since, state.logFilter));
   state.lastLogId = newestId;
   section("charts", $("charts"), [snap.charts, snap.forecast], () => views.renderCharts(snap.charts, snap.forecast, serverNow()));
   section("agents", $("agents"), snap.agents, () => views.renderAgents(snap.agents));
@@ -232,6 +234,10 @@ const stream = follow({
   onState: setConn,
 });
 
+$("log-filter").addEventListener("change", (ev) => {
+  state.logFilter = ev.target.value;
+  if (state.snap) render(state.snap);
+});
 $("login").addEventListener("submit", signIn);
 $("logout").addEventListener("click", signOut);
 $("add-key-open").addEventListener("click", () => openAddKey($("add-key").hidden));

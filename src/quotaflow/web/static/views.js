@@ -83,11 +83,18 @@ function rejectedList(rejected) {
       h("li", null, h("b", null, r.provider), " / ", r.key_id, ": ", r.reason))));
 }
 
-export function renderLog(rows, newSince) {
-  if (!rows.length) return [h("p", { class: "empty" }, "No requests yet.")];
+// A log row's outcome, as the filter names it: a refusal is a request no key could take.
+export function logOutcome(r) {
+  if (r.status === "refused") return "refused";
+  if (r.success) return "ok";
+  return r.status === "pending" ? "pending" : "failed";
+}
+
+export function renderLog(rows, newSince, filter = "all") {
+  if (!rows.length) return [h("p", { class: "empty" }, filter === "all" ? "No requests yet." : "None of these among the latest requests.")];
   const head = ["Time", "Agent", "Provider / key", "Model", "Result", "Tokens", "Cost", "Latency"];
   return [h("div", { class: "table-wrap" }, h("table", { class: "log", id: "log-table" },
-    h("caption", { class: "sr-only" }, "Most recent ledger rows, newest first"),
+    h("caption", { class: "sr-only" }, "Most recent attempts and refusals, newest first"),
     h("thead", null, h("tr", null, head.map((x) => h("th", { scope: "col" }, x)))),
     h("tbody", null, rows.map((r) => h("tr", {
       class: `${r.success ? "ok" : r.status === "pending" ? "pending" : "fail"}${r.id > newSince ? " new" : ""}`,
@@ -95,7 +102,7 @@ export function renderLog(rows, newSince) {
     },
     h("td", null, clock(r.ts)),
     h("td", null, r.agent),
-    h("td", null, r.provider, h("span", { class: "muted" }, ` / ${r.key_id}`)),
+    h("td", null, r.provider || "–", r.key_id ? h("span", { class: "muted" }, ` / ${r.key_id}`) : null),
     h("td", null, r.model || r.route),
     h("td", { class: "result" }, r.success ? "✓ " : r.status === "pending" ? "… " : "✗ ",
       r.status === "ok" ? "ok" : r.status,
