@@ -255,6 +255,7 @@ async def test_migrations_run_once_when_replicas_start_together(pg) -> None:
     applied = [db.applied_migrations for db in ledgers]
     assert sorted(n for names in applied for n in names) == [
         "001_ledger.sql", "002_management.sql", "003_model_stats.sql", "004_probe_index.sql",
+        "005_notify_outbox.sql",
     ]  # fmt: skip
     ids = await asyncio.gather(*(db.begin(row(i)) for i, db in enumerate(ledgers)))
     assert len(set(ids)) == 4  # each replica draws its own block of ids
@@ -274,3 +275,25 @@ async def test_management_changes_bump_the_version_and_settings_are_claimed_once
     firsts = await asyncio.gather(*(ledger.claim_setting("token", f"h{i}") for i in range(5)))
     assert len(set(firsts)) == 1 and await ledger.get_setting("token") == firsts[0]
     assert await ledger.claim_setting("token", "other") == firsts[0]
+
+
+async def test_the_webhook_outbox_survives_a_restart_and_stores_an_event_once(
+    backend, ledger
+) -> None:
+    from quotaflow.storage.outbox import OutboxRow
+
+    first = OutboxRow("t1", "ev-1", '{"event": "threshold"}', T0, T0)
+    await ledger.outbox_add([first, OutboxRow("t2", "ev-1", "{}", T0, T0)])
+    await ledger.outbox_add([first])  # the same event again: a no-op
+    due = await ledger.outbox_due(T0)
+    assert [(r.target, r.event_id, r.attempts) for r in due] == [
+        ("t1", "ev-1", 0),
+        ("t2", "ev-1", 0),
+    ]
+    await ledger.outbox_retry(due[0].id, T0 + 10, "HTTP 500")
+    await ledger.outbox_done(due[1].id, T0 + 1)
+    await backend.close(ledger)
+    again = await backend.open()
+    assert await again.outbox_due(T0 + 5) == []
+    (retry,) = await again.outbox_due(T0 + 10)
+    assert (retry.event_id, retry.attempts, retry.body) == ("ev-1", 1, '{"event": "threshold"}')

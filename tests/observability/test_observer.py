@@ -120,7 +120,7 @@ def test_a_refusal_is_counted_kept_for_the_dashboard_and_logged(caplog):
     obs.finish(req, 429, "quota_exhausted", "Every key is out of headroom")
     assert samples(obs.metrics)[("quotaflow_refusals_total", (("route", "auto"),))] == 1
     assert obs.recent[-1]["status"] == "refused" and obs.recent[-1]["http_status"] == 429
-    (line,) = caplog.records
+    (line,) = [r for r in caplog.records if r.name == "quotaflow.access"]
     assert line.fields["status"] == 429 and line.fields["attempts"] == 0
     assert line.fields["agent"] == "team-a" and line.fields["request_id"] == "qf-1"
 
@@ -166,3 +166,19 @@ def test_tracing_is_wanted_only_when_an_exporter_is_configured(monkeypatch):
     assert tracing_wanted()
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert not tracing_wanted()
+
+
+def test_warnings_name_the_key_cooling_the_unpriced_model_and_the_refusal(caplog):
+    obs = Observer(clock=FrozenClock())
+    caplog.set_level(logging.WARNING, logger="quotaflow.events")
+    for _ in range(3):
+        req = obs.begin("openai", "default", "auto")
+        obs.attempt(req, Row(key_id="a", status="error", error_kind="rate_limited", cost_usd=0.0))
+        obs.attempt(req, Row(key_id="b", cost_usd=0.0))
+        obs.finish(req, 200)
+        refused = obs.begin("openai", "default", "auto")
+        obs.finish(refused, 429, "quota_exhausted")
+    events = [r.fields["event"] for r in caplog.records]
+    # each once: repeats within the minute are held back and counted
+    assert sorted(events) == ["all_keys_refused", "key_cooling", "unpriced_model"]
+    assert all(r.fields.get("hint") for r in caplog.records)

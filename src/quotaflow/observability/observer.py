@@ -137,6 +137,7 @@ class Observer:
         self.access = logging.getLogger(ACCESS_LOGGER)
         # Requests that ended without an answer, newest last: refusals leave no ledger row.
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
+        self._unpriced_seen: set[tuple[str, str]] = set()
 
     @classmethod
     def from_env(cls, clock: Clock | None = None) -> Observer:
@@ -185,6 +186,16 @@ class Observer:
             req.ttfb_ms = row.ttfb_ms
         ok = row.status == "ok"
         kind = row.error_kind or ""
+        if kind == "rate_limited":
+            self.events.warn(
+                "key_cooling",
+                f"{row.provider}/{row.key_id}",
+                f"key {row.key_id} of {row.provider} was rate-limited: it cools down before "
+                "it is tried again",
+                hint="requests move to other keys meanwhile; lower its limits if this repeats",
+            )
+        elif ok and row.cost_usd == 0 and row.prompt_tokens + row.completion_tokens > 0:
+            self._unpriced(row.provider, row.model)
         m = self.metrics
         if m is not None:
             m.attempt(row.provider, row.key_id, row.model, row.status, kind)
@@ -210,6 +221,18 @@ class Observer:
                 None if ok else kind or "error",
             )
 
+    def _unpriced(self, provider: str, model: str) -> None:
+        if (provider, model) in self._unpriced_seen:
+            return
+        self._unpriced_seen.add((provider, model))
+        self.events.warn(
+            "unpriced_model",
+            f"{provider}/{model}",
+            f"model {model} of {provider} has no price: its cost is booked as 0 USD",
+            hint="unless it is free, give it input/output prices (USD per million tokens) "
+            "under the provider's models",
+        )
+
     def finish(
         self,
         req: RequestObs,
@@ -226,6 +249,13 @@ class Observer:
             m.overhead_time(req.door, max(elapsed - req.upstream_s, 0.0))
             if status == 429 and req.attempts == 0:
                 m.refusals.labels(req.route).inc()
+        if status == 429 and req.attempts == 0:
+            self.events.warn(
+                "all_keys_refused",
+                req.route,
+                f"no key had headroom for route {req.route}: request refused with 429",
+                hint="add a key or raise a limit; the answer's Retry-After says when one frees",
+            )
         if self.access.isEnabledFor(logging.INFO):
             self.access.info("request", extra={"fields": access_fields(req, status, kind, elapsed)})
         if status >= 400:
