@@ -138,6 +138,7 @@ class Observer:
         # Requests that ended without an answer, newest last: refusals leave no ledger row.
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
         self._unpriced_seen: set[tuple[str, str]] = set()
+        self.open: dict[str, RequestObs] = {}  # requests under way, by request id
 
     @classmethod
     def from_env(cls, clock: Clock | None = None) -> Observer:
@@ -157,8 +158,15 @@ class Observer:
         *,
         stream: bool = False,
         traceparent: str | None = None,
+        request_id: str = "",
     ) -> RequestObs:
+        """A request starts; its attempts are matched to it by ``request_id`` (:meth:`booked`)."""
         req = RequestObs(door, agent, route, stream, self.clock.monotonic(), self.clock.now())
+        req.request_id = request_id
+        if request_id:
+            self.open[request_id] = req
+        if stream and self.metrics is not None:
+            self.metrics.streams.inc()
         if self.tracing is not None:
             req.span = self.tracing.server_span(
                 f"chat {route}",
@@ -172,6 +180,30 @@ class Observer:
                 },
             )
         return req
+
+    def booked(self, row: BookedAttempt, request_id: str) -> None:
+        """A ledger row was booked: an attempt of an open request, or use booked after the
+        fact (a key-tester probe, a reported use), which counts in the metrics only."""
+        req = self.open.get(request_id)
+        if req is not None:
+            self.attempt(req, row)
+        elif self.metrics is not None:
+            kind = row.error_kind or ""
+            self.metrics.attempt(row.provider, row.key_id, row.model, row.status, kind)
+            self.metrics.use(
+                row.provider,
+                row.key_id,
+                row.model,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cached_tokens,
+                row.cost_usd,
+            )
+
+    def waited(self, seconds: float) -> None:
+        """A request waited ``seconds`` for a window to free headroom."""
+        if self.metrics is not None:
+            self.metrics.reservation_wait.observe(seconds)
 
     def attempt(self, req: RequestObs, row: BookedAttempt) -> None:
         """One attempt booked in the ledger (ok or failed)."""
@@ -243,8 +275,11 @@ class Observer:
         """The request is answered (``status`` 200) or refused / failed with ``status``."""
         elapsed = self.clock.monotonic() - req.started_mono
         kind = error_kind or ""
+        self.open.pop(req.request_id, None)
         m = self.metrics
         if m is not None:
+            if req.stream:
+                m.streams.dec()
             m.request(req.door, req.route, req.provider, req.key, req.model, status, kind)
             m.overhead_time(req.door, max(elapsed - req.upstream_s, 0.0))
             if status == 429 and req.attempts == 0:
