@@ -56,12 +56,12 @@ async def bench(n_keys: int, strategy: str, iterations: int) -> float:
     )
     route = gw.resolve_route("m")
     ctx = CallContext()
-    facts = gw._facts(req, ctx)
+    facts = gw.facts(req, ctx)
     now = gw.clock.now()
     deployments = list(route.deployments)
     t0 = time.process_time()
     for _ in range(iterations):
-        pick = await gw._pick(route, facts, ctx, set(), deployments, float("inf"), False)
+        pick = await gw.picker.pick(route, facts, ctx, set(), deployments, float("inf"), False)
         await gw.counters.settle(pick.reservation_id, Measure(40.0, 1.0, 0.0), now)
     return (time.process_time() - t0) / iterations * 1e6
 

@@ -1,8 +1,9 @@
 """The key tester (seed 004's ``apiKeyTester``): every key × every model of its provider.
 
-Each test sends one tiny chat request straight to the key (no routing, no fallback), with a
-bounded number in flight, and books the outcome through
-:meth:`quotaflow.gateway.Gateway.record_probe`: the key's health (a dead key is disabled, an
+Each test sends one tiny chat request straight to the key (no routing, no fallback) through
+the gateway's one attempt (:func:`quotaflow.gateway.attempts.exchange`), with a bounded
+number in flight, and books the outcome through the one booking path
+(:meth:`quotaflow.gateway.booking.Booking.probed`): the key's health (a dead key is disabled, an
 empty one depleted, so routing skips them), its key × model statistics, and a ledger row
 (``source='probe'``) whose tokens count like any other use.
 """
@@ -14,12 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from quotaflow.adapters import adapter_for
-from quotaflow.adapters.base import CallTarget, MalformedResponse, UpstreamFailure
 from quotaflow.engine.catalog import Key
 from quotaflow.gateway import Gateway as Engine
-from quotaflow.types import ErrorKind, Usage
-from quotaflow.upstream import TRANSPORT_ERRORS, send, transport_failure
+from quotaflow.gateway.attempts import Call, exchange
 
 PROBE_PROMPT = "Reply with the single word OK."
 PROBE_MAX_TOKENS = 8
@@ -92,38 +90,20 @@ def targets(
 
 
 async def probe_one(engine: Engine, target: ProbeTarget, timeout_s: float) -> ProbeResult:
-    """Test one key × model and book the outcome."""
+    """Test one key × model through the gateway's one attempt, and book the outcome."""
     key, model = target.key, target.model
     provider = engine.config.providers[key.provider]
-    adapter = adapter_for(provider.protocol)
     body = {"model": model, "messages": [{"role": "user", "content": PROBE_PROMPT}]}
-    call = adapter.build_request(
-        body, CallTarget(provider.base_url, model, key.secret, provider.headers),
-        max_tokens=PROBE_MAX_TOKENS, stream=False,
-    )  # fmt: skip
-    t0 = engine.clock.monotonic()
-    usage: Usage | None = None
-    failure: UpstreamFailure | None = None
-    try:
-        raw = await send(engine.http, call, timeout_s)
-    except TRANSPORT_ERRORS as exc:
-        failure = transport_failure(exc, timeout_s)
-    else:
-        if raw.status >= 300:
-            failure = adapter.classify_error(raw.status, raw.headers, raw.body)
-        else:
-            try:
-                usage = adapter.parse_response(raw.status, raw.headers, raw.body, model).usage
-            except MalformedResponse as exc:
-                failure = UpstreamFailure(ErrorKind.MALFORMED, raw.status, str(exc))
-    latency_ms = (engine.clock.monotonic() - t0) * 1000.0
-    if failure is not None and key.secret in failure.message:
-        # providers echo the key in auth errors: never store or print it whole
-        failure.message = failure.message.replace(key.secret, key.masked)
-    ok = failure is None
-    await engine.record_probe(key.id, model, ok, latency_ms, failure, usage)
+    call = Call(provider, key, model, body, PROBE_MAX_TOKENS)
+    health = engine.keyring.health_of(key.id)
+    ex = await exchange(engine.http, engine.clock, engine.booking.mask, call, timeout_s, health)
+    if ex.error is not None:
+        raise ex.error
+    failure = ex.failure  # masked by the booking: providers echo the key in auth errors
+    usage = ex.answer.usage if ex.answer is not None else None
+    await engine.booking.probed(key, model, ex.latency_ms, failure, usage)
     return ProbeResult(
-        key.provider, key.id, key.masked, model, ok, latency_ms,
+        key.provider, key.id, key.masked, model, failure is None, ex.latency_ms,
         None if failure is None else failure.status,
         None if failure is None else failure.kind.value,
         None if failure is None else failure.message[:300],

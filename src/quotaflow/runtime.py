@@ -15,10 +15,10 @@ from quotaflow.config.load import load_config, parse_spec, resolve
 from quotaflow.config.model import Config
 from quotaflow.gateway import Gateway
 from quotaflow.gateway import Gateway as Engine
+from quotaflow.gateway.upstream import make_client
 from quotaflow.key_states import apply_key_states
 from quotaflow.storage import open_counters, open_health_store, open_ledger
 from quotaflow.storage.sqlite import SqliteLedger
-from quotaflow.upstream import make_client
 
 
 def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -19,11 +19,12 @@ from quotaflow.engine.candidates import RequestFacts
 from quotaflow.engine.catalog import Deployment, Key, Route
 from quotaflow.engine.limits import Limit, LimitUsage, remaining_share, state_of
 from quotaflow.errors import BadRequest, Forbidden
-from quotaflow.gateway import CallContext, Gateway, exhausted_error
+from quotaflow.gateway import CallContext, Gateway
+from quotaflow.gateway.outcomes import exhausted_error
 from quotaflow.holds import Hold as Hold
 from quotaflow.holds import Holds as Holds
 from quotaflow.storage.base import LedgerQuery, LedgerRow
-from quotaflow.types import Measure, State
+from quotaflow.types import State
 
 # An agent may report up to this share above what it reserved (estimates are estimates);
 # more, or usage without its own open reservation, only the admin may book.
@@ -312,22 +313,11 @@ async def report_use(
     key = gw.keys.get(hold.key_id) if hold else None
     if key is None:
         key = await _key_for(gw, provider, key_id, now)
-    p = gw.config.providers.get(key.provider)
-    price = next(iter(p.models.values())).price if p and p.models else None
-    cost = price.worst_case_usd(tokens, 0) if price else 0.0
-    row = LedgerRow(
-        request_id=gw.new_request_id(), attempt=1, ts=now, agent=ctx.agent, route="api:use",
-        provider=key.provider, key_id=key.id, prompt_tokens=tokens, total_tokens=tokens,
-        requests=1, cost_usd=cost, status="reported" if success else "error",
-        error_kind=None if success else "reported_failure", source="reported",
-        detail=(reason or None) and str(reason)[:500],
+    await gw.booking.reported(
+        key, tokens, success=success, reason=reason, agent=ctx.agent,
+        extra_limits=[lim for lim in ctx.limits if applies_to(lim, key.provider)],
+        held=hold.reservation_id if hold is not None else None,
     )  # fmt: skip
-    await gw.ledger.append([row])
-    limits = [*key.limits, *(p.limits if p else ()), *gw.config.global_limits]
-    limits += [lim for lim in ctx.limits if applies_to(lim, key.provider)]
-    if hold is not None:
-        await gw.counters.release(hold.reservation_id)
-    await gw.counters.charge(limits, Measure(float(tokens), 1.0, cost), now, now)
     return key, hold is not None
 
 

@@ -92,10 +92,10 @@ def test_gemini_per_day_quota_depletes_the_key_until_midnight_in_los_angeles(
     gw = Gateway(cfg, ledger=SqliteLedger(tmp_path / "q.db"), clock=FrozenClock(NOW))
     key = gw.keys["g"]
     midnight_la = datetime(2026, 1, 1, 8, 0, tzinfo=UTC).timestamp()
-    assert gw._depleted_until(key, NOW, per_day) == midnight_la
+    assert gw.booking.depleted_until(key, NOW, per_day) == midnight_la
     # Without a provider-named window: the key's own longest window (the month, in UTC).
     first_of_feb = datetime(2026, 2, 1, tzinfo=UTC).timestamp()
-    assert gw._depleted_until(key, NOW, None) == first_of_feb
+    assert gw.booking.depleted_until(key, NOW, None) == first_of_feb
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])

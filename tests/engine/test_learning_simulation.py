@@ -29,10 +29,10 @@ from quotaflow.fake_provider import running_fake_provider
 from quotaflow.fake_provider.faults import Fault
 from quotaflow.fake_provider.server import FakeProviderHandle
 from quotaflow.gateway import CallContext, Gateway
+from quotaflow.gateway.upstream import make_client
 from quotaflow.probe import probe_all, targets
 from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
-from quotaflow.upstream import make_client
 
 A, B = "groq", "gemini"
 MODELS = {A: "llama-3.3-70b-versatile", B: "gemini-2.0-flash"}
@@ -232,12 +232,12 @@ async def test_the_statistics_are_saved_and_restored_across_a_restart(tmp_path: 
         }
         before = {k: s.to_record() for k, s in gw.model_stats.items()}
         order_before = [x.candidate.provider for x in (await gw.candidates(
-            gw.config.routes["smart"], gw._facts(gw.parse(BODY), CallContext()), CallContext()
+            gw.config.routes["smart"], gw.facts(gw.parse(BODY), CallContext()), CallContext()
         ))[0]]  # fmt: skip
     async with simulated(tmp_path, "learned") as (gw2, _):
         assert {k: s.to_record() for k, s in gw2.model_stats.items()} == before
         assert gw2.model_stats[("gemini-1", MODELS[B])].quality_score == pytest.approx(0.7)
         order_after = [x.candidate.provider for x in (await gw2.candidates(
-            gw2.config.routes["smart"], gw2._facts(gw2.parse(BODY), CallContext()), CallContext()
+            gw2.config.routes["smart"], gw2.facts(gw2.parse(BODY), CallContext()), CallContext()
         ))[0]]  # fmt: skip
         assert order_after == order_before == [B, A]

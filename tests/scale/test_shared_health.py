@@ -17,7 +17,7 @@ from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_p
 from quotaflow.fake_provider.faults import Fault
 from quotaflow.fake_provider.server import FakeProviderHandle
 from quotaflow.gateway import Gateway
-from quotaflow.health_sync import HealthSync
+from quotaflow.gateway.health_sync import HealthSync
 from quotaflow.runtime import build_gateway
 from quotaflow.storage.redis_health import RedisHealthStore
 from quotaflow.testing import config

@@ -7,7 +7,7 @@ from aiohttp import web
 from quotaflow.agents import apply_token_cap, context_for
 from quotaflow.errors import Unauthorized
 from quotaflow.gateway import CallContext, Gateway
-from quotaflow.streaming import CLIENT_GONE
+from quotaflow.gateway.streaming import CLIENT_GONE
 from quotaflow.web.auth import caller_of
 from quotaflow.web.body import read_json
 from quotaflow.web.errors import json_response

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from quotaflow.chat_request import parse_chat_request
 from quotaflow.errors import BadRequest
+from quotaflow.gateway.request import parse_chat_request
 
 MSG = [{"role": "user", "content": "hi"}]
 P = frozenset({"openai", "groq"})

@@ -14,47 +14,48 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import aiohttp
 import orjson
 
 from quotaflow.adapters.base import StreamTranslator, UpstreamFailure, sse_frame
 from quotaflow.adapters.sse import SSEParser
+from quotaflow.clock import Clock
 from quotaflow.engine.tokens import estimate_completion_tokens
+from quotaflow.gateway.outcomes import Attempt, StreamEnd
+from quotaflow.gateway.upstream import TRANSPORT_ERRORS
 from quotaflow.httpclient import UpstreamResponse
 from quotaflow.types import ErrorKind, Usage
-from quotaflow.upstream import TRANSPORT_ERRORS
-
-if TYPE_CHECKING:
-    from quotaflow.gateway import Attempt, Gateway, _Pick
-    from quotaflow.storage.base import LedgerRow
 
 Write = Callable[[bytes], Awaitable[None]]
 DONE = b"data: [DONE]\n\n"
-CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionResetError)
+# A client that went away: aiohttp's reset error is a ConnectionError too.
+CLIENT_GONE = (ConnectionError,)
+Finish = Callable[[StreamEnd], Awaitable[float]]  # books the ended stream, returns its cost
 
 
 class ActiveStream:
+    """One open stream; ``finish`` books it when it ends (it knows nothing of the gateway)."""
+
     def __init__(
         self,
         *,
-        gateway: Gateway,
+        finish: Finish,
+        clock: Clock,
         resp: UpstreamResponse,
         read_timeout_s: float,
         translator: StreamTranslator,
-        row: LedgerRow,
-        pick: _Pick,
+        request_id: str,
         t0: float,
         prompt_estimate: int,
         headers: dict[str, str],
     ) -> None:
-        self._gw = gateway
+        self._finish = finish
+        self._clock = clock
         self._resp = resp
         self._read_timeout_s = read_timeout_s
         self._tr = translator
-        self._row = row
-        self._pick = pick
+        self.request_id = request_id
         self._t0 = t0
         self._prompt_estimate = prompt_estimate
         self._parser = SSEParser()
@@ -66,10 +67,6 @@ class ActiveStream:
         self.usage: Usage | None = None
         self.cost_usd: float = 0.0
         self.outcome: str = "open"
-
-    @property
-    def request_id(self) -> str:
-        return self._row.request_id
 
     async def _read_more(self) -> None:
         """Read one piece from upstream into pending frames (sets _eof at the end)."""
@@ -88,7 +85,7 @@ class ActiveStream:
         for ev in events:
             frames = self._tr.feed(ev)
             if frames and self._ttfb_ms is None:
-                self._ttfb_ms = (self._gw.clock.monotonic() - self._t0) * 1000.0
+                self._ttfb_ms = (self._clock.monotonic() - self._t0) * 1000.0
             self._pending.extend(frames)
             if self._tr.state.done or self._tr.state.error is not None:
                 break
@@ -159,17 +156,9 @@ class ActiveStream:
         self._resp.release() if status == "ok" else self._resp.close()
         usage = self._billable_usage()
         self.usage = usage
-        latency_ms = (self._gw.clock.monotonic() - self._t0) * 1000.0
-        self.cost_usd = await self._gw.finish_stream(
-            self._row,
-            self._pick,
-            usage,
-            latency_ms,
-            self._ttfb_ms,
-            status=status,
-            failure=failure,
-            detail=detail,
-        )
+        latency_ms = (self._clock.monotonic() - self._t0) * 1000.0
+        end = StreamEnd(usage, latency_ms, self._ttfb_ms, status, failure, detail)
+        self.cost_usd = await self._finish(end)
 
     async def abandon(self) -> None:
         """The caller will not pump (e.g. the client left before the response started)."""

@@ -1,0 +1,331 @@
+"""The attempt loop, and the one attempt every call to a provider goes through.
+
+:func:`exchange` is one call to one key: translate, send (or open the stream), read the
+provider's rate headers, classify an error (its text masked first), parse the answer (or wait
+for a stream's first frame). Routed requests, plain and streamed, and the key tester all
+use it. :class:`Attempts` runs the loop around it for routed requests: pick → journal →
+exchange → book; on a failure the next candidate (or the fallback route), up to
+``max_attempts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from quotaflow.adapters import adapter_for
+from quotaflow.adapters.base import CallTarget, ChatResult, MalformedResponse, UpstreamFailure
+from quotaflow.clock import Clock
+from quotaflow.config.model import Config
+from quotaflow.engine import health as hl
+from quotaflow.engine.candidates import Candidate, RequestFacts
+from quotaflow.engine.catalog import Deployment, Key, Provider, Route
+from quotaflow.errors import QuotaflowError, UnsupportedByProtocol
+from quotaflow.gateway.booking import Booking, SecretMask
+from quotaflow.gateway.outcomes import (
+    Attempt,
+    CallContext,
+    ChatOutcome,
+    StreamEnd,
+    all_failed,
+    client_error,
+    routing_headers,
+)
+from quotaflow.gateway.picking import NoMore, Pick, Picker
+from quotaflow.gateway.request import ChatRequest
+from quotaflow.gateway.streaming import ActiveStream
+from quotaflow.gateway.upstream import TRANSPORT_ERRORS, open_stream, send, transport_failure
+from quotaflow.httpclient import Transport
+from quotaflow.types import ErrorKind
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one call to one key produced: an answer, an open stream, or a failure."""
+
+    failure: UpstreamFailure | None = None
+    counted: bool = False  # the provider saw the request (it counts against rate limits)
+    answer: ChatResult | None = None
+    stream: ActiveStream | None = None
+    latency_ms: float = 0.0
+    status: int | None = None
+    error: QuotaflowError | None = None  # the request could not be translated: the client's
+
+
+@dataclass(slots=True)
+class Call:
+    """One call to one key: the body, and what to send it with."""
+
+    provider: Provider
+    key: Key
+    model: str
+    body: dict[str, Any]
+    max_tokens: int
+    stream: bool = False
+    include_usage: bool = False
+    prompt_estimate: int = 0
+
+
+async def exchange(
+    http: Transport,
+    clock: Clock,
+    mask: SecretMask,
+    call: Call,
+    timeout_s: float,
+    health: hl.Health,
+    *,
+    headers: dict[str, str] | None = None,
+    request_id: str = "",
+    on_end: Callable[[StreamEnd], Any] | None = None,
+) -> Exchange:
+    """Call the provider once; for a stream, return once its first frame is in hand."""
+    adapter = adapter_for(call.provider.protocol)
+    target = CallTarget(call.provider.base_url, call.model, call.key.secret, call.provider.headers)
+    t0 = clock.monotonic()
+    resp_headers: Mapping[str, str]
+    try:
+        req = adapter.build_request(
+            call.body, target, max_tokens=call.max_tokens, stream=call.stream
+        )
+        if call.stream:
+            resp = await open_stream(http, req, timeout_s)
+            status, resp_headers = resp.status, resp.headers
+        else:
+            raw = await send(http, req, timeout_s)
+            status, resp_headers = raw.status, raw.headers
+    except UnsupportedByProtocol as exc:
+        failure = UpstreamFailure(ErrorKind.UNSUPPORTED, None, exc.message)
+        failure.body = exc.to_openai()
+        return Exchange(failure, latency_ms=_since(clock, t0))
+    except QuotaflowError as exc:
+        failure = UpstreamFailure(ErrorKind.BAD_REQUEST, 400, "translation failed")
+        return Exchange(failure, latency_ms=_since(clock, t0), error=exc)
+    except TRANSPORT_ERRORS as exc:
+        return Exchange(transport_failure(exc, timeout_s), latency_ms=_since(clock, t0))
+    latency_ms = _since(clock, t0)
+    info = adapter.rate_info(resp_headers)
+    if info is not None:
+        hl.record_rate_info(health, info, clock.now())
+    if status >= 300:
+        if call.stream:
+            try:
+                body = await resp.read(timeout_s)
+            except TRANSPORT_ERRORS:
+                body = b""
+            finally:
+                resp.release()
+        else:
+            body = raw.body
+        failure = adapter.classify_error(status, resp_headers, mask.body(body))
+        return Exchange(failure, counted=True, latency_ms=latency_ms)
+    if not call.stream:
+        try:
+            answer = adapter.parse_response(
+                status, resp_headers, raw.body, call.model, created=int(clock.now())
+            )
+        except MalformedResponse as exc:
+            failure = UpstreamFailure(ErrorKind.MALFORMED, status, str(exc))
+            return Exchange(failure, counted=True, latency_ms=latency_ms)
+        return Exchange(answer=answer, counted=True, latency_ms=latency_ms, status=status)
+    assert on_end is not None, "a stream is booked when it ends"
+    stream = ActiveStream(
+        finish=on_end,
+        clock=clock,
+        resp=resp,
+        read_timeout_s=timeout_s,
+        translator=adapter.stream_translator(
+            call.model, call.include_usage, created=int(clock.now())
+        ),
+        request_id=request_id,
+        t0=t0,
+        prompt_estimate=call.prompt_estimate,
+        headers=headers or {},
+    )
+    failure_first = await stream.prime()
+    if failure_first is not None:
+        return Exchange(failure_first, counted=True, latency_ms=latency_ms)
+    return Exchange(stream=stream, counted=True, latency_ms=latency_ms)
+
+
+def _since(clock: Clock, t0: float) -> float:
+    return (clock.monotonic() - t0) * 1000.0
+
+
+Result = ChatOutcome | ActiveStream
+
+
+class Attempts:
+    def __init__(
+        self,
+        config: Config,
+        picker: Picker,
+        booking: Booking,
+        clock: Clock,
+        http: Callable[[], Transport],
+        new_request_id: Callable[[], str],
+    ) -> None:
+        self._config = config
+        self._settings = config.settings
+        self._picker = picker
+        self._booking = booking
+        self._clock = clock
+        self._http = http
+        self._new_request_id = new_request_id
+
+    async def run(
+        self, req: ChatRequest, ctx: CallContext, route: Route, facts: RequestFacts
+    ) -> tuple[Result, list[Attempt], Pick]:
+        """Pick → attempt → on a failure, the next candidate (or the fallback route), up to
+        ``max_attempts``; the result is an answer, or for ``stream: true`` an open stream."""
+        rid = self._new_request_id()
+        deadline = self._clock.monotonic() + self._settings.request_timeout_s
+        tried: set[tuple[str, str]] = set()
+        attempts: list[Attempt] = []
+        deployments = list(route.deployments)
+        routes_used = {route.name}
+        while len(attempts) < self._settings.max_attempts:
+            try:
+                pick = await self._picker.pick(
+                    route, facts, ctx, tried, deployments, deadline, bool(attempts)
+                )
+            except NoMore:
+                break
+            c = pick.candidate
+            tried.add((c.key.id, c.model))
+            n = len(attempts) + 1
+            can_fall_back = self._can_fall_back(route, routes_used)
+            result = await self.attempt(req, route, ctx, rid, n, pick, deadline, can_fall_back)
+            if not isinstance(result, UpstreamFailure):
+                attempts.append(Attempt(c.provider, c.key.id, c.model, "ok"))
+                return result, attempts, pick
+            attempts.append(
+                Attempt(
+                    c.provider, c.key.id, c.model, "error", result.kind.value, result.status,
+                    result.message,
+                )
+            )  # fmt: skip
+            if not result.kind.retryable:
+                fallback = self._fallback_route(result, route, routes_used)
+                if fallback is None:
+                    raise client_error(result, attempts)
+                route, deployments = fallback, list(fallback.deployments)
+                routes_used.add(route.name)
+                continue
+            deployments = self._after_failure(result, c, deployments)
+            if not deployments and result.kind is ErrorKind.CONTEXT_TOO_LONG:
+                raise client_error(result, attempts)  # no larger window: the client's to fix
+        raise all_failed(attempts)
+
+    async def attempt(
+        self,
+        req: ChatRequest,
+        route: Route,
+        ctx: CallContext,
+        rid: str,
+        n: int,
+        pick: Pick,
+        deadline: float,
+        can_fall_back: bool = False,
+    ) -> Result | UpstreamFailure:
+        """One routed attempt on the picked key: journal, exchange, book."""
+        c = pick.candidate
+        provider = self._config.providers[c.provider]
+        booking = self._booking
+        row = booking.row(rid, n, route, ctx, pick, stream=req.stream)
+        await booking.journal(row, pick)
+        hl.begin_attempt(c.health)
+        left = deadline - self._clock.monotonic()
+        timeout = max(min(provider.timeout_s or self._settings.request_timeout_s, left), 0.001)
+        t0 = self._clock.monotonic()
+        call = Call(
+            provider, c.key, c.model, req.body, pick.plan.max_tokens, req.stream,
+            req.include_usage, pick.plan.prompt_tokens,
+        )  # fmt: skip
+
+        async def on_end(end: StreamEnd) -> float:
+            return await booking.stream_ended(row, pick, end)
+
+        ex = await exchange(
+            self._http(), self._clock, booking.mask, call, timeout, c.health,
+            headers=routing_headers(rid, c.provider, c.key, c.model, route.name, n),
+            request_id=rid, on_end=on_end,
+        )  # fmt: skip
+        if ex.failure is not None:
+            await booking.failed(row, pick, ex.failure, t0, counted=ex.counted)
+            if ex.error is not None:
+                raise ex.error
+            return ex.failure
+        if ex.stream is not None:
+            return ex.stream
+        assert ex.answer is not None
+        result = ex.answer
+        if can_fall_back and refused_by_filter(result.body):
+            # A provider's filter refused the prompt outright (Gemini's blockReason, Anthropic's
+            # refusal, an empty content_filter answer): billed as answered, then moved on to the
+            # fallback route like a content_filter error.
+            detail = "the provider's content filter refused the request"
+            await booking.answered(
+                row, pick, result.usage, ex.latency_ms, status="error", detail=detail,
+                error_kind=ErrorKind.CONTENT_FILTERED.value,
+            )  # fmt: skip
+            return UpstreamFailure(ErrorKind.CONTENT_FILTERED, ex.status, detail)
+        cost = await booking.answered(row, pick, result.usage, ex.latency_ms)
+        await booking.succeeded(pick, ex.latency_ms, result.usage.total_tokens)
+        body = result.body
+        if not body.get("created"):
+            body["created"] = int(self._clock.now())
+        return ChatOutcome(
+            body, result.usage, cost, c.provider, c.key, c.model, route.name, rid, []
+        )
+
+    # -- fallback rules ------------------------------------------------------------------
+    def _after_failure(
+        self, f: UpstreamFailure, c: Candidate, deployments: list[Deployment]
+    ) -> list[Deployment]:
+        """Which deployments stay worth trying after a failure."""
+        if f.kind is ErrorKind.NOT_FOUND:
+            return [
+                d for d in deployments if not (d.provider == c.provider and d.model.name == c.model)
+            ]
+        if f.kind is ErrorKind.CONTEXT_TOO_LONG:
+            window = c.deployment.model.context_window
+            return [d for d in deployments if d.model.context_window > window]
+        if f.kind is ErrorKind.UNSUPPORTED:
+            # The translation is per protocol: every deployment speaking it would refuse too.
+            protocol = self._config.providers[c.provider].protocol
+            return [d for d in deployments if self._protocol_of(d) != protocol]
+        return deployments
+
+    def _protocol_of(self, d: Deployment) -> str | None:
+        p = self._config.providers.get(d.provider)
+        return p.protocol if p is not None else None
+
+    def _fallback_route(self, f: UpstreamFailure, route: Route, used: set[str]) -> Route | None:
+        """The route a filtered request moves to (``routes[].fallback_route``), if any.
+
+        Only a content-filter refusal moves a request to another route; each route is tried
+        once, so fallback chains end and never loop.
+        """
+        if f.kind is not ErrorKind.CONTENT_FILTERED or not self._can_fall_back(route, used):
+            return None
+        return self._config.routes.get(route.fallback_route or "")
+
+    def _can_fall_back(self, route: Route, used: set[str]) -> bool:
+        fb = route.fallback_route
+        return fb is not None and fb not in used and fb in self._config.routes
+
+
+def refused_by_filter(body: dict[str, Any]) -> bool:
+    """True when every choice of an answer is an empty ``content_filter`` stop: the
+    provider's filter refused the prompt and the client got nothing."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return False
+    for ch in choices:
+        msg = ch.get("message") if isinstance(ch, dict) else None
+        if not isinstance(msg, dict) or ch.get("finish_reason") != "content_filter":
+            return False
+        if msg.get("content") or msg.get("tool_calls"):
+            return False
+    return True

@@ -1,0 +1,405 @@
+"""The one booking path: how every use of a key enters the ledger and the counters.
+
+Four ways use arrives — a routed attempt (plain or streamed), a key-tester probe, and usage
+an agent reports on ``/api/use`` — and each goes through :meth:`Booking.book`: the ledger row,
+the counters (a held reservation settled at the measured use, or the limits charged), the
+change counter. Around it the outcome is judged once: the key's health (an auth failure
+disables it, an empty quota depletes it), the replicas told, the key × model statistics.
+
+Upstream text is masked here before anything keeps it: a provider may echo a key in an error
+("invalid api key sk-…"), so every configured secret, and any run of 8 or more of its
+characters, is replaced by the key's masked form in error bodies (before they are classified),
+failure messages and ledger details — so neither the ledger, the logs, nor an answer carries it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from quotaflow.adapters.base import UpstreamFailure
+from quotaflow.clock import Clock
+from quotaflow.config.model import Config
+from quotaflow.engine import health as hl
+from quotaflow.engine.catalog import Key, Route, mask_secret
+from quotaflow.engine.limits import Limit
+from quotaflow.engine.stats import Outcome
+from quotaflow.engine.windows import next_reset, parse_window
+from quotaflow.gateway.keyring import Keyring
+from quotaflow.gateway.learning import Learning
+from quotaflow.gateway.outcomes import CallContext, StreamEnd
+from quotaflow.gateway.picking import Pick
+from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
+from quotaflow.types import ErrorKind, Measure, Usage
+
+MASK_RUN = 8  # this many characters of a secret in a row are masked
+
+
+class SecretMask:
+    """Replaces every run of :data:`MASK_RUN`+ characters of a known secret (and a whole
+    shorter secret) with the secret's masked form (``sk-ant-…x9Qf``)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._grams: dict[str, str] = {}
+        self._short: list[str] = []
+        for s in sorted(set(secrets), key=len, reverse=True):
+            if len(s) < MASK_RUN:
+                if len(s) >= 4:  # shorter ones are test placeholders, not secrets
+                    self._short.append(s)
+                continue
+            for i in range(len(s) - MASK_RUN + 1):
+                self._grams.setdefault(s[i : i + MASK_RUN], s)
+
+    def text(self, text: str) -> str:
+        for s in self._short:
+            if s in text:
+                text = text.replace(s, mask_secret(s))
+        grams = self._grams
+        if not grams or len(text) < MASK_RUN:
+            return text
+        out: list[str] = []
+        i = start = 0
+        n = len(text)
+        while i <= n - MASK_RUN:
+            secret = grams.get(text[i : i + MASK_RUN])
+            if secret is None:
+                i += 1
+                continue
+            end = i + MASK_RUN
+            while end < n and text[end - MASK_RUN + 1 : end + 1] in grams:
+                end += 1
+            out.append(text[start:i])
+            out.append(mask_secret(secret))
+            i = start = end
+        if not out:
+            return text
+        out.append(text[start:])
+        return "".join(out)
+
+    def body(self, raw: bytes) -> bytes:
+        if not self._grams and not self._short:
+            return raw
+        text = raw.decode("utf-8", "surrogateescape")
+        masked = self.text(text)
+        return raw if masked is text else masked.encode("utf-8", "surrogateescape")
+
+    def failure(self, f: UpstreamFailure) -> UpstreamFailure:
+        """Mask the failure's message and client body in place; returns it."""
+        f.message = self.text(f.message)
+        if f.body is not None:
+            f.body = _mask_json(f.body, self.text)
+        return f
+
+
+def _mask_json(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _mask_json(v, mask) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_json(v, mask) for v in value]
+    return value
+
+
+class Booking:
+    def __init__(
+        self,
+        config: Config,
+        keyring: Keyring,
+        learning: Learning,
+        ledger: LedgerStore,
+        counters: CounterStore,
+        clock: Clock,
+        new_request_id: Callable[[], str],
+    ) -> None:
+        self._config = config
+        self._settings = config.settings
+        self._keyring = keyring
+        self._learning = learning
+        self.ledger = ledger
+        self.counters = counters
+        self._clock = clock
+        self._new_request_id = new_request_id
+        self._mask: SecretMask | None = None
+        self._mask_generation = -1
+
+    # -- masking -------------------------------------------------------------------------
+    @property
+    def mask(self) -> SecretMask:
+        """The mask of every key routed to now (rebuilt when the keys change)."""
+        if self._mask is None or self._mask_generation != self._keyring.generation:
+            self._mask = SecretMask(self._keyring.secrets())
+            self._mask_generation = self._keyring.generation
+        return self._mask
+
+    # -- the one path --------------------------------------------------------------------
+    async def book(
+        self,
+        row: LedgerRow,
+        measure: Measure,
+        now: float,
+        *,
+        reservation_id: str | None = None,
+        limits: Sequence[Limit] = (),
+    ) -> None:
+        """Enter one use: a journaled attempt settles its reservation at the measured use and
+        finishes its row; a use booked after the fact (a probe, a report) appends its row and
+        charges ``limits``."""
+        if row.detail:
+            row.detail = self.mask.text(row.detail)[:500]
+        if reservation_id is not None:
+            await self.counters.settle(reservation_id, measure, now)
+            await self.ledger.finish(row)
+        else:
+            await self.ledger.append([row])
+            await self.counters.charge(limits, measure, now, now)
+        self._keyring.changes += 1
+
+    def _judge(
+        self,
+        key: Key,
+        model: str,
+        now: float,
+        *,
+        failure: UpstreamFailure | None = None,
+        latency_ms: float | None = None,
+        ttfb_ms: float | None = None,
+        tokens: int = 0,
+    ) -> None:
+        """The key's health and its key × model statistics after one outcome."""
+        h = self._keyring.health_of(key.id)
+        if failure is None:
+            hl.record_success(h, latency_ms or 0.0, now, ttfb_ms)
+            self._learning.observe(key.id, model, now, Outcome(True, latency_ms, ttfb_ms, tokens))
+            return
+        until = (
+            self.depleted_until(key, now, failure)
+            if failure.kind is ErrorKind.QUOTA_EXHAUSTED
+            else None
+        )
+        s = self._settings
+        hl.record_failure(
+            h,
+            failure.kind,
+            failure.message,
+            now,
+            retry_after_s=failure.retry_after_s,
+            depleted_until=until,
+            cooldown_s=s.cooldown_s,
+            failure_threshold=s.failure_threshold,
+        )
+        self._keyring.notify(key.id)
+        kind = failure.kind.value
+        self._learning.observe(
+            key.id,
+            model,
+            now,
+            Outcome(
+                False,
+                latency_ms,
+                tokens=tokens,
+                error_kind=kind,
+                error=f"{kind}: {failure.message}",
+            ),
+        )
+
+    # -- routed attempts -----------------------------------------------------------------
+    def row(
+        self, rid: str, n: int, route: Route, ctx: CallContext, pick: Pick, *, stream: bool
+    ) -> LedgerRow:
+        c, plan = pick.candidate, pick.plan
+        price = c.deployment.model.price
+        return LedgerRow(
+            request_id=rid,
+            attempt=n,
+            ts=self._clock.now(),
+            agent=ctx.agent,
+            route=route.name,
+            provider=c.provider,
+            key_id=c.key.id,
+            model=c.model,
+            status="pending",
+            stream=stream,
+            reserved_tokens=plan.reserved_tokens,
+            extra={
+                "reserved_cost": price.worst_case_usd(plan.prompt_tokens, plan.completion_tokens)
+            },
+        )
+
+    async def journal(self, row: LedgerRow, pick: Pick) -> None:
+        """Journal the pending row; if the ledger cannot (it is down), free the reservation."""
+        try:
+            await self.ledger.begin(row)
+        except BaseException:
+            await self.counters.release(pick.reservation_id)
+            raise
+
+    async def answered(
+        self,
+        row: LedgerRow,
+        pick: Pick,
+        usage: Usage,
+        latency_ms: float,
+        ttfb_ms: float | None = None,
+        *,
+        status: str = "ok",
+        detail: str | None = None,
+        error_kind: str | None = None,
+    ) -> float:
+        """Book an attempt the provider answered (billed as used); returns its cost."""
+        cost = pick.candidate.deployment.model.price.cost_usd(usage)
+        now = self._clock.now()
+        row.prompt_tokens = usage.prompt_tokens
+        row.completion_tokens = usage.completion_tokens
+        row.cached_tokens = usage.cached_tokens
+        row.total_tokens = usage.total_tokens
+        row.requests = 1
+        row.cost_usd = cost
+        row.latency_ms = latency_ms
+        row.ttfb_ms = ttfb_ms
+        row.status = status
+        row.estimated = usage.estimated
+        row.detail = detail
+        row.error_kind = error_kind
+        measure = Measure(float(usage.total_tokens), 1.0, cost)
+        await self.book(row, measure, now, reservation_id=pick.reservation_id)
+        return cost
+
+    async def failed(
+        self, row: LedgerRow, pick: Pick, f: UpstreamFailure, t0: float, *, counted: bool = False
+    ) -> None:
+        """Book an attempt that failed; ``counted`` when the provider saw the request."""
+        self.mask.failure(f)
+        c = pick.candidate
+        now = self._clock.now()
+        self._judge(c.key, c.model, now, failure=f)
+        row.requests = 1 if counted else 0
+        row.latency_ms = (self._clock.monotonic() - t0) * 1000.0
+        row.status = "error"
+        row.error_kind = f.kind.value
+        row.http_status = f.status
+        row.detail = f.message
+        measure = Measure(0.0, 1.0 if counted else 0.0, 0.0)
+        await self.book(row, measure, now, reservation_id=pick.reservation_id)
+
+    async def succeeded(self, pick: Pick, latency_ms: float, tokens: int) -> None:
+        """A plain answer was accepted: the key's health and statistics learn it."""
+        c = pick.candidate
+        self._judge(c.key, c.model, self._clock.now(), latency_ms=latency_ms, tokens=tokens)
+
+    async def stream_ended(self, row: LedgerRow, pick: Pick, end: StreamEnd) -> float:
+        """Bill a stream that ended (completed, cut upstream or abandoned by the client)."""
+        c = pick.candidate
+        now = self._clock.now()
+        failure = end.failure
+        if failure is not None:
+            self.mask.failure(failure)
+            self._judge(c.key, c.model, now, failure=failure)
+        elif end.status == "ok":
+            self._judge(
+                c.key, c.model, now, latency_ms=end.latency_ms, ttfb_ms=end.ttfb_ms,
+                tokens=end.usage.total_tokens,
+            )  # fmt: skip
+        else:
+            c.health.probe_in_flight = False
+        self._learning.session_totals.book(
+            end.status == "ok" and failure is None, end.usage.total_tokens
+        )
+        return await self.answered(
+            row, pick, end.usage, end.latency_ms, end.ttfb_ms, status=end.status,
+            detail=end.detail,
+            error_kind=failure.kind.value if failure else None,
+        )  # fmt: skip
+
+    # -- use booked after the fact ---------------------------------------------------------
+    async def probed(
+        self,
+        key: Key,
+        model: str,
+        latency_ms: float | None,
+        failure: UpstreamFailure | None = None,
+        usage: Usage | None = None,
+    ) -> LedgerRow:
+        """Book a key-tester call: the key's health and statistics, and a ``source='probe'``
+        row whose tokens count against the key's limits like any other use."""
+        now = self._clock.now()
+        usage = usage or Usage()
+        if failure is not None:
+            self.mask.failure(failure)
+        p = self._config.providers[key.provider]
+        cost = p.model(model).price.cost_usd(usage) if failure is None else 0.0
+        counted = failure is None or failure.status is not None
+        self._judge(
+            key, model, now, failure=failure, latency_ms=latency_ms, tokens=usage.total_tokens
+        )
+        row = LedgerRow(
+            request_id=self._new_request_id(), attempt=1, ts=now, agent="quotaflow-probe",
+            provider=key.provider, key_id=key.id, model=model, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
+            requests=1 if counted else 0, cost_usd=cost, latency_ms=latency_ms,
+            status="ok" if failure is None else "error", estimated=usage.estimated,
+            error_kind=None if failure is None else failure.kind.value,
+            http_status=None if failure is None else failure.status,
+            source="probe", detail=None if failure is None else failure.message,
+        )  # fmt: skip
+        limits = [*key.limits, *p.limits, *self._config.global_limits]
+        await self.book(
+            row,
+            Measure(float(usage.total_tokens), 1.0 if counted else 0.0, cost),
+            now,
+            limits=limits,
+        )
+        return row
+
+    async def reported(
+        self,
+        key: Key,
+        tokens: int,
+        *,
+        success: bool,
+        reason: str | None,
+        agent: str,
+        extra_limits: Sequence[Limit] = (),
+        held: str | None = None,
+    ) -> LedgerRow:
+        """Book usage an agent reports (``/api/use``): a ``source='reported'`` row and the
+        limits charged; ``held`` is the ``/api/choose`` reservation it replaces, freed."""
+        now = self._clock.now()
+        p = self._config.providers.get(key.provider)
+        price = next(iter(p.models.values())).price if p and p.models else None
+        cost = price.worst_case_usd(tokens, 0) if price else 0.0
+        row = LedgerRow(
+            request_id=self._new_request_id(), attempt=1, ts=now, agent=agent, route="api:use",
+            provider=key.provider, key_id=key.id, prompt_tokens=tokens, total_tokens=tokens,
+            requests=1, cost_usd=cost, status="reported" if success else "error",
+            error_kind=None if success else "reported_failure", source="reported",
+            detail=(reason or None) and str(reason)[:500],
+        )  # fmt: skip
+        limits = [*key.limits, *(p.limits if p else ()), *self._config.global_limits, *extra_limits]
+        if held is not None:
+            await self.counters.release(held)
+        await self.book(row, Measure(float(tokens), 1.0, cost), now, limits=limits)
+        return row
+
+    def depleted_until(self, key: Key, now: float, f: UpstreamFailure | None = None) -> float:
+        """The provider says the key is empty: until the window the provider named resets
+        (Gemini's per-day quota: midnight Pacific), else until the key's longest calendar
+        window resets."""
+        tz = self._config.tz
+        if f is not None and f.quota_window is not None:
+            at = next_reset(
+                now, parse_window(f.quota_window), ZoneInfo(f.quota_tz) if f.quota_tz else tz
+            )
+            if at is not None:
+                return at
+        resets = [
+            next_reset(now, lim.window, tz) for lim in key.limits if lim.window.kind != "rolling"
+        ]
+        known = [r for r in resets if r is not None]
+        if known:
+            return max(known)
+        if any(lim.window.kind == "once" for lim in key.limits):
+            return math.inf  # a one-time credit: until an operator resets or tops it up
+        return now + 3600.0

@@ -1,0 +1,165 @@
+"""What a call produces and how it fails: the caller's context, each attempt, the outcome
+of a plain call, the end of a stream, and the errors a request ends with."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from quotaflow.adapters.base import UpstreamFailure
+from quotaflow.engine.candidates import Rejection
+from quotaflow.engine.catalog import Key
+from quotaflow.engine.limits import Limit
+from quotaflow.errors import (
+    BadRequest,
+    QuotaExhausted,
+    QuotaflowError,
+    UnsupportedByProtocol,
+    UpstreamError,
+)
+from quotaflow.types import ErrorKind, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling and what extra limits apply (an agent's budgets)."""
+
+    agent: str = "default"
+    limits: tuple[Limit, ...] = ()
+    forced_provider: str | None = None  # overrides the gateway-wide forced provider
+
+
+@dataclass(slots=True)
+class Attempt:
+    provider: str
+    key_id: str
+    model: str
+    outcome: str
+    error_kind: str | None = None
+    http_status: int | None = None
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class ChatOutcome:
+    body: dict[str, Any]
+    usage: Usage
+    cost_usd: float
+    provider: str
+    key: Key
+    model: str
+    route: str
+    request_id: str
+    attempts: list[Attempt]
+    why: dict[str, float] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        return routing_headers(
+            self.request_id, self.provider, self.key, self.model, self.route, len(self.attempts)
+        )
+
+
+def routing_headers(
+    rid: str, provider: str, key: Key, model: str, route: str, attempts: int
+) -> dict[str, str]:
+    return {
+        "x-quotaflow-request-id": rid,
+        "x-quotaflow-provider": provider,
+        "x-quotaflow-key": key.label,
+        "x-quotaflow-model": model,
+        "x-quotaflow-route": route,
+        "x-quotaflow-attempts": str(attempts),
+    }
+
+
+@dataclass(slots=True)
+class StreamEnd:
+    """How a stream ended, for its booking: ``status`` is ``ok`` or ``aborted``."""
+
+    usage: Usage
+    latency_ms: float
+    ttfb_ms: float | None
+    status: str
+    failure: UpstreamFailure | None
+    detail: str | None
+
+
+def exhausted_error(
+    rejected: list[Rejection], first_free: float | None, now: float
+) -> QuotaExhausted:
+    full = sorted({r.limit_id for r in rejected if r.limit_id})
+    other = sorted({f"{r.provider}/{r.key_id}: {r.reason}" for r in rejected if not r.limit_id})
+    if not rejected:
+        msg = "No key is configured for this model."
+    else:
+        parts = []
+        if full:
+            parts.append("full limits: " + ", ".join(full))
+        if other:
+            parts.append("unavailable keys: " + "; ".join(other))
+        msg = "Every key for this request is out of headroom (" + "; ".join(parts) + ")."
+    headers: dict[str, str] = {}
+    details: dict[str, Any] = {
+        "full_limits": full,
+        "rejected": [
+            {"provider": r.provider, "key": r.key_id, "model": r.model, "reason": r.reason,
+             "available_at": r.available_at}
+            for r in rejected
+        ],
+    }  # fmt: skip
+    if first_free is not None and math.isfinite(first_free):
+        secs = max(first_free - now, 0.0)
+        msg += f" The first frees in {secs:.1f}s."
+        headers["retry-after"] = str(max(math.ceil(secs), 1))
+        details["first_frees_at"] = first_free
+        details["first_frees_in_s"] = round(secs, 3)
+    else:
+        msg += " None frees by itself: a quota was used up for good; reset or add a key."
+    return QuotaExhausted(msg, headers=headers, details=details)
+
+
+def client_error(f: UpstreamFailure, attempts: list[Attempt]) -> QuotaflowError:
+    err = BadRequest(f.message, code=f.provider_code)
+    err.status = f.status or 400
+    if f.body is not None:
+        err.upstream_body = f.body  # type: ignore[attr-defined]
+    err.details = {"attempts": [attempt_dict(a) for a in attempts]}
+    return err
+
+
+def attempt_dict(a: Attempt) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "provider": a.provider,
+        "key": a.key_id,
+        "model": a.model,
+        "outcome": a.outcome,
+    }
+    if a.error_kind:
+        d["error_kind"] = a.error_kind
+    if a.http_status is not None:
+        d["http_status"] = a.http_status
+    if a.message:
+        d["message"] = a.message
+    return d
+
+
+def all_failed(attempts: list[Attempt]) -> QuotaflowError:
+    if not attempts:
+        return UpstreamError("no attempt could be made")
+    kinds = {a.error_kind for a in attempts}
+    if kinds == {ErrorKind.UNSUPPORTED.value}:
+        # No deployment's protocol can express the request: the client's to change.
+        err = UnsupportedByProtocol(attempts[0].message or "unsupported request")
+        err.details = {"attempts": [attempt_dict(a) for a in attempts]}
+        return err
+    summary = "; ".join(
+        f"{a.provider}/{a.key_id} ({a.model}): {a.error_kind} {a.http_status or ''}".strip()
+        for a in attempts
+    )
+    details = {"attempts": [attempt_dict(a) for a in attempts]}
+    if kinds <= {"rate_limited", "quota_exhausted"}:
+        return QuotaExhausted(
+            f"Every provider tried refused for rate or quota: {summary}", details=details
+        )
+    return UpstreamError(f"All {len(attempts)} attempts failed: {summary}", details=details)

@@ -1,0 +1,158 @@
+"""Candidates → plan → reserve: the best key with headroom for a request, reserved
+atomically, or a bounded wait for the first window to free."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from quotaflow.clock import Clock
+from quotaflow.config.model import Config
+from quotaflow.engine.candidates import (
+    Candidate,
+    Rejection,
+    RequestFacts,
+    build_candidates,
+    plan_candidate,
+    screen_candidates,
+)
+from quotaflow.engine.catalog import Deployment, Route
+from quotaflow.engine.limits import LimitUsage
+from quotaflow.engine.reservation import Plan
+from quotaflow.engine.stats import ModelStats
+from quotaflow.engine.strategies import Scored, rank
+from quotaflow.gateway.keyring import Keyring
+from quotaflow.gateway.outcomes import CallContext, exhausted_error
+from quotaflow.storage.base import CounterStore
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Pick:
+    """A ranked candidate whose worst case is reserved on all its limits."""
+
+    scored: Scored
+    reservation_id: str
+
+    @property
+    def candidate(self) -> Candidate:
+        return self.scored.candidate
+
+    @property
+    def plan(self) -> Plan:
+        plan = self.scored.candidate.plan
+        assert plan is not None  # a pick is always planned
+        return plan
+
+
+class NoMore(Exception):
+    """After a failed attempt: no other candidate has headroom now (no waiting then)."""
+
+    def __init__(self, rejected: list[Rejection]) -> None:
+        super().__init__("no candidate left")
+        self.rejected = rejected
+
+
+class Picker:
+    def __init__(
+        self,
+        config: Config,
+        keyring: Keyring,
+        counters: CounterStore,
+        stats: dict[tuple[str, str], ModelStats],
+        clock: Clock,
+        rng: random.Random,
+        sleep: Sleep,
+    ) -> None:
+        self._config = config
+        self._keyring = keyring
+        self.counters = counters
+        self._stats = stats
+        self._clock = clock
+        self.rng = rng
+        self._sleep = sleep
+
+    async def candidates(
+        self,
+        route: Route,
+        facts: RequestFacts,
+        ctx: CallContext,
+        exclude: Iterable[tuple[str, str]] = (),
+        deployments: Sequence[Deployment] | None = None,
+        *,
+        planned: bool = True,
+    ) -> tuple[list[Scored], list[Rejection], dict[str, LimitUsage]]:
+        """Ranked candidates for a request now, the rejected ones with reasons, and the usages.
+
+        With ``planned=False`` the candidates are only screened (key usable) and ranked; their
+        headroom is checked by :func:`plan_candidate` in rank order, which is what the hot path
+        does so that a decision costs one plan, not one per key.
+        """
+        cfg, kr = self._config, self._keyring
+        now = self._clock.now()
+        deps = route.deployments if deployments is None else deployments
+        extra = (*route.limits, *cfg.global_limits, *ctx.limits)
+        limits = kr.route_limits(route)
+        if extra:
+            limits = [*limits, *extra]
+        usages = await self.counters.snapshot(limits, now)
+        build = build_candidates if planned else screen_candidates
+        cands, rejected = build(
+            deps,
+            kr.by_provider,
+            cfg.providers,
+            extra,
+            usages,
+            kr.health,
+            facts,
+            now,
+            saturation=cfg.settings.rate_saturation,
+            exclude=exclude,
+            stats_of=self._stats,
+        )
+        strategy = route.strategy or cfg.settings.strategy
+        return rank(strategy, cands, facts, self.rng, cfg.strategy), rejected, usages
+
+    async def pick(
+        self,
+        route: Route,
+        facts: RequestFacts,
+        ctx: CallContext,
+        tried: set[tuple[str, str]],
+        deployments: Sequence[Deployment],
+        deadline: float,
+        failed: bool,
+    ) -> Pick:
+        """Reserve the best candidate; a lost race looks again. With nothing free: wait for
+        the first window to free if it does within ``max_wait_s`` and the deadline, else 429
+        (or :class:`NoMore` after a failed attempt)."""
+        while True:
+            ranked, rejected, usages = await self.candidates(
+                route, facts, ctx, tried, deployments, planned=False
+            )
+            now = self._clock.now()
+            raced = False
+            for s in ranked:
+                plan = plan_candidate(s.candidate, usages, facts, now)
+                if isinstance(plan, Rejection):
+                    rejected.append(plan)
+                    continue
+                out = await self.counters.reserve(plan.claims, now)
+                if out.ok:
+                    assert out.reservation_id is not None
+                    return Pick(s, out.reservation_id)
+                raced = True
+            if raced:
+                continue  # a reservation lost a race: look again with fresh usage
+            if failed:
+                raise NoMore(rejected)
+            frees = [r.available_at for r in rejected if r.available_at is not None]
+            first = min(frees) if frees else None
+            wait = (first - now) if first is not None else None
+            mono_left = deadline - self._clock.monotonic()
+            if wait is not None and wait <= self._config.settings.max_wait_s and wait < mono_left:
+                await self._sleep(max(wait, 0.0) + 0.001)
+                continue
+            raise exhausted_error(rejected, first, now)

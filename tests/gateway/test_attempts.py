@@ -1,0 +1,202 @@
+"""The attempt loop on a frozen clock: one attempt for plain and streamed calls, fallback to
+the next key, no retry of a client error, at most ``max_attempts``, a bounded wait for a
+window to free (the clock moves only when the gateway sleeps), and upstream text masked.
+
+The project's fake provider, and one scripted upstream that echoes the key, stand in for
+providers; the gateway's clock is a :class:`FrozenClock`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from quotaflow.errors import BadRequest, QuotaflowError, UpstreamError
+from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_provider
+from quotaflow.fake_provider.faults import Fault
+from quotaflow.gateway import Gateway
+from quotaflow.storage.base import LedgerQuery, LedgerRow
+from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.testing import FrozenClock, config
+
+BODY: dict[str, Any] = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "hi"}],
+    "max_tokens": 5,
+}
+
+
+def _config(base_url: str, keys: list[dict[str, Any]], **settings: Any) -> Any:
+    return config({
+        "settings": {"strategy": "priority", "preferred_providers": [], "max_wait_s": 0, **settings},
+        "providers": [{"name": "p", "protocol": "openai", "base_url": base_url, "models": ["m"],
+                       "keys": keys}],
+    })  # fmt: skip
+
+
+def _keys(*secrets: str) -> list[dict[str, Any]]:
+    return [
+        {"id": f"k{i}", "secret": s, "priority": i, "limits": []} for i, s in enumerate(secrets)
+    ]
+
+
+@asynccontextmanager
+async def gateway(
+    tmp_path: Path, cfg: Any, clock: FrozenClock, sleep: Callable[[float], Any] | None = None
+) -> AsyncIterator[Gateway]:
+    kw: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+    gw = Gateway(cfg, ledger=SqliteLedger(tmp_path / "q.db"), clock=clock, **kw)
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.close()
+
+
+async def rows(gw: Gateway) -> list[LedgerRow]:
+    return await gw.ledger.query(LedgerQuery(limit=50, newest_first=False))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_dead_key_falls_back_to_the_next_in_plain_and_streamed_calls(
+    tmp_path: Path, stream: bool
+) -> None:
+    keys = {"sk-dead-000000": KeyState(invalid=True), "sk-live-000000": KeyState()}
+    async with running_fake_provider(FakeProviderConfig(keys=keys)) as fake:
+        cfg = _config(fake.base_url, _keys("sk-dead-000000", "sk-live-000000"))
+        async with gateway(tmp_path, cfg, FrozenClock()) as gw:
+            if stream:
+                s = await gw.open_stream({**BODY, "stream": True})
+                out: list[bytes] = []
+
+                async def write(b: bytes) -> None:
+                    out.append(b)
+
+                await s.pump(write)
+                attempts, answered_by = s.attempts, s.headers["x-quotaflow-key"]
+                assert b"".join(out).endswith(b"data: [DONE]\n\n")
+            else:
+                outcome = await gw.chat(BODY)
+                attempts, answered_by = outcome.attempts, outcome.key.label
+            assert answered_by == "k1"
+            assert [(a.key_id, a.outcome, a.error_kind) for a in attempts] == [
+                ("k0", "error", "auth"),
+                ("k1", "ok", None),
+            ]
+            assert gw.health["k0"].disabled_reason  # a dead key is taken out of routing
+            booked = await rows(gw)
+            assert [(r.key_id, r.status, r.stream) for r in booked] == [
+                ("k0", "error", stream),
+                ("k1", "ok", stream),
+            ]
+            assert booked[1].total_tokens > 0 and booked[0].total_tokens == 0
+            assert gw.changes >= 2  # each booked attempt is a change watchers see
+
+
+async def test_a_client_error_is_returned_at_once_without_trying_another_key(
+    tmp_path: Path,
+) -> None:
+    async with running_fake_provider(FakeProviderConfig()) as fake:
+        fake.state.faults.add(Fault("status", status=400))
+        cfg = _config(fake.base_url, _keys("sk-a-00000000", "sk-b-00000000"))
+        async with gateway(tmp_path, cfg, FrozenClock()) as gw:
+            with pytest.raises(BadRequest) as err:
+                await gw.chat(BODY)
+            assert [a["key"] for a in err.value.details["attempts"]] == ["k0"]
+            assert len(await rows(gw)) == 1
+
+
+async def test_the_loop_stops_after_max_attempts(tmp_path: Path) -> None:
+    async with running_fake_provider(FakeProviderConfig()) as fake:
+        fake.state.faults.add(Fault("status", status=503, count=-1))
+        secrets = [f"sk-{i}-000000000" for i in range(4)]
+        cfg = _config(fake.base_url, _keys(*secrets), max_attempts=3)
+        async with gateway(tmp_path, cfg, FrozenClock()) as gw:
+            with pytest.raises(UpstreamError) as err:
+                await gw.chat(BODY)
+            assert [a["key"] for a in err.value.details["attempts"]] == ["k0", "k1", "k2"]
+            assert [r.status for r in await rows(gw)] == ["error"] * 3
+
+
+async def test_a_full_window_is_waited_for_on_the_frozen_clock(tmp_path: Path) -> None:
+    clock = FrozenClock()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    keys = [{"id": "k0", "secret": "sk-one-0000000", "limits": [
+        {"metric": "requests", "window": "rolling 20s", "amount": 1}]}]  # fmt: skip
+    async with running_fake_provider(FakeProviderConfig()) as fake:
+        cfg = _config(fake.base_url, keys, max_wait_s=30)
+        async with gateway(tmp_path, cfg, clock, sleep) as gw:
+            await gw.chat(BODY)
+            assert slept == []
+            clock.advance(5)
+            second = await gw.chat(BODY)
+            assert second.key.id == "k0"
+            assert len(slept) == 1 and 14.9 < slept[0] < 15.1  # until the first use ages out
+
+
+async def test_a_window_beyond_max_wait_is_a_429_naming_the_limit(tmp_path: Path) -> None:
+    keys = [{"id": "k0", "secret": "sk-one-0000000", "limits": [
+        {"metric": "requests", "window": "rolling 60s", "amount": 1}]}]  # fmt: skip
+    async with running_fake_provider(FakeProviderConfig()) as fake:
+        cfg = _config(fake.base_url, keys, max_wait_s=10)
+        async with gateway(tmp_path, cfg, FrozenClock()) as gw:
+            await gw.chat(BODY)
+            with pytest.raises(QuotaflowError) as err:
+                await gw.chat(BODY)
+            assert err.value.status == 429
+            assert err.value.headers["retry-after"] == "60"
+
+
+SECRET = "sk-echo-Zq8vX1cT4mW7nB2rL5kP9dF3"
+
+
+@asynccontextmanager
+async def echoing_upstream() -> AsyncIterator[str]:
+    """A provider that puts the key it was sent, whole and in part, into its 401."""
+
+    async def chat(request: web.Request) -> web.Response:
+        sent = request.headers.get("authorization", "").removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {sent} (…{sent[8:20]}…)"
+        error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
+        return web.json_response({"error": error}, status=401)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_key_echoed_by_the_provider_is_masked_before_it_is_kept_or_returned(
+    tmp_path: Path, stream: bool
+) -> None:
+    async with echoing_upstream() as url:
+        cfg = _config(url, _keys(SECRET))
+        async with gateway(tmp_path, cfg, FrozenClock()) as gw:
+            with pytest.raises(QuotaflowError) as err:
+                if stream:
+                    await gw.open_stream({**BODY, "stream": True})
+                else:
+                    await gw.chat(BODY)
+            shown = repr((err.value.message, err.value.details, err.value.to_openai()))
+            kept = repr([(r.detail, r.extra) for r in await rows(gw)])
+            reason = gw.health["k0"].disabled_reason or ""
+            for text in (shown, kept, reason):
+                assert SECRET not in text and SECRET[8:20] not in text
+            assert "sk-echo" in kept  # shown in its masked form, so an operator can tell

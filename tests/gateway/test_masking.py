@@ -1,0 +1,74 @@
+"""Secrets never survive in upstream text: the one booking path masks every configured key,
+and any run of 8 or more of its characters, before the text is classified, kept or shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quotaflow.adapters.base import UpstreamFailure
+from quotaflow.engine.catalog import mask_secret
+from quotaflow.gateway import Gateway
+from quotaflow.gateway.booking import SecretMask
+from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.testing import FrozenClock, config, key
+from quotaflow.types import ErrorKind
+
+SECRET = "sk-proj-Zq8vX1cT4mW7nB2rL5kP9dF3hJ6"
+OTHER = "gsk_0123456789abcdefghijKLMN"
+
+
+def test_a_whole_secret_becomes_its_masked_form() -> None:
+    m = SecretMask([SECRET, OTHER])
+    out = m.text(f"Incorrect API key provided: {SECRET}. Also {OTHER}!")
+    assert SECRET not in out and OTHER not in out
+    assert out == f"Incorrect API key provided: {mask_secret(SECRET)}. Also {mask_secret(OTHER)}!"
+
+
+def test_eight_characters_of_a_secret_in_a_row_are_masked_seven_are_not() -> None:
+    m = SecretMask([SECRET])
+    eight, seven = SECRET[10:18], SECRET[10:17]
+    assert eight not in m.text(f"key ending …{eight} was revoked")
+    assert mask_secret(SECRET) in m.text(f"key ending …{eight} was revoked")
+    assert m.text(f"key ending …{seven} was revoked") == f"key ending …{seven} was revoked"
+    middle = SECRET[5:-5]  # a provider that trims both ends still leaks the middle
+    assert middle not in m.text(f"bad key {middle}")
+
+
+def test_text_without_secrets_is_returned_unchanged_and_masking_is_idempotent() -> None:
+    m = SecretMask([SECRET])
+    plain = "Rate limit reached for requests; retry in 20s"
+    assert m.text(plain) is plain
+    once = m.text(f"{SECRET} {SECRET[:12]}")
+    assert m.text(once) == once
+
+
+def test_bytes_keep_what_is_not_a_secret_even_when_not_utf8() -> None:
+    m = SecretMask([SECRET])
+    raw = b'{"error": "' + SECRET.encode() + b'"}\xff\xfe'
+    out = m.body(raw)
+    assert SECRET.encode() not in out
+    assert out.endswith(b'"}\xff\xfe')
+    assert m.body(b"nothing here") == b"nothing here"
+
+
+def test_a_failure_is_masked_in_its_message_and_in_the_body_handed_back() -> None:
+    f = UpstreamFailure(ErrorKind.AUTH, 401, f"invalid key {SECRET}")
+    f.body = {"error": {"message": f"invalid key {SECRET}", "param": [SECRET[3:20]], "n": 1}}
+    SecretMask([SECRET]).failure(f)
+    assert SECRET not in f.message
+    assert f.body == {
+        "error": {
+            "message": f"invalid key {mask_secret(SECRET)}",
+            "param": [mask_secret(SECRET)],
+            "n": 1,
+        }
+    }
+
+
+def test_the_gateway_masks_keys_added_at_runtime_too(tmp_path: Path) -> None:
+    cfg = config({"providers": [{"name": "openai", "keys": [{"id": "k1", "secret": SECRET}]}]})
+    gw = Gateway(cfg, ledger=SqliteLedger(tmp_path / "q.db"), clock=FrozenClock())
+    assert SECRET not in gw.booking.mask.text(SECRET)
+    assert gw.booking.mask.text(OTHER) == OTHER
+    gw.add_key(key("k2", "openai", secret=OTHER))
+    assert OTHER not in gw.booking.mask.text(f"echo {OTHER}")
