@@ -34,6 +34,12 @@ def test_eight_characters_of_a_secret_in_a_row_are_masked_seven_are_not() -> Non
     assert middle not in m.text(f"bad key {middle}")
 
 
+def test_a_short_secret_is_masked_where_it_stands_alone_not_inside_other_words() -> None:
+    m = SecretMask(["BAD", "k"])
+    assert m.text("Incorrect API key provided: BAD.") == "Incorrect API key provided: …AD."
+    assert m.text("BADGE of k9 and invalid_api_key") == "BADGE of k9 and invalid_api_key"
+
+
 def test_text_without_secrets_is_returned_unchanged_and_masking_is_idempotent() -> None:
     m = SecretMask([SECRET])
     plain = "Rate limit reached for requests; retry in 20s"

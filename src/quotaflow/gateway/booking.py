@@ -15,6 +15,7 @@ failure messages and ledger details — so neither the ledger, the logs, nor an 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,24 +39,25 @@ MASK_RUN = 8  # this many characters of a secret in a row are masked
 
 
 class SecretMask:
-    """Replaces every run of :data:`MASK_RUN`+ characters of a known secret (and a whole
-    shorter secret) with the secret's masked form (``sk-ant-…x9Qf``)."""
+    """Replaces every run of :data:`MASK_RUN`+ characters of a known secret with the secret's
+    masked form (``sk-ant-…x9Qf``); a secret shorter than that is masked where it stands as a
+    word of its own (so a short test key does not mangle the words it happens to be part of)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self._grams: dict[str, str] = {}
-        self._short: list[str] = []
+        short: list[str] = []
         for s in sorted(set(secrets), key=len, reverse=True):
             if len(s) < MASK_RUN:
-                if len(s) >= 4:  # shorter ones are test placeholders, not secrets
-                    self._short.append(s)
+                short.append(s)
                 continue
             for i in range(len(s) - MASK_RUN + 1):
                 self._grams.setdefault(s[i : i + MASK_RUN], s)
+        words = "|".join(re.escape(s) for s in short if s)
+        self._short = re.compile(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])") if words else None
 
     def text(self, text: str) -> str:
-        for s in self._short:
-            if s in text:
-                text = text.replace(s, mask_secret(s))
+        if self._short is not None:
+            text = self._short.sub(lambda m: mask_secret(m.group()), text)
         grams = self._grams
         if not grams or len(text) < MASK_RUN:
             return text
@@ -79,7 +81,7 @@ class SecretMask:
         return "".join(out)
 
     def body(self, raw: bytes) -> bytes:
-        if not self._grams and not self._short:
+        if not self._grams and self._short is None:
             return raw
         text = raw.decode("utf-8", "surrogateescape")
         masked = self.text(text)
