@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, Final, TextIO
@@ -40,15 +41,21 @@ def fields_of(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
+_PLAIN = re.compile(r'[^\s"=\\]+\Z')  # a value printed without quotes
+
+
 def _logfmt_value(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is int or kind is bool:
+        return str(value)
+    if kind is float:
         return f"{value:.6g}"
     text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
+    if _PLAIN.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 class TextFormatter(logging.Formatter):
@@ -111,6 +118,8 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(lv.upper())
     root.propagate = False  # one line per record, not a second copy from the root logger
+    # The server's lines never print these; not gathering them saves every record's cost.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     return handler
 
 

@@ -2,8 +2,11 @@
 
 Labels stay bounded: door, route, provider, key id, model, status class and error kind all
 come from the configuration or from closed sets; never a request id, an agent's free-form
-name or a secret. Per-request cost is kept small by caching each label set's child, so a
-request costs a few dictionary look-ups and locked increments.
+name or a secret. Per-request cost is kept small: a request only adds to plain dictionaries
+and bucket lists; the counters are handed to ``prometheus_client`` in bulk (:meth:`Metrics.flush`,
+at every scrape and at most a second after a request), and the histograms are exposed by a
+collector over the bucket lists (real ``Histogram`` objects in multi-process mode, whose values
+must live in ``prometheus_client``'s files).
 
 Replicas sharing a host set ``PROMETHEUS_MULTIPROC_DIR`` (``prometheus_client``'s own
 multi-process mode): each process writes its values there and ``/metrics`` sums them.
@@ -12,7 +15,8 @@ multi-process mode): each process writes its values there and ``/metrics`` sums 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 from prometheus_client import (
@@ -23,6 +27,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
@@ -39,6 +45,48 @@ USE_LABELS: Final = ("provider", "key", "model")
 def status_class(status: int) -> str:
     """``2xx`` … ``5xx``."""
     return f"{status // 100}xx"
+
+
+class Buckets(Collector):
+    """A histogram family counted in plain lists (one per label set) on the request path."""
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        labelnames: Sequence[str],
+        bounds: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name, self.doc, self.labelnames = name, doc, tuple(labelnames)
+        self.bounds = list(bounds)
+        # per label set: a count per bound, one past the last bound (+Inf), then the sum
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        self.real: Histogram | None = None
+        if os.environ.get(MULTIPROC_ENV):  # values must live in prometheus_client's files
+            self.real = Histogram(name, doc, self.labelnames, buckets=bounds, registry=registry)
+        else:
+            registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        if self.real is not None:
+            self.real.labels(*labels).observe(value)
+            return
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+        series[bisect_left(self.bounds, value)] += 1
+        series[-1] += value
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for labels, series in list(self.series.items()):
+            running, cumulative = 0.0, []
+            for bound, n in zip([*map(str, self.bounds), "+Inf"], series[:-1], strict=True):
+                running += n
+                cumulative.append((bound, running))
+            family.add_metric(list(labels), cumulative, series[-1])
+        yield family
 
 
 class Metrics:
@@ -69,19 +117,19 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=r,
         )
-        self.overhead = Histogram(
+        self.overhead = Buckets(
             "quotaflow_gateway_overhead_seconds",
             "Request time spent in the gateway, upstream time excluded",
             ("door",),
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
+            OVERHEAD_BUCKETS,
+            r,
         )
-        self.upstream = Histogram(
+        self.upstream = Buckets(
             "quotaflow_upstream_seconds",
             "Upstream attempt duration (to the end of the body or stream)",
             ("provider", "model"),
-            buckets=UPSTREAM_BUCKETS,
-            registry=r,
+            UPSTREAM_BUCKETS,
+            r,
         )
         self.streams = Gauge(
             "quotaflow_streams_in_flight",
@@ -108,11 +156,10 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
-        self._requests: dict[tuple[str, ...], Counter] = {}
-        self._attempts: dict[tuple[str, ...], Counter] = {}
-        self._use: dict[tuple[str, ...], tuple[Counter, Counter, Counter, Counter]] = {}
-        self._upstream: dict[tuple[str, str], Histogram] = {}
-        self._overhead: dict[str, Histogram] = {}
+        # Counts since the last flush, by label set: plain integers on the request path.
+        self._requests: dict[tuple[str, ...], int] = {}
+        self._attempts: dict[tuple[str, ...], int] = {}
+        self._use: dict[tuple[str, ...], list[float]] = {}
 
     def request(
         self,
@@ -125,17 +172,11 @@ class Metrics:
         error_kind: str,
     ) -> None:
         labels = (door, route, provider, key, model, status_class(status), error_kind)
-        child = self._requests.get(labels)
-        if child is None:
-            child = self._requests[labels] = self.requests.labels(*labels)
-        child.inc()
+        self._requests[labels] = self._requests.get(labels, 0) + 1
 
     def attempt(self, provider: str, key: str, model: str, outcome: str, error_kind: str) -> None:
         labels = (provider, key, model, outcome, error_kind)
-        child = self._attempts.get(labels)
-        if child is None:
-            child = self._attempts[labels] = self.attempts.labels(*labels)
-        child.inc()
+        self._attempts[labels] = self._attempts.get(labels, 0) + 1
 
     def use(
         self,
@@ -148,37 +189,39 @@ class Metrics:
         cost_usd: float,
     ) -> None:
         labels = (provider, key, model)
-        children = self._use.get(labels)
-        if children is None:
-            children = self._use[labels] = (
-                self.tokens.labels(*labels, "prompt"),
-                self.tokens.labels(*labels, "completion"),
-                self.tokens.labels(*labels, "cached"),
-                self.cost.labels(*labels),
-            )
-        if prompt:
-            children[0].inc(prompt)
-        if completion:
-            children[1].inc(completion)
-        if cached:
-            children[2].inc(cached)
-        if cost_usd:
-            children[3].inc(cost_usd)
+        use = self._use.get(labels)
+        if use is None:
+            use = self._use[labels] = [0.0, 0.0, 0.0, 0.0]
+        use[0] += prompt
+        use[1] += completion
+        use[2] += cached
+        use[3] += cost_usd
 
     def upstream_time(self, provider: str, model: str, seconds: float) -> None:
-        self._upstream_child(provider, model).observe(seconds)
-
-    def _upstream_child(self, provider: str, model: str) -> Histogram:
-        child = self._upstream.get((provider, model))
-        if child is None:
-            child = self._upstream[(provider, model)] = self.upstream.labels(provider, model)
-        return child
+        self.upstream.observe((provider, model), seconds)
 
     def overhead_time(self, door: str, seconds: float) -> None:
-        child = self._overhead.get(door)
-        if child is None:
-            child = self._overhead[door] = self.overhead.labels(door)
-        child.observe(seconds)
+        self.overhead.observe((door,), seconds)
+
+    def flush(self) -> None:
+        """Hand the counts since the last flush to ``prometheus_client``."""
+        requests, self._requests = self._requests, {}
+        for labels, n in requests.items():
+            self.requests.labels(*labels).inc(n)
+        attempts, self._attempts = self._attempts, {}
+        for labels, n in attempts.items():
+            self.attempts.labels(*labels).inc(n)
+        use, self._use = self._use, {}
+        for labels, (prompt, completion, cached, cost) in use.items():
+            for kind, amount in (
+                ("prompt", prompt),
+                ("completion", completion),
+                ("cached", cached),
+            ):
+                child = self.tokens.labels(*labels, kind)  # created at 0 when unused: shown
+                if amount:
+                    child.inc(amount)
+            self.cost.labels(*labels).inc(cost)
 
     def set_headroom(self, rows: Iterable[tuple[str, str, float]]) -> None:
         """Replace the headroom gauge with ``(key id or "", limit id, free share)`` rows."""
@@ -188,6 +231,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The exposition text: this process's values, or every process's in multi-process mode."""
+        self.flush()
         if os.environ.get(MULTIPROC_ENV):
             from prometheus_client import multiprocess
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 METRICS_ENV: Final = "QUOTAFLOW_METRICS"
 RECENT_ROWS: Final = 100
+FLUSH_S: Final = 1.0  # metrics counted since are handed to prometheus_client at most this late
 OTEL_EXTRA_HINT: Final = "install the extra: pip install 'quotaflow[otel]'"
 
 log = logging.getLogger("quotaflow.observability")
@@ -139,6 +140,7 @@ class Observer:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
         self._unpriced_seen: set[tuple[str, str]] = set()
         self.open: dict[str, RequestObs] = {}  # requests under way, by request id
+        self._flushed_at = self.clock.monotonic()
 
     @classmethod
     def from_env(cls, clock: Clock | None = None) -> Observer:
@@ -265,6 +267,12 @@ class Observer:
             "under the provider's models",
         )
 
+    def end(self, request_id: str, status: int, error_kind: str | None = None) -> None:
+        """The request ``request_id`` ended (a stream, once its last chunk is relayed)."""
+        req = self.open.get(request_id)
+        if req is not None:
+            self.finish(req, status, error_kind)
+
     def finish(
         self,
         req: RequestObs,
@@ -273,7 +281,8 @@ class Observer:
         message: str | None = None,
     ) -> None:
         """The request is answered (``status`` 200) or refused / failed with ``status``."""
-        elapsed = self.clock.monotonic() - req.started_mono
+        mono = self.clock.monotonic()
+        elapsed = mono - req.started_mono
         kind = error_kind or ""
         self.open.pop(req.request_id, None)
         m = self.metrics
@@ -284,6 +293,9 @@ class Observer:
             m.overhead_time(req.door, max(elapsed - req.upstream_s, 0.0))
             if status == 429 and req.attempts == 0:
                 m.refusals.labels(req.route).inc()
+            if mono - self._flushed_at >= FLUSH_S:  # replicas' shared files stay fresh
+                self._flushed_at = mono
+                m.flush()
         if status == 429 and req.attempts == 0:
             self.events.warn(
                 "all_keys_refused",
@@ -326,6 +338,8 @@ class Observer:
             )
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.flush()
         if self.tracing is not None:
             self.tracing.close()
 
