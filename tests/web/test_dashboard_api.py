@@ -242,3 +242,17 @@ async def test_static_files_only_from_the_package(api: Api) -> None:
     for bad in ("..%2Fdashboard.py", "%2e%2e/app.py", ".hidden.js", "nope.js", "dashboard.py"):
         async with api.http.get(api.server.make_url(f"/static/{bad}")) as r:
             assert r.status == 404, bad
+
+
+async def test_the_log_shows_refusals_beside_the_ledger_rows(api: Api) -> None:
+    await api.chat()
+    for key in ("openai-1", "groq-1"):
+        assert (await api.call("POST", f"/api/keys/{key}/disable", {}))[0] == 200
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    async with api.http.post(api.server.make_url("/v1/chat/completions"), json=body) as r:
+        assert r.status == 429
+    _, snap = await api.call("GET", "/api/dashboard")
+    refused, answered = snap["log"][:2]
+    assert refused["status"] == "refused" and refused["success"] is False
+    assert refused["http_status"] == 429 and refused["route"] == "auto"
+    assert answered["status"] == "ok"

@@ -10,6 +10,7 @@ exchange → book; on a failure the next candidate (or the fallback route), up t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from quotaflow.gateway.request import ChatRequest
 from quotaflow.gateway.streaming import ActiveStream
 from quotaflow.gateway.upstream import TRANSPORT_ERRORS, open_stream, send, transport_failure
 from quotaflow.httpclient import Transport
+from quotaflow.observability.observer import Observer
 from quotaflow.types import ErrorKind
 
 
@@ -164,8 +166,10 @@ class Attempts:
         clock: Clock,
         http: Callable[[], Transport],
         new_request_id: Callable[[], str],
+        observer: Observer,
     ) -> None:
         self._config = config
+        self._observer = observer
         self._settings = config.settings
         self._picker = picker
         self._booking = booking
@@ -177,8 +181,35 @@ class Attempts:
         self, req: ChatRequest, ctx: CallContext, route: Route, facts: RequestFacts
     ) -> tuple[Result, list[Attempt], Pick]:
         """Pick → attempt → on a failure, the next candidate (or the fallback route), up to
-        ``max_attempts``; the result is an answer, or for ``stream: true`` an open stream."""
+        ``max_attempts``; the result is an answer, or for ``stream: true`` an open stream.
+
+        The observer sees the request begin here and end here (a stream: when it ends);
+        each attempt in between reaches it through the booking path."""
         rid = self._new_request_id()
+        obs = self._observer
+        seen = obs.begin(
+            ctx.door,
+            ctx.agent,
+            route.name,
+            stream=req.stream,
+            traceparent=ctx.traceparent,
+            request_id=rid,
+        )
+        try:
+            out = await self._run(req, ctx, route, facts, rid)
+        except QuotaflowError as exc:
+            obs.finish(seen, exc.status, error_kind_of(exc), exc.message)
+            raise
+        except BaseException:  # cancelled: the client went away before an answer
+            obs.finish(seen, 499, "client_gone")
+            raise
+        if not isinstance(out[0], ActiveStream):
+            obs.finish(seen, 200)
+        return out
+
+    async def _run(
+        self, req: ChatRequest, ctx: CallContext, route: Route, facts: RequestFacts, rid: str
+    ) -> tuple[Result, list[Attempt], Pick]:
         deadline = self._clock.monotonic() + self._settings.request_timeout_s
         tried: set[tuple[str, str]] = set()
         attempts: list[Attempt] = []
@@ -244,7 +275,10 @@ class Attempts:
         )  # fmt: skip
 
         async def on_end(end: StreamEnd) -> float:
-            return await booking.stream_ended(row, pick, end)
+            cost = await booking.stream_ended(row, pick, end)
+            kind = end.failure.kind.value if end.failure is not None else None
+            self._observer.end(rid, 200, kind or (None if end.status == "ok" else end.status))
+            return cost
 
         ex = await exchange(
             self._http(), self._clock, booking.mask, call, timeout, c.health,
@@ -329,3 +363,11 @@ def refused_by_filter(body: dict[str, Any]) -> bool:
         if msg.get("content") or msg.get("tool_calls"):
             return False
     return True
+
+
+def error_kind_of(exc: QuotaflowError) -> str:
+    """A bounded name for why a request failed: ``QuotaExhausted`` → ``quota_exhausted``."""
+    return _CAMEL.sub("_", type(exc).__name__).lower()
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")

@@ -32,6 +32,7 @@ from quotaflow.gateway.keyring import Keyring
 from quotaflow.gateway.learning import Learning
 from quotaflow.gateway.outcomes import CallContext, StreamEnd
 from quotaflow.gateway.picking import Pick
+from quotaflow.observability.observer import Observer
 from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
 from quotaflow.types import ErrorKind, Measure, Usage
 
@@ -115,8 +116,10 @@ class Booking:
         counters: CounterStore,
         clock: Clock,
         new_request_id: Callable[[], str],
+        observer: Observer,
     ) -> None:
         self._config = config
+        self.observer = observer
         self._settings = config.settings
         self._keyring = keyring
         self._learning = learning
@@ -158,6 +161,7 @@ class Booking:
             await self.ledger.append([row])
             await self.counters.charge(limits, measure, now, now)
         self._keyring.changes += 1
+        self.observer.booked(row, row.request_id)
 
     def _judge(
         self,

@@ -107,11 +107,21 @@ class Gateway:
         )  # fmt: skip
         self.booking = Booking(
             config, self.keyring, self.learning, ledger, self.counters, self.clock,
-            self.new_request_id,
+            self.new_request_id, self.observer,
         )  # fmt: skip
         self.attempts = Attempts(
-            config, self.picker, self.booking, self.clock, lambda: self.http, self.new_request_id
+            config,
+            self.picker,
+            self.booking,
+            self.clock,
+            lambda: self.http,
+            self.new_request_id,
+            self.observer,
         )
+        self.picker.on_wait = self.observer.waited
+        metrics = self.observer.metrics
+        if metrics is not None and hasattr(ledger, "on_commit"):
+            ledger.on_commit = metrics.ledger_commit.observe
 
     @property
     def rng(self) -> random.Random:
@@ -163,6 +173,7 @@ class Gateway:
         if self._http is not None and self._own_http:
             await self._http.close()
         await self.save_model_stats()
+        self.observer.close()
         await self.ledger.close()
         close_counters = getattr(self.counters, "close", None)
         if close_counters is not None:  # shared counters hold connections

@@ -28,6 +28,8 @@ class CallContext:
     agent: str = "default"
     limits: tuple[Limit, ...] = ()
     forced_provider: str | None = None  # overrides the gateway-wide forced provider
+    door: str = "library"  # the inbound protocol (openai, …) or the in-process library
+    traceparent: str | None = None  # the caller's W3C trace context, continued by the spans
 
 
 @dataclass(slots=True)

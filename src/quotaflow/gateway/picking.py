@@ -73,6 +73,7 @@ class Picker:
         self._clock = clock
         self.rng = rng
         self._sleep = sleep
+        self.on_wait: Callable[[float], None] | None = None  # told each wait for headroom
 
     async def candidates(
         self,
@@ -154,5 +155,7 @@ class Picker:
             mono_left = deadline - self._clock.monotonic()
             if wait is not None and wait <= self._config.settings.max_wait_s and wait < mono_left:
                 await self._sleep(max(wait, 0.0) + 0.001)
+                if self.on_wait is not None:
+                    self.on_wait(max(wait, 0.0))
                 continue
             raise exhausted_error(rejected, first, now)

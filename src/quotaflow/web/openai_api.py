@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
 from quotaflow.agents import apply_token_cap, context_for
@@ -37,7 +39,7 @@ async def context_of(request: web.Request, body: object) -> CallContext:
             agent = mg.agents.get(name)
     apply_token_cap(agent, body)
     ctx, _ = await context_for(mg.gateway, agent, agent.name if agent else name)
-    return ctx
+    return replace(ctx, door="openai", traceparent=request.headers.get("traceparent"))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
