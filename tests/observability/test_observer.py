@@ -182,3 +182,17 @@ def test_warnings_name_the_key_cooling_the_unpriced_model_and_the_refusal(caplog
     # each once: repeats within the minute are held back and counted
     assert sorted(events) == ["all_keys_refused", "key_cooling", "unpriced_model"]
     assert all(r.fields.get("hint") for r in caplog.records)
+
+
+def test_histogram_buckets_are_cumulative_and_a_bound_is_inclusive():
+    m = Metrics()
+    for seconds in (0.001, 0.001, 0.004, 99.0):
+        m.overhead_time("openai", seconds)
+    got = samples(m)
+    bucket = "quotaflow_gateway_overhead_seconds_bucket"
+    assert got[(bucket, (("door", "openai"), ("le", "0.0005")))] == 0
+    assert got[(bucket, (("door", "openai"), ("le", "0.001")))] == 2
+    assert got[(bucket, (("door", "openai"), ("le", "0.005")))] == 3
+    assert got[(bucket, (("door", "openai"), ("le", "+Inf")))] == 4
+    assert got[("quotaflow_gateway_overhead_seconds_count", (("door", "openai"),))] == 4
+    assert got[("quotaflow_gateway_overhead_seconds_sum", (("door", "openai"),))] == 99.006
