@@ -34,6 +34,7 @@ from quotaflow.services.access import (
     is_loopback,
 )
 from quotaflow.services.notify import Notifier
+from quotaflow.storage.files import private_folder
 from quotaflow.storage.management import ManagementStore
 from quotaflow.storage.outbox import OutboxStore
 
@@ -77,6 +78,8 @@ class Management:
         if not all(hasattr(gateway.ledger, m) for m in ("save_key", "stored_agents")):
             raise TypeError("the management API needs a ledger that stores management state")
         store = cast(ManagementStore, gateway.ledger)
+        if home is not None:
+            private_folder(home)  # 0700, before the master key and the admin token land in it
         box = SecretBox(load_master_key(home))
         agents = AgentRegistry(store, gateway.clock)
         agents.load_config(gateway.config.agents)

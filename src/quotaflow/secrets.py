@@ -59,7 +59,7 @@ def load_master_key(home: Path | None, env: Mapping[str, str] | None = None) -> 
     path = home / KEY_FILE
     if path.exists():
         return _as_fernet_key(path.read_text(encoding="ascii"))
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)  # as storage.files makes it
     key = _new_fernet_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:

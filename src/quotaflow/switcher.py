@@ -367,5 +367,6 @@ def history_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
     ]
 
 
-async def history(gw: Gateway, limit: int) -> list[dict[str, Any]]:
-    return history_json(await gw.ledger.query(LedgerQuery(limit=limit)))
+async def history(gw: Gateway, limit: int, agent: str | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` rows (of one ``agent`` only, when given)."""
+    return history_json(await gw.ledger.query(LedgerQuery(agent=agent, limit=limit)))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 PY = sys.executable
-_URL = re.compile(r"(http://127\.0\.0\.1:\d+)")
+_URL = re.compile(r"(http://(?:127\.0\.0\.1|0\.0\.0\.0):\d+)")
 
 
 @dataclass

@@ -97,20 +97,23 @@ def test_host_header_is_checked(server: Served) -> None:
     assert status == 421 and "error" in body
 
 
-def test_cors_allows_localhost_origins_only(server: Served) -> None:
+def test_cors_allows_the_own_origin_only(server: Served) -> None:
     import urllib.request
 
+    req = urllib.request.Request(server.url + "/api/status", headers={"origin": server.url})
+    with urllib.request.urlopen(req) as resp:
+        assert resp.headers["access-control-allow-origin"] == server.url
     req = urllib.request.Request(
         server.url + "/api/status", headers={"origin": "http://localhost:3000"}
     )
     with urllib.request.urlopen(req) as resp:
-        assert resp.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert resp.headers.get("access-control-allow-origin") is None
     req = urllib.request.Request(
         server.url + "/api/status", headers={"origin": "https://evil.example"}
     )
     with urllib.request.urlopen(req) as resp:
         assert resp.headers.get("access-control-allow-origin") is None
-    status, _ = server.call("OPTIONS", "/api/choose", headers={"origin": "http://127.0.0.1:8080", "access-control-request-method": "POST"})  # fmt: skip
+    status, _ = server.call("OPTIONS", "/api/choose", headers={"origin": server.url, "access-control-request-method": "POST"})  # fmt: skip
     assert status == 204
     status, body = server.call("POST", "/api/force_provider", {"provider": "openai"}, token=server.admin_token, headers={"origin": "https://evil.example"})  # fmt: skip
     assert status == 403 and body["success"] is False

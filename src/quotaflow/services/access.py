@@ -15,6 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
+from quotaflow.storage.files import private_folder
 from quotaflow.storage.management import ManagementStore
 
 ADMIN_PREFIX = "qfadm-"
@@ -49,7 +50,7 @@ def ensure_admin_token(home: Path | None) -> tuple[str, str | None]:
     token = ADMIN_PREFIX + secrets.token_urlsafe(32)
     digest = token_hash(token)
     if home is not None:
-        home.mkdir(parents=True, exist_ok=True)
+        private_folder(home)
         fd = os.open(home / ADMIN_HASH_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(digest + "\n")

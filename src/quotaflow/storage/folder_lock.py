@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from quotaflow.errors import StorageUnusable
+from quotaflow.storage.files import FILE_MODE, private_folder
 
 LOCK_NAME = "server.lock"
 
@@ -43,7 +44,7 @@ def lock_data_folder(home: Path) -> FolderLock:
     """Take the folder's lock and write this pid into it, or raise :class:`FolderLocked`."""
     path = home / LOCK_NAME
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        private_folder(home)
         fd, writable = _open(path)
     except OSError as exc:
         raise StorageUnusable(
@@ -65,7 +66,7 @@ def _open(path: Path) -> tuple[int, bool]:
     folder still gets its lock (a lock needs no write access), so what fails next is the
     database, which says what is wrong with it."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644), True
+        return os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE), True
     except OSError:
         if not path.is_file():
             raise

@@ -31,6 +31,7 @@ from quotaflow.storage.base import (
     LedgerUnavailable,
     UsageTotals,
 )
+from quotaflow.storage.files import private_file, private_folder
 from quotaflow.storage.ledger_sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.storage.outbox import SqlOutbox
@@ -206,8 +207,12 @@ class SqliteLedger(SqlOutbox):
 
     async def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.path.parent)
+            private_file(self.path)  # SQLite gives the -wal and -shm files the database's mode
             db = self._connect()
+            for side in ("-wal", "-shm"):  # made by an older version: tighten them too
+                if (wal := self.path.with_name(self.path.name + side)).exists():
+                    private_file(wal)
             for script in _migrations():
                 db.executescript(script)
         except (sqlite3.Error, OSError) as exc:

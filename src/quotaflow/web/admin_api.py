@@ -13,7 +13,7 @@ from quotaflow import switcher
 from quotaflow.alerts import alert_json
 from quotaflow.config.schema import AgentSpec
 from quotaflow.errors import BadRequest
-from quotaflow.web.auth import require_admin
+from quotaflow.web.auth import require_admin, require_reader
 from quotaflow.web.errors import json_response
 from quotaflow.web.keys import MANAGEMENT
 from quotaflow.web.validate import path_name, query_int, read_object
@@ -95,5 +95,6 @@ async def list_alerts(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
     limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     await mg.alerts.check()
-    rows = await mg.alerts.recent(limit)
+    reader = require_reader(request)
+    rows = [a for a in await mg.alerts.recent(limit) if reader.sees_subject(a.subject)]
     return json_response({"success": True, "alerts": [alert_json(a) for a in rows], "count": len(rows)})  # fmt: skip

@@ -8,8 +8,10 @@ from aiohttp import web
 
 from quotaflow.gateway import Gateway
 from quotaflow.management import Management
+from quotaflow.web.auth import THROTTLE, AdminThrottle
 from quotaflow.web.keys import GATEWAY, MANAGEMENT
 from quotaflow.web.middleware_guard import guard_middleware
+from quotaflow.web.response_headers import secure_headers
 from quotaflow.web.routes import add_routes
 
 
@@ -29,6 +31,8 @@ def create_app(
     )
     app[GATEWAY] = gateway
     app[MANAGEMENT] = mg
+    app[THROTTLE] = AdminThrottle()
+    app.on_response_prepare.append(secure_headers)
     add_routes(app)
     if manage_lifecycle:
 

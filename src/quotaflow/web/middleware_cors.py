@@ -1,9 +1,10 @@
-"""CORS for localhost origins only (plus ``server.cors_origins``).
+"""CORS for the server's own origin and ``server.cors_origins`` only, in every mode.
 
-An allowed origin gets ``Access-Control-Allow-Origin`` and preflights are answered. A
-foreign origin gets no CORS headers (the browser cannot read answers), its preflight is
-refused, and so is any state-changing request it sends: a page elsewhere cannot drive
-the gateway through the user's browser.
+The own origin is the one the dashboard is served from (``http://<Host>``; the Host guard
+has already checked the name). Any other page — even one on another localhost port, which
+in trust-local mode would be every local caller's admin — gets no CORS headers (the
+browser cannot read answers), its preflight is refused, and so is any state-changing
+request it sends: a page elsewhere cannot drive the gateway through the user's browser.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from quotaflow.errors import Forbidden
-from quotaflow.services.access import is_loopback
 from quotaflow.web.keys import MANAGEMENT
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -21,14 +21,15 @@ ALLOW_HEADERS = "Content-Type, Authorization, X-Quotaflow-Agent, X-Quotaflow-Adm
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 
 
-def origin_allowed(origin: str, extra: list[str]) -> bool:
+def origin_allowed(origin: str, extra: list[str], host: str) -> bool:
+    """``origin`` is configured, or is this server's own (``http(s)://<Host header>``)."""
     if origin in extra:
         return True
     try:
         parts = urlsplit(origin)
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
 
 
 def cors_origin(request: web.Request) -> str | None:
@@ -40,10 +41,13 @@ def cors_origin(request: web.Request) -> str | None:
     if origin is None:
         return None
     extra = request.app[MANAGEMENT].gateway.config.server.cors_origins
-    if origin_allowed(origin, extra):
+    if origin_allowed(origin, extra, request.headers.get("host", "")):
         return origin
     if request.method not in SAFE_METHODS - {"OPTIONS"}:
-        raise Forbidden(f"cross-origin request from {origin!r} refused (only localhost origins)")
+        raise Forbidden(
+            f"cross-origin request from {origin!r} refused (only this server's own origin "
+            "and server.cors_origins)"
+        )
     return None
 
 

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from quotaflow.web.auth import OPEN_READS, require_reader
 from quotaflow.web.errors import Handler, exception_response
 from quotaflow.web.middleware_content_type import check_content_type
 from quotaflow.web.middleware_cors import add_cors_headers, cors_origin, cors_preflight
 from quotaflow.web.middleware_host import check_host
+
+READS = frozenset({"GET", "HEAD"})
+GUARDED_READS = ("/api/",)
+SELF_GUARDED = frozenset({"/api/dashboard", "/api/events"})  # the dashboard's own viewer rules
+
+
+def guard_read(request: web.Request) -> None:
+    """Beyond loopback, ``/api`` reads need a credential (web/auth.py says which)."""
+    if request.path not in OPEN_READS and request.path not in SELF_GUARDED:
+        require_reader(request)
 
 
 @web.middleware
@@ -22,6 +33,8 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         check_host(request)
         origin = cors_origin(request)
         check_content_type(request)
+        if request.method in READS and request.path.startswith(GUARDED_READS):
+            guard_read(request)
         resp = (cors_preflight(request) if origin else None) or await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:

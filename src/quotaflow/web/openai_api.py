@@ -10,7 +10,7 @@ from quotaflow.agents import apply_token_cap, context_for
 from quotaflow.errors import Unauthorized
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.gateway.streaming import CLIENT_GONE
-from quotaflow.web.auth import caller_of
+from quotaflow.web.auth import caller_of, named_agent
 from quotaflow.web.body import read_json
 from quotaflow.web.errors import json_response
 from quotaflow.web.keys import GATEWAY, MANAGEMENT
@@ -29,14 +29,10 @@ async def context_of(request: web.Request, body: object) -> CallContext:
             "this gateway needs an agent key: send 'Authorization: Bearer qf-…' "
             "(create one with POST /api/agents)"
         )
-    agent, name = caller.agent, "default"
-    if agent is None and mg.gateway.config.server.allow_agent_header:
-        named = request.headers.get(AGENT_HEADER)
-        if not named and isinstance(body, dict) and isinstance(body.get("user"), str):
-            named = body["user"]
-        if named:
-            name = named[:128]
-            agent = mg.agents.get(name)
+    named, param = request.headers.get(AGENT_HEADER), AGENT_HEADER
+    if not named and isinstance(body, dict) and isinstance(body.get("user"), str):
+        named, param = body["user"], "user"
+    agent, name = named_agent(request, caller, named, param)
     apply_token_cap(agent, body)
     ctx, _ = await context_for(mg.gateway, agent, agent.name if agent else name)
     return replace(ctx, door="openai", traceparent=request.headers.get("traceparent"))

@@ -13,7 +13,14 @@ from quotaflow import switcher
 from quotaflow.agents import Agent, context_for
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import CallContext
-from quotaflow.web.auth import AGENT_HEADER, Caller, require_admin, require_caller
+from quotaflow.web.auth import (
+    AGENT_HEADER,
+    Caller,
+    named_agent,
+    require_admin,
+    require_caller,
+    require_reader,
+)
 from quotaflow.web.errors import json_response
 from quotaflow.web.keys import GATEWAY, MANAGEMENT
 from quotaflow.web.validate import (
@@ -34,15 +41,10 @@ MAX_QUOTA = 10**13
 
 def agent_of(request: web.Request, caller: Caller) -> tuple[Agent | None, str]:
     """The caller's agent: its key's, else the header's (when allowed), else "default"."""
-    if caller.agent is not None:
-        return caller.agent, caller.agent.name
-    mg = request.app[MANAGEMENT]
     name = request.headers.get(AGENT_HEADER, "").strip()
-    if name and mg.gateway.config.server.allow_agent_header:
-        if not NAME.match(name):
-            raise BadRequest(f"{AGENT_HEADER} must be 1 to 64 letters, digits or _.@-")
-        return mg.agents.get(name), name
-    return None, "default"
+    if name and caller.agent is None and not NAME.match(name):
+        raise BadRequest(f"{AGENT_HEADER} must be 1 to 64 letters, digits or _.@-")
+    return named_agent(request, caller, name, AGENT_HEADER)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -154,7 +156,7 @@ async def add_key(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     limit = query_int(request, "limit", default=50, lo=1, hi=1000)
-    rows = await switcher.history(gw, limit)
+    rows = await switcher.history(gw, limit, require_reader(request).own_rows_only)
     return json_response({"success": True, "history": rows, "count": len(rows)})
 
 

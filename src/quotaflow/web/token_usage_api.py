@@ -16,7 +16,8 @@ from quotaflow.agents import Agent, apply_token_cap, context_for
 from quotaflow.alerts import alert_json
 from quotaflow.errors import BadRequest, Forbidden, NotFound
 from quotaflow.management import Management
-from quotaflow.web.auth import require_admin, require_caller
+from quotaflow.types import Measure
+from quotaflow.web.auth import require_admin, require_caller, require_reader
 from quotaflow.web.errors import json_response
 from quotaflow.web.keys import MANAGEMENT
 from quotaflow.web.validate import (
@@ -49,19 +50,32 @@ async def known_agent(mg: Management, name: str) -> Agent | None:
 
 async def summary(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
-    return ok(await token_usage.summary(mg.gateway, mg.store))
+    out = await token_usage.summary(mg.gateway, mg.store)
+    own = require_reader(request).own_rows_only
+    if own is not None:  # an agent key: its own usage only
+        mine = out["agents"].get(own)
+        out["agents"] = {own: mine} if mine else {}
+        out["total"] = mine or token_usage.measure_json(Measure())
+    return ok(out)
+
+
+def own_path_name(request: web.Request) -> str:
+    """The path's ``ai_name``, which a plain agent key may read only when it is its own."""
+    name = path_name(request, "ai_name")
+    require_reader(request).check_own(name)
+    return name
 
 
 async def ai_usage(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
-    name = path_name(request, "ai_name")
+    name = own_path_name(request)
     agent = await known_agent(mg, name)
     return ok(await token_usage.agent_usage(mg.gateway, mg.store, name, agent))
 
 
 async def provider_status(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
-    name = path_name(request, "ai_name")
+    name = own_path_name(request)
     agent = await known_agent(mg, name)
     return ok(await token_usage.provider_status(mg.gateway, name, agent))
 
@@ -70,6 +84,9 @@ async def provider_status_all(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
     month = token_usage.months_back(mg.gateway, 1)[0]
     names = {a.name for a in mg.agents.all()} | set(await mg.store.agents_seen(month.start))
+    own = require_reader(request).own_rows_only
+    if own is not None:
+        names = {own}
     out = {}
     for name in sorted(names):
         out[name] = await token_usage.provider_status(mg.gateway, name, mg.agents.get(name))
@@ -78,14 +95,17 @@ async def provider_status_all(request: web.Request) -> web.Response:
 
 async def emergency_status(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
-    return ok(await token_usage.emergency_status(mg.gateway, mg.agents.all()))
+    own = require_reader(request).own_rows_only
+    agents = [a for a in mg.agents.all() if own is None or a.name == own]
+    return ok(await token_usage.emergency_status(mg.gateway, agents))
 
 
 async def alerts(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
     limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     await mg.alerts.check()
-    rows = await mg.alerts.recent(limit)
+    reader = require_reader(request)
+    rows = [a for a in await mg.alerts.recent(limit) if reader.sees_subject(a.subject)]
     return ok({"alerts": [alert_json(a) for a in rows], "count": len(rows)})
 
 
@@ -154,7 +174,7 @@ async def reset(request: web.Request) -> web.Response:
 
 async def history(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
-    name = path_name(request, "ai_name")
+    name = own_path_name(request)
     await known_agent(mg, name)
     months = query_int(request, "months", default=6, lo=1, hi=60)
     rows = await token_usage.history(mg.gateway, mg.store, name, months)
