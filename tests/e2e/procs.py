@@ -113,7 +113,7 @@ def fake_provider(protocol: str = "openai", *extra: str) -> Iterator[Proc]:
 def gateway(
     config_yaml: str, home: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[Proc]:
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)  # private, as the server makes it
     cfg = home / "quotaflow.yaml"
     cfg.write_text(config_yaml)
     with running(

@@ -69,7 +69,7 @@ def _assert_named_refusal(home: Path, db: Path) -> None:
 
 
 def test_a_corrupt_database_is_named_in_one_line(fresh_fake: Proc, home: Path) -> None:
-    home.mkdir(parents=True)
+    home.mkdir(parents=True, mode=0o700)
     (home / "quotaflow.yaml").write_text(_config(fresh_fake))
     db = home / "quotaflow.db"
     db.write_bytes(b"this is not an SQLite database, just bytes in its place\n" * 100)
