@@ -10,13 +10,15 @@ after ``settings.choose_ttl_s`` and is released.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from quotaflow.config.describe import key_line, learned_limits, learned_text
 from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import RequestFacts
-from quotaflow.engine.catalog import Deployment, Key, Route
+from quotaflow.engine.catalog import Deployment, Key, Provider, Route
 from quotaflow.engine.limits import Limit, LimitUsage, remaining_share, state_of
 from quotaflow.errors import BadRequest, Forbidden
 from quotaflow.gateway import CallContext, Gateway
@@ -33,14 +35,16 @@ _WINDOW_RANK = {"once": 6, "month": 5, "day": 4, "hour": 3, "rolling": 2, "minut
 
 
 def primary_limit(key: Key) -> Limit | None:
-    """The key's main token quota: its token limit with the longest window."""
-    tokens = [lim for lim in key.limits if lim.metric == "tokens"]
-    if not tokens:
-        return None
-    return max(
-        tokens,
-        key=lambda lim: (_WINDOW_RANK[lim.window.kind], lim.window.seconds, -lim.amount),
-    )
+    """The key's main quota: its token limit with the longest window; for a key counted in
+    requests only (Groq's and Gemini's free tiers), its request limit; else its cost limit."""
+    for metric in ("tokens", "requests", "cost"):
+        limits = [lim for lim in key.limits if lim.metric == metric]
+        if limits:
+            return max(
+                limits,
+                key=lambda lim: (_WINDOW_RANK[lim.window.kind], lim.window.seconds, -lim.amount),
+            )
+    return None
 
 
 def usable_reason(gw: Gateway, key: Key, now: float) -> str | None:
@@ -68,12 +72,18 @@ class KeyStatus:
     available: bool
     reason: str | None
     limits: list[dict[str, Any]]
+    quota_metric: str | None = None  # what quota_* count; None: the key has no gateway limit
+    plan: str = "paid"
+    learned_limits: list[dict[str, Any]] = field(default_factory=list)
+    summary: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "key_id": self.key_id,
             "label": self.label,
             "api_key": self.api_key,
+            "plan": self.plan,
+            "quota_metric": self.quota_metric,
             "quota_total": as_number(self.quota_total),
             "quota_used": as_number(self.quota_used),
             "reserved": as_number(self.reserved),
@@ -83,6 +93,8 @@ class KeyStatus:
             "available": self.available,
             "reason": self.reason,
             "limits": self.limits,
+            "learned_limits": self.learned_limits,
+            "limits_summary": self.summary,
         }
 
 
@@ -98,10 +110,12 @@ class ProviderStatus:
     available: bool
     forced: bool
     keys: list[KeyStatus] = field(default_factory=list)
+    quota_metric: str | None = None  # what quota_* count: its keys' main quota
 
     def to_json(self) -> dict[str, Any]:
         return {
             "provider": self.provider,
+            "quota_metric": self.quota_metric,
             "quota_total": as_number(self.quota_total),
             "quota_used": as_number(self.quota_used),
             "remaining": as_number(self.remaining),
@@ -126,6 +140,7 @@ def limit_json(u: LimitUsage) -> dict[str, Any]:
         "remaining": as_number(u.remaining),
         "used_pct": round(min(u.used_share, 10.0) * 100.0, 2),
         "resets_at": u.resets_at,
+        "source": lim.source,
     }
 
 
@@ -144,27 +159,12 @@ async def provider_statuses(gw: Gateway) -> list[ProviderStatus]:
         keys = gw.provider_keys(name)
         if not keys:
             continue
-        rows = []
-        for k in keys:
-            prim = primary_limit(k)
-            own = [usages[lim.id] for lim in (*k.limits, *provider.limits)]
-            u = usages[prim.id] if prim is not None else None
-            reason = usable_reason(gw, k, now)
-            share = u.used_share if u is not None else 1.0 - remaining_share(own)
-            if reason is None and remaining_share(own) <= 0:
-                reason = "quota used up"
-            rows.append(
-                KeyStatus(
-                    k.id, k.label, k.masked,
-                    u.limit.amount if u else 0.0, u.used if u else 0.0, u.reserved if u else 0.0,
-                    u.remaining if u else 0.0, share * 100.0,
-                    state_of(max(share, 1.0 - remaining_share(own)), s.warning, s.critical),
-                    reason is None, reason, [limit_json(x) for x in own],
-                )
-            )  # fmt: skip
-        total = sum(r.quota_total for r in rows)
-        used = sum(r.quota_used for r in rows)
-        reserved = sum(r.reserved for r in rows)
+        rows = [_key_status(gw, k, provider, usages, now) for k in keys]
+        metric = next((r.quota_metric for r in rows if r.quota_metric), None)
+        counted = [r for r in rows if r.quota_metric == metric]
+        total = sum(r.quota_total for r in counted)
+        used = sum(r.quota_used for r in counted)
+        reserved = sum(r.reserved for r in counted)
         available = any(r.available for r in rows)
         if total > 0:
             share = (used + reserved) / total
@@ -174,10 +174,43 @@ async def provider_statuses(gw: Gateway) -> list[ProviderStatus]:
         out.append(
             ProviderStatus(
                 name, total, used, reserved, max(total - used - reserved, 0.0), share * 100.0,
-                state, available, gw.forced_provider == name, rows,
+                state, available, gw.forced_provider == name, rows, metric,
             )
         )  # fmt: skip
     return out
+
+
+def _key_status(
+    gw: Gateway, k: Key, provider: Provider, usages: Mapping[str, LimitUsage], now: float
+) -> KeyStatus:
+    s = gw.settings
+    prim = primary_limit(k)
+    own = [usages[lim.id] for lim in (*k.limits, *provider.limits)]
+    u = usages[prim.id] if prim is not None else None
+    reason = usable_reason(gw, k, now)
+    share = u.used_share if u is not None else 1.0 - remaining_share(own)
+    if reason is None and remaining_share(own) <= 0:
+        reason = "quota used up"
+    learned = learned_limits(gw.health.get(k.id), now)
+    summary = key_line(k, provider.limits, [learned_text(x, now) for x in learned])
+    return KeyStatus(
+        key_id=k.id,
+        label=k.label,
+        api_key=k.masked,
+        quota_total=u.limit.amount if u else 0.0,
+        quota_used=u.used if u else 0.0,
+        reserved=u.reserved if u else 0.0,
+        remaining=u.remaining if u else 0.0,
+        used_pct=share * 100.0,
+        state=state_of(max(share, 1.0 - remaining_share(own)), s.warning, s.critical),
+        available=reason is None,
+        reason=reason,
+        limits=[limit_json(x) for x in own],
+        quota_metric=prim.metric if prim else None,
+        plan=k.plan,
+        learned_limits=learned,
+        summary=summary,
+    )
 
 
 def system_health(rows: list[ProviderStatus]) -> dict[str, str]:

@@ -90,8 +90,9 @@ def test_yaml_file_resolves_providers_keys_limits_and_routes(tmp_path: Path) -> 
         1,
         2.0,
     )
-    # A key without limits gets the preset's free tier: OpenAI's 5,000 tokens once.
-    assert [(lim.id, lim.amount) for lim in second.limits] == [("key:openai-2/tokens/once", 5_000)]
+    # A key without limits on the default (paid) plan has no gateway-side cap.
+    assert (second.limits, second.plan) == ((), "paid")
+    assert {lim.source for lim in main.limits} == {"config"}
     assert loc.id == "local-1"
     smart = cfg.routes["smart"]
     assert smart.strategy == "cost"
@@ -335,8 +336,53 @@ def test_discovery_finds_keys_and_numbered_extra_keys() -> None:
         ("openai-2", "sk-two"),
         ("openai-3", "sk-seven"),
     ]
-    assert all(k.limits[0].amount == 5_000 and k.limits[0].window.kind == "once" for k in cfg.keys)
+    assert all(k.limits == () and k.plan == "paid" for k in cfg.keys)
     assert "auto" in cfg.routes
+
+
+def test_a_free_plan_from_the_environment_applies_the_presets_free_tier() -> None:
+    cfg = load_config(None, {"GROQ_API_KEY": "g", "GROQ_PLAN": "free", "OPENAI_API_KEY": "o"})
+    groq, openai = cfg.keys
+    assert groq.plan == "free"
+    assert [(lim.id, lim.amount, lim.source) for lim in groq.limits] == [
+        ("key:groq-1/requests/day", 14_400, "free-plan preset")
+    ]
+    assert (openai.plan, openai.limits) == ("paid", ())
+
+
+def test_plan_free_on_a_provider_or_a_key_in_yaml() -> None:
+    spec = parse_spec(
+        {
+            "providers": [
+                {"name": "anthropic", "plan": "free", "keys": [{"secret": "a1"}]},
+                {
+                    "name": "openai",
+                    "keys": [
+                        {"id": "o-free", "secret": "o1", "plan": "free"},
+                        {"id": "o-paid", "secret": "o2"},
+                        {"id": "o-own", "secret": "o3", "plan": "free", "limits": [{"amount": 9}]},
+                    ],
+                },
+            ]
+        },
+        {},
+    )
+    limits = {k.id: [(lim.id, lim.source) for lim in k.limits] for k in resolve(spec, {}).keys}
+    assert limits == {
+        "anthropic-1": [("key:anthropic-1/tokens/month", "free-plan preset")],
+        "o-free": [("key:o-free/tokens/once", "free-plan preset")],
+        "o-paid": [],
+        "o-own": [("key:o-own/tokens/month", "config")],  # configured limits win over the plan
+    }
+    # The environment's plan applies to a YAML provider that does not set its own.
+    spec = parse_spec({"providers": [{"name": "groq", "keys": [{"secret": "g"}]}]}, {})
+    assert resolve(spec, {"GROQ_PLAN": "free"}).keys[0].plan == "free"
+
+
+@pytest.mark.parametrize("value", ["gratis", "1"])
+def test_a_bad_plan_variable_names_it(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"GROQ_PLAN: '{value}': use 'free' or 'paid'"):
+        load_config(None, {"GROQ_API_KEY": "g", "GROQ_PLAN": value})
 
 
 @pytest.mark.parametrize(
@@ -376,14 +422,18 @@ def test_limit_overrides_from_the_environment() -> None:
     assert limits["groq"] == [("key:groq-1/requests/day", 20_000)]
     assert limits["anthropic"] == [("key:anthropic-1/tokens/month", 1_000_000)]
     assert limits["openrouter"] == [("key:openrouter-1/tokens/month", 777)]
+    assert {lim.source for k in cfg.keys for lim in k.limits} == {"env override"}
 
 
-def test_monthly_limit_adds_to_a_preset_with_another_window() -> None:
-    cfg = load_config(None, {"KIMI_API_KEY": "k", "MOONSHOT_MONTHLY_LIMIT": "50000"})
-    assert [(lim.id, lim.amount) for lim in cfg.keys[0].limits] == [
-        ("key:kimi-1/tokens/minute", 60_000),
-        ("key:kimi-1/tokens/month", 50_000),
+def test_monthly_limit_adds_to_a_free_plans_preset_with_another_window() -> None:
+    env = {"KIMI_API_KEY": "k", "MOONSHOT_MONTHLY_LIMIT": "50000", "KIMI_PLAN": "free"}
+    cfg = load_config(None, env)
+    assert [(lim.id, lim.amount, lim.source) for lim in cfg.keys[0].limits] == [
+        ("key:kimi-1/tokens/minute", 60_000, "free-plan preset"),
+        ("key:kimi-1/tokens/month", 50_000, "env override"),
     ]
+    del env["KIMI_PLAN"]  # on a paid plan only the override binds
+    assert [lim.id for lim in load_config(None, env).keys[0].limits] == ["key:kimi-1/tokens/month"]
 
 
 @pytest.mark.parametrize(
@@ -433,3 +483,35 @@ def test_testing_config_factory_resolves_without_the_process_environment() -> No
     cfg = config({"providers": [{"name": "openai", "keys": [{"secret": "sk-test"}]}]})
     assert cfg.source == "test"
     assert [k.id for k in cfg.keys] == ["openai-1"]
+
+
+# -- models beyond the catalog ---------------------------------------------------------------------
+
+
+def test_models_outside_the_catalog_go_to_the_provider_they_belong_to() -> None:
+    cfg = load_config(None, {"OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a", "GROQ_API_KEY": "g"})
+
+    def served_by(model: str) -> list[tuple[str, str]] | None:
+        route = cfg.route(model)
+        return None if route is None else [(d.provider, d.model.name) for d in route.deployments]
+
+    assert served_by("o3-mini") == [("openai", "o3-mini")]
+    assert served_by("chatgpt-4o-latest") == [("openai", "chatgpt-4o-latest")]
+    assert served_by("claude-3-7-sonnet-latest") == [("anthropic", "claude-3-7-sonnet-latest")]
+    assert served_by("openai/o3-mini") == [("openai", "o3-mini")]  # provider/model
+    assert served_by("groq/llama-3.3-70b-versatile") == [("groq", "llama-3.3-70b-versatile")]
+    assert served_by("gemini-2.5-pro") is None  # no gemini key configured
+    assert served_by("mistral/large") is None
+    # A router's vendor/model names go to it when that vendor is not configured itself.
+    routed = load_config(None, {"OPENROUTER_API_KEY": "r"}).route("qwen/qwen3-32b")
+    assert routed is not None and routed.deployments[0].provider == "openrouter"
+
+
+def test_yaml_model_patterns_replace_the_presets() -> None:
+    spec = parse_spec(
+        {"providers": [{"name": "openai", "model_patterns": ["my-*"], "keys": [{"secret": "s"}]}]},
+        {},
+    )
+    cfg = resolve(spec, {})
+    assert cfg.route("my-model") is not None
+    assert cfg.route("o3-mini") is None

@@ -18,6 +18,7 @@ import click
 
 if TYPE_CHECKING:
     from quotaflow.config.model import Config
+    from quotaflow.gateway import Gateway
 
 
 def find_config(path: str | None) -> str | None:
@@ -128,10 +129,20 @@ async def run_server(
         click.echo(
             f"dashboard: http://{host}:{actual}/   OpenAI base URL: http://{host}:{actual}/v1"
         )
+        echo_key_lines(gateway)
     sys.stdout.flush()
     await stop.wait()
     await runner.cleanup()
     folder_lock.release()
+
+
+def echo_key_lines(gateway: Gateway) -> None:
+    """What the gateway will enforce, one line per key (its label, never the secret)."""
+    from quotaflow.config.describe import key_line
+
+    for key in gateway.keys.values():
+        provider = gateway.config.providers.get(key.provider)
+        click.echo("  " + key_line(key, provider.limits if provider else ()))
 
 
 @click.command()

@@ -49,8 +49,10 @@ def status(
     token_file: str | None,
     as_json: bool,
 ) -> None:
-    """Every provider's quota: used, total, remaining, state (OK / WARNING / CRITICAL /
-    DEPLETED) and its keys (masked). Exit 0 when some provider is available, 1 when none is."""
+    """Every provider's quota: used, total, remaining (in tokens, or requests for a key
+    counted in requests), state (OK / WARNING / CRITICAL / DEPLETED), and each key (its
+    label, never the secret) with its plan and every limit with where it came from. Exit 0
+    when some provider is available, 1 when none is (or none is configured)."""
     server = Server.of(url, token, token_file)
     if server is not None:
         doc = server.call("GET", "/api/status")
@@ -60,7 +62,7 @@ def status(
         emit_json(doc)
     else:
         show(doc)
-    if doc.get("providers") and not any(p.get("available") for p in doc["providers"]):
+    if not any(p.get("available") for p in doc.get("providers", [])):
         raise SystemExit(1)
 
 
@@ -76,10 +78,22 @@ def show(doc: dict[str, Any]) -> None:
         flags = ("forced " if p.get("forced") else "") + (
             "" if p.get("available") else "unavailable"
         )
-        t.add_row(
-            p["provider"], str(p["state"]).upper(), f"{p['quota_used']:,}", f"{p['quota_total']:,}",
-            f"{p['remaining']:,}", f"{p['used_pct']:.1f}", str(len(p.get("keys", []))), flags,
-        )  # fmt: skip
+        t.add_row(p["provider"], str(p["state"]).upper(), *_quota_cells(p), flags)
     out.print(t)
+    for p in doc.get("providers", []):
+        for k in p.get("keys", []):
+            why = "" if k.get("available", True) else f"  [unavailable: {k.get('reason')}]"
+            out.print(f"  {k.get('limits_summary') or k.get('key_id')}{why}", highlight=False)
     health = doc.get("health") or {}
     out.print(f"health: {health.get('status', '?')} — {health.get('message', '')}")
+
+
+def _quota_cells(p: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """used, total, remaining, used %, keys — in the provider's quota unit."""
+    keys = str(len(p.get("keys", [])))
+    metric = p.get("quota_metric", "tokens")
+    if metric is None:
+        return "", "no limit", "", "", keys
+    unit = "" if metric == "tokens" else (" $" if metric == "cost" else f" {metric}")
+    used, total, left = (f"{p[f]:,}{unit}" for f in ("quota_used", "quota_total", "remaining"))
+    return used, total, left, f"{p['used_pct']:.1f}", keys

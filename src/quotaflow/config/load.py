@@ -33,9 +33,15 @@ if TYPE_CHECKING:  # pydantic and yaml are imported when a configuration is load
         LimitSpec,
         ModelSpec,
         NotifySpec,
+        Plan,
         ProviderSpec,
         SettingsSpec,
     )
+
+# Where a limit came from, as start-up, status and the API say it.
+CONFIGURED = "config"
+FREE_PLAN = "free-plan preset"
+ENV_OVERRIDE = "env override"
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -138,23 +144,47 @@ def _env_base_url(preset: ProviderPreset, env: Mapping[str, str]) -> str | None:
     return None
 
 
-def _env_limits(preset: ProviderPreset, env: Mapping[str, str]) -> list[LimitSpec]:
-    from quotaflow.config.schema import LimitSpec
+def env_plan(preset: ProviderPreset, env: Mapping[str, str]) -> Plan | None:
+    """``<PROVIDER>_PLAN`` (``free`` or ``paid``), or None when unset."""
+    for prefix in preset.env:
+        v = env.get(f"{prefix}_PLAN")
+        if v:
+            plan = v.strip().lower()
+            if plan not in ("free", "paid"):
+                raise ConfigError(f"{prefix}_PLAN: {v!r}: use 'free' or 'paid'")
+            return "free" if plan == "free" else "paid"
+    return None
 
-    limits = [
-        LimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount) for lp in preset.key_limits
-    ]
+
+def _env_limits(preset: ProviderPreset, env: Mapping[str, str]) -> list[LimitSpec] | None:
+    """Seed 002's ``<PROVIDER>_LIMIT`` and seed 003's ``<PROVIDER>_MONTHLY_LIMIT``, or None
+    when neither is set. ``_LIMIT`` takes the shape (metric, window) of the preset's first
+    free-tier limit and keeps its others on a free plan."""
+    from quotaflow.config.schema import SourcedLimitSpec
+
     amount = _env_value(preset, env, "LIMIT")
+    monthly = _env_value(preset, env, "MONTHLY_LIMIT")
+    if amount is None and monthly is None:
+        return None
+    free = env_plan(preset, env) == "free"
+    limits = [
+        SourcedLimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount, source=FREE_PLAN)
+        for lp in (preset.key_limits if free else ())
+    ]
     if amount is not None:
         value = _number(amount, f"{preset.env[0]}_LIMIT")
         base = preset.key_limits[0] if preset.key_limits else LimitPreset("tokens", "month", 0)
-        limits = [LimitSpec(metric=base.metric, window=base.window, amount=value), *limits[1:]]
-    monthly = _env_value(preset, env, "MONTHLY_LIMIT")
+        env_limit = SourcedLimitSpec(
+            metric=base.metric, window=base.window, amount=value, source=ENV_OVERRIDE
+        )
+        limits = [env_limit, *limits[1:]]
     if monthly is not None:
         value = _number(monthly, f"{preset.env[0]}_MONTHLY_LIMIT")
         limits = [lim for lim in limits if not (lim.metric == "tokens" and lim.window == "month")]
-        limits.append(LimitSpec(metric="tokens", window="month", amount=value))
-    return limits
+        limits.append(
+            SourcedLimitSpec(metric="tokens", window="month", amount=value, source=ENV_OVERRIDE)
+        )
+    return list(limits)
 
 
 def _number(text: str, name: str) -> float:
@@ -176,23 +206,26 @@ def discover_spec(env: Mapping[str, str]) -> ConfigSpec:
         secrets = _env_secrets(preset, env)
         if not secrets:
             continue
-        limits = _env_limits(preset, env)
         keys = [KeySpec(id=f"{preset.name}-{i + 1}", secret=s) for i, s in enumerate(secrets)]
         providers.append(
             ProviderSpec(
                 name=preset.name,
                 base_url=_env_base_url(preset, env),
                 keys=keys,
-                key_limits=limits,
+                key_limits=_env_limits(preset, env),
+                plan=env_plan(preset, env),
             )
         )
     return ConfigSpec(providers=providers)
 
 
 def _limits(specs: list[LimitSpec], scope: str) -> tuple[Limit, ...]:
+    from quotaflow.config.schema import SourcedLimitSpec
+
     out: dict[str, Limit] = {}
     for s in specs:
-        lim = Limit.make(scope, s.metric, parse_window(s.window), s.amount)
+        source = s.source if isinstance(s, SourcedLimitSpec) else CONFIGURED
+        lim = Limit.make(scope, s.metric, parse_window(s.window), s.amount, source)
         out[lim.id] = lim  # a later limit of the same metric and window replaces an earlier one
     return tuple(out.values())
 
@@ -252,14 +285,13 @@ def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provi
         raise ConfigError(
             f"providers.{i}.models: a provider without a preset needs at least one model"
         )
-    key_limit_specs = spec.key_limits
-    if key_limit_specs is None:
-        from quotaflow.config.schema import LimitSpec
+    from quotaflow.config.schema import SourcedLimitSpec
 
-        key_limit_specs = [
-            LimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount)
-            for lp in (preset.key_limits if preset else ())
-        ]
+    plan: Plan = spec.plan or (env_plan(preset, env) if preset else None) or "paid"
+    free_tier = [
+        SourcedLimitSpec(metric=lp.metric, window=lp.window, amount=lp.amount, source=FREE_PLAN)
+        for lp in (preset.key_limits if preset else ())
+    ]
     provider = Provider(
         name=spec.name,
         protocol=protocol,
@@ -271,14 +303,25 @@ def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provi
         else (preset.priority if preset else 100),
         headers=dict(spec.headers),
         timeout_s=spec.timeout_s,
+        patterns=tuple(
+            spec.model_patterns
+            if spec.model_patterns is not None
+            else (preset.patterns if preset else ())
+        ),
     )
     keys = []
     for j, k in enumerate(spec.keys):
         kid = k.id or f"{spec.name}-{j + 1}"
-        scope = f"key:{kid}"
-        limits = _limits(k.limits if k.limits is not None else key_limit_specs, scope)
+        key_plan = k.plan or plan
+        # Gateway-side caps only when asked: configured limits, else the free tier of a key
+        # declared on a free plan; a paid key is limited by what its provider announces.
+        specs = k.limits if k.limits is not None else spec.key_limits
+        if specs is None:
+            specs = list(free_tier) if key_plan == "free" else []
+        limits = _limits(specs, f"key:{kid}")
+        label = k.label or kid
         keys.append(
-            Key(kid, spec.name, k.secret, k.label or kid, k.priority, k.weight, k.enabled, limits)
+            Key(kid, spec.name, k.secret, label, k.priority, k.weight, k.enabled, limits, key_plan)
         )
     return provider, keys
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from quotaflow.engine.catalog import Key, Provider, Route
+from quotaflow.engine.catalog import Deployment, Key, Provider, Route
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.strategies.base import StrategySettings
 
@@ -42,4 +42,27 @@ class Config:
     notify: tuple[NotifySpec, ...] = ()  # alert webhooks, QUOTAFLOW_WEBHOOK_URL's included
 
     def route(self, model: str) -> Route | None:
-        return self.routes.get(model)
+        """The route for ``model``: a route or catalog name, else ``provider/model`` naming
+        a configured provider, else every provider whose name patterns match (by priority).
+        A model outside the catalog is passed through with neutral defaults and no price."""
+        route = self.routes.get(model)
+        if route is not None:
+            return route
+        prefix, slash, rest = model.partition("/")
+        named = self.providers.get(prefix) if slash and rest else None
+        if named is not None:
+            pairs = [(named, rest)]
+        else:
+            pairs = [(p, model) for p in self.providers.values() if p.serves(model)]
+        if not pairs:
+            return None
+        pairs.sort(key=lambda pm: pm[0].priority)
+        deployments = tuple(
+            Deployment(p.name, p.model(name), p.model(name).tier, 1.0, p.priority, n)
+            for n, (p, name) in enumerate(pairs)
+        )
+        return Route(model, deployments, implicit=True)
+
+    def pass_through(self) -> dict[str, list[str]]:
+        """Per provider, the model-name patterns it takes beyond the catalog."""
+        return {p.name: list(p.patterns) for p in self.providers.values() if p.patterns}

@@ -47,6 +47,34 @@ class ProviderPreset:
     key_limits: tuple[LimitPreset, ...] = ()
     priority: int = 100
     headers: dict[str, str] = field(default_factory=dict)
+    # Model names it serves beyond its catalog (fnmatch patterns): a request for a model
+    # not in any catalog goes to the provider it obviously belongs to.
+    patterns: tuple[str, ...] = ()
+
+
+# Each provider's model names, from its models page; "*/*" is a router's vendor/model form.
+MODEL_PATTERNS: dict[str, tuple[str, ...]] = {
+    "openai": ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "ft:gpt-*", "codex-*"),
+    "anthropic": ("claude-*",),
+    "gemini": ("gemini-*", "gemma-*", "learnlm-*"),
+    "groq": ("llama-*", "llama3-*", "gemma2-*", "mixtral-*", "deepseek-r1-distill-*", "compound-*"),
+    "cohere": ("command-*", "c4ai-*"),
+    "ai21": ("jamba-*",),
+    "kimi": ("kimi-*", "moonshot-*"),
+    "deepseek": ("deepseek-*",),
+    "mistral": (
+        "mistral-*",
+        "open-mistral-*",
+        "open-mixtral-*",
+        "codestral-*",
+        "ministral-*",
+        "pixtral-*",
+        "magistral-*",
+        "devstral-*",
+    ),
+    "openrouter": ("*/*",),
+    "huggingface": ("*/*",),
+}
 
 
 def _m(name: str, tier: str, ctx: int, out: int) -> ModelPreset:
@@ -85,7 +113,7 @@ def _priced(preset: ProviderPreset, table: dict[str, Any]) -> ProviderPreset:
 
 
 PRESETS: dict[str, ProviderPreset] = {
-    p.name: _priced(p, PRICE_TABLE)
+    p.name: _priced(replace(p, patterns=MODEL_PATTERNS.get(p.name, ())), PRICE_TABLE)
     for p in (
         ProviderPreset(
             "cohere", "openai", "https://api.cohere.ai/compatibility/v1", ("COHERE",),

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from quotaflow.config.urls import check_base_url, check_proxy_url
 from quotaflow.engine.windows import Window, parse_window
 
+Plan = Literal["free", "paid"]
 StrategyName = Literal["priority", "headroom", "cost", "latency", "weighted", "learned", "bandit"]
 
 
@@ -47,6 +48,13 @@ class LimitSpec(_Model):
         return parse_window(self.window)
 
 
+class SourcedLimitSpec(LimitSpec):
+    """A limit the loader made rather than the user wrote: it says where it came from
+    (``env override`` for seed 002's ``<PROVIDER>_LIMIT``, …)."""
+
+    source: str = "config"
+
+
 class KeySpec(_Model):
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     secret: str = Field(min_length=1)
@@ -55,6 +63,9 @@ class KeySpec(_Model):
     weight: float = Field(default=1.0, gt=0)
     enabled: bool = True
     limits: list[LimitSpec] | None = None  # None: the provider's key_limits
+    # "free": the preset's free-tier limits apply when no limits are configured; None: the
+    # provider's plan ("paid" unless said otherwise), which has no gateway-side cap.
+    plan: Plan | None = None
 
 
 class ModelSpec(_Model):
@@ -73,8 +84,11 @@ class ProviderSpec(_Model):
     protocol: Literal["openai", "anthropic", "gemini"] | None = None
     base_url: str | None = None
     models: list[ModelSpec | str] | None = None  # None: the preset's
+    # Names of models it serves beyond ``models`` (fnmatch, e.g. "gpt-*"); None: the preset's
+    model_patterns: list[str] | None = None
     keys: list[KeySpec] = Field(default_factory=list)
-    key_limits: list[LimitSpec] | None = None  # defaults for each key; None: the preset's
+    key_limits: list[LimitSpec] | None = None  # defaults for each key; None: by plan
+    plan: Plan | None = None  # None: <PROVIDER>_PLAN from the environment, else "paid"
     limits: list[LimitSpec] = Field(default_factory=list)  # shared by all keys of the provider
     priority: int | None = None
     headers: dict[str, str] = Field(default_factory=dict)

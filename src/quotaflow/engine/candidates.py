@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from quotaflow.engine.catalog import Deployment, Key, Provider
-from quotaflow.engine.health import Health, available_at, unavailable_reason
+from quotaflow.engine.health import Health, available_at, learned_used_share, unavailable_reason
 from quotaflow.engine.limits import Limit, LimitUsage, state_of
 from quotaflow.engine.reservation import Plan, Shortfall, plan_reservation
 from quotaflow.engine.stats import ModelStats
@@ -173,18 +173,21 @@ def _key_view(
     if not key.enabled:
         return Rejection(key.provider, key.id, "", "disabled by an operator", None)
     h = health_of.get(key.id)
+    # A rate limit the provider announced switches early like a configured one (seed 001).
+    learned_hot = False
     if h is not None:
         why = unavailable_reason(h, now)
         if why is not None:
             return Rejection(key.provider, key.id, "", why, available_at(h, now))
+        learned_hot = h.rate is not None and learned_used_share(h, now) >= saturation
     own = [usages[lim.id] for lim in key.limits if lim.id in usages]
     if provider.limits:
         own += [usages[lim.id] for lim in provider.limits if lim.id in usages]
     if not own:
-        return (), State.OK, 1.0, False
+        return (), State.OK, 1.0, learned_hot
     # One pass over the key's limits: the worst used share, and whether a rate limit is hot.
     worst = 0.0
-    sat = False
+    sat = learned_hot
     for u in own:
         lim = u.limit
         amount = lim.amount

@@ -7,6 +7,7 @@ services); the engine reads them and never the configuration schema.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.pricing import Price
@@ -39,6 +40,11 @@ class Provider:
     priority: int = 100
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    patterns: tuple[str, ...] = ()  # model names it serves beyond ``models`` (fnmatch)
+
+    def serves(self, model: str) -> bool:
+        """Whether ``model`` is in its catalog or matches one of its name patterns."""
+        return model in self.models or any(fnmatchcase(model, p) for p in self.patterns)
 
     def model(self, name: str) -> ModelInfo:
         """The model's info; an unknown model gets neutral defaults and no price."""
@@ -56,6 +62,7 @@ class Key:
     weight: float = 1.0
     enabled: bool = True
     limits: tuple[Limit, ...] = ()
+    plan: str = "paid"  # "free": the preset's free-tier limits apply (when none configured)
 
     @property
     def masked(self) -> str:

@@ -150,6 +150,23 @@ def unavailable_reason(h: Health, now: float) -> str | None:
     return None
 
 
+def learned_used_share(h: Health, now: float) -> float:
+    """The largest used share of the rate limits the provider announced in its headers
+    (requests or tokens), while their window lasts; 0 when none is known."""
+    r, seen = h.rate, h.rate_seen_at
+    if r is None or seen is None:
+        return 0.0
+    share = 0.0
+    for limit, remaining, reset_s in (
+        (r.requests_limit, r.requests_remaining, r.requests_reset_s),
+        (r.tokens_limit, r.tokens_remaining, r.tokens_reset_s),
+    ):
+        if not limit or remaining is None or (reset_s is not None and now >= seen + reset_s):
+            continue
+        share = max(share, 1.0 - remaining / limit)
+    return share
+
+
 def available_at(h: Health, now: float) -> float | None:
     """When a key unavailable for temporary reasons becomes available again: when the last
     of them (cool-down, provider-side depletion, exhausted rate headers) ends."""

@@ -8,7 +8,7 @@ a key (``key:<id>``), an agent (``agent:<name>``), a route (``route:<name>``), a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quotaflow.engine.windows import Window
 from quotaflow.types import Metric, State
@@ -25,10 +25,14 @@ class Limit:
     metric: Metric
     window: Window
     amount: float
+    # Where it came from, for people: "config", "free-plan preset", "env override", …
+    source: str = field(default="config", compare=False)
 
     @staticmethod
-    def make(scope: str, metric: Metric, window: Window, amount: float) -> Limit:
-        return Limit(f"{scope}/{metric}/{window}", scope, metric, window, float(amount))
+    def make(
+        scope: str, metric: Metric, window: Window, amount: float, source: str = "config"
+    ) -> Limit:
+        return Limit(f"{scope}/{metric}/{window}", scope, metric, window, float(amount), source)
 
 
 @dataclass(slots=True)  # a value, not frozen: see quotaflow.types

@@ -219,9 +219,16 @@ class Gateway:
     def resolve_route(self, model: str) -> Route:
         route = self.config.route(model)
         if route is None:
+            takes = "; ".join(
+                f"{p}: {', '.join(pats)}" for p, pats in self.config.pass_through().items()
+            )
+            served = (
+                f"configured providers take {takes}" if takes else "no provider takes other names"
+            )
             raise NotFound(
-                f"The model '{model}' is not served here: use a route name, a model a configured "
-                "provider serves, or 'auto' (see GET /v1/models)",
+                f"The model '{model}' is not served here: no configured provider takes it "
+                f"({served}; or name one as provider/model, a catalog model, a route or "
+                "'auto': see GET /v1/models)",
                 param="model",
             )
         return route

@@ -26,7 +26,7 @@ class Keyring:
         self.by_provider: dict[str, list[Key]] = {}
         self.changes = 0
         self.generation = 0  # bumped whenever the set of keys changes
-        self._route_limits: dict[str, list[Limit]] = {}
+        self._route_limits: dict[tuple[str, ...], list[Limit]] = {}
         self.reindex()
 
     def reindex(self) -> None:
@@ -64,7 +64,10 @@ class Keyring:
 
     def route_limits(self, route: Route) -> list[Limit]:
         """Every key and provider limit a route can touch (cached until the keys change)."""
-        cached = self._route_limits.get(route.name)
+        # Keyed by the providers, not the route's name: a passed-through model name is
+        # whatever a client sent, and the limits depend on the providers alone.
+        by = tuple(d.provider for d in route.deployments)
+        cached = self._route_limits.get(by)
         if cached is not None:
             return cached
         limits: dict[str, Limit] = {}
@@ -76,7 +79,7 @@ class Keyring:
             for k in self.by_provider.get(d.provider, ()):
                 limits.update((lim.id, lim) for lim in k.limits)
         out = list(limits.values())
-        self._route_limits[route.name] = out
+        self._route_limits[by] = out
         return out
 
     # -- operator actions ----------------------------------------------------------------

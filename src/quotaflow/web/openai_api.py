@@ -74,4 +74,17 @@ async def list_models(request: web.Request) -> web.Response:
                 "owned_by": ",".join(owners) or "quotaflow",
             }
         )
-    return json_response({"object": "list", "data": data})
+    # The catalog above; other names that match a provider's patterns (or provider/model)
+    # are passed through to that provider.
+    passes = gw.config.pass_through()
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "pass_through": {
+                "providers": passes,
+                "note": "models not listed are forwarded to the provider whose name patterns "
+                "match them; 'provider/model' names the provider explicitly",
+            },
+        }
+    )

@@ -1,0 +1,79 @@
+"""A key's limits as people read them: start-up's line per key, ``quotaflow status``,
+``/api/status``.
+
+Every limit says where it came from: ``config`` (the YAML), ``free-plan preset`` (the key is
+declared on a free plan), ``env override`` (``<PROVIDER>_LIMIT``), ``learned`` (what the
+provider's rate-limit headers announced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from quotaflow.engine.catalog import Key
+from quotaflow.engine.durations import human_duration
+from quotaflow.engine.health import Health
+from quotaflow.engine.limits import Limit
+
+LEARNED = "learned"
+
+_PER = {
+    "minute": "a minute",
+    "hour": "an hour",
+    "day": "a day",
+    "month": "a month",
+    "once": "in all",
+}
+
+
+def amount_text(metric: str, amount: float) -> str:
+    """``200,000 tokens``, ``1 request``, ``$25.00``."""
+    if metric == "cost":
+        return f"${amount:,.2f}"
+    unit = metric if amount != 1 else metric.removesuffix("s")
+    return f"{amount:,.0f} {unit}" if float(amount).is_integer() else f"{amount:,g} {unit}"
+
+
+def limit_text(lim: Limit) -> str:
+    """``200,000 tokens a day (config)``, ``50 requests per 1m rolling (env override)``."""
+    w = lim.window
+    per = _PER.get(w.kind) or f"per {human_duration(w.seconds)} rolling"
+    return f"{amount_text(lim.metric, lim.amount)} {per} ({lim.source})"
+
+
+def learned_limits(h: Health | None, now: float) -> list[dict[str, Any]]:
+    """The limits the provider's headers announced for a key, as last seen."""
+    if h is None or h.rate is None or h.rate_seen_at is None:
+        return []
+    r, seen = h.rate, h.rate_seen_at
+    out = []
+    for metric, amount, left, reset in (
+        ("requests", r.requests_limit, r.requests_remaining, r.requests_reset_s),
+        ("tokens", r.tokens_limit, r.tokens_remaining, r.tokens_reset_s),
+    ):
+        if amount is None:
+            continue
+        resets_at = seen + reset if reset is not None else None
+        if resets_at is not None and resets_at <= now:
+            left = amount  # its window has reset since the headers were seen
+        entry = {"metric": metric, "amount": amount, "remaining": left, "resets_at": resets_at}
+        out.append({**entry, "source": LEARNED})
+    return out
+
+
+def learned_text(entry: dict[str, Any], now: float) -> str:
+    """``10 requests, 3 left, resets in 45s (learned)``."""
+    text = amount_text(entry["metric"], entry["amount"])
+    if entry["remaining"] is not None:
+        text += f", {entry['remaining']:,} left"
+    if entry["resets_at"] is not None and entry["resets_at"] > now:
+        text += f", resets in {human_duration(entry['resets_at'] - now)}"
+    return f"{text} ({LEARNED})"
+
+
+def key_line(key: Key, shared: Sequence[Limit] = (), learned: Sequence[str] = ()) -> str:
+    """``openai key team-a: paid plan, no limit`` — never the secret."""
+    parts = [limit_text(lim) for lim in (*key.limits, *shared)] + list(learned)
+    limits = "; ".join(parts) if parts else "no limit"
+    return f"{key.provider} key {key.label}: {key.plan} plan, {limits}"

@@ -1,0 +1,57 @@
+"""``quotaflow status``: what each key is held to (plan, limits and their sources) and its exit
+code (1 when no provider can serve), on the data folder."""
+
+from __future__ import annotations
+
+import time
+
+from tests.cli.conftest import QF, row, write_ledger
+
+
+def provider(name: str, key_id: str, **extra: object) -> dict[str, object]:
+    return {
+        "name": name,
+        "protocol": "openai",
+        "base_url": "http://127.0.0.1:9/v1",
+        "models": ["m1"],
+        "keys": [{"id": key_id, "secret": f"sk-{key_id}-secret-0001"}],
+        **extra,
+    }
+
+
+def test_no_provider_configured_exits_1(qf: QF) -> None:
+    qf.write_config({"providers": []})
+    run = qf.inproc("status")
+    assert run.code == 1
+
+
+def test_every_key_used_up_exits_1_and_one_usable_exits_0(qf: QF) -> None:
+    once = [{"metric": "tokens", "window": "once", "amount": 1000}]
+    qf.write_config({"providers": [provider("openai", "o1", key_limits=once)]})
+    write_ledger(qf.home, [row(time.time() - 5, "o1", "openai", 1000)])
+    assert qf.inproc("status").code == 1
+    qf.write_config(
+        {"providers": [provider("openai", "o1", key_limits=once), provider("extra", "e1")]}
+    )
+    assert qf.inproc("status").code == 0
+
+
+def test_request_quotas_show_their_requests_and_limits_their_source(qf: QF) -> None:
+    qf.write_config(
+        {"providers": [provider("groq", "g1", preset="groq", plan="free"), provider("x", "x1")]}
+    )
+    write_ledger(qf.home, [row(time.time() - 5, "g1", "groq", 300) for _ in range(3)])
+    doc = qf.inproc("status", "--json").json()
+    groq, other = doc["providers"]
+    assert (groq["quota_metric"], groq["quota_used"], groq["quota_total"]) == (
+        "requests",
+        3,
+        14_400,
+    )
+    assert other["quota_metric"] is None
+    text = qf.inproc("status").out
+    assert "3 requests" in text and "14,400 requests" in text
+    assert "no limit" in text
+    assert "groq key g1: free plan, 14,400 requests a day (free-plan preset)" in text
+    assert "x key x1: paid plan, no limit" in text
+    assert "secret-0001" not in text

@@ -1,0 +1,153 @@
+"""A new user's first contact: keys from the environment alone, through the real server.
+
+No configuration file: the gateway must serve what the provider serves (no hidden free-tier
+caps on a paid key), say at start-up what it will enforce, and apply a free plan's limits
+only when told so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.e2e.procs import Proc, running, wait_for
+from tests.e2e_helpers import fake_upstream, served
+
+pytestmark = pytest.mark.e2e
+
+_TOKEN = re.compile(r"admin token \(shown once[^)]*\): (qfadm-\S+)")
+# Variables a developer's shell may hold that would add providers to an env-only start.
+_PROVIDER_VARS = re.compile(r"_(API_?KEY(_\d+)?|KEY|PLAN|LIMIT|MONTHLY_LIMIT|BASE_URL)$")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not _PROVIDER_VARS.search(k)}
+    return {**env, **extra}
+
+
+@contextlib.contextmanager
+def serve_from_env(tmp_path: Path, env: dict[str, str]) -> Iterator[Proc]:
+    """``quotaflow serve`` in a folder without quotaflow.yaml: keys from ``env`` only."""
+    home = tmp_path / "home"
+    args = ["serve", "--port", "0", "--home", str(home)]
+    with running(args, ready="serving on", env=env, cwd=tmp_path) as p:
+        yield p
+
+
+def admin_token(p: Proc) -> str:
+    m = next(m for line in p.lines if (m := _TOKEN.search(line)))
+    return m.group(1)
+
+
+def get_json(p: Proc, path: str) -> Any:
+    req = urllib.request.Request(
+        p.url + path, headers={"authorization": f"Bearer {admin_token(p)}"}
+    )
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        return json.loads(resp.read())
+
+
+def client(p: Proc) -> openai.OpenAI:
+    return openai.OpenAI(base_url=p.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def test_a_paid_key_serves_60000_tokens_with_no_configuration(tmp_path: Path) -> None:
+    prompt = "word " * 4000  # about 5,000 prompt tokens a request
+    with fake_upstream() as fake:
+        env = clean_env(OPENAI_API_KEY="sk-paid-key-0001", OPENAI_BASE_URL=fake.url + "/v1")
+        with serve_from_env(tmp_path, env) as gw, client(gw) as c:
+            served = 0
+            for _ in range(13):
+                resp = c.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}]
+                )
+                assert resp.usage is not None
+                served += resp.usage.total_tokens
+            assert served >= 60_000
+            # Start-up said what it enforces: nothing, for a paid key.
+            assert wait_for(lambda: any("openai key openai-1" in ln for ln in gw.lines))
+            line = next(ln for ln in gw.lines if "openai key openai-1" in ln)
+            assert "paid plan, no limit" in line
+            assert "sk-paid" not in gw.output
+            key = get_json(gw, "/api/status")["providers"][0]["keys"][0]
+            assert (key["plan"], key["quota_metric"], key["limits"]) == ("paid", None, [])
+            # What the provider's rate-limit headers announced is shown as learned.
+            assert [x["metric"] for x in key["learned_limits"]] == ["requests", "tokens"]
+            assert key["limits_summary"].startswith("openai key openai-1: paid plan, 1,000,000")
+            assert key["limits_summary"].endswith("(learned)")
+
+
+def test_groq_plan_free_applies_the_free_tier_and_status_counts_requests(
+    tmp_path: Path,
+) -> None:
+    with fake_upstream() as fake:
+        env = clean_env(
+            GROQ_API_KEY="gsk-free-key-0001", GROQ_BASE_URL=fake.url + "/v1", GROQ_PLAN="free"
+        )
+        with serve_from_env(tmp_path, env) as gw, client(gw) as c:
+            assert wait_for(lambda: any("groq key groq-1" in ln for ln in gw.lines))
+            line = next(ln for ln in gw.lines if "groq key groq-1" in ln)
+            assert "free plan, 14,400 requests a day (free-plan preset)" in line
+            for _ in range(3):
+                c.chat.completions.create(
+                    model="llama-3.1-8b-instant", messages=[{"role": "user", "content": "hi"}]
+                )
+            row = get_json(gw, "/api/status")["providers"][0]
+            assert (row["quota_metric"], row["quota_total"], row["quota_used"]) == (
+                "requests",
+                14_400,
+                3,
+            )
+            assert row["keys"][0]["limits"][0]["source"] == "free-plan preset"
+
+
+def test_any_model_a_provider_serves_passes_through(tmp_path: Path) -> None:
+    with fake_upstream() as fake:
+        env = clean_env(OPENAI_API_KEY="sk-paid-key-0001", OPENAI_BASE_URL=fake.url + "/v1")
+        with serve_from_env(tmp_path, env) as gw, client(gw) as c:
+            for name in ("o3-mini", "openai/o3-mini"):
+                raw = c.chat.completions.with_raw_response.create(
+                    model=name, messages=[{"role": "user", "content": "hi"}]
+                )
+                assert raw.parse().model == "o3-mini"  # what the upstream was asked for
+                assert raw.headers["x-quotaflow-provider"] == "openai"
+            with pytest.raises(openai.NotFoundError) as info:
+                c.chat.completions.create(
+                    model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}]
+                )
+            message = str(info.value)
+            assert "'claude-sonnet-4-5' is not served here" in message
+            assert "openai: gpt-*, o1*, o3*" in message
+            models = c.models.list()
+            assert "gpt-4o-mini" in [m.id for m in models.data]
+            listed = get_json(gw, "/v1/models")
+            assert listed["pass_through"]["providers"]["openai"][0] == "gpt-*"
+
+
+def test_a_learned_rate_limit_switches_early_like_a_configured_one(tmp_path: Path) -> None:
+    with fake_upstream("openai", "--rpm", "10") as fake:
+        config = (
+            "settings: {strategy: priority}\n"
+            "providers:\n"
+            f"  - {{name: openai, base_url: '{fake.url}/v1', keys: ["
+            "{id: a, secret: sk-first-0001}, {id: b, secret: sk-second-0002, priority: 1}]}\n"
+        )
+        with served(config, tmp_path / "home") as gw, client(gw.proc) as c:
+            keys = []
+            for _ in range(10):
+                raw = c.chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+                )
+                keys.append(raw.headers["x-quotaflow-key"])
+    # The provider announced 10 requests a minute: at 80 % of it the gateway moves on.
+    assert keys[:8] == ["a"] * 8
+    assert keys[8:] == ["b", "b"]
