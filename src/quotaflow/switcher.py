@@ -192,7 +192,7 @@ def _key_status(
     if reason is None and remaining_share(own) <= 0:
         reason = "quota used up"
     learned = learned_limits(gw.health.get(k.id), now)
-    summary = key_line(k, provider.limits, [learned_text(x, now) for x in learned])
+    summary = key_line(k, provider.limits, [learned_text(x) for x in learned])
     return KeyStatus(
         key_id=k.id,
         label=k.label,

@@ -62,13 +62,12 @@ def learned_limits(h: Health | None, now: float) -> list[dict[str, Any]]:
     return out
 
 
-def learned_text(entry: dict[str, Any], now: float) -> str:
-    """``10 requests, 3 left, resets in 45s (learned)``."""
+def learned_text(entry: dict[str, Any]) -> str:
+    """``10 requests, 3 left (learned)`` (the reset time is in the entry, not the text: the
+    line reads the same until the usage changes)."""
     text = amount_text(entry["metric"], entry["amount"])
     if entry["remaining"] is not None:
         text += f", {entry['remaining']:,} left"
-    if entry["resets_at"] is not None and entry["resets_at"] > now:
-        text += f", resets in {human_duration(entry['resets_at'] - now)}"
     return f"{text} ({LEARNED})"
 
 
