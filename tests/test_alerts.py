@@ -74,3 +74,18 @@ async def test_key_disabled_provider_failing_and_all_exhausted(tmp_path: Path) -
         assert await mon.check() == []
     finally:
         await gw.close()
+
+
+async def test_alerts_are_titled_in_words(tmp_path: Path) -> None:
+    gw = await started(tmp_path)
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await mon.load()
+        now = gw.clock.now()
+        await gw.counters.charge(gw.keys["k1"].limits, Measure(900, 1, 0), now, now)
+        hl.record_failure(gw.health.setdefault("k2", hl.Health()), ErrorKind.AUTH, "bad key", now)
+        messages = [a.message for a in await mon.check()]
+        assert "openai key k1: 90 % of its daily tokens (900 tokens of 1,000 tokens)" in messages
+        assert any(m.startswith("openai key k2 disabled: ") for m in messages)
+    finally:
+        await gw.close()

@@ -191,41 +191,70 @@ class ProviderPick:
     shares: dict[str, float]  # used share per provider of the order (0 … ≥1)
 
 
-async def provider_shares(gw: Gateway, agent: Agent) -> dict[str, float]:
-    """Per provider of the agent's order: the agent's used share there (its per-provider
-    budgets when it has some, else the provider's own token quotas)."""
+def order_of(gw: Gateway, agent: Agent | None) -> tuple[list[str], float]:
+    """The provider order and switch threshold of a caller: its agent's own, else the
+    settings' default (seed 003's ENABLE_OPENAI_FALLBACK), configured providers only."""
+    if agent is not None and agent.spec.providers:
+        return agent.spec.providers, agent.spec.switch_threshold
+    s = gw.settings
+    return [p for p in s.provider_order if p in gw.config.providers], s.switch_threshold
+
+
+async def provider_shares(
+    gw: Gateway, agent: Agent | None, order: list[str] | None = None
+) -> dict[str, float]:
+    """Per provider of the order (default: the agent's): the agent's used share there (its
+    per-provider budgets when it has some, else the provider's own quotas)."""
     from quotaflow.switcher import provider_statuses  # switcher imports the gateway too
 
     now = gw.clock.now()
-    usages = await gw.counters.snapshot(agent.limits, now)
+    limits = agent.limits if agent is not None else ()
+    order = order if order is not None else (agent.spec.providers if agent is not None else [])
+    usages = await gw.counters.snapshot(limits, now)
     rows = {r.provider: r for r in await provider_statuses(gw)}
     out: dict[str, float] = {}
-    for p in agent.spec.providers:
-        own = [usages[lim.id].used_share for lim in agent.limits if lim.scope.endswith(f"@{p}")]
+    for p in order:
+        own = [usages[lim.id].used_share for lim in limits if lim.scope.endswith(f"@{p}")]
         row = rows.get(p)
         provider_share = (row.used_pct / 100.0 if row.available else 1.0) if row else 1.0
         out[p] = max([*own, provider_share]) if own else provider_share
     return out
 
 
-def pick_provider(agent: Agent, shares: dict[str, float]) -> ProviderPick:
-    """Primary while under the threshold, then each fallback in turn (the last up to 100 %)."""
-    order = agent.spec.providers
+def pick_provider(
+    agent: Agent | None,
+    shares: dict[str, float],
+    order: list[str] | None = None,
+    threshold: float | None = None,
+) -> ProviderPick:
+    """Primary while under the threshold, then each fallback in turn (the last up to 100 %).
+    ``order`` and ``threshold`` replace the agent's own (the settings' default order)."""
+    if order is None:
+        order = agent.spec.providers if agent is not None else []
+    if threshold is None:
+        threshold = agent.spec.switch_threshold if agent is not None else 1.0
     if not order:
         return ProviderPick(None, "no_provider_order", shares)
     for i, p in enumerate(order):
-        ceiling = agent.spec.switch_threshold if i < len(order) - 1 else 1.0
+        ceiling = threshold if i < len(order) - 1 else 1.0
         if shares.get(p, 1.0) < ceiling:
-            return ProviderPick(p, "primary_available" if i == 0 else "fallback_threshold_reached", shares)  # fmt: skip
+            reason = "primary_available" if i == 0 else "fallback_threshold_reached"
+            return ProviderPick(p, reason, shares)
     return ProviderPick(None, "all_exhausted", shares)
 
 
-async def context_for(gw: Gateway, agent: Agent | None, name: str) -> tuple[CallContext, ProviderPick | None]:  # fmt: skip
-    """The call context of an agent: its limits and the provider its order puts first."""
-    if agent is None:
+async def context_for(
+    gw: Gateway, agent: Agent | None, name: str
+) -> tuple[CallContext, ProviderPick | None]:
+    """The call context of a caller: its agent's limits and the provider its order (the
+    agent's, else the settings' default order) puts first."""
+    order, threshold = order_of(gw, agent)
+    if agent is None and not order:
         return CallContext(agent=name[:128]), None
-    pick = pick_provider(agent, await provider_shares(gw, agent))
-    return CallContext(agent=agent.name, limits=agent.limits, forced_provider=pick.provider), pick
+    pick = pick_provider(agent, await provider_shares(gw, agent, order), order, threshold)
+    limits = agent.limits if agent is not None else ()
+    who = agent.name if agent is not None else name[:128]
+    return CallContext(agent=who, limits=limits, forced_provider=pick.provider), pick
 
 
 def apply_token_cap(agent: Agent | None, body: object) -> None:

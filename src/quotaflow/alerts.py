@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from quotaflow.config.describe import limit_alert
 from quotaflow.engine import health as hl
 from quotaflow.engine.limits import Limit
 from quotaflow.gateway import Gateway
@@ -108,10 +109,8 @@ class AlertMonitor:
             amount = u.limit.amount
             share = u.used / amount if amount > 0 else 0.0
             reached = max((lv for lv in self.levels if share >= lv), default=0.0)
-            await self._transition(
-                out, lim_id, reached, "limit", _pct(reached),
-                f"{lim_id} reached {_pct(reached)} ({u.used:g} of {amount:g} {u.limit.metric})",
-            )  # fmt: skip
+            message = limit_alert(u.limit, reached, u.used, self.gw.keys)
+            await self._transition(out, lim_id, reached, "limit", _pct(reached), message)
 
     async def _keys(self, out: list[AlertRow]) -> None:
         gw = self.gw
@@ -123,7 +122,7 @@ class AlertMonitor:
             dead = 1.0 if h.disabled_reason else 0.0
             await self._transition(
                 out, f"key:{k.id}#disabled", dead, "key_disabled", "error",
-                f"key {k.id} ({k.provider}) disabled: {h.disabled_reason}",
+                f"{k.provider} key {k.label} disabled: {h.disabled_reason}",
             )  # fmt: skip
             empty = 1.0 if h.depleted_until is not None and h.depleted_until > now else 0.0
             await self._transition(

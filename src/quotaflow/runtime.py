@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from quotaflow.clock import Clock
+from quotaflow.config.environment import process_environment
 from quotaflow.config.load import load_config, parse_spec, resolve
 from quotaflow.config.model import Config
 from quotaflow.gateway import Gateway
@@ -42,8 +43,9 @@ CONFIG_ENV = "QUOTAFLOW_CONFIG"
 
 def resolve_config(config: ConfigSource = None, env: Mapping[str, str] | None = None) -> Config:
     """A :class:`Config` from a path, a YAML-shaped mapping or a Config; with ``None``:
-    ``$QUOTAFLOW_CONFIG``, else ``./quotaflow.yaml`` when present, else the environment."""
-    env = os.environ if env is None else env
+    ``$QUOTAFLOW_CONFIG``, else ``./quotaflow.yaml`` when present, else the environment.
+    ``env`` defaults to the process environment over the working folder's ``.env``."""
+    env = process_environment() if env is None else env
     if isinstance(config, Config):
         return config
     if isinstance(config, Mapping):

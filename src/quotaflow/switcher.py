@@ -282,7 +282,9 @@ async def choose(gw: Gateway, holds: Holds, tokens: int, ctx: CallContext) -> Ch
         )
     if not route.deployments:
         raise BadRequest("No providers available: no key is configured (POST /api/add_key)")
-    err = exhausted_error(rejected, None, now)
+    # When the first limit frees (a daily budget frees at midnight), not "never".
+    frees = [r.available_at for r in rejected if r.available_at is not None]
+    err = exhausted_error(rejected, min(frees) if frees else None, now)
     err.message = "No providers available: " + err.message
     raise err
 

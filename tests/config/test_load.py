@@ -515,3 +515,75 @@ def test_yaml_model_patterns_replace_the_presets() -> None:
     cfg = resolve(spec, {})
     assert cfg.route("my-model") is not None
     assert cfg.route("o3-mini") is None
+
+
+# -- the environment users already have ------------------------------------------------------------
+
+
+def test_a_dotenv_file_is_read_and_the_real_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quotaflow.config.environment import process_environment
+
+    (tmp_path / ".env").write_text("GROQ_API_KEY=from-file\nGROQ_PLAN=free\n")
+    monkeypatch.setenv("GROQ_API_KEY", "from-env")
+    env = process_environment(tmp_path)
+    assert (env["GROQ_API_KEY"], env["GROQ_PLAN"]) == ("from-env", "free")
+
+
+def test_seed_003s_variables() -> None:
+    env = {
+        "ANTHROPIC_API_KEY": "a",
+        "OPENAI_API_KEY": "o",
+        "OPENAI_MODEL": "gpt-4.1",
+        "OPENAI_MAX_TOKENS": "1024",
+        "OPENAI_TEMPERATURE": "0.7",
+        "ENABLE_OPENAI_FALLBACK": "true",
+        "OPENAI_FALLBACK_THRESHOLD": "0.9",
+    }
+    cfg = load_config(None, env)
+    openai = cfg.providers["openai"]
+    assert openai.request_defaults == {"max_tokens": 1024, "temperature": 0.7}
+    assert [
+        (d.provider, d.model.name) for d in cfg.routes["auto"].deployments if d.provider == "openai"
+    ] == [("openai", "gpt-4.1")]
+    assert (cfg.settings.provider_order, cfg.settings.switch_threshold) == (
+        ["anthropic", "openai"],
+        0.9,
+    )
+    off = load_config(None, {**env, "ENABLE_OPENAI_FALLBACK": "false"})
+    assert off.settings.provider_order == []
+    assert {d.provider for d in off.routes["auto"].deployments} == {"anthropic"}
+    assert off.route("gpt-4o") is not None  # named OpenAI models are still served
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("OPENAI_TEMPERATURE", "hot", "OPENAI_TEMPERATURE: 'hot' is not a number"),
+        ("OPENAI_FALLBACK_THRESHOLD", "5", "OPENAI_FALLBACK_THRESHOLD: 5 must be between"),
+        ("ENABLE_OPENAI_FALLBACK", "maybe", "ENABLE_OPENAI_FALLBACK: 'maybe': use true or false"),
+        ("QUOTAFLOW_STRATEGY", "fastest", "QUOTAFLOW_STRATEGY: 'fastest': use one of priority"),
+    ],
+)
+def test_bad_seed_003_and_strategy_variables_name_the_variable(
+    var: str, value: str, message: str
+) -> None:
+    env = {"ANTHROPIC_API_KEY": "a", "OPENAI_API_KEY": "o", "ENABLE_OPENAI_FALLBACK": "1"}
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {**env, var: value})
+
+
+def test_quotaflow_strategy_sets_the_strategy_and_key_hints_name_the_meant_variable() -> None:
+    env = {
+        "OPENAI_APIKEY": "x",
+        "OPENAI_KEY": "y",
+        "AWS_SECRET_KEY": "z",
+        "QUOTAFLOW_STRATEGY": "cost",
+    }
+    cfg = load_config(None, env)
+    assert cfg.settings.strategy == "cost"
+    assert cfg.notes == (
+        "OPENAI_APIKEY looks like a key but is not read: did you mean OPENAI_API_KEY?",
+        "OPENAI_KEY looks like a key but is not read: did you mean OPENAI_API_KEY?",
+    )

@@ -151,3 +151,56 @@ def test_a_learned_rate_limit_switches_early_like_a_configured_one(tmp_path: Pat
     # The provider announced 10 requests a minute: at 80 % of it the gateway moves on.
     assert keys[:8] == ["a"] * 8
     assert keys[8:] == ["b", "b"]
+
+
+def test_a_dotenv_file_seed_003_variables_and_hints(tmp_path: Path) -> None:
+    with fake_upstream() as fake:
+        (tmp_path / ".env").write_text(
+            "# seed 003's .env\n"
+            "OPENAI_API_KEY=sk-from-dotenv-0001\n"
+            "OPENAI_BASE_URL=http://127.0.0.1:9/v1\n"  # the real environment wins
+            "OPENAI_MODEL=gpt-4.1\n"
+            "OPENAI_MAX_TOKENS=5\n"
+            "OPENAI_TEMPERATURE=0.7\n"
+            "QUOTAFLOW_STRATEGY=priority\n"
+            "CLAUDE_API_KEY=sk-ant-misnamed-0001\n"
+            "OPENAI_API_KEY_1=sk-misnumbered-0001\n"
+        )
+        env = clean_env(OPENAI_BASE_URL=fake.url + "/v1")
+        with serve_from_env(tmp_path, env) as gw, client(gw) as c:
+            raw = c.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": "hi"}]
+            )
+            resp = raw.parse()
+            assert raw.headers["x-quotaflow-model"] == "gpt-4.1"  # OPENAI_MODEL
+            assert resp.usage is not None and resp.usage.completion_tokens == 5  # _MAX_TOKENS
+            assert wait_for(lambda: sum("hint:" in ln for ln in gw.lines) >= 2)
+            hints = [ln for ln in gw.lines if ln.startswith("hint:")]
+            assert any("CLAUDE_API_KEY" in h and "ANTHROPIC_API_KEY" in h for h in hints)
+            assert any("OPENAI_API_KEY_1" in h and "OPENAI_API_KEY_2" in h for h in hints)
+            assert "sk-ant-misnamed" not in gw.output
+            assert get_json(gw, "/api/status")["providers"][0]["provider"] == "openai"
+
+
+def test_an_empty_configuration_says_how_to_add_a_key(tmp_path: Path) -> None:
+    with serve_from_env(tmp_path, clean_env()) as gw:
+        assert wait_for(lambda: any("no provider key found" in ln for ln in gw.lines))
+        line = next(ln for ln in gw.lines if "no provider key found" in ln)
+        assert "OPENAI_API_KEY" in line and ".env" in line
+
+
+def test_a_spent_daily_budget_says_when_it_frees_in_words(tmp_path: Path) -> None:
+    config = (
+        "providers:\n"
+        "  - {name: openai, base_url: 'http://127.0.0.1:9/v1', keys: [{id: team-a, secret: sk-day-0001,"
+        " limits: [{metric: tokens, window: day, amount: 100}]}]}\n"
+    )
+    with served(config, tmp_path / "home") as gw:
+        status, _ = gw.admin("POST", "/api/use", {"provider": "openai", "tokens_used": 100})
+        assert status == 200
+        status, body = gw.admin("POST", "/api/choose", {"tokens_estimate": 10})
+        assert status == 429
+        assert "used up for good" not in body["message"]
+        assert re.search(
+            r"The first frees in (\d+h \d+m|\d+h|\d+m \d+s|\d+m|\d+s)\.", body["message"]
+        )

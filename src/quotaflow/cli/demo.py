@@ -34,6 +34,7 @@ from rich.text import Text
 from quotaflow.adapters import BUILT_IN
 from quotaflow.config.load import parse_spec, resolve
 from quotaflow.config.model import Config
+from quotaflow.engine.durations import human_duration
 from quotaflow.fake_provider import FakeProviderConfig, running_fake_provider
 from quotaflow.gateway import Gateway
 from quotaflow.runtime import build_gateway, data_home
@@ -189,7 +190,11 @@ async def render(gw: Gateway, traffic: Traffic, url: str) -> Group:
                 why = h.disabled_reason
             elif now < h.cooldown_until:
                 why = f"cooling down ({h.cooldown_reason})"
-            reset = "" if u.resets_at is None else f"resets in {max(u.resets_at - now, 0):.0f}s"
+            reset = (
+                ""
+                if u.resets_at is None
+                else f"resets in {human_duration(max(u.resets_at - now, 0))}"
+            )
             table.add_row(
                 key.label, key.provider, Text(state.upper(), style=STATE_STYLE[state]),
                 _bar(min(u.used_share, 1.0)), f"{u.taken:,.0f} / {lim.amount:,.0f} {lim.metric}",

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reset": ("quotaflow.cli.reset", "reset"),
     "feedback": ("quotaflow.cli.feedback", "feedback"),
     "rebuild-counters": ("quotaflow.cli.rebuild", "rebuild"),
+    "backup": ("quotaflow.cli.backup", "backup"),
 }
 
 

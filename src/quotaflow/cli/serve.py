@@ -136,13 +136,26 @@ async def run_server(
     folder_lock.release()
 
 
+NO_KEYS = (
+    "no provider key found: set one in the environment or in a .env file here "
+    "(OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY, …), or pass "
+    "--config quotaflow.yaml; a running server also takes keys from `quotaflow keys add` "
+    "and the dashboard"
+)
+
+
 def echo_key_lines(gateway: Gateway) -> None:
-    """What the gateway will enforce, one line per key (its label, never the secret)."""
+    """What the gateway will enforce, one line per key (its label, never the secret), the
+    configuration's hints, or how to add a key when there is none."""
     from quotaflow.config.describe import key_line
 
     for key in gateway.keys.values():
         provider = gateway.config.providers.get(key.provider)
         click.echo("  " + key_line(key, provider.limits if provider else ()))
+    for note in gateway.config.notes:
+        click.echo(f"hint: {note}")
+    if not gateway.keys:
+        click.echo(NO_KEYS)
 
 
 @click.command()

@@ -8,7 +8,7 @@ provider's rate-limit headers announced).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from quotaflow.engine.catalog import Key
@@ -76,3 +76,35 @@ def key_line(key: Key, shared: Sequence[Limit] = (), learned: Sequence[str] = ()
     parts = [limit_text(lim) for lim in (*key.limits, *shared)] + list(learned)
     limits = "; ".join(parts) if parts else "no limit"
     return f"{key.provider} key {key.label}: {key.plan} plan, {limits}"
+
+
+_WINDOW_ADJ = {
+    "minute": "per-minute",
+    "hour": "hourly",
+    "day": "daily",
+    "month": "monthly",
+    "once": "total",
+}
+_METRIC_WORDS = {"tokens": "tokens", "requests": "requests", "cost": "spend"}
+
+
+def scope_words(scope: str, keys: Mapping[str, Key]) -> str:
+    """``key:team-a`` → ``openai key team-a``; ``agent:bob@openai`` → ``agent bob on openai``."""
+    kind, _, name = scope.partition(":")
+    if kind == "key":
+        key = keys.get(name)
+        return f"{key.provider} key {key.label}" if key is not None else f"key {name}"
+    if kind == "agent":
+        agent, at, provider = name.partition("@")
+        return f"agent {agent}" + (f" on {provider}" if at else "")
+    if kind in ("provider", "route"):
+        return f"{kind} {name}"
+    return "all traffic" if scope == "global" else scope
+
+
+def limit_alert(lim: Limit, level: float, used: float, keys: Mapping[str, Key]) -> str:
+    """``openai key team-a: 90 % of its daily tokens (180,000 of 200,000 tokens)``."""
+    w = lim.window
+    adj = _WINDOW_ADJ.get(w.kind) or f"rolling {human_duration(w.seconds)}"
+    of = f"{amount_text(lim.metric, used)} of {amount_text(lim.metric, lim.amount)}"
+    return f"{scope_words(lim.scope, keys)}: {level * 100:g} % of its {adj} {_METRIC_WORDS[lim.metric]} ({of})"

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from quotaflow.config.environment import (
+    env_strategy,
+    key_hints,
+    process_environment,
+    seed003_providers,
+    seed003_settings,
+)
 from quotaflow.config.model import Config
 from quotaflow.config.presets import PRESETS, LimitPreset, ProviderPreset
 from quotaflow.config.urls import check_base_url
@@ -93,8 +100,10 @@ def parse_spec(data: Any, env: Mapping[str, str] | None = None) -> ConfigSpec:
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """The configuration from ``path``, or from the environment when ``path`` is None."""
-    env = os.environ if env is None else env
+    """The configuration from ``path``, or from the environment when ``path`` is None.
+
+    ``env`` defaults to the process environment over the working folder's ``.env``."""
+    env = process_environment() if env is None else env
     if path is None:
         return resolve(discover_spec(env), env, source="environment")
     p = Path(path)
@@ -332,10 +341,15 @@ def _implicit_routes(providers: dict[str, Provider]) -> dict[str, Route]:
     for p in providers.values():
         for m in p.models.values():
             by_model.setdefault(m.name, []).append(Deployment(p.name, m, m.tier, 1.0, p.priority))
-        # "auto": per provider, its first cheap and first capable model (or its first model).
+        if not p.in_auto:
+            continue
+        # "auto": per provider, its first cheap and first capable model (or its first model),
+        # or only the provider's default model when it has one.
         picked: dict[str | None, ModelInfo] = {}
         for m in p.models.values():
             picked.setdefault(m.tier, m)
+        if p.default_model is not None:
+            picked = {None: p.model(p.default_model)}
         for m in picked.values():
             auto.append(Deployment(p.name, m, m.tier, 1.0, p.priority))
     routes = {
@@ -361,6 +375,8 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
         provider, pkeys = _provider(i, ps, env)
         providers[provider.name] = provider
         keys.extend(pkeys)
+    if source == "environment":
+        providers = seed003_providers(providers, env)
     ids = [k.id for k in keys]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
@@ -398,9 +414,15 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
             raise ConfigError(
                 f"routes.{i}.fallback_route: {fb!r}: {why} (routes: {', '.join(routes)})"
             )
+    settings = spec.settings
+    if source == "environment":
+        settings = seed003_settings(settings, env, providers)
+    strategy = env_strategy(env)
+    if strategy is not None:
+        settings = settings.model_copy(update={"strategy": strategy})
     return Config(
         server=spec.server,
-        settings=spec.settings,
+        settings=settings,
         tz=ZoneInfo(spec.settings.timezone),
         providers=providers,
         keys=tuple(keys),
@@ -409,8 +431,9 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
         source=source,
         agents=tuple(spec.agents),
         storage=spec.storage,
-        strategy=strategy_settings(spec.settings),
+        strategy=strategy_settings(settings),
         notify=notify_targets(spec, env),
+        notes=tuple(key_hints(env)) if source == "environment" else (),
     )
 
 

@@ -40,6 +40,7 @@ class Config:
     storage: StorageSpec = field(default_factory=_default_storage)  # where state lives
     strategy: StrategySettings = field(default_factory=StrategySettings)  # from settings
     notify: tuple[NotifySpec, ...] = ()  # alert webhooks, QUOTAFLOW_WEBHOOK_URL's included
+    notes: tuple[str, ...] = ()  # start-up hints (a key variable under a name not read, …)
 
     def route(self, model: str) -> Route | None:
         """The route for ``model``: a route or catalog name, else ``provider/model`` naming

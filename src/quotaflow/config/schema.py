@@ -192,6 +192,10 @@ class SettingsSpec(_Model):
     bandit_exploration: float = Field(default=0.02, ge=0, le=0.2)  # share of forced exploration
     bandit_confidence: float = Field(default=3.0, ge=1, le=20)  # evidence weight in the draws
     stats_flush_s: float = Field(default=30.0, gt=0)  # key × model stats saved this often
+    # Seed 003's primary → fallback order for callers whose agent declares none
+    # (ENABLE_OPENAI_FALLBACK: anthropic, then openai once anthropic is 95 % used).
+    provider_order: list[str] = Field(default_factory=list)
+    switch_threshold: float = Field(default=0.95, gt=0, le=1)  # OPENAI_FALLBACK_THRESHOLD
 
     @field_validator("proxy")
     @classmethod

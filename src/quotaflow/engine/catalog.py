@@ -41,6 +41,11 @@ class Provider:
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
     patterns: tuple[str, ...] = ()  # model names it serves beyond ``models`` (fnmatch)
+    # Seed 003's OPENAI_MODEL / _MAX_TOKENS / _TEMPERATURE: the model "auto" uses on this
+    # provider, and body fields a request gets here when it sets none of its own.
+    default_model: str | None = None
+    request_defaults: dict[str, float] = field(default_factory=dict)
+    in_auto: bool = True  # False: "auto" never falls back to it (ENABLE_OPENAI_FALLBACK=false)
 
     def serves(self, model: str) -> bool:
         """Whether ``model`` is in its catalog or matches one of its name patterns."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quotaflow.engine.durations import human_duration
 from quotaflow.types import ErrorKind, RateInfo
 
 EWMA_ALPHA = 0.2
@@ -97,7 +98,7 @@ def record_failure(
         return
     if kind is ErrorKind.RATE_LIMITED:
         wait = retry_after_s if retry_after_s is not None else 1.0
-        _cool(h, now + wait, f"rate limited by the provider (retry after {wait:g}s)")
+        _cool(h, now + wait, f"rate limited by the provider (retry after {human_duration(wait)})")
         return
     # An open circuit is not re-opened by requests sent before it opened: only a failed
     # half-open probe (or a new burst after it closed) doubles the cool-down.
@@ -109,7 +110,7 @@ def record_failure(
         h.circuit = "open"
         _cool(h, now + span, f"circuit open after {h.consecutive_failures} failures ({kind.value})")
     if retry_after_s is not None:
-        _cool(h, now + retry_after_s, f"{kind.value}: retry after {retry_after_s:g}s")
+        _cool(h, now + retry_after_s, f"{kind.value}: retry after {human_duration(retry_after_s)}")
 
 
 def _cool(h: Health, until: float, reason: str) -> None:

@@ -269,8 +269,9 @@ class Attempts:
         left = deadline - self._clock.monotonic()
         timeout = max(min(provider.timeout_s or self._settings.request_timeout_s, left), 0.001)
         t0 = self._clock.monotonic()
+        body, max_tokens = with_defaults(provider, req, pick.plan.max_tokens)
         call = Call(
-            provider, c.key, c.model, req.body, pick.plan.max_tokens, req.stream,
+            provider, c.key, c.model, body, max_tokens, req.stream,
             req.include_usage, pick.plan.prompt_tokens,
         )  # fmt: skip
 
@@ -348,6 +349,21 @@ class Attempts:
     def _can_fall_back(self, route: Route, used: set[str]) -> bool:
         fb = route.fallback_route
         return fb is not None and fb not in used and fb in self._config.routes
+
+
+def with_defaults(
+    provider: Provider, req: ChatRequest, planned_max_tokens: int
+) -> tuple[dict[str, Any], int]:
+    """The body and max_tokens sent to ``provider``: its request defaults (seed 003's
+    OPENAI_TEMPERATURE, OPENAI_MAX_TOKENS) fill what the request leaves unset."""
+    defaults = provider.request_defaults
+    if not defaults:
+        return req.body, planned_max_tokens
+    body = {**{k: v for k, v in defaults.items() if k != "max_tokens"}, **req.body}
+    default_max = defaults.get("max_tokens")
+    if req.max_tokens is None and default_max is not None:
+        planned_max_tokens = min(planned_max_tokens, int(default_max))
+    return body, planned_max_tokens
 
 
 def refused_by_filter(body: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 from quotaflow.adapters.base import UpstreamFailure
 from quotaflow.engine.candidates import Rejection
 from quotaflow.engine.catalog import Key
+from quotaflow.engine.durations import human_duration
 from quotaflow.engine.limits import Limit
 from quotaflow.errors import (
     BadRequest,
@@ -112,12 +113,17 @@ def exhausted_error(
     }  # fmt: skip
     if first_free is not None and math.isfinite(first_free):
         secs = max(first_free - now, 0.0)
-        msg += f" The first frees in {secs:.1f}s."
+        msg += f" The first frees in {human_duration(secs)}."
         headers["retry-after"] = str(max(math.ceil(secs), 1))
         details["first_frees_at"] = first_free
         details["first_frees_in_s"] = round(secs, 3)
     else:
-        msg += " None frees by itself: a quota was used up for good; reset or add a key."
+        once = any(r.limit_id and r.limit_id.endswith("/once") for r in rejected)
+        msg += (
+            " None frees by itself: a one-time quota was used up; reset it or add a key."
+            if once
+            else " None frees by itself: enable, reset or add a key."
+        )
     return QuotaExhausted(msg, headers=headers, details=details)
 
 
