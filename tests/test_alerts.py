@@ -66,7 +66,9 @@ async def test_key_disabled_provider_failing_and_all_exhausted(tmp_path: Path) -
         now = gw.clock.now()
         hl.record_failure(gw.health["k1"], ErrorKind.AUTH, "invalid key", now)
         kinds = sorted(a.kind for a in await mon.check())
-        assert kinds == ["key_disabled"]
+        assert kinds == ["key_invalid"]  # rejected by the provider: its own state
+        gw.disable_key("k1", "disabled by an operator")
+        assert sorted(a.kind for a in await mon.check()) == ["key_disabled"]
         for _ in range(3):
             hl.record_failure(gw.health["k2"], ErrorKind.SERVER_ERROR, "502 bad gateway", now)
         kinds = sorted(a.kind for a in await mon.check())
@@ -86,6 +88,6 @@ async def test_alerts_are_titled_in_words(tmp_path: Path) -> None:
         hl.record_failure(gw.health.setdefault("k2", hl.Health()), ErrorKind.AUTH, "bad key", now)
         messages = [a.message for a in await mon.check()]
         assert "openai key k1: 90 % of its daily tokens (900 tokens of 1,000 tokens)" in messages
-        assert any(m.startswith("openai key k2 disabled: ") for m in messages)
+        assert "openai key k2 is invalid (the provider rejected it): bad key" in messages
     finally:
         await gw.close()

@@ -119,7 +119,8 @@ class AlertMonitor:
         failing: dict[str, str] = {}
         for k in gw.keys.values():
             h = gw.health.setdefault(k.id, hl.Health())
-            dead = 1.0 if h.disabled_reason else 0.0
+            invalid = hl.is_invalid(h)
+            dead = 1.0 if h.disabled_reason and not invalid else 0.0
             await self._transition(
                 out, f"key:{k.id}#disabled", dead, "key_disabled", "error",
                 f"{k.provider} key {k.label} disabled: {h.disabled_reason}",
@@ -127,8 +128,14 @@ class AlertMonitor:
             empty = 1.0 if h.depleted_until is not None and h.depleted_until > now else 0.0
             await self._transition(
                 out, f"key:{k.id}#depleted", empty, "key_depleted", "100%",
-                f"key {k.id} ({k.provider}) has no quota left until {_until(h.depleted_until)}",
+                f"{k.provider} key {k.label} has no quota left until {_until(h.depleted_until)}",
             )  # fmt: skip
+            why = (h.disabled_reason or "").removeprefix(hl.INVALID_PREFIX)
+            message = f"{k.provider} key {k.label} is invalid (the provider rejected it): {why}"
+            flag = 1.0 if invalid else 0.0
+            await self._transition(
+                out, f"key:{k.id}#invalid", flag, "key_invalid", "error", message
+            )
             if h.circuit != "closed" or h.consecutive_failures >= gw.settings.failure_threshold:
                 failing.setdefault(
                     k.provider, h.last_error_message or h.last_error_kind or "errors"

@@ -13,6 +13,7 @@
     ├── NotFound                    404    invalid_request_error / model_not_found
     ├── QuotaExhausted              429    rate_limit_exceeded / quota_exhausted (says which limits, when the first frees)
     ├── UpstreamError               502    upstream_error (every attempt failed; carries the attempts)
+    │   └── KeyRejected             502    upstream_error / upstream_key_invalid (the provider rejected the keys)
     └── Unavailable                 503    service_unavailable
 
 Each error knows its HTTP status and how to render itself; the web layer translates it
@@ -116,6 +117,13 @@ class UpstreamError(QuotaflowError):
     status = 502
     type = "upstream_error"
     code = "all_attempts_failed"
+
+
+class KeyRejected(UpstreamError):
+    """The provider rejected every key that could serve (401/403): the key is invalid, not
+    out of quota, so retrying will not help until an operator fixes or replaces it."""
+
+    code = "upstream_key_invalid"
 
 
 class Unavailable(QuotaflowError):

@@ -7,6 +7,7 @@ from typing import Any
 
 from quotaflow.engine import health as hl
 from quotaflow.gateway import Gateway as Engine
+from quotaflow.gateway.booking import INVALID_SETTING, secret_digest
 
 KEY_STATE_SETTING = "key_state:"  # + key id → "enabled@<ts>" | "disabled@<ts>"
 
@@ -39,6 +40,16 @@ async def apply_key_states(engine: Engine) -> None:
                 probed[r.key_id] = max(probed.get(r.key_id, 0.0), r.ts)
     for key_id, enabled, at in states:
         _apply_state(engine, key_id, enabled, at, probed)
+    enabled_at = {key_id: at for key_id, enabled, at in states if enabled}
+    for key in list(engine.keys.values()):
+        value = await store.get_setting(INVALID_SETTING + key.id)
+        if not value:
+            continue
+        digest, _, rest = value.partition("@")
+        at, _, reason = rest.partition("@")
+        # A rejected key stays invalid until an operator enables it or replaces its secret.
+        if digest == secret_digest(key.secret) and enabled_at.get(key.id, 0.0) < float(at or 0):
+            engine.health.setdefault(key.id, hl.Health()).disabled_reason = reason
 
 
 def _apply_state(

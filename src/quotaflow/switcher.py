@@ -171,6 +171,8 @@ async def provider_statuses(gw: Gateway) -> list[ProviderStatus]:
         else:
             share = min((r.used_pct / 100.0 for r in rows if r.available), default=1.0)
         state = state_of(share, s.warning, s.critical) if available else State.DEPLETED
+        if all(r.state is State.INVALID for r in rows):
+            state = State.INVALID  # every key rejected by the provider: not a quota matter
         out.append(
             ProviderStatus(
                 name, total, used, reserved, max(total - used - reserved, 0.0), share * 100.0,
@@ -191,7 +193,9 @@ def _key_status(
     share = u.used_share if u is not None else 1.0 - remaining_share(own)
     if reason is None and remaining_share(own) <= 0:
         reason = "quota used up"
-    learned = learned_limits(gw.health.get(k.id), now)
+    h = gw.health.get(k.id)
+    invalid = h is not None and hl.is_invalid(h)
+    learned = learned_limits(h, now)
     summary = key_line(k, provider.limits, [learned_text(x) for x in learned])
     return KeyStatus(
         key_id=k.id,
@@ -202,7 +206,9 @@ def _key_status(
         reserved=u.reserved if u else 0.0,
         remaining=u.remaining if u else 0.0,
         used_pct=share * 100.0,
-        state=state_of(max(share, 1.0 - remaining_share(own)), s.warning, s.critical),
+        state=State.INVALID
+        if invalid
+        else state_of(max(share, 1.0 - remaining_share(own)), s.warning, s.critical),
         available=reason is None,
         reason=reason,
         limits=[limit_json(x) for x in own],
@@ -219,7 +225,9 @@ def system_health(rows: list[ProviderStatus]) -> dict[str, str]:
         return {"status": "critical", "message": "No providers configured: add a key"}
     up = [r for r in rows if r.available and r.state is not State.DEPLETED]
     if not up:
-        return {"status": "critical", "message": "All providers depleted"}
+        if all(r.state is State.INVALID for r in rows):
+            return {"status": "critical", "message": "Every key was rejected by its provider"}
+        return {"status": "critical", "message": "All providers depleted or unavailable"}
     low = [r.provider for r in rows if r not in up or r.state is not State.OK]
     if low:
         return {

@@ -25,6 +25,7 @@ class State(StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
     DEPLETED = "depleted"
+    INVALID = "invalid"  # the provider rejected the key (401/403): not a quota state
 
 
 @dataclass(slots=True)  # a value, not frozen: see quotaflow.types

@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import re
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,3 +206,82 @@ def test_a_spent_daily_budget_says_when_it_frees_in_words(tmp_path: Path) -> Non
         assert re.search(
             r"The first frees in (\d+h \d+m|\d+h|\d+m \d+s|\d+m|\d+s)\.", body["message"]
         )
+
+
+def test_seed_001s_complexity_request_goes_to_the_tier_it_asks_for(tmp_path: Path) -> None:
+    with fake_upstream("anthropic") as anthropic, fake_upstream("openai") as oai:
+        config = (
+            "settings: {strategy: headroom, preferred_providers: [anthropic]}\n"
+            "providers:\n"
+            f"  - {{name: anthropic, base_url: '{anthropic.url}', keys: [{{secret: sk-ant-0001}}]}}\n"
+            f"  - {{name: openai, base_url: '{oai.url}/v1', keys: [{{secret: sk-oai-0001}}]}}\n"
+        )
+        with served(config, tmp_path / "home") as gw:
+
+            def model_for(body: dict[str, Any]) -> str:
+                req = urllib.request.Request(
+                    gw.url + "/v1/chat/completions",
+                    data=json.dumps(body).encode(),
+                    headers={"content-type": "application/json"},
+                )
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    status = resp.status
+                    model = resp.headers["x-quotaflow-model"]
+                assert status == 200
+                return str(model)
+
+            seed = {  # seed 001's example, verbatim
+                "model": "claude-opus-4-5",
+                "messages": [{"role": "user", "content": "Hello"}],
+                "complexity": "simple",
+            }
+            # The cheapest model of the cheap tier, not the named one, not the preferred provider.
+            assert model_for(seed) == "gpt-4o-mini"
+            capable = model_for({**seed, "complexity": "complex"})
+            assert capable in {"claude-sonnet-4-5", "claude-opus-4-5", "gpt-4o", "gpt-4.1"}
+            assert model_for({k: v for k, v in seed.items() if k != "complexity"}) == (
+                "claude-opus-4-5"
+            )
+
+
+def test_a_rejected_key_is_invalid_says_so_and_stays_so_after_a_restart(tmp_path: Path) -> None:
+    dead = "sk-test-dead-key-00000000"
+    home = tmp_path / "home"
+    with fake_upstream("openai", "--invalid-key", dead) as fake:
+        config = (
+            "settings: {max_wait_s: 0}\n"
+            f"providers:\n  - {{name: openai, base_url: '{fake.url}/v1', keys: [{{id: team-a, secret: {dead}}}]}}\n"
+        )
+        with served(config, home) as gw, client(gw.proc) as c:
+            for _ in range(2):  # the 401 itself, then the key already known invalid
+                with pytest.raises(openai.APIStatusError) as info:
+                    c.chat.completions.create(
+                        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+                    )
+                assert info.value.status_code == 502  # not a retryable 429
+                error = info.value.body
+                assert isinstance(error, dict) and error["code"] == "upstream_key_invalid"
+                assert "rejected" in error["message"] and dead not in error["message"]
+            key = gw.admin("GET", "/api/status")[1]["providers"][0]["keys"][0]
+            assert key["state"] == "invalid" and dead not in json.dumps(key)
+            alerts = gw.admin("GET", "/api/token-usage/alerts")[1]
+            assert "invalid" in json.dumps(alerts)
+        with served(config, home) as gw:  # restarted on the same data folder
+            row = gw.admin("GET", "/api/status")[1]["providers"][0]
+            assert (row["state"], row["keys"][0]["state"]) == ("invalid", "invalid")
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "quotaflow",
+                "status",
+                "--home",
+                str(home),
+                "--config",
+                str(home / "quotaflow.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 1 and "INVALID" in run.stdout

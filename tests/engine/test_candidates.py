@@ -94,7 +94,7 @@ def test_auth_disabled_and_depleted_keys_are_rejected() -> None:
         [key("dead", "openai"), key("empty", "openai")], health={"dead": dead, "empty": empty}
     )
     by_key = {r.key_id: r for r in rejected}
-    assert by_key["dead"].reason == "disabled (auth: invalid api key)"
+    assert by_key["dead"].reason == "invalid: invalid api key"
     assert by_key["dead"].available_at is None
     assert by_key["empty"].reason == "quota exhausted at the provider"
     assert by_key["empty"].available_at == NOW + 600

@@ -161,8 +161,8 @@ def test_server_error_with_retry_after_cools_down_below_the_threshold() -> None:
 def test_auth_failure_disables_the_key_until_an_operator_enables_it() -> None:
     h = Health()
     record_failure(h, ErrorKind.AUTH, "Incorrect API key provided: sk-…abcd", NOW)
-    assert h.disabled_reason == "auth: Incorrect API key provided: sk-…abcd"
-    assert unavailable_reason(h, NOW + 10**6) == f"disabled ({h.disabled_reason})"
+    assert h.disabled_reason == "invalid: Incorrect API key provided: sk-…abcd"
+    assert unavailable_reason(h, NOW + 10**6) == h.disabled_reason  # invalid until enabled
     assert available_at(h, NOW) is None
     h.disabled_reason = None  # the operator's "enable"
     assert unavailable_reason(h, NOW + 1) is None

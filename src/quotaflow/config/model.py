@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # the pydantic schema is imported when a configuration is loa
     )
 
 
+_TIERS = {"simple": "cheap", "complex": "capable"}
+
+
 def _default_storage() -> StorageSpec:
     from quotaflow.config.schema import StorageSpec
 
@@ -63,6 +66,29 @@ class Config:
             for n, (p, name) in enumerate(pairs)
         )
         return Route(model, deployments, implicit=True)
+
+    def tier_route(self, complexity: str, named: Route) -> Route:
+        """Seed 001's complexity hint, as written: ``simple`` → every catalog model of the cheap
+        tier (the cheapest first, ranked by cost), ``complex`` → the capable tier, whatever
+        model the request names and whatever the strategy. ``named`` is kept when no
+        configured model has that tier."""
+        tier = _TIERS.get(complexity)
+        deployments = [
+            Deployment(p.name, m, m.tier, 1.0, p.priority)
+            for p in self.providers.values()
+            for m in p.models.values()
+            if m.tier == tier
+        ]
+        if not deployments:
+            return named
+        if tier == "cheap":
+            deployments.sort(key=lambda d: (d.model.price.input + d.model.price.output, d.priority))
+        ordered = tuple(
+            Deployment(d.provider, d.model, d.tier, d.weight, d.priority, n)
+            for n, d in enumerate(deployments)
+        )
+        strategy = "cost" if tier == "cheap" else named.strategy
+        return Route(f"complexity:{complexity}", ordered, strategy=strategy, implicit=True)
 
     def pass_through(self) -> dict[str, list[str]]:
         """Per provider, the model-name patterns it takes beyond the catalog."""

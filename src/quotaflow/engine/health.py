@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from quotaflow.engine.durations import human_duration
 from quotaflow.types import ErrorKind, RateInfo
 
+# A key the provider rejected (401/403, Gemini's API_KEY_INVALID) is "invalid": kept in
+# ``disabled_reason`` with this prefix, so replicas share it like an operator's disable.
+INVALID_PREFIX = "invalid: "
+
 EWMA_ALPHA = 0.2
 MAX_COOLDOWN_S = 300.0
 
@@ -91,7 +95,7 @@ def record_failure(
     h.failures += 1
     h.consecutive_failures += 1
     if kind is ErrorKind.AUTH:
-        h.disabled_reason = f"auth: {message[:200]}"
+        h.disabled_reason = INVALID_PREFIX + message[:200]
         return
     if kind is ErrorKind.QUOTA_EXHAUSTED:
         h.depleted_until = depleted_until if depleted_until is not None else now + 3600.0
@@ -127,7 +131,7 @@ def record_rate_info(h: Health, info: RateInfo, now: float) -> None:
 def unavailable_reason(h: Health, now: float) -> str | None:
     """Why the key can't take a request now, or ``None`` if it can."""
     if h.disabled_reason:
-        return f"disabled ({h.disabled_reason})"
+        return h.disabled_reason if is_invalid(h) else f"disabled ({h.disabled_reason})"
     if h.depleted_until is not None:
         if now < h.depleted_until:
             return "quota exhausted at the provider"
@@ -149,6 +153,11 @@ def unavailable_reason(h: Health, now: float) -> str | None:
         if r.tokens_remaining == 0 and r.tokens_reset_s and now < h.rate_seen_at + r.tokens_reset_s:
             return "provider reports no tokens left in its window"
     return None
+
+
+def is_invalid(h: Health) -> bool:
+    """Whether the provider rejected the key (until an operator enables it again)."""
+    return bool(h.disabled_reason and h.disabled_reason.startswith(INVALID_PREFIX))
 
 
 def learned_used_share(h: Health, now: float) -> float:

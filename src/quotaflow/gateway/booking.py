@@ -14,6 +14,7 @@ failure messages and ledger details — so neither the ledger, the logs, nor an 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -104,6 +105,14 @@ def _mask_json(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, list):
         return [_mask_json(v, mask) for v in value]
     return value
+
+
+INVALID_SETTING = "key_invalid:"  # + key id → "<secret digest>@<ts>@<reason>"
+
+
+def secret_digest(secret: str) -> str:
+    """A short digest of a key's secret: tells whether a stored state is about this secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
 class Booking:
@@ -289,6 +298,18 @@ class Booking:
         row.detail = f.message
         measure = Measure(0.0, 1.0 if counted else 0.0, 0.0)
         await self.book(row, measure, now, reservation_id=pick.reservation_id)
+        if f.kind is ErrorKind.AUTH:
+            await self._remember_invalid(c.key, now)
+
+    async def _remember_invalid(self, key: Key, now: float) -> None:
+        """Keep a rejected key's state in the data folder: it stays invalid across restarts
+        until an operator enables it or its secret is replaced (see key_states)."""
+        store: Any = self.ledger
+        if not hasattr(store, "set_setting"):
+            return
+        reason = self._keyring.health_of(key.id).disabled_reason or ""
+        value = f"{secret_digest(key.secret)}@{now}@{reason}"
+        await store.set_setting(INVALID_SETTING + key.id, value)
 
     async def succeeded(self, pick: Pick, latency_ms: float, tokens: int) -> None:
         """A plain answer was accepted: the key's health and statistics learn it."""

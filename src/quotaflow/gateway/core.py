@@ -36,6 +36,7 @@ from quotaflow.adapters import adapter_for
 from quotaflow.adapters.base import UpstreamFailure
 from quotaflow.clock import Clock, SystemClock
 from quotaflow.config.model import Config
+from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import Rejection, RequestFacts
 from quotaflow.engine.catalog import Deployment, Key, Provider, Route
 from quotaflow.engine.limits import Limit, LimitUsage
@@ -216,6 +217,11 @@ class Gateway:
             known_providers=frozenset(self.config.providers),
         )
 
+    def route_for(self, req: ChatRequest) -> Route:
+        """The request's route: its model's, unless a complexity hint picks the tier."""
+        route = self.resolve_route(req.model)
+        return self.config.tier_route(req.complexity, route) if req.complexity else route
+
     def resolve_route(self, model: str) -> Route:
         route = self.config.route(model)
         if route is None:
@@ -266,7 +272,7 @@ class Gateway:
         req = self.parse(body)
         if req.stream:
             raise BadRequest("use open_stream() for stream=true", param="stream")
-        route = self.resolve_route(req.model)
+        route = self.route_for(req)
         self.in_flight += 1
         try:
             outcome, attempts, pick = await self.attempts.run(req, ctx, route, self.facts(req, ctx))
@@ -290,7 +296,7 @@ class Gateway:
         req = self.parse(body)
         if not req.stream:
             raise BadRequest("open_stream() needs stream=true", param="stream")
-        route = self.resolve_route(req.model)
+        route = self.route_for(req)
         try:
             stream, attempts, _ = await self.attempts.run(req, ctx, route, self.facts(req, ctx))
         except QuotaflowError:
@@ -402,7 +408,7 @@ class Gateway:
                 self.learning.observe(r.key_id, r.model, r.ts, outcome)
             h = self.keyring.health_of(r.key_id)
             if r.error_kind == ErrorKind.AUTH.value:
-                h.disabled_reason = f"auth (key tester): {(r.detail or '')[:200]}"
+                h.disabled_reason = f"{hl.INVALID_PREFIX}{(r.detail or '')[:200]} (key tester)"
             elif r.error_kind == ErrorKind.QUOTA_EXHAUSTED.value:
                 h.depleted_until = self.booking.depleted_until(self.keys[r.key_id], now)
         return len(rows)

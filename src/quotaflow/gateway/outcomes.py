@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quotaflow.adapters.base import UpstreamFailure
+from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import Rejection
 from quotaflow.engine.catalog import Key
 from quotaflow.engine.durations import human_duration
 from quotaflow.engine.limits import Limit
 from quotaflow.errors import (
     BadRequest,
+    KeyRejected,
     QuotaExhausted,
     QuotaflowError,
     UnsupportedByProtocol,
@@ -88,9 +90,19 @@ class StreamEnd:
     detail: str | None
 
 
+def keys_rejected(why: list[str]) -> KeyRejected:
+    """No key left but ones the provider rejected: say so, not that a quota ran out."""
+    return KeyRejected(
+        "The provider rejected the key(s) that could serve this request, so no request can "
+        "succeed until an operator replaces or re-enables them: " + "; ".join(sorted(set(why)))
+    )
+
+
 def exhausted_error(
     rejected: list[Rejection], first_free: float | None, now: float
-) -> QuotaExhausted:
+) -> QuotaExhausted | KeyRejected:
+    if rejected and all(r.reason.startswith(hl.INVALID_PREFIX) for r in rejected):
+        return keys_rejected([f"{r.provider}/{r.key_id}: {r.reason}" for r in rejected])
     full = sorted({r.limit_id for r in rejected if r.limit_id})
     other = sorted({f"{r.provider}/{r.key_id}: {r.reason}" for r in rejected if not r.limit_id})
     if not rejected:
@@ -166,6 +178,12 @@ def all_failed(attempts: list[Attempt]) -> QuotaflowError:
         for a in attempts
     )
     details = {"attempts": [attempt_dict(a) for a in attempts]}
+    if kinds == {ErrorKind.AUTH.value}:
+        rejected = keys_rejected(
+            [f"{a.provider}/{a.key_id}: {hl.INVALID_PREFIX}{a.message or ''}" for a in attempts]
+        )
+        rejected.details = details
+        return rejected
     if kinds <= {"rate_limited", "quota_exhausted"}:
         return QuotaExhausted(
             f"Every provider tried refused for rate or quota: {summary}", details=details

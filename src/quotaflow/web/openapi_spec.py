@@ -46,12 +46,12 @@ OPENAI_ERROR = obj(
 LIMIT = obj({"id": STR, "metric": STR, "window": STR, "amount": NUM, "used": NUM, "remaining": NUM})
 KEY_STATUS = obj({
     "key_id": STR, "api_key": STR, "quota_total": NUM, "quota_used": NUM, "remaining": NUM,
-    "used_pct": NUM, "state": {"enum": ["ok", "warning", "critical", "depleted"]},
+    "used_pct": NUM, "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid"]},
     "available": BOOL, "limits": {"type": "array", "items": ref("Limit")},
 })  # fmt: skip
 PROVIDER_STATUS = obj({
     "provider": STR, "quota_total": NUM, "quota_used": NUM, "remaining": NUM, "used_pct": NUM,
-    "state": {"enum": ["ok", "warning", "critical", "depleted"]},
+    "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid"]},
     "keys": {"type": "array", "items": ref("KeyStatus")},
 })  # fmt: skip
 MEASURE = obj({"tokens_used": INT, "requests": INT, "cost_usd": NUM})

@@ -161,7 +161,8 @@ def _saturated(s: Scored) -> bool:
 def _override_key(s: Scored) -> tuple[bool, bool, bool, bool]:
     c = s.candidate
     f = c.flags
-    return (not f.get("forced"), c.saturated, not f.get("preferred"), not f.get("tier_match"))
+    # The complexity tier before the preferred provider: a preference never overrides it.
+    return (not f.get("forced"), c.saturated, not f.get("tier_match"), not f.get("preferred"))
 
 
 def rank(

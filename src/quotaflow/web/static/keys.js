@@ -3,7 +3,9 @@
 import { h } from "./dom.js";
 import { ms, num, pct, relative, windowName } from "./format.js";
 
-export const STATE_LABEL = { ok: "OK", warning: "WARNING", critical: "CRITICAL", depleted: "DEPLETED" };
+export const STATE_LABEL = {
+  ok: "OK", warning: "WARNING", critical: "CRITICAL", depleted: "DEPLETED", invalid: "INVALID",
+};
 
 export function badge(state) {
   const st = STATE_LABEL[state] ? state : "depleted";
@@ -51,6 +53,9 @@ function healthLine(k) {
 
 function reasonLine(k) {
   const hl = k.health || {};
+  if (hl.disabled_reason?.startsWith("invalid: ")) {
+    return h("p", { class: "reason error" }, `Rejected by the provider: ${hl.disabled_reason.slice(9)}`);
+  }
   if (hl.disabled_reason) return h("p", { class: "reason error" }, `Disabled: ${hl.disabled_reason}`);
   if (hl.cooldown_until) {
     return h("p", { class: "reason warn" }, `Cooling down (${hl.cooldown_reason || "errors"}) `,
