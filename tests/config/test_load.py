@@ -587,3 +587,22 @@ def test_quotaflow_strategy_sets_the_strategy_and_key_hints_name_the_meant_varia
         "OPENAI_APIKEY looks like a key but is not read: did you mean OPENAI_API_KEY?",
         "OPENAI_KEY looks like a key but is not read: did you mean OPENAI_API_KEY?",
     )
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("highest", (2.5, 10.0)), ("zero", (0.0, 0.0))])
+def test_a_model_with_no_known_price_gets_the_unpriced_policys_price(
+    policy: str, expected: tuple[float, float]
+) -> None:
+    spec = parse_spec(
+        {
+            "settings": {"unpriced": policy},
+            "providers": [{"name": "openai", "keys": [{"secret": "s"}]}],
+        },
+        {},
+    )
+    route = resolve(spec, {}).route("o3-pro-2030")
+    assert route is not None
+    price = route.deployments[0].model.price
+    assert ((price.input, price.output), price.estimated) == (expected, True)
+    # A catalog model the price table knows keeps its price.
+    assert resolve(spec, {}).route("gpt-4o-mini").deployments[0].model.price.estimated is False  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.procs import Proc, running, wait_for
+from tests.e2e.procs import Proc, ledger_rows, running, wait_for
 from tests.e2e_helpers import fake_upstream, served
 
 pytestmark = pytest.mark.e2e
@@ -285,3 +285,46 @@ def test_a_rejected_key_is_invalid_says_so_and_stays_so_after_a_restart(tmp_path
             timeout=60,
         )
         assert run.returncode == 1 and "INVALID" in run.stdout
+
+
+def test_an_unpriced_model_stops_at_a_cost_limit(tmp_path: Path) -> None:
+    with fake_upstream() as fake:
+        config = (
+            "settings: {max_wait_s: 0}\n"
+            f"providers:\n  - {{name: openai, base_url: '{fake.url}/v1', keys: [{{id: team-a,"
+            " secret: sk-cost-0001, limits: [{metric: cost, window: day, amount: 0.05}]}]}\n"
+        )
+        prompt = "word " * 4000  # ~5,000 prompt tokens: $0.0125 at gpt-4o's $2.5 per million
+        with served(config, tmp_path / "home") as gw, client(gw.proc) as c:
+            served_n = 0
+            with pytest.raises(openai.RateLimitError):
+                for _ in range(20):
+                    c.chat.completions.create(
+                        model="gpt-9-preview",  # in no price table: the highest openai price
+                        messages=[{"role": "user", "content": prompt}],
+                        max_tokens=50,
+                    )
+                    served_n += 1
+            assert 1 <= served_n <= 4
+            rows = ledger_rows(gw.home, "status = 'ok'")
+            assert all(r["cost_usd"] > 0 for r in rows)
+            assert all((r["detail"] or "").startswith("cost estimated") for r in rows)
+
+
+def test_unpriced_refuse_refuses_a_model_with_no_known_price(tmp_path: Path) -> None:
+    with fake_upstream() as fake:
+        config = (
+            "settings: {unpriced: refuse}\n"
+            f"providers:\n  - {{name: openai, base_url: '{fake.url}/v1', keys: [{{secret: sk-r-0001}}]}}\n"
+        )
+        with served(config, tmp_path / "home") as gw, client(gw.proc) as c:
+            with pytest.raises(openai.BadRequestError) as info:
+                c.chat.completions.create(
+                    model="gpt-9-preview", messages=[{"role": "user", "content": "hi"}]
+                )
+            assert isinstance(info.value.body, dict)
+            assert info.value.body["code"] == "unpriced_model"
+            ok = c.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert ok.choices

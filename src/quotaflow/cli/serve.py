@@ -154,6 +154,15 @@ def echo_key_lines(gateway: Gateway) -> None:
         click.echo("  " + key_line(key, provider.limits if provider else ()))
     for note in gateway.config.notes:
         click.echo(f"hint: {note}")
+    policy = gateway.config.settings.unpriced
+    for p in gateway.config.providers.values():
+        for m in p.models.values():
+            if m.price.estimated:
+                click.echo(
+                    f"warning: no known price for {p.name}/{m.name}: booked at "
+                    f"${m.price.input:g} / ${m.price.output:g} per million tokens in / out, "
+                    f"flagged as estimated (settings.unpriced: {policy})"
+                )
     if not gateway.keys:
         click.echo(NO_KEYS)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -22,7 +23,7 @@ from quotaflow.config.environment import (
     seed003_providers,
     seed003_settings,
 )
-from quotaflow.config.model import Config
+from quotaflow.config.model import Config, unpriced_price
 from quotaflow.config.presets import PRESETS, LimitPreset, ProviderPreset
 from quotaflow.config.urls import check_base_url
 from quotaflow.engine.catalog import Deployment, Key, ModelInfo, Provider, Route
@@ -261,7 +262,9 @@ def _model_info(spec: ModelSpec | str, preset_models: dict[str, ModelInfo]) -> M
     )
 
 
-def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provider, list[Key]]:
+def _provider(
+    i: int, spec: ProviderSpec, env: Mapping[str, str], settings: SettingsSpec
+) -> tuple[Provider, list[Key]]:
     preset_name = spec.preset or (spec.name if spec.name in PRESETS else None)
     if preset_name is not None and preset_name not in PRESETS:
         raise ConfigError(
@@ -279,10 +282,20 @@ def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provi
         raise ConfigError(f"providers.{i}.base_url: required for a provider without a preset")
     preset_models = {
         m.name: ModelInfo(
-            m.name, m.tier, m.context_window, m.max_output, Price(m.input, m.output, m.cached)
+            m.name,
+            m.tier,
+            m.context_window,
+            m.max_output,
+            Price(m.input, m.output, m.cached, estimated=not m.priced),
         )
         for m in (preset.models if preset else ())
     }
+    if any(not m.priced for m in (preset.models if preset else ())):
+        stand_in = unpriced_price(Provider("", "", "", preset_models), settings.unpriced)
+        preset_models = {
+            n: info if not info.price.estimated else replace(info, price=stand_in)
+            for n, info in preset_models.items()
+        }
     if spec.models is None:
         models = preset_models
     else:
@@ -372,7 +385,7 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
     providers: dict[str, Provider] = {}
     keys: list[Key] = []
     for i, ps in enumerate(spec.providers):
-        provider, pkeys = _provider(i, ps, env)
+        provider, pkeys = _provider(i, ps, env, spec.settings)
         providers[provider.name] = provider
         keys.extend(pkeys)
     if source == "environment":

@@ -28,6 +28,7 @@ class ModelPreset:
     input: float = 0.0
     output: float = 0.0
     cached: float | None = None
+    priced: bool = False  # False: the price table does not know it (settings.unpriced applies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +101,15 @@ PRICES_AS_OF: str = PRICE_TABLE["as_of"]
 
 
 def _priced(preset: ProviderPreset, table: dict[str, Any]) -> ProviderPreset:
-    """``preset`` with each model's price from ``table`` (a model not listed stays free)."""
+    """``preset`` with each model's price from ``table`` (a model not listed is unpriced)."""
     prices = table["models"].get(preset.name, {})
     models = []
     for m in preset.models:
         price = prices.get(m.name)
         if price is not None:
             m = replace(m, input=float(price["input"]), output=float(price["output"]),
-                        cached=None if price.get("cached") is None else float(price["cached"]))  # fmt: skip
+                        cached=None if price.get("cached") is None else float(price["cached"]),
+                        priced=True)  # fmt: skip
         models.append(m)
     return replace(preset, models=tuple(models))
 

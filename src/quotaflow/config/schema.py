@@ -194,6 +194,9 @@ class SettingsSpec(_Model):
     stats_flush_s: float = Field(default=30.0, gt=0)  # key × model stats saved this often
     # Seed 003's primary → fallback order for callers whose agent declares none
     # (ENABLE_OPENAI_FALLBACK: anthropic, then openai once anthropic is 95 % used).
+    # A model with no known price: "highest" charges the highest price of its provider (and
+    # flags the cost as estimated), "zero" books it at $0, "refuse" refuses requests for it.
+    unpriced: Literal["refuse", "highest", "zero"] = "highest"
     provider_order: list[str] = Field(default_factory=list)
     switch_threshold: float = Field(default=0.95, gt=0, le=1)  # OPENAI_FALLBACK_THRESHOLD
 

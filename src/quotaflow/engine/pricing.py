@@ -16,6 +16,8 @@ class Price:
     input: float = 0.0
     output: float = 0.0
     cached: float | None = None  # None: cached input tokens cost the normal input price
+    # No known price: a stand-in (settings.unpriced), flagged in the ledger as estimated.
+    estimated: bool = False
 
     def cost_usd(self, usage: Usage) -> float:
         cached = min(usage.cached_tokens, usage.prompt_tokens)

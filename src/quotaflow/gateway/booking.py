@@ -107,6 +107,7 @@ def _mask_json(value: Any, mask: Callable[[str], str]) -> Any:
     return value
 
 
+COST_ESTIMATED = "cost estimated: the model has no known price"
 INVALID_SETTING = "key_invalid:"  # + key id → "<secret digest>@<ts>@<reason>"
 
 
@@ -264,7 +265,10 @@ class Booking:
         error_kind: str | None = None,
     ) -> float:
         """Book an attempt the provider answered (billed as used); returns its cost."""
-        cost = pick.candidate.deployment.model.price.cost_usd(usage)
+        price = pick.candidate.deployment.model.price
+        cost = price.cost_usd(usage)
+        if detail is None and price.estimated:
+            detail = f"{COST_ESTIMATED} (settings.unpriced: {self._settings.unpriced})"
         now = self._clock.now()
         row.prompt_tokens = usage.prompt_tokens
         row.completion_tokens = usage.completion_tokens

@@ -30,6 +30,7 @@ import math
 import os
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from quotaflow.adapters import adapter_for
@@ -218,9 +219,23 @@ class Gateway:
         )
 
     def route_for(self, req: ChatRequest) -> Route:
-        """The request's route: its model's, unless a complexity hint picks the tier."""
+        """The request's route: its model's, unless a complexity hint picks the tier; with
+        ``settings.unpriced: refuse``, without the models that have no known price."""
         route = self.resolve_route(req.model)
-        return self.config.tier_route(req.complexity, route) if req.complexity else route
+        if req.complexity:
+            route = self.config.tier_route(req.complexity, route)
+        if self.settings.unpriced == "refuse":
+            priced = tuple(d for d in route.deployments if not d.model.price.estimated)
+            if not priced:
+                raise BadRequest(
+                    f"The model '{req.model}' has no known price and settings.unpriced is "
+                    "'refuse': give it input/output prices under the provider's models",
+                    param="model",
+                    code="unpriced_model",
+                )
+            if len(priced) < len(route.deployments):
+                route = replace(route, deployments=priced)
+        return route
 
     def resolve_route(self, model: str) -> Route:
         route = self.config.route(model)
