@@ -44,7 +44,7 @@ providers:
     base_url: {fake.url}/v1
     models: [{{name: gpt-4o-mini, input: 0.15, output: 0.6}}]
     keys:
-      - {{id: k1, secret: {KEYS[0]}, priority: 0}}
+      - {{id: k1, secret: {KEYS[0]}, priority: 0, limits: [{{metric: tokens, window: day, amount: 1000000}}]}}
       - {{id: k2, secret: {KEYS[1]}, priority: 1}}
 agents:
   - name: tiny
