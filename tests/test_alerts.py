@@ -74,3 +74,31 @@ async def test_key_disabled_provider_failing_and_all_exhausted(tmp_path: Path) -
         assert await mon.check() == []
     finally:
         await gw.close()
+
+
+async def test_the_webhook_callback_hears_crossings_a_used_up_key_and_recoveries(
+    tmp_path: Path,
+) -> None:
+    gw = await started(tmp_path)
+    heard: list[tuple[str, str, str]] = []
+
+    async def on_alert(row) -> None:
+        heard.append((row.kind, row.subject, row.level))
+
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list, on_alert=on_alert)  # type: ignore[arg-type]
+        await mon.load()
+        now = gw.clock.now()
+        hl.record_failure(gw.health["k1"], ErrorKind.AUTH, "invalid key", now)
+        hl.record_failure(
+            gw.health["k2"], ErrorKind.QUOTA_EXHAUSTED, "quota", now, depleted_until=now + 60
+        )
+        await mon.check()
+        assert ("key_disabled", "key:k1#disabled", "error") in heard
+        assert ("key_depleted", "key:k2#depleted", "100%") in heard
+        hl.enable(gw.health["k1"])
+        heard.clear()
+        await mon.check()
+        assert ("key_disabled", "key:k1#disabled", "recovered") in heard
+    finally:
+        await gw.close()
