@@ -19,13 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from quotaflow.agents import AgentRegistry
-from quotaflow.alerts import AlertMonitor
 from quotaflow.engine.limits import Limit
 from quotaflow.gateway import Gateway
-from quotaflow.holds import Holds
-from quotaflow.key_states import apply_key_states
-from quotaflow.managed_keys import ManagedKeys
 from quotaflow.secrets import SecretBox, load_master_key
 from quotaflow.services.access import (
     candidate_admin_token,
@@ -33,6 +28,10 @@ from quotaflow.services.access import (
     ensure_admin_token,
     is_loopback,
 )
+from quotaflow.services.agents import AgentRegistry
+from quotaflow.services.alerts import AlertMonitor
+from quotaflow.services.holds import Holds
+from quotaflow.services.keys import ManagedKeys, apply_key_states
 from quotaflow.services.notify import Notifier
 from quotaflow.storage.files import private_folder
 from quotaflow.storage.management import ManagementStore

@@ -16,7 +16,7 @@ from quotaflow.config.model import Config
 from quotaflow.gateway import Gateway
 from quotaflow.gateway import Gateway as Engine
 from quotaflow.gateway.upstream import make_client
-from quotaflow.key_states import apply_key_states
+from quotaflow.services.keys import apply_key_states
 from quotaflow.storage import open_counters, open_health_store, open_ledger
 from quotaflow.storage.sqlite import SqliteLedger
 
@@ -96,8 +96,8 @@ async def open_engine(
 
 async def restore_managed(engine: Engine, home: Path | None) -> int:
     """Re-create the keys and providers added at runtime (``/api/add_key``, ``keys add``)."""
-    from quotaflow.managed_keys import ManagedKeys
     from quotaflow.secrets import SecretBox, load_master_key
+    from quotaflow.services.keys import ManagedKeys
 
     store: Any = engine.ledger
     if not hasattr(store, "managed_keys"):
@@ -111,7 +111,7 @@ _MANAGED: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
 
 
 def managed_keys_of(engine: Engine) -> Any:
-    """The :class:`~quotaflow.managed_keys.ManagedKeys` :func:`open_engine` restored."""
+    """The :class:`~quotaflow.services.keys.ManagedKeys` :func:`open_engine` restored."""
     managed = _MANAGED.get(engine)
     if managed is None:
         raise RuntimeError("this engine was not opened with open_engine()")

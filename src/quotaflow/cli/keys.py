@@ -32,12 +32,12 @@ def keys() -> None:
 
 
 async def _list(engine: Any) -> dict[str, Any]:
-    from quotaflow import switcher
     from quotaflow.runtime import managed_keys_of
+    from quotaflow.services import status
 
     managed = managed_keys_of(engine)
     out = []
-    for row in await switcher.provider_statuses(engine):
+    for row in await status.provider_statuses(engine):
         for k in row.keys:
             d = k.to_json()
             d["provider"] = row.provider
@@ -174,7 +174,7 @@ def _toggle(enabled: bool) -> click.Command:
         else:
 
             async def work(engine: Any) -> dict[str, Any]:
-                from quotaflow.key_states import set_key_state
+                from quotaflow.services.keys import set_key_state
 
                 if key_id not in engine.keys:
                     fail(

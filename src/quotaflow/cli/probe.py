@@ -22,7 +22,7 @@ from quotaflow.cli.output import (
     local_options,
     run_local,
 )
-from quotaflow.probe import ProbeResult, probe_all, results_document, summarize, targets
+from quotaflow.services.probe import ProbeResult, probe_all, results_document, summarize, targets
 
 RESULTS_FILE = "api-test-results.json"
 

@@ -24,7 +24,7 @@ async def rebuild_counters(config: Config, home_dir: str | None, *, check_only: 
     if not getattr(counters, "shared", False):
         click.echo("embedded counters are rebuilt from the ledger at every start: nothing to do")
         return 0
-    from quotaflow.agents import agent_limits
+    from quotaflow.services.agents import agent_limits
 
     await gw.ledger.open()
     try:

@@ -21,15 +21,15 @@ from quotaflow.cli.output import (
 
 async def local_status(engine: Any) -> dict[str, Any]:
     """The same document as ``GET /api/status``, from the data folder."""
-    from quotaflow import switcher
+    from quotaflow.services import status
 
-    rows = await switcher.provider_statuses(engine)
+    rows = await status.provider_statuses(engine)
     total = sum(r.quota_total for r in rows)
     taken = sum(r.quota_used + r.reserved for r in rows)
     return {
         "success": True,
         "providers": [r.to_json() for r in rows],
-        "health": switcher.system_health(rows),
+        "health": status.system_health(rows),
         "forced_provider": engine.forced_provider,
         "total_providers": len(rows),
         "available_providers": sum(1 for r in rows if r.available),

@@ -180,7 +180,7 @@ class AsyncGateway:
         order (primary while under its threshold, then the fallback); raises when no
         provider can answer.
         """
-        from quotaflow.agents import context_for
+        from quotaflow.services.agents import context_for
 
         body = _prompt_body(prompt, model, None, max_tokens=max_tokens)
         agent = self._agents.get(ai_name) if self._agents is not None else None
@@ -235,7 +235,7 @@ def api_stats(engine: Engine) -> dict[str, Any]:
 
 
 async def _agent_registry(engine: Engine) -> Any:
-    from quotaflow.agents import AgentRegistry
+    from quotaflow.services.agents import AgentRegistry
 
     registry = AgentRegistry(engine.ledger, engine.clock)  # type: ignore[arg-type]
     registry.load_config(engine.config.agents)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import ValidationError
 
-from quotaflow import switcher
-from quotaflow.alerts import alert_json
 from quotaflow.config.schema import AgentSpec
 from quotaflow.errors import BadRequest
+from quotaflow.services import status
+from quotaflow.services.alerts import alert_json
 from quotaflow.web.auth import require_admin, require_reader
 from quotaflow.web.errors import json_response
 from quotaflow.web.keys import MANAGEMENT
@@ -64,7 +64,7 @@ async def list_keys(request: web.Request) -> web.Response:
     mg = request.app[MANAGEMENT]
     require_admin(request)
     keys = []
-    for row in await switcher.provider_statuses(mg.gateway):
+    for row in await status.provider_statuses(mg.gateway):
         for k in row.keys:
             d = k.to_json()
             d["provider"] = row.provider

@@ -31,10 +31,10 @@ from typing import Any
 
 from aiohttp import web
 
-from quotaflow.agents import AGENT_KEY_PREFIX, Agent
 from quotaflow.errors import BadRequest, Forbidden, QuotaflowError, Unauthorized
 from quotaflow.management import Management
 from quotaflow.services.access import ADMIN_PREFIX, is_loopback, token_hash
+from quotaflow.services.agents import AGENT_KEY_PREFIX, Agent
 from quotaflow.web.keys import MANAGEMENT
 
 ADMIN_HEADER = "x-quotaflow-admin-token"

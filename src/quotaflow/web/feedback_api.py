@@ -15,7 +15,7 @@ from aiohttp import web
 from quotaflow.engine.stats import to_json
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import Gateway
-from quotaflow.managed_keys import resolve_provider, unknown_provider
+from quotaflow.services.keys import resolve_provider, unknown_provider
 from quotaflow.web.auth import require_caller
 from quotaflow.web.errors import json_response
 from quotaflow.web.keys import GATEWAY

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from quotaflow.agents import apply_token_cap, context_for
 from quotaflow.errors import Unauthorized
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.gateway.streaming import CLIENT_GONE
+from quotaflow.services.agents import apply_token_cap, context_for
 from quotaflow.web.auth import caller_of, named_agent
 from quotaflow.web.body import read_json
 from quotaflow.web.errors import json_response

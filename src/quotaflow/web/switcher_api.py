@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from quotaflow import switcher
-from quotaflow.agents import Agent, context_for
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import CallContext
+from quotaflow.services import status as quota_status
+from quotaflow.services import switcher
+from quotaflow.services.agents import Agent, context_for
 from quotaflow.web.auth import (
     AGENT_HEADER,
     Caller,
@@ -49,13 +50,13 @@ def agent_of(request: web.Request, caller: Caller) -> tuple[Agent | None, str]:
 
 async def status(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    rows = await switcher.provider_statuses(gw)
+    rows = await quota_status.provider_statuses(gw)
     total = sum(r.quota_total for r in rows)
     taken = sum(r.quota_used + r.reserved for r in rows)
     return json_response({
         "success": True,
         "providers": [r.to_json() for r in rows],
-        "health": switcher.system_health(rows),
+        "health": quota_status.system_health(rows),
         "forced_provider": gw.forced_provider,
         "total_providers": len(rows),
         "available_providers": sum(1 for r in rows if r.available),
@@ -86,7 +87,7 @@ async def choose(request: web.Request) -> web.Response:
         "provider": c.provider,
         "api_key": c.key.secret if caller.is_admin else c.key.masked,
         "key_label": c.key.label,
-        "remaining_after": switcher.as_number(c.remaining_after),
+        "remaining_after": quota_status.as_number(c.remaining_after),
         "reason": c.reason,
         "key_id": c.key.id,
         "reservation_id": c.hold.reservation_id,

@@ -11,11 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from quotaflow import token_usage
-from quotaflow.agents import Agent, apply_token_cap, context_for
-from quotaflow.alerts import alert_json
 from quotaflow.errors import BadRequest, Forbidden, NotFound
 from quotaflow.management import Management
+from quotaflow.services import token_usage
+from quotaflow.services.agents import Agent, apply_token_cap, context_for
+from quotaflow.services.alerts import alert_json
 from quotaflow.types import Measure
 from quotaflow.web.auth import require_admin, require_caller, require_reader
 from quotaflow.web.errors import json_response

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import Gateway
-from quotaflow.managed_keys import resolve_provider, unknown_provider
+from quotaflow.services.keys import resolve_provider, unknown_provider
 from quotaflow.web.body import read_json
 from quotaflow.web.keys import GATEWAY
 

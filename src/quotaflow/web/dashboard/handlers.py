@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from quotaflow.errors import BadRequest
-from quotaflow.key_states import set_key_state
 from quotaflow.management import Management
+from quotaflow.services.keys import set_key_state
 from quotaflow.web.auth import require_admin, viewer_of
 from quotaflow.web.dashboard.hub import HUB
 from quotaflow.web.errors import json_response

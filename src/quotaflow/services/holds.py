@@ -1,7 +1,7 @@
 """Seed 000's holds: the reservations ``/api/choose`` handed out until ``/api/use`` settles
 them or they expire.
 
-Apart from :mod:`quotaflow.switcher` (which re-exports both names) so the management state can
+Apart from :mod:`quotaflow.services.switcher` (which re-exports both names) so the management state can
 keep them without loading the switcher before its first request."""
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from quotaflow.engine.tokens import estimate_prompt_tokens
 from quotaflow.engine.windows import Window, parse_window
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import CallContext, Gateway
+from quotaflow.services.status import provider_statuses
 from quotaflow.storage.management import ManagementStore
 
 if TYPE_CHECKING:  # the pydantic schema loads with the configuration
@@ -194,8 +195,8 @@ class ProviderPick:
 async def provider_shares(gw: Gateway, agent: Agent) -> dict[str, float]:
     """Per provider of the agent's order: the agent's used share there (its per-provider
     budgets when it has some, else the provider's own token quotas)."""
-    from quotaflow.switcher import provider_statuses  # switcher imports the gateway too
-
+    if not agent.spec.providers:
+        return {}  # no order to follow: the quota rows of every provider are not needed
     now = gw.clock.now()
     usages = await gw.counters.snapshot(agent.limits, now)
     rows = {r.provider: r for r in await provider_statuses(gw)}

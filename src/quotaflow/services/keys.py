@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from typing import Any
 
+from quotaflow.engine import health as hl
 from quotaflow.engine.catalog import Key
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.windows import Window
@@ -197,3 +199,47 @@ class ManagedKeys:
         key = self.gw.remove_key(key_id)
         assert key is not None
         return key
+
+
+# -- operator key states (kept in the store, applied at start) --------------------
+KEY_STATE_SETTING = "key_state:"  # + key id → "enabled@<ts>" | "disabled@<ts>"
+
+
+async def set_key_state(engine: Gateway, key_id: str, enabled: bool) -> None:
+    """An operator's enable / disable of a key, kept in the data folder (and applied now)."""
+    now = engine.clock.now()
+    store: Any = engine.ledger
+    await store.set_setting(
+        KEY_STATE_SETTING + key_id, f"{'enabled' if enabled else 'disabled'}@{now}"
+    )
+    _apply_state(engine, key_id, enabled, now, {})
+
+
+async def apply_key_states(engine: Gateway) -> None:
+    """Apply the stored operator states; a later key-tester verdict wins over an older one."""
+    store: Any = engine.ledger
+    if not hasattr(store, "get_setting"):
+        return
+    states: list[tuple[str, bool, float]] = []
+    for key_id in list(engine.keys):
+        value = await store.get_setting(KEY_STATE_SETTING + key_id)
+        if value:
+            state, _, at = value.partition("@")
+            states.append((key_id, state == "enabled", float(at or 0)))
+    probed: dict[str, float] = {}
+    if any(enabled for _, enabled, _ in states):  # only an enable is weighed against them:
+        for r in await store.probe_results():  # a scan of the ledger, so not at every start
+            if r.status != "ok":
+                probed[r.key_id] = max(probed.get(r.key_id, 0.0), r.ts)
+    for key_id, enabled, at in states:
+        _apply_state(engine, key_id, enabled, at, probed)
+
+
+def _apply_state(
+    engine: Gateway, key_id: str, enabled: bool, at: float, probed: dict[str, float]
+) -> None:
+    if enabled:
+        if probed.get(key_id, 0.0) <= at:
+            engine.enable_key(key_id)
+    else:
+        engine.health.setdefault(key_id, hl.Health()).disabled_reason = "disabled by an operator"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quotaflow.alerts import AlertMonitor
 from quotaflow.engine import health as hl
 from quotaflow.gateway import Gateway
+from quotaflow.services.alerts import AlertMonitor
 from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 from quotaflow.types import ErrorKind, Measure

@@ -2,7 +2,7 @@
 
 Months are calendar months in the configured time zone. Usage comes from the ledger (the
 source of truth); budgets and the recommended provider come from the agent's limits and
-provider order (:mod:`quotaflow.agents`). Emergency levels: warning 80 %, critical 95 %,
+provider order (:mod:`quotaflow.services.agents`). Emergency levels: warning 80 %, critical 95 %,
 emergency 98 % (``settings.emergency_levels``).
 """
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from quotaflow.agents import Agent, pick_provider, provider_shares
 from quotaflow.engine.windows import Window, next_reset, window_start
 from quotaflow.gateway import Gateway
+from quotaflow.services.agents import Agent, pick_provider, provider_shares
+from quotaflow.services.status import as_number, limit_json, provider_statuses
 from quotaflow.storage.management import ManagementStore
-from quotaflow.switcher import as_number, limit_json, provider_statuses
 from quotaflow.types import Measure
 
 MONTH = Window("month")

@@ -8,8 +8,8 @@ import pytest
 
 from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_provider
 from quotaflow.library import AsyncGateway
-from quotaflow.probe import probe_all, results_document, summarize, targets
 from quotaflow.runtime import open_engine, resolve_config
+from quotaflow.services.probe import probe_all, results_document, summarize, targets
 from tests.cli.fakes import provider_config
 
 

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from quotaflow.agents import Agent, AgentRegistry, agent_limits, apply_token_cap, pick_provider
 from quotaflow.config.schema import AgentSpec
 from quotaflow.errors import BadRequest
+from quotaflow.services.agents import (
+    Agent,
+    AgentRegistry,
+    agent_limits,
+    apply_token_cap,
+    pick_provider,
+)
 from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock
 

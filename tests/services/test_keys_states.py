@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from quotaflow.gateway import Gateway
-from quotaflow.key_states import KEY_STATE_SETTING, apply_key_states
 from quotaflow.runtime import build_gateway
+from quotaflow.services.keys import KEY_STATE_SETTING, apply_key_states
 from quotaflow.storage.base import LedgerRow
 from quotaflow.testing import FrozenClock, config
 
