@@ -21,16 +21,16 @@ NEVER_BEFORE_A_REQUEST = {
     "quotaflow.reports",  # reports and forecasts: the dashboard's first request
     "quotaflow.services.switcher",  # seed 000's /api/status, /api/choose, …
     "quotaflow.services.token_usage",  # seed 003's /api/token-usage/…
-    "quotaflow.web.admin_api",
+    "quotaflow.web.api.admin",
     "quotaflow.web.dashboard.handlers",
     "quotaflow.web.dashboard.page",
     "quotaflow.web.dashboard.series",
     "quotaflow.web.dashboard.snapshot",
-    "quotaflow.web.feedback_api",
-    "quotaflow.web.openapi",
-    "quotaflow.web.openapi_spec",
-    "quotaflow.web.switcher_api",
-    "quotaflow.web.token_usage_api",
+    "quotaflow.web.api.feedback",
+    "quotaflow.web.api.openapi",
+    "quotaflow.web.api.openapi_spec",
+    "quotaflow.web.api.switcher",
+    "quotaflow.web.api.token_usage",
 }
 # Not even the server: listing the commands (``quotaflow --help``) or failing on a bad
 # config needs none of these.

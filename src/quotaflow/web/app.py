@@ -9,10 +9,10 @@ from aiohttp import web
 from quotaflow.gateway import Gateway
 from quotaflow.management import Management
 from quotaflow.web.auth import THROTTLE, AdminThrottle
-from quotaflow.web.keys import GATEWAY, MANAGEMENT
-from quotaflow.web.middleware_guard import guard_middleware
+from quotaflow.web.guards import guard_middleware
 from quotaflow.web.response_headers import secure_headers
 from quotaflow.web.routes import add_routes
+from quotaflow.web.state import GATEWAY, MANAGEMENT
 
 
 def create_app(

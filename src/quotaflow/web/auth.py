@@ -35,7 +35,7 @@ from quotaflow.errors import BadRequest, Forbidden, QuotaflowError, Unauthorized
 from quotaflow.management import Management
 from quotaflow.services.access import ADMIN_PREFIX, is_loopback, token_hash
 from quotaflow.services.agents import AGENT_KEY_PREFIX, Agent
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import MANAGEMENT
 
 ADMIN_HEADER = "x-quotaflow-admin-token"
 AGENT_HEADER = "x-quotaflow-agent"

@@ -15,7 +15,7 @@ from quotaflow.errors import BadRequest
 from quotaflow.gateway import Gateway
 from quotaflow.services.keys import resolve_provider, unknown_provider
 from quotaflow.web.body import read_json
-from quotaflow.web.keys import GATEWAY
+from quotaflow.web.state import GATEWAY
 
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 

@@ -16,7 +16,7 @@ from quotaflow.services.keys import set_key_state
 from quotaflow.web.auth import require_admin, viewer_of
 from quotaflow.web.dashboard.hub import HUB
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import MANAGEMENT
 from quotaflow.web.validate import path_name
 
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from quotaflow.management import Management
 from quotaflow.storage.base import LedgerQuery
 from quotaflow.web.auth import viewer_of
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import MANAGEMENT
 
 if TYPE_CHECKING:  # the dashboard's modules load with its first request
     from quotaflow.web.dashboard.series import SeriesCache

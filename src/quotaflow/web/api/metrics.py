@@ -16,7 +16,7 @@ from quotaflow.gateway import Gateway
 from quotaflow.observability.metrics import CONTENT_TYPE, Metrics
 from quotaflow.services.access import is_loopback
 from quotaflow.web.auth import presented_token, require_admin
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import MANAGEMENT
 
 METRICS_TOKEN_ENV = "QUOTAFLOW_METRICS_TOKEN"
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from quotaflow.errors import Forbidden
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import MANAGEMENT
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ALLOW_HEADERS = "Content-Type, Authorization, X-Quotaflow-Agent, X-Quotaflow-Admin-Token"

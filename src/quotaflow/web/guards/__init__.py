@@ -1,6 +1,6 @@
 """The one middleware: the request guards, then the handler, with errors rendered in one place.
 
-The guards (:mod:`.middleware_host`, :mod:`.middleware_cors`, :mod:`.middleware_content_type`)
+The guards (:mod:`.host`, :mod:`.cors`, :mod:`.content_type`)
 are plain checks composed here rather than stacked middlewares, because aiohttp wraps every
 middleware anew on every request — on ``/v1`` that per-request cost is worth saving.
 """
@@ -11,9 +11,9 @@ from aiohttp import web
 
 from quotaflow.web.auth import OPEN_READS, require_reader
 from quotaflow.web.errors import Handler, exception_response
-from quotaflow.web.middleware_content_type import check_content_type
-from quotaflow.web.middleware_cors import add_cors_headers, cors_origin, cors_preflight
-from quotaflow.web.middleware_host import check_host
+from quotaflow.web.guards.content_type import check_content_type
+from quotaflow.web.guards.cors import add_cors_headers, cors_origin, cors_preflight
+from quotaflow.web.guards.host import check_host
 
 READS = frozenset({"GET", "HEAD"})
 GUARDED_READS = ("/api/",)

@@ -1,5 +1,5 @@
 """Seed 000's API, exactly: ``/api/status``, ``choose``, ``use``, ``add_key``, ``history``,
-``force_provider``, ``clear_forced``, ``reset_quota`` (``/api/health`` is in health_api).
+``force_provider``, ``clear_forced``, ``reset_quota`` (``/api/health`` is in :mod:`.health`).
 
 Reads are open; ``choose`` and ``use`` need an agent key or the admin token; the rest need
 the admin token (in ``--trust-local`` mode every local caller has both).
@@ -23,7 +23,7 @@ from quotaflow.web.auth import (
     require_reader,
 )
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import GATEWAY, MANAGEMENT
+from quotaflow.web.state import GATEWAY, MANAGEMENT
 from quotaflow.web.validate import (
     NAME,
     get_bool,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from quotaflow._version import __version__
+from quotaflow.web.api.openapi_spec import build_spec
 from quotaflow.web.errors import json_response
-from quotaflow.web.openapi_spec import build_spec
 
 
 async def openapi_json(request: web.Request) -> web.Response:

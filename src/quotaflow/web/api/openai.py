@@ -13,7 +13,7 @@ from quotaflow.services.agents import apply_token_cap, context_for
 from quotaflow.web.auth import caller_of, named_agent
 from quotaflow.web.body import read_json
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import GATEWAY, MANAGEMENT
+from quotaflow.web.state import GATEWAY, MANAGEMENT
 
 AGENT_HEADER = "x-quotaflow-agent"
 

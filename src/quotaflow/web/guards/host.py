@@ -12,7 +12,7 @@ from aiohttp import web
 
 from quotaflow.errors import QuotaflowError
 from quotaflow.services.access import is_loopback
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import MANAGEMENT
 
 
 class MisdirectedRequest(QuotaflowError):

@@ -31,7 +31,7 @@ LAUNCH_ARGS = [
     "--no-sandbox", "--disable-background-networking", "--disable-gpu",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 XSS = "<img src=x onerror=alert(1)>"
 SECRETS = ("sk-browser-openai-0001", "sk-browser-openai-0002", "gsk-browser-groq-0003")

@@ -1,6 +1,6 @@
 """Schemathesis over ``/openapi.json``: zero 5xx and zero schema violations.
 
-The document is static (``quotaflow.web.openapi_spec``), so it is loaded without a server;
+The document is static (``quotaflow.web.api.openapi_spec``), so it is loaded without a server;
 each generated case is sent to a real ``quotaflow serve`` process (default mode, with the
 admin token) in front of a fake OpenAI provider.
 """
@@ -19,12 +19,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from quotaflow.web.openapi_spec import build_spec
+from quotaflow.web.api.openapi_spec import build_spec
 from tests.e2e_helpers import Served, fake_upstream, served
 
 pytestmark = pytest.mark.e2e
 
-# The event stream never ends by design; it has its own tests (test_dashboard_api.py).
+# The event stream never ends by design; it has its own tests (tests/web/dashboard/test_handlers.py).
 schema = schemathesis.openapi.from_dict(build_spec("test")).exclude(path="/api/events")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]  # fmt: skip
 

@@ -18,7 +18,7 @@ from quotaflow.gateway import Gateway
 from quotaflow.services.keys import resolve_provider, unknown_provider
 from quotaflow.web.auth import require_caller
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import GATEWAY
+from quotaflow.web.state import GATEWAY
 from quotaflow.web.validate import get_str, read_object
 
 

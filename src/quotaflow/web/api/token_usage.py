@@ -19,7 +19,7 @@ from quotaflow.services.alerts import alert_json
 from quotaflow.types import Measure
 from quotaflow.web.auth import require_admin, require_caller, require_reader
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import MANAGEMENT
 from quotaflow.web.validate import (
     NAME,
     get_int,

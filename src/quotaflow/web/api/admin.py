@@ -15,7 +15,7 @@ from quotaflow.services import status
 from quotaflow.services.alerts import alert_json
 from quotaflow.web.auth import require_admin, require_reader
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import MANAGEMENT
 from quotaflow.web.validate import path_name, query_int, read_object
 
 

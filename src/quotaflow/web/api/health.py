@@ -14,7 +14,7 @@ from quotaflow._version import __version__
 from quotaflow.gateway import Gateway
 from quotaflow.services.readiness import readiness
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import GATEWAY
+from quotaflow.web.state import GATEWAY
 
 
 async def health(request: web.Request) -> web.Response:
