@@ -21,7 +21,6 @@ from typing import cast
 
 from quotaflow.engine.limits import Limit
 from quotaflow.gateway import Gateway
-from quotaflow.secrets import SecretBox, load_master_key
 from quotaflow.services.access import (
     candidate_admin_token,
     claim_admin_token,
@@ -36,6 +35,7 @@ from quotaflow.services.notify import Notifier
 from quotaflow.storage.files import private_folder
 from quotaflow.storage.management import ManagementStore
 from quotaflow.storage.outbox import OutboxStore
+from quotaflow.storage.secrets import SecretBox, load_master_key
 
 FORCED_SETTING = "forced_provider"
 ALERT_INTERVAL_S = 1.0

@@ -18,7 +18,7 @@ from quotaflow.gateway import Gateway as Engine
 from quotaflow.gateway.upstream import make_client
 from quotaflow.services.keys import apply_key_states
 from quotaflow.storage import open_counters, open_health_store, open_ledger
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 
 
 def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -96,8 +96,8 @@ async def open_engine(
 
 async def restore_managed(engine: Engine, home: Path | None) -> int:
     """Re-create the keys and providers added at runtime (``/api/add_key``, ``keys add``)."""
-    from quotaflow.secrets import SecretBox, load_master_key
     from quotaflow.services.keys import ManagedKeys
+    from quotaflow.storage.secrets import SecretBox, load_master_key
 
     store: Any = engine.ledger
     if not hasattr(store, "managed_keys"):

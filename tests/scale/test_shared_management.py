@@ -19,9 +19,9 @@ from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_p
 from quotaflow.fake_provider.server import FakeProviderHandle
 from quotaflow.management import Management
 from quotaflow.runtime import build_gateway
-from quotaflow.secrets import MASTER_KEY_ENV
 from quotaflow.services.access import ADMIN_SETTING
-from quotaflow.storage.postgres import PostgresLedger
+from quotaflow.storage.ledgers.postgres import PostgresLedger
+from quotaflow.storage.secrets import MASTER_KEY_ENV
 from quotaflow.testing import config
 from quotaflow.web.app import create_app
 from tests.scale.services import free_port

@@ -15,7 +15,7 @@ from quotaflow.services.agents import (
     apply_token_cap,
     pick_provider,
 )
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock
 
 IMPERIUM = AgentSpec.model_validate({

@@ -7,7 +7,7 @@ from pathlib import Path
 from quotaflow.engine import health as hl
 from quotaflow.gateway import Gateway
 from quotaflow.services.alerts import AlertMonitor
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 from quotaflow.types import ErrorKind, Measure
 

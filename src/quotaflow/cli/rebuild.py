@@ -13,7 +13,7 @@ from quotaflow.config.model import Config
 from quotaflow.config.schema import AgentSpec
 from quotaflow.engine.limits import Limit
 from quotaflow.runtime import build_gateway, data_home
-from quotaflow.storage.rebuild import LedgerSource, check_agreement
+from quotaflow.storage.counters.rebuild import LedgerSource, check_agreement
 
 
 async def rebuild_counters(config: Config, home_dir: str | None, *, check_only: bool) -> int:

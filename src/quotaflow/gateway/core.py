@@ -57,9 +57,9 @@ from quotaflow.gateway.upstream import make_client
 from quotaflow.httpclient import Transport
 from quotaflow.observability.observer import Observer
 from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
-from quotaflow.storage.health_store import HealthStore
-from quotaflow.storage.memory import MemoryCounterStore
-from quotaflow.storage.rebuild import Disagreement, attach_shared
+from quotaflow.storage.counters.memory import MemoryCounterStore
+from quotaflow.storage.counters.rebuild import Disagreement, attach_shared
+from quotaflow.storage.health.base import HealthStore
 from quotaflow.types import ErrorKind, Usage
 
 

@@ -2,7 +2,7 @@
 
 :class:`HealthSync` runs one background task per gateway: it publishes the blocking state of
 the keys this replica changed (in the order they changed) and, every ``interval_s``, merges
-what the others published (:mod:`quotaflow.storage.health_store` has the rule). Callers stay
+what the others published (:mod:`quotaflow.storage.health.base` has the rule). Callers stay
 synchronous: :meth:`notify` / :meth:`notify_reset` only queue. A store that is down is
 logged once and retried; it never breaks routing (each replica then learns on its own, as
 in the embedded mode).
@@ -16,7 +16,7 @@ import logging
 
 from quotaflow.clock import Clock
 from quotaflow.engine import health as hl
-from quotaflow.storage.health_store import (
+from quotaflow.storage.health.base import (
     RESET_KINDS,
     HealthStore,
     ResetKind,

@@ -20,8 +20,8 @@ from quotaflow.engine.limits import Limit
 from quotaflow.engine.windows import Window
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import Gateway
-from quotaflow.secrets import SecretBox, secret_hash
 from quotaflow.storage.management import ManagedKeyRow, ManagementStore
+from quotaflow.storage.secrets import SecretBox, secret_hash
 
 ALIASES = {"claude": "anthropic", "google": "gemini", "moonshot": "kimi", "hf": "huggingface"}
 PROVIDER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -20,15 +20,15 @@ from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.errors import ConfigError
 from quotaflow.storage.base import CounterStore, LedgerStore
-from quotaflow.storage.health_store import HealthStore
+from quotaflow.storage.health.base import HealthStore
 
 COUNTERS = {
-    "memory": "quotaflow.storage.memory:MemoryCounterStore",
-    "redis": "quotaflow.storage.redis:RedisCounterStore",
+    "memory": "quotaflow.storage.counters.memory:MemoryCounterStore",
+    "redis": "quotaflow.storage.counters.redis:RedisCounterStore",
 }
 LEDGERS = {
-    "sqlite": "quotaflow.storage.sqlite:SqliteLedger",
-    "postgresql": "quotaflow.storage.postgres:PostgresLedger",
+    "sqlite": "quotaflow.storage.ledgers.sqlite:SqliteLedger",
+    "postgresql": "quotaflow.storage.ledgers.postgres:PostgresLedger",
 }
 _SCHEMES = {"rediss": "redis", "unix": "redis", "postgres": "postgresql"}
 
@@ -78,7 +78,7 @@ def open_health_store(config: Config) -> HealthStore | None:
     spec = config.storage
     if backend_name(spec.counters) != "redis":
         return None
-    cls = load_class("quotaflow.storage.redis_health:RedisHealthStore")
+    cls = load_class("quotaflow.storage.health.redis:RedisHealthStore")
     return cls(spec.counters, prefix=spec.key_prefix)  # type: ignore[no-any-return]
 
 

@@ -1,7 +1,7 @@
 """Storage, split by capability: counters (hot, atomic) and the ledger (durable truth).
 
-Implementations: :mod:`quotaflow.storage.memory` (counters of the embedded default),
-:mod:`quotaflow.storage.sqlite` (the embedded ledger).
+Implementations: :mod:`quotaflow.storage.counters.memory` (counters of the embedded default),
+:mod:`quotaflow.storage.ledgers.sqlite` (the embedded ledger).
 """
 
 from __future__ import annotations

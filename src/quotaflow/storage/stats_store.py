@@ -1,6 +1,6 @@
 """Where the per key × model statistics live between runs (and, scaled out, between replicas).
 
-:class:`~quotaflow.storage.sqlite.SqliteLedger` implements :class:`StatsStore` in the
+:class:`~quotaflow.storage.ledgers.sqlite.SqliteLedger` implements :class:`StatsStore` in the
 ``model_stats`` table; a shared store (Redis) implements the same two methods. The gateway
 loads the snapshot at start and saves it every ``settings.stats_flush_s`` and at close.
 """

@@ -1,6 +1,6 @@
 """The ledger of scaled-out replicas (and their keys, agents, settings, alerts): PostgreSQL.
 
-It implements the same methods as :class:`~quotaflow.storage.sqlite.SqliteLedger`, with the
+It implements the same methods as :class:`~quotaflow.storage.ledgers.sqlite.SqliteLedger`, with the
 same group commit: writes are queued and one writer task commits everything queued so far
 in one transaction; each caller's ``await`` returns only after that COMMIT, so a response
 is released only once its row is durable.
@@ -8,7 +8,7 @@ is released only once its row is durable.
 Several replicas share the database. Each row records the ``replica`` that journaled it;
 :meth:`settle_crashed` settles only this replica's pending rows, or anyone's older than
 ``stale_after_s`` (their replica died and never came back). Schema migrations
-(``migrations_pg/NNN_*.sql``) run at :meth:`open` under a PostgreSQL advisory lock, so two
+(``migrations/postgres/NNN_*.sql``) run at :meth:`open` under a PostgreSQL advisory lock, so two
 replicas starting at once apply each exactly once.
 
 Faults: when PostgreSQL is unreachable every write and read raises
@@ -39,12 +39,12 @@ from quotaflow.storage.base import (
     LedgerUnavailable,
     UsageTotals,
 )
-from quotaflow.storage.ledger_sql import group_text, scope_condition, span
+from quotaflow.storage.ledgers.sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
 
-log = logging.getLogger("quotaflow.storage.postgres")
+log = logging.getLogger("quotaflow.storage.ledgers.postgres")
 
 MIGRATION_LOCK = 0x71666C6F77  # "qflow": the advisory lock migrations run under
 ID_BLOCK = 64  # ids a replica takes at once (the sequence increments by this much)
@@ -97,7 +97,7 @@ def _row(t: Sequence[Any]) -> LedgerRow:
 
 
 def _migrations() -> list[tuple[str, str]]:
-    folder = resources.files("quotaflow.storage") / "migrations_pg"
+    folder = resources.files("quotaflow.storage.ledgers") / "migrations" / "postgres"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(n, (folder / n).read_text(encoding="utf-8")) for n in names]
 

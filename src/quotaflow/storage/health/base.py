@@ -31,7 +31,7 @@ FIELDS = (
 
 
 class HealthStore(Protocol):
-    """Where replicas share key health (Redis: :mod:`quotaflow.storage.redis_health`)."""
+    """Where replicas share key health (Redis: :mod:`quotaflow.storage.health.redis`)."""
 
     async def publish(self, key_id: str, fields: Mapping[str, str]) -> None:
         """Merge ``fields`` (a subset of :data:`FIELDS`) into the key's shared state, stricter wins."""

@@ -11,7 +11,7 @@ import pytest
 
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.reservation import Claim
-from quotaflow.storage.memory import MemoryCounterStore
+from quotaflow.storage.counters.memory import MemoryCounterStore
 from quotaflow.testing import FrozenClock, limit
 from quotaflow.types import Measure
 

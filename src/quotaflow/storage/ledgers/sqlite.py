@@ -32,12 +32,12 @@ from quotaflow.storage.base import (
     UsageTotals,
 )
 from quotaflow.storage.files import private_file, private_folder
-from quotaflow.storage.ledger_sql import group_text, scope_condition, span
+from quotaflow.storage.ledgers.sql import group_text, scope_condition, span
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
 
-log = logging.getLogger("quotaflow.storage.sqlite")
+log = logging.getLogger("quotaflow.storage.ledgers.sqlite")
 
 # Primary result codes of writes that fail for a while and then succeed again on their own
 # (space freed, a lock released, the device back or remounted read-write): SQLITE_BUSY,
@@ -175,7 +175,7 @@ def unusable_database(path: Path, exc: BaseException) -> StorageUnusable:
 
 
 def _migrations() -> list[str]:
-    folder = resources.files("quotaflow.storage") / "migrations"
+    folder = resources.files("quotaflow.storage.ledgers") / "migrations" / "sqlite"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(folder / n).read_text(encoding="utf-8") for n in names]
 

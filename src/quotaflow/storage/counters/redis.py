@@ -1,6 +1,6 @@
 """Counters shared by several replicas, in Redis: one atomic Lua script per operation.
 
-Semantics are those of :class:`~quotaflow.storage.memory.MemoryCounterStore` (a reserve over
+Semantics are those of :class:`~quotaflow.storage.counters.memory.MemoryCounterStore` (a reserve over
 several limits is all or nothing, a settle commits into the window the reservation was booked
 in, a rolling window forgets its events), with the window arithmetic (time zones, DST, month
 lengths) done here in Python and handed to the scripts as arguments. Keys::
@@ -45,10 +45,10 @@ from quotaflow.engine.reservation import Claim, fits
 from quotaflow.engine.windows import next_reset, window_start
 from quotaflow.errors import Unavailable
 from quotaflow.storage.base import ReserveOutcome
-from quotaflow.storage.rebuild import LedgerSource, ledger_window
+from quotaflow.storage.counters.rebuild import LedgerSource, ledger_window
 from quotaflow.types import Measure
 
-log = logging.getLogger("quotaflow.storage.redis")
+log = logging.getLogger("quotaflow.storage.counters.redis")
 
 WINDOW_GRACE_S = 3600  # a calendar window's keys live this long after it ends
 REBUILD_GRACE_S = 0.5  # in-flight ledger journals land before a rebuild reads the ledger
@@ -64,7 +64,7 @@ class CountersUnavailable(Unavailable):
 
 
 def _script(name: str) -> str:
-    folder = resources.files("quotaflow.storage") / "lua"
+    folder = resources.files("quotaflow.storage.counters") / "lua"
     common = (folder / "common.lua").read_text(encoding="utf-8")
     return common + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
 

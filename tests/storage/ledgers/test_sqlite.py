@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from quotaflow.storage.base import LedgerQuery, LedgerRow
-from quotaflow.storage.ledger_sql import scope_condition
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sql import scope_condition
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.types import Measure
 
 T0 = 1_773_489_600.0

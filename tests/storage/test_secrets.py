@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from quotaflow.secrets import (
+from quotaflow.storage.secrets import (
     KEY_FILE,
     MASTER_KEY_ENV,
     SecretBox,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from quotaflow.engine import health as hl
-from quotaflow.storage.health_store import (
+from quotaflow.storage.health.base import (
     apply_reset,
     blocking_fields,
     merge,

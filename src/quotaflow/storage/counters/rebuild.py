@@ -20,7 +20,7 @@ from quotaflow.errors import Unavailable
 from quotaflow.types import Measure
 
 _TOLERANCE = 1e-6
-log = logging.getLogger("quotaflow.storage.rebuild")
+log = logging.getLogger("quotaflow.storage.counters.rebuild")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Key health shared through Redis (issue 8); the merge rule is in :mod:`.health_store`.
+"""Key health shared through Redis (issue 8); the merge rule is in :mod:`.base`.
 
 Keys::
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from quotaflow.storage.health_store import ResetKind
+from quotaflow.storage.health.base import ResetKind
 
 _PUBLISH = """
 local h = KEYS[1]
@@ -53,7 +53,7 @@ return gen
 
 
 class RedisHealthStore:
-    """:class:`~quotaflow.storage.health_store.HealthStore` in Redis, with its own small pool."""
+    """:class:`~quotaflow.storage.health.base.HealthStore` in Redis, with its own small pool."""
 
     def __init__(self, url: str, *, prefix: str = "qf:", timeout_s: float = 2.0) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
