@@ -32,7 +32,7 @@ def build_gateway(config: Config, home: Path, *, clock: Clock | None = None) -> 
     """A gateway on the storage ``config.storage`` names (embedded SQLite + memory by default)."""
     ledger = open_ledger(config, home, clock)
     counters = open_counters(config, clock)
-    health_store = open_health_store(config)  # Redis only (issue 8)
+    health_store = open_health_store(config)  # shared by replicas through Redis only
     return Gateway(config, ledger=ledger, counters=counters, clock=clock, health_store=health_store)
 
 

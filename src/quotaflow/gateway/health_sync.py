@@ -1,4 +1,4 @@
-"""Keeping a replica's key health in step with the other replicas' (issue 8).
+"""Keeping a replica's key health in step with the other replicas'.
 
 :class:`HealthSync` runs one background task per gateway: it publishes the blocking state of
 the keys this replica changed (in the order they changed) and, every ``interval_s``, merges

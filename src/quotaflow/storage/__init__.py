@@ -73,7 +73,7 @@ def open_counters(config: Config, clock: Clock | None = None) -> CounterStore:
 
 
 def open_health_store(config: Config) -> HealthStore | None:
-    """Shared key health (issue 8) when the counters are shared (Redis), else ``None``:
+    """Shared key health when the counters are shared (Redis), else ``None``:
     the embedded mode keeps health in memory and pays nothing."""
     spec = config.storage
     if backend_name(spec.counters) != "redis":

@@ -160,7 +160,7 @@ class LedgerStore(Protocol):
         """Settle attempts a crash left pending at their reserved worst case; returns how many."""
         ...
 
-    # -- reports (issue 5) ---------------------------------------------------------------
+    # -- reports ---------------------------------------------------------------
     async def usage_totals(
         self, group: str, since: float | None = None, until: float | None = None
     ) -> list[UsageTotals]:
@@ -177,7 +177,7 @@ class LedgerStore(Protocol):
         """The latest key-tester row (``source='probe'``) per key × model, since an instant."""
         ...
 
-    # -- learning (issue 7) ----------------------------------------------------------------
+    # -- learning ----------------------------------------------------------------
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         """Every attempt of one request, first attempt first (feedback names a request)."""
         ...

@@ -63,7 +63,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{tu}/test-ai-call", lazy("api.token_usage", "test_ai_call"))
     app.router.add_post(f"{tu}/reset/{{ai_name}}", lazy("api.token_usage", "reset"))
     app.router.add_get(f"{tu}/history/{{ai_name}}", lazy("api.token_usage", "history"))
-    # seed 004 (issue 7): quality feedback, session summary, key × model statistics
+    # seed 004: quality feedback, session summary, key × model statistics
     app.router.add_post("/api/feedback", lazy("api.feedback", "feedback"))
     app.router.add_get("/api/session-summary", lazy("api.feedback", "session_summary"))
     app.router.add_get("/api/model-stats", lazy("api.feedback", "model_stats"))
@@ -77,7 +77,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/alerts", lazy("api.admin", "list_alerts"))
     app.router.add_get("/openapi.json", lazy("api.openapi", "openapi_json"))
     app.router.add_get("/metrics", lazy("api.metrics", "metrics"))
-    # dashboard (issue 6): the page, its assets, its snapshot and live stream, key switches
+    # dashboard: the page, its assets, its snapshot and live stream, key switches
     app.router.add_get("/", lazy("dashboard.page", "index"))
     app.router.add_get("/static/{name}", lazy("dashboard.page", "static_file"))
     app.router.add_get("/api/dashboard", lazy("dashboard.handlers", "snapshot"))

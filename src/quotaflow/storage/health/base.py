@@ -1,4 +1,4 @@
-"""Key health shared by replicas (issue 8): the store's protocol and the merge rule.
+"""Key health shared by replicas: the store's protocol and the merge rule.
 
 A replica publishes a key's *blocking* state (disabled, cool-down, provider-side depletion,
 open circuit) when it changes it; every replica merges what the others published into its

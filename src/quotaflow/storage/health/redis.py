@@ -1,4 +1,4 @@
-"""Key health shared through Redis (issue 8); the merge rule is in :mod:`.base`.
+"""Key health shared through Redis; the merge rule is in :mod:`.base`.
 
 Keys::
 

@@ -414,7 +414,7 @@ def paths() -> dict[str, Schema]:
                 params=[query_param("limit", 1, 1000)],
             )
         },
-        # seed 004 (issue 7): quality feedback, session summary, key × model statistics
+        # seed 004: quality feedback, session summary, key × model statistics
         "/api/feedback": {
             "post": op(
                 "Seed 004: quality feedback on a request (or a provider + model); moves future choices",
@@ -453,7 +453,7 @@ def paths() -> dict[str, Schema]:
                 ok_obj({"stats": {"type": "array"}}),
             )
         },
-        # the dashboard (issue 6)
+        # the dashboard
         "/api/dashboard": {
             "get": op(
                 "Everything the dashboard shows: status, keys, recommendation, log, charts, forecast, agents, alerts",
