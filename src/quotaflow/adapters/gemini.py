@@ -1,3 +1,4 @@
+# Longer than 600 lines on purpose: one protocol's request, answer and stream translation, kept together.
 """The ``gemini`` protocol: Gemini ``generateContent`` behind OpenAI chat completions.
 
 Decisions, with the reasons:
