@@ -17,7 +17,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from quotaflow.engine.limits import Limit
 from quotaflow.gateway import Gateway
@@ -74,15 +73,13 @@ class Management:
                 f"--trust-local serves without authentication, so it only binds to loopback "
                 f"(127.0.0.1, ::1, localhost), not {bind_host!r}"
             )
-        if not all(hasattr(gateway.ledger, m) for m in ("save_key", "stored_agents")):
-            raise TypeError("the management API needs a ledger that stores management state")
-        store = cast(ManagementStore, gateway.ledger)
+        store: ManagementStore = gateway.ledger
         if home is not None:
             private_folder(home)  # 0700, before the master key and the admin token land in it
         box = SecretBox(load_master_key(home))
         agents = AgentRegistry(store, gateway.clock)
         agents.load_config(gateway.config.agents)
-        shared = bool(getattr(gateway.ledger, "shared", False))
+        shared = store.shared
         if shared:  # a candidate: start() keeps it only if no replica stored one before
             admin_hash, token = candidate_admin_token(home)
         else:

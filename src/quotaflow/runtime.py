@@ -99,10 +99,7 @@ async def restore_managed(engine: Engine, home: Path | None) -> int:
     from quotaflow.services.keys import ManagedKeys
     from quotaflow.storage.secrets import SecretBox, load_master_key
 
-    store: Any = engine.ledger
-    if not hasattr(store, "managed_keys"):
-        return 0
-    managed = ManagedKeys(engine, store, SecretBox(load_master_key(home)))
+    managed = ManagedKeys(engine, engine.ledger, SecretBox(load_master_key(home)))
     _MANAGED[engine] = managed
     return await managed.restore()
 

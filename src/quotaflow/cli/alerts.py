@@ -24,10 +24,15 @@ from quotaflow.cli.output import (
 async def local_alerts(engine: Any) -> dict[str, Any]:
     from quotaflow.reports.collect import collect_report
 
-    rep = await collect_report(engine, now=engine.clock.now(), since=None, until=None, group_by="provider", avg_tokens_per_day=None)  # fmt: skip
-    history: list[dict[str, Any]] = []
-    if hasattr(engine.ledger, "list_alerts"):
-        history = [asdict(a) for a in await engine.ledger.list_alerts(50)]
+    rep = await collect_report(
+        engine,
+        now=engine.clock.now(),
+        since=None,
+        until=None,
+        group_by="provider",
+        avg_tokens_per_day=None,
+    )
+    history = [asdict(a) for a in await engine.ledger.list_alerts(50)]
     return {
         "success": True,
         "alerts": [asdict(a) for a in rep.alerts],

@@ -237,10 +237,9 @@ def api_stats(engine: Engine) -> dict[str, Any]:
 async def _agent_registry(engine: Engine) -> Any:
     from quotaflow.services.agents import AgentRegistry
 
-    registry = AgentRegistry(engine.ledger, engine.clock)  # type: ignore[arg-type]
+    registry = AgentRegistry(engine.ledger, engine.clock)
     registry.load_config(engine.config.agents)
-    with contextlib.suppress(AttributeError):
-        await registry.restore()
+    await registry.restore()
     return registry
 
 

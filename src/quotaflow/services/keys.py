@@ -217,15 +217,13 @@ async def set_key_state(engine: Gateway, key_id: str, enabled: bool) -> None:
 
 async def apply_key_states(engine: Gateway) -> None:
     """Apply the stored operator states; a later key-tester verdict wins over an older one."""
-    store: Any = engine.ledger
-    if not hasattr(store, "get_setting"):
-        return
+    store = engine.ledger
     states: list[tuple[str, bool, float]] = []
     for key_id in list(engine.keys):
         value = await store.get_setting(KEY_STATE_SETTING + key_id)
         if value:
-            state, _, at = value.partition("@")
-            states.append((key_id, state == "enabled", float(at or 0)))
+            state, _, stamp = value.partition("@")
+            states.append((key_id, state == "enabled", float(stamp or 0)))
     probed: dict[str, float] = {}
     if any(enabled for _, enabled, _ in states):  # only an enable is weighed against them:
         for r in await store.probe_results():  # a scan of the ledger, so not at every start

@@ -19,8 +19,9 @@ from typing import Any
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.errors import ConfigError
-from quotaflow.storage.base import CounterStore, LedgerStore
+from quotaflow.storage.base import CounterStore
 from quotaflow.storage.health.base import HealthStore
+from quotaflow.storage.ledger import Ledger
 
 COUNTERS = {
     "memory": "quotaflow.storage.counters.memory:MemoryCounterStore",
@@ -82,7 +83,7 @@ def open_health_store(config: Config) -> HealthStore | None:
     return cls(spec.counters, prefix=spec.key_prefix)  # type: ignore[no-any-return]
 
 
-def open_ledger(config: Config, home: Path, clock: Clock | None = None) -> LedgerStore:
+def open_ledger(config: Config, home: Path, clock: Clock | None = None) -> Ledger:
     """The ledger named by ``storage.ledger`` (opened by the gateway at start)."""
     spec = config.storage
     name = backend_name(spec.ledger)

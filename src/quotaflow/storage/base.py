@@ -29,6 +29,8 @@ class ReserveOutcome:
 class CounterStore(Protocol):
     """Usage counters per limit and window, with all-or-nothing reservations."""
 
+    shared: bool  # True: several replicas keep these counters (Redis)
+
     async def reserve(
         self, claims: Sequence[Claim], now: float, ttl_s: float | None = None
     ) -> ReserveOutcome:
@@ -54,6 +56,13 @@ class CounterStore(Protocol):
     ) -> None:
         """Commit usage that was not reserved first (reported by an agent, or a rebuild)."""
         ...
+
+    async def adopt(self, limits: Collection[Limit], ledger: LedgerStore, now: float) -> None:
+        """Start enforcing ``limits``: load their current window from the ledger (shared
+        counters skip windows other replicas already keep)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class LedgerUnavailable(Unavailable):

@@ -8,12 +8,11 @@ loads the snapshot at start and saves it every ``settings.stats_flush_s`` and at
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from quotaflow.engine.stats import ModelStats
 
 
-@runtime_checkable
 class StatsStore(Protocol):
     async def load_model_stats(self) -> list[ModelStats]:
         """Every saved key × model record."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -18,7 +19,7 @@ from zoneinfo import ZoneInfo
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.reservation import EPS, Claim, Shortfall
 from quotaflow.engine.windows import next_reset, window_start
-from quotaflow.storage.base import ReserveOutcome
+from quotaflow.storage.base import LedgerStore, ReserveOutcome
 from quotaflow.types import Measure
 
 
@@ -44,6 +45,8 @@ class _Reservation:
 
 class MemoryCounterStore:
     """Counters for one process. ``tz`` is the zone calendar windows reset in."""
+
+    shared = False  # this process's alone
 
     def __init__(self, tz: ZoneInfo) -> None:
         self._tz = tz
@@ -222,6 +225,20 @@ class MemoryCounterStore:
                 self._commit(b, actual.of(lim.metric), at, b.start, now)
             elif b.start <= at < (b.end if b.end is not None else float("inf")):
                 b.used += actual.of(lim.metric)
+
+    async def adopt(self, limits: Collection[Limit], ledger: LedgerStore, now: float) -> None:
+        """Count each limit's current window from the ledger (the source of truth)."""
+        for lim in limits:
+            start = window_start(now, lim.window, self._tz)
+            since = 0.0 if math.isinf(start) else start
+            if lim.window.kind == "rolling":
+                for at, m in await ledger.events_scope(lim.scope, since):
+                    self.charge_now([lim], m, at, now)
+            else:
+                self.charge_now([lim], await ledger.sum_scope(lim.scope, since), now, now)
+
+    async def close(self) -> None:
+        """Nothing to close: the counters live in this process."""
 
     def reservation_count(self) -> int:
         return len(self._reservations)

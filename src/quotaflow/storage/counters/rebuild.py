@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.windows import window_start
 from quotaflow.errors import Unavailable
+from quotaflow.storage.ledger import Ledger
 from quotaflow.types import Measure
 
 _TOLERANCE = 1e-6
@@ -28,7 +29,7 @@ class LedgerSource:
     """Where counters come from: a ledger, and the limits in force (they change at runtime):
     the configured ones, and those adopted later (agents' budgets, keys added at runtime)."""
 
-    ledger: Any  # a LedgerStore; ``pending_scope`` is used when it has one
+    ledger: Ledger
     limits: Callable[[], list[Limit]]
     extra: dict[str, Limit] = field(default_factory=dict)
 
@@ -44,15 +45,12 @@ def _since(lim: Limit, now: float, tz: ZoneInfo) -> float:
 
 
 async def ledger_window(
-    ledger: Any, lim: Limit, now: float, tz: ZoneInfo
+    ledger: Ledger, lim: Limit, now: float, tz: ZoneInfo
 ) -> tuple[Measure, list[tuple[float, Measure]]]:
     """What the ledger says a limit's current window consumed: the total and, for a rolling
     window, the events. Rows still pending count at their reserved worst case."""
     since = _since(lim, now, tz)
-    pending_of = getattr(ledger, "pending_scope", None)
-    pending: list[tuple[float, Measure]] = (
-        await pending_of(lim.scope, since) if pending_of is not None else []
-    )
+    pending = await ledger.pending_scope(lim.scope, since)
     if lim.window.kind == "rolling":
         events = sorted([*await ledger.events_scope(lim.scope, since), *pending])
         return _sum(m for _, m in events), events
@@ -92,7 +90,10 @@ class Disagreement:
 
 
 async def check_agreement(
-    usages: Mapping[str, LimitUsage], ledger: Any, limits: Collection[Limit], now: float,
+    usages: Mapping[str, LimitUsage],
+    ledger: Ledger,
+    limits: Collection[Limit],
+    now: float,
     tz: ZoneInfo,
 ) -> list[Disagreement]:  # fmt: skip
     """Limits whose counters disagree with the ledger beyond in-flight reservations.
@@ -103,7 +104,6 @@ async def check_agreement(
     above everything the ledger knows, is a disagreement.
     """
     out: list[Disagreement] = []
-    pending_of = getattr(ledger, "pending_scope", None)
     for lim in limits:
         u = usages.get(lim.id)
         if u is None:
@@ -113,7 +113,7 @@ async def check_agreement(
             done = _sum(m for _, m in await ledger.events_scope(lim.scope, since))
         else:
             done = await ledger.sum_scope(lim.scope, since)
-        pend = _sum(m for _, m in (await pending_of(lim.scope, since) if pending_of else []))
+        pend = _sum(m for _, m in await ledger.pending_scope(lim.scope, since))
         d, p = done.of(lim.metric), pend.of(lim.metric)
         counted = u.used + u.reserved
         if counted < d - _TOLERANCE or u.used > d + p + _TOLERANCE:
@@ -122,7 +122,7 @@ async def check_agreement(
 
 
 async def attach_shared(
-    counters: Any, ledger: Any, limits: Callable[[], list[Limit]], now: float, tz: ZoneInfo
+    counters: Any, ledger: Ledger, limits: Callable[[], list[Limit]], now: float, tz: ZoneInfo
 ) -> list[Disagreement]:
     """Start-up of a replica on shared counters: load them from the ledger if they are empty
     (never re-add the ledger to counters other replicas keep), then check they agree with it.
@@ -144,7 +144,7 @@ async def attach_shared(
     found = await check_agreement(usages, ledger, current, now, tz)
     for d in found:
         log.warning("counters disagree with the ledger: %s", d.describe())
-    if found and hasattr(ledger, "add_alert"):
+    if found:
         from quotaflow.storage.management import AlertRow
 
         under = [d for d in found if d.under]

@@ -29,6 +29,7 @@ from quotaflow.storage.base import (
 from quotaflow.storage.files import private_file, private_folder
 from quotaflow.storage.ledgers.sql import SqlLedger
 from quotaflow.storage.outbox import SqlOutbox
+from quotaflow.types import Measure
 
 log = logging.getLogger("quotaflow.storage.ledgers.sqlite")
 
@@ -160,6 +161,7 @@ def _migrations() -> list[str]:
 class SqliteLedger(SqlOutbox, SqlLedger):
     """Ledger (and small state tables) in ``<data>/quotaflow.db``."""
 
+    shared = False  # one data folder, one server: the management state is this process's
     SLOT_SQL = f"CAST(ts / {SLOT_S:g} AS INTEGER) * {SLOT_S:g}"
     BUMP_SQL = _BUMP
 
@@ -339,6 +341,10 @@ class SqliteLedger(SqlOutbox, SqlLedger):
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query off the event loop."""
         return await asyncio.to_thread(self._fetch, sql, params)
+
+    async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
+        """No other replica writes here: nothing of theirs is in flight."""
+        return []
 
     async def settle_crashed(self) -> int:
         rows = await self.fetch("SELECT COUNT(*) FROM ledger WHERE status='pending'")
