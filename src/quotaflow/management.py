@@ -33,7 +33,6 @@ from quotaflow.services.keys import ManagedKeys, apply_key_states
 from quotaflow.services.notify import Notifier
 from quotaflow.storage.files import private_folder
 from quotaflow.storage.management import ManagementStore
-from quotaflow.storage.outbox import OutboxStore
 from quotaflow.storage.secrets import SecretBox, load_master_key
 
 FORCED_SETTING = "forced_provider"
@@ -89,7 +88,7 @@ class Management:
             return [lim for a in agents.all() for lim in a.limits]
 
         notifier = None
-        if gateway.config.notify and isinstance(gateway.ledger, OutboxStore):
+        if gateway.config.notify:
             notifier = Notifier(gateway.ledger, gateway.config.notify, clock=gateway.clock)
         monitor = AlertMonitor(
             gateway, store, agent_limits, on_alert=notifier.publish if notifier else None

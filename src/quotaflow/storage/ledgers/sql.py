@@ -125,6 +125,9 @@ class SqlLedger(ABC):
         return self._write(self._upsert(table, list(values), key), tuple(values.values()))
 
     # -- reads ------------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self.fetch("SELECT 1")
+
     async def query(self, q: LedgerQuery) -> list[LedgerRow]:
         where: list[str] = ["1=1"]
         params: list[Any] = []

@@ -45,9 +45,7 @@ async def refresh_gauges(gw: Gateway, m: Metrics) -> None:
         )
         for lim_id, u in usages.items()
     )
-    depth = getattr(gw.ledger, "queue_depth", None)
-    if isinstance(depth, int):
-        m.ledger_queue.set(depth)
+    m.ledger_queue.set(gw.ledger.queue_depth)
 
 
 async def metrics(request: web.Request) -> web.Response:
