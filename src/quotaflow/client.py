@@ -118,9 +118,16 @@ class Client:
         """``POST /api/choose``: the key with the most headroom, as a :class:`Lease`."""
         d = self._call("POST", "/api/choose", {"tokens_estimate": int(tokens_estimate)})
         return Lease(
-            self, d["provider"], d["api_key"], d.get("key_id"), d.get("reservation_id"),
-            d.get("remaining_after"), d.get("reason"), int(tokens_estimate), d,
-        )  # fmt: skip
+            self,
+            d["provider"],
+            d["api_key"],
+            d.get("key_id"),
+            d.get("reservation_id"),
+            d.get("remaining_after"),
+            d.get("reason"),
+            int(tokens_estimate),
+            d,
+        )
 
     def use(
         self,

@@ -63,9 +63,13 @@ class Management:
 
     @classmethod
     def build(
-        cls, gateway: Gateway, home: Path | None, *, bind_host: str = "127.0.0.1",
+        cls,
+        gateway: Gateway,
+        home: Path | None,
+        *,
+        bind_host: str = "127.0.0.1",
         trust_local: bool = False,
-    ) -> Management:  # fmt: skip
+    ) -> Management:
         """Refuses ``trust_local`` unless ``bind_host`` is a loopback address."""
         if trust_local and not is_loopback(bind_host):
             raise ValueError(
@@ -94,9 +98,19 @@ class Management:
             gateway, store, agent_limits, on_alert=notifier.publish if notifier else None
         )
         return cls(
-            gateway, store, box, ManagedKeys(gateway, store, box), agents, monitor, admin_hash,
-            bind_host, trust_local, token, shared=shared, notifier=notifier,
-        )  # fmt: skip
+            gateway,
+            store,
+            box,
+            ManagedKeys(gateway, store, box),
+            agents,
+            monitor,
+            admin_hash,
+            bind_host,
+            trust_local,
+            token,
+            shared=shared,
+            notifier=notifier,
+        )
 
     @property
     def agents_need_keys(self) -> bool:

@@ -59,9 +59,13 @@ def resolve_config(config: ConfigSource = None, env: Mapping[str, str] | None = 
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    config: Config, home: Path, *, clock: Clock | None = None, settle: bool = False,
+    config: Config,
+    home: Path,
+    *,
+    clock: Clock | None = None,
+    settle: bool = False,
     network: bool = False,
-) -> AsyncIterator[Engine]:  # fmt: skip
+) -> AsyncIterator[Engine]:
     """The engine on a data folder, for tools: counters rebuilt from the ledger, runtime keys
     restored, the key tester's verdicts applied. ``settle`` also settles rows a crash left
     pending — only when no server runs on the folder; ``network`` gives it an HTTP client."""

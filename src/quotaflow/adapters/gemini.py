@@ -576,9 +576,15 @@ def classify_gemini_error(status: int, headers: Headers, body: bytes) -> Upstrea
     code = reasons[0] if reasons else rpc_status
     message = message or f"HTTP {status}"
     return UpstreamFailure(
-        kind, status, message, retry, openai_error(kind, message, code), code,
-        quota_window=window, quota_tz=QUOTA_TZ if window else None,
-    )  # fmt: skip
+        kind,
+        status,
+        message,
+        retry,
+        openai_error(kind, message, code),
+        code,
+        quota_window=window,
+        quota_tz=QUOTA_TZ if window else None,
+    )
 
 
 # ---------------------------------------------------------------------------- stream

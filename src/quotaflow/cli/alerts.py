@@ -46,7 +46,11 @@ async def local_alerts(engine: Any) -> dict[str, Any]:
 @local_options
 @server_options
 @json_option
-@click.option("--check", is_flag=True, help="Exit 1 when any quota is at or above an alert level (for cron and CI).")  # fmt: skip
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when any quota is at or above an alert level (for cron and CI).",
+)
 def alerts(
     ctx: click.Context,
     config_path: str | None,
@@ -88,7 +92,12 @@ def alerts(
 
 
 @alerts.command("test")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: ./quotaflow.yaml, else the environment).")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config (default: ./quotaflow.yaml, else the environment).",
+)
 def alerts_test(config_path: str | None) -> None:
     """Send a sample alert to every webhook (`notify:` in the YAML, QUOTAFLOW_WEBHOOK_URL)."""
     import asyncio

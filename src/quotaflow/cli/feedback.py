@@ -26,9 +26,17 @@ from quotaflow.cli.output import (
 @click.argument("score", type=click.FloatRange(0.0, 1.0))
 @click.option("--failed", is_flag=True, help="The task failed (counts as quality 0).")
 def feedback(
-    config_path: str | None, home: str | None, url: str | None, token: str | None, token_file: str | None,
-    as_json: bool, provider: str, model: str, score: float, failed: bool,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    home: str | None,
+    url: str | None,
+    token: str | None,
+    token_file: str | None,
+    as_json: bool,
+    provider: str,
+    model: str,
+    score: float,
+    failed: bool,
+) -> None:
     """Record how well PROVIDER's MODEL did a task: SCORE from 0 to 1 (seed 004's quality
     score, a running average per key × model that the learned strategy uses)."""
     body = {"provider": provider, "model": model, "success": not failed, "score": score}

@@ -73,9 +73,15 @@ def list_keys(
         t.add_column(col)
     for k in doc["keys"]:
         t.add_row(
-            k["key_id"], k["provider"], k["api_key"], f"{k['quota_used']:,}", f"{k['quota_total']:,}",
-            str(k["state"]).upper(), "added" if k.get("managed") else "config", k.get("reason") or "",
-        )  # fmt: skip
+            k["key_id"],
+            k["provider"],
+            k["api_key"],
+            f"{k['quota_used']:,}",
+            f"{k['quota_total']:,}",
+            str(k["state"]).upper(),
+            "added" if k.get("managed") else "config",
+            k.get("reason") or "",
+        )
     console().print(t)
 
 
@@ -85,11 +91,24 @@ def list_keys(
 @json_option
 @click.argument("provider")
 @click.argument("secret", required=False)
-@click.option("--quota", "quota_total", type=click.FloatRange(min=0), required=True, help="Total tokens the key may use (seed 000's quota_total; reset with 'quotaflow reset').")  # fmt: skip
+@click.option(
+    "--quota",
+    "quota_total",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Total tokens the key may use (seed 000's quota_total; reset with 'quotaflow reset').",
+)
 def add_key(
-    config_path: str | None, home: str | None, url: str | None, token: str | None, token_file: str | None,
-    as_json: bool, provider: str, secret: str | None, quota_total: float,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    home: str | None,
+    url: str | None,
+    token: str | None,
+    token_file: str | None,
+    as_json: bool,
+    provider: str,
+    secret: str | None,
+    quota_total: float,
+) -> None:
     """Add a key of PROVIDER (a configured provider or a preset name such as groq, claude).
 
     SECRET may be omitted to type it at a hidden prompt (it then stays out of the shell history).
@@ -111,10 +130,15 @@ def add_key(
             added = await managed_keys_of(engine).add(provider, secret, quota_total)
             verb = "added" if added.created else "updated"
             return {
-                "success": True, "message": f"API key {verb} for {added.key.provider}",
-                "provider": added.key.provider, "key_id": added.key.id, "api_key": added.key.masked,
-                "quota_total": quota_total, "created": added.created, "provider_created": added.provider_created,
-            }  # fmt: skip
+                "success": True,
+                "message": f"API key {verb} for {added.key.provider}",
+                "provider": added.key.provider,
+                "key_id": added.key.id,
+                "api_key": added.key.masked,
+                "quota_total": quota_total,
+                "created": added.created,
+                "provider_created": added.provider_created,
+            }
 
         doc = run_local(load_config_or_exit(config_path), home, work)
     emit_json(doc) if as_json else click.echo(

@@ -83,21 +83,51 @@ def _finite(v: Any) -> Any:
 # -- options ---------------------------------------------------------------------------
 def local_options(f: F) -> F:
     """``--config`` and ``--home``: where the local data folder and the config are."""
-    f = click.option("--home", type=click.Path(file_okay=False), default=None, help="Data folder (default $QUOTAFLOW_HOME or ./.quotaflow).")(f)  # fmt: skip
-    f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="YAML config (default $QUOTAFLOW_CONFIG, ./quotaflow.yaml, else the environment).")(f)  # fmt: skip
+    f = click.option(
+        "--home",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Data folder (default $QUOTAFLOW_HOME or ./.quotaflow).",
+    )(f)
+    f = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="YAML config (default $QUOTAFLOW_CONFIG, ./quotaflow.yaml, else the environment).",
+    )(f)
     return f
 
 
 def server_options(f: F) -> F:
     """``--url``, ``--token`` and ``--token-file``: talk to a running server instead."""
-    f = click.option("--token-file", type=click.Path(dir_okay=False, exists=True), default=None, help="File holding the admin token.")(f)  # fmt: skip
-    f = click.option("--token", default=None, envvar=TOKEN_ENV, show_envvar=True, help="Admin token of the server.")(f)  # fmt: skip
-    f = click.option("--url", default=None, envvar=URL_ENV, show_envvar=True, help="Use the server at this URL (e.g. http://127.0.0.1:5050) instead of the local data folder.")(f)  # fmt: skip
+    f = click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False, exists=True),
+        default=None,
+        help="File holding the admin token.",
+    )(f)
+    f = click.option(
+        "--token",
+        default=None,
+        envvar=TOKEN_ENV,
+        show_envvar=True,
+        help="Admin token of the server.",
+    )(f)
+    f = click.option(
+        "--url",
+        default=None,
+        envvar=URL_ENV,
+        show_envvar=True,
+        help="Use the server at this URL (e.g. http://127.0.0.1:5050) instead of the local data folder.",
+    )(f)
     return f
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")(f)  # fmt: skip
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables."
+    )(f)
 
 
 # -- time ------------------------------------------------------------------------------
@@ -151,9 +181,13 @@ def load_config_or_exit(config_path: str | None) -> Config:
 
 
 def run_local(
-    config: Config, home: str | None, work: Callable[[Any], Awaitable[T]], *,
-    clock: Clock | None = None, network: bool = False,
-) -> T:  # fmt: skip
+    config: Config,
+    home: str | None,
+    work: Callable[[Any], Awaitable[T]],
+    *,
+    clock: Clock | None = None,
+    network: bool = False,
+) -> T:
     """Run ``work(engine)`` on the local data folder (no server needed)."""
     from quotaflow.runtime import data_home, open_engine
 

@@ -46,7 +46,12 @@ def reset(
                 known = ", ".join(sorted(engine.config.providers)) or "none"
                 fail(f"unknown provider {provider!r} (configured: {known})", EXIT_USAGE)
             keys = await engine.reset_provider(provider)
-            return {"success": True, "message": f"Quota reset for {provider}", "provider": provider, "keys_reset": [k.id for k in keys]}  # fmt: skip
+            return {
+                "success": True,
+                "message": f"Quota reset for {provider}",
+                "provider": provider,
+                "keys_reset": [k.id for k in keys],
+            }
 
         doc = run_local(load_config_or_exit(config_path), home, work)
     emit_json(doc) if as_json else click.echo(

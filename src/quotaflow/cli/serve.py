@@ -63,9 +63,15 @@ def settle_gc() -> None:
 
 
 async def run_server(
-    config: Config, home: Path, host: str, port: int, *, quiet: bool = False,
-    trust_local: bool = False, on_listening: Callable[[], None] | None = None,
-) -> None:  # fmt: skip
+    config: Config,
+    home: Path,
+    host: str,
+    port: int,
+    *,
+    quiet: bool = False,
+    trust_local: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
     from aiohttp import web
 
     from quotaflow.errors import StorageUnusable
@@ -170,9 +176,14 @@ async def run_server(
     help="text (key=value) or json, one object a line (default $QUOTAFLOW_LOG_FORMAT, else text).",
 )
 def serve(
-    config_path: str | None, host: str | None, port: int | None, home: str | None,
-    trust_local: bool, log_level: str | None, log_format: str | None,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    home: str | None,
+    trust_local: bool,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
     """Run the gateway: /v1 (OpenAI-compatible), /api (management).
 
     Also /metrics (Prometheus) and, with the otel extra and OTEL_* variables, traces."""

@@ -77,9 +77,15 @@ def show(doc: dict[str, Any]) -> None:
             "" if p.get("available") else "unavailable"
         )
         t.add_row(
-            p["provider"], str(p["state"]).upper(), f"{p['quota_used']:,}", f"{p['quota_total']:,}",
-            f"{p['remaining']:,}", f"{p['used_pct']:.1f}", str(len(p.get("keys", []))), flags,
-        )  # fmt: skip
+            p["provider"],
+            str(p["state"]).upper(),
+            f"{p['quota_used']:,}",
+            f"{p['quota_total']:,}",
+            f"{p['remaining']:,}",
+            f"{p['used_pct']:.1f}",
+            str(len(p.get("keys", []))),
+            flags,
+        )
     out.print(t)
     health = doc.get("health") or {}
     out.print(f"health: {health.get('status', '?')} — {health.get('message', '')}")

@@ -101,13 +101,24 @@ class Gateway:
         self.in_flight = 0
         self.learning = Learning(self.keyring, ledger, self.clock, self.settings)
         self.picker = Picker(
-            config, self.keyring, self.counters, self.learning.model_stats, self.clock,
-            rng or random.Random(), sleep,
-        )  # fmt: skip
+            config,
+            self.keyring,
+            self.counters,
+            self.learning.model_stats,
+            self.clock,
+            rng or random.Random(),
+            sleep,
+        )
         self.booking = Booking(
-            config, self.keyring, self.learning, ledger, self.counters, self.clock,
-            self.new_request_id, self.observer,
-        )  # fmt: skip
+            config,
+            self.keyring,
+            self.learning,
+            ledger,
+            self.counters,
+            self.clock,
+            self.new_request_id,
+            self.observer,
+        )
         self.attempts = Attempts(
             config,
             self.picker,
@@ -374,9 +385,12 @@ class Gateway:
             s = self.stats_for(r.key_id, r.model)
             if s.last_used is None or s.last_used < r.ts:  # not in the saved statistics yet
                 outcome = Outcome(
-                    r.status == "ok", r.latency_ms, tokens=r.total_tokens,
-                    error_kind=r.error_kind, error=r.detail,
-                )  # fmt: skip
+                    r.status == "ok",
+                    r.latency_ms,
+                    tokens=r.total_tokens,
+                    error_kind=r.error_kind,
+                    error=r.detail,
+                )
                 self.learning.observe(r.key_id, r.model, r.ts, outcome)
             h = self.keyring.health_of(r.key_id)
             if r.error_kind == ErrorKind.AUTH.value:

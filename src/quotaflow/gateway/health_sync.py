@@ -35,9 +35,14 @@ class HealthSync:
     """Shares the ``health`` dict's blocking state through ``store``."""
 
     def __init__(
-        self, store: HealthStore, health: dict[str, hl.Health], clock: Clock,
-        *, interval_s: float = 0.25, retry_s: float = 1.0,
-    ) -> None:  # fmt: skip
+        self,
+        store: HealthStore,
+        health: dict[str, hl.Health],
+        clock: Clock,
+        *,
+        interval_s: float = 0.25,
+        retry_s: float = 1.0,
+    ) -> None:
         self.store = store
         self._health = health
         self._clock = clock
@@ -89,8 +94,9 @@ class HealthSync:
                 if not self._down:
                     log.warning(
                         "shared key health (Redis) is unreachable; retrying every %gs",
-                        self.retry_s, exc_info=True,
-                    )  # fmt: skip
+                        self.retry_s,
+                        exc_info=True,
+                    )
                 self._down = True
                 delay = self.retry_s
             with contextlib.suppress(TimeoutError):

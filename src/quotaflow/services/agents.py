@@ -102,7 +102,9 @@ class AgentRegistry:
 
     def load_config(self, specs: tuple[AgentSpec, ...]) -> None:
         for spec in specs:
-            self._put(Agent(spec, hash_key(spec.key) if spec.key else None, "config", agent_limits(spec)))  # fmt: skip
+            self._put(
+                Agent(spec, hash_key(spec.key) if spec.key else None, "config", agent_limits(spec))
+            )
 
     async def restore(self) -> list[Agent]:
         """Bring the agents of the admin API in line with the store (idempotent: run at
@@ -217,11 +219,15 @@ def pick_provider(agent: Agent, shares: dict[str, float]) -> ProviderPick:
     for i, p in enumerate(order):
         ceiling = agent.spec.switch_threshold if i < len(order) - 1 else 1.0
         if shares.get(p, 1.0) < ceiling:
-            return ProviderPick(p, "primary_available" if i == 0 else "fallback_threshold_reached", shares)  # fmt: skip
+            return ProviderPick(
+                p, "primary_available" if i == 0 else "fallback_threshold_reached", shares
+            )
     return ProviderPick(None, "all_exhausted", shares)
 
 
-async def context_for(gw: Gateway, agent: Agent | None, name: str) -> tuple[CallContext, ProviderPick | None]:  # fmt: skip
+async def context_for(
+    gw: Gateway, agent: Agent | None, name: str
+) -> tuple[CallContext, ProviderPick | None]:
     """The call context of an agent: its limits and the provider its order puts first."""
     if agent is None:
         return CallContext(agent=name[:128]), None
@@ -241,14 +247,16 @@ def apply_token_cap(agent: Agent | None, body: object) -> None:
     if prompt >= cap:
         raise BadRequest(
             f"the prompt (~{prompt} tokens) is over agent {agent.name!r}'s cap of {cap} tokens per request",
-            param="messages", code="token_cap",
-        )  # fmt: skip
+            param="messages",
+            code="token_cap",
+        )
     for a in asked_ints:
         if prompt + a > cap:
             raise BadRequest(
                 f"max_tokens {a} + prompt ~{prompt} is over agent {agent.name!r}'s cap of {cap} tokens per request",
-                param="max_tokens", code="token_cap",
-            )  # fmt: skip
+                param="max_tokens",
+                code="token_cap",
+            )
     if not asked_ints:
         default = agent.spec.default_max_tokens
         body["max_tokens"] = cap - prompt if default is None else min(cap - prompt, default)

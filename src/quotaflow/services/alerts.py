@@ -48,9 +48,12 @@ class AlertMonitor:
     """Compares the engine's state with the last recorded levels and records crossings."""
 
     def __init__(
-        self, gw: Gateway, store: ManagementStore, extra_limits: LimitsSource,
+        self,
+        gw: Gateway,
+        store: ManagementStore,
+        extra_limits: LimitsSource,
         on_alert: Callable[[AlertRow], Awaitable[object]] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.gw = gw
         self.store = store
         self.extra_limits = extra_limits
@@ -109,9 +112,13 @@ class AlertMonitor:
             share = u.used / amount if amount > 0 else 0.0
             reached = max((lv for lv in self.levels if share >= lv), default=0.0)
             await self._transition(
-                out, lim_id, reached, "limit", _pct(reached),
+                out,
+                lim_id,
+                reached,
+                "limit",
+                _pct(reached),
                 f"{lim_id} reached {_pct(reached)} ({u.used:g} of {amount:g} {u.limit.metric})",
-            )  # fmt: skip
+            )
 
     async def _keys(self, out: list[AlertRow]) -> None:
         gw = self.gw
@@ -122,14 +129,22 @@ class AlertMonitor:
             h = gw.health.setdefault(k.id, hl.Health())
             dead = 1.0 if h.disabled_reason else 0.0
             await self._transition(
-                out, f"key:{k.id}#disabled", dead, "key_disabled", "error",
+                out,
+                f"key:{k.id}#disabled",
+                dead,
+                "key_disabled",
+                "error",
                 f"key {k.id} ({k.provider}) disabled: {h.disabled_reason}",
-            )  # fmt: skip
+            )
             empty = 1.0 if h.depleted_until is not None and h.depleted_until > now else 0.0
             await self._transition(
-                out, f"key:{k.id}#depleted", empty, "key_depleted", "100%",
+                out,
+                f"key:{k.id}#depleted",
+                empty,
+                "key_depleted",
+                "100%",
                 f"key {k.id} ({k.provider}) has no quota left until {_until(h.depleted_until)}",
-            )  # fmt: skip
+            )
             if h.circuit != "closed" or h.consecutive_failures >= gw.settings.failure_threshold:
                 failing.setdefault(
                     k.provider, h.last_error_message or h.last_error_kind or "errors"
@@ -139,16 +154,24 @@ class AlertMonitor:
         for p in gw.config.providers:
             bad = 1.0 if p in failing else 0.0
             await self._transition(
-                out, f"provider:{p}#failing", bad, "provider_failing", "error",
+                out,
+                f"provider:{p}#failing",
+                bad,
+                "provider_failing",
+                "error",
                 f"provider {p} is failing: {failing.get(p, '')}",
-            )  # fmt: skip
+            )
         exhausted = 1.0 if gw.keys and usable == 0 else 0.0
         if gw.keys and usable:
             exhausted = 1.0 if await self._all_full() else 0.0
         await self._transition(
-            out, "all_keys#exhausted", exhausted, "all_exhausted", "critical",
+            out,
+            "all_keys#exhausted",
+            exhausted,
+            "all_exhausted",
+            "critical",
             "all keys are exhausted or unavailable: no request can be served",
-        )  # fmt: skip
+        )
 
     async def _all_full(self) -> bool:
         """True when every key has a limit with nothing left (committed use)."""

@@ -41,9 +41,14 @@ class Holds:
             self._by_id.pop(rid, None)
 
     def find(
-        self, now: float, *, reservation_id: str | None = None, key_id: str | None = None,
-        provider: str | None = None, agent: str | None = None,
-    ) -> Hold | None:  # fmt: skip
+        self,
+        now: float,
+        *,
+        reservation_id: str | None = None,
+        key_id: str | None = None,
+        provider: str | None = None,
+        agent: str | None = None,
+    ) -> Hold | None:
         """The hold by id, else the oldest matching key, provider and agent; kept held."""
         self.sweep(now)
         if reservation_id is not None:
@@ -59,11 +64,18 @@ class Holds:
         return None
 
     def take(
-        self, now: float, *, reservation_id: str | None = None, key_id: str | None = None,
-        provider: str | None = None, agent: str | None = None,
-    ) -> Hold | None:  # fmt: skip
+        self,
+        now: float,
+        *,
+        reservation_id: str | None = None,
+        key_id: str | None = None,
+        provider: str | None = None,
+        agent: str | None = None,
+    ) -> Hold | None:
         """Like :meth:`find`, and no longer held."""
-        hold = self.find(now, reservation_id=reservation_id, key_id=key_id, provider=provider, agent=agent)  # fmt: skip
+        hold = self.find(
+            now, reservation_id=reservation_id, key_id=key_id, provider=provider, agent=agent
+        )
         if hold is not None:
             self._by_id.pop(hold.reservation_id, None)
         return hold

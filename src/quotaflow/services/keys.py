@@ -105,8 +105,9 @@ class ManagedKeys:
                 if known is None and row.id in self.gw.keys:
                     continue  # a key of the configuration file keeps its id
                 if known is not None and (known.quota_total, known.secret_hash) == (
-                    row.quota_total, row.secret_hash,
-                ):  # fmt: skip
+                    row.quota_total,
+                    row.secret_hash,
+                ):
                     continue
                 secret = self.box.decrypt(row.secret_enc)
                 key = self._key(row.id, row.provider, secret, row.quota_total)
@@ -170,9 +171,13 @@ class ManagedKeys:
         )
         key_id = same.id if same else self._new_id(name)
         row = ManagedKeyRow(
-            key_id, name, self.box.encrypt(secret), digest, float(quota_total),
+            key_id,
+            name,
+            self.box.encrypt(secret),
+            digest,
+            float(quota_total),
             same.created_at if same else gw.clock.now(),
-        )  # fmt: skip
+        )
         await self.store.save_key(row)
         self._rows[key_id] = row
         key = self._key(key_id, name, secret, quota_total)

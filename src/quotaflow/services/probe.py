@@ -59,8 +59,19 @@ class ProbeSummary:
         fastest = None
         if self.fastest is not None:
             f = self.fastest
-            fastest = {"provider": f.provider, "key_id": f.key_id, "model": f.model, "latency_ms": round(f.latency_ms, 1)}  # fmt: skip
-        return {"total": self.total, "passed": self.passed, "failed": self.failed, "pass_rate": self.pass_rate, "fastest": fastest}  # fmt: skip
+            fastest = {
+                "provider": f.provider,
+                "key_id": f.key_id,
+                "model": f.model,
+                "latency_ms": round(f.latency_ms, 1),
+            }
+        return {
+            "total": self.total,
+            "passed": self.passed,
+            "failed": self.failed,
+            "pass_rate": self.pass_rate,
+            "fastest": fastest,
+        }
 
 
 def targets(
@@ -103,18 +114,27 @@ async def probe_one(engine: Engine, target: ProbeTarget, timeout_s: float) -> Pr
     usage = ex.answer.usage if ex.answer is not None else None
     await engine.booking.probed(key, model, ex.latency_ms, failure, usage)
     return ProbeResult(
-        key.provider, key.id, key.masked, model, failure is None, ex.latency_ms,
+        key.provider,
+        key.id,
+        key.masked,
+        model,
+        failure is None,
+        ex.latency_ms,
         None if failure is None else failure.status,
         None if failure is None else failure.kind.value,
         None if failure is None else failure.message[:300],
         usage.total_tokens if usage else 0,
-    )  # fmt: skip
+    )
 
 
 async def probe_all(
-    engine: Engine, todo: list[ProbeTarget], *, timeout_s: float = 20.0, concurrency: int = 8,
+    engine: Engine,
+    todo: list[ProbeTarget],
+    *,
+    timeout_s: float = 20.0,
+    concurrency: int = 8,
     on_result: Callable[[ProbeResult], None] | None = None,
-) -> list[ProbeResult]:  # fmt: skip
+) -> list[ProbeResult]:
     """Run every test, at most ``concurrency`` at once; results in ``todo``'s order."""
     gate = asyncio.Semaphore(max(concurrency, 1))
 

@@ -138,13 +138,20 @@ async def provider_statuses(gw: Gateway) -> list[ProviderStatus]:
                 reason = "quota used up"
             rows.append(
                 KeyStatus(
-                    k.id, k.label, k.masked,
-                    u.limit.amount if u else 0.0, u.used if u else 0.0, u.reserved if u else 0.0,
-                    u.remaining if u else 0.0, share * 100.0,
+                    k.id,
+                    k.label,
+                    k.masked,
+                    u.limit.amount if u else 0.0,
+                    u.used if u else 0.0,
+                    u.reserved if u else 0.0,
+                    u.remaining if u else 0.0,
+                    share * 100.0,
                     state_of(max(share, 1.0 - remaining_share(own)), s.warning, s.critical),
-                    reason is None, reason, [limit_json(x) for x in own],
+                    reason is None,
+                    reason,
+                    [limit_json(x) for x in own],
                 )
-            )  # fmt: skip
+            )
         total = sum(r.quota_total for r in rows)
         used = sum(r.quota_used for r in rows)
         reserved = sum(r.reserved for r in rows)
@@ -156,10 +163,18 @@ async def provider_statuses(gw: Gateway) -> list[ProviderStatus]:
         state = state_of(share, s.warning, s.critical) if available else State.DEPLETED
         out.append(
             ProviderStatus(
-                name, total, used, reserved, max(total - used - reserved, 0.0), share * 100.0,
-                state, available, gw.forced_provider == name, rows,
+                name,
+                total,
+                used,
+                reserved,
+                max(total - used - reserved, 0.0),
+                share * 100.0,
+                state,
+                available,
+                gw.forced_provider == name,
+                rows,
             )
-        )  # fmt: skip
+        )
     return out
 
 

@@ -56,9 +56,12 @@ async def choose(gw: Gateway, holds: Holds, tokens: int, ctx: CallContext) -> Ch
     """Pick the provider and key with the most headroom and hold ``tokens`` on it."""
     route = choose_route(gw)
     facts = RequestFacts(
-        prompt_tokens=tokens, max_tokens=0, forced_provider=ctx.forced_provider or gw.forced_provider,
-        agent=ctx.agent, min_completion_tokens=0,
-    )  # fmt: skip
+        prompt_tokens=tokens,
+        max_tokens=0,
+        forced_provider=ctx.forced_provider or gw.forced_provider,
+        agent=ctx.agent,
+        min_completion_tokens=0,
+    )
     ttl = gw.settings.choose_ttl_s
     ranked, rejected, _ = await gw.candidates(route, facts, ctx, deployments=route.deployments)
     now = gw.clock.now()
@@ -93,20 +96,31 @@ def allowed_use(hold: Hold) -> int:
 
 
 def _agent_hold(
-    holds: Holds, now: float, agent: str, *, reservation_id: str | None, key_id: str | None,
-    provider: str | None, tokens: int,
-) -> Hold:  # fmt: skip
+    holds: Holds,
+    now: float,
+    agent: str,
+    *,
+    reservation_id: str | None,
+    key_id: str | None,
+    provider: str | None,
+    tokens: int,
+) -> Hold:
     """The agent's own open reservation this report settles, with room for ``tokens``."""
     hold = holds.find(
-        now, reservation_id=reservation_id, key_id=key_id,
-        provider=None if key_id else provider, agent=None if reservation_id else agent,
-    )  # fmt: skip
+        now,
+        reservation_id=reservation_id,
+        key_id=key_id,
+        provider=None if key_id else provider,
+        agent=None if reservation_id else agent,
+    )
     if hold is None or hold.agent != agent:
         raise Forbidden(
             "an agent reports usage only against its own open reservation "
             "(POST /api/choose, then send its reservation_id); other usage needs the admin token"
         )
-    if (key_id is not None and hold.key_id != key_id) or (provider is not None and hold.provider != provider):  # fmt: skip
+    if (key_id is not None and hold.key_id != key_id) or (
+        provider is not None and hold.provider != provider
+    ):
         raise BadRequest(f"reservation {hold.reservation_id!r} is on {hold.provider}/{hold.key_id}")
     if tokens > allowed_use(hold):
         raise BadRequest(
@@ -119,10 +133,18 @@ def _agent_hold(
 
 
 async def report_use(
-    gw: Gateway, holds: Holds, *, provider: str | None, key_id: str | None, tokens: int,
-    success: bool, reason: str | None, ctx: CallContext, reservation_id: str | None = None,
+    gw: Gateway,
+    holds: Holds,
+    *,
+    provider: str | None,
+    key_id: str | None,
+    tokens: int,
+    success: bool,
+    reason: str | None,
+    ctx: CallContext,
+    reservation_id: str | None = None,
     restrict_to: str | None = None,
-) -> tuple[Key, bool]:  # fmt: skip
+) -> tuple[Key, bool]:
     """Book usage an agent reports: a ledger row (source ``reported``), then the counters.
 
     Settles the ``choose`` reservation it belongs to (by id, key or provider) when one is
@@ -132,25 +154,37 @@ async def report_use(
     now = gw.clock.now()
     if restrict_to is not None:
         hold: Hold | None = _agent_hold(
-            holds, now, restrict_to, reservation_id=reservation_id, key_id=key_id,
-            provider=provider, tokens=tokens,
-        )  # fmt: skip
+            holds,
+            now,
+            restrict_to,
+            reservation_id=reservation_id,
+            key_id=key_id,
+            provider=provider,
+            tokens=tokens,
+        )
         holds.take(now, reservation_id=hold.reservation_id if hold else None)
     else:
         hold = holds.take(
-            now, reservation_id=reservation_id, key_id=key_id,
-            provider=None if key_id else provider, agent=None,
-        )  # fmt: skip
+            now,
+            reservation_id=reservation_id,
+            key_id=key_id,
+            provider=None if key_id else provider,
+            agent=None,
+        )
     if reservation_id is not None and hold is None:
         raise BadRequest(f"reservation {reservation_id!r} is unknown or expired; report without it")
     key = gw.keys.get(hold.key_id) if hold else None
     if key is None:
         key = await _key_for(gw, provider, key_id, now)
     await gw.booking.reported(
-        key, tokens, success=success, reason=reason, agent=ctx.agent,
+        key,
+        tokens,
+        success=success,
+        reason=reason,
+        agent=ctx.agent,
         extra_limits=[lim for lim in ctx.limits if applies_to(lim, key.provider)],
         held=hold.reservation_id if hold is not None else None,
-    )  # fmt: skip
+    )
     return key, hold is not None
 
 

@@ -81,11 +81,13 @@ async def summary(gw: Gateway, store: ManagementStore) -> dict[str, Any]:
     for name in {*rows, *(p for p in providers if p)}:
         r = rows.get(name)
         d = measure_json(providers.get(name, Measure()))
-        d.update({
-            "quota_total": as_number(r.quota_total) if r else 0,
-            "usage_percentage": round(r.used_pct, 2) if r else 0.0,
-            "state": r.state.value if r else "unknown",
-        })  # fmt: skip
+        d.update(
+            {
+                "quota_total": as_number(r.quota_total) if r else 0,
+                "usage_percentage": round(r.used_pct, 2) if r else 0.0,
+                "state": r.state.value if r else "unknown",
+            }
+        )
         prov_json[name] = d
     return {
         "month": month.label,
@@ -164,10 +166,14 @@ async def provider_status(gw: Gateway, name: str, agent: Agent | None) -> dict[s
         "threshold": None,
         "provider_order": [],
         "providers": {
-            r.provider: {"usage_percentage": round(r.used_pct, 2), "available": r.available, "role": "any"}
+            r.provider: {
+                "usage_percentage": round(r.used_pct, 2),
+                "available": r.available,
+                "role": "any",
+            }
             for r in await provider_statuses(gw)
         },
-    }  # fmt: skip
+    }
 
 
 async def emergency_status(gw: Gateway, agents: list[Agent]) -> dict[str, Any]:
@@ -224,9 +230,11 @@ async def history(gw: Gateway, store: ManagementStore, name: str, n: int) -> lis
         total = Measure()
         for m in by.values():
             total = _add(total, m)
-        out.append({
-            "month": month.label,
-            **measure_json(total),
-            "providers": {p: measure_json(m) for (p,), m in sorted(by.items())},
-        })  # fmt: skip
+        out.append(
+            {
+                "month": month.label,
+                **measure_json(total),
+                "providers": {p: measure_json(m) for (p,), m in sorted(by.items())},
+            }
+        )
     return out

@@ -91,6 +91,8 @@ def open_ledger(config: Config, home: Path, clock: Clock | None = None) -> Ledge
     if name == "sqlite":
         return cls(home / "quotaflow.db", synchronous=config.settings.ledger_synchronous)  # type: ignore[no-any-return]
     return cls(  # type: ignore[no-any-return]
-        spec.ledger, replica_id=replica_id(config, home), clock=clock,
+        spec.ledger,
+        replica_id=replica_id(config, home),
+        clock=clock,
         stale_after_s=spec.stale_after_s,
-    )  # fmt: skip
+    )

@@ -184,7 +184,9 @@ def require_reader(request: web.Request) -> Caller:
     return caller
 
 
-def named_agent(request: web.Request, caller: Caller, named: str | None, param: str) -> tuple[Agent | None, str]:  # fmt: skip
+def named_agent(
+    request: web.Request, caller: Caller, named: str | None, param: str
+) -> tuple[Agent | None, str]:
     """The agent a call without a key names (when the operator allows naming), and its name.
 
     A name is a label (at most :data:`NAME_MAX` printable characters); naming an agent that

@@ -95,7 +95,7 @@ async def check_agreement(
     limits: Collection[Limit],
     now: float,
     tz: ZoneInfo,
-) -> list[Disagreement]:  # fmt: skip
+) -> list[Disagreement]:
     """Limits whose counters disagree with the ledger beyond in-flight reservations.
 
     The counters agree when ``settled ≤ used + reserved`` and ``used ≤ settled + pending

@@ -91,9 +91,16 @@ class RedisCounterStore:
     shared = True
 
     def __init__(
-        self, url: str, tz: ZoneInfo, *, prefix: str = "qf:", hold_ttl_s: float = 300.0,
-        clock: Clock | None = None, timeout_s: float = 2.0, max_connections: int = 32,
-    ) -> None:  # fmt: skip
+        self,
+        url: str,
+        tz: ZoneInfo,
+        *,
+        prefix: str = "qf:",
+        hold_ttl_s: float = 300.0,
+        clock: Clock | None = None,
+        timeout_s: float = 2.0,
+        max_connections: int = 32,
+    ) -> None:
         self.url = url
         self._tz = tz
         self.prefix = prefix
@@ -102,9 +109,14 @@ class RedisCounterStore:
         # A bounded pool: a burst of requests queues for a connection instead of opening one
         # each (and a dead Redis is noticed within ``timeout_s``).
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, health_check_interval=5, decode_responses=True,
-        )  # fmt: skip
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=5,
+            decode_responses=True,
+        )
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool with it
         self._epoch_key = f"{prefix}epoch"
         self._tag = os.urandom(6).hex()

@@ -57,9 +57,13 @@ class RedisHealthStore:
 
     def __init__(self, url: str, *, prefix: str = "qf:", timeout_s: float = 2.0) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=2, timeout=timeout_s, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, decode_responses=True,
-        )  # fmt: skip
+            url,
+            max_connections=2,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            decode_responses=True,
+        )
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self.prefix = prefix
         self._set = f"{prefix}health:keys"

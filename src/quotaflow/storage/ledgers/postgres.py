@@ -120,9 +120,15 @@ class PostgresLedger(SqlOutbox, SqlLedger):
     BUMP_SQL = _BUMP
 
     def __init__(
-        self, dsn: str, *, replica_id: str, clock: Clock | None = None,
-        stale_after_s: float = 900.0, pool_size: int = 8, timeout_s: float = 5.0,
-    ) -> None:  # fmt: skip
+        self,
+        dsn: str,
+        *,
+        replica_id: str,
+        clock: Clock | None = None,
+        stale_after_s: float = 900.0,
+        pool_size: int = 8,
+        timeout_s: float = 5.0,
+    ) -> None:
         self.dsn = dsn
         self.replica_id = replica_id
         self._clock = clock or SystemClock()
@@ -144,9 +150,12 @@ class PostgresLedger(SqlOutbox, SqlLedger):
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout_s,
+                self.dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._timeout_s,
                 command_timeout=self._timeout_s,
-            )  # fmt: skip
+            )
             async with self._pool.acquire() as conn:
                 self.applied_migrations = await migrate(conn)
         except _DOWN as exc:
@@ -283,12 +292,34 @@ class PostgresLedger(SqlOutbox, SqlLedger):
     # -- LedgerStore -----------------------------------------------------------------------
     def _insert_params(self, r: LedgerRow) -> tuple[Any, ...]:
         return (
-            r.id, r.request_id, r.attempt, r.ts, r.agent, r.route, r.provider, r.key_id,
-            r.model, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.total_tokens,
-            r.requests, r.cost_usd, r.latency_ms, r.ttfb_ms, r.status, r.error_kind,
-            r.http_status, r.estimated, r.stream, r.reserved_tokens,
-            float(r.extra.get("reserved_cost", 0.0)), r.source, r.detail, self.replica_id,
-        )  # fmt: skip
+            r.id,
+            r.request_id,
+            r.attempt,
+            r.ts,
+            r.agent,
+            r.route,
+            r.provider,
+            r.key_id,
+            r.model,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cached_tokens,
+            r.total_tokens,
+            r.requests,
+            r.cost_usd,
+            r.latency_ms,
+            r.ttfb_ms,
+            r.status,
+            r.error_kind,
+            r.http_status,
+            r.estimated,
+            r.stream,
+            r.reserved_tokens,
+            float(r.extra.get("reserved_cost", 0.0)),
+            r.source,
+            r.detail,
+            self.replica_id,
+        )
 
     async def begin(self, row: LedgerRow) -> int:
         row.id = await self._next_id()
@@ -299,11 +330,22 @@ class PostgresLedger(SqlOutbox, SqlLedger):
         await self._submit(
             _FINISH,
             (
-                row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.total_tokens,
-                row.requests, row.cost_usd, row.latency_ms, row.ttfb_ms, row.status,
-                row.error_kind, row.http_status, row.estimated, row.detail, row.id,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cached_tokens,
+                row.total_tokens,
+                row.requests,
+                row.cost_usd,
+                row.latency_ms,
+                row.ttfb_ms,
+                row.status,
+                row.error_kind,
+                row.http_status,
+                row.estimated,
+                row.detail,
+                row.id,
             ),
-        )  # fmt: skip
+        )
 
     async def append(self, rows: Sequence[LedgerRow]) -> None:
         futs = []

@@ -49,14 +49,37 @@ _BUMP = (
 # NULL), a finish sets ``col=NULL``; one statement per pattern of NULLs, all made here.
 _NULLABLE = ("latency_ms", "ttfb_ms", "error_kind", "http_status", "detail")
 _INSERT_COLUMNS = (
-    "request_id", "attempt", "ts", "agent", "route", "provider", "key_id", "model",
-    "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens", "requests",
-    "cost_usd", "status", "estimated", "stream", "reserved_tokens", "reserved_cost", "source",
-)  # fmt: skip
+    "request_id",
+    "attempt",
+    "ts",
+    "agent",
+    "route",
+    "provider",
+    "key_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "requests",
+    "cost_usd",
+    "status",
+    "estimated",
+    "stream",
+    "reserved_tokens",
+    "reserved_cost",
+    "source",
+)
 _FINISH_COLUMNS = (
-    "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens", "requests",
-    "cost_usd", "status", "estimated",
-)  # fmt: skip
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "requests",
+    "cost_usd",
+    "status",
+    "estimated",
+)
 _NullPattern = tuple[bool, bool, bool, bool, bool]  # which of _NULLABLE are None
 
 
@@ -94,11 +117,27 @@ _INSERT_ALL_NULL = _INSERTS[True, True, True, True, True]  # a pending row
 def _insert(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
     """The INSERT of a row and its parameters."""
     params = (
-        r.request_id, r.attempt, r.ts, r.agent, r.route, r.provider, r.key_id, r.model,
-        r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.total_tokens, r.requests,
-        r.cost_usd, r.status, int(r.estimated), int(r.stream), r.reserved_tokens,
-        float(r.extra.get("reserved_cost", 0.0)), r.source,
-    )  # fmt: skip
+        r.request_id,
+        r.attempt,
+        r.ts,
+        r.agent,
+        r.route,
+        r.provider,
+        r.key_id,
+        r.model,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        r.total_tokens,
+        r.requests,
+        r.cost_usd,
+        r.status,
+        int(r.estimated),
+        int(r.stream),
+        r.reserved_tokens,
+        float(r.extra.get("reserved_cost", 0.0)),
+        r.source,
+    )
     nullable = (r.latency_ms, r.ttfb_ms, r.error_kind, r.http_status, r.detail)
     if nullable == _ALL_NULL:
         return _INSERT_ALL_NULL, params
@@ -108,9 +147,15 @@ def _insert(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
 def _finish(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
     """The UPDATE that finalizes a pending row (by request id and attempt), and its parameters."""
     params = (
-        r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.total_tokens, r.requests,
-        r.cost_usd, r.status, int(r.estimated),
-    )  # fmt: skip
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        r.total_tokens,
+        r.requests,
+        r.cost_usd,
+        r.status,
+        int(r.estimated),
+    )
     nullable = (r.latency_ms, r.ttfb_ms, r.error_kind, r.http_status, r.detail)
     return _with_nullable(_FINISHES, params, nullable, (r.request_id, r.attempt))
 
@@ -288,8 +333,10 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             log.warning(
                 "ledger writes to %s fail (%s): requests get 503 until they succeed again; "
                 "%d row(s) not committed",
-                self.path, exc, rows,
-            )  # fmt: skip
+                self.path,
+                exc,
+                rows,
+            )
         return LedgerUnavailable(
             f"The ledger cannot be written ({exc}); retry shortly.",
             headers={"retry-after": "5"},

@@ -48,9 +48,14 @@ async def create_agent(request: web.Request) -> web.Response:
     agent, key = await mg.agents.create(spec)
     await mg.gateway.rebuild_counters(agent.limits)
     return json_response(
-        {"success": True, "message": f"Agent {agent.name} created", "agent": agent.to_json(), "api_key": key},
+        {
+            "success": True,
+            "message": f"Agent {agent.name} created",
+            "agent": agent.to_json(),
+            "api_key": key,
+        },
         status=201,
-    )  # fmt: skip
+    )
 
 
 async def delete_agent(request: web.Request) -> web.Response:
@@ -80,7 +85,9 @@ async def reveal_key(request: web.Request) -> web.Response:
     key = mg.gateway.keys.get(key_id)
     if key is None:
         raise BadRequest(f"unknown key_id {key_id!r}", code="unknown_key")
-    return json_response({"success": True, "key_id": key.id, "provider": key.provider, "api_key": key.secret})  # fmt: skip
+    return json_response(
+        {"success": True, "key_id": key.id, "provider": key.provider, "api_key": key.secret}
+    )
 
 
 async def delete_key(request: web.Request) -> web.Response:
@@ -97,4 +104,6 @@ async def list_alerts(request: web.Request) -> web.Response:
     await mg.alerts.check()
     reader = require_reader(request)
     rows = [a for a in await mg.alerts.recent(limit) if reader.sees_subject(a.subject)]
-    return json_response({"success": True, "alerts": [alert_json(a) for a in rows], "count": len(rows)})  # fmt: skip
+    return json_response(
+        {"success": True, "alerts": [alert_json(a) for a in rows], "count": len(rows)}
+    )

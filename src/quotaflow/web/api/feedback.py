@@ -67,12 +67,14 @@ async def feedback(request: web.Request) -> web.Response:
         score, success=success, request_id=request_id, provider=provider, model=model
     )
     now, hl = gw.clock.now(), gw.settings.learning_half_life_s
-    return json_response({
-        "success": True,
-        "message": f"quality feedback recorded on {len(changed)} key × model record(s)",
-        "updated": [to_json(s, now, hl) for s in changed],
-        "quality": {s.key_id: s.quality_score for s in changed},  # by key id, as the CLI prints
-    })  # fmt: skip
+    return json_response(
+        {
+            "success": True,
+            "message": f"quality feedback recorded on {len(changed)} key × model record(s)",
+            "updated": [to_json(s, now, hl) for s in changed],
+            "quality": {s.key_id: s.quality_score for s in changed},  # by key id, as the CLI prints
+        }
+    )
 
 
 async def session_summary(request: web.Request) -> web.Response:

@@ -21,17 +21,19 @@ async def health(request: web.Request) -> web.Response:
     gw: Gateway = request.app[GATEWAY]
     now = gw.clock.now()
     ready = await readiness(gw)
-    return json_response({
-        "success": True,
-        "status": ready.status,
-        "message": ready.message(),
-        "version": __version__,
-        "uptime_s": round(now - (gw.started_at or now), 3),
-        "providers": len(gw.config.providers),
-        "keys": ready.keys,
-        "keys_usable": ready.usable,
-        "in_flight": gw.in_flight,
-    })  # fmt: skip
+    return json_response(
+        {
+            "success": True,
+            "status": ready.status,
+            "message": ready.message(),
+            "version": __version__,
+            "uptime_s": round(now - (gw.started_at or now), 3),
+            "providers": len(gw.config.providers),
+            "keys": ready.keys,
+            "keys_usable": ready.usable,
+            "in_flight": gw.in_flight,
+        }
+    )
 
 
 async def livez(_: web.Request) -> web.Response:

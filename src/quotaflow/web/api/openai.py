@@ -44,12 +44,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx = await context_of(request, body)
     if isinstance(body, dict) and body.get("stream") is True:
         stream = await gw.open_stream(body, ctx)
-        resp = web.StreamResponse(status=200, headers={
-            "content-type": "text/event-stream; charset=utf-8",
-            "cache-control": "no-cache",
-            **stream.headers,
-            "x-quotaflow-attempts": str(len(stream.attempts)),
-        })  # fmt: skip
+        resp = web.StreamResponse(
+            status=200,
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                **stream.headers,
+                "x-quotaflow-attempts": str(len(stream.attempts)),
+            },
+        )
         try:
             await resp.prepare(request)
         except CLIENT_GONE:

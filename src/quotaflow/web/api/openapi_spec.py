@@ -44,23 +44,49 @@ OPENAI_ERROR = obj(
     {"error": obj({"message": STR, "type": STR}, {"param": NULLABLE_STR, "code": NULLABLE_STR})}
 )
 LIMIT = obj({"id": STR, "metric": STR, "window": STR, "amount": NUM, "used": NUM, "remaining": NUM})
-KEY_STATUS = obj({
-    "key_id": STR, "api_key": STR, "quota_total": NUM, "quota_used": NUM, "remaining": NUM,
-    "used_pct": NUM, "state": {"enum": ["ok", "warning", "critical", "depleted"]},
-    "available": BOOL, "limits": {"type": "array", "items": ref("Limit")},
-})  # fmt: skip
-PROVIDER_STATUS = obj({
-    "provider": STR, "quota_total": NUM, "quota_used": NUM, "remaining": NUM, "used_pct": NUM,
-    "state": {"enum": ["ok", "warning", "critical", "depleted"]},
-    "keys": {"type": "array", "items": ref("KeyStatus")},
-})  # fmt: skip
+KEY_STATUS = obj(
+    {
+        "key_id": STR,
+        "api_key": STR,
+        "quota_total": NUM,
+        "quota_used": NUM,
+        "remaining": NUM,
+        "used_pct": NUM,
+        "state": {"enum": ["ok", "warning", "critical", "depleted"]},
+        "available": BOOL,
+        "limits": {"type": "array", "items": ref("Limit")},
+    }
+)
+PROVIDER_STATUS = obj(
+    {
+        "provider": STR,
+        "quota_total": NUM,
+        "quota_used": NUM,
+        "remaining": NUM,
+        "used_pct": NUM,
+        "state": {"enum": ["ok", "warning", "critical", "depleted"]},
+        "keys": {"type": "array", "items": ref("KeyStatus")},
+    }
+)
 MEASURE = obj({"tokens_used": INT, "requests": INT, "cost_usd": NUM})
-ALERT = obj({"id": {"type": ["integer", "null"]}, "timestamp": STR, "kind": STR, "subject": STR, "level": STR, "message": STR})  # fmt: skip
-BUDGET = obj({
-    "metric": {"enum": ["tokens", "requests", "cost"]},
-    "window": {"type": "string", "minLength": 1},
-    "amount": {"type": "number", "minimum": 0},
-}, {"provider": NULLABLE_STR})  # fmt: skip
+ALERT = obj(
+    {
+        "id": {"type": ["integer", "null"]},
+        "timestamp": STR,
+        "kind": STR,
+        "subject": STR,
+        "level": STR,
+        "message": STR,
+    }
+)
+BUDGET = obj(
+    {
+        "metric": {"enum": ["tokens", "requests", "cost"]},
+        "window": {"type": "string", "minLength": 1},
+        "amount": {"type": "number", "minimum": 0},
+    },
+    {"provider": NULLABLE_STR},
+)
 AGENT_IN = {
     **obj(
         {"name": {"type": "string", "pattern": NAME_PATTERN}},
@@ -92,7 +118,9 @@ CHAT_IN = obj(
         "user": STR,
     },
 )
-CHAT_OUT = obj({"id": STR, "object": STR, "choices": {"type": "array"}}, {"usage": {"type": "object"}})  # fmt: skip
+CHAT_OUT = obj(
+    {"id": STR, "object": STR, "choices": {"type": "array"}}, {"usage": {"type": "object"}}
+)
 
 
 def json_body(schema: Schema, required: bool = True) -> Schema:
@@ -103,14 +131,23 @@ def responses(ok: Schema, *, openai: bool = False, ok_status: str = "200") -> Sc
     err = ref("OpenAIError" if openai else "ApiError")
     return {
         ok_status: {"description": "OK", "content": {"application/json": {"schema": ok}}},
-        "4XX": {"description": "Bad input, auth, unknown thing, quota exhausted", "content": {"application/json": {"schema": err}}},
-    }  # fmt: skip
+        "4XX": {
+            "description": "Bad input, auth, unknown thing, quota exhausted",
+            "content": {"application/json": {"schema": err}},
+        },
+    }
 
 
 def op(
-    summary: str, ok: Schema, *, body: Schema | None = None, params: list[Schema] | None = None,
-    auth: bool = False, openai: bool = False, ok_status: str = "200",
-) -> Schema:  # fmt: skip
+    summary: str,
+    ok: Schema,
+    *,
+    body: Schema | None = None,
+    params: list[Schema] | None = None,
+    auth: bool = False,
+    openai: bool = False,
+    ok_status: str = "200",
+) -> Schema:
     o: Schema = {"summary": summary, "responses": responses(ok, openai=openai, ok_status=ok_status)}
     if body is not None:
         o["requestBody"] = body
@@ -122,15 +159,31 @@ def op(
 
 
 def path_param(name: str) -> Schema:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": NAME_PATTERN}}  # fmt: skip
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": NAME_PATTERN},
+    }
 
 
 def query_param(name: str, lo: int, hi: int) -> Schema:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": "integer", "minimum": lo, "maximum": hi}}  # fmt: skip
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": lo, "maximum": hi},
+    }
 
 
 def chat_op() -> Schema:
-    o = op("OpenAI chat completions, routed across keys", CHAT_OUT, body=json_body(CHAT_IN), openai=True, auth=True)  # fmt: skip
+    o = op(
+        "OpenAI chat completions, routed across keys",
+        CHAT_OUT,
+        body=json_body(CHAT_IN),
+        openai=True,
+        auth=True,
+    )
     o["responses"]["200"]["content"]["text/event-stream"] = {"schema": STR}
     return o
 
@@ -515,10 +568,22 @@ def build_spec(version: str) -> dict[str, Any]:
         "paths": paths(),
         "components": {
             "schemas": {
-                "ApiError": API_ERROR, "OpenAIError": OPENAI_ERROR, "Limit": LIMIT,
-                "KeyStatus": KEY_STATUS, "ProviderStatus": PROVIDER_STATUS, "Measure": MEASURE,
-                "Alert": ALERT, "Budget": BUDGET, "AgentIn": AGENT_IN,
+                "ApiError": API_ERROR,
+                "OpenAIError": OPENAI_ERROR,
+                "Limit": LIMIT,
+                "KeyStatus": KEY_STATUS,
+                "ProviderStatus": PROVIDER_STATUS,
+                "Measure": MEASURE,
+                "Alert": ALERT,
+                "Budget": BUDGET,
+                "AgentIn": AGENT_IN,
             },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "admin token (qfadm-…) or agent key (qf-…)"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "admin token (qfadm-…) or agent key (qf-…)",
+                }
+            },
         },
-    }  # fmt: skip
+    }

@@ -53,15 +53,17 @@ async def status(request: web.Request) -> web.Response:
     rows = await quota_status.provider_statuses(gw)
     total = sum(r.quota_total for r in rows)
     taken = sum(r.quota_used + r.reserved for r in rows)
-    return json_response({
-        "success": True,
-        "providers": [r.to_json() for r in rows],
-        "health": quota_status.system_health(rows),
-        "forced_provider": gw.forced_provider,
-        "total_providers": len(rows),
-        "available_providers": sum(1 for r in rows if r.available),
-        "overall_used_pct": round(taken / total * 100.0, 2) if total else 0.0,
-    })  # fmt: skip
+    return json_response(
+        {
+            "success": True,
+            "providers": [r.to_json() for r in rows],
+            "health": quota_status.system_health(rows),
+            "forced_provider": gw.forced_provider,
+            "total_providers": len(rows),
+            "available_providers": sum(1 for r in rows if r.available),
+            "overall_used_pct": round(taken / total * 100.0, 2) if total else 0.0,
+        }
+    )
 
 
 async def choose(request: web.Request) -> web.Response:
@@ -75,25 +77,29 @@ async def choose(request: web.Request) -> web.Response:
     if cap is not None and tokens > cap:
         raise BadRequest(
             f"tokens_estimate {tokens} is over agent {name!r}'s cap of {cap} tokens per request",
-            param="tokens_estimate", code="token_cap",
-        )  # fmt: skip
+            param="tokens_estimate",
+            code="token_cap",
+        )
     ctx, _ = await context_for(gw, agent, name)
     c = await switcher.choose(gw, mg.holds, tokens, ctx)
     # Only the admin (or trust-local mode) receives the provider key itself: an agent with
     # it could call the provider directly, past every budget. An agent gets the key's
     # label and the reservation, and sends its calls through /v1.
-    return json_response({
-        "success": True,
-        "provider": c.provider,
-        "api_key": c.key.secret if caller.is_admin else c.key.masked,
-        "key_label": c.key.label,
-        "remaining_after": quota_status.as_number(c.remaining_after),
-        "reason": c.reason,
-        "key_id": c.key.id,
-        "reservation_id": c.hold.reservation_id,
-        "expires_in_s": gw.settings.choose_ttl_s,
-        "score": round(c.score, 3),
-    }, headers=NO_STORE if caller.is_admin else None)  # fmt: skip
+    return json_response(
+        {
+            "success": True,
+            "provider": c.provider,
+            "api_key": c.key.secret if caller.is_admin else c.key.masked,
+            "key_label": c.key.label,
+            "remaining_after": quota_status.as_number(c.remaining_after),
+            "reason": c.reason,
+            "key_id": c.key.id,
+            "reservation_id": c.hold.reservation_id,
+            "expires_in_s": gw.settings.choose_ttl_s,
+            "score": round(c.score, 3),
+        },
+        headers=NO_STORE if caller.is_admin else None,
+    )
 
 
 async def use(request: web.Request) -> web.Response:
@@ -117,18 +123,27 @@ async def use(request: web.Request) -> web.Response:
     agent, name = agent_of(request, caller)
     ctx = CallContext(agent=name, limits=agent.limits if agent else ())
     key, settled = await switcher.report_use(
-        gw, mg.holds, provider=provider, key_id=key_id, tokens=tokens, success=ok,
-        reason=reason, ctx=ctx, reservation_id=reservation,
+        gw,
+        mg.holds,
+        provider=provider,
+        key_id=key_id,
+        tokens=tokens,
+        success=ok,
+        reason=reason,
+        ctx=ctx,
+        reservation_id=reservation,
         restrict_to=None if caller.is_admin else name,
-    )  # fmt: skip
-    return json_response({
-        "success": True,
-        "message": f"Usage registered for {given or key.provider}",
-        "tokens_used": tokens,
-        "provider": key.provider,
-        "key_id": key.id,
-        "settled_reservation": settled,
-    })  # fmt: skip
+    )
+    return json_response(
+        {
+            "success": True,
+            "message": f"Usage registered for {given or key.provider}",
+            "tokens_used": tokens,
+            "provider": key.provider,
+            "key_id": key.id,
+            "settled_reservation": settled,
+        }
+    )
 
 
 async def add_key(request: web.Request) -> web.Response:
@@ -142,16 +157,18 @@ async def add_key(request: web.Request) -> web.Response:
     quota = get_int(body, "quota_total", lo=1, hi=MAX_QUOTA, required=True)
     added = await mg.keys.add(provider, secret, quota)
     verb = "added" if added.created else "updated"
-    return json_response({
-        "success": True,
-        "message": f"API key {verb} for {added.key.provider}",
-        "provider": added.key.provider,
-        "key_id": added.key.id,
-        "api_key": added.key.masked,
-        "quota_total": quota,
-        "created": added.created,
-        "provider_created": added.provider_created,
-    })  # fmt: skip
+    return json_response(
+        {
+            "success": True,
+            "message": f"API key {verb} for {added.key.provider}",
+            "provider": added.key.provider,
+            "key_id": added.key.id,
+            "api_key": added.key.masked,
+            "quota_total": quota,
+            "created": added.created,
+            "provider_created": added.provider_created,
+        }
+    )
 
 
 async def history(request: web.Request) -> web.Response:
@@ -167,11 +184,13 @@ async def force_provider(request: web.Request) -> web.Response:
     body = await read_object(request)
     provider = provider_arg(mg.gateway, need_str(body, "provider", max_len=64))
     await mg.set_forced(provider)
-    return json_response({
-        "success": True,
-        "message": f"Provider {provider} forced",
-        "forced_provider": provider,
-    })  # fmt: skip
+    return json_response(
+        {
+            "success": True,
+            "message": f"Provider {provider} forced",
+            "forced_provider": provider,
+        }
+    )
 
 
 async def clear_forced(request: web.Request) -> web.Response:
@@ -179,11 +198,13 @@ async def clear_forced(request: web.Request) -> web.Response:
     require_admin(request)
     await read_object(request, optional=True)
     await mg.set_forced(None)
-    return json_response({
-        "success": True,
-        "message": "Forced provider cleared",
-        "forced_provider": None,
-    })  # fmt: skip
+    return json_response(
+        {
+            "success": True,
+            "message": "Forced provider cleared",
+            "forced_provider": None,
+        }
+    )
 
 
 async def reset_quota(request: web.Request) -> web.Response:
@@ -193,9 +214,11 @@ async def reset_quota(request: web.Request) -> web.Response:
     provider = provider_arg(mg.gateway, need_str(body, "provider", max_len=64))
     keys = await mg.gateway.reset_provider(provider)
     await mg.alerts.check()
-    return json_response({
-        "success": True,
-        "message": f"Quota reset for {provider}",
-        "provider": provider,
-        "keys_reset": [k.id for k in keys],
-    })  # fmt: skip
+    return json_response(
+        {
+            "success": True,
+            "message": f"Quota reset for {provider}",
+            "provider": provider,
+            "keys_reset": [k.id for k in keys],
+        }
+    )

@@ -45,7 +45,9 @@ async def known_agent(mg: Management, name: str) -> Agent | None:
     month = token_usage.months_back(mg.gateway, 1)[0]
     if name == "default" or name in await mg.store.agents_seen(month.start - 366 * 86400.0):
         return None
-    raise NotFound(f"unknown ai_name {name!r}: no such agent and no usage recorded", code="unknown_agent")  # fmt: skip
+    raise NotFound(
+        f"unknown ai_name {name!r}: no such agent and no usage recorded", code="unknown_agent"
+    )
 
 
 async def summary(request: web.Request) -> web.Response:
@@ -143,20 +145,22 @@ async def test_ai_call(request: web.Request) -> web.Response:
         reason = "primary_no_headroom"  # the order's provider could not take this request
     choices = out.body.get("choices") or [{}]
     text = (choices[0].get("message") or {}).get("content")
-    return ok({
-        "ai_name": name,
-        "response": text,
-        "provider_info": {
-            "provider": out.provider,
-            "reason": reason,
-            "model": out.model,
-            "key_id": out.key.id,
-            "tokens_used": out.usage.total_tokens,
-            "cost_usd": round(out.cost_usd, 6),
-            "request_id": out.request_id,
-            "attempts": len(out.attempts),
-        },
-    })  # fmt: skip
+    return ok(
+        {
+            "ai_name": name,
+            "response": text,
+            "provider_info": {
+                "provider": out.provider,
+                "reason": reason,
+                "model": out.model,
+                "key_id": out.key.id,
+                "tokens_used": out.usage.total_tokens,
+                "cost_usd": round(out.cost_usd, 6),
+                "request_id": out.request_id,
+                "attempts": len(out.attempts),
+            },
+        }
+    )
 
 
 async def reset(request: web.Request) -> web.Response:
