@@ -75,8 +75,7 @@ async def run_server(
     from aiohttp import web
 
     from quotaflow.errors import StorageUnusable
-    from quotaflow.management import Management
-    from quotaflow.runtime import build_gateway
+    from quotaflow.runtime import Runtime, build_gateway
     from quotaflow.storage.folder_lock import lock_data_folder
     from quotaflow.web.app import create_app
     from quotaflow.web.connections import quiet_protocol_errors, runner_options
@@ -87,12 +86,12 @@ async def run_server(
         raise StartRefused(exc.message) from None
     gateway = build_gateway(config, home)
     try:
-        mg = Management.build(
+        mg = Runtime.build(
             gateway, home, bind_host=host, trust_local=trust_local or config.server.trust_local
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    app = create_app(gateway, management=mg)
+    app = create_app(gateway, runtime=mg)
     quiet_protocol_errors()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options(config))
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from quotaflow.gateway import Gateway
-from quotaflow.management import Management
+from quotaflow.runtime import Runtime
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
-MANAGEMENT: web.AppKey[Management] = web.AppKey("management", Management)
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)

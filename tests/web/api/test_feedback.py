@@ -12,8 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from quotaflow.fake_provider import running_fake_provider
-from quotaflow.management import Management
-from quotaflow.runtime import build_gateway
+from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
 from quotaflow.web.app import create_app
 
@@ -53,8 +52,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         })  # fmt: skip
         home = tmp_path / "home"
         gw = build_gateway(cfg, home)
-        mg = Management.build(gw, home)
-        server = TestServer(create_app(gw, management=mg), host="127.0.0.1")
+        mg = Runtime.build(gw, home)
+        server = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
         await server.start_server()
         try:
             async with aiohttp.ClientSession() as http:

@@ -11,8 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from quotaflow.management import Management
-from quotaflow.runtime import build_gateway
+from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
 from quotaflow.web.app import create_app
 
@@ -44,9 +43,9 @@ def cfg() -> dict:
 async def serving(tmp_path: Path, bind_host: str) -> AsyncIterator[tuple[TestServer, str]]:
     home = tmp_path / "home"
     gw = build_gateway(config(cfg()), home)
-    mg = Management.build(gw, home, bind_host=bind_host)
+    mg = Runtime.build(gw, home, bind_host=bind_host)
     # The test server listens on loopback; the bind it is told of decides the guard.
-    srv = TestServer(create_app(gw, management=mg), host="127.0.0.1")
+    srv = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
     await srv.start_server()
     try:
         assert mg.new_admin_token is not None

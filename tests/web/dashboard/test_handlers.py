@@ -16,8 +16,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from quotaflow.fake_provider import running_fake_provider
-from quotaflow.management import Management
-from quotaflow.runtime import build_gateway
+from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
 from quotaflow.web.app import create_app
 
@@ -26,7 +25,7 @@ SECRETS = ("sk-dash-openai-0001", "gsk-dash-groq-0002")
 
 class Api:
     def __init__(
-        self, server: TestServer, http: aiohttp.ClientSession, token: str, mg: Management
+        self, server: TestServer, http: aiohttp.ClientSession, token: str, mg: Runtime
     ) -> None:
         self.server, self.http, self.token, self.mg = server, http, token, mg
 
@@ -69,8 +68,8 @@ async def serving(tmp_path: Path, server: dict[str, Any] | None = None) -> Async
     async with running_fake_provider(protocol="openai") as fake:
         home = tmp_path / "home"
         gw = build_gateway(config(cfg(fake.base_url, server)), home)
-        mg = Management.build(gw, home)
-        srv = TestServer(create_app(gw, management=mg), host="127.0.0.1")
+        mg = Runtime.build(gw, home)
+        srv = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
         await srv.start_server()
         try:
             async with aiohttp.ClientSession() as http:

@@ -15,7 +15,7 @@ from quotaflow.services import status
 from quotaflow.services.alerts import alert_json
 from quotaflow.web.auth import require_admin, require_reader
 from quotaflow.web.errors import json_response
-from quotaflow.web.state import MANAGEMENT
+from quotaflow.web.state import RUNTIME
 from quotaflow.web.validate import path_name, query_int, read_object
 
 
@@ -28,7 +28,7 @@ def validation_message(exc: ValidationError) -> str:
 
 
 async def list_agents(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     agents = [a.to_json() for a in mg.agents.all()]
     return json_response({"success": True, "agents": agents, "count": len(agents)})
@@ -36,7 +36,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 async def create_agent(request: web.Request) -> web.Response:
     """Create (or replace) an agent; the answer carries its virtual key, shown this once."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     body = await read_object(request)
     if "key" in body:
@@ -59,14 +59,14 @@ async def create_agent(request: web.Request) -> web.Response:
 
 
 async def delete_agent(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     agent = await mg.agents.delete(path_name(request, "name"))
     return json_response({"success": True, "message": f"Agent {agent.name} deleted"})
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     keys = []
     for row in await status.provider_statuses(mg.gateway):
@@ -79,7 +79,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 async def reveal_key(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     key_id = path_name(request, "key_id")
     key = mg.gateway.keys.get(key_id)
@@ -91,7 +91,7 @@ async def reveal_key(request: web.Request) -> web.Response:
 
 
 async def delete_key(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     key = await mg.keys.remove(path_name(request, "key_id"))
     return json_response({"success": True, "message": f"Key {key.id} removed", "key_id": key.id})
@@ -99,7 +99,7 @@ async def delete_key(request: web.Request) -> web.Response:
 
 async def list_alerts(request: web.Request) -> web.Response:
     """Open like the other reads (the same list as /api/token-usage/alerts)."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     await mg.alerts.check()
     reader = require_reader(request)

@@ -16,14 +16,14 @@ from quotaflow.gateway import Gateway
 from quotaflow.observability.metrics import CONTENT_TYPE, Metrics
 from quotaflow.services.access import is_loopback
 from quotaflow.web.auth import presented_token, require_admin
-from quotaflow.web.state import MANAGEMENT
+from quotaflow.web.state import RUNTIME
 
 METRICS_TOKEN_ENV = "QUOTAFLOW_METRICS_TOKEN"
 
 
 def authorize(request: web.Request) -> None:
     """Loopback binds are open; else the metrics token or the admin token (401 / 403)."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     if is_loopback(mg.bind_host):
         return
     want = os.environ.get(METRICS_TOKEN_ENV)
@@ -50,7 +50,7 @@ async def refresh_gauges(gw: Gateway, m: Metrics) -> None:
 
 async def metrics(request: web.Request) -> web.Response:
     authorize(request)
-    gw = request.app[MANAGEMENT].gateway
+    gw = request.app[RUNTIME].gateway
     m = gw.observer.metrics
     if m is None:
         raise NotFound("metrics are off (QUOTAFLOW_METRICS=off)")

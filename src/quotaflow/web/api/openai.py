@@ -13,7 +13,7 @@ from quotaflow.services.agents import apply_token_cap, context_for
 from quotaflow.web.auth import caller_of, named_agent
 from quotaflow.web.body import read_json
 from quotaflow.web.errors import json_response
-from quotaflow.web.state import GATEWAY, MANAGEMENT
+from quotaflow.web.state import GATEWAY, RUNTIME
 
 AGENT_HEADER = "x-quotaflow-agent"
 
@@ -22,7 +22,7 @@ async def context_of(request: web.Request, body: object) -> CallContext:
     """The caller's agent (web/auth.py): its key's, else — when the operator allows it —
     the ``X-Quotaflow-Agent`` header's or the OpenAI ``user`` field's, else "default".
     Anonymous callers are refused when agent keys are required."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     caller = caller_of(request)
     if caller.agent is None and caller.kind != "admin" and mg.agents_need_keys:
         raise Unauthorized(

@@ -23,7 +23,7 @@ from quotaflow.web.auth import (
     require_reader,
 )
 from quotaflow.web.errors import json_response
-from quotaflow.web.state import GATEWAY, MANAGEMENT
+from quotaflow.web.state import GATEWAY, RUNTIME
 from quotaflow.web.validate import (
     NAME,
     get_bool,
@@ -67,7 +67,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def choose(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     gw = mg.gateway
     caller = require_caller(request)
     body = await read_object(request)
@@ -103,7 +103,7 @@ async def choose(request: web.Request) -> web.Response:
 
 
 async def use(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     gw = mg.gateway
     caller = require_caller(request)
     body = await read_object(request)
@@ -147,7 +147,7 @@ async def use(request: web.Request) -> web.Response:
 
 
 async def add_key(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     body = await read_object(request)
     provider = need_str(body, "provider", max_len=64)
@@ -179,7 +179,7 @@ async def history(request: web.Request) -> web.Response:
 
 
 async def force_provider(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     body = await read_object(request)
     provider = provider_arg(mg.gateway, need_str(body, "provider", max_len=64))
@@ -194,7 +194,7 @@ async def force_provider(request: web.Request) -> web.Response:
 
 
 async def clear_forced(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     await read_object(request, optional=True)
     await mg.set_forced(None)
@@ -208,7 +208,7 @@ async def clear_forced(request: web.Request) -> web.Response:
 
 
 async def reset_quota(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     body = await read_object(request)
     provider = provider_arg(mg.gateway, need_str(body, "provider", max_len=64))

@@ -12,14 +12,14 @@ from typing import Any
 from aiohttp import web
 
 from quotaflow.errors import BadRequest, Forbidden, NotFound
-from quotaflow.management import Management
+from quotaflow.runtime import Runtime
 from quotaflow.services import token_usage
 from quotaflow.services.agents import Agent, apply_token_cap, context_for
 from quotaflow.services.alerts import alert_json
 from quotaflow.types import Measure
 from quotaflow.web.auth import require_admin, require_caller, require_reader
 from quotaflow.web.errors import json_response
-from quotaflow.web.state import MANAGEMENT
+from quotaflow.web.state import RUNTIME
 from quotaflow.web.validate import (
     NAME,
     get_int,
@@ -37,7 +37,7 @@ def ok(body: dict[str, Any]) -> web.Response:
     return json_response({"success": True, **body})
 
 
-async def known_agent(mg: Management, name: str) -> Agent | None:
+async def known_agent(mg: Runtime, name: str) -> Agent | None:
     """The registered agent, ``None`` for one only seen in the ledger; 404 for neither."""
     agent = mg.agents.get(name)
     if agent is not None:
@@ -51,7 +51,7 @@ async def known_agent(mg: Management, name: str) -> Agent | None:
 
 
 async def summary(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     out = await token_usage.summary(mg.gateway, mg.store)
     own = require_reader(request).own_rows_only
     if own is not None:  # an agent key: its own usage only
@@ -69,21 +69,21 @@ def own_path_name(request: web.Request) -> str:
 
 
 async def ai_usage(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     name = own_path_name(request)
     agent = await known_agent(mg, name)
     return ok(await token_usage.agent_usage(mg.gateway, mg.store, name, agent))
 
 
 async def provider_status(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     name = own_path_name(request)
     agent = await known_agent(mg, name)
     return ok(await token_usage.provider_status(mg.gateway, name, agent))
 
 
 async def provider_status_all(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     month = token_usage.months_back(mg.gateway, 1)[0]
     names = {a.name for a in mg.agents.all()} | set(await mg.store.agents_seen(month.start))
     own = require_reader(request).own_rows_only
@@ -96,14 +96,14 @@ async def provider_status_all(request: web.Request) -> web.Response:
 
 
 async def emergency_status(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     own = require_reader(request).own_rows_only
     agents = [a for a in mg.agents.all() if own is None or a.name == own]
     return ok(await token_usage.emergency_status(mg.gateway, agents))
 
 
 async def alerts(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     await mg.alerts.check()
     reader = require_reader(request)
@@ -112,7 +112,7 @@ async def alerts(request: web.Request) -> web.Response:
 
 
 async def test_ai_call(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     gw = mg.gateway
     caller = require_caller(request)
     body = await read_object(request)
@@ -164,7 +164,7 @@ async def test_ai_call(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     name = path_name(request, "ai_name")
     agent = await known_agent(mg, name)
@@ -177,7 +177,7 @@ async def reset(request: web.Request) -> web.Response:
 
 
 async def history(request: web.Request) -> web.Response:
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     name = own_path_name(request)
     await known_agent(mg, name)
     months = query_int(request, "months", default=6, lo=1, hi=60)

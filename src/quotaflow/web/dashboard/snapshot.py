@@ -11,7 +11,7 @@ from typing import Any
 from quotaflow.engine.candidates import RequestFacts
 from quotaflow.engine.limits import state_of
 from quotaflow.gateway import CallContext, Gateway
-from quotaflow.management import Management
+from quotaflow.runtime import Runtime
 from quotaflow.services import status
 from quotaflow.services.alerts import alert_json
 from quotaflow.services.token_usage import emergency_status, measure_json, months_back
@@ -54,7 +54,7 @@ def health_json(gw: Gateway, key_id: str, now: float) -> dict[str, Any]:
 
 
 def providers_json(
-    mg: Management, rows: list[status.ProviderStatus], now: float
+    mg: Runtime, rows: list[status.ProviderStatus], now: float
 ) -> list[dict[str, Any]]:
     """Seed 000's provider rows, each key with its limits' states and its health."""
     gw = mg.gateway
@@ -189,7 +189,7 @@ def log_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
     ]
 
 
-async def agents_json(mg: Management) -> list[dict[str, Any]]:
+async def agents_json(mg: Runtime) -> list[dict[str, Any]]:
     """Registered agents and those seen in the ledger this month: budgets and usage."""
     gw = mg.gateway
     s = gw.settings
@@ -233,7 +233,7 @@ def alert_severity(kind: str, level: str) -> str:
         return "warning"
 
 
-async def alerts_json(mg: Management) -> dict[str, Any]:
+async def alerts_json(mg: Runtime) -> dict[str, Any]:
     """The recent alerts, and those still holding (their subject is still at that level)."""
     rows = await mg.alerts.recent(ALERT_ROWS)
     levels = await mg.store.alert_levels()
@@ -249,9 +249,7 @@ async def alerts_json(mg: Management) -> dict[str, Any]:
     return {"recent": recent, "active": active}
 
 
-async def build_snapshot(
-    mg: Management, series: SeriesCache, stamp: object = None
-) -> dict[str, Any]:
+async def build_snapshot(mg: Runtime, series: SeriesCache, stamp: object = None) -> dict[str, Any]:
     """Everything the dashboard shows, as of now; ``stamp`` changes with usage (it tells
     the forecast when to recompute)."""
     gw = mg.gateway

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from quotaflow.errors import Forbidden
-from quotaflow.web.state import MANAGEMENT
+from quotaflow.web.state import RUNTIME
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ALLOW_HEADERS = "Content-Type, Authorization, X-Quotaflow-Agent, X-Quotaflow-Admin-Token"
@@ -40,7 +40,7 @@ def cors_origin(request: web.Request) -> str | None:
     origin = request.headers.get("origin")
     if origin is None:
         return None
-    extra = request.app[MANAGEMENT].gateway.config.server.cors_origins
+    extra = request.app[RUNTIME].gateway.config.server.cors_origins
     if origin_allowed(origin, extra, request.headers.get("host", "")):
         return origin
     if request.method not in SAFE_METHODS - {"OPTIONS"}:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from quotaflow.errors import QuotaflowError
 from quotaflow.services.access import is_loopback
-from quotaflow.web.state import MANAGEMENT
+from quotaflow.web.state import RUNTIME
 
 
 class MisdirectedRequest(QuotaflowError):
@@ -33,7 +33,7 @@ def host_name(host: str) -> str:
 
 def check_host(request: web.Request) -> None:
     """Raise :class:`MisdirectedRequest` when the ``Host`` header is not served here."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     allowed = mg.gateway.config.server.allowed_hosts
     if is_loopback(mg.bind_host) or allowed:
         name = host_name(request.headers.get("host", "") or "localhost")
