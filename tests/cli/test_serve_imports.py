@@ -17,7 +17,8 @@ NEVER_BEFORE_A_REQUEST = {
     "rich",  # terminal tables of the other commands
     "cryptography",  # secrets added at runtime: encrypted / decrypted on first use
     "yaml",  # read with a config file, when serve() loads it
-    "quotaflow.cli.output",  # the other commands' helpers (and rich)
+    "quotaflow.cli.render",  # the other commands' output (and rich)
+    "quotaflow.cli.target",  # where the other commands work
     "quotaflow.reports",  # reports and forecasts: the dashboard's first request
     "quotaflow.services.switcher",  # seed 000's /api/status, /api/choose, …
     "quotaflow.services.token_usage",  # seed 003's /api/token-usage/…

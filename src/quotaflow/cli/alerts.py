@@ -7,17 +7,14 @@ from typing import Any
 
 import click
 
-from quotaflow.cli.output import (
-    EXIT_FAILED,
+from quotaflow.cli.exit_codes import EXIT_FAILED
+from quotaflow.cli.render import console, emit_json, json_option, when
+from quotaflow.cli.target import (
     Server,
-    console,
-    emit_json,
-    json_option,
     load_config_or_exit,
     local_options,
     run_local,
     server_options,
-    when,
 )
 
 

@@ -6,10 +6,9 @@ from typing import Any
 
 import click
 
-from quotaflow.cli.output import (
+from quotaflow.cli.render import emit_json, json_option
+from quotaflow.cli.target import (
     Server,
-    emit_json,
-    json_option,
     load_config_or_exit,
     local_options,
     run_local,

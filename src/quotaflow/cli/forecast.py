@@ -5,17 +5,9 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from quotaflow.cli.output import (
-    EXIT_FAILED,
-    clock_at,
-    console,
-    emit_json,
-    json_option,
-    load_config_or_exit,
-    local_options,
-    run_local,
-    when,
-)
+from quotaflow.cli.exit_codes import EXIT_FAILED
+from quotaflow.cli.render import clock_at, console, emit_json, json_option, when
+from quotaflow.cli.target import load_config_or_exit, local_options, run_local
 from quotaflow.reports.burn import DEFAULT_HALF_LIFE_S, DEFAULT_LOOKBACK_S
 from quotaflow.reports.collect import collect_forecast
 from quotaflow.reports.forecast import DEFAULT_HORIZON_S

@@ -11,17 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from quotaflow.cli.output import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    console,
-    emit_json,
-    fail,
-    json_option,
-    load_config_or_exit,
-    local_options,
-    run_local,
-)
+from quotaflow.cli.exit_codes import EXIT_FAILED, EXIT_USAGE
+from quotaflow.cli.render import console, emit_json, fail, json_option
+from quotaflow.cli.target import load_config_or_exit, local_options, run_local
 from quotaflow.services.probe import ProbeResult, probe_all, results_document, summarize, targets
 
 RESULTS_FILE = "api-test-results.json"

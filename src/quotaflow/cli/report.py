@@ -5,19 +5,17 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from quotaflow.cli.output import (
-    EXIT_USAGE,
+from quotaflow.cli.exit_codes import EXIT_USAGE
+from quotaflow.cli.render import (
     clock_at,
     console,
     emit_json,
     fail,
     json_option,
-    load_config_or_exit,
-    local_options,
     parse_instant,
-    run_local,
     when,
 )
+from quotaflow.cli.target import load_config_or_exit, local_options, run_local
 from quotaflow.reports.collect import collect_report
 from quotaflow.reports.export import days_text, export, format_for, to_text
 from quotaflow.reports.usage import GROUPS, UsageReport

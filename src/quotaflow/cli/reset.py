@@ -6,12 +6,10 @@ from typing import Any
 
 import click
 
-from quotaflow.cli.output import (
-    EXIT_USAGE,
+from quotaflow.cli.exit_codes import EXIT_USAGE
+from quotaflow.cli.render import emit_json, fail, json_option
+from quotaflow.cli.target import (
     Server,
-    emit_json,
-    fail,
-    json_option,
     load_config_or_exit,
     local_options,
     run_local,

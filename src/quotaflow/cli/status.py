@@ -7,11 +7,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from quotaflow.cli.output import (
+from quotaflow.cli.render import console, emit_json, json_option
+from quotaflow.cli.target import (
     Server,
-    console,
-    emit_json,
-    json_option,
     load_config_or_exit,
     local_options,
     run_local,
