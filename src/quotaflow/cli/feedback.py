@@ -8,10 +8,8 @@ import click
 
 from quotaflow.cli.render import emit_json, json_option
 from quotaflow.cli.target import (
-    Server,
-    load_config_or_exit,
+    Target,
     local_options,
-    run_local,
     server_options,
 )
 
@@ -39,16 +37,14 @@ def feedback(
     """Record how well PROVIDER's MODEL did a task: SCORE from 0 to 1 (seed 004's quality
     score, a running average per key × model that the learned strategy uses)."""
     body = {"provider": provider, "model": model, "success": not failed, "score": score}
-    server = Server.of(url, token, token_file)
-    if server is not None:
-        doc = server.call("POST", "/api/feedback", body)
-    else:
 
-        async def work(engine: Any) -> dict[str, Any]:
-            stats = engine.record_quality(provider, model, not failed, score)
-            return {"success": True, **body, "quality": {s.key_id: s.quality_score for s in stats}}
+    async def work(engine: Any) -> dict[str, Any]:
+        stats = engine.record_quality(provider, model, not failed, score)
+        return {"success": True, **body, "quality": {s.key_id: s.quality_score for s in stats}}
 
-        doc = run_local(load_config_or_exit(config_path), home, work)
+    doc = Target.of(config_path, home, url, token, token_file).run(
+        work, "POST", "/api/feedback", body
+    )
     if as_json:
         emit_json(doc)
     else:

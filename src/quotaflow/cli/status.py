@@ -9,10 +9,8 @@ from rich.table import Table
 
 from quotaflow.cli.render import console, emit_json, json_option
 from quotaflow.cli.target import (
-    Server,
-    load_config_or_exit,
+    Target,
     local_options,
-    run_local,
     server_options,
 )
 
@@ -49,11 +47,8 @@ def status(
 ) -> None:
     """Every provider's quota: used, total, remaining, state (OK / WARNING / CRITICAL /
     DEPLETED) and its keys (masked). Exit 0 when some provider is available, 1 when none is."""
-    server = Server.of(url, token, token_file)
-    if server is not None:
-        doc = server.call("GET", "/api/status")
-    else:
-        doc = run_local(load_config_or_exit(config_path), home, local_status)
+    target = Target.of(config_path, home, url, token, token_file)
+    doc = target.run(local_status, "GET", "/api/status")
     if as_json:
         emit_json(doc)
     else:

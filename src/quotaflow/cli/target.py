@@ -139,5 +139,37 @@ class Server:
         return data
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a command works: the server named by ``--url``, else the data folder."""
+
+    server: Server | None
+    config_path: str | None
+    home: str | None
+
+    @staticmethod
+    def of(
+        config_path: str | None,
+        home: str | None,
+        url: str | None,
+        token: str | None,
+        token_file: str | None,
+    ) -> Target:
+        return Target(Server.of(url, token, token_file), config_path, home)
+
+    def run(
+        self,
+        work: Callable[[Any], Awaitable[T]],
+        method: str,
+        path: str,
+        body: Any = None,
+    ) -> Any:
+        """``method path`` (with ``body``) on the server, else ``work(engine)`` on the data
+        folder; both give the same document."""
+        if self.server is not None:
+            return self.server.call(method, path, body)
+        return run_local(load_config_or_exit(self.config_path), self.home, work)
+
+
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
