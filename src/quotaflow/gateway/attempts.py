@@ -298,7 +298,12 @@ class Attempts:
             call,
             timeout,
             c.health,
-            headers=routing_headers(rid, c.provider, c.key, c.model, route.name, n),
+            # a plain answer carries its headers in ChatOutcome; only a stream needs them now
+            headers=(
+                routing_headers(rid, c.provider, c.key, c.model, route.name, n)
+                if req.stream
+                else None
+            ),
             request_id=rid,
             on_end=on_end,
         )
