@@ -31,7 +31,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from quotaflow.gateway import CallContext, Gateway
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import config
 
 ANSWER = orjson.dumps(

@@ -11,7 +11,8 @@ stream (direct vs through quotaflow), the time to ready, and the gateway's RSS.
 
 Run: ``.venv/bin/python benchmarks/load.py`` (needs ``wrk``: ``apt-get install -y wrk``).
 ``--litellm`` adds the LiteLLM proxy (one worker) as a peer, installed into
-``benchmarks/.venv-litellm`` on first use. ``--soak 300`` adds a 5-minute RSS soak.
+``benchmarks/.venv-litellm`` on first use. ``--aiohttp-client`` adds a second quotaflow with
+``settings.http_client: aiohttp`` as a peer. ``--soak 300`` adds a 5-minute RSS soak.
 """
 
 from __future__ import annotations
@@ -169,12 +170,13 @@ def serve_command(home: Path) -> list[str]:
     return pinned(0, [PY, "-m", "quotaflow", *args])
 
 
-def gateway_config(fake_url: str) -> str:
+def gateway_config(fake_url: str, http_client: str = "fast") -> str:
     keys = "\n".join(
         f"      - {{id: k{i}, secret: sk-bench-{i}, limits: [{{metric: tokens, window: day, amount: 1000000000}}, {{metric: requests, window: minute, amount: 100000000}}]}}"
         for i in (1, 2)
     )
-    return f"settings: {{strategy: headroom}}\nproviders:\n  - name: openai\n    base_url: {fake_url}/v1\n    keys:\n{keys}\n"
+    client = "" if http_client == "fast" else f", http_client: {http_client}"
+    return f"settings: {{strategy: headroom{client}}}\nproviders:\n  - name: openai\n    base_url: {fake_url}/v1\n    keys:\n{keys}\n"
 
 
 def litellm_peer(fake_url: str, tmp: Path) -> tuple[subprocess.Popen[str], str] | None:
@@ -207,6 +209,11 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--latency", default="0,50", help="upstream latencies in ms")
     ap.add_argument("--litellm", action="store_true")
+    ap.add_argument(
+        "--aiohttp-client",
+        action="store_true",
+        help="add a second quotaflow with settings.http_client: aiohttp as a peer",
+    )
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of c=16 load sampling RSS")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -269,6 +276,15 @@ def main() -> None:
             ("bare proxy", bare_url, bare.pid),
             ("quotaflow", gw_url, gw.pid),
         ]
+        extra = []
+        if args.aiohttp_client:
+            home_a = tmp / f"home-{latency:g}-aiohttp"
+            home_a.mkdir()
+            (home_a / "q.yaml").write_text(gateway_config(fake_url, "aiohttp"))
+            gw_a, gw_a_url, _ = spawn(serve_command(home_a), "serving on")
+            wait_http(gw_a_url + "/api/health")
+            peers.append(("quotaflow, aiohttp client", gw_a_url, gw_a.pid))
+            extra.append(gw_a)
         lite = litellm_peer(fake_url, tmp) if args.litellm else None
         if lite:
             peers.append(("litellm", lite[1], lite[0].pid))
@@ -334,7 +350,7 @@ def main() -> None:
                 print(
                     f"soak {args.soak:g}s at c=16: RSS first {samples[0]:.1f} MB, max {max(samples):.1f} MB, last {samples[-1]:.1f} MB\n"
                 )
-        for p in [gw, bare, fake]:
+        for p in [gw, bare, fake, *extra]:
             p.send_signal(signal.SIGTERM)
             p.wait(20)
     print(f"quotaflow's CPU per request over the bare proxy's: {', '.join(ratios)}")

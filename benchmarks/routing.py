@@ -16,7 +16,7 @@ from pathlib import Path
 from quotaflow.clock import FrozenClock
 from quotaflow.config.load import parse_spec, resolve
 from quotaflow.gateway import CallContext, Gateway
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.types import Measure
 
 

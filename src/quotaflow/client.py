@@ -118,9 +118,16 @@ class Client:
         """``POST /api/choose``: the key with the most headroom, as a :class:`Lease`."""
         d = self._call("POST", "/api/choose", {"tokens_estimate": int(tokens_estimate)})
         return Lease(
-            self, d["provider"], d["api_key"], d.get("key_id"), d.get("reservation_id"),
-            d.get("remaining_after"), d.get("reason"), int(tokens_estimate), d,
-        )  # fmt: skip
+            self,
+            d["provider"],
+            d["api_key"],
+            d.get("key_id"),
+            d.get("reservation_id"),
+            d.get("remaining_after"),
+            d.get("reason"),
+            int(tokens_estimate),
+            d,
+        )
 
     def use(
         self,
@@ -166,7 +173,9 @@ class Client:
         return self._call("GET", "/api/health")
 
     # -- transport ---------------------------------------------------------------------------
-    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """``(HTTP status, parsed JSON)`` of one call, whatever the status; raises
+        :class:`ClientError` (status 0) only when nothing answers at :attr:`url`."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("accept", "application/json")
@@ -184,12 +193,23 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             raise ClientError(f"cannot reach {self.url}: {getattr(exc, 'reason', exc)}") from None
         try:
-            parsed = json.loads(raw or b"{}")
+            return status, json.loads(raw or b"null")
         except ValueError:
-            raise ClientError(f"{method} {path}: not JSON (HTTP {status})", status) from None
+            return status, _NotJson(raw[:200].decode("utf-8", "replace"))
+
+    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        status, parsed = self.request(method, path, body)
+        if isinstance(parsed, _NotJson):
+            raise ClientError(f"{method} {path}: not JSON (HTTP {status})", status)
+        if parsed is None:
+            parsed = {}
         if status >= 400 or (isinstance(parsed, dict) and parsed.get("success") is False):
             msg = parsed.get("message") if isinstance(parsed, dict) else None
             if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
                 msg = parsed["error"].get("message")
             raise ClientError(f"{method} {path}: {msg or f'HTTP {status}'}", status, parsed)
         return parsed if isinstance(parsed, dict) else {"data": parsed}
+
+
+class _NotJson(str):
+    """An answer that was not JSON: its first 200 characters."""

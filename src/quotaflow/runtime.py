@@ -1,12 +1,16 @@
-"""Assembling a gateway from a configuration and a data folder, for the server, the library
-and the command-line tools."""
+"""The runtime: storage → gateway → services on one data folder, opened and closed in that
+order — :class:`Runtime` for the server, :func:`open_engine` for the library and the
+command-line tools, both on explicitly wired stores."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import weakref
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +18,27 @@ from quotaflow.clock import Clock
 from quotaflow.config.environment import process_environment
 from quotaflow.config.load import load_config, parse_spec, resolve
 from quotaflow.config.model import Config
+from quotaflow.engine.limits import Limit
 from quotaflow.gateway import Gateway
 from quotaflow.gateway import Gateway as Engine
 from quotaflow.gateway.upstream import make_client
-from quotaflow.key_states import apply_key_states
+from quotaflow.services.access import (
+    candidate_admin_token,
+    claim_admin_token,
+    ensure_admin_token,
+    is_loopback,
+)
+from quotaflow.services.agents import AgentRegistry
+from quotaflow.services.alerts import AlertMonitor
+from quotaflow.services.holds import Holds
+from quotaflow.services.keys import ManagedKeys, apply_key_states
+from quotaflow.services.notify import Notifier
+from quotaflow.services.sync import ReplicaSync
 from quotaflow.storage import open_counters, open_health_store, open_ledger
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.files import private_folder
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
+from quotaflow.storage.management import ManagementStore
+from quotaflow.storage.secrets import SecretBox, load_master_key
 
 
 def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -33,7 +52,7 @@ def build_gateway(config: Config, home: Path, *, clock: Clock | None = None) -> 
     """A gateway on the storage ``config.storage`` names (embedded SQLite + memory by default)."""
     ledger = open_ledger(config, home, clock)
     counters = open_counters(config, clock)
-    health_store = open_health_store(config)  # Redis only (issue 8)
+    health_store = open_health_store(config)  # shared by replicas through Redis only
     return Gateway(config, ledger=ledger, counters=counters, clock=clock, health_store=health_store)
 
 
@@ -61,9 +80,13 @@ def resolve_config(config: ConfigSource = None, env: Mapping[str, str] | None = 
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    config: Config, home: Path, *, clock: Clock | None = None, settle: bool = False,
+    config: Config,
+    home: Path,
+    *,
+    clock: Clock | None = None,
+    settle: bool = False,
     network: bool = False,
-) -> AsyncIterator[Engine]:  # fmt: skip
+) -> AsyncIterator[Engine]:
     """The engine on a data folder, for tools: counters rebuilt from the ledger, runtime keys
     restored, the key tester's verdicts applied. ``settle`` also settles rows a crash left
     pending — only when no server runs on the folder; ``network`` gives it an HTTP client."""
@@ -98,13 +121,10 @@ async def open_engine(
 
 async def restore_managed(engine: Engine, home: Path | None) -> int:
     """Re-create the keys and providers added at runtime (``/api/add_key``, ``keys add``)."""
-    from quotaflow.managed_keys import ManagedKeys
-    from quotaflow.secrets import SecretBox, load_master_key
+    from quotaflow.services.keys import ManagedKeys
+    from quotaflow.storage.secrets import SecretBox, load_master_key
 
-    store: Any = engine.ledger
-    if not hasattr(store, "managed_keys"):
-        return 0
-    managed = ManagedKeys(engine, store, SecretBox(load_master_key(home)))
+    managed = ManagedKeys(engine, engine.ledger, SecretBox(load_master_key(home)))
     _MANAGED[engine] = managed
     return await managed.restore()
 
@@ -113,8 +133,157 @@ _MANAGED: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
 
 
 def managed_keys_of(engine: Engine) -> Any:
-    """The :class:`~quotaflow.managed_keys.ManagedKeys` :func:`open_engine` restored."""
+    """The :class:`~quotaflow.services.keys.ManagedKeys` :func:`open_engine` restored."""
     managed = _MANAGED.get(engine)
     if managed is None:
         raise RuntimeError("this engine was not opened with open_engine()")
     return managed
+
+
+FORCED_SETTING = "forced_provider"
+ALERT_INTERVAL_S = 1.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Runtime:
+    """A gateway and the services beside it, on one data folder: ``build`` loads (or
+    creates) the master key and the admin token; ``start`` starts the gateway, then restores
+    the keys, providers and agents added at runtime, the key tester's verdicts, operators'
+    key states and the forced provider, then watches for alerts (and, on a shared store,
+    for other replicas' changes); ``close`` stops them in reverse."""
+
+    gateway: Gateway
+    store: ManagementStore
+    box: SecretBox
+    keys: ManagedKeys
+    agents: AgentRegistry
+    alerts: AlertMonitor
+    admin_hash: str
+    bind_host: str = "127.0.0.1"
+    trust_local: bool = False
+    new_admin_token: str | None = None  # set when created by this start: print it once
+    holds: Holds = field(default_factory=Holds)
+    notifier: Notifier | None = None  # alert webhooks, when the config names any
+    shared: bool = False  # the store is shared by replicas: admin token and sync through it
+    sync: ReplicaSync | None = None  # on a shared store: other replicas' changes
+    _task: asyncio.Task[None] | None = None
+    _sync_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        gateway: Gateway,
+        home: Path | None,
+        *,
+        bind_host: str = "127.0.0.1",
+        trust_local: bool = False,
+    ) -> Runtime:
+        """Refuses ``trust_local`` unless ``bind_host`` is a loopback address."""
+        if trust_local and not is_loopback(bind_host):
+            raise ValueError(
+                f"--trust-local serves without authentication, so it only binds to loopback "
+                f"(127.0.0.1, ::1, localhost), not {bind_host!r}"
+            )
+        store: ManagementStore = gateway.ledger
+        if home is not None:
+            private_folder(home)  # 0700, before the master key and the admin token land in it
+        box = SecretBox(load_master_key(home))
+        agents = AgentRegistry(store, gateway.clock)
+        agents.load_config(gateway.config.agents)
+        shared = store.shared
+        if shared:  # a candidate: start() keeps it only if no replica stored one before
+            admin_hash, token = candidate_admin_token(home)
+        else:
+            admin_hash, token = ensure_admin_token(home)
+
+        def agent_limits() -> list[Limit]:
+            return [lim for a in agents.all() for lim in a.limits]
+
+        notifier = None
+        if gateway.config.notify:
+            notifier = Notifier(gateway.ledger, gateway.config.notify, clock=gateway.clock)
+        monitor = AlertMonitor(
+            gateway, store, agent_limits, on_alert=notifier.publish if notifier else None
+        )
+        keys = ManagedKeys(gateway, store, box)
+        return cls(
+            gateway,
+            store,
+            box,
+            keys,
+            agents,
+            monitor,
+            admin_hash,
+            bind_host,
+            trust_local,
+            token,
+            shared=shared,
+            notifier=notifier,
+            sync=ReplicaSync(store, keys, agents, gateway) if shared else None,
+        )
+
+    @property
+    def agents_need_keys(self) -> bool:
+        """``/v1`` refuses anonymous callers beyond loopback or when the config says so."""
+        return self.gateway.config.server.require_agent_keys or not is_loopback(self.bind_host)
+
+    async def start(self, *, gateway: bool = True) -> None:
+        """The one start sequence: the gateway (unless the caller started it), then the
+        services on it."""
+        gw = self.gateway
+        if gateway:
+            await gw.start()
+        if self.shared:
+            await self._claim_admin_token()
+        if self.sync is not None:
+            await self.sync.mark()  # before the restore: no change is missed
+        await self.keys.restore()
+        await gw.restore_probe_health()  # the key tester's verdicts, then operators' states
+        await apply_key_states(gw)
+        await self.agents.restore()
+        agent_limits = [lim for a in self.agents.all() for lim in a.limits]
+        await gw.rebuild_counters(agent_limits)
+        forced = await self.store.get_setting(FORCED_SETTING)
+        if forced and forced in gw.config.providers:
+            gw.forced_provider = forced
+        await self.alerts.load()
+        if self.notifier is not None:
+            self.notifier.start()
+        self._task = asyncio.create_task(self._watch(), name="quotaflow-alerts")
+        if self.sync is not None:
+            self._sync_task = asyncio.create_task(self.sync.run(), name="quotaflow-mgmt-sync")
+
+    async def _claim_admin_token(self) -> None:
+        """Atomically store this replica's candidate hash unless one is stored; use the
+        stored one (a token is then printed by the replica that created it, only)."""
+        self.admin_hash, self.new_admin_token = await claim_admin_token(
+            self.store, self.admin_hash, self.new_admin_token
+        )
+
+    async def sync_once(self) -> bool:
+        """Apply other replicas' changes now (see :class:`ReplicaSync`)."""
+        return await self.sync.once() if self.sync is not None else False
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(ALERT_INTERVAL_S)
+            with contextlib.suppress(Exception):
+                await self.alerts.check()
+
+    async def close(self, *, gateway: bool = True) -> None:
+        for task in (self._task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sync_task = None
+        if self.notifier is not None:
+            await self.notifier.close()
+        if gateway:
+            await self.gateway.close()
+
+    async def set_forced(self, provider: str | None) -> None:
+        await self.store.set_setting(FORCED_SETTING, provider)
+        self.gateway.forced_provider = provider

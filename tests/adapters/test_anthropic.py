@@ -552,35 +552,7 @@ def test_response_format_tool_streams_as_content() -> None:
 
 
 # ---------------------------------------------------------------------------- errors
-
-
-ERRORS = golden("anthropic", "errors.json")["cases"]
-
-
-@pytest.mark.parametrize("case", ERRORS, ids=[c["name"] for c in ERRORS])
-def test_error_classification(case: dict[str, Any]) -> None:
-    fail = ADAPTER.classify_error(case["status"], case["headers"], orjson.dumps(case["body"]))
-    assert fail.kind is ErrorKind(case["kind"])
-    assert fail.status == case["status"]
-    assert fail.retry_after_s == case["retry_after_s"]
-    assert fail.provider_code == case["provider_code"]
-    assert fail.message == case["body"]["error"]["message"]
-    assert fail.body == {
-        "error": {
-            "message": case["body"]["error"]["message"],
-            "type": case["openai_type"],
-            "param": None,
-            "code": case["openai_code"],
-        }
-    }
-
-
-def test_error_with_a_non_json_body() -> None:
-    html = b"<html><head><title>413 Request Entity Too Large</title></head></html>"
-    fail = ADAPTER.classify_error(413, {}, html)
-    assert fail.kind is ErrorKind.BAD_REQUEST
-    assert "413 Request Entity Too Large" in fail.message
-    assert fail.body is not None and fail.body["error"]["type"] == "invalid_request_error"
+# (the refusals every adapter classifies alike: tests/contracts/test_adapters.py)
 
 
 def test_retry_after_ms_wins_over_retry_after() -> None:

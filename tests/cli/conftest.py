@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from quotaflow.storage.base import LedgerRow
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from tests.e2e.procs import Proc, fake_provider
 
 

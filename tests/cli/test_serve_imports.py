@@ -17,20 +17,21 @@ NEVER_BEFORE_A_REQUEST = {
     "rich",  # terminal tables of the other commands
     "cryptography",  # secrets added at runtime: encrypted / decrypted on first use
     "yaml",  # read with a config file, when serve() loads it
-    "quotaflow.cli.output",  # the other commands' helpers (and rich)
+    "quotaflow.cli.render",  # the other commands' output (and rich)
+    "quotaflow.cli.target",  # where the other commands work
     "quotaflow.reports",  # reports and forecasts: the dashboard's first request
-    "quotaflow.switcher",  # seed 000's /api/status, /api/choose, …
-    "quotaflow.token_usage",  # seed 003's /api/token-usage/…
-    "quotaflow.web.admin_api",
+    "quotaflow.services.switcher",  # seed 000's /api/status, /api/choose, …
+    "quotaflow.services.token_usage",  # seed 003's /api/token-usage/…
+    "quotaflow.web.api.admin",
     "quotaflow.web.dashboard.handlers",
     "quotaflow.web.dashboard.page",
     "quotaflow.web.dashboard.series",
     "quotaflow.web.dashboard.snapshot",
-    "quotaflow.web.feedback_api",
-    "quotaflow.web.openapi",
-    "quotaflow.web.openapi_spec",
-    "quotaflow.web.switcher_api",
-    "quotaflow.web.token_usage_api",
+    "quotaflow.web.api.feedback",
+    "quotaflow.web.api.openapi",
+    "quotaflow.web.api.openapi_spec",
+    "quotaflow.web.api.switcher",
+    "quotaflow.web.api.token_usage",
 }
 # Not even the server: listing the commands (``quotaflow --help``) or failing on a bad
 # config needs none of these.

@@ -16,7 +16,7 @@ import pytest
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.reservation import Claim
 from quotaflow.storage.base import CounterStore
-from quotaflow.storage.memory import MemoryCounterStore
+from quotaflow.storage.counters.memory import MemoryCounterStore
 from quotaflow.testing import FrozenClock, limit
 from quotaflow.types import Measure
 from tests.scale.services import drop_prefix, require_redis, unique_prefix
@@ -45,8 +45,8 @@ class Backends:
     async def make(self, tz: ZoneInfo = UTC, hold_ttl_s: float = 300.0) -> CounterStore:
         if self.kind == "memory":
             return MemoryCounterStore(tz)
-        from quotaflow.storage.rebuild import LedgerSource
-        from quotaflow.storage.redis import RedisCounterStore
+        from quotaflow.storage.counters.rebuild import LedgerSource
+        from quotaflow.storage.counters.redis import RedisCounterStore
 
         store = RedisCounterStore(
             self.url, tz, prefix=self.prefix, hold_ttl_s=hold_ttl_s, clock=FrozenClock(T0)

@@ -15,8 +15,8 @@ import pytest
 
 from quotaflow.engine.stats import ModelStats
 from quotaflow.storage.base import LedgerQuery, LedgerRow
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.storage.management import AlertRow, ManagedKeyRow
-from quotaflow.storage.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock
 from quotaflow.types import Measure
 from tests.scale.services import create_database, drop_database, require_postgres
@@ -64,7 +64,7 @@ class Backend:
         if self.kind == "sqlite":
             db: Any = SqliteLedger(self.tmp / "quotaflow.db")
         else:
-            from quotaflow.storage.postgres import PostgresLedger
+            from quotaflow.storage.ledgers.postgres import PostgresLedger
 
             db = PostgresLedger(
                 self.dsn, replica_id=replica, clock=FrozenClock(T0 + 1000),

@@ -22,7 +22,7 @@ from typing import Any
 import openai
 import pytest
 
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from tests.e2e.procs import Proc, fake_control, fake_provider, gateway, ledger_rows
 
 pytestmark = pytest.mark.e2e

@@ -78,3 +78,20 @@ def test_provider_calls_go_through_the_proxy(
             )
             assert resp.choices[0].message.content == "via the proxy"
     assert log.lines == [f"POST {fresh_fake.url}/v1/chat/completions HTTP/1.1"]
+
+
+@pytest.mark.parametrize("http_client", CLIENTS)
+def test_a_streamed_completion_through_either_client(
+    fresh_fake: Proc, home: Path, http_client: str
+) -> None:
+    cfg = config(fresh_fake, [("a", KEYS[0], None)], settings=f"http_client: {http_client}")
+    with gateway(cfg, home) as gw:
+        stream = client(gw).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "ECHO: one two three"}],
+            max_tokens=50,
+            stream=True,
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "one two three"
+    assert [r["status"] for r in ledger_rows(home)] == ["ok"]

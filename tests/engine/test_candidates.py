@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from quotaflow.engine.candidates import IN_FLIGHT_POLL_S, RequestFacts, build_candidates, tier_of
+from quotaflow.engine.candidates import (
+    IN_FLIGHT_POLL_S,
+    Pool,
+    RequestFacts,
+    build_candidates,
+    tier_of,
+)
 from quotaflow.engine.health import Health, begin_attempt, record_failure, unavailable_reason
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.pricing import Price
@@ -38,17 +44,9 @@ def build(keys, usages=(), health=None, f=None, deps=None, extra=(), **kw):
     by_provider: dict[str, list] = {}
     for k in keys:
         by_provider.setdefault(k.provider, []).append(k)
-    return build_candidates(
-        deps,
-        by_provider,
-        PROVIDERS,
-        list(extra),
-        {x.limit.id: x for x in usages},
-        health or {},
-        f or facts(),
-        NOW,
-        **kw,
-    )
+    usage_of = {x.limit.id: x for x in usages}
+    pool = Pool(deps, by_provider, PROVIDERS, usage_of, health or {}, NOW, list(extra), **kw)
+    return build_candidates(pool, f or facts())
 
 
 def test_a_healthy_key_with_room_is_a_candidate_with_its_plan_and_state() -> None:

@@ -17,7 +17,7 @@ from quotaflow.adapters.openai import OpenAIAdapter
 from quotaflow.engine import health as hl
 from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_provider
 from quotaflow.gateway import Gateway
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 from quotaflow.types import ErrorKind
 

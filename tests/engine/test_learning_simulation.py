@@ -30,8 +30,8 @@ from quotaflow.fake_provider.faults import Fault
 from quotaflow.fake_provider.server import FakeProviderHandle
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.gateway.upstream import make_client
-from quotaflow.probe import probe_all, targets
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.services.probe import probe_all, targets
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 
 A, B = "groq", "gemini"

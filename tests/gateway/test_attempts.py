@@ -20,7 +20,7 @@ from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_p
 from quotaflow.fake_provider.faults import Fault
 from quotaflow.gateway import Gateway
 from quotaflow.storage.base import LedgerQuery, LedgerRow
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 
 BODY: dict[str, Any] = {

@@ -9,7 +9,7 @@ from quotaflow.adapters.base import UpstreamFailure
 from quotaflow.engine.catalog import mask_secret
 from quotaflow.gateway import Gateway
 from quotaflow.gateway.booking import SecretMask
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config, key
 from quotaflow.types import ErrorKind
 

@@ -146,3 +146,19 @@ async def test_the_setting_overrides_the_environment(
         finally:
             await via.close()
     assert log.lines == [f"POST {origin}/p HTTP/1.1"]
+
+
+async def test_the_connect_timeout_covers_the_proxy_tunnel(make_client: MakeClient) -> None:
+    """A proxy that takes the connection but never answers CONNECT: the connect timeout,
+    not the (much longer) request timeout, ends the wait."""
+
+    async def mute(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(30)
+
+    async with raw_server(mute) as proxy:
+        c = make_client(proxy=proxy, connect_timeout_s=0.5)
+        async with asyncio.timeout(30) as outer:  # only a hang gets this far
+            with pytest.raises(TimeoutError):
+                await c.post("https://provider.invalid/v1/x", {}, b"", timeout_s=None)
+        assert not outer.expired()

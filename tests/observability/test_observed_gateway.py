@@ -17,7 +17,7 @@ from quotaflow.gateway import CallContext, Gateway
 from quotaflow.observability.metrics import Metrics
 from quotaflow.observability.observer import Observer
 from quotaflow.observability.tracing import Tracing
-from quotaflow.storage.sqlite import SqliteLedger
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import config
 
 SECRETS = ("sk-observed-0001", "sk-observed-0002")

@@ -7,7 +7,7 @@ import pytest
 
 from quotaflow.errors import Unavailable
 from quotaflow.storage.base import LedgerQuery, LedgerRow
-from quotaflow.storage.postgres import PostgresLedger
+from quotaflow.storage.ledgers.postgres import PostgresLedger
 from tests.scale.services import PG_ADMIN_DSN, free_port
 
 pytestmark = pytest.mark.scale

@@ -19,7 +19,7 @@ from quotaflow.fake_provider.server import FakeProviderHandle
 from quotaflow.gateway import Gateway
 from quotaflow.gateway.health_sync import HealthSync
 from quotaflow.runtime import build_gateway
-from quotaflow.storage.redis_health import RedisHealthStore
+from quotaflow.storage.health.redis import RedisHealthStore
 from quotaflow.testing import config
 from tests.scale.services import free_port
 

@@ -17,11 +17,10 @@ from aiohttp.test_utils import TestServer
 
 from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_provider
 from quotaflow.fake_provider.server import FakeProviderHandle
-from quotaflow.management import Management
-from quotaflow.runtime import build_gateway
-from quotaflow.secrets import MASTER_KEY_ENV
+from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.services.access import ADMIN_SETTING
-from quotaflow.storage.postgres import PostgresLedger
+from quotaflow.storage.ledgers.postgres import PostgresLedger
+from quotaflow.storage.secrets import MASTER_KEY_ENV
 from quotaflow.testing import config
 from quotaflow.web.app import create_app
 from tests.scale.services import free_port
@@ -45,7 +44,7 @@ def _config(url: str, redis_url: str, prefix: str, dsn: str, replica: str) -> di
 
 
 class Replica:
-    def __init__(self, mg: Management, server: TestServer, http: aiohttp.ClientSession) -> None:
+    def __init__(self, mg: Runtime, server: TestServer, http: aiohttp.ClientSession) -> None:
         self.mg, self.server, self.http = mg, server, http
 
     def url(self, path: str) -> str:
@@ -62,14 +61,14 @@ async def replicas(
     fake: FakeProviderHandle, redis_url: str, prefix: str, dsn: str, tmp: Path
 ) -> AsyncIterator[tuple[Replica, Replica]]:
     servers: list[TestServer] = []
-    mgs: list[Management] = []
+    mgs: list[Runtime] = []
     for name in ("A", "B"):  # own data folders, one PostgreSQL database and one Redis
         home = tmp / name
         home.mkdir()
         gw = build_gateway(config(_config(fake.base_url, redis_url, prefix, dsn, name)), home)
-        mg = Management.build(gw, home)
+        mg = Runtime.build(gw, home)
         mgs.append(mg)
-        servers.append(TestServer(create_app(gw, management=mg), host="127.0.0.1"))
+        servers.append(TestServer(create_app(gw, runtime=mg), host="127.0.0.1"))
     # Started together: both race to create the admin token.
     await asyncio.gather(*(s.start_server() for s in servers))
     try:
@@ -178,14 +177,12 @@ async def test_a_restarted_replica_reuses_the_stored_admin_token(
     hashes = []
     for home in (tmp_path / "one", tmp_path / "two"):
         gw = build_gateway(config(cfg), home)
-        mg = Management.build(gw, home)
-        await gw.start()
+        mg = Runtime.build(gw, home)
+        await mg.start()
         try:
-            await mg.start()
             hashes.append((mg.admin_hash, mg.new_admin_token))
-            await mg.close()
         finally:
-            await gw.close()
+            await mg.close()
     (first, token), (second, again) = hashes
     assert token is not None and again is None and first == second
 
@@ -198,27 +195,25 @@ async def test_an_unreachable_store_never_stops_the_sync(
          "keys": [{"id": "a", "secret": "sk-a"}]},
     ]}  # fmt: skip
     gw = build_gateway(config(cfg), tmp_path)
-    mg = Management.build(gw, tmp_path)
-    await gw.start()
+    mg = Runtime.build(gw, tmp_path)
+    await mg.start()
     try:
-        await mg.start()
-        assert mg._sync_task is not None
+        assert mg._sync_task is not None and mg.sync is not None
         ledger = gw.ledger
         assert isinstance(ledger, PostgresLedger)
         # Point the store at a port where nothing listens: every poll fails.
         dead = PostgresLedger(f"postgresql://postgres@127.0.0.1:{free_port()}/x", replica_id="A")
-        mg.store = dead  # type: ignore[assignment]
-        with caplog.at_level(logging.WARNING, logger="quotaflow.management"):
+        mg.sync.store = dead
+        with caplog.at_level(logging.WARNING, logger="quotaflow.services.sync"):
             await asyncio.sleep(2.3)
         assert not mg._sync_task.done()  # retrying, not crashed
         assert sum("cannot sync" in r.getMessage() for r in caplog.records) == 1  # logged once
-        mg.store = ledger
+        mg.sync.store = ledger
         await ledger.save_agent("late", "h-late", '{"name": "late"}', 0.0)
         await eventually(lambda: _has(mg, "late"))
     finally:
         await mg.close()
-        await gw.close()
 
 
-async def _has(mg: Management, name: str) -> bool:
+async def _has(mg: Runtime, name: str) -> bool:
     return mg.agents.get(name) is not None

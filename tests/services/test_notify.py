@@ -10,8 +10,8 @@ from aiohttp import web
 from quotaflow.clock import FrozenClock
 from quotaflow.config.schema import NotifySpec
 from quotaflow.services.notify import Notifier, event_of, send_test
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.storage.management import AlertRow
-from quotaflow.storage.sqlite import SqliteLedger
 
 SECRET = "hook-secret-for-tests"
 

@@ -11,8 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from quotaflow.config.load import load_config
 from quotaflow.fake_provider import KeyState, running_fake_provider
-from quotaflow.management import Management
-from quotaflow.runtime import build_gateway
+from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.web.app import create_app
 
 AGENT_KEY = "qf-swarm-concurrency-key-0001"
@@ -52,8 +51,8 @@ async def test_parallel_requests_never_exceed_the_agent_budget_or_the_key_quota(
         config = load_config(write_config(tmp_path, fake.base_url))
         home = tmp_path / "home"
         gw = build_gateway(config, home)
-        mg = Management.build(gw, home)
-        server = TestServer(create_app(gw, management=mg), host="127.0.0.1")
+        mg = Runtime.build(gw, home)
+        server = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
         await server.start_server()
         try:
             async with aiohttp.ClientSession() as http:

@@ -10,8 +10,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from quotaflow.management import Management
-from quotaflow.runtime import build_gateway
+from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
 from quotaflow.web.app import create_app
 from quotaflow.web.routes import LAZY_TARGETS
@@ -32,7 +31,7 @@ async def test_a_lazily_imported_handler_serves_its_first_and_later_requests(
 ) -> None:
     cfg = config({"providers": [{"name": "openai", "keys": [{"secret": "sk-routes-0001"}]}]})
     gw = build_gateway(cfg, tmp_path)
-    server = TestServer(create_app(gw, management=Management.build(gw, tmp_path)))
+    server = TestServer(create_app(gw, runtime=Runtime.build(gw, tmp_path)))
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as http:

@@ -1,3 +1,4 @@
+# Longer than 600 lines on purpose: one protocol's request, answer and stream translation, kept together.
 """The ``anthropic`` protocol: Anthropic Messages (``POST /v1/messages``) behind OpenAI chat.
 
 Decisions, with the page they rest on:

@@ -1,3 +1,4 @@
+# Longer than 600 lines on purpose: one protocol's request, answer and stream translation, kept together.
 """The ``gemini`` protocol: Gemini ``generateContent`` behind OpenAI chat completions.
 
 Decisions, with the reasons:
@@ -575,9 +576,15 @@ def classify_gemini_error(status: int, headers: Headers, body: bytes) -> Upstrea
     code = reasons[0] if reasons else rpc_status
     message = message or f"HTTP {status}"
     return UpstreamFailure(
-        kind, status, message, retry, openai_error(kind, message, code), code,
-        quota_window=window, quota_tz=QUOTA_TZ if window else None,
-    )  # fmt: skip
+        kind,
+        status,
+        message,
+        retry,
+        openai_error(kind, message, code),
+        code,
+        quota_window=window,
+        quota_tz=QUOTA_TZ if window else None,
+    )
 
 
 # ---------------------------------------------------------------------------- stream

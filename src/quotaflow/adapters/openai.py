@@ -98,11 +98,11 @@ def _error_fields(body: bytes) -> tuple[dict[str, Any] | None, str, str | None, 
         obj = None
     err = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(err, dict):
-        code = err.get("code")
+        code, etype = err.get("code"), err.get("type")
         return (
             obj,
             str(err.get("message") or ""),
-            err.get("type"),
+            etype if isinstance(etype, str) else None,  # a provider's odd JSON must not crash
             None if code is None else str(code),
         )
     if isinstance(err, str):

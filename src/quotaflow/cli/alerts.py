@@ -7,27 +7,29 @@ from typing import Any
 
 import click
 
-from quotaflow.cli.output import (
-    EXIT_FAILED,
+from quotaflow.cli.exit_codes import EXIT_FAILED
+from quotaflow.cli.render import console, emit_json, json_option, when
+from quotaflow.cli.target import (
     Server,
-    console,
-    emit_json,
-    json_option,
     load_config_or_exit,
     local_options,
     run_local,
     server_options,
-    when,
 )
 
 
 async def local_alerts(engine: Any) -> dict[str, Any]:
     from quotaflow.reports.collect import collect_report
 
-    rep = await collect_report(engine, now=engine.clock.now(), since=None, until=None, group_by="provider", avg_tokens_per_day=None)  # fmt: skip
-    history: list[dict[str, Any]] = []
-    if hasattr(engine.ledger, "list_alerts"):
-        history = [asdict(a) for a in await engine.ledger.list_alerts(50)]
+    rep = await collect_report(
+        engine,
+        now=engine.clock.now(),
+        since=None,
+        until=None,
+        group_by="provider",
+        avg_tokens_per_day=None,
+    )
+    history = [asdict(a) for a in await engine.ledger.list_alerts(50)]
     return {
         "success": True,
         "alerts": [asdict(a) for a in rep.alerts],
@@ -41,7 +43,11 @@ async def local_alerts(engine: Any) -> dict[str, Any]:
 @local_options
 @server_options
 @json_option
-@click.option("--check", is_flag=True, help="Exit 1 when any quota is at or above an alert level (for cron and CI).")  # fmt: skip
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when any quota is at or above an alert level (for cron and CI).",
+)
 def alerts(
     ctx: click.Context,
     config_path: str | None,
@@ -83,7 +89,12 @@ def alerts(
 
 
 @alerts.command("test")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: ./quotaflow.yaml, else the environment).")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config (default: ./quotaflow.yaml, else the environment).",
+)
 def alerts_test(config_path: str | None) -> None:
     """Send a sample alert to every webhook (`notify:` in the YAML, QUOTAFLOW_WEBHOOK_URL)."""
     import asyncio

@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from quotaflow.cli.exit_codes import EXIT_FAILED, EXIT_USAGE
-from quotaflow.cli.output import fail, load_config_or_exit, local_options
+from quotaflow.cli.render import fail
+from quotaflow.cli.target import load_config_or_exit, local_options
 
 DB_NAME = "quotaflow.db"
 

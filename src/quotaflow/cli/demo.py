@@ -105,21 +105,30 @@ def demo_config(urls: dict[str, str], scenario: str = "switching") -> Config:
         base = urls[protocol] + (
             "/v1" if protocol == "openai" else "/v1beta" if protocol == "gemini" else ""
         )
-        providers.append({
-            "name": name, "protocol": protocol, "base_url": base, "models": [model],
-            "keys": [{"id": f"{name}-demo", "secret": f"sk-demo-{name}-0000", "limits": limits}],
-        })  # fmt: skip
+        providers.append(
+            {
+                "name": name,
+                "protocol": protocol,
+                "base_url": base,
+                "models": [model],
+                "keys": [
+                    {"id": f"{name}-demo", "secret": f"sk-demo-{name}-0000", "limits": limits}
+                ],
+            }
+        )
         deployments.append({"provider": name, "model": model})
-    spec = parse_spec({
-        "server": {"dashboard_read_only_on_loopback": True},  # the dashboard, without a token
-        "settings": {
-            "strategy": "priority" if failover else "headroom",
-            "max_wait_s": 0,
-            "preferred_providers": [],
-        },
-        "providers": providers,
-        "routes": [{"name": "demo", "deployments": deployments}],
-    })  # fmt: skip
+    spec = parse_spec(
+        {
+            "server": {"dashboard_read_only_on_loopback": True},  # the dashboard, without a token
+            "settings": {
+                "strategy": "priority" if failover else "headroom",
+                "max_wait_s": 0,
+                "preferred_providers": [],
+            },
+            "providers": providers,
+            "routes": [{"name": "demo", "deployments": deployments}],
+        }
+    )
     return resolve(spec, {}, source="demo")
 
 
@@ -196,10 +205,15 @@ async def render(gw: Gateway, traffic: Traffic, url: str) -> Group:
                 else f"resets in {human_duration(max(u.resets_at - now, 0))}"
             )
             table.add_row(
-                key.label, key.provider, Text(state.upper(), style=STATE_STYLE[state]),
-                _bar(min(u.used_share, 1.0)), f"{u.taken:,.0f} / {lim.amount:,.0f} {lim.metric}",
-                f"{lim.window} {reset}", str(traffic.ok[key.id]), why,
-            )  # fmt: skip
+                key.label,
+                key.provider,
+                Text(state.upper(), style=STATE_STYLE[state]),
+                _bar(min(u.used_share, 1.0)),
+                f"{u.taken:,.0f} / {lim.amount:,.0f} {lim.metric}",
+                f"{lim.window} {reset}",
+                str(traffic.ok[key.id]),
+                why,
+            )
     events = Text.from_markup("\n".join(traffic.events) or "waiting for traffic…")
     summary = Text(
         f"requests: {traffic.total}   answered: {sum(traffic.ok.values())}   refused: {sum(traffic.failed.values())}"
@@ -208,9 +222,13 @@ async def render(gw: Gateway, traffic: Traffic, url: str) -> Group:
 
 
 async def run_demo(
-    port: int, agents: int, duration: float | None, home: Path, seed: int,
+    port: int,
+    agents: int,
+    duration: float | None,
+    home: Path,
+    seed: int,
     scenario: str = "switching",
-) -> Traffic:  # fmt: skip
+) -> Traffic:
     traffic = Traffic()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

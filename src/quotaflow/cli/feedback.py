@@ -6,13 +6,10 @@ from typing import Any
 
 import click
 
-from quotaflow.cli.output import (
-    Server,
-    emit_json,
-    json_option,
-    load_config_or_exit,
+from quotaflow.cli.render import emit_json, json_option
+from quotaflow.cli.target import (
+    Target,
     local_options,
-    run_local,
     server_options,
 )
 
@@ -26,22 +23,28 @@ from quotaflow.cli.output import (
 @click.argument("score", type=click.FloatRange(0.0, 1.0))
 @click.option("--failed", is_flag=True, help="The task failed (counts as quality 0).")
 def feedback(
-    config_path: str | None, home: str | None, url: str | None, token: str | None, token_file: str | None,
-    as_json: bool, provider: str, model: str, score: float, failed: bool,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    home: str | None,
+    url: str | None,
+    token: str | None,
+    token_file: str | None,
+    as_json: bool,
+    provider: str,
+    model: str,
+    score: float,
+    failed: bool,
+) -> None:
     """Record how well PROVIDER's MODEL did a task: SCORE from 0 to 1 (seed 004's quality
     score, a running average per key × model that the learned strategy uses)."""
     body = {"provider": provider, "model": model, "success": not failed, "score": score}
-    server = Server.of(url, token, token_file)
-    if server is not None:
-        doc = server.call("POST", "/api/feedback", body)
-    else:
 
-        async def work(engine: Any) -> dict[str, Any]:
-            stats = engine.record_quality(provider, model, not failed, score)
-            return {"success": True, **body, "quality": {s.key_id: s.quality_score for s in stats}}
+    async def work(engine: Any) -> dict[str, Any]:
+        stats = engine.record_quality(provider, model, not failed, score)
+        return {"success": True, **body, "quality": {s.key_id: s.quality_score for s in stats}}
 
-        doc = run_local(load_config_or_exit(config_path), home, work)
+    doc = Target.of(config_path, home, url, token, token_file).run(
+        work, "POST", "/api/feedback", body
+    )
     if as_json:
         emit_json(doc)
     else:

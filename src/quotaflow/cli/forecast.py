@@ -5,17 +5,9 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from quotaflow.cli.output import (
-    EXIT_FAILED,
-    clock_at,
-    console,
-    emit_json,
-    json_option,
-    load_config_or_exit,
-    local_options,
-    run_local,
-    when,
-)
+from quotaflow.cli.exit_codes import EXIT_FAILED
+from quotaflow.cli.render import clock_at, console, emit_json, json_option, when
+from quotaflow.cli.target import load_config_or_exit, local_options, run_local
 from quotaflow.reports.burn import DEFAULT_HALF_LIFE_S, DEFAULT_LOOKBACK_S
 from quotaflow.reports.collect import collect_forecast
 from quotaflow.reports.forecast import DEFAULT_HORIZON_S
@@ -24,14 +16,45 @@ from quotaflow.reports.forecast import DEFAULT_HORIZON_S
 @click.command("forecast")
 @local_options
 @json_option
-@click.option("--half-life", "half_life_h", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_HALF_LIFE_S / 3600, show_default=True, help="Hours after which a past use weighs half as much in the burn rate.")  # fmt: skip
-@click.option("--lookback", "lookback_d", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LOOKBACK_S / 86400, show_default=True, help="Days of ledger history to read.")  # fmt: skip
-@click.option("--horizon", "horizon_d", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_HORIZON_S / 86400, show_default=True, help="Days ahead to look for blackouts.")  # fmt: skip
-@click.option("--now", "now_text", default=None, help="Forecast as of this instant (ISO date-time or epoch s); default now.")  # fmt: skip
+@click.option(
+    "--half-life",
+    "half_life_h",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HALF_LIFE_S / 3600,
+    show_default=True,
+    help="Hours after which a past use weighs half as much in the burn rate.",
+)
+@click.option(
+    "--lookback",
+    "lookback_d",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_LOOKBACK_S / 86400,
+    show_default=True,
+    help="Days of ledger history to read.",
+)
+@click.option(
+    "--horizon",
+    "horizon_d",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HORIZON_S / 86400,
+    show_default=True,
+    help="Days ahead to look for blackouts.",
+)
+@click.option(
+    "--now",
+    "now_text",
+    default=None,
+    help="Forecast as of this instant (ISO date-time or epoch s); default now.",
+)
 def forecast(
-    config_path: str | None, home: str | None, as_json: bool, half_life_h: float,
-    lookback_d: float, horizon_d: float, now_text: str | None,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    home: str | None,
+    as_json: bool,
+    half_life_h: float,
+    lookback_d: float,
+    horizon_d: float,
+    now_text: str | None,
+) -> None:
     """For every key's quota: when it runs out at the recent (exponentially weighted) burn
     rate versus when it resets; for every pool of keys serving a route: any blackout window
     in which all of them are empty before a reset.
@@ -42,10 +65,17 @@ def forecast(
     clock = clock_at(now_text, config.tz)
     now = clock.now()
     fc = run_local(
-        config, home,
-        lambda engine: collect_forecast(engine, now=now, lookback_s=lookback_d * 86400, half_life_s=half_life_h * 3600, horizon_s=horizon_d * 86400),
+        config,
+        home,
+        lambda engine: collect_forecast(
+            engine,
+            now=now,
+            lookback_s=lookback_d * 86400,
+            half_life_s=half_life_h * 3600,
+            horizon_s=horizon_d * 86400,
+        ),
         clock=clock,
-    )  # fmt: skip
+    )
     if as_json:
         emit_json(fc.to_dict())
     else:
@@ -56,9 +86,14 @@ def forecast(
         for f in fc.limits:
             flag = "[red]before reset[/red]" if f.runs_out_before_reset else ""
             t.add_row(
-                f.scope.removeprefix("key:"), f"{f.amount:,.0f} {f.metric}/{f.window}", f"{f.remaining:,.0f}",
-                f"{f.rate_per_hour:,.1f}", when(f.exhausts_at, config.tz), when(f.resets_at, config.tz), flag,
-            )  # fmt: skip
+                f.scope.removeprefix("key:"),
+                f"{f.amount:,.0f} {f.metric}/{f.window}",
+                f"{f.remaining:,.0f}",
+                f"{f.rate_per_hour:,.1f}",
+                when(f.exhausts_at, config.tz),
+                when(f.resets_at, config.tz),
+                flag,
+            )
         out.print(t)
         for p in fc.pools:
             head = f"pool [bold]{p.route}[/bold] ({len(p.keys)} keys, {p.remaining:,.0f} {p.metric} left, {p.rate_per_hour:,.1f}/h)"

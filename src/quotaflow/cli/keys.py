@@ -7,16 +7,11 @@ from typing import Any
 import click
 from rich.table import Table
 
-from quotaflow.cli.output import (
-    EXIT_USAGE,
-    Server,
-    console,
-    emit_json,
-    fail,
-    json_option,
-    load_config_or_exit,
+from quotaflow.cli.exit_codes import EXIT_USAGE
+from quotaflow.cli.render import console, emit_json, fail, json_option
+from quotaflow.cli.target import (
+    Target,
     local_options,
-    run_local,
     server_options,
 )
 
@@ -32,12 +27,12 @@ def keys() -> None:
 
 
 async def _list(engine: Any) -> dict[str, Any]:
-    from quotaflow import switcher
     from quotaflow.runtime import managed_keys_of
+    from quotaflow.services import status
 
     managed = managed_keys_of(engine)
     out = []
-    for row in await switcher.provider_statuses(engine):
+    for row in await status.provider_statuses(engine):
         for k in row.keys:
             d = k.to_json()
             d["provider"] = row.provider
@@ -59,12 +54,7 @@ def list_keys(
     as_json: bool,
 ) -> None:
     """Every key: provider, masked secret, quota, state, and why it is unavailable."""
-    server = Server.of(url, token, token_file)
-    doc = (
-        server.call("GET", "/api/keys")
-        if server
-        else run_local(load_config_or_exit(config_path), home, _list)
-    )
+    doc = Target.of(config_path, home, url, token, token_file).run(_list, "GET", "/api/keys")
     if as_json:
         emit_json(doc)
         return
@@ -73,9 +63,15 @@ def list_keys(
         t.add_column(col)
     for k in doc["keys"]:
         t.add_row(
-            k["key_id"], k["provider"], k["api_key"], f"{k['quota_used']:,}", f"{k['quota_total']:,}",
-            str(k["state"]).upper(), "added" if k.get("managed") else "config", k.get("reason") or "",
-        )  # fmt: skip
+            k["key_id"],
+            k["provider"],
+            k["api_key"],
+            f"{k['quota_used']:,}",
+            f"{k['quota_total']:,}",
+            str(k["state"]).upper(),
+            "added" if k.get("managed") else "config",
+            k.get("reason") or "",
+        )
     console().print(t)
 
 
@@ -85,38 +81,53 @@ def list_keys(
 @json_option
 @click.argument("provider")
 @click.argument("secret", required=False)
-@click.option("--quota", "quota_total", type=click.FloatRange(min=0), required=True, help="Total tokens the key may use (seed 000's quota_total; reset with 'quotaflow reset').")  # fmt: skip
+@click.option(
+    "--quota",
+    "quota_total",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Total tokens the key may use (seed 000's quota_total; reset with 'quotaflow reset').",
+)
 def add_key(
-    config_path: str | None, home: str | None, url: str | None, token: str | None, token_file: str | None,
-    as_json: bool, provider: str, secret: str | None, quota_total: float,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    home: str | None,
+    url: str | None,
+    token: str | None,
+    token_file: str | None,
+    as_json: bool,
+    provider: str,
+    secret: str | None,
+    quota_total: float,
+) -> None:
     """Add a key of PROVIDER (a configured provider or a preset name such as groq, claude).
 
     SECRET may be omitted to type it at a hidden prompt (it then stays out of the shell history).
     """
     if not secret:
         secret = click.prompt("API key", hide_input=True)
-    server = Server.of(url, token, token_file)
-    if server is not None:
-        doc = server.call(
-            "POST",
-            "/api/add_key",
-            {"provider": provider, "api_key": secret, "quota_total": quota_total},
-        )
-    else:
 
-        async def work(engine: Any) -> dict[str, Any]:
-            from quotaflow.runtime import managed_keys_of
+    async def work(engine: Any) -> dict[str, Any]:
+        from quotaflow.runtime import managed_keys_of
 
-            added = await managed_keys_of(engine).add(provider, secret, quota_total)
-            verb = "added" if added.created else "updated"
-            return {
-                "success": True, "message": f"API key {verb} for {added.key.provider}",
-                "provider": added.key.provider, "key_id": added.key.id, "api_key": added.key.masked,
-                "quota_total": quota_total, "created": added.created, "provider_created": added.provider_created,
-            }  # fmt: skip
+        added = await managed_keys_of(engine).add(provider, secret, quota_total)
+        verb = "added" if added.created else "updated"
+        return {
+            "success": True,
+            "message": f"API key {verb} for {added.key.provider}",
+            "provider": added.key.provider,
+            "key_id": added.key.id,
+            "api_key": added.key.masked,
+            "quota_total": quota_total,
+            "created": added.created,
+            "provider_created": added.provider_created,
+        }
 
-        doc = run_local(load_config_or_exit(config_path), home, work)
+    doc = Target.of(config_path, home, url, token, token_file).run(
+        work,
+        "POST",
+        "/api/add_key",
+        {"provider": provider, "api_key": secret, "quota_total": quota_total},
+    )
     emit_json(doc) if as_json else click.echo(
         f"{doc['message']}: {doc['key_id']} ({doc['api_key']})"
     )
@@ -137,18 +148,16 @@ def remove_key(
     key_id: str,
 ) -> None:
     """Remove a key added at runtime (a key of the config file is removed there)."""
-    server = Server.of(url, token, token_file)
-    if server is not None:
-        doc = server.call("DELETE", f"/api/keys/{key_id}")
-    else:
 
-        async def work(engine: Any) -> dict[str, Any]:
-            from quotaflow.runtime import managed_keys_of
+    async def work(engine: Any) -> dict[str, Any]:
+        from quotaflow.runtime import managed_keys_of
 
-            key = await managed_keys_of(engine).remove(key_id)
-            return {"success": True, "message": f"Key {key.id} removed", "key_id": key.id}
+        key = await managed_keys_of(engine).remove(key_id)
+        return {"success": True, "message": f"Key {key.id} removed", "key_id": key.id}
 
-        doc = run_local(load_config_or_exit(config_path), home, work)
+    doc = Target.of(config_path, home, url, token, token_file).run(
+        work, "DELETE", f"/api/keys/{key_id}"
+    )
     emit_json(doc) if as_json else click.echo(doc["message"])
 
 
@@ -168,28 +177,25 @@ def _toggle(enabled: bool) -> click.Command:
         as_json: bool,
         key_id: str,
     ) -> None:
-        server = Server.of(url, token, token_file)
-        if server is not None:
-            doc = server.call("POST", f"/api/keys/{key_id}/{verb}", {})
-        else:
+        async def work(engine: Any) -> dict[str, Any]:
+            from quotaflow.services.keys import set_key_state
 
-            async def work(engine: Any) -> dict[str, Any]:
-                from quotaflow.key_states import set_key_state
+            if key_id not in engine.keys:
+                fail(
+                    f"unknown key {key_id!r} (known: {', '.join(sorted(engine.keys)) or 'none'})",
+                    EXIT_USAGE,
+                )
+            await set_key_state(engine, key_id, enabled)
+            return {
+                "success": True,
+                "message": f"Key {key_id} {verb}d",
+                "key_id": key_id,
+                "enabled": enabled,
+            }
 
-                if key_id not in engine.keys:
-                    fail(
-                        f"unknown key {key_id!r} (known: {', '.join(sorted(engine.keys)) or 'none'})",
-                        EXIT_USAGE,
-                    )
-                await set_key_state(engine, key_id, enabled)
-                return {
-                    "success": True,
-                    "message": f"Key {key_id} {verb}d",
-                    "key_id": key_id,
-                    "enabled": enabled,
-                }
-
-            doc = run_local(load_config_or_exit(config_path), home, work)
+        doc = Target.of(config_path, home, url, token, token_file).run(
+            work, "POST", f"/api/keys/{key_id}/{verb}", {}
+        )
         emit_json(doc) if as_json else click.echo(doc["message"])
 
     command.__doc__ = (

@@ -11,18 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from quotaflow.cli.output import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    console,
-    emit_json,
-    fail,
-    json_option,
-    load_config_or_exit,
-    local_options,
-    run_local,
-)
-from quotaflow.probe import ProbeResult, probe_all, results_document, summarize, targets
+from quotaflow.cli.exit_codes import EXIT_FAILED, EXIT_USAGE
+from quotaflow.cli.render import console, emit_json, fail, json_option
+from quotaflow.cli.target import load_config_or_exit, local_options, run_local
+from quotaflow.services.probe import ProbeResult, probe_all, results_document, summarize, targets
 
 RESULTS_FILE = "api-test-results.json"
 
@@ -30,15 +22,46 @@ RESULTS_FILE = "api-test-results.json"
 @click.command("probe")
 @local_options
 @json_option
-@click.option("--provider", "providers", multiple=True, help="Test only this provider (repeatable).")  # fmt: skip
-@click.option("--models", default=None, help="Comma-separated model names to test (default: every model of each provider).")  # fmt: skip
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True, help="Seconds each test may take.")  # fmt: skip
-@click.option("--concurrency", type=click.IntRange(min=1, max=256), default=8, show_default=True, help="Tests in flight at once.")  # fmt: skip
-@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help=f"Results file (default: <data folder>/{RESULTS_FILE}).")  # fmt: skip
+@click.option(
+    "--provider", "providers", multiple=True, help="Test only this provider (repeatable)."
+)
+@click.option(
+    "--models",
+    default=None,
+    help="Comma-separated model names to test (default: every model of each provider).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="Seconds each test may take.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=256),
+    default=8,
+    show_default=True,
+    help="Tests in flight at once.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"Results file (default: <data folder>/{RESULTS_FILE}).",
+)
 def probe(
-    config_path: str | None, home: str | None, as_json: bool, providers: tuple[str, ...],
-    models: str | None, timeout_s: float, concurrency: int, output_path: str | None,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    home: str | None,
+    as_json: bool,
+    providers: tuple[str, ...],
+    models: str | None,
+    timeout_s: float,
+    concurrency: int,
+    output_path: str | None,
+) -> None:
     """Test every key with every model of its provider: status, latency and error of each,
     then passed / failed / pass rate / fastest. Results go to a JSON file and into each key's
     health, so routing skips dead or empty keys (a failed key stays skipped until re-tested
@@ -61,14 +84,22 @@ def probe(
         if not todo:
             fail("no key to test: configure keys or add one with 'quotaflow keys add'", EXIT_USAGE)
         with Progress(
-            TextColumn("testing keys"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True, disable=not err_console.is_terminal,
-        ) as bar:  # fmt: skip
+            TextColumn("testing keys"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        ) as bar:
             task = bar.add_task("probe", total=len(todo))
             results = await probe_all(
-                engine, todo, timeout_s=timeout_s, concurrency=concurrency,
+                engine,
+                todo,
+                timeout_s=timeout_s,
+                concurrency=concurrency,
                 on_result=lambda _: bar.advance(task),
-            )  # fmt: skip
+            )
         return results, engine.clock.now()
 
     results, now = run_local(config, home, work, network=True)

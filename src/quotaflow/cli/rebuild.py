@@ -13,7 +13,7 @@ from quotaflow.config.model import Config
 from quotaflow.config.schema import AgentSpec
 from quotaflow.engine.limits import Limit
 from quotaflow.runtime import build_gateway, data_home
-from quotaflow.storage.rebuild import LedgerSource, check_agreement
+from quotaflow.storage.counters.rebuild import LedgerSource, check_agreement
 
 
 async def rebuild_counters(config: Config, home_dir: str | None, *, check_only: bool) -> int:
@@ -21,21 +21,19 @@ async def rebuild_counters(config: Config, home_dir: str | None, *, check_only: 
     home = data_home(home_dir)
     gw = build_gateway(config, home)
     counters = gw.counters
-    if not getattr(counters, "shared", False):
+    if not counters.shared:
         click.echo("embedded counters are rebuilt from the ledger at every start: nothing to do")
         return 0
-    from quotaflow.agents import agent_limits
+    from quotaflow.services.agents import agent_limits
 
     await gw.ledger.open()
     try:
         limits: dict[str, Limit] = {lim.id: lim for lim in gw.all_limits()}
         for spec in config.agents:
             limits.update((lim.id, lim) for lim in agent_limits(spec))
-        stored = getattr(gw.ledger, "stored_agents", None)
-        if stored is not None:  # agents created through the admin API
-            for _, _, spec_json in await stored():
-                spec = AgentSpec.model_validate(orjson.loads(spec_json))
-                limits.update((lim.id, lim) for lim in agent_limits(spec))
+        for _, _, spec_json in await gw.ledger.stored_agents():  # made through the admin API
+            spec = AgentSpec.model_validate(orjson.loads(spec_json))
+            limits.update((lim.id, lim) for lim in agent_limits(spec))
         source = LedgerSource(gw.ledger, lambda: list(limits.values()))
         if not check_only:
             if not await counters.rebuild(source):  # type: ignore[attr-defined]
@@ -51,7 +49,7 @@ async def rebuild_counters(config: Config, home_dir: str | None, *, check_only: 
         return 1 if found else 0
     finally:
         await gw.ledger.close()
-        await counters.close()  # type: ignore[attr-defined]
+        await counters.close()
 
 
 @click.command("rebuild-counters")

@@ -5,19 +5,17 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from quotaflow.cli.output import (
-    EXIT_USAGE,
+from quotaflow.cli.exit_codes import EXIT_USAGE
+from quotaflow.cli.render import (
     clock_at,
     console,
     emit_json,
     fail,
     json_option,
-    load_config_or_exit,
-    local_options,
     parse_instant,
-    run_local,
     when,
 )
+from quotaflow.cli.target import load_config_or_exit, local_options, run_local
 from quotaflow.reports.collect import collect_report
 from quotaflow.reports.export import days_text, export, format_for, to_text
 from quotaflow.reports.usage import GROUPS, UsageReport
@@ -28,17 +26,47 @@ from quotaflow.storage.base import UsageTotals
 @local_options
 @json_option
 @click.option("--compact", is_flag=True, help="One line per provider and the total.")
-@click.option("--export", "export_path", type=click.Path(dir_okay=False), default=None, help="Write the report to FILE: .txt, .csv or .json by extension.")  # fmt: skip
-@click.option("--avg-tokens", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N", help="Estimate each provider's lifespan (and the total) at N tokens a day.")  # fmt: skip
-@click.option("--since", default=None, help="Start of the period: 2026-03-01, 2026-03-01T12:00, epoch s, or 7d / 24h ago.")  # fmt: skip
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the report to FILE: .txt, .csv or .json by extension.",
+)
+@click.option(
+    "--avg-tokens",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="N",
+    help="Estimate each provider's lifespan (and the total) at N tokens a day.",
+)
+@click.option(
+    "--since",
+    default=None,
+    help="Start of the period: 2026-03-01, 2026-03-01T12:00, epoch s, or 7d / 24h ago.",
+)
 @click.option("--until", default=None, help="End of the period (same forms; default now).")
-@click.option("--group-by", "group_by", type=click.Choice(GROUPS), default="provider", show_default=True, help="Group usage by provider, key, agent, model or (local) day.")  # fmt: skip
+@click.option(
+    "--group-by",
+    "group_by",
+    type=click.Choice(GROUPS),
+    default="provider",
+    show_default=True,
+    help="Group usage by provider, key, agent, model or (local) day.",
+)
 @click.option("--now", "now_text", default=None, hidden=True, help="Pretend it is this instant.")
 def report(
-    config_path: str | None, home: str | None, as_json: bool, compact: bool,
-    export_path: str | None, avg_tokens: float | None, since: str | None, until: str | None,
-    group_by: str, now_text: str | None,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    home: str | None,
+    as_json: bool,
+    compact: bool,
+    export_path: str | None,
+    avg_tokens: float | None,
+    since: str | None,
+    until: str | None,
+    group_by: str,
+    now_text: str | None,
+) -> None:
     """Usage from the ledger: tokens, requests, errors and cost per group, each provider's
     quota state, alerts (75 / 90 / 95 %), and with --avg-tokens how long quotas last.
 
@@ -57,10 +85,18 @@ def report(
         except ValueError as exc:
             fail(str(exc), EXIT_USAGE)
     rep = run_local(
-        config, home,
-        lambda engine: collect_report(engine, now=now, since=start, until=end, group_by=group_by, avg_tokens_per_day=avg_tokens),
+        config,
+        home,
+        lambda engine: collect_report(
+            engine,
+            now=now,
+            since=start,
+            until=end,
+            group_by=group_by,
+            avg_tokens_per_day=avg_tokens,
+        ),
         clock=clock,
-    )  # fmt: skip
+    )
     if export_path:
         fmt = export(rep, export_path, config.tz, compact=compact)
         if not as_json:
@@ -95,7 +131,14 @@ def show(rep: UsageReport, tz: object, *, compact: bool) -> None:
         for col in ("provider", "state", "used", "quota", "used %", "resets"):
             t.add_column(col, justify="right" if col in ("used", "quota", "used %") else "left")
         for p in rep.providers:
-            t.add_row(p.provider, p.state.upper(), f"{p.used:,.0f}", f"{p.amount:,.0f} {p.metric}/{p.window}", f"{p.used_pct:.1f}", when(p.resets_at, tz))  # fmt: skip
+            t.add_row(
+                p.provider,
+                p.state.upper(),
+                f"{p.used:,.0f}",
+                f"{p.amount:,.0f} {p.metric}/{p.window}",
+                f"{p.used_pct:.1f}",
+                when(p.resets_at, tz),
+            )
         out.print(t)
     t = Table(title=f"Usage by {rep.group_by}", title_justify="left", show_footer=True)
     names = ("group", "attempts", "requests", "errors", "tokens", "cost $")

@@ -6,15 +6,11 @@ from typing import Any
 
 import click
 
-from quotaflow.cli.output import (
-    EXIT_USAGE,
-    Server,
-    emit_json,
-    fail,
-    json_option,
-    load_config_or_exit,
+from quotaflow.cli.exit_codes import EXIT_USAGE
+from quotaflow.cli.render import emit_json, fail, json_option
+from quotaflow.cli.target import (
+    Target,
     local_options,
-    run_local,
     server_options,
 )
 
@@ -36,19 +32,22 @@ def reset(
     """Reset the quotas of PROVIDER and its keys (the ledger keeps the history; only the
     current windows start again from zero). Writes to the data folder: use --url while a
     server runs on it."""
-    server = Server.of(url, token, token_file)
-    if server is not None:
-        doc = server.call("POST", "/api/reset_quota", {"provider": provider})
-    else:
 
-        async def work(engine: Any) -> dict[str, Any]:
-            if provider not in engine.config.providers:
-                known = ", ".join(sorted(engine.config.providers)) or "none"
-                fail(f"unknown provider {provider!r} (configured: {known})", EXIT_USAGE)
-            keys = await engine.reset_provider(provider)
-            return {"success": True, "message": f"Quota reset for {provider}", "provider": provider, "keys_reset": [k.id for k in keys]}  # fmt: skip
+    async def work(engine: Any) -> dict[str, Any]:
+        if provider not in engine.config.providers:
+            known = ", ".join(sorted(engine.config.providers)) or "none"
+            fail(f"unknown provider {provider!r} (configured: {known})", EXIT_USAGE)
+        keys = await engine.reset_provider(provider)
+        return {
+            "success": True,
+            "message": f"Quota reset for {provider}",
+            "provider": provider,
+            "keys_reset": [k.id for k in keys],
+        }
 
-        doc = run_local(load_config_or_exit(config_path), home, work)
+    doc = Target.of(config_path, home, url, token, token_file).run(
+        work, "POST", "/api/reset_quota", {"provider": provider}
+    )
     emit_json(doc) if as_json else click.echo(
         f"{doc['message']} ({', '.join(doc.get('keys_reset', []))})"
     )

@@ -64,14 +64,19 @@ def settle_gc() -> None:
 
 
 async def run_server(
-    config: Config, home: Path, host: str, port: int, *, quiet: bool = False,
-    trust_local: bool = False, on_listening: Callable[[], None] | None = None,
-) -> None:  # fmt: skip
+    config: Config,
+    home: Path,
+    host: str,
+    port: int,
+    *,
+    quiet: bool = False,
+    trust_local: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
     from aiohttp import web
 
     from quotaflow.errors import StorageUnusable
-    from quotaflow.management import Management
-    from quotaflow.runtime import build_gateway
+    from quotaflow.runtime import Runtime, build_gateway
     from quotaflow.storage.folder_lock import lock_data_folder
     from quotaflow.web.app import create_app
     from quotaflow.web.connections import quiet_protocol_errors, runner_options
@@ -82,12 +87,12 @@ async def run_server(
         raise StartRefused(exc.message) from None
     gateway = build_gateway(config, home)
     try:
-        mg = Management.build(
+        mg = Runtime.build(
             gateway, home, bind_host=host, trust_local=trust_local or config.server.trust_local
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    app = create_app(gateway, management=mg)
+    app = create_app(gateway, runtime=mg)
     quiet_protocol_errors()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options(config))
     try:
@@ -203,9 +208,14 @@ def echo_key_lines(gateway: Gateway) -> None:
     help="text (key=value) or json, one object a line (default $QUOTAFLOW_LOG_FORMAT, else text).",
 )
 def serve(
-    config_path: str | None, host: str | None, port: int | None, home: str | None,
-    trust_local: bool, log_level: str | None, log_format: str | None,
-) -> None:  # fmt: skip
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    home: str | None,
+    trust_local: bool,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
     """Run the gateway: /v1 (OpenAI-compatible), /api (management).
 
     Also /metrics (Prometheus) and, with the otel extra and OTEL_* variables, traces."""

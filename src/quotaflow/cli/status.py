@@ -7,29 +7,25 @@ from typing import Any
 import click
 from rich.table import Table
 
-from quotaflow.cli.output import (
-    Server,
-    console,
-    emit_json,
-    json_option,
-    load_config_or_exit,
+from quotaflow.cli.render import console, emit_json, json_option
+from quotaflow.cli.target import (
+    Target,
     local_options,
-    run_local,
     server_options,
 )
 
 
 async def local_status(engine: Any) -> dict[str, Any]:
     """The same document as ``GET /api/status``, from the data folder."""
-    from quotaflow import switcher
+    from quotaflow.services import status
 
-    rows = await switcher.provider_statuses(engine)
+    rows = await status.provider_statuses(engine)
     total = sum(r.quota_total for r in rows)
     taken = sum(r.quota_used + r.reserved for r in rows)
     return {
         "success": True,
         "providers": [r.to_json() for r in rows],
-        "health": switcher.system_health(rows),
+        "health": status.system_health(rows),
         "forced_provider": engine.forced_provider,
         "total_providers": len(rows),
         "available_providers": sum(1 for r in rows if r.available),
@@ -50,14 +46,11 @@ def status(
     as_json: bool,
 ) -> None:
     """Every provider's quota: used, total, remaining (in tokens, or requests for a key
-    counted in requests), state (OK / WARNING / CRITICAL / DEPLETED), and each key (its
-    label, never the secret) with its plan and every limit with where it came from. Exit 0
-    when some provider is available, 1 when none is (or none is configured)."""
-    server = Server.of(url, token, token_file)
-    if server is not None:
-        doc = server.call("GET", "/api/status")
-    else:
-        doc = run_local(load_config_or_exit(config_path), home, local_status)
+    counted in requests), state (OK / WARNING / CRITICAL / DEPLETED / INVALID), and each key
+    (its label, never the secret) with its plan and every limit with where it came from. Exit
+    0 when some provider is available, 1 when none is (or none is configured)."""
+    target = Target.of(config_path, home, url, token, token_file)
+    doc = target.run(local_status, "GET", "/api/status")
     if as_json:
         emit_json(doc)
     else:

@@ -415,9 +415,12 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
                 f"routes.{i}.name: 'auto' is reserved (it routes across every provider)"
             )
         routes[rs.name] = Route(
-            rs.name, tuple(deployments), _limits(rs.limits, f"route:{rs.name}"), rs.strategy,
+            rs.name,
+            tuple(deployments),
+            _limits(rs.limits, f"route:{rs.name}"),
+            rs.strategy,
             fallback_route=rs.fallback_route,
-        )  # fmt: skip
+        )
     for name, route in _implicit_routes(providers).items():
         routes.setdefault(name, route)
     for i, rs in enumerate(spec.routes):

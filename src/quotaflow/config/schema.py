@@ -122,7 +122,7 @@ class ServerSpec(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=5050, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
-    # Management API (issue 3): who may call what.
+    # Management API: who may call what.
     trust_local: bool = False  # seed 000's no-auth local mode; refused unless bound to loopback
     require_agent_keys: bool = False  # /v1 needs an agent key even on loopback
     allow_agent_header: bool = True  # X-Quotaflow-Agent / OpenAI ``user`` name the agent
@@ -133,7 +133,7 @@ class ServerSpec(_Model):
     # or that sits idle this long between requests, is closed (half-open clients cost a
     # descriptor each).
     idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    # The dashboard (issue 6): show it without the admin token to callers on loopback
+    # The dashboard: show it without the admin token to callers on loopback
     # (read-only: actions still need the token).
     dashboard_read_only_on_loopback: bool = False
 
@@ -183,7 +183,7 @@ class SettingsSpec(_Model):
     choose_ttl_s: float = Field(default=600.0, gt=0, le=86_400)  # /api/choose reservation lifetime
     # seed 003's emergency status: warning 80 %, critical 95 %, emergency 98 %
     emergency_levels: list[float] = Field(default_factory=lambda: [0.80, 0.95, 0.98])
-    # issue 7: the learning strategies ("learned", "bandit") and the key × model statistics
+    # the learning strategies ("learned", "bandit") and the key × model statistics
     learned_weights: LearnedWeights = Field(default_factory=LearnedWeights)
     learning_half_life_s: float = Field(default=60.0, gt=0)  # evidence halves this often
     learning_window: float = Field(default=12.0, ge=2)  # recent outcomes the evidence holds
@@ -231,7 +231,7 @@ class SettingsSpec(_Model):
 
 
 class StorageSpec(_Model):
-    """Where state lives (issue 8). Embedded by default (memory counters, SQLite ledger);
+    """Where state lives. Embedded by default (memory counters, SQLite ledger);
     several replicas share Redis counters and a PostgreSQL ledger (docs/scale-out.md)."""
 
     counters: str = "memory"  # "memory" | "redis://host:6379/0"
@@ -334,7 +334,7 @@ class ConfigSpec(_Model):
     providers: list[ProviderSpec] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(default_factory=list)
     limits: list[LimitSpec] = Field(default_factory=list)  # global
-    storage: StorageSpec = Field(default_factory=StorageSpec)  # issue 8: scale-out
+    storage: StorageSpec = Field(default_factory=StorageSpec)  # scale-out
     notify: list[NotifySpec] = Field(default_factory=list)  # alert webhooks
 
     @model_validator(mode="after")

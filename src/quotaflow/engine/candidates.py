@@ -77,25 +77,31 @@ def tier_of(complexity: str | None) -> str | None:
     return _TIER_OF.get(complexity or "")
 
 
+@dataclass(slots=True)  # a value, not frozen: see quotaflow.types
+class Pool:
+    """What one routing decision screens: the deployments to try and the keys and providers
+    behind them, the extra limits that apply (route, global, agent), a snapshot of usage and
+    each key's health, at ``now``; keys above ``saturation`` of a rate limit are marked, and
+    the ``(key_id, model)`` pairs in ``exclude`` skipped (already tried)."""
+
+    deployments: Sequence[Deployment]
+    keys_by_provider: Mapping[str, Sequence[Key]]
+    providers: Mapping[str, Provider]
+    usages: Mapping[str, LimitUsage]
+    health_of: Mapping[str, Health]
+    now: float
+    extra_limits: Sequence[Limit] = ()
+    saturation: float = 0.8
+    exclude: Iterable[tuple[str, str]] = ()
+    stats_of: Mapping[tuple[str, str], ModelStats] | None = None
+
+
 # A usable key's headroom view: (its and its provider's usages, state, remaining share,
 # saturated), computed once per key per decision.
 _KeyView = tuple[tuple[LimitUsage, ...], State, float, bool]
 
 
-def screen_candidates(
-    deployments: Sequence[Deployment],
-    keys_by_provider: Mapping[str, Sequence[Key]],
-    providers: Mapping[str, Provider],
-    extra_limits: Sequence[Limit],
-    usages: Mapping[str, LimitUsage],
-    health_of: Mapping[str, Health],
-    facts: RequestFacts,
-    now: float,
-    *,
-    saturation: float = 0.8,
-    exclude: Iterable[tuple[str, str]] = (),
-    stats_of: Mapping[tuple[str, str], ModelStats] | None = None,
-) -> tuple[list[Candidate], list[Rejection]]:
+def screen_candidates(pool: Pool, facts: RequestFacts) -> tuple[list[Candidate], list[Rejection]]:
     """Every (deployment, key) pair whose key is usable now, not yet checked for headroom.
 
     Each carries its key × model statistics from ``stats_of`` (by ``(key_id, model)``), for
@@ -104,15 +110,18 @@ def screen_candidates(
     Cheap enough to run over every key on every request: each key's headroom view is
     computed once, and plans are left to :func:`plan_candidate`, called in rank order.
     """
+    providers, keys_by_provider, usages = pool.providers, pool.keys_by_provider, pool.usages
+    health_of, now, saturation, stats_of = pool.health_of, pool.now, pool.saturation, pool.stats_of
+    exclude = pool.exclude
     out: list[Candidate] = []
     rejected: list[Rejection] = []
     skip = exclude if isinstance(exclude, _SETS) else set(exclude)
     want_tier = tier_of(facts.complexity)
     views: dict[str, _KeyView | Rejection] = {}
-    extra = tuple(extra_limits)
+    extra = tuple(pool.extra_limits)
     # An agent's budget on one provider binds only there.
     scoped = bool(extra) and any("@" in lim.scope for lim in extra)
-    for dep in deployments:
+    for dep in pool.deployments:
         provider = providers.get(dep.provider)
         if provider is None:
             continue
@@ -147,12 +156,24 @@ def screen_candidates(
             limits = key.limits
             if bound or provider.limits:
                 limits = (*limits, *provider.limits, *bound)
+            stats = None if stats_of is None else stats_of.get((key.id, model_name))
             out.append(
                 Candidate(
-                    dep, key, limits, None, own, state, share, saturated, h, flags, est_cost,
-                    None if stats_of is None else stats_of.get((key.id, model_name)), now,
+                    dep,
+                    key,
+                    limits,
+                    None,
+                    own,
+                    state,
+                    share,
+                    saturated,
+                    h,
+                    flags,
+                    est_cost,
+                    stats,
+                    now,
                 )
-            )  # fmt: skip
+            )
     return out, rejected
 
 
@@ -233,29 +254,13 @@ def plan_candidate(
     return plan
 
 
-def build_candidates(
-    deployments: Sequence[Deployment],
-    keys_by_provider: Mapping[str, Sequence[Key]],
-    providers: Mapping[str, Provider],
-    extra_limits: Sequence[Limit],
-    usages: Mapping[str, LimitUsage],
-    health_of: Mapping[str, Health],
-    facts: RequestFacts,
-    now: float,
-    *,
-    saturation: float = 0.8,
-    exclude: Iterable[tuple[str, str]] = (),
-    stats_of: Mapping[tuple[str, str], ModelStats] | None = None,
-) -> tuple[list[Candidate], list[Rejection]]:
+def build_candidates(pool: Pool, facts: RequestFacts) -> tuple[list[Candidate], list[Rejection]]:
     """Every (deployment, key) pair that could take the request now (planned), and every
     one that can't, with its reason."""
-    screened, rejected = screen_candidates(
-        deployments, keys_by_provider, providers, extra_limits, usages, health_of, facts, now,
-        saturation=saturation, exclude=exclude, stats_of=stats_of,
-    )  # fmt: skip
+    screened, rejected = screen_candidates(pool, facts)
     out = []
     for c in screened:
-        plan = plan_candidate(c, usages, facts, now)
+        plan = plan_candidate(c, pool.usages, facts, pool.now)
         if isinstance(plan, Rejection):
             rejected.append(plan)
         else:

@@ -150,15 +150,24 @@ class ModelStats:
         """The inverse of :meth:`to_record`; unknown fields are ignored, missing ones default."""
         s = cls(str(rec["provider"]), str(rec["key_id"]), str(rec["model"]))
         for name in (
-            "success_count", "fail_count", "total_tokens", "quality_samples",
-        ):  # fmt: skip
+            "success_count",
+            "fail_count",
+            "total_tokens",
+            "quality_samples",
+        ):
             setattr(s, name, int(rec.get(name) or 0))
         for name in ("decayed_successes", "decayed_failures"):
             setattr(s, name, float(rec.get(name) or 0.0))
         for name in (
-            "avg_response_ms", "quality_score", "last_success", "last_error_at", "last_used",
-            "decayed_at", "latency_ewma_ms", "ttft_ewma_ms",
-        ):  # fmt: skip
+            "avg_response_ms",
+            "quality_score",
+            "last_success",
+            "last_error_at",
+            "last_used",
+            "decayed_at",
+            "latency_ewma_ms",
+            "ttft_ewma_ms",
+        ):
             v = rec.get(name)
             setattr(s, name, None if v is None else float(v))
         for name in ("last_error", "last_error_kind"):
@@ -196,9 +205,12 @@ def reliability(s: ModelStats | None, now: float, half_life_s: float) -> float:
 
 
 def observe(
-    s: ModelStats, outcome: Outcome, now: float, half_life_s: float = DEFAULT_HALF_LIFE_S,
+    s: ModelStats,
+    outcome: Outcome,
+    now: float,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
     window: float = DEFAULT_WINDOW,
-) -> None:  # fmt: skip
+) -> None:
     """Book one attempt's outcome at ``now`` into both views; the decayed evidence keeps
     at most ``window`` outcomes (older ones scaled down in proportion)."""
     s.last_used = now

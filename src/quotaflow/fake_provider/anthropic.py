@@ -217,7 +217,11 @@ class AnthropicProtocol:
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise self._error(400, "invalid_request_error", "There was an error parsing the body of your request. Please ensure the body is valid JSON.") from None  # fmt: skip
+            raise self._error(
+                400,
+                "invalid_request_error",
+                "There was an error parsing the body of your request. Please ensure the body is valid JSON.",
+            ) from None
         if not isinstance(data, dict):
             raise self._error(400, "invalid_request_error", "Input should be a valid dictionary")
         try:
@@ -372,7 +376,14 @@ class AnthropicProtocol:
         if call is None:
             content: list[Any] = [{"type": "text", "text": reply.text}]
         else:
-            content = [{"type": "tool_use", "id": self.state.ids.anthropic_tool_use(), "name": call.name, "input": call.args}]  # fmt: skip
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": self.state.ids.anthropic_tool_use(),
+                    "name": call.name,
+                    "input": call.args,
+                }
+            ]
         stop = STOP_REASON[reply.finish]
         return orjson.dumps(self._message(req, content, stop, reply.completion_tokens))
 

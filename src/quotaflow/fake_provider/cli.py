@@ -41,16 +41,68 @@ def build_keys(keys: tuple[str, ...], invalid_keys: tuple[str, ...]) -> dict[str
 
 
 @click.command("fake-provider")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="openai", show_default=True, help="Wire format to speak.")  # fmt: skip
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="openai",
+    show_default=True,
+    help="Wire format to speak.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True, help="Port to listen on; 0 picks a free one (printed on start).")  # fmt: skip
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Delay before each response (before the first chunk of a stream).")  # fmt: skip
-@click.option("--chunk-delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Delay between stream chunks.")  # fmt: skip
-@click.option("--completion-tokens", type=click.IntRange(min=0), default=16, show_default=True, help="Words per reply when the request's max tokens allows.")  # fmt: skip
-@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute per key; more get the protocol's 429.")  # fmt: skip
-@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute per key; more get the protocol's 429.")  # fmt: skip
-@click.option("--key", "keys", multiple=True, metavar="SECRET[=QUOTA]", help="Accept this key (repeatable), with an optional lifetime token quota. Without any --key every key is accepted.")  # fmt: skip
-@click.option("--invalid-key", "invalid_keys", multiple=True, metavar="SECRET", help="A key that gets the protocol's authentication error (repeatable).")  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8001,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one (printed on start).",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Delay before each response (before the first chunk of a stream).",
+)
+@click.option(
+    "--chunk-delay-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Delay between stream chunks.",
+)
+@click.option(
+    "--completion-tokens",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="Words per reply when the request's max tokens allows.",
+)
+@click.option(
+    "--rpm",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests per minute per key; more get the protocol's 429.",
+)
+@click.option(
+    "--tpm",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokens per minute per key; more get the protocol's 429.",
+)
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="SECRET[=QUOTA]",
+    help="Accept this key (repeatable), with an optional lifetime token quota. Without any --key every key is accepted.",
+)
+@click.option(
+    "--invalid-key",
+    "invalid_keys",
+    multiple=True,
+    metavar="SECRET",
+    help="A key that gets the protocol's authentication error (repeatable).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for response ids.")
 def fake_provider(
     protocol: str,

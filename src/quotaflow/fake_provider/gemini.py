@@ -45,11 +45,19 @@ GENERATION_CONFIG_FIELDS = _with_snake_case(
 ACTIONS = ("generateContent", "streamGenerateContent")
 FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
 STATUS_NAMES = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "RESOURCE_EXHAUSTED",
-    403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED", 500: "INTERNAL", 501: "NOT_IMPLEMENTED", 503: "UNAVAILABLE",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
-}  # fmt: skip
+}
 STATUS_MESSAGES = {
     400: "Request contains an invalid argument.",
     401: "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
@@ -57,7 +65,7 @@ STATUS_MESSAGES = {
     500: "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
     503: "The model is overloaded. Please try again later.",
     504: "The request timed out. Please try again.",
-}  # fmt: skip
+}
 KEY_INVALID = "API key not valid. Please pass a valid API key."
 UNREGISTERED = (
     "Method doesn't allow unregistered callers (callers without established identity). "
@@ -78,8 +86,13 @@ PER_DAY_REQUESTS = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
 CONTEXT_WINDOW = 1_048_576
 HELP = {
     "@type": "type.googleapis.com/google.rpc.Help",
-    "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
-}  # fmt: skip
+    "links": [
+        {
+            "description": "Learn more about Gemini API quotas",
+            "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+        }
+    ],
+}
 
 
 def google_duration(seconds: float) -> str:
@@ -164,7 +177,14 @@ def _tool_name(data: dict[str, Any]) -> str | None:
         for decl in _get(tool, "functionDeclarations", "function_declarations") or ()
         if isinstance(decl, dict)
     ]
-    config = _get(data.get("toolConfig") or data.get("tool_config") or {}, "functionCallingConfig", "function_calling_config") or {}  # fmt: skip
+    config = (
+        _get(
+            data.get("toolConfig") or data.get("tool_config") or {},
+            "functionCallingConfig",
+            "function_calling_config",
+        )
+        or {}
+    )
     if not names or config.get("mode") == "NONE":
         return None
     allowed = _get(config, "allowedFunctionNames", "allowed_function_names")
@@ -176,7 +196,10 @@ def _max_output_tokens(data: dict[str, Any]) -> int | None:
     if gen is None:
         return None
     if not isinstance(gen, dict):
-        raise gemini_error(400, "Invalid value at 'generation_config' (type.googleapis.com/google.ai.generativelanguage.v1beta.GenerationConfig)")  # fmt: skip
+        raise gemini_error(
+            400,
+            "Invalid value at 'generation_config' (type.googleapis.com/google.ai.generativelanguage.v1beta.GenerationConfig)",
+        )
     for name in gen:
         if name not in GENERATION_CONFIG_FIELDS:
             raise _bad_payload(name, "generation_config")
@@ -184,7 +207,10 @@ def _max_output_tokens(data: dict[str, Any]) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise gemini_error(400, f"Invalid value at 'generation_config.max_output_tokens' (TYPE_INT32), {orjson.dumps(value).decode()}")  # fmt: skip
+        raise gemini_error(
+            400,
+            f"Invalid value at 'generation_config.max_output_tokens' (TYPE_INT32), {orjson.dumps(value).decode()}",
+        )
     return value if value > 0 else None
 
 
@@ -209,7 +235,10 @@ class GeminiProtocol:
         model, _, action = request.match_info["action"].rpartition(":")
         if action not in ACTIONS or not model:
             version = request.match_info["version"]
-            raise gemini_error(404, f"models/{model or action} is not found for API version {version}, or is not supported for {action or 'this method'}. Call ListModels to see the list of available models and their supported methods.")  # fmt: skip
+            raise gemini_error(
+                404,
+                f"models/{model or action} is not found for API version {version}, or is not supported for {action or 'this method'}. Call ListModels to see the list of available models and their supported methods.",
+            )
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -228,13 +257,19 @@ class GeminiProtocol:
         system = _get(data, "systemInstruction", "system_instruction")
         if system is not None:
             if not isinstance(system, dict):
-                raise gemini_error(400, f"Invalid value at 'system_instruction' (type.googleapis.com/google.ai.generativelanguage.v1beta.Content), {orjson.dumps(system).decode()}")  # fmt: skip
+                raise gemini_error(
+                    400,
+                    f"Invalid value at 'system_instruction' (type.googleapis.com/google.ai.generativelanguage.v1beta.Content), {orjson.dumps(system).decode()}",
+                )
             _count_parts(system.get("parts"), counter)
         last_user: str | None = None
         last_role = "user"
         for content in contents:
             if not isinstance(content, dict):
-                raise gemini_error(400, "Invalid value at 'contents' (type.googleapis.com/google.ai.generativelanguage.v1beta.Content)")  # fmt: skip
+                raise gemini_error(
+                    400,
+                    "Invalid value at 'contents' (type.googleapis.com/google.ai.generativelanguage.v1beta.Content)",
+                )
             last_role = content.get("role") or "user"
             if last_role not in ("user", "model"):
                 raise gemini_error(400, "Please use a valid role: user, model.")
@@ -269,8 +304,12 @@ class GeminiProtocol:
                 "domain": "googleapis.com",
                 "metadata": {"service": "generativelanguage.googleapis.com"},
             },
-            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": KEY_INVALID},
-        ]  # fmt: skip
+            {
+                "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                "locale": "en-US",
+                "message": KEY_INVALID,
+            },
+        ]
         return gemini_error(400, KEY_INVALID, details)
 
     def quota_error(self, req: ChatRequest) -> ApiError:
@@ -294,7 +333,12 @@ class GeminiProtocol:
             return _quota_exceeded(req.model, PER_MINUTE_REQUESTS, REQUESTS_METRIC, limit, retry_s)
         details = None
         if retry_after is not None:
-            details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": google_duration(retry_after)}]  # fmt: skip
+            details = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": google_duration(retry_after),
+                }
+            ]
         return gemini_error(status, STATUS_MESSAGES.get(status, f"HTTP {status}"), details)
 
     def context_length_error(self, req: ChatRequest) -> ApiError:

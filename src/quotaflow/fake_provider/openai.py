@@ -116,12 +116,28 @@ BAD_JSON_MESSAGE = (
 # status → (type, code, message); "{model}" is filled in.
 STATUS_ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
-    403: ("request_forbidden", "unsupported_country_region_territory", "Country, region, or territory not supported"),
-    404: ("invalid_request_error", "model_not_found", "The model `{model}` does not exist or you do not have access to it."),
-    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    403: (
+        "request_forbidden",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model `{model}` does not exist or you do not have access to it.",
+    ),
+    500: (
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
     502: ("server_error", None, "Bad gateway."),
-    503: ("server_error", "server_is_overloaded", "The engine is currently overloaded, please try again later."),
-}  # fmt: skip
+    503: (
+        "server_error",
+        "server_is_overloaded",
+        "The engine is currently overloaded, please try again later.",
+    ),
+}
 
 
 def go_duration(seconds: float) -> str:
@@ -196,7 +212,11 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
                 code="invalid_type",
             )
         if value < 1:
-            raise _invalid(f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got {value} instead.", param=name, code="integer_below_min_value")  # fmt: skip
+            raise _invalid(
+                f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got {value} instead.",
+                param=name,
+                code="integer_below_min_value",
+            )
         result = value  # max_completion_tokens (checked last) supersedes max_tokens
     return result
 
@@ -254,13 +274,21 @@ class OpenAIProtocol:
                 code="missing_required_parameter",
             )
         if not isinstance(messages, list) or not messages:
-            raise _invalid("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", param="messages", code="empty_array")  # fmt: skip
+            raise _invalid(
+                "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+                param="messages",
+                code="empty_array",
+            )
         counter = PromptCounter()
         last_user: str | None = None
         for i, msg in enumerate(messages):
             role = msg.get("role") if isinstance(msg, dict) else None
             if role not in ROLES:
-                raise _invalid(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.", param=f"messages[{i}].role", code="invalid_value")  # fmt: skip
+                raise _invalid(
+                    f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.",
+                    param=f"messages[{i}].role",
+                    code="invalid_value",
+                )
             text = _message_text(msg, counter)
             if role == "user":
                 last_user = text
@@ -327,14 +355,20 @@ class OpenAIProtocol:
         headers = self.headers(req)
         if status == 429:
             headers["retry-after"] = retry_after_header(1.0 if retry_after is None else retry_after)
-            message = f"Rate limit reached for {req.model} in organization org-fakeprovider on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit https://platform.openai.com/account/rate-limits to learn more."  # fmt: skip
+            message = f"Rate limit reached for {req.model} in organization org-fakeprovider on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit https://platform.openai.com/account/rate-limits to learn more."
             return openai_error(
                 429, message, "requests", code="rate_limit_exceeded", headers=headers
             )
         if retry_after is not None:
             headers["retry-after"] = retry_after_header(retry_after)
         if status == 401:
-            return openai_error(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key", headers=headers)  # fmt: skip
+            return openai_error(
+                401,
+                "Incorrect API key provided.",
+                "invalid_request_error",
+                code="invalid_api_key",
+                headers=headers,
+            )
         fallback = (
             "server_error" if status >= 500 else "invalid_request_error",
             None,
@@ -351,15 +385,23 @@ class OpenAIProtocol:
         tokens = max(req.prompt_tokens, CONTEXT_WINDOW + 1)
         message = CONTEXT_MESSAGE.format(window=CONTEXT_WINDOW, tokens=tokens)
         return openai_error(
-            400, message, "invalid_request_error", param="messages",
-            code="context_length_exceeded", headers=self._request_id(),
-        )  # fmt: skip
+            400,
+            message,
+            "invalid_request_error",
+            param="messages",
+            code="context_length_exceeded",
+            headers=self._request_id(),
+        )
 
     def content_filter(self, req: ChatRequest) -> ApiError | tuple[bytes, StreamPlan]:
         return openai_error(
-            400, FILTER_MESSAGE, "invalid_request_error", param="prompt", code="content_filter",
+            400,
+            FILTER_MESSAGE,
+            "invalid_request_error",
+            param="prompt",
+            code="content_filter",
             headers=self._request_id(),
-        )  # fmt: skip
+        )
 
     def headers(self, req: ChatRequest) -> dict[str, str]:
         state = self.state
@@ -392,7 +434,13 @@ class OpenAIProtocol:
         call = reply.tool_call
         message: dict[str, Any] = {"role": "assistant", "content": None if call else reply.text}
         if call is not None:
-            message["tool_calls"] = [{"id": state.ids.openai_tool_call(), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]  # fmt: skip
+            message["tool_calls"] = [
+                {
+                    "id": state.ids.openai_tool_call(),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+            ]
         message["refusal"] = None
         message["annotations"] = []
         return orjson.dumps(
@@ -401,12 +449,19 @@ class OpenAIProtocol:
                 "object": "chat.completion",
                 "created": int(state.wall_clock()),
                 "model": req.model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH[reply.finish]}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": FINISH[reply.finish],
+                    }
+                ],
                 "usage": self._usage(req, reply),
                 "service_tier": "default",
                 "system_fingerprint": state.fingerprint,
             }
-        )  # fmt: skip
+        )
 
     def stream_plan(self, req: ChatRequest, reply: Reply) -> StreamPlan:
         state = self.state
@@ -420,7 +475,11 @@ class OpenAIProtocol:
         }
         # Every content chunk is the same JSON around its delta: build the bytes around it once.
         prefix = b"data: " + orjson.dumps(base)[:-1] + b',"choices":[{"index":0,"delta":'
-        suffix = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null' if req.include_usage else b"") + b"}\n\n"  # fmt: skip
+        suffix = (
+            b',"logprobs":null,"finish_reason":null}]'
+            + (b',"usage":null' if req.include_usage else b"")
+            + b"}\n\n"
+        )
 
         def chunk(choices: list[Any], usage: Any = None) -> bytes:
             payload = {**base, "choices": choices}
@@ -433,7 +492,12 @@ class OpenAIProtocol:
             first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
             content = [prefix + orjson.dumps({"content": p}) + suffix for p in reply.pieces]
         else:
-            tc = {"index": 0, "id": state.ids.openai_tool_call(), "type": "function", "function": {"name": call.name, "arguments": ""}}  # fmt: skip
+            tc = {
+                "index": 0,
+                "id": state.ids.openai_tool_call(),
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
             first = {"role": "assistant", "content": None, "tool_calls": [tc], "refusal": None}
             content = [
                 prefix
@@ -441,7 +505,11 @@ class OpenAIProtocol:
                 + suffix
                 for p in call.argument_pieces()
             ]
-        tail = [chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": FINISH[reply.finish]}])]  # fmt: skip
+        tail = [
+            chunk(
+                [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": FINISH[reply.finish]}]
+            )
+        ]
         if req.include_usage:
             tail.append(chunk([], self._usage(req, reply)))
         tail.append(b"data: [DONE]\n\n")

@@ -232,10 +232,15 @@ class Attempts:
                 return result, attempts, pick
             attempts.append(
                 Attempt(
-                    c.provider, c.key.id, c.model, "error", result.kind.value, result.status,
+                    c.provider,
+                    c.key.id,
+                    c.model,
+                    "error",
+                    result.kind.value,
+                    result.status,
                     result.message,
                 )
-            )  # fmt: skip
+            )
             if not result.kind.retryable:
                 fallback = self._fallback_route(result, route, routes_used)
                 if fallback is None:
@@ -271,9 +276,15 @@ class Attempts:
         t0 = self._clock.monotonic()
         body, max_tokens = with_defaults(provider, req, pick.plan.max_tokens)
         call = Call(
-            provider, c.key, c.model, body, max_tokens, req.stream,
-            req.include_usage, pick.plan.prompt_tokens,
-        )  # fmt: skip
+            provider,
+            c.key,
+            c.model,
+            body,
+            max_tokens,
+            req.stream,
+            req.include_usage,
+            pick.plan.prompt_tokens,
+        )
 
         async def on_end(end: StreamEnd) -> float:
             cost = await booking.stream_ended(row, pick, end)
@@ -282,10 +293,21 @@ class Attempts:
             return cost
 
         ex = await exchange(
-            self._http(), self._clock, booking.mask, call, timeout, c.health,
-            headers=routing_headers(rid, c.provider, c.key, c.model, route.name, n),
-            request_id=rid, on_end=on_end,
-        )  # fmt: skip
+            self._http(),
+            self._clock,
+            booking.mask,
+            call,
+            timeout,
+            c.health,
+            # a plain answer carries its headers in ChatOutcome; only a stream needs them now
+            headers=(
+                routing_headers(rid, c.provider, c.key, c.model, route.name, n)
+                if req.stream
+                else None
+            ),
+            request_id=rid,
+            on_end=on_end,
+        )
         if ex.failure is not None:
             await booking.failed(row, pick, ex.failure, t0, counted=ex.counted)
             if ex.error is not None:
@@ -301,9 +323,14 @@ class Attempts:
             # fallback route like a content_filter error.
             detail = "the provider's content filter refused the request"
             await booking.answered(
-                row, pick, result.usage, ex.latency_ms, status="error", detail=detail,
+                row,
+                pick,
+                result.usage,
+                ex.latency_ms,
+                status="error",
+                detail=detail,
                 error_kind=ErrorKind.CONTENT_FILTERED.value,
-            )  # fmt: skip
+            )
             return UpstreamFailure(ErrorKind.CONTENT_FILTERED, ex.status, detail)
         cost = await booking.answered(row, pick, result.usage, ex.latency_ms)
         await booking.succeeded(pick, ex.latency_ms, result.usage.total_tokens)

@@ -330,19 +330,28 @@ class Booking:
             self._judge(c.key, c.model, now, failure=failure)
         elif end.status == "ok":
             self._judge(
-                c.key, c.model, now, latency_ms=end.latency_ms, ttfb_ms=end.ttfb_ms,
+                c.key,
+                c.model,
+                now,
+                latency_ms=end.latency_ms,
+                ttfb_ms=end.ttfb_ms,
                 tokens=end.usage.total_tokens,
-            )  # fmt: skip
+            )
         else:
             c.health.probe_in_flight = False
         self._learning.session_totals.book(
             end.status == "ok" and failure is None, end.usage.total_tokens
         )
         return await self.answered(
-            row, pick, end.usage, end.latency_ms, end.ttfb_ms, status=end.status,
+            row,
+            pick,
+            end.usage,
+            end.latency_ms,
+            end.ttfb_ms,
+            status=end.status,
             detail=end.detail,
             error_kind=failure.kind.value if failure else None,
-        )  # fmt: skip
+        )
 
     # -- use booked after the fact ---------------------------------------------------------
     async def probed(
@@ -366,15 +375,26 @@ class Booking:
             key, model, now, failure=failure, latency_ms=latency_ms, tokens=usage.total_tokens
         )
         row = LedgerRow(
-            request_id=self._new_request_id(), attempt=1, ts=now, agent="quotaflow-probe",
-            provider=key.provider, key_id=key.id, model=model, prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
-            requests=1 if counted else 0, cost_usd=cost, latency_ms=latency_ms,
-            status="ok" if failure is None else "error", estimated=usage.estimated,
+            request_id=self._new_request_id(),
+            attempt=1,
+            ts=now,
+            agent="quotaflow-probe",
+            provider=key.provider,
+            key_id=key.id,
+            model=model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            requests=1 if counted else 0,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+            status="ok" if failure is None else "error",
+            estimated=usage.estimated,
             error_kind=None if failure is None else failure.kind.value,
             http_status=None if failure is None else failure.status,
-            source="probe", detail=None if failure is None else failure.message,
-        )  # fmt: skip
+            source="probe",
+            detail=None if failure is None else failure.message,
+        )
         limits = [*key.limits, *p.limits, *self._config.global_limits]
         await self.book(
             row,
@@ -402,12 +422,22 @@ class Booking:
         price = next(iter(p.models.values())).price if p and p.models else None
         cost = price.worst_case_usd(tokens, 0) if price else 0.0
         row = LedgerRow(
-            request_id=self._new_request_id(), attempt=1, ts=now, agent=agent, route="api:use",
-            provider=key.provider, key_id=key.id, prompt_tokens=tokens, total_tokens=tokens,
-            requests=1, cost_usd=cost, status="reported" if success else "error",
-            error_kind=None if success else "reported_failure", source="reported",
+            request_id=self._new_request_id(),
+            attempt=1,
+            ts=now,
+            agent=agent,
+            route="api:use",
+            provider=key.provider,
+            key_id=key.id,
+            prompt_tokens=tokens,
+            total_tokens=tokens,
+            requests=1,
+            cost_usd=cost,
+            status="reported" if success else "error",
+            error_kind=None if success else "reported_failure",
+            source="reported",
             detail=(reason or None) and str(reason)[:500],
-        )  # fmt: skip
+        )
         limits = [*key.limits, *(p.limits if p else ()), *self._config.global_limits, *extra_limits]
         if held is not None:
             await self.counters.release(held)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import os
 import random
 from collections.abc import Iterable, Sequence
@@ -44,7 +43,6 @@ from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.stats import ModelStats, Outcome, SessionTotals
 from quotaflow.engine.strategies import Scored
 from quotaflow.engine.tokens import estimate_prompt_tokens
-from quotaflow.engine.windows import window_start
 from quotaflow.errors import BadRequest, NotFound, QuotaflowError
 from quotaflow.gateway.attempts import Attempts
 from quotaflow.gateway.booking import Booking
@@ -58,10 +56,11 @@ from quotaflow.gateway.streaming import ActiveStream
 from quotaflow.gateway.upstream import make_client
 from quotaflow.httpclient import Transport
 from quotaflow.observability.observer import Observer
-from quotaflow.storage.base import CounterStore, LedgerRow, LedgerStore
-from quotaflow.storage.health_store import HealthStore
-from quotaflow.storage.memory import MemoryCounterStore
-from quotaflow.storage.rebuild import Disagreement, attach_shared
+from quotaflow.storage.base import CounterStore, LedgerRow
+from quotaflow.storage.counters.memory import MemoryCounterStore
+from quotaflow.storage.counters.rebuild import Disagreement, attach_shared
+from quotaflow.storage.health.base import HealthStore
+from quotaflow.storage.ledger import Ledger
 from quotaflow.types import ErrorKind, Usage
 
 
@@ -72,7 +71,7 @@ class Gateway:
         self,
         config: Config,
         *,
-        ledger: LedgerStore,
+        ledger: Ledger,
         counters: CounterStore | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -104,13 +103,24 @@ class Gateway:
         self.in_flight = 0
         self.learning = Learning(self.keyring, ledger, self.clock, self.settings)
         self.picker = Picker(
-            config, self.keyring, self.counters, self.learning.model_stats, self.clock,
-            rng or random.Random(), sleep,
-        )  # fmt: skip
+            config,
+            self.keyring,
+            self.counters,
+            self.learning.model_stats,
+            self.clock,
+            rng or random.Random(),
+            sleep,
+        )
         self.booking = Booking(
-            config, self.keyring, self.learning, ledger, self.counters, self.clock,
-            self.new_request_id, self.observer,
-        )  # fmt: skip
+            config,
+            self.keyring,
+            self.learning,
+            ledger,
+            self.counters,
+            self.clock,
+            self.new_request_id,
+            self.observer,
+        )
         self.attempts = Attempts(
             config,
             self.picker,
@@ -152,7 +162,7 @@ class Gateway:
     async def start(self) -> None:
         await self.ledger.open()
         self.crashed_on_start = await self.ledger.settle_crashed()
-        if getattr(self.counters, "shared", False):  # Redis: other replicas keep them
+        if self.counters.shared:  # Redis: other replicas keep them
             self.counter_disagreements = await attach_shared(
                 self.counters, self.ledger, self.all_limits, self.clock.now(), self.config.tz
             )
@@ -177,9 +187,7 @@ class Gateway:
         await self.save_model_stats()
         self.observer.close()
         await self.ledger.close()
-        close_counters = getattr(self.counters, "close", None)
-        if close_counters is not None:  # shared counters hold connections
-            await close_counters()
+        await self.counters.close()
 
     @property
     def http(self) -> Transport:
@@ -192,20 +200,8 @@ class Gateway:
 
     async def rebuild_counters(self, limits: Iterable[Limit] | None = None) -> None:
         """Recount every limit's current window from the ledger (the source of truth)."""
-        now = self.clock.now()
-        adopt = getattr(self.counters, "adopt", None)
-        if adopt is not None:  # shared counters hold every replica's use already
-            await adopt(list(limits) if limits is not None else self.all_limits(), self.ledger, now)
-            return
-        for lim in limits if limits is not None else self.all_limits():
-            start = window_start(now, lim.window, self.config.tz)
-            since = 0.0 if math.isinf(start) else start
-            if lim.window.kind == "rolling":
-                for at, m in await self.ledger.events_scope(lim.scope, since):
-                    await self.counters.charge([lim], m, at, now)
-            else:
-                m = await self.ledger.sum_scope(lim.scope, since)
-                await self.counters.charge([lim], m, now, now)
+        chosen = list(limits) if limits is not None else self.all_limits()
+        await self.counters.adopt(chosen, self.ledger, self.clock.now())
 
     def new_request_id(self) -> str:
         return f"qf-{self._id_prefix}-{next(self._ids):x}"
@@ -417,9 +413,12 @@ class Gateway:
             s = self.stats_for(r.key_id, r.model)
             if s.last_used is None or s.last_used < r.ts:  # not in the saved statistics yet
                 outcome = Outcome(
-                    r.status == "ok", r.latency_ms, tokens=r.total_tokens,
-                    error_kind=r.error_kind, error=r.detail,
-                )  # fmt: skip
+                    r.status == "ok",
+                    r.latency_ms,
+                    tokens=r.total_tokens,
+                    error_kind=r.error_kind,
+                    error=r.detail,
+                )
                 self.learning.observe(r.key_id, r.model, r.ts, outcome)
             h = self.keyring.health_of(r.key_id)
             if r.error_kind == ErrorKind.AUTH.value:

@@ -1,8 +1,8 @@
-"""Keeping a replica's key health in step with the other replicas' (issue 8).
+"""Keeping a replica's key health in step with the other replicas'.
 
 :class:`HealthSync` runs one background task per gateway: it publishes the blocking state of
 the keys this replica changed (in the order they changed) and, every ``interval_s``, merges
-what the others published (:mod:`quotaflow.storage.health_store` has the rule). Callers stay
+what the others published (:mod:`quotaflow.storage.health.base` has the rule). Callers stay
 synchronous: :meth:`notify` / :meth:`notify_reset` only queue. A store that is down is
 logged once and retried; it never breaks routing (each replica then learns on its own, as
 in the embedded mode).
@@ -16,7 +16,7 @@ import logging
 
 from quotaflow.clock import Clock
 from quotaflow.engine import health as hl
-from quotaflow.storage.health_store import (
+from quotaflow.storage.health.base import (
     RESET_KINDS,
     HealthStore,
     ResetKind,
@@ -35,9 +35,14 @@ class HealthSync:
     """Shares the ``health`` dict's blocking state through ``store``."""
 
     def __init__(
-        self, store: HealthStore, health: dict[str, hl.Health], clock: Clock,
-        *, interval_s: float = 0.25, retry_s: float = 1.0,
-    ) -> None:  # fmt: skip
+        self,
+        store: HealthStore,
+        health: dict[str, hl.Health],
+        clock: Clock,
+        *,
+        interval_s: float = 0.25,
+        retry_s: float = 1.0,
+    ) -> None:
         self.store = store
         self._health = health
         self._clock = clock
@@ -89,8 +94,9 @@ class HealthSync:
                 if not self._down:
                     log.warning(
                         "shared key health (Redis) is unreachable; retrying every %gs",
-                        self.retry_s, exc_info=True,
-                    )  # fmt: skip
+                        self.retry_s,
+                        exc_info=True,
+                    )
                 self._down = True
                 delay = self.retry_s
             with contextlib.suppress(TimeoutError):

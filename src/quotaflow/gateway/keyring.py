@@ -11,7 +11,7 @@ from quotaflow.engine import health as hl
 from quotaflow.engine.catalog import Key, Provider, Route
 from quotaflow.engine.limits import Limit
 from quotaflow.gateway.health_sync import HealthSync
-from quotaflow.storage.health_store import HealthStore
+from quotaflow.storage.health.base import HealthStore
 
 
 class Keyring:

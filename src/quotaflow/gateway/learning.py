@@ -13,15 +13,14 @@ from quotaflow.engine import stats as st
 from quotaflow.engine.stats import ModelStats, Outcome, SessionTotals
 from quotaflow.errors import BadRequest, NotFound
 from quotaflow.gateway.keyring import Keyring
-from quotaflow.storage.base import LedgerStore
-from quotaflow.storage.stats_store import StatsStore
+from quotaflow.storage.ledger import Ledger
 
 log = logging.getLogger("quotaflow.gateway")
 
 
 class Learning:
     def __init__(
-        self, keyring: Keyring, ledger: LedgerStore, clock: Clock, settings: SettingsSpec
+        self, keyring: Keyring, ledger: Ledger, clock: Clock, settings: SettingsSpec
     ) -> None:
         self._keyring = keyring
         self._ledger = ledger
@@ -110,9 +109,7 @@ class Learning:
         return self.session_totals.summary()
 
     async def restore(self) -> int:
-        """Load the saved key × model statistics (when the ledger is a :class:`StatsStore`)."""
-        if not isinstance(self._ledger, StatsStore):
-            return 0
+        """Load the saved key × model statistics."""
         loaded = await self._ledger.load_model_stats()
         for rec in loaded:
             self.model_stats[(rec.key_id, rec.model)] = rec
@@ -124,7 +121,7 @@ class Learning:
         task = self._task
         if task is not None and task is not asyncio.current_task() and not task.done():
             await asyncio.shield(task)
-        if not isinstance(self._ledger, StatsStore) or not self._dirty:
+        if not self._dirty:
             return 0
         keys, self._dirty = self._dirty, set()
         records = [self.model_stats[k] for k in sorted(keys) if k in self.model_stats]

@@ -118,11 +118,16 @@ def exhausted_error(
     details: dict[str, Any] = {
         "full_limits": full,
         "rejected": [
-            {"provider": r.provider, "key": r.key_id, "model": r.model, "reason": r.reason,
-             "available_at": r.available_at}
+            {
+                "provider": r.provider,
+                "key": r.key_id,
+                "model": r.model,
+                "reason": r.reason,
+                "available_at": r.available_at,
+            }
             for r in rejected
         ],
-    }  # fmt: skip
+    }
     if first_free is not None and math.isfinite(first_free):
         secs = max(first_free - now, 0.0)
         msg += f" The first frees in {human_duration(secs)}."

@@ -11,6 +11,7 @@ from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.engine.candidates import (
     Candidate,
+    Pool,
     Rejection,
     RequestFacts,
     build_candidates,
@@ -100,19 +101,10 @@ class Picker:
             limits = [*limits, *extra]
         usages = await self.counters.snapshot(limits, now)
         build = build_candidates if planned else screen_candidates
-        cands, rejected = build(
-            deps,
-            kr.by_provider,
-            cfg.providers,
-            extra,
-            usages,
-            kr.health,
-            facts,
-            now,
-            saturation=cfg.settings.rate_saturation,
-            exclude=exclude,
-            stats_of=self._stats,
-        )
+        pool = Pool(deps, kr.by_provider, cfg.providers, usages, kr.health, now)
+        pool.extra_limits, pool.exclude, pool.stats_of = extra, exclude, self._stats
+        pool.saturation = cfg.settings.rate_saturation
+        cands, rejected = build(pool, facts)
         strategy = route.strategy or cfg.settings.strategy
         return rank(strategy, cands, facts, self.rng, cfg.strategy), rejected, usages
 

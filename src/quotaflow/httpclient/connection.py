@@ -58,7 +58,7 @@ class Response:
         "_waiter",
         "headers",
         "status",
-    )  # fmt: skip
+    )
 
     def __init__(self, conn: Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
         self.status = status

@@ -46,9 +46,12 @@ class AsyncGateway:
     """The engine on the caller's event loop. ``async with AsyncGateway() as gw: ...``."""
 
     def __init__(
-        self, config: ConfigSource = None, *, home: str | os.PathLike[str] | None = None,
+        self,
+        config: ConfigSource = None,
+        *,
+        home: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.config = resolve_config(config)
         self.home = data_home(home)
         self._clock = clock or SystemClock()
@@ -95,9 +98,13 @@ class AsyncGateway:
 
     # -- OpenAI shape ----------------------------------------------------------------------
     async def chat(
-        self, messages: list[dict[str, Any]], *, model: str = "auto", agent: str = "default",
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str = "auto",
+        agent: str = "default",
         **params: Any,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """A chat completion in OpenAI's shape, routed across keys with fallback.
 
         ``params`` are OpenAI's (``max_tokens``, ``temperature``, …) plus quotaflow's
@@ -122,10 +129,16 @@ class AsyncGateway:
 
     # -- seed 002 ------------------------------------------------------------------------
     async def make_llm_request(
-        self, prompt: str, max_tokens: int = 1000, temperature: float = 0.7,
-        preferred_provider: str | None = None, *, model: str = "auto", agent: str = "default",
+        self,
+        prompt: str,
+        max_tokens: int = 1000,
+        temperature: float = 0.7,
+        preferred_provider: str | None = None,
+        *,
+        model: str = "auto",
+        agent: str = "default",
         system: str | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """Seed 002's request: ``{"success", "provider", "response": {"text", …}, "tokens_used", …}``.
 
         A provider or quota failure comes back as ``success: False`` with ``error``; only
@@ -140,10 +153,15 @@ class AsyncGateway:
             raise
         except QuotaflowError as exc:
             return {
-                "success": False, "provider": None, "model": None, "response": {"text": ""},
-                "tokens_used": 0, "error": exc.message, "error_type": exc.type,
+                "success": False,
+                "provider": None,
+                "model": None,
+                "response": {"text": ""},
+                "tokens_used": 0,
+                "error": exc.message,
+                "error_type": exc.type,
                 "attempts": exc.details.get("attempts", []),
-            }  # fmt: skip
+            }
         info = routing_info(outcome)
         return {
             "success": True,
@@ -171,16 +189,21 @@ class AsyncGateway:
 
     # -- seed 003 ------------------------------------------------------------------------
     async def call_ai(
-        self, prompt: str, ai_name: str = "default", *, preferred_provider: str | None = None,
-        max_tokens: int | None = None, model: str = "auto",
-    ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        self,
+        prompt: str,
+        ai_name: str = "default",
+        *,
+        preferred_provider: str | None = None,
+        max_tokens: int | None = None,
+        model: str = "auto",
+    ) -> tuple[str, dict[str, Any]]:
         """Seed 003's call: ``(response_text, provider_info)`` with ``provider`` and ``reason``.
 
         An agent declared in the config (``agents:``) gets its budgets and its provider
         order (primary while under its threshold, then the fallback); raises when no
         provider can answer.
         """
-        from quotaflow.agents import context_for
+        from quotaflow.services.agents import context_for
 
         body = _prompt_body(prompt, model, None, max_tokens=max_tokens)
         agent = self._agents.get(ai_name) if self._agents is not None else None
@@ -235,19 +258,22 @@ def api_stats(engine: Engine) -> dict[str, Any]:
 
 
 async def _agent_registry(engine: Engine) -> Any:
-    from quotaflow.agents import AgentRegistry
+    from quotaflow.services.agents import AgentRegistry
 
-    registry = AgentRegistry(engine.ledger, engine.clock)  # type: ignore[arg-type]
+    registry = AgentRegistry(engine.ledger, engine.clock)
     registry.load_config(engine.config.agents)
-    with contextlib.suppress(AttributeError):
-        await registry.restore()
+    await registry.restore()
     return registry
 
 
 def _prompt_body(
-    prompt: str, model: str, system: str | None, *, max_tokens: int | None = None,
+    prompt: str,
+    model: str,
+    system: str | None,
+    *,
+    max_tokens: int | None = None,
     temperature: float | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     if not isinstance(prompt, str) or not prompt:
         raise BadRequest("prompt must be a non-empty string", param="prompt")
     messages = [{"role": "system", "content": system}] if system else []
@@ -333,9 +359,12 @@ class Gateway:
     """
 
     def __init__(
-        self, config: ConfigSource = None, *, home: str | os.PathLike[str] | None = None,
+        self,
+        config: ConfigSource = None,
+        *,
+        home: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._async = AsyncGateway(config, home=home, clock=clock)
         self._loop = _LoopThread()
         try:
@@ -397,9 +426,13 @@ class Gateway:
         return self._loop.run(self._async.chat(messages, model=model, agent=agent, **params))
 
     def make_llm_request(
-        self, prompt: str, max_tokens: int = 1000, temperature: float = 0.7,
-        preferred_provider: str | None = None, **kw: Any,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        prompt: str,
+        max_tokens: int = 1000,
+        temperature: float = 0.7,
+        preferred_provider: str | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         """See :meth:`AsyncGateway.make_llm_request` (seed 002)."""
         return self._loop.run(
             self._async.make_llm_request(prompt, max_tokens, temperature, preferred_provider, **kw)

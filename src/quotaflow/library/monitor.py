@@ -29,26 +29,38 @@ class UsageMonitor:
     """Reports over the data folder's ledger (config found as :class:`~quotaflow.Gateway` does)."""
 
     def __init__(
-        self, config: ConfigSource = None, *, home: str | os.PathLike[str] | None = None,
-        clock: Clock | None = None, out: TextIO | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        config: ConfigSource = None,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        out: TextIO | None = None,
+    ) -> None:
         self.config = resolve_config(config)
         self.home = data_home(home)
         self.clock = clock or SystemClock()
         self.out = out
 
     def report(
-        self, avg_tokens_per_day: float | None = None, *, group_by: str = "provider",
-        since: float | None = None, until: float | None = None,
-    ) -> UsageReport:  # fmt: skip
+        self,
+        avg_tokens_per_day: float | None = None,
+        *,
+        group_by: str = "provider",
+        since: float | None = None,
+        until: float | None = None,
+    ) -> UsageReport:
         """The report as data (what the ``print_*`` methods print)."""
 
         async def main() -> UsageReport:
             async with open_engine(self.config, self.home, clock=self.clock) as engine:
                 return await collect_report(
-                    engine, now=self.clock.now(), since=since, until=until, group_by=group_by,
+                    engine,
+                    now=self.clock.now(),
+                    since=since,
+                    until=until,
+                    group_by=group_by,
                     avg_tokens_per_day=avg_tokens_per_day,
-                )  # fmt: skip
+                )
 
         return _run(main())
 

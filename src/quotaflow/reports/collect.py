@@ -31,9 +31,14 @@ async def limit_usages(engine: Engine, now: float) -> dict[str, LimitUsage]:
 
 
 async def collect_report(
-    engine: Engine, *, now: float, since: float | None, until: float | None, group_by: str,
+    engine: Engine,
+    *,
+    now: float,
+    since: float | None,
+    until: float | None,
+    group_by: str,
     avg_tokens_per_day: float | None,
-) -> UsageReport:  # fmt: skip
+) -> UsageReport:
     """The usage report of ``[since, until)`` grouped by provider, key, agent, model or day."""
     ledger: Any = engine.ledger
     if group_by == "day":
@@ -49,10 +54,16 @@ async def collect_report(
     lines = quota_lines(keys, provider_limits, usages)
     priorities = {name: p.priority for name, p in engine.config.providers.items()}
     return build_report(
-        now=now, since=since, until=until, group_by=group_by, groups=groups, quotas=lines,
-        priorities=priorities, alert_levels=engine.settings.alert_levels,
+        now=now,
+        since=since,
+        until=until,
+        group_by=group_by,
+        groups=groups,
+        quotas=lines,
+        priorities=priorities,
+        alert_levels=engine.settings.alert_levels,
         avg_tokens_per_day=avg_tokens_per_day,
-    )  # fmt: skip
+    )
 
 
 @dataclass(slots=True)
@@ -75,13 +86,15 @@ class Forecast:
                 return [clean(x) for x in v]
             return v
 
-        out: dict[str, Any] = clean({
-            "now": self.now,
-            "half_life_s": self.half_life_s,
-            "lookback_s": self.lookback_s,
-            "limits": [asdict(f) for f in self.limits],
-            "pools": [asdict(p) for p in self.pools],
-        })  # fmt: skip
+        out: dict[str, Any] = clean(
+            {
+                "now": self.now,
+                "half_life_s": self.half_life_s,
+                "lookback_s": self.lookback_s,
+                "limits": [asdict(f) for f in self.limits],
+                "pools": [asdict(p) for p in self.pools],
+            }
+        )
         return out
 
     @property
@@ -111,9 +124,13 @@ def _quota_limits(key: Key) -> list[Limit]:
 
 
 async def collect_forecast(
-    engine: Engine, *, now: float, lookback_s: float = DEFAULT_LOOKBACK_S,
-    half_life_s: float = DEFAULT_HALF_LIFE_S, horizon_s: float = DEFAULT_HORIZON_S,
-) -> Forecast:  # fmt: skip
+    engine: Engine,
+    *,
+    now: float,
+    lookback_s: float = DEFAULT_LOOKBACK_S,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
+    horizon_s: float = DEFAULT_HORIZON_S,
+) -> Forecast:
     """Per key quota: exhaustion vs reset; per pool of keys serving a route: blackouts."""
     usages = await limit_usages(engine, now)
     out = Forecast(now, half_life_s, lookback_s)
@@ -144,9 +161,15 @@ def _pools(engine: Engine) -> list[tuple[str, tuple[str, ...]]]:
 
 
 async def _pool(
-    engine: Engine, name: str, key_ids: tuple[str, ...], usages: dict[str, LimitUsage],
-    now: float, lookback_s: float, half_life_s: float, horizon_s: float,
-) -> PoolForecast | None:  # fmt: skip
+    engine: Engine,
+    name: str,
+    key_ids: tuple[str, ...],
+    usages: dict[str, LimitUsage],
+    now: float,
+    lookback_s: float,
+    half_life_s: float,
+    horizon_s: float,
+) -> PoolForecast | None:
     keys = [engine.keys[k] for k in key_ids]
     metric = next(
         (
@@ -169,6 +192,12 @@ async def _pool(
         members.append(PoolMember(k.id, u.remaining, u.limit.amount, u.limit.window, u.resets_at))
     rate = await _rate(engine, [k.scope for k in keys], metric, now, lookback_s, half_life_s)
     return simulate_pool(
-        name, metric, members, rate.per_s, now, engine.config.tz, horizon_s=horizon_s,
+        name,
+        metric,
+        members,
+        rate.per_s,
+        now,
+        engine.config.tz,
+        horizon_s=horizon_s,
         unbounded=unbounded,
-    )  # fmt: skip
+    )

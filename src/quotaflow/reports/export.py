@@ -19,9 +19,15 @@ from quotaflow.storage.base import UsageTotals
 
 FORMATS = {".txt": "txt", ".text": "txt", ".csv": "csv", ".json": "json"}
 CSV_FIELDS = (
-    "group", "attempts", "requests", "errors", "prompt_tokens", "completion_tokens",
-    "total_tokens", "cost_usd",
-)  # fmt: skip
+    "group",
+    "attempts",
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+)
 
 
 def format_for(path: str | Path) -> str:
@@ -58,9 +64,15 @@ def to_csv(report: UsageReport) -> str:
 
 def _cells(t: UsageTotals) -> tuple[str, ...]:
     return (
-        t.group, str(t.attempts), str(t.requests), str(t.errors), str(t.prompt_tokens),
-        str(t.completion_tokens), str(t.total_tokens), f"{t.cost_usd:.6f}",
-    )  # fmt: skip
+        t.group,
+        str(t.attempts),
+        str(t.requests),
+        str(t.errors),
+        str(t.prompt_tokens),
+        str(t.completion_tokens),
+        str(t.total_tokens),
+        f"{t.cost_usd:.6f}",
+    )
 
 
 def to_text(report: UsageReport, tz: ZoneInfo, *, compact: bool = False) -> str:

@@ -55,9 +55,19 @@ def forecast_limit(u: LimitUsage, provider: str, rate: BurnRate, now: float) -> 
         exhausts = None
     before = exhausts is not None and (u.resets_at is None or exhausts < u.resets_at)
     return LimitForecast(
-        lim.id, lim.scope, provider, lim.metric, str(lim.window), lim.amount, u.taken, remaining,
-        rate.per_hour, exhausts, u.resets_at, before,
-    )  # fmt: skip
+        lim.id,
+        lim.scope,
+        provider,
+        lim.metric,
+        str(lim.window),
+        lim.amount,
+        u.taken,
+        remaining,
+        rate.per_hour,
+        exhausts,
+        u.resets_at,
+        before,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +104,16 @@ class PoolForecast:
 
 
 def simulate_pool(
-    route: str, metric: str, members: Sequence[PoolMember], rate_per_s: float, now: float,
-    tz: ZoneInfo, *, horizon_s: float = DEFAULT_HORIZON_S, unbounded: Sequence[str] = (),
-) -> PoolForecast:  # fmt: skip
+    route: str,
+    metric: str,
+    members: Sequence[PoolMember],
+    rate_per_s: float,
+    now: float,
+    tz: ZoneInfo,
+    *,
+    horizon_s: float = DEFAULT_HORIZON_S,
+    unbounded: Sequence[str] = (),
+) -> PoolForecast:
     """Play the pool forward from ``now`` to ``now + horizon_s`` (see the module docstring)."""
     keys = tuple(m.key_id for m in members) + tuple(unbounded)
     left = {m.key_id: max(m.remaining, 0.0) for m in members}

@@ -26,10 +26,15 @@ def total_of(rows: Iterable[UsageTotals], name: str = "TOTAL") -> UsageTotals:
     t = UsageTotals(name)
     for r in rows:
         t = UsageTotals(
-            name, t.attempts + r.attempts, t.requests + r.requests, t.errors + r.errors,
-            t.prompt_tokens + r.prompt_tokens, t.completion_tokens + r.completion_tokens,
-            t.total_tokens + r.total_tokens, t.cost_usd + r.cost_usd,
-        )  # fmt: skip
+            name,
+            t.attempts + r.attempts,
+            t.requests + r.requests,
+            t.errors + r.errors,
+            t.prompt_tokens + r.prompt_tokens,
+            t.completion_tokens + r.completion_tokens,
+            t.total_tokens + r.total_tokens,
+            t.cost_usd + r.cost_usd,
+        )
     return t
 
 
@@ -61,15 +66,24 @@ class QuotaLine:
 def quota_line(u: LimitUsage, provider: str) -> QuotaLine:
     lim = u.limit
     return QuotaLine(
-        lim.scope, provider, lim.metric, str(lim.window), lim.amount, u.taken, u.remaining,
-        round(u.used_share * 100.0, 2), u.state.value, u.resets_at,
-    )  # fmt: skip
+        lim.scope,
+        provider,
+        lim.metric,
+        str(lim.window),
+        lim.amount,
+        u.taken,
+        u.remaining,
+        round(u.used_share * 100.0, 2),
+        u.state.value,
+        u.resets_at,
+    )
 
 
 def quota_lines(
-    keys: Sequence[Key], provider_limits: Mapping[str, Sequence[LimitUsage]],
+    keys: Sequence[Key],
+    provider_limits: Mapping[str, Sequence[LimitUsage]],
     usages: Mapping[str, LimitUsage],
-) -> list[QuotaLine]:  # fmt: skip
+) -> list[QuotaLine]:
     """Every quota (not rate) limit of every key and provider, with its usage now."""
     lines: list[QuotaLine] = []
     for k in keys:
@@ -120,11 +134,21 @@ def provider_quotas(
         used = sum(ln.used for ln in chosen)
         share = used / amount if amount > 0 else 1.0
         resets = [ln.resets_at for ln in chosen if ln.resets_at is not None]
-        out.append(ProviderQuota(
-            provider, priorities.get(provider, 100), sum(ln.scope.startswith("key:") for ln in chosen),
-            metric, window, amount, used, max(amount - used, 0.0), round(share * 100.0, 2),
-            state_of(share).value, min(resets) if resets else None,
-        ))  # fmt: skip
+        out.append(
+            ProviderQuota(
+                provider,
+                priorities.get(provider, 100),
+                sum(ln.scope.startswith("key:") for ln in chosen),
+                metric,
+                window,
+                amount,
+                used,
+                max(amount - used, 0.0),
+                round(share * 100.0, 2),
+                state_of(share).value,
+                min(resets) if resets else None,
+            )
+        )
     return out
 
 
@@ -176,9 +200,12 @@ def lifespan(
         )
         per.append(ProviderLifespan(q.provider, days, note))
     return Lifespan(
-        avg_tokens_per_day, tokens_per_request, tuple(per), finite_tokens / avg_tokens_per_day,
+        avg_tokens_per_day,
+        tokens_per_request,
+        tuple(per),
+        finite_tokens / avg_tokens_per_day,
         any(math.isinf(p.days) for p in per),
-    )  # fmt: skip
+    )
 
 
 def tokens_per_request(total: UsageTotals) -> float:
@@ -250,11 +277,15 @@ class UsageReport:
                 "total_days": ls.total_days,
                 "continuous": ls.continuous,
                 "providers": [
-                    {"provider": p.provider, "days": None if math.isinf(p.days) else p.days,
-                     "unlimited": math.isinf(p.days), "note": p.note}
+                    {
+                        "provider": p.provider,
+                        "days": None if math.isinf(p.days) else p.days,
+                        "unlimited": math.isinf(p.days),
+                        "note": p.note,
+                    }
                     for p in ls.providers
                 ],
-            }  # fmt: skip
+            }
         return d
 
 
@@ -267,10 +298,17 @@ def _totals_dict(t: UsageTotals) -> dict[str, Any]:
 
 
 def build_report(
-    *, now: float, since: float | None, until: float | None, group_by: str,
-    groups: list[UsageTotals], quotas: list[QuotaLine], priorities: Mapping[str, int],
-    alert_levels: Sequence[float], avg_tokens_per_day: float | None,
-) -> UsageReport:  # fmt: skip
+    *,
+    now: float,
+    since: float | None,
+    until: float | None,
+    group_by: str,
+    groups: list[UsageTotals],
+    quotas: list[QuotaLine],
+    priorities: Mapping[str, int],
+    alert_levels: Sequence[float],
+    avg_tokens_per_day: float | None,
+) -> UsageReport:
     """Assemble the report; ``groups`` already grouped (days regrouped by the caller)."""
     total = total_of(groups)
     provs = provider_quotas(quotas, priorities)
@@ -278,9 +316,17 @@ def build_report(
     if avg_tokens_per_day is not None:
         life = lifespan(provs, avg_tokens_per_day, tokens_per_request(total))
     return UsageReport(
-        now, since, until, group_by, groups, total, provs, quotas,
-        threshold_alerts(quotas, alert_levels), life,
-    )  # fmt: skip
+        now,
+        since,
+        until,
+        group_by,
+        groups,
+        total,
+        provs,
+        quotas,
+        threshold_alerts(quotas, alert_levels),
+        life,
+    )
 
 
 def with_group(rows: Iterable[UsageTotals], names: Mapping[str, str]) -> list[UsageTotals]:

@@ -42,13 +42,14 @@ EVENT_OF_KIND: Final = {
     "limit": "threshold",
     "key_depleted": "depleted",
     "key_disabled": "key_invalid",
+    "key_invalid": "key_invalid",
     "provider_failing": "provider_failing",
     "all_exhausted": "all_failed",
 }
 TITLES: Final = {
     "threshold": "quota threshold crossed",
     "depleted": "quota used up",
-    "key_invalid": "key disabled",
+    "key_invalid": "key invalid or disabled",
     "provider_failing": "provider failing",
     "all_failed": "no key can serve requests",
     "recovered": "recovered",

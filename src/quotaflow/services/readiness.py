@@ -11,7 +11,6 @@ the gateway is not ready whatever its keys say.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from quotaflow.engine import health as hl
 from quotaflow.engine.catalog import Key
@@ -78,7 +77,7 @@ async def readiness(gw: Gateway) -> Readiness:
     limits = {lim.id: lim for key in keys for lim in _limits_of(gw, key)}
     try:
         usages = await gw.counters.snapshot(list(limits.values()), now) if limits else {}
-        await _ping_ledger(gw.ledger)
+        await gw.ledger.ping()  # an unreachable ledger raises Unavailable, as requests would
     except Unavailable as exc:
         return Readiness(len(keys), unusable, exc.message)
     for key in keys:
@@ -90,11 +89,3 @@ async def readiness(gw: Gateway) -> Readiness:
         if key.id not in unusable and full:
             unusable[key.id] = f"depleted ({full[0].id})"
     return Readiness(len(keys), unusable)
-
-
-async def _ping_ledger(ledger: Any) -> None:
-    # Both ledgers answer reads through ``fetch``; a PostgreSQL ledger that cannot be reached
-    # raises Unavailable, as the requests that need it would.
-    fetch = getattr(ledger, "fetch", None)
-    if fetch is not None:
-        await fetch("SELECT 1")

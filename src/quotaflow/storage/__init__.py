@@ -19,16 +19,17 @@ from typing import Any
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.errors import ConfigError
-from quotaflow.storage.base import CounterStore, LedgerStore
-from quotaflow.storage.health_store import HealthStore
+from quotaflow.storage.base import CounterStore
+from quotaflow.storage.health.base import HealthStore
+from quotaflow.storage.ledger import Ledger
 
 COUNTERS = {
-    "memory": "quotaflow.storage.memory:MemoryCounterStore",
-    "redis": "quotaflow.storage.redis:RedisCounterStore",
+    "memory": "quotaflow.storage.counters.memory:MemoryCounterStore",
+    "redis": "quotaflow.storage.counters.redis:RedisCounterStore",
 }
 LEDGERS = {
-    "sqlite": "quotaflow.storage.sqlite:SqliteLedger",
-    "postgresql": "quotaflow.storage.postgres:PostgresLedger",
+    "sqlite": "quotaflow.storage.ledgers.sqlite:SqliteLedger",
+    "postgresql": "quotaflow.storage.ledgers.postgres:PostgresLedger",
 }
 _SCHEMES = {"rediss": "redis", "unix": "redis", "postgres": "postgresql"}
 
@@ -73,16 +74,16 @@ def open_counters(config: Config, clock: Clock | None = None) -> CounterStore:
 
 
 def open_health_store(config: Config) -> HealthStore | None:
-    """Shared key health (issue 8) when the counters are shared (Redis), else ``None``:
+    """Shared key health when the counters are shared (Redis), else ``None``:
     the embedded mode keeps health in memory and pays nothing."""
     spec = config.storage
     if backend_name(spec.counters) != "redis":
         return None
-    cls = load_class("quotaflow.storage.redis_health:RedisHealthStore")
+    cls = load_class("quotaflow.storage.health.redis:RedisHealthStore")
     return cls(spec.counters, prefix=spec.key_prefix)  # type: ignore[no-any-return]
 
 
-def open_ledger(config: Config, home: Path, clock: Clock | None = None) -> LedgerStore:
+def open_ledger(config: Config, home: Path, clock: Clock | None = None) -> Ledger:
     """The ledger named by ``storage.ledger`` (opened by the gateway at start)."""
     spec = config.storage
     name = backend_name(spec.ledger)
@@ -90,6 +91,8 @@ def open_ledger(config: Config, home: Path, clock: Clock | None = None) -> Ledge
     if name == "sqlite":
         return cls(home / "quotaflow.db", synchronous=config.settings.ledger_synchronous)  # type: ignore[no-any-return]
     return cls(  # type: ignore[no-any-return]
-        spec.ledger, replica_id=replica_id(config, home), clock=clock,
+        spec.ledger,
+        replica_id=replica_id(config, home),
+        clock=clock,
         stale_after_s=spec.stale_after_s,
-    )  # fmt: skip
+    )

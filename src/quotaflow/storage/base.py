@@ -1,7 +1,7 @@
 """Storage, split by capability: counters (hot, atomic) and the ledger (durable truth).
 
-Implementations: :mod:`quotaflow.storage.memory` (counters of the embedded default),
-:mod:`quotaflow.storage.sqlite` (the embedded ledger).
+Implementations: :mod:`quotaflow.storage.counters.memory` (counters of the embedded default),
+:mod:`quotaflow.storage.ledgers.sqlite` (the embedded ledger).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class ReserveOutcome:
 class CounterStore(Protocol):
     """Usage counters per limit and window, with all-or-nothing reservations."""
 
+    shared: bool  # True: several replicas keep these counters (Redis)
+
     async def reserve(
         self, claims: Sequence[Claim], now: float, ttl_s: float | None = None
     ) -> ReserveOutcome:
@@ -54,6 +56,13 @@ class CounterStore(Protocol):
     ) -> None:
         """Commit usage that was not reserved first (reported by an agent, or a rebuild)."""
         ...
+
+    async def adopt(self, limits: Collection[Limit], ledger: LedgerStore, now: float) -> None:
+        """Start enforcing ``limits``: load their current window from the ledger (shared
+        counters skip windows other replicas already keep)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class LedgerUnavailable(Unavailable):
@@ -160,7 +169,7 @@ class LedgerStore(Protocol):
         """Settle attempts a crash left pending at their reserved worst case; returns how many."""
         ...
 
-    # -- reports (issue 5) ---------------------------------------------------------------
+    # -- reports ---------------------------------------------------------------
     async def usage_totals(
         self, group: str, since: float | None = None, until: float | None = None
     ) -> list[UsageTotals]:
@@ -177,7 +186,7 @@ class LedgerStore(Protocol):
         """The latest key-tester row (``source='probe'``) per key × model, since an instant."""
         ...
 
-    # -- learning (issue 7) ----------------------------------------------------------------
+    # -- learning ----------------------------------------------------------------
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         """Every attempt of one request, first attempt first (feedback names a request)."""
         ...

@@ -30,8 +30,11 @@ def private_folder(path: Path) -> None:
         _warned.add(path.resolve())
         log.warning(
             "the data folder %s is readable by other users (mode %o): it holds the ledger "
-            "and the keys' master key; run 'chmod 700 %s'", path, mode, path,
-        )  # fmt: skip
+            "and the keys' master key; run 'chmod 700 %s'",
+            path,
+            mode,
+            path,
+        )
 
 
 def private_file(path: Path) -> None:

@@ -1,5 +1,5 @@
 """What the management API stores beside the ledger: keys and providers added at runtime,
-agents, settings and alerts. :class:`~quotaflow.storage.sqlite.SqliteLedger` implements
+agents, settings and alerts. :class:`~quotaflow.storage.ledgers.sqlite.SqliteLedger` implements
 :class:`ManagementStore`; a PostgreSQL ledger implements the same methods."""
 
 from __future__ import annotations

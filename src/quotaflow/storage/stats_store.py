@@ -1,6 +1,6 @@
 """Where the per key × model statistics live between runs (and, scaled out, between replicas).
 
-:class:`~quotaflow.storage.sqlite.SqliteLedger` implements :class:`StatsStore` in the
+:class:`~quotaflow.storage.ledgers.sqlite.SqliteLedger` implements :class:`StatsStore` in the
 ``model_stats`` table; a shared store (Redis) implements the same two methods. The gateway
 loads the snapshot at start and saves it every ``settings.stats_flush_s`` and at close.
 """
@@ -8,12 +8,11 @@ loads the snapshot at start and saves it every ``settings.stats_flush_s`` and at
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from quotaflow.engine.stats import ModelStats
 
 
-@runtime_checkable
 class StatsStore(Protocol):
     async def load_model_stats(self) -> list[ModelStats]:
         """Every saved key × model record."""

@@ -31,11 +31,11 @@ from typing import Any
 
 from aiohttp import web
 
-from quotaflow.agents import AGENT_KEY_PREFIX, Agent
 from quotaflow.errors import BadRequest, Forbidden, QuotaflowError, Unauthorized
-from quotaflow.management import Management
+from quotaflow.runtime import Runtime
 from quotaflow.services.access import ADMIN_PREFIX, is_loopback, token_hash
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.services.agents import AGENT_KEY_PREFIX, Agent
+from quotaflow.web.state import RUNTIME
 
 ADMIN_HEADER = "x-quotaflow-admin-token"
 AGENT_HEADER = "x-quotaflow-agent"
@@ -136,7 +136,7 @@ def presented_token(request: web.Request) -> str | None:
 def caller_of(request: web.Request, *, open_read: bool = False) -> Caller:
     """Identify the caller; a ``qf``-prefixed token that matches nothing is a 401 (a wrong
     admin token on an ``open_read`` counts as no token)."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     token = presented_token(request)
     if token is not None and token.startswith(ADMIN_PREFIX):
         if _admin_token_ok(request, mg, token):
@@ -154,7 +154,7 @@ def caller_of(request: web.Request, *, open_read: bool = False) -> Caller:
     return Caller("anonymous")
 
 
-def _admin_token_ok(request: web.Request, mg: Management, token: str) -> bool:
+def _admin_token_ok(request: web.Request, mg: Runtime, token: str) -> bool:
     throttle = request.app[THROTTLE]
     client, now = request.remote or "unknown", mg.gateway.clock.now()
     if throttle.blocked(client, now):
@@ -173,7 +173,7 @@ def require_reader(request: web.Request) -> Caller:
     """Who reads: anyone on a loopback bind; beyond it an agent key or the admin token."""
     if CALLER in request:
         return request[CALLER]
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     caller = caller_of(request, open_read=True)
     if caller.kind == "anonymous" and not is_loopback(mg.bind_host):
         raise Unauthorized(
@@ -184,14 +184,16 @@ def require_reader(request: web.Request) -> Caller:
     return caller
 
 
-def named_agent(request: web.Request, caller: Caller, named: str | None, param: str) -> tuple[Agent | None, str]:  # fmt: skip
+def named_agent(
+    request: web.Request, caller: Caller, named: str | None, param: str
+) -> tuple[Agent | None, str]:
     """The agent a call without a key names (when the operator allows naming), and its name.
 
     A name is a label (at most :data:`NAME_MAX` printable characters); naming an agent that
     has a key needs that key (or the admin's right), else anyone could spend its budget."""
     if caller.agent is not None:
         return caller.agent, caller.agent.name
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     if not named or not mg.gateway.config.server.allow_agent_header:
         return None, "default"
     if len(named) > NAME_MAX or not named.isprintable():
@@ -230,7 +232,7 @@ def require_caller(request: web.Request) -> Caller:
 
 def viewer_of(request: web.Request) -> dict[str, Any]:
     """Who looks at the dashboard: ``{"admin": bool, "mode": …}``; else 401 / 403."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     caller = caller_of(request)
     if caller.is_admin:
         return {"admin": True, "mode": "trust_local" if caller.kind == "local" else "admin"}

@@ -11,7 +11,7 @@ from importlib import import_module
 
 from aiohttp import web
 
-from quotaflow.web import health_api, openai_api
+from quotaflow.web.api import health, openai
 from quotaflow.web.dashboard import hub
 from quotaflow.web.errors import Handler
 
@@ -36,48 +36,48 @@ def lazy(module: str, name: str) -> Handler:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
-    app.router.add_get("/v1/models", openai_api.list_models)
-    app.router.add_get("/api/health", health_api.health)
-    app.router.add_get("/livez", health_api.livez)
-    app.router.add_get("/readyz", health_api.readyz)
+    app.router.add_post("/v1/chat/completions", openai.chat_completions)
+    app.router.add_get("/v1/models", openai.list_models)
+    app.router.add_get("/api/health", health.health)
+    app.router.add_get("/livez", health.livez)
+    app.router.add_get("/readyz", health.readyz)
     # seed 000
-    app.router.add_get("/api/status", lazy("switcher_api", "status"))
-    app.router.add_post("/api/choose", lazy("switcher_api", "choose"))
-    app.router.add_post("/api/use", lazy("switcher_api", "use"))
-    app.router.add_post("/api/add_key", lazy("switcher_api", "add_key"))
-    app.router.add_get("/api/history", lazy("switcher_api", "history"))
-    app.router.add_post("/api/force_provider", lazy("switcher_api", "force_provider"))
-    app.router.add_post("/api/clear_forced", lazy("switcher_api", "clear_forced"))
-    app.router.add_post("/api/reset_quota", lazy("switcher_api", "reset_quota"))
+    app.router.add_get("/api/status", lazy("api.switcher", "status"))
+    app.router.add_post("/api/choose", lazy("api.switcher", "choose"))
+    app.router.add_post("/api/use", lazy("api.switcher", "use"))
+    app.router.add_post("/api/add_key", lazy("api.switcher", "add_key"))
+    app.router.add_get("/api/history", lazy("api.switcher", "history"))
+    app.router.add_post("/api/force_provider", lazy("api.switcher", "force_provider"))
+    app.router.add_post("/api/clear_forced", lazy("api.switcher", "clear_forced"))
+    app.router.add_post("/api/reset_quota", lazy("api.switcher", "reset_quota"))
     # seed 003
     tu = "/api/token-usage"
-    app.router.add_get(f"{tu}/summary", lazy("token_usage_api", "summary"))
-    app.router.add_get(f"{tu}/ai/{{ai_name}}", lazy("token_usage_api", "ai_usage"))
-    app.router.add_get(f"{tu}/provider-status", lazy("token_usage_api", "provider_status_all"))
+    app.router.add_get(f"{tu}/summary", lazy("api.token_usage", "summary"))
+    app.router.add_get(f"{tu}/ai/{{ai_name}}", lazy("api.token_usage", "ai_usage"))
+    app.router.add_get(f"{tu}/provider-status", lazy("api.token_usage", "provider_status_all"))
     app.router.add_get(
-        f"{tu}/provider-status/{{ai_name}}", lazy("token_usage_api", "provider_status")
+        f"{tu}/provider-status/{{ai_name}}", lazy("api.token_usage", "provider_status")
     )
-    app.router.add_get(f"{tu}/emergency-status", lazy("token_usage_api", "emergency_status"))
-    app.router.add_get(f"{tu}/alerts", lazy("token_usage_api", "alerts"))
-    app.router.add_post(f"{tu}/test-ai-call", lazy("token_usage_api", "test_ai_call"))
-    app.router.add_post(f"{tu}/reset/{{ai_name}}", lazy("token_usage_api", "reset"))
-    app.router.add_get(f"{tu}/history/{{ai_name}}", lazy("token_usage_api", "history"))
-    # seed 004 (issue 7): quality feedback, session summary, key × model statistics
-    app.router.add_post("/api/feedback", lazy("feedback_api", "feedback"))
-    app.router.add_get("/api/session-summary", lazy("feedback_api", "session_summary"))
-    app.router.add_get("/api/model-stats", lazy("feedback_api", "model_stats"))
+    app.router.add_get(f"{tu}/emergency-status", lazy("api.token_usage", "emergency_status"))
+    app.router.add_get(f"{tu}/alerts", lazy("api.token_usage", "alerts"))
+    app.router.add_post(f"{tu}/test-ai-call", lazy("api.token_usage", "test_ai_call"))
+    app.router.add_post(f"{tu}/reset/{{ai_name}}", lazy("api.token_usage", "reset"))
+    app.router.add_get(f"{tu}/history/{{ai_name}}", lazy("api.token_usage", "history"))
+    # seed 004: quality feedback, session summary, key × model statistics
+    app.router.add_post("/api/feedback", lazy("api.feedback", "feedback"))
+    app.router.add_get("/api/session-summary", lazy("api.feedback", "session_summary"))
+    app.router.add_get("/api/model-stats", lazy("api.feedback", "model_stats"))
     # administration
-    app.router.add_get("/api/agents", lazy("admin_api", "list_agents"))
-    app.router.add_post("/api/agents", lazy("admin_api", "create_agent"))
-    app.router.add_delete("/api/agents/{name}", lazy("admin_api", "delete_agent"))
-    app.router.add_get("/api/keys", lazy("admin_api", "list_keys"))
-    app.router.add_post("/api/keys/{key_id}/reveal", lazy("admin_api", "reveal_key"))
-    app.router.add_delete("/api/keys/{key_id}", lazy("admin_api", "delete_key"))
-    app.router.add_get("/api/alerts", lazy("admin_api", "list_alerts"))
-    app.router.add_get("/openapi.json", lazy("openapi", "openapi_json"))
-    app.router.add_get("/metrics", lazy("metrics_api", "metrics"))
-    # dashboard (issue 6): the page, its assets, its snapshot and live stream, key switches
+    app.router.add_get("/api/agents", lazy("api.admin", "list_agents"))
+    app.router.add_post("/api/agents", lazy("api.admin", "create_agent"))
+    app.router.add_delete("/api/agents/{name}", lazy("api.admin", "delete_agent"))
+    app.router.add_get("/api/keys", lazy("api.admin", "list_keys"))
+    app.router.add_post("/api/keys/{key_id}/reveal", lazy("api.admin", "reveal_key"))
+    app.router.add_delete("/api/keys/{key_id}", lazy("api.admin", "delete_key"))
+    app.router.add_get("/api/alerts", lazy("api.admin", "list_alerts"))
+    app.router.add_get("/openapi.json", lazy("api.openapi", "openapi_json"))
+    app.router.add_get("/metrics", lazy("api.metrics", "metrics"))
+    # dashboard: the page, its assets, its snapshot and live stream, key switches
     app.router.add_get("/", lazy("dashboard.page", "index"))
     app.router.add_get("/static/{name}", lazy("dashboard.page", "static_file"))
     app.router.add_get("/api/dashboard", lazy("dashboard.handlers", "snapshot"))

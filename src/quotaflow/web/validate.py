@@ -13,9 +13,9 @@ from aiohttp import web
 
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import Gateway
-from quotaflow.managed_keys import resolve_provider, unknown_provider
+from quotaflow.services.keys import resolve_provider, unknown_provider
 from quotaflow.web.body import read_json
-from quotaflow.web.keys import GATEWAY
+from quotaflow.web.state import GATEWAY
 
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
@@ -34,9 +34,14 @@ async def read_object(request: web.Request, *, optional: bool = False) -> dict[s
 
 
 def get_int(
-    body: dict[str, Any], name: str, *, lo: int, hi: int, default: int | None = None,
+    body: dict[str, Any],
+    name: str,
+    *,
+    lo: int,
+    hi: int,
+    default: int | None = None,
     required: bool = False,
-) -> int:  # fmt: skip
+) -> int:
     v = body.get(name)
     if v is None:
         if required or default is None:
@@ -52,9 +57,13 @@ def get_int(
 
 
 def get_str(
-    body: dict[str, Any], name: str, *, required: bool = False, max_len: int = 256,
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: bool = False,
+    max_len: int = 256,
     pattern: re.Pattern[str] | None = None,
-) -> str | None:  # fmt: skip
+) -> str | None:
     v = body.get(name)
     if v is None:
         if required:

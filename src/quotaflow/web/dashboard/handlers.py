@@ -11,12 +11,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from quotaflow.errors import BadRequest
-from quotaflow.key_states import set_key_state
-from quotaflow.management import Management
+from quotaflow.runtime import Runtime
+from quotaflow.services.keys import set_key_state
 from quotaflow.web.auth import require_admin, viewer_of
 from quotaflow.web.dashboard.hub import HUB
 from quotaflow.web.errors import json_response
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import RUNTIME
 from quotaflow.web.validate import path_name
 
 
@@ -26,7 +26,7 @@ async def snapshot(request: web.Request) -> web.Response:
     return json_response({"success": True, "viewer": viewer, **snap})
 
 
-def _known_key(mg: Management, request: web.Request) -> str:
+def _known_key(mg: Runtime, request: web.Request) -> str:
     key_id = path_name(request, "key_id")
     if key_id not in mg.gateway.keys:
         raise BadRequest(f"unknown key_id {key_id!r}", code="unknown_key")
@@ -36,7 +36,7 @@ def _known_key(mg: Management, request: web.Request) -> str:
 async def enable_key(request: web.Request) -> web.Response:
     """Route to the key again: clears a disable, an auth failure, a cooldown, an open circuit.
     Kept in the data folder, like ``quotaflow keys enable``."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     key_id = _known_key(mg, request)
     await set_key_state(mg.gateway, key_id, True)
@@ -45,7 +45,7 @@ async def enable_key(request: web.Request) -> web.Response:
 
 async def disable_key(request: web.Request) -> web.Response:
     """Stop routing to the key until it is enabled again (kept across a restart)."""
-    mg = request.app[MANAGEMENT]
+    mg = request.app[RUNTIME]
     require_admin(request)
     key_id = _known_key(mg, request)
     await set_key_state(mg.gateway, key_id, False)

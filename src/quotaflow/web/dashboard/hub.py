@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from quotaflow.management import Management
+from quotaflow.runtime import Runtime
 from quotaflow.storage.base import LedgerQuery
 from quotaflow.web.auth import viewer_of
-from quotaflow.web.keys import MANAGEMENT
+from quotaflow.web.state import RUNTIME
 
 if TYPE_CHECKING:  # the dashboard's modules load with its first request
     from quotaflow.web.dashboard.series import SeriesCache
@@ -39,7 +39,7 @@ RETRY_MS = 1000
 class Hub:
     """The latest dashboard snapshot, shared by every viewer (see the module docstring)."""
 
-    def __init__(self, mg: Management) -> None:
+    def __init__(self, mg: Runtime) -> None:
         self.mg = mg
         self._series: SeriesCache | None = None
         self.instance = os.urandom(6).hex()
@@ -120,7 +120,7 @@ HUB: web.AppKey[Hub] = web.AppKey("dashboard_hub", Hub)
 
 def install(app: web.Application) -> None:
     """Give the app its hub; on shutdown the hub ends every stream (so none holds it open)."""
-    hub = Hub(app[MANAGEMENT])
+    hub = Hub(app[RUNTIME])
     app[HUB] = hub
 
     async def on_shutdown(_: web.Application) -> None:

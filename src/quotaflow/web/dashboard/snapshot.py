@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from quotaflow import switcher
-from quotaflow.alerts import alert_json
 from quotaflow.engine.candidates import RequestFacts
 from quotaflow.engine.limits import state_of
 from quotaflow.gateway import CallContext, Gateway
-from quotaflow.management import Management
+from quotaflow.runtime import Runtime
+from quotaflow.services import status
+from quotaflow.services.alerts import alert_json
+from quotaflow.services.token_usage import emergency_status, measure_json, months_back
 from quotaflow.storage.base import LedgerQuery, LedgerRow
-from quotaflow.token_usage import emergency_status, measure_json, months_back
 from quotaflow.types import Measure
 from quotaflow.web.dashboard.series import SeriesCache
 
@@ -54,7 +54,7 @@ def health_json(gw: Gateway, key_id: str, now: float) -> dict[str, Any]:
 
 
 def providers_json(
-    mg: Management, rows: list[switcher.ProviderStatus], now: float
+    mg: Runtime, rows: list[status.ProviderStatus], now: float
 ) -> list[dict[str, Any]]:
     """Seed 000's provider rows, each key with its limits' states and its health."""
     gw = mg.gateway
@@ -74,7 +74,7 @@ def providers_json(
     return out
 
 
-def system_json(rows: list[switcher.ProviderStatus], gw: Gateway, now: float) -> dict[str, Any]:
+def system_json(rows: list[status.ProviderStatus], gw: Gateway, now: float) -> dict[str, Any]:
     keys = [k for r in rows for k in r.keys]
     total = sum(r.quota_total for r in rows)
     taken = sum(r.quota_used + r.reserved for r in rows)
@@ -85,7 +85,7 @@ def system_json(rows: list[switcher.ProviderStatus], gw: Gateway, now: float) ->
         "available_keys": sum(1 for k in keys if k.available),
         "overall_used_pct": round(taken / total * 100.0, 2) if total else 0.0,
         "forced_provider": gw.forced_provider,
-        "health": switcher.system_health(rows),
+        "health": status.system_health(rows),
         "strategy": gw.settings.strategy,
         "in_flight": gw.in_flight,
         "uptime_s": round(now - (gw.started_at or now), 1),
@@ -189,7 +189,7 @@ def log_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
     ]
 
 
-async def agents_json(mg: Management) -> list[dict[str, Any]]:
+async def agents_json(mg: Runtime) -> list[dict[str, Any]]:
     """Registered agents and those seen in the ledger this month: budgets and usage."""
     gw = mg.gateway
     s = gw.settings
@@ -204,7 +204,7 @@ async def agents_json(mg: Management) -> list[dict[str, Any]]:
         agent = registered.get(name)
         budgets = []
         for lim in agent.limits if agent else ():
-            d = switcher.limit_json(usages[lim.id])
+            d = status.limit_json(usages[lim.id])
             d["state"] = state_of(d["used_pct"] / 100.0, s.warning, s.critical).value
             budgets.append(d)
         out.append(
@@ -233,7 +233,7 @@ def alert_severity(kind: str, level: str) -> str:
         return "warning"
 
 
-async def alerts_json(mg: Management) -> dict[str, Any]:
+async def alerts_json(mg: Runtime) -> dict[str, Any]:
     """The recent alerts, and those still holding (their subject is still at that level)."""
     rows = await mg.alerts.recent(ALERT_ROWS)
     levels = await mg.store.alert_levels()
@@ -249,14 +249,12 @@ async def alerts_json(mg: Management) -> dict[str, Any]:
     return {"recent": recent, "active": active}
 
 
-async def build_snapshot(
-    mg: Management, series: SeriesCache, stamp: object = None
-) -> dict[str, Any]:
+async def build_snapshot(mg: Runtime, series: SeriesCache, stamp: object = None) -> dict[str, Any]:
     """Everything the dashboard shows, as of now; ``stamp`` changes with usage (it tells
     the forecast when to recompute)."""
     gw = mg.gateway
     now = gw.clock.now()
-    rows = await switcher.provider_statuses(gw)
+    rows = await status.provider_statuses(gw)
     emergency = await emergency_status(gw, mg.agents.all())
     system = system_json(rows, gw, now)
     system["emergency"] = {

@@ -1,0 +1,193 @@
+"""Alerts: each crossing recorded once, listed by the API.
+
+Watched: every limit (keys, providers, routes, global, agents) against the levels of
+``settings.alert_levels`` (seed 002: 75 / 90 / 95 %, of committed use); a key disabled
+(auth failure); a provider failing (a key's circuit open); all keys exhausted. A subject's
+last level is persisted, so a level that holds is never reported twice, not even across a
+restart; when usage falls back (a reset, a new window) the next crossing is reported again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from quotaflow.config.describe import limit_alert
+from quotaflow.engine import health as hl
+from quotaflow.engine.limits import Limit
+from quotaflow.gateway import Gateway
+from quotaflow.storage.management import AlertRow, ManagementStore
+
+LimitsSource = Callable[[], list[Limit]]
+RECOVERED = "recovered"  # the level an alert's subject is reported at when it ends
+# What the operator can do about each alert, printed with its warning.
+HINTS = {
+    "limit": "requests move to keys with headroom; raise the limit or add a key if it keeps filling",
+    "key_depleted": "the provider says this key's quota is used up; it is skipped until it resets",
+    "key_disabled": "the provider refused the key: replace its secret, then enable it again",
+    "provider_failing": "requests fall back to other providers; check the provider's status",
+    "all_exhausted": "requests get 429 until a window frees: add a key or raise a limit",
+}
+log = logging.getLogger("quotaflow.events")
+
+
+def _until(at: float | None) -> str:
+    if at is None or at == float("inf"):
+        return "it is reset"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
+def _pct(level: float) -> str:
+    return f"{level * 100:g}%"
+
+
+class AlertMonitor:
+    """Compares the engine's state with the last recorded levels and records crossings."""
+
+    def __init__(
+        self,
+        gw: Gateway,
+        store: ManagementStore,
+        extra_limits: LimitsSource,
+        on_alert: Callable[[AlertRow], Awaitable[object]] | None = None,
+    ) -> None:
+        self.gw = gw
+        self.store = store
+        self.extra_limits = extra_limits
+        self.on_alert = on_alert
+        self.levels = sorted(gw.settings.alert_levels)
+        self._state: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        self._state = await self.store.alert_levels()
+
+    async def check(self) -> list[AlertRow]:
+        """Record every new crossing since the last check; returns the new alerts."""
+        async with self._lock:
+            out: list[AlertRow] = []
+            await self._limits(out)
+            await self._keys(out)
+            return out
+
+    async def _transition(
+        self, out: list[AlertRow], subject: str, value: float, kind: str, label: str, message: str
+    ) -> None:
+        prev = self._state.get(subject, 0.0)
+        if value == prev:
+            return
+        self._state[subject] = value
+        if value > prev:
+            row = AlertRow(self.gw.clock.now(), kind, subject, label, message)
+            await self.store.add_alert(row, value)
+            out.append(row)
+            log.warning(
+                message,
+                extra={
+                    "fields": {
+                        "event": kind,
+                        "subject": subject,
+                        "level": label,
+                        "hint": HINTS.get(kind, ""),
+                    }
+                },
+            )
+        else:
+            await self.store.set_alert_level(subject, value)
+            if value > 0:
+                return
+            row = AlertRow(self.gw.clock.now(), kind, subject, RECOVERED, f"{subject} recovered")
+            log.info(row.message, extra={"fields": {"event": "recovered", "subject": subject}})
+        if self.on_alert is not None:
+            await self.on_alert(row)
+
+    async def _limits(self, out: list[AlertRow]) -> None:
+        limits = {lim.id: lim for lim in (*self.gw.all_limits(), *self.extra_limits())}
+        usages = await self.gw.counters.snapshot(limits.values(), self.gw.clock.now())
+        for lim_id, u in usages.items():
+            amount = u.limit.amount
+            share = u.used / amount if amount > 0 else 0.0
+            reached = max((lv for lv in self.levels if share >= lv), default=0.0)
+            message = limit_alert(u.limit, reached, u.used, self.gw.keys)
+            await self._transition(out, lim_id, reached, "limit", _pct(reached), message)
+
+    async def _keys(self, out: list[AlertRow]) -> None:
+        gw = self.gw
+        now = gw.clock.now()
+        usable = 0
+        failing: dict[str, str] = {}
+        for k in gw.keys.values():
+            h = gw.health.setdefault(k.id, hl.Health())
+            invalid = hl.is_invalid(h)
+            dead = 1.0 if h.disabled_reason and not invalid else 0.0
+            title = f"{k.provider} key {k.label}"
+            message = f"{title} disabled: {h.disabled_reason}"
+            await self._transition(
+                out, f"key:{k.id}#disabled", dead, "key_disabled", "error", message
+            )
+            empty = 1.0 if h.depleted_until is not None and h.depleted_until > now else 0.0
+            message = f"{title} has no quota left until {_until(h.depleted_until)}"
+            await self._transition(
+                out, f"key:{k.id}#depleted", empty, "key_depleted", "100%", message
+            )
+            why = (h.disabled_reason or "").removeprefix(hl.INVALID_PREFIX)
+            message = f"{k.provider} key {k.label} is invalid (the provider rejected it): {why}"
+            flag = 1.0 if invalid else 0.0
+            await self._transition(
+                out, f"key:{k.id}#invalid", flag, "key_invalid", "error", message
+            )
+            if h.circuit != "closed" or h.consecutive_failures >= gw.settings.failure_threshold:
+                failing.setdefault(
+                    k.provider, h.last_error_message or h.last_error_kind or "errors"
+                )
+            if k.enabled and hl.unavailable_reason(h, now) is None:
+                usable += 1
+        for p in gw.config.providers:
+            bad = 1.0 if p in failing else 0.0
+            await self._transition(
+                out,
+                f"provider:{p}#failing",
+                bad,
+                "provider_failing",
+                "error",
+                f"provider {p} is failing: {failing.get(p, '')}",
+            )
+        exhausted = 1.0 if gw.keys and usable == 0 else 0.0
+        if gw.keys and usable:
+            exhausted = 1.0 if await self._all_full() else 0.0
+        await self._transition(
+            out,
+            "all_keys#exhausted",
+            exhausted,
+            "all_exhausted",
+            "critical",
+            "all keys are exhausted or unavailable: no request can be served",
+        )
+
+    async def _all_full(self) -> bool:
+        """True when every key has a limit with nothing left (committed use)."""
+        gw = self.gw
+        limits = [lim for k in gw.keys.values() for lim in k.limits]
+        usages = await gw.counters.snapshot(limits, gw.clock.now())
+        for k in gw.keys.values():
+            if not any(usages[lim.id].used >= lim.amount for lim in k.limits):
+                return False
+        return True
+
+    async def recent(self, limit: int = 100) -> list[AlertRow]:
+        return await self.store.list_alerts(limit)
+
+
+def alert_json(a: AlertRow) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "timestamp": datetime.fromtimestamp(a.ts, UTC).isoformat(),
+        "kind": a.kind,
+        "subject": a.subject,
+        "level": a.level,
+        "message": a.message,
+    }

@@ -1,0 +1,406 @@
+"""Counters shared by several replicas, in Redis: one atomic Lua script per operation.
+
+Semantics are those of :class:`~quotaflow.storage.counters.memory.MemoryCounterStore` (a reserve over
+several limits is all or nothing, a settle commits into the window the reservation was booked
+in, a rolling window forgets its events), with the window arithmetic (time zones, DST, month
+lengths) done here in Python and handed to the scripts as arguments. Keys::
+
+    <prefix>epoch                       the counters' generation; absent = not loaded
+    <prefix>b:<limit id>@<window start> one limit's window {used, reserved} (+ :h :a :e)
+    <prefix>r:<reservation id>          a reservation: its holds, to settle or release
+
+Calendar windows expire by themselves an hour after they end; ``once`` windows never.
+
+Faults (see docs/scale-out.md): when Redis is unreachable or has lost its data (no
+``epoch``), :meth:`reserve` and :meth:`snapshot` raise :class:`~quotaflow.errors.Unavailable`
+(503: fail closed, nothing overshoots). Settles and releases that fail are logged, never
+raised: the hold they could not close stays booked and is charged at its worst case when it
+expires, so usage is over- rather than under-counted. A failed :meth:`charge` is retried
+until it lands. When Redis is back without data, one replica (under a lock) reloads every
+limit from the ledger — pending rows at their worst case — and the others resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import os
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from quotaflow.clock import Clock, SystemClock
+from quotaflow.engine.limits import Limit, LimitUsage
+from quotaflow.engine.reservation import Claim, fits
+from quotaflow.engine.windows import next_reset, window_start
+from quotaflow.errors import Unavailable
+from quotaflow.storage.base import ReserveOutcome
+from quotaflow.storage.counters.rebuild import LedgerSource, ledger_window
+from quotaflow.types import Measure
+
+log = logging.getLogger("quotaflow.storage.counters.redis")
+
+WINDOW_GRACE_S = 3600  # a calendar window's keys live this long after it ends
+REBUILD_GRACE_S = 0.5  # in-flight ledger journals land before a rebuild reads the ledger
+RELOAD_LOCK_S = 60.0  # a reload that takes longer lets another replica start over
+RELOAD_WAIT_S = RELOAD_LOCK_S  # a starting replica waits at most this for another's reload
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class CountersUnavailable(Unavailable):
+    """The shared counters cannot be read or booked: requests fail closed (503)."""
+
+    code = "counters_unavailable"
+
+
+def _script(name: str) -> str:
+    folder = resources.files("quotaflow.storage.counters") / "lua"
+    common = (folder / "common.lua").read_text(encoding="utf-8")
+    return common + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class _Script(Protocol):
+    async def __call__(self, keys: Sequence[Any] = ..., args: Sequence[Any] = ...) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    key: str
+    w: float  # rolling seconds; 0 for calendar and once windows
+    ttl: int  # seconds the keys live; 0: forever
+    end: float | None  # calendar: when the window resets
+
+
+class RedisCounterStore:
+    """:class:`~quotaflow.storage.base.CounterStore` in Redis, shared by every replica.
+
+    ``hold_ttl_s``: how long a reservation made without a ttl (a proxied request) holds before
+    it is charged at its worst case (its replica died); a live request settles it anyway.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        tz: ZoneInfo,
+        *,
+        prefix: str = "qf:",
+        hold_ttl_s: float = 300.0,
+        clock: Clock | None = None,
+        timeout_s: float = 2.0,
+        max_connections: int = 32,
+    ) -> None:
+        self.url = url
+        self._tz = tz
+        self.prefix = prefix
+        self.hold_ttl_s = hold_ttl_s
+        self._clock = clock or SystemClock()
+        # A bounded pool: a burst of requests queues for a connection instead of opening one
+        # each (and a dead Redis is noticed within ``timeout_s``).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=5,
+            decode_responses=True,
+        )
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool with it
+        self._epoch_key = f"{prefix}epoch"
+        self._tag = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+        self._scripts: dict[str, _Script] = {
+            n: self._redis.register_script(_script(n))
+            for n in ("reserve", "settle", "release", "snapshot", "charge", "reset", "load")
+        }
+        self._unsent: list[tuple[list[Limit], Measure, float]] = []  # charges to retry
+        self._source: LedgerSource | None = None
+        self._down = False
+        self._recovery: asyncio.Task[None] | None = None
+        self.rebuilds = 0  # how many times this replica reloaded the counters
+        self.on_alert: Callable[[str, str], None] | None = None  # (subject, message)
+
+    # -- window arithmetic (Python owns time zones, DST and month lengths) ------------------
+    def _bucket(self, lim: Limit, now: float) -> _Bucket:
+        w = lim.window
+        if w.kind == "rolling":
+            ttl = math.ceil(w.seconds + self.hold_ttl_s) + WINDOW_GRACE_S
+            return _Bucket(f"{self.prefix}b:{lim.id}@roll", w.seconds, ttl, None)
+        if w.kind == "once":
+            return _Bucket(f"{self.prefix}b:{lim.id}@once", 0.0, 0, None)
+        start = window_start(now, w, self._tz)
+        end = next_reset(now, w, self._tz)
+        assert end is not None  # calendar windows end
+        ttl = max(math.ceil(end - now), 1) + WINDOW_GRACE_S
+        return _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, ttl, end)
+
+    @staticmethod
+    def _usage(lim: Limit, b: _Bucket, used: str, reserved: str, first: str) -> LimitUsage:
+        f = float(first)
+        if b.w > 0:
+            return LimitUsage(lim, float(used), float(reserved), None, f + b.w if f >= 0 else None)
+        return LimitUsage(lim, float(used), float(reserved), b.end, b.end)
+
+    # -- calling the scripts ---------------------------------------------------------------
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            result = await self._scripts[name](keys=keys, args=args)
+        except ResponseError as exc:
+            if "QF_NOINIT" in str(exc):
+                self._mark_down("Redis has no counters (restarted without data?)")
+                raise CountersUnavailable(
+                    "The shared counters are being reloaded from the ledger; retry shortly.",
+                    headers={"retry-after": "1"},
+                ) from None
+            raise
+        except _DOWN as exc:
+            self._mark_down(f"Redis unreachable: {exc}")
+            raise CountersUnavailable(
+                "The shared counters (Redis) are unreachable; requests fail closed until "
+                "they are back.",
+                headers={"retry-after": "1"},
+            ) from None
+        return result
+
+    def _mark_down(self, why: str) -> None:
+        if not self._down:
+            log.warning("counters unavailable: %s", why)
+            if self.on_alert is not None:
+                self.on_alert("counters", f"counters unavailable: {why}")
+        self._down = True
+        self._start_recovery()
+
+    # -- CounterStore ----------------------------------------------------------------------
+    async def reserve(
+        self, claims: Sequence[Claim], now: float, ttl_s: float | None = None
+    ) -> ReserveOutcome:
+        merged: dict[str, Claim] = {}
+        for c in claims:  # one hold per limit: the same limit twice books the sum
+            old = merged.get(c.limit.id)
+            merged[c.limit.id] = c if old is None else Claim(c.limit, old.amount + c.amount)
+        claims = list(merged.values())
+        rid = f"{self._tag}-{next(self._ids):x}"
+        hold = self.hold_ttl_s if ttl_s is None else ttl_s
+        mode = "c" if ttl_s is None else "r"
+        buckets = [self._bucket(c.limit, now) for c in claims]
+        args: list[Any] = [repr(now), repr(now + hold), mode, math.ceil(hold * 2 + 3600), rid]
+        for c, b in zip(claims, buckets, strict=True):
+            args += [repr(b.w), b.ttl, repr(c.amount), repr(c.limit.amount), c.limit.metric]
+        keys = [self._epoch_key, f"{self.prefix}r:{rid}", *(b.key for b in buckets)]
+        out = await self._run("reserve", keys, args)
+        if int(out[0]) == 1:
+            return ReserveOutcome(rid)
+        usages = {
+            c.limit.id: self._usage(c.limit, b, *out[1 + 3 * i : 4 + 3 * i])
+            for i, (c, b) in enumerate(zip(claims, buckets, strict=True))
+        }
+        short = fits(claims, usages)
+        if short is None:  # only float noise separates the script's check from ours
+            short = fits([Claim(c.limit, c.amount + 1e-6) for c in claims], usages)
+        return ReserveOutcome(None, short)
+
+    async def settle(self, reservation_id: str, actual: Measure, now: float) -> None:
+        args = [repr(now), repr(actual.tokens), repr(actual.requests), repr(actual.cost)]
+        await self._close("settle", reservation_id, args)
+
+    async def release(self, reservation_id: str) -> None:
+        await self._close("release", reservation_id, [repr(self._clock.now())])
+
+    async def _close(self, op: str, rid: str, args: list[Any]) -> None:
+        keys = [self._epoch_key, f"{self.prefix}r:{rid}"]
+        try:
+            await self._run(op, keys, args)
+        except CountersUnavailable:
+            # The hold stays and is charged at its worst case when it expires (or the counters
+            # are reloaded from the ledger): over-counted, never under-counted.
+            log.warning("could not %s reservation %s: it stays booked", op, rid)
+
+    async def snapshot(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage]:
+        limits = list({lim.id: lim for lim in limits}.values())
+        if not limits:
+            return {}
+        buckets = [self._bucket(lim, now) for lim in limits]
+        out = await self._run(
+            "snapshot",
+            [self._epoch_key, *(b.key for b in buckets)],
+            [repr(now), *(repr(b.w) for b in buckets)],
+        )
+        return {
+            lim.id: self._usage(lim, b, *out[3 * i : 3 * i + 3])
+            for i, (lim, b) in enumerate(zip(limits, buckets, strict=True))
+        }
+
+    async def reset(self, limits: Collection[Limit], now: float) -> None:
+        buckets = [self._bucket(lim, now) for lim in limits]
+        if buckets:
+            await self._run(
+                "reset",
+                [self._epoch_key, *(b.key for b in buckets)],
+                [repr(now), *(repr(b.w) for b in buckets)],
+            )
+
+    async def charge(
+        self, limits: Collection[Limit], actual: Measure, at: float, now: float
+    ) -> None:
+        try:
+            await self._charge(list(limits), actual, at, now)
+        except CountersUnavailable:
+            # The ledger already holds this usage; book it when Redis is back.
+            self._unsent.append((list(limits), actual, at))
+
+    async def _charge(self, limits: list[Limit], actual: Measure, at: float, now: float) -> None:
+        keys = [self._epoch_key]
+        args: list[Any] = [repr(now), repr(at), f"{self._tag}-c{next(self._ids):x}"]
+        for lim in limits:
+            b = self._bucket(lim, now)
+            if b.end is not None:  # calendar: only usage inside the current window counts
+                start = window_start(now, lim.window, self._tz)
+                if not start <= at < b.end:
+                    continue
+            keys.append(b.key)
+            args += [repr(b.w), b.ttl, repr(actual.of(lim.metric))]
+        if len(keys) > 1:
+            await self._run("charge", keys, args)
+
+    # -- loading from the ledger -----------------------------------------------------------
+    async def is_loaded(self) -> bool:
+        """True when Redis holds counters loaded from the ledger (raises when unreachable)."""
+        try:
+            return bool(await self._redis.exists(self._epoch_key))
+        except _DOWN as exc:
+            raise CountersUnavailable(f"Redis unreachable: {exc}") from None
+
+    async def attach(self, source: LedgerSource) -> None:
+        """Use ``source`` to reload the counters whenever Redis comes back without them; load
+        them now if Redis is empty (the first replica to start)."""
+        self._source = source
+        try:
+            if not await self.is_loaded() and not await self.rebuild(source):
+                await self._await_reload(RELOAD_WAIT_S)
+        except (CountersUnavailable, RedisError) as exc:
+            self._mark_down(str(exc))
+
+    async def _await_reload(self, wait_s: float) -> None:
+        """Wait (bounded) for the replica that holds the reload lock to finish loading the
+        counters; past the bound, come up failing closed and let recovery take over."""
+        log.warning(
+            "another replica is loading the shared counters from the ledger; "
+            "waiting up to %gs for it",
+            wait_s,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not await self.is_loaded():
+            if loop.time() >= deadline:
+                self._mark_down(f"the counters were not loaded within {wait_s:g}s")
+                return
+            await asyncio.sleep(0.1)
+        log.warning("shared counters loaded by another replica")
+
+    async def rebuild(self, source: LedgerSource, *, lock_s: float = RELOAD_LOCK_S) -> bool:
+        """Reload every limit from the ledger; False if another replica is already at it.
+
+        New reservations fail closed (503) from the moment the epoch is removed until the
+        reload is done; pending ledger rows are counted at their reserved worst case, so an
+        attempt in flight cannot slip past its limits.
+        """
+        lock = f"{self.prefix}rebuild-lock"
+        token = f"{self._tag}-{next(self._ids)}"
+        if not await self._redis.set(lock, token, nx=True, px=int(lock_s * 1000)):
+            return False
+        try:
+            await self._redis.delete(self._epoch_key)
+            await asyncio.sleep(REBUILD_GRACE_S)
+            await self._wipe()
+            now = self._clock.now()
+            for lim in source.all():
+                await self._load(lim, source.ledger, now)
+            await self._redis.set(self._epoch_key, token)
+            self.rebuilds += 1
+            log.warning("counters reloaded from the ledger (%d limits)", len(source.all()))
+        finally:
+            if await self._redis.get(lock) == token:
+                await self._redis.delete(lock)
+        return True
+
+    async def _wipe(self) -> None:
+        for pattern in (f"{self.prefix}b:*", f"{self.prefix}r:*"):
+            batch: list[str] = []
+            async for key in self._redis.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await self._redis.unlink(*batch)
+                    batch = []
+            if batch:
+                await self._redis.unlink(*batch)
+
+    async def _load(self, lim: Limit, ledger: Any, now: float, *, if_absent: bool = False) -> None:
+        b = self._bucket(lim, now)
+        total, events = await ledger_window(ledger, lim, now, self._tz)
+        args: list[Any] = [repr(b.w), b.ttl, repr(total.of(lim.metric)), f"{self._tag}-l"]
+        args.append("1" if if_absent else "0")
+        for at, m in events:
+            args += [repr(at), repr(m.of(lim.metric))]
+        await self._scripts["load"](keys=[b.key, self._epoch_key], args=args)
+
+    async def adopt(self, limits: Collection[Limit], ledger: Any, now: float) -> None:
+        """Load limits this replica starts to enforce (an agent's budgets, a new key) from the
+        ledger, unless their window is already live in Redis: the ledger is never added to
+        counters twice, whichever replicas adopt the same limit."""
+        if self._source is not None:
+            self._source.extra.update((lim.id, lim) for lim in limits)
+        try:
+            for lim in limits:
+                await self._load(lim, ledger, now, if_absent=True)
+        except _DOWN as exc:
+            self._mark_down(f"Redis unreachable: {exc}")
+
+    # -- recovery --------------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        return not self._down
+
+    def _start_recovery(self) -> None:
+        if self._recovery is None or self._recovery.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to recover yet
+                self._recovery = asyncio.get_running_loop().create_task(
+                    self._recover(), name="quotaflow-counters-recovery"
+                )
+
+    async def _recover(self, interval_s: float = 0.25) -> None:
+        while self._down:
+            try:
+                if await self._redis.exists(self._epoch_key):
+                    while self._unsent:
+                        limits, m, at = self._unsent[0]
+                        await self._charge(limits, m, at, self._clock.now())
+                        self._unsent.pop(0)
+                    self._down = False
+                    log.warning("counters available again")
+                    if self.on_alert is not None:
+                        self.on_alert("counters", "counters available again")
+                    return
+                if self._source is not None:
+                    await self.rebuild(self._source)
+            except (RedisError, OSError, CountersUnavailable) as exc:
+                log.debug("counters still unavailable: %s", exc)
+            await asyncio.sleep(interval_s)
+
+    async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+        await self._redis.aclose()

@@ -1,0 +1,1 @@
+"""Ledger stores: SQLite (embedded) and PostgreSQL (shared), on one SQL base."""

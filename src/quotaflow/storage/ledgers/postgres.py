@@ -1,0 +1,383 @@
+"""The ledger of scaled-out replicas (and their keys, agents, settings, alerts): PostgreSQL.
+
+It implements the same methods as :class:`~quotaflow.storage.ledgers.sqlite.SqliteLedger`, with the
+same group commit: writes are queued and one writer task commits everything queued so far
+in one transaction; each caller's ``await`` returns only after that COMMIT, so a response
+is released only once its row is durable.
+
+Several replicas share the database. Each row records the ``replica`` that journaled it;
+:meth:`settle_crashed` settles only this replica's pending rows, or anyone's older than
+``stale_after_s`` (their replica died and never came back). Schema migrations
+(``migrations/postgres/NNN_*.sql``) run at :meth:`open` under a PostgreSQL advisory lock, so two
+replicas starting at once apply each exactly once.
+
+Faults: when PostgreSQL is unreachable every write and read raises
+:class:`~quotaflow.errors.Unavailable` (503); the connection pool reconnects by itself when
+the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from quotaflow.clock import Clock, SystemClock
+from quotaflow.storage.base import (
+    SLOT_S,
+    LedgerRow,
+    LedgerUnavailable,
+)
+from quotaflow.storage.ledgers.sql import COLUMNS, SqlLedger, scope_condition
+from quotaflow.storage.outbox import SqlOutbox
+from quotaflow.types import Measure
+
+log = logging.getLogger("quotaflow.storage.ledgers.postgres")
+
+MIGRATION_LOCK = 0x71666C6F77  # "qflow": the advisory lock migrations run under
+ID_BLOCK = 64  # ids a replica takes at once (the sequence increments by this much)
+_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.ConnectionFailureError,
+)
+
+_INSERT = (
+    f"INSERT INTO ledger ({COLUMNS}, replica) VALUES ({', '.join(f'${i}' for i in range(1, 28))})"
+)
+_FINISH = (
+    "UPDATE ledger SET prompt_tokens=$1, completion_tokens=$2, cached_tokens=$3, "
+    "total_tokens=$4, requests=$5, cost_usd=$6, latency_ms=$7, ttfb_ms=$8, status=$9, "
+    "error_kind=$10, http_status=$11, estimated=$12, detail=$13 WHERE id=$14"
+)
+
+
+def pg(sql: str) -> str:
+    """SQLite-style ``?`` placeholders → PostgreSQL's ``$1, $2, …``."""
+    n = 0
+
+    def number(_: re.Match[str]) -> str:
+        nonlocal n
+        n += 1
+        return f"${n}"
+
+    return re.sub(r"\?", number, sql)
+
+
+def _migrations() -> list[tuple[str, str]]:
+    folder = resources.files("quotaflow.storage.ledgers") / "migrations" / "postgres"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(n, (folder / n).read_text(encoding="utf-8")) for n in names]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not applied yet, under an advisory lock; returns their names."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for name, sql in _migrations():
+            if name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", name)
+            applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied
+
+
+_Op = tuple[str, tuple[Any, ...], "asyncio.Future[None]"]
+
+
+_BUMP = (
+    "INSERT INTO settings (name, value) VALUES ($1, '1') ON CONFLICT (name) "
+    "DO UPDATE SET value = (COALESCE(settings.value, '0')::bigint + 1)::text"
+)
+
+
+class PostgresLedger(SqlOutbox, SqlLedger):
+    """:class:`~quotaflow.storage.base.LedgerStore` (and ManagementStore, StatsStore) in
+    PostgreSQL, shared by every replica. ``replica_id`` must be stable across restarts of
+    the same replica (it settles its own crashed rows at start)."""
+
+    shared = True  # every replica reads and writes the same management state
+    SLOT_SQL = f"FLOOR(ts / {SLOT_S:g}) * {SLOT_S:g}"
+    BUMP_SQL = _BUMP
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        replica_id: str,
+        clock: Clock | None = None,
+        stale_after_s: float = 900.0,
+        pool_size: int = 8,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.dsn = dsn
+        self.replica_id = replica_id
+        self._clock = clock or SystemClock()
+        self.stale_after_s = stale_after_s
+        self._pool_size = pool_size
+        self._timeout_s = timeout_s
+        self._pool: asyncpg.Pool | None = None
+        self._pending: list[_Op] = []
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        # Told each group commit's duration (the metrics' ledger commit histogram).
+        self.on_commit: Callable[[float], None] | None = None
+        self._ids: list[int] = []
+        self._id_lock = asyncio.Lock()
+        self.applied_migrations: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._timeout_s,
+                command_timeout=self._timeout_s,
+            )
+            async with self._pool.acquire() as conn:
+                self.applied_migrations = await migrate(conn)
+        except _DOWN as exc:
+            raise LedgerUnavailable(f"PostgreSQL is unreachable: {exc}") from None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="quotaflow-pg-writer")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        if self._pool is not None:
+            try:  # a graceful close waits for connections; a cut one must not hang shutdown
+                await asyncio.wait_for(self._pool.close(), self._timeout_s * 2)
+            except _DOWN:  # asyncio.TimeoutError (in _DOWN) is TimeoutError
+                self._pool.terminate()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("ledger is not open")
+        return self._pool
+
+    # -- group commit ----------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0)  # let requests woken in the same turn join this batch
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                t0 = time.perf_counter()
+                await self._commit(batch)
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - t0)
+            if self._closing and not self._pending:
+                return
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        # Inserts and finishes commute within a batch (a finish is submitted only after its
+        # insert committed); other statements run first, in the order they came.
+        inserts = [p for sql, p, _ in batch if sql is _INSERT]
+        finishes = [p for sql, p, _ in batch if sql is _FINISH]
+        error: BaseException | None = None
+
+        async def write() -> None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                for sql, params, _ in batch:
+                    if sql is not _INSERT and sql is not _FINISH:
+                        await conn.execute(sql, *params)
+                if inserts:
+                    await conn.executemany(_INSERT, inserts)
+                if finishes:
+                    await conn.executemany(_FINISH, finishes)
+
+        try:
+            # Bounded: a connection cut mid-way (a restart) must end in an error, never a hang.
+            await asyncio.wait_for(write(), self._timeout_s * 2)
+        except _DOWN as exc:
+            log.warning("ledger batch of %d not committed: %s", len(batch), exc)
+            error = LedgerUnavailable(
+                "The ledger (PostgreSQL) is unreachable; requests fail closed until it is back.",
+                headers={"retry-after": "1"},
+            )
+        except asyncpg.PostgresError as exc:
+            error = exc
+        except Exception as exc:  # anything else must still answer every waiting request
+            log.exception("ledger batch of %d failed", len(batch))
+            error = LedgerUnavailable(f"The ledger (PostgreSQL) failed: {type(exc).__name__}")
+        for *_, fut in batch:
+            if not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+    def _dialect_sql(self, sql: str) -> str:
+        return pg(sql)
+
+    @property
+    def queue_depth(self) -> int:
+        """Writes waiting for the next group commit."""
+        return len(self._pending)
+
+    def _submit(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
+        if self._wake is None or self._closing:
+            raise RuntimeError("ledger is not open")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((sql, params, fut))
+        self._wake.set()
+        return fut
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
+        return self._submit(pg(sql), params)
+
+    def _upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        update = ", ".join(f"{c}=EXCLUDED.{c}" for c in columns if c not in key)
+        marks = ", ".join("?" for _ in columns)
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {update}"
+        )
+
+    def _insert_new(self, table: str, columns: Sequence[str], key: str) -> str:
+        marks = ", ".join("?" for _ in columns)
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
+
+    async def _next_id(self) -> int:
+        if not self._ids:
+            async with self._id_lock:
+                if not self._ids:
+                    start = await self._val("SELECT nextval('ledger_ids')")
+                    self._ids = list(range(int(start) + ID_BLOCK - 1, int(start) - 1, -1))
+        return self._ids.pop()
+
+    # -- reads -----------------------------------------------------------------------------
+    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query (``?`` placeholders)."""
+        try:
+            rows = await asyncio.wait_for(self.pool.fetch(pg(sql), *params), self._timeout_s * 2)
+        except _DOWN as exc:
+            raise LedgerUnavailable(f"PostgreSQL is unreachable: {exc}") from None
+        return [tuple(r) for r in rows]
+
+    async def _val(self, sql: str, *params: Any) -> Any:
+        rows = await self.fetch(sql, params)
+        return rows[0][0] if rows else None
+
+    # -- LedgerStore -----------------------------------------------------------------------
+    def _insert_params(self, r: LedgerRow) -> tuple[Any, ...]:
+        return (
+            r.id,
+            r.request_id,
+            r.attempt,
+            r.ts,
+            r.agent,
+            r.route,
+            r.provider,
+            r.key_id,
+            r.model,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cached_tokens,
+            r.total_tokens,
+            r.requests,
+            r.cost_usd,
+            r.latency_ms,
+            r.ttfb_ms,
+            r.status,
+            r.error_kind,
+            r.http_status,
+            r.estimated,
+            r.stream,
+            r.reserved_tokens,
+            float(r.extra.get("reserved_cost", 0.0)),
+            r.source,
+            r.detail,
+            self.replica_id,
+        )
+
+    async def begin(self, row: LedgerRow) -> int:
+        row.id = await self._next_id()
+        await self._submit(_INSERT, self._insert_params(row))
+        return row.id
+
+    async def finish(self, row: LedgerRow) -> None:
+        await self._submit(
+            _FINISH,
+            (
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cached_tokens,
+                row.total_tokens,
+                row.requests,
+                row.cost_usd,
+                row.latency_ms,
+                row.ttfb_ms,
+                row.status,
+                row.error_kind,
+                row.http_status,
+                row.estimated,
+                row.detail,
+                row.id,
+            ),
+        )
+
+    async def append(self, rows: Sequence[LedgerRow]) -> None:
+        futs = []
+        for r in rows:
+            r.id = await self._next_id()
+            futs.append(self._submit(_INSERT, self._insert_params(r)))
+        if futs:
+            await asyncio.gather(*futs)
+
+    async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
+        """Attempts of a scope still in flight (any replica), at their reserved worst case."""
+        cond, params = scope_condition(scope)
+        start = await self._since(scope, since)
+        sql = (
+            f"SELECT ts, reserved_tokens, reserved_cost FROM ledger WHERE {cond} AND ts>=? "
+            "AND status='pending' ORDER BY ts"
+        )
+        rows = await self.fetch(sql, (*params, start))
+        return [(float(ts), Measure(float(t), 1.0, float(c))) for ts, t, c in rows]
+
+    async def settle_crashed(self) -> int:
+        """Settle, at their reserved worst case, the pending rows of this replica (it crashed
+        with them in flight) and those of any replica older than ``stale_after_s``."""
+        try:
+            status = await self.pool.execute(
+                "UPDATE ledger SET status='crashed', estimated=TRUE, requests=1, "
+                "total_tokens=reserved_tokens, cost_usd=reserved_cost, "
+                "detail='left pending by a crash; charged at its reserved worst case' "
+                "WHERE status='pending' AND (replica=$1 OR ts<$2)",
+                self.replica_id,
+                self._clock.now() - self.stale_after_s,
+            )
+        except _DOWN as exc:
+            raise LedgerUnavailable(f"PostgreSQL is unreachable: {exc}") from None
+        return int(str(status).rsplit(" ", 1)[-1])

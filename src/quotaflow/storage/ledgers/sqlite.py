@@ -1,0 +1,407 @@
+"""The embedded ledger: SQLite in WAL mode with group commit.
+
+Writes are queued and a single writer task commits everything queued so far in one
+transaction; each caller's ``await`` returns only after the transaction holding its row
+has committed. With ``synchronous=NORMAL`` a commit is a write to the WAL file, so a
+``kill -9`` of the process loses nothing that was committed (power loss may lose the
+last transactions; set ``synchronous: full`` in the config to rule that out too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from quotaflow.errors import StorageUnusable
+from quotaflow.storage.base import (
+    SLOT_S,
+    LedgerRow,
+    LedgerUnavailable,
+)
+from quotaflow.storage.files import private_file, private_folder
+from quotaflow.storage.ledgers.sql import SqlLedger
+from quotaflow.storage.outbox import SqlOutbox
+from quotaflow.types import Measure
+
+log = logging.getLogger("quotaflow.storage.ledgers.sqlite")
+
+# Primary result codes of writes that fail for a while and then succeed again on their own
+# (space freed, a lock released, the device back or remounted read-write): SQLITE_BUSY,
+# SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL.
+_TRANSIENT = frozenset({5, 6, 8, 10, 13})
+
+_BUMP = (
+    "INSERT INTO settings (name, value) VALUES (?, '1') ON CONFLICT (name) "
+    "DO UPDATE SET value = CAST(COALESCE(settings.value, '0') AS INTEGER) + 1"
+)
+
+# Binding a None costs the sqlite3 module about ten times what binding a number does (it
+# looks for an adapter every time), and most nullable columns of a ledger row are NULL. So
+# NULLs are written as SQL, not bound: an insert leaves those columns out (their default is
+# NULL), a finish sets ``col=NULL``; one statement per pattern of NULLs, all made here.
+_NULLABLE = ("latency_ms", "ttfb_ms", "error_kind", "http_status", "detail")
+_INSERT_COLUMNS = (
+    "request_id",
+    "attempt",
+    "ts",
+    "agent",
+    "route",
+    "provider",
+    "key_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "requests",
+    "cost_usd",
+    "status",
+    "estimated",
+    "stream",
+    "reserved_tokens",
+    "reserved_cost",
+    "source",
+)
+_FINISH_COLUMNS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "requests",
+    "cost_usd",
+    "status",
+    "estimated",
+)
+_NullPattern = tuple[bool, bool, bool, bool, bool]  # which of _NULLABLE are None
+
+
+def _insert_sql(nulls: _NullPattern) -> str:
+    # The id is SQLite's to assign, so several processes (a server and a CLI command) can
+    # write to one ledger; an attempt is found again by its request id and number.
+    cols = [*_INSERT_COLUMNS, *(c for c, null in zip(_NULLABLE, nulls, strict=True) if not null)]
+    return f"INSERT INTO ledger ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
+def _finish_sql(nulls: _NullPattern) -> str:
+    sets = [f"{c}=?" for c in _FINISH_COLUMNS]
+    sets += [f"{c}=NULL" if null else f"{c}=?" for c, null in zip(_NULLABLE, nulls, strict=True)]
+    return (
+        f"UPDATE ledger SET {', '.join(sets)} WHERE request_id=? AND attempt=? AND status='pending'"
+    )
+
+
+_PATTERNS: list[_NullPattern] = [
+    (a, b, c, d, e)
+    for a in (False, True)
+    for b in (False, True)
+    for c in (False, True)
+    for d in (False, True)
+    for e in (False, True)
+]
+_INSERTS = {p: _insert_sql(p) for p in _PATTERNS}
+_FINISHES = {p: _finish_sql(p) for p in _PATTERNS}
+_INSERT_SQL = frozenset(_INSERTS.values())
+_FINISH_SQL = frozenset(_FINISHES.values())
+_ALL_NULL = (None, None, None, None, None)
+_INSERT_ALL_NULL = _INSERTS[True, True, True, True, True]  # a pending row
+
+
+def _insert(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
+    """The INSERT of a row and its parameters."""
+    params = (
+        r.request_id,
+        r.attempt,
+        r.ts,
+        r.agent,
+        r.route,
+        r.provider,
+        r.key_id,
+        r.model,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        r.total_tokens,
+        r.requests,
+        r.cost_usd,
+        r.status,
+        int(r.estimated),
+        int(r.stream),
+        r.reserved_tokens,
+        float(r.extra.get("reserved_cost", 0.0)),
+        r.source,
+    )
+    nullable = (r.latency_ms, r.ttfb_ms, r.error_kind, r.http_status, r.detail)
+    if nullable == _ALL_NULL:
+        return _INSERT_ALL_NULL, params
+    return _with_nullable(_INSERTS, params, nullable, ())
+
+
+def _finish(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE that finalizes a pending row (by request id and attempt), and its parameters."""
+    params = (
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        r.total_tokens,
+        r.requests,
+        r.cost_usd,
+        r.status,
+        int(r.estimated),
+    )
+    nullable = (r.latency_ms, r.ttfb_ms, r.error_kind, r.http_status, r.detail)
+    return _with_nullable(_FINISHES, params, nullable, (r.request_id, r.attempt))
+
+
+def _with_nullable(
+    statements: dict[_NullPattern, str],
+    params: tuple[Any, ...],
+    nullable: tuple[Any, Any, Any, Any, Any],
+    tail: tuple[Any, ...],
+) -> tuple[str, tuple[Any, ...]]:
+    a, b, c, d, e = nullable
+    sql = statements[a is None, b is None, c is None, d is None, e is None]
+    return sql, (*params, *[v for v in nullable if v is not None], *tail)
+
+
+def _runs(stmts: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Consecutive statements of the same SQL as one ``(sql, [params, …])``, in order."""
+    out: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for sql, params in stmts:
+        if out and out[-1][0] == sql:
+            out[-1][1].append(params)
+        else:
+            out.append((sql, [params]))
+    return out
+
+
+def unusable_database(path: Path, exc: BaseException) -> StorageUnusable:
+    """The one-line refusal for a ledger file SQLite cannot use, with what to do about it."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        advice = (
+            "it is damaged: restore it from a backup, or move it aside to start an empty ledger"
+        )
+    else:
+        advice = (
+            "it cannot be opened for writing: check the permissions and free space of the "
+            "file and its folder, or choose another --home"
+        )
+    return StorageUnusable(f"the ledger database {path.resolve()} is unusable ({reason}); {advice}")
+
+
+def _migrations() -> list[str]:
+    folder = resources.files("quotaflow.storage.ledgers") / "migrations" / "sqlite"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(folder / n).read_text(encoding="utf-8") for n in names]
+
+
+class SqliteLedger(SqlOutbox, SqlLedger):
+    """Ledger (and small state tables) in ``<data>/quotaflow.db``."""
+
+    shared = False  # one data folder, one server: the management state is this process's
+    SLOT_SQL = f"CAST(ts / {SLOT_S:g} AS INTEGER) * {SLOT_S:g}"
+    BUMP_SQL = _BUMP
+
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self._sync = synchronous
+        self._db: sqlite3.Connection | None = None
+        self._read: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failing = False  # a write failure episode is under way (logged once)
+        # Told each group commit's duration (the metrics' ledger commit histogram).
+        self.on_commit: Callable[[float], None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._sync}")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    async def open(self) -> None:
+        try:
+            private_folder(self.path.parent)
+            private_file(self.path)  # SQLite gives the -wal and -shm files the database's mode
+            db = self._connect()
+            for side in ("-wal", "-shm"):  # made by an older version: tighten them too
+                if (wal := self.path.with_name(self.path.name + side)).exists():
+                    private_file(wal)
+            for script in _migrations():
+                db.executescript(script)
+        except (sqlite3.Error, OSError) as exc:
+            raise unusable_database(self.path, exc) from None
+        self._db = db
+        self._read = self._connect()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="quotaflow-ledger-writer")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        for db in (self._db, self._read):
+            if db is not None:
+                db.close()
+        self._db = self._read = None
+
+    # -- group commit ----------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        assert self._db is not None
+        db = self._db
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0)  # let requests woken in the same turn join this batch
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                t0 = time.perf_counter()
+                self._commit(db, batch)
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - t0)
+            if self._closing and not self._pending:
+                return  # everything queued before close() is committed
+
+    def _commit(
+        self, db: sqlite3.Connection, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]
+    ) -> None:
+        # Ledger inserts and finishes commute within a batch (a row's finish is only submitted
+        # after its insert committed), so the inserts go first, then the finishes, each kind
+        # in the order it came and in one executemany per run of the same statement; any
+        # other statement runs before them, in the order it came.
+        inserts: list[tuple[str, tuple[Any, ...]]] = []
+        finishes: list[tuple[str, tuple[Any, ...]]] = []
+        others: list[tuple[str, tuple[Any, ...]]] = []
+        for sql, params, _ in batch:
+            if sql in _INSERT_SQL:
+                inserts.append((sql, params))
+            elif sql in _FINISH_SQL:
+                finishes.append((sql, params))
+            else:
+                others.append((sql, params))
+        try:
+            db.execute("BEGIN")
+            for sql, params in others:
+                db.execute(sql, params)
+            for sql, runs in _runs(inserts):
+                db.executemany(sql, runs)
+            for sql, runs in _runs(finishes):
+                db.executemany(sql, runs)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            error = self._write_failed(exc, len(batch))
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_exception(error)
+            return
+        if self._failing:
+            self._failing = False
+            log.warning("ledger writes to %s succeed again", self.path)
+        for *_, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _write_failed(self, exc: sqlite3.Error, rows: int) -> Exception:
+        """What the waiting requests get for a batch that did not commit. A full disk, an I/O
+        error or a lock held too long pass: 503 with Retry-After, logged once per episode
+        (the next commit that succeeds ends it); anything else is a bug and stays as is."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if (code or 0) & 0xFF not in _TRANSIENT:
+            return exc
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "ledger writes to %s fail (%s): requests get 503 until they succeed again; "
+                "%d row(s) not committed",
+                self.path,
+                exc,
+                rows,
+            )
+        return LedgerUnavailable(
+            f"The ledger cannot be written ({exc}); retry shortly.",
+            headers={"retry-after": "5"},
+        )
+
+    @property
+    def queue_depth(self) -> int:
+        """Writes waiting for the next group commit."""
+        return len(self._pending)
+
+    def _submit(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
+        if self._wake is None or self._closing:
+            raise RuntimeError("ledger is not open")  # a write after close would never commit
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((sql, params, fut))
+        self._wake.set()
+        return fut
+
+    _write = _submit  # SQLite's placeholders are the shared SQL's
+
+    def _upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        marks = ", ".join("?" for _ in columns)
+        return f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+    def _insert_new(self, table: str, columns: Sequence[str], key: str) -> str:
+        marks = ", ".join("?" for _ in columns)
+        return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+    # -- LedgerStore ---------------------------------------------------------------------
+    async def begin(self, row: LedgerRow) -> int:
+        await self._submit(*_insert(row))
+        return 0  # SQLite assigns the id; the attempt is (request_id, attempt)
+
+    async def finish(self, row: LedgerRow) -> None:
+        await self._submit(*_finish(row))
+
+    async def append(self, rows: Sequence[LedgerRow]) -> None:
+        futs = []
+        for r in rows:
+            futs.append(self._submit(*_insert(r)))
+        if futs:
+            await asyncio.gather(*futs)
+
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._read is not None
+        with self._read_lock:
+            return self._read.execute(sql, params).fetchall()
+
+    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query off the event loop."""
+        return await asyncio.to_thread(self._fetch, sql, params)
+
+    async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
+        """No other replica writes here: nothing of theirs is in flight."""
+        return []
+
+    async def settle_crashed(self) -> int:
+        rows = await self.fetch("SELECT COUNT(*) FROM ledger WHERE status='pending'")
+        n = int(rows[0][0])
+        if n:
+            await self._submit(
+                "UPDATE ledger SET status='crashed', estimated=1, requests=1, "
+                "total_tokens=reserved_tokens, cost_usd=reserved_cost, "
+                "detail='left pending by a crash; charged at its reserved worst case' "
+                "WHERE status='pending'",
+                (),
+            )
+        return n

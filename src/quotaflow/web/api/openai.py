@@ -1,0 +1,93 @@
+"""``/v1``: the OpenAI-compatible proxy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from aiohttp import web
+
+from quotaflow.errors import Unauthorized
+from quotaflow.gateway import CallContext, Gateway
+from quotaflow.gateway.streaming import CLIENT_GONE
+from quotaflow.services.agents import apply_token_cap, context_for
+from quotaflow.web.auth import caller_of, named_agent
+from quotaflow.web.body import read_json
+from quotaflow.web.errors import json_response
+from quotaflow.web.state import GATEWAY, RUNTIME
+
+AGENT_HEADER = "x-quotaflow-agent"
+
+
+async def context_of(request: web.Request, body: object) -> CallContext:
+    """The caller's agent (web/auth.py): its key's, else — when the operator allows it —
+    the ``X-Quotaflow-Agent`` header's or the OpenAI ``user`` field's, else "default".
+    Anonymous callers are refused when agent keys are required."""
+    mg = request.app[RUNTIME]
+    caller = caller_of(request)
+    if caller.agent is None and caller.kind != "admin" and mg.agents_need_keys:
+        raise Unauthorized(
+            "this gateway needs an agent key: send 'Authorization: Bearer qf-…' "
+            "(create one with POST /api/agents)"
+        )
+    named, param = request.headers.get(AGENT_HEADER), AGENT_HEADER
+    if not named and isinstance(body, dict) and isinstance(body.get("user"), str):
+        named, param = body["user"], "user"
+    agent, name = named_agent(request, caller, named, param)
+    apply_token_cap(agent, body)
+    ctx, _ = await context_for(mg.gateway, agent, agent.name if agent else name)
+    return replace(ctx, door="openai", traceparent=request.headers.get("traceparent"))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    gw: Gateway = request.app[GATEWAY]
+    body = await read_json(request, gw.config.server.max_body_bytes)
+    ctx = await context_of(request, body)
+    if isinstance(body, dict) and body.get("stream") is True:
+        stream = await gw.open_stream(body, ctx)
+        resp = web.StreamResponse(
+            status=200,
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                **stream.headers,
+                "x-quotaflow-attempts": str(len(stream.attempts)),
+            },
+        )
+        try:
+            await resp.prepare(request)
+        except CLIENT_GONE:
+            await stream.abandon()
+            return resp
+        await stream.pump(resp.write)
+        return resp
+    outcome = await gw.chat(body, ctx)
+    return json_response(outcome.body, headers=outcome.headers())
+
+
+async def list_models(request: web.Request) -> web.Response:
+    gw: Gateway = request.app[GATEWAY]
+    data = []
+    for name, route in gw.config.routes.items():
+        owners = sorted({d.provider for d in route.deployments})
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": ",".join(owners) or "quotaflow",
+            }
+        )
+    # The catalog above; other names that match a provider's patterns (or provider/model)
+    # are passed through to that provider.
+    passes = gw.config.pass_through()
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "pass_through": {
+                "providers": passes,
+                "note": "models not listed are forwarded to the provider whose name patterns "
+                "match them; 'provider/model' names the provider explicitly",
+            },
+        }
+    )

@@ -1,0 +1,589 @@
+"""The OpenAPI 3.1 document of ``/api`` and ``/v1``, built from plain data.
+
+Static: it depends on nothing but this file, so tests (schemathesis) load it without a
+server. Every ``/api`` error is the seed's envelope ``{"success": false, "message": …}``;
+every ``/v1`` error is OpenAI's ``{"error": {…}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+NAME_PATTERN = "^[A-Za-z0-9_.@-]{1,64}$"
+STR = {"type": "string"}
+INT = {"type": "integer"}
+NUM = {"type": "number"}
+BOOL = {"type": "boolean"}
+NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    """An object with these required and optional properties (others allowed)."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {**required, **(optional or {})},
+    }
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def ok_obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    return obj({"success": {"const": True}, **required}, optional)
+
+
+API_ERROR = obj(
+    {"success": {"const": False}, "message": STR},
+    {"error": NULLABLE_STR, "details": {"type": "object"}},
+)
+OPENAI_ERROR = obj(
+    {"error": obj({"message": STR, "type": STR}, {"param": NULLABLE_STR, "code": NULLABLE_STR})}
+)
+LIMIT = obj({"id": STR, "metric": STR, "window": STR, "amount": NUM, "used": NUM, "remaining": NUM})
+KEY_STATUS = obj(
+    {
+        "key_id": STR,
+        "api_key": STR,
+        "quota_total": NUM,
+        "quota_used": NUM,
+        "remaining": NUM,
+        "used_pct": NUM,
+        "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid"]},
+        "available": BOOL,
+        "limits": {"type": "array", "items": ref("Limit")},
+    }
+)
+PROVIDER_STATUS = obj(
+    {
+        "provider": STR,
+        "quota_total": NUM,
+        "quota_used": NUM,
+        "remaining": NUM,
+        "used_pct": NUM,
+        "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid"]},
+        "keys": {"type": "array", "items": ref("KeyStatus")},
+    }
+)
+MEASURE = obj({"tokens_used": INT, "requests": INT, "cost_usd": NUM})
+ALERT = obj(
+    {
+        "id": {"type": ["integer", "null"]},
+        "timestamp": STR,
+        "kind": STR,
+        "subject": STR,
+        "level": STR,
+        "message": STR,
+    }
+)
+BUDGET = obj(
+    {
+        "metric": {"enum": ["tokens", "requests", "cost"]},
+        "window": {"type": "string", "minLength": 1},
+        "amount": {"type": "number", "minimum": 0},
+    },
+    {"provider": NULLABLE_STR},
+)
+AGENT_IN = {
+    **obj(
+        {"name": {"type": "string", "pattern": NAME_PATTERN}},
+        {
+            "budgets": {"type": "array", "items": ref("Budget")},
+            "providers": {"type": "array", "items": STR},
+            "switch_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "requests_per_minute": {"type": ["integer", "null"], "minimum": 1},
+            "requests_per_day": {"type": ["integer", "null"], "minimum": 1},
+            "max_tokens_per_request": {"type": ["integer", "null"], "minimum": 1},
+            "admin": BOOL,
+        },
+    ),
+    "additionalProperties": False,
+}
+CHAT_IN = obj(
+    {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": obj({"role": {"enum": ["system", "user", "assistant"]}, "content": STR}),
+        },
+    },
+    {
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "stream": BOOL,
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "user": STR,
+    },
+)
+CHAT_OUT = obj(
+    {"id": STR, "object": STR, "choices": {"type": "array"}}, {"usage": {"type": "object"}}
+)
+
+
+def json_body(schema: Schema, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def responses(ok: Schema, *, openai: bool = False, ok_status: str = "200") -> Schema:
+    err = ref("OpenAIError" if openai else "ApiError")
+    return {
+        ok_status: {"description": "OK", "content": {"application/json": {"schema": ok}}},
+        "4XX": {
+            "description": "Bad input, auth, unknown thing, quota exhausted",
+            "content": {"application/json": {"schema": err}},
+        },
+    }
+
+
+def op(
+    summary: str,
+    ok: Schema,
+    *,
+    body: Schema | None = None,
+    params: list[Schema] | None = None,
+    auth: bool = False,
+    openai: bool = False,
+    ok_status: str = "200",
+) -> Schema:
+    o: Schema = {"summary": summary, "responses": responses(ok, openai=openai, ok_status=ok_status)}
+    if body is not None:
+        o["requestBody"] = body
+    if params:
+        o["parameters"] = params
+    if auth:
+        o["security"] = [{"bearer": []}]
+    return o
+
+
+def path_param(name: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": NAME_PATTERN},
+    }
+
+
+def query_param(name: str, lo: int, hi: int) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": lo, "maximum": hi},
+    }
+
+
+def chat_op() -> Schema:
+    o = op(
+        "OpenAI chat completions, routed across keys",
+        CHAT_OUT,
+        body=json_body(CHAT_IN),
+        openai=True,
+        auth=True,
+    )
+    o["responses"]["200"]["content"]["text/event-stream"] = {"schema": STR}
+    return o
+
+
+PROVIDER_BODY = json_body(obj({"provider": {"type": "string", "minLength": 1, "maxLength": 64}}))
+AI = [path_param("ai_name")]
+ANY_OK = ok_obj({})
+
+
+def paths() -> dict[str, Schema]:
+    tu = "/api/token-usage"
+    return {
+        "/api/health": {
+            "get": op(
+                "Health: healthy, warning (some keys cannot serve) or critical (none can, or the store is unreachable)",
+                ok_obj({"status": STR}),
+            )
+        },
+        "/api/status": {
+            "get": op(
+                "Seed 000: providers, states and health",
+                ok_obj(
+                    {
+                        "providers": {"type": "array", "items": ref("ProviderStatus")},
+                        "health": obj({"status": STR, "message": STR}),
+                    }
+                ),
+            )
+        },
+        "/api/choose": {
+            "post": op(
+                "Seed 000: the best provider and key; holds a reservation of tokens_estimate",
+                ok_obj(
+                    {
+                        "provider": STR,
+                        "api_key": STR,  # masked unless the caller is the admin
+                        "key_label": STR,
+                        "reservation_id": STR,
+                        "remaining_after": NUM,
+                        "reason": STR,
+                        "key_id": STR,
+                    }
+                ),
+                body=json_body(
+                    obj(
+                        {"tokens_estimate": {"type": "integer", "minimum": 0, "maximum": 1_000_000}}
+                    )
+                ),
+                auth=True,
+            )
+        },
+        "/api/use": {
+            "post": op(
+                "Seed 000: register usage (settles a choose reservation)",
+                ok_obj({"message": STR, "tokens_used": INT}),
+                body=json_body(
+                    obj(
+                        {
+                            "provider": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "tokens_used": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": 100_000_000,
+                            },
+                        },
+                        {
+                            "success": BOOL,
+                            "reason": NULLABLE_STR,
+                            "key_id": STR,
+                            "reservation_id": STR,
+                        },
+                    )
+                ),
+                auth=True,
+            )
+        },
+        "/api/add_key": {
+            "post": op(
+                "Seed 000: add or update a key (admin)",
+                ok_obj({"message": STR, "provider": STR, "key_id": STR, "api_key": STR}),
+                body=json_body(
+                    obj(
+                        {
+                            "provider": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "api_key": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 1024,
+                                "pattern": "^[!-~]+$",
+                            },
+                            "quota_total": {"type": "integer", "minimum": 1, "maximum": 10**13},
+                        }
+                    )
+                ),
+                auth=True,
+            )
+        },
+        "/api/history": {
+            "get": op(
+                "Seed 000: usage log, newest first",
+                ok_obj(
+                    {
+                        "history": {
+                            "type": "array",
+                            "items": obj(
+                                {
+                                    "id": INT,
+                                    "provider": STR,
+                                    "timestamp": STR,
+                                    "tokens_used": INT,
+                                    "success": BOOL,
+                                    "reason": NULLABLE_STR,
+                                }
+                            ),
+                        }
+                    }
+                ),
+                params=[query_param("limit", 1, 1000)],
+            )
+        },
+        "/api/force_provider": {
+            "post": op(
+                "Seed 000: force a provider (admin)",
+                ok_obj({"message": STR}),
+                body=PROVIDER_BODY,
+                auth=True,
+            )
+        },
+        "/api/clear_forced": {
+            "post": op(
+                "Seed 000: clear the forced provider (admin)",
+                ok_obj({"message": STR}),
+                body=json_body({"type": "object"}, required=False),
+                auth=True,
+            )
+        },
+        "/api/reset_quota": {
+            "post": op(
+                "Seed 000: reset a provider's quotas (admin)",
+                ok_obj({"message": STR}),
+                body=PROVIDER_BODY,
+                auth=True,
+            )
+        },
+        f"{tu}/summary": {
+            "get": op(
+                "Seed 003: this month's usage",
+                ok_obj(
+                    {
+                        "month": STR,
+                        "total": ref("Measure"),
+                        "providers": {"type": "object"},
+                        "agents": {"type": "object"},
+                    }
+                ),
+            )
+        },
+        f"{tu}/ai/{{ai_name}}": {
+            "get": op(
+                "Seed 003: an agent's usage",
+                ok_obj(
+                    {
+                        "ai_name": STR,
+                        "month": STR,
+                        "tokens_used": INT,
+                        "providers": {"type": "object"},
+                    }
+                ),
+                params=AI,
+            )
+        },
+        f"{tu}/provider-status": {
+            "get": op(
+                "Seed 003: recommended provider of every agent",
+                ok_obj({"agents": {"type": "object"}}),
+            )
+        },
+        f"{tu}/provider-status/{{ai_name}}": {
+            "get": op(
+                "Seed 003: an agent's recommended provider",
+                ok_obj({"ai_name": STR, "recommended_provider": NULLABLE_STR, "reason": STR}),
+                params=AI,
+            )
+        },
+        f"{tu}/emergency-status": {
+            "get": op(
+                "Seed 003: warning 80 / critical 95 / emergency 98 %",
+                ok_obj(
+                    {
+                        "status": {"enum": ["normal", "warning", "critical", "emergency"]},
+                        "thresholds": {"type": "object"},
+                    }
+                ),
+            )
+        },
+        f"{tu}/alerts": {
+            "get": op(
+                "Alerts, newest first",
+                ok_obj({"alerts": {"type": "array", "items": ref("Alert")}}),
+                params=[query_param("limit", 1, 1000)],
+            )
+        },
+        f"{tu}/test-ai-call": {
+            "post": op(
+                "Seed 003: one call through the agent's provider order",
+                ok_obj(
+                    {"ai_name": STR, "provider_info": obj({"provider": STR, "reason": STR})},
+                    {"response": NULLABLE_STR},
+                ),
+                body=json_body(
+                    obj(
+                        {
+                            "ai_name": {"type": "string", "pattern": NAME_PATTERN},
+                            "prompt": {"type": "string", "minLength": 1, "maxLength": 2000},
+                        },
+                        {
+                            "preferred_provider": STR,
+                            "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1024},
+                        },
+                    )
+                ),
+                auth=True,
+            )
+        },
+        f"{tu}/reset/{{ai_name}}": {
+            "post": op(
+                "Seed 003: reset an agent's usage (admin)",
+                ok_obj({"message": STR}),
+                params=AI,
+                auth=True,
+            )
+        },
+        f"{tu}/history/{{ai_name}}": {
+            "get": op(
+                "Seed 003: an agent's monthly history",
+                ok_obj({"ai_name": STR, "months": {"type": "array"}}),
+                params=[*AI, query_param("months", 1, 60)],
+            )
+        },
+        "/api/agents": {
+            "get": op("Agents (admin)", ok_obj({"agents": {"type": "array"}}), auth=True),
+            "post": op(
+                "Create an agent; the answer carries its key, once (admin)",
+                ok_obj({"api_key": STR, "agent": {"type": "object"}}),
+                body=json_body(ref("AgentIn")),
+                auth=True,
+                ok_status="201",
+            ),
+        },
+        "/api/agents/{name}": {
+            "delete": op(
+                "Delete an agent (admin)",
+                ok_obj({"message": STR}),
+                params=[path_param("name")],
+                auth=True,
+            )
+        },
+        "/api/keys": {
+            "get": op("Keys, masked (admin)", ok_obj({"keys": {"type": "array"}}), auth=True)
+        },
+        "/api/keys/{key_id}/reveal": {
+            "post": op(
+                "A key's secret (admin)",
+                ok_obj({"key_id": STR, "api_key": STR}),
+                params=[path_param("key_id")],
+                auth=True,
+            )
+        },
+        "/api/keys/{key_id}": {
+            "delete": op(
+                "Remove a key added at runtime (admin)",
+                ok_obj({"message": STR}),
+                params=[path_param("key_id")],
+                auth=True,
+            )
+        },
+        "/api/alerts": {
+            "get": op(
+                "Alerts, newest first",
+                ok_obj({"alerts": {"type": "array", "items": ref("Alert")}}),
+                params=[query_param("limit", 1, 1000)],
+            )
+        },
+        # seed 004: quality feedback, session summary, key × model statistics
+        "/api/feedback": {
+            "post": op(
+                "Seed 004: quality feedback on a request (or a provider + model); moves future choices",
+                ok_obj({"message": STR, "updated": {"type": "array"}}),
+                body=json_body(
+                    obj(
+                        {"score": {"type": "number", "minimum": 0, "maximum": 1}},
+                        {
+                            "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                            "provider": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "model": {"type": "string", "minLength": 1, "maxLength": 256},
+                            "success": BOOL,
+                        },
+                    )
+                ),
+                auth=True,
+            )
+        },
+        "/api/session-summary": {
+            "get": op(
+                "Seed 004: requests, successes, failures, totalTokens, successRate since start",
+                ok_obj(
+                    {
+                        "requests": INT,
+                        "successes": INT,
+                        "failures": INT,
+                        "totalTokens": INT,
+                        "successRate": NUM,
+                    }
+                ),
+            )
+        },
+        "/api/model-stats": {
+            "get": op(
+                "Seed 004: statistics per key × model (apiStats fields and the learning view)",
+                ok_obj({"stats": {"type": "array"}}),
+            )
+        },
+        # the dashboard
+        "/api/dashboard": {
+            "get": op(
+                "Everything the dashboard shows: status, keys, recommendation, log, charts, forecast, agents, alerts",
+                ok_obj({"version": INT}),
+                auth=True,
+            )
+        },
+        "/api/events": {
+            "get": {
+                "summary": "Server-sent events: a new dashboard snapshot whenever something changed (at most 1/s)",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {
+                        "description": "an endless text/event-stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "4XX": {
+                        "description": "Not allowed",
+                        "content": {"application/json": {"schema": ref("ApiError")}},
+                    },
+                },
+            }
+        },
+        "/api/keys/{key_id}/enable": {
+            "post": op(
+                "Enable a key (admin); kept across restarts",
+                ok_obj({"message": STR}),
+                params=[path_param("key_id")],
+                auth=True,
+            )
+        },
+        "/api/keys/{key_id}/disable": {
+            "post": op(
+                "Disable a key (admin); kept across restarts",
+                ok_obj({"message": STR}),
+                params=[path_param("key_id")],
+                auth=True,
+            )
+        },
+        "/v1/chat/completions": {"post": chat_op()},
+        "/v1/models": {
+            "get": op(
+                "Routes and models served",
+                obj({"object": STR, "data": {"type": "array"}}),
+                openai=True,
+            )
+        },
+    }
+
+
+def build_spec(version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "quotaflow",
+            "version": version,
+            "description": "LLM gateway: /v1 (OpenAI-compatible) and /api (seed 000 switcher, seed 003 token usage, administration).",
+        },
+        "paths": paths(),
+        "components": {
+            "schemas": {
+                "ApiError": API_ERROR,
+                "OpenAIError": OPENAI_ERROR,
+                "Limit": LIMIT,
+                "KeyStatus": KEY_STATUS,
+                "ProviderStatus": PROVIDER_STATUS,
+                "Measure": MEASURE,
+                "Alert": ALERT,
+                "Budget": BUDGET,
+                "AgentIn": AGENT_IN,
+            },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "admin token (qfadm-…) or agent key (qf-…)",
+                }
+            },
+        },
+    }

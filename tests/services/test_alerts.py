@@ -1,0 +1,121 @@
+"""Alerts: each crossing recorded once, not repeated while the level holds, nor after a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quotaflow.engine import health as hl
+from quotaflow.gateway import Gateway
+from quotaflow.services.alerts import AlertMonitor
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
+from quotaflow.testing import FrozenClock, config
+from quotaflow.types import ErrorKind, Measure
+
+CFG = {
+    "providers": [{
+        "name": "openai",
+        "keys": [
+            {"id": "k1", "secret": "sk-a", "limits": [{"metric": "tokens", "window": "day", "amount": 1000}]},
+            {"id": "k2", "secret": "sk-b", "limits": [{"metric": "tokens", "window": "day", "amount": 1000}]},
+        ],
+    }],
+}  # fmt: skip
+
+
+async def started(tmp_path: Path) -> Gateway:
+    gw = Gateway(config(CFG), ledger=SqliteLedger(tmp_path / "q.db"), clock=FrozenClock())
+    await gw.start()
+    return gw
+
+
+async def test_each_level_is_recorded_once_per_crossing(tmp_path: Path) -> None:
+    gw = await started(tmp_path)
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await mon.load()
+        k1 = gw.keys["k1"].limits
+        now = gw.clock.now()
+
+        async def charge(tokens: float) -> list[str]:
+            await gw.counters.charge(k1, Measure(tokens, 1, 0), now, now)
+            return [f"{a.subject} {a.level}" for a in await mon.check()]
+
+        assert await charge(700) == []
+        assert await charge(60) == ["key:k1/tokens/day 75%"]
+        assert await charge(10) == []  # 77 %: the level holds
+        assert await mon.check() == []
+        assert await charge(200) == ["key:k1/tokens/day 95%"]  # jumped over 90 %: the highest
+        await gw.reset_limits(k1)
+        assert await mon.check() == []  # falling back is not an alert …
+        assert await charge(800) == ["key:k1/tokens/day 75%"]  # … but the next crossing is
+
+        restarted = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await restarted.load()
+        assert await restarted.check() == []  # the level is persisted: no repeat
+        rows = await gw.ledger.list_alerts()
+        assert [r.level for r in rows] == ["75%", "95%", "75%"]
+    finally:
+        await gw.close()
+
+
+async def test_key_disabled_provider_failing_and_all_exhausted(tmp_path: Path) -> None:
+    gw = await started(tmp_path)
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await mon.load()
+        now = gw.clock.now()
+        hl.record_failure(gw.health["k1"], ErrorKind.AUTH, "invalid key", now)
+        kinds = sorted(a.kind for a in await mon.check())
+        assert kinds == ["key_invalid"]  # rejected by the provider: its own state
+        gw.disable_key("k1", "disabled by an operator")
+        assert sorted(a.kind for a in await mon.check()) == ["key_disabled"]
+        for _ in range(3):
+            hl.record_failure(gw.health["k2"], ErrorKind.SERVER_ERROR, "502 bad gateway", now)
+        kinds = sorted(a.kind for a in await mon.check())
+        assert kinds == ["all_exhausted", "provider_failing"]
+        assert await mon.check() == []
+    finally:
+        await gw.close()
+
+
+async def test_alerts_are_titled_in_words(tmp_path: Path) -> None:
+    gw = await started(tmp_path)
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await mon.load()
+        now = gw.clock.now()
+        await gw.counters.charge(gw.keys["k1"].limits, Measure(900, 1, 0), now, now)
+        hl.record_failure(gw.health.setdefault("k2", hl.Health()), ErrorKind.AUTH, "bad key", now)
+        messages = [a.message for a in await mon.check()]
+        assert "openai key k1: 90 % of its daily tokens (900 tokens of 1,000 tokens)" in messages
+        assert "openai key k2 is invalid (the provider rejected it): bad key" in messages
+    finally:
+        await gw.close()
+
+
+async def test_the_webhook_callback_hears_crossings_a_used_up_key_and_recoveries(
+    tmp_path: Path,
+) -> None:
+    gw = await started(tmp_path)
+    heard: list[tuple[str, str, str]] = []
+
+    async def on_alert(row) -> None:
+        heard.append((row.kind, row.subject, row.level))
+
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list, on_alert=on_alert)  # type: ignore[arg-type]
+        await mon.load()
+        now = gw.clock.now()
+        hl.record_failure(gw.health["k1"], ErrorKind.AUTH, "invalid key", now)
+        hl.record_failure(
+            gw.health["k2"], ErrorKind.QUOTA_EXHAUSTED, "quota", now, depleted_until=now + 60
+        )
+        await mon.check()
+        assert ("key_invalid", "key:k1#invalid", "error") in heard  # rejected: its own state
+        assert ("key_depleted", "key:k2#depleted", "100%") in heard
+        hl.enable(gw.health["k1"])
+        heard.clear()
+        await mon.check()
+        assert ("key_invalid", "key:k1#invalid", "recovered") in heard
+    finally:
+        await gw.close()
