@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reset": ("quotaflow.cli.reset", "reset"),
     "feedback": ("quotaflow.cli.feedback", "feedback"),
     "rebuild-counters": ("quotaflow.cli.rebuild", "rebuild"),
+    "admin-token": ("quotaflow.cli.admin_token", "admin_token"),
 }
 
 
