@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.procs import Proc, fake_provider, gateway
-
-_TOKEN = re.compile(r"admin token \(shown once[^)]*\): (qfadm-\S+)")
 
 
 @dataclass
@@ -68,8 +65,8 @@ def served(
 ) -> Iterator[Served]:
     """``quotaflow serve --port 0 --home HOME`` with ``config_yaml``; killed at the end."""
     with gateway(config_yaml, home, *extra, env=env) as proc:
-        m = next((_TOKEN.search(line) for line in proc.lines if _TOKEN.search(line)), None)
-        yield Served(proc, home, m.group(1) if m else None)
+        left = home / "admin_token"  # a created token, left for the operator
+        yield Served(proc, home, left.read_text().strip() if left.exists() else None)
 
 
 @contextlib.contextmanager

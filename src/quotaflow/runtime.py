@@ -23,10 +23,12 @@ from quotaflow.gateway import Gateway
 from quotaflow.gateway import Gateway as Engine
 from quotaflow.gateway.upstream import make_client
 from quotaflow.services.access import (
+    ADMIN_SETTING,
     candidate_admin_token,
     claim_admin_token,
     ensure_admin_token,
     is_loopback,
+    token_hash,
 )
 from quotaflow.services.agents import AgentRegistry
 from quotaflow.services.alerts import AlertMonitor
@@ -167,6 +169,7 @@ class Runtime:
     holds: Holds = field(default_factory=Holds)
     notifier: Notifier | None = None  # alert webhooks, when the config names any
     shared: bool = False  # the store is shared by replicas: admin token and sync through it
+    chosen_admin: bool = False  # the admin token was chosen by the operator, not stored
     sync: ReplicaSync | None = None  # on a shared store: other replicas' changes
     _task: asyncio.Task[None] | None = None
     _sync_task: asyncio.Task[None] | None = None
@@ -179,8 +182,12 @@ class Runtime:
         *,
         bind_host: str = "127.0.0.1",
         trust_local: bool = False,
+        admin_token: str | None = None,
     ) -> Runtime:
-        """Refuses ``trust_local`` unless ``bind_host`` is a loopback address."""
+        """Refuses ``trust_local`` unless ``bind_host`` is a loopback address.
+
+        ``admin_token``: the one the operator chose (``QUOTAFLOW_ADMIN_TOKEN``,
+        ``--admin-token-file``); it wins over the stored one, in a shared store too."""
         if trust_local and not is_loopback(bind_host):
             raise ValueError(
                 f"--trust-local serves without authentication, so it only binds to loopback "
@@ -193,7 +200,9 @@ class Runtime:
         agents = AgentRegistry(store, gateway.clock)
         agents.load_config(gateway.config.agents)
         shared = store.shared
-        if shared:  # a candidate: start() keeps it only if no replica stored one before
+        if admin_token is not None:
+            admin_hash, token = token_hash(admin_token), None
+        elif shared:  # a candidate: start() keeps it only if no replica stored one before
             admin_hash, token = candidate_admin_token(home)
         else:
             admin_hash, token = ensure_admin_token(home)
@@ -220,6 +229,7 @@ class Runtime:
             trust_local,
             token,
             shared=shared,
+            chosen_admin=admin_token is not None,
             notifier=notifier,
             sync=ReplicaSync(store, keys, agents, gateway) if shared else None,
         )
@@ -235,7 +245,9 @@ class Runtime:
         gw = self.gateway
         if gateway:
             await gw.start()
-        if self.shared:
+        if self.shared and self.chosen_admin:
+            await self.store.set_setting(ADMIN_SETTING, self.admin_hash)
+        elif self.shared:
             await self._claim_admin_token()
         if self.sync is not None:
             await self.sync.mark()  # before the restore: no change is missed

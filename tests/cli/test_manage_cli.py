@@ -3,7 +3,6 @@ and against a running server, through the real entry point."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,9 +92,7 @@ def test_unreachable_server_exits_3_and_bad_config_exits_2(qf: QF, tmp_path: Pat
 def server(tmp_path_factory: pytest.TempPathFactory) -> tuple[Proc, str]:
     home = Path(tmp_path_factory.mktemp("srv"))
     with gateway(yaml.safe_dump(CONFIG), home) as gw:
-        token = re.search(r"(qfadm-[A-Za-z0-9_-]+)", gw.output)
-        assert token
-        yield gw, token.group(1)
+        yield gw, (home / "admin_token").read_text().strip()
 
 
 def test_against_a_running_server(qf: QF, server: tuple[Proc, str], tmp_path: Path) -> None:

@@ -289,7 +289,8 @@ def test_keys_survive_a_restart_encrypted_at_rest(tmp_path: Path) -> None:
         s.call("POST", "/api/force_provider", {"provider": "claude"})
     assert secret.encode() not in (home / "quotaflow.db").read_bytes()
     with served(CONFIG, home, "--trust-local") as s:
-        assert s.admin_token is None  # printed once, on the first start only
+        assert "admin token created" not in s.proc.output  # created on the first start only
+        assert "qfadm-" not in s.proc.output  # and never printed
         st = s.call("GET", "/api/status")[1]
         claude = next(p for p in st["providers"] if p["provider"] == "claude")
         assert (claude["quota_total"], claude["quota_used"]) == (5000, 1234)

@@ -73,6 +73,7 @@ def exposed(fake: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     # the data folder inside: one the server creates (the helper's holds the YAML)
     with served(config(fake), home, "--host", "0.0.0.0", "--home", str(home / "data")) as s:
         s.home = home / "data"
+        s.admin_token = (s.home / "admin_token").read_text().strip()
         yield s
 
 

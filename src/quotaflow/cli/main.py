@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "feedback": ("quotaflow.cli.feedback", "feedback"),
     "rebuild-counters": ("quotaflow.cli.rebuild", "rebuild"),
     "backup": ("quotaflow.cli.backup", "backup"),
+    "admin-token": ("quotaflow.cli.admin_token", "admin_token"),
 }
 
 

@@ -72,11 +72,15 @@ async def run_server(
     quiet: bool = False,
     trust_local: bool = False,
     on_listening: Callable[[], None] | None = None,
+    admin_token_file: Path | None = None,
 ) -> None:
+    import os
+
     from aiohttp import web
 
     from quotaflow.errors import StorageUnusable
     from quotaflow.runtime import Runtime, build_gateway
+    from quotaflow.services.access import chosen_admin_token
     from quotaflow.storage.folder_lock import lock_data_folder
     from quotaflow.web.app import create_app
     from quotaflow.web.connections import quiet_protocol_errors, runner_options
@@ -87,9 +91,11 @@ async def run_server(
         raise StartRefused(exc.message) from None
     gateway = build_gateway(config, home)
     try:
+        chosen = chosen_admin_token(os.environ, admin_token_file)
         mg = Runtime.build(
-            gateway, home, bind_host=host, trust_local=trust_local or config.server.trust_local
-        )
+            gateway, home, bind_host=host, trust_local=trust_local or config.server.trust_local,
+            admin_token=chosen,
+        )  # fmt: skip
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     app = create_app(gateway, runtime=mg)
@@ -116,10 +122,14 @@ async def run_server(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if mg.new_admin_token is not None:  # printed once: only its hash is stored
-        kept = "the shared PostgreSQL store" if mg.shared else home
+    if mg.new_admin_token is not None:  # left in a private file, never in the log
+        from quotaflow.services.access import leave_token
+
+        path = leave_token(home, mg.new_admin_token)
         click.echo(
-            f"admin token (shown once; only its hash is kept in {kept}): {mg.new_admin_token}"
+            f"admin token created: read it from {path} (readable by you only), or choose "
+            "one with QUOTAFLOW_ADMIN_TOKEN / --admin-token-file, or replace it with "
+            "'quotaflow admin-token rotate'"
         )
     if mg.trust_local and not quiet:
         click.echo("trust-local mode: /api needs no token from this machine (loopback only)")
@@ -188,6 +198,12 @@ def echo_key_lines(gateway: Gateway) -> None:
     help="Data folder (default $QUOTAFLOW_HOME or ./.quotaflow).",
 )
 @click.option(
+    "--admin-token-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="File holding the admin token (qfadm-…) to use; QUOTAFLOW_ADMIN_TOKEN wins over it.",
+)
+@click.option(
     "--trust-local",
     is_flag=True,
     default=False,
@@ -212,6 +228,7 @@ def serve(
     host: str | None,
     port: int | None,
     home: str | None,
+    admin_token_file: str | None,
     trust_local: bool,
     log_level: str | None,
     log_format: str | None,
@@ -242,6 +259,7 @@ def serve(
                 config.server.port if port is None else port,
                 trust_local=trust_local,
                 on_listening=settle_gc if collecting else None,
+                admin_token_file=Path(admin_token_file) if admin_token_file else None,
             )
         )
     finally:  # also when start-up failed

@@ -10,6 +10,7 @@ written to the store before the gateway routes to it, and restored at start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,7 @@ class ManagedKeys:
         from quotaflow.config.presets import PRESETS
 
         async with self._lock:
+            await self.box.unlock(self.store)
             for name, preset in await self.store.managed_providers():
                 if name not in self.gw.config.providers and preset in PRESETS:
                     self._create_provider(name, preset)
@@ -110,7 +112,9 @@ class ManagedKeys:
                     row.secret_hash,
                 ):
                     continue
-                secret = self.box.decrypt(row.secret_enc)
+                secret, sealed_before = self.box.open(row.secret_enc)
+                if sealed_before or row.secret_hash != self.box.fingerprint(secret):
+                    row = await self._reseal(row, secret)
                 key = self._key(row.id, row.provider, secret, row.quota_total)
                 self._rows[row.id] = row
                 self.gw.add_key(key)
@@ -121,6 +125,17 @@ class ManagedKeys:
                 del self._rows[key_id]
                 self.gw.remove_key(key_id)
             return n
+
+    async def _reseal(self, row: ManagedKeyRow, secret: str) -> ManagedKeyRow:
+        """Rewrite a row an older version stored: encrypted with the stretched master key,
+        fingerprinted with the keyed hash (the bare SHA-256 of the secret is gone)."""
+        if row.secret_hash != secret_hash(secret) and row.secret_hash != self.box.fingerprint(secret):  # fmt: skip
+            raise ValueError(f"stored key {row.id!r} does not match its fingerprint")
+        new = dataclasses.replace(
+            row, secret_enc=self.box.encrypt(secret), secret_hash=self.box.fingerprint(secret)
+        )
+        await self.store.save_key(new)
+        return new
 
     def _create_provider(self, name: str, preset: str) -> None:
         from quotaflow.config.load import _implicit_routes, resolve
@@ -159,9 +174,10 @@ class ManagedKeys:
             await self.store.save_provider(name, preset, gw.clock.now())
             self._create_provider(name, preset)
             provider_created = True
-        digest = secret_hash(secret)
+        await self.box.unlock(self.store)
+        digest = self.box.fingerprint(secret)
         for k in gw.provider_keys(name):
-            if secret_hash(k.secret) == digest and not self.is_managed(k.id):
+            if k.secret == secret and not self.is_managed(k.id):
                 raise BadRequest(
                     f"this key is configured in {gw.config.source} as {k.id!r}; change it there",
                     code="configured_key",

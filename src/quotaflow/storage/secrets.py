@@ -1,8 +1,18 @@
 """Provider secrets at rest: encrypted with a master key, never shown whole.
 
-The master key comes from ``QUOTAFLOW_MASTER_KEY`` (a Fernet key, or any passphrase, which
-is stretched with SHA-256), else from ``<data>/master.key``, created on first use with mode
-0600 beside the database. Losing the key file makes stored secrets unreadable, by design.
+The master key comes from ``QUOTAFLOW_MASTER_KEY`` — a Fernet key, or a passphrase, which
+is stretched with scrypt and a random salt kept in the store (``master_key_salt``, shared
+by replicas like the rest of the store) — else from ``<data>/master.key``, created on first
+use with mode 0600 beside the database. Losing the key makes stored secrets unreadable,
+by design.
+
+Fingerprints of secrets (to find a key added twice without decrypting) are HMAC-SHA256
+keyed by the master key, so a copy of the database alone cannot be checked against
+guessed keys.
+
+Stores written before both: secrets encrypted with a passphrase's bare SHA-256, and
+fingerprints that were a bare SHA-256 of the secret. They still open (:meth:`SecretBox.open`
+says which need it) and :class:`~quotaflow.services.keys.ManagedKeys` rewrites them at start.
 """
 
 from __future__ import annotations
@@ -10,10 +20,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from quotaflow.engine.catalog import mask_secret
 
@@ -22,12 +34,29 @@ if TYPE_CHECKING:  # cryptography is imported when a secret is first encrypted o
 
 MASTER_KEY_ENV = "QUOTAFLOW_MASTER_KEY"
 KEY_FILE = "master.key"
+SALT_SETTING = "master_key_salt"  # hex, in the management store
+# scrypt cost: ~16 MiB and a few tens of ms, once per start
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
-__all__ = ["SecretBox", "load_master_key", "mask_secret", "secret_hash"]
+__all__ = ["Passphrase", "SecretBox", "load_master_key", "mask_secret", "secret_hash"]
 
 
 class SecretDecryptError(Exception):
     """A stored secret cannot be decrypted with this master key."""
+
+
+class SettingStore(Protocol):
+    async def claim_setting(self, name: str, value: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Passphrase:
+    """A master key given as a passphrase: stretched once the store's salt is known."""
+
+    text: str = ""
+
+    def __repr__(self) -> str:
+        return "Passphrase(***)"
 
 
 def _new_fernet_key() -> bytes:
@@ -36,29 +65,46 @@ def _new_fernet_key() -> bytes:
     return base64.urlsafe_b64encode(os.urandom(32))
 
 
-def _as_fernet_key(text: str) -> bytes:
+def _fernet_key(text: str) -> bytes | None:
     raw = text.strip().encode()
     try:
         if len(base64.urlsafe_b64decode(raw)) == 32:
             return raw
     except (ValueError, TypeError):
         pass
-    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest())
+    return None
 
 
-def load_master_key(home: Path | None, env: Mapping[str, str] | None = None) -> bytes:
-    """The Fernet key: from the environment, else the key file (created 0600 if missing).
+def stretch(passphrase: str, salt: bytes) -> bytes:
+    """The Fernet key of a passphrase: scrypt with the store's salt."""
+    raw = hashlib.scrypt(
+        passphrase.strip().encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+        maxmem=64 * 1024 * 1024, dklen=32,
+    )  # fmt: skip
+    return base64.urlsafe_b64encode(raw)
+
+
+def legacy_stretch(passphrase: str) -> bytes:
+    """The key older versions made of a passphrase (bare SHA-256): read, never written."""
+    return base64.urlsafe_b64encode(hashlib.sha256(passphrase.strip().encode()).digest())
+
+
+def load_master_key(home: Path | None, env: Mapping[str, str] | None = None) -> bytes | Passphrase:
+    """The Fernet key (or passphrase): from the environment, else the key file (created
+    0600 if missing).
 
     ``home=None`` and no environment variable: an ephemeral key (secrets added at runtime
     then do not survive a restart; used by in-process tests)."""
     env = os.environ if env is None else env
     if env.get(MASTER_KEY_ENV):
-        return _as_fernet_key(env[MASTER_KEY_ENV])
+        text = env[MASTER_KEY_ENV]
+        return _fernet_key(text) or Passphrase(text)
     if home is None:
         return _new_fernet_key()
     path = home / KEY_FILE
     if path.exists():
-        return _as_fernet_key(path.read_text(encoding="ascii"))
+        text = path.read_text(encoding="ascii")
+        return _fernet_key(text) or Passphrase(text)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)  # as storage.files makes it
     key = _new_fernet_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -68,43 +114,82 @@ def load_master_key(home: Path | None, env: Mapping[str, str] | None = None) -> 
 
 
 def secret_hash(secret: str) -> str:
-    """A stable fingerprint of a secret (finds duplicates without decrypting)."""
+    """The bare SHA-256 fingerprint older versions stored (recognised to migrate it)."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _check_fernet_key(key: bytes) -> None:
+    # Checked as Fernet checks it (same error), without importing cryptography.
+    try:
+        raw = base64.urlsafe_b64decode(key)
+    except binascii.Error as exc:
+        raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes.") from exc
+    if len(raw) != 32:
+        raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes.")
+
+
 class SecretBox:
-    """Encrypts and decrypts secrets with one master key."""
+    """Encrypts, decrypts and fingerprints secrets with one master key.
 
-    def __init__(self, master_key: bytes) -> None:
-        # Checked now as Fernet checks it (same error), built on first use: most starts
-        # never encrypt or decrypt anything, and cryptography takes a while to import.
-        try:
-            raw = base64.urlsafe_b64decode(master_key)
-        except binascii.Error as exc:
-            raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes.") from exc
-        if len(raw) != 32:
-            raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes.")
-        self._key = master_key
-        self._fernet_obj: Fernet | None = None
+    A passphrase is stretched by :meth:`unlock` (the salt lives in the store); a Fernet
+    key is ready at once. Cryptography is imported on first use: most starts never
+    encrypt or decrypt anything, and it takes a while to import."""
 
-    @property
-    def _fernet(self) -> Fernet:
-        if self._fernet_obj is None:
+    def __init__(self, master_key: bytes | Passphrase) -> None:
+        self._passphrase: str | None = None
+        self._key: bytes | None = None
+        self._legacy: bytes | None = None
+        if isinstance(master_key, Passphrase):
+            self._passphrase = master_key.text
+        else:
+            _check_fernet_key(master_key)
+            self._key = master_key
+        self._fernets: list[Fernet] | None = None
+
+    async def unlock(self, store: SettingStore) -> None:
+        """Stretch a passphrase with the store's salt (claimed now if the store has none)."""
+        if self._passphrase is None or self._key is not None:
+            return
+        salt = await store.claim_setting(SALT_SETTING, os.urandom(16).hex())
+        self._key = stretch(self._passphrase, bytes.fromhex(salt))
+        self._legacy = legacy_stretch(self._passphrase)
+
+    def _ready_key(self) -> bytes:
+        if self._key is None:
+            raise RuntimeError(
+                "the master key is a passphrase: unlock the box with the store first"
+            )
+        return self._key
+
+    def _all(self) -> list[Fernet]:
+        if self._fernets is None:
             from cryptography.fernet import Fernet
 
-            self._fernet_obj = Fernet(self._key)
-        return self._fernet_obj
+            keys = [self._ready_key(), *([self._legacy] if self._legacy else [])]
+            self._fernets = [Fernet(k) for k in keys]
+        return self._fernets
 
     def encrypt(self, secret: str) -> bytes:
-        return self._fernet.encrypt(secret.encode())
+        return self._all()[0].encrypt(secret.encode())
 
-    def decrypt(self, token: bytes) -> str:
+    def open(self, token: bytes) -> tuple[str, bool]:
+        """The secret, and whether it was sealed by an older version (rewrite it)."""
         from cryptography.fernet import InvalidToken
 
-        try:
-            return self._fernet.decrypt(token).decode()
-        except InvalidToken:
-            raise SecretDecryptError(
-                "a stored secret cannot be decrypted: the master key changed "
-                f"(set {MASTER_KEY_ENV} or restore {KEY_FILE})"
-            ) from None
+        for i, f in enumerate(self._all()):
+            try:
+                return f.decrypt(token).decode(), i > 0
+            except InvalidToken:
+                continue
+        raise SecretDecryptError(
+            "a stored secret cannot be decrypted: the master key changed "
+            f"(set {MASTER_KEY_ENV} or restore {KEY_FILE})"
+        )
+
+    def decrypt(self, token: bytes) -> str:
+        return self.open(token)[0]
+
+    def fingerprint(self, secret: str) -> str:
+        """HMAC-SHA256 of the secret, keyed by (a derivation of) the master key."""
+        key = hashlib.sha256(b"quotaflow fingerprint\0" + self._ready_key()).digest()
+        return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()

@@ -1,7 +1,8 @@
 """Who is calling: the admin token, an agent's virtual key, or nobody.
 
-* **Admin token** (``qfadm-…``): created on first start, printed once, only its SHA-256 is
-  kept (``<data>/admin_token.sha256``). Every mutating ``/api`` call and every key reveal
+* **Admin token** (``qfadm-…``): chosen (``QUOTAFLOW_ADMIN_TOKEN``, ``--admin-token-file``)
+  or created on first start and left in ``<data>/admin_token``; only its SHA-256 is kept
+  (services/access.py). Every mutating ``/api`` call and every key reveal
   needs it, or an agent key whose agent has ``admin: true``.
 * **Agent key** (``qf-…``): identifies an agent on ``/v1`` and ``/api``.
 * **trust-local mode** (``quotaflow serve --trust-local``, loopback only): seed 000's
@@ -216,7 +217,7 @@ def require_admin(request: web.Request) -> Caller:
         raise Forbidden("this agent key has no admin right; use the admin token")
     raise Unauthorized(
         "this call needs the admin token: send 'Authorization: Bearer qfadm-…' "
-        "(printed by the first 'quotaflow serve'), or run 'quotaflow serve --trust-local'"
+        "(the first 'quotaflow serve' leaves it in <data>/admin_token), or run 'quotaflow serve --trust-local'"
     )
 
 
@@ -243,6 +244,6 @@ def viewer_of(request: web.Request) -> dict[str, Any]:
     if caller.kind == "agent":
         raise Forbidden("this agent key has no admin right; the dashboard needs the admin token")
     raise Unauthorized(
-        "the dashboard needs the admin token (printed by the first 'quotaflow serve'); "
+        "the dashboard needs the admin token (the first 'quotaflow serve' leaves it in <data>/admin_token); "
         "or set server.dashboard_read_only_on_loopback: true to view it read-only locally"
     )

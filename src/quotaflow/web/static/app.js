@@ -48,7 +48,9 @@ function setConn(kind, detail) {
   const locked = $("locked");
   if (kind === "denied") {
     locked.hidden = false;
-    locked.textContent = `Sign in with the admin token to see the dashboard. (${detail})`;
+    locked.textContent = "Sign in with the admin token to see the dashboard. The first " +
+      "'quotaflow serve' leaves it in <data folder>/admin_token; 'quotaflow admin-token " +
+      `rotate' makes a new one. (${detail})`;
   } else if (kind === "live") {
     locked.hidden = true;
   }
