@@ -208,11 +208,11 @@ async def provider_shares(
 ) -> dict[str, float]:
     """Per provider of the order (default: the agent's): the agent's used share there (its
     per-provider budgets when it has some, else the provider's own quotas)."""
+    order = order if order is not None else (agent.spec.providers if agent is not None else [])
     if not order:
         return {}  # no order to follow: the quota rows of every provider are not needed
     now = gw.clock.now()
     limits = agent.limits if agent is not None else ()
-    order = order if order is not None else (agent.spec.providers if agent is not None else [])
     usages = await gw.counters.snapshot(limits, now)
     rows = {r.provider: r for r in await provider_statuses(gw)}
     out: dict[str, float] = {}
