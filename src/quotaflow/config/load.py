@@ -271,6 +271,8 @@ def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provi
         else (preset.priority if preset else 100),
         headers=dict(spec.headers),
         timeout_s=spec.timeout_s,
+        ttfb_timeout_s=spec.ttfb_timeout_s,
+        stream_max_s=spec.stream_max_s,
     )
     keys = []
     for j, k in enumerate(spec.keys):

@@ -79,6 +79,8 @@ class ProviderSpec(_Model):
     priority: int | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
+    ttfb_timeout_s: float | None = Field(default=None, gt=0)  # None: settings.ttfb_timeout_s
+    stream_max_s: float | None = Field(default=None, gt=0)  # None: settings.stream_max_s
 
     @field_validator("base_url")
     @classmethod
@@ -153,6 +155,11 @@ class SettingsSpec(_Model):
     # The HTTP client providers are called with: "fast" (quotaflow's own, the default) or
     # "aiohttp" (aiohttp's client: same behaviour, more CPU per request).
     http_client: Literal["fast", "aiohttp"] = "fast"
+    # An attempt whose first byte (a stream's first event, a plain answer's head) has not
+    # come within this gives way to the next key: a hung key costs this, not the request.
+    ttfb_timeout_s: float = Field(default=8.0, gt=0)
+    stream_max_s: float = Field(default=900.0, gt=0)  # a stream's total duration, at most
+    shutdown_grace_s: float = Field(default=30.0, ge=0)  # SIGTERM: drain this long, then end
     max_tokens_cap: int = Field(default=1_000_000, gt=0)  # larger max_tokens is refused as absurd
     min_completion_tokens: int = Field(default=16, ge=1)
     rate_saturation: float = Field(

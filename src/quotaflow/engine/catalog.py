@@ -39,6 +39,8 @@ class Provider:
     priority: int = 100
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    ttfb_timeout_s: float | None = None  # None: the settings' default
+    stream_max_s: float | None = None
 
     def model(self, name: str) -> ModelInfo:
         """The model's info; an unknown model gets neutral defaults and no price."""

@@ -35,7 +35,7 @@ from quotaflow.gateway.outcomes import (
 )
 from quotaflow.gateway.picking import NoMore, Pick, Picker
 from quotaflow.gateway.request import ChatRequest
-from quotaflow.gateway.streaming import ActiveStream
+from quotaflow.gateway.streaming import ActiveStream, Bounds
 from quotaflow.gateway.upstream import TRANSPORT_ERRORS, open_stream, send, transport_failure
 from quotaflow.httpclient import Transport
 from quotaflow.observability.observer import Observer
@@ -80,8 +80,14 @@ async def exchange(
     headers: dict[str, str] | None = None,
     request_id: str = "",
     on_end: Callable[[StreamEnd], Any] | None = None,
+    first_byte_s: float | None = None,
+    stream_max_s: float | None = None,
 ) -> Exchange:
-    """Call the provider once; for a stream, return once its first frame is in hand."""
+    """Call the provider once; for a stream, return once its first frame is in hand.
+
+    ``first_byte_s`` bounds the wait for the answer's head (and a stream's first event);
+    ``timeout_s`` the whole answer (a stream's wait between reads); ``stream_max_s`` a
+    stream's whole duration."""
     adapter = adapter_for(call.provider.protocol)
     target = CallTarget(call.provider.base_url, call.model, call.key.secret, call.provider.headers)
     t0 = clock.monotonic()
@@ -91,10 +97,10 @@ async def exchange(
             call.body, target, max_tokens=call.max_tokens, stream=call.stream
         )
         if call.stream:
-            resp = await open_stream(http, req, timeout_s)
+            resp = await open_stream(http, req, timeout_s, first_byte_s)
             status, resp_headers = resp.status, resp.headers
         else:
-            raw = await send(http, req, timeout_s)
+            raw = await send(http, req, timeout_s, first_byte_s)
             status, resp_headers = raw.status, raw.headers
     except UnsupportedByProtocol as exc:
         failure = UpstreamFailure(ErrorKind.UNSUPPORTED, None, exc.message)
@@ -135,7 +141,7 @@ async def exchange(
         finish=on_end,
         clock=clock,
         resp=resp,
-        read_timeout_s=timeout_s,
+        bounds=Bounds(timeout_s, first_byte_s, stream_max_s),
         translator=adapter.stream_translator(
             call.model, call.include_usage, created=int(clock.now())
         ),
@@ -155,6 +161,9 @@ def _since(clock: Clock, t0: float) -> float:
 
 
 Result = ChatOutcome | ActiveStream
+# An attempt waits for its first byte at most this share of the time left: the rest is kept
+# for the attempts after it.
+LATER_ATTEMPTS_SHARE = 0.5
 
 
 class Attempts:
@@ -273,6 +282,7 @@ class Attempts:
         hl.begin_attempt(c.health)
         left = deadline - self._clock.monotonic()
         timeout = max(min(provider.timeout_s or self._settings.request_timeout_s, left), 0.001)
+        first_byte_s = self._first_byte_budget(provider, c.health, left, timeout, req.stream)
         t0 = self._clock.monotonic()
         call = Call(
             provider,
@@ -306,6 +316,8 @@ class Attempts:
             ),
             request_id=rid,
             on_end=on_end,
+            first_byte_s=first_byte_s,
+            stream_max_s=provider.stream_max_s or self._settings.stream_max_s,
         )
         if ex.failure is not None:
             await booking.failed(row, pick, ex.failure, t0, counted=ex.counted)
@@ -339,6 +351,20 @@ class Attempts:
         return ChatOutcome(
             body, result.usage, cost, c.provider, c.key, c.model, route.name, rid, []
         )
+
+    def _first_byte_budget(
+        self, provider: Provider, health: hl.Health, left: float, timeout: float, stream: bool
+    ) -> float:
+        """How long this attempt may wait for its first byte: the provider's (or the
+        settings') ``ttfb_timeout_s``, never more than half the time left, so that a key
+        that accepts and never answers leaves the rest of the deadline to the next one.
+
+        A plain answer's first byte comes when the whole answer is ready, so a key whose
+        answers usually take long gets twice its usual latency."""
+        budget = provider.ttfb_timeout_s or self._settings.ttfb_timeout_s
+        if not stream and health.latency_ewma_ms is not None:
+            budget = max(budget, 2.0 * health.latency_ewma_ms / 1000.0)
+        return max(min(budget, timeout, left * LATER_ATTEMPTS_SHARE), 0.001)
 
     # -- fallback rules ------------------------------------------------------------------
     def _after_failure(
