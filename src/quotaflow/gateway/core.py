@@ -28,6 +28,7 @@ import asyncio
 import itertools
 import os
 import random
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -98,7 +99,8 @@ class Gateway:
         self.started_at: float | None = None
         self.crashed_on_start = 0
         self.counter_disagreements: list[Disagreement] = []  # shared counters vs the ledger
-        self.in_flight = 0
+        self.in_flight = 0  # plain requests being answered
+        self.open_streams: weakref.WeakSet[ActiveStream] = weakref.WeakSet()
         self.learning = Learning(self.keyring, ledger, self.clock, self.settings)
         self.picker = Picker(
             config,
@@ -287,7 +289,22 @@ class Gateway:
             raise
         assert isinstance(stream, ActiveStream)
         stream.attempts = attempts
+        self.open_streams.add(stream)
         return stream
+
+    @property
+    def busy(self) -> int:
+        """Requests being answered now: plain ones and streams still open."""
+        return self.in_flight + sum(1 for s in self.open_streams if s.outcome == "open")
+
+    def interrupt_streams(self, reason: str) -> int:
+        """End every open stream with an SSE error event naming ``reason`` (each is billed
+        for what it delivered); returns how many there were."""
+        failure = UpstreamFailure(ErrorKind.CONNECTION, None, reason)
+        open_now = [s for s in self.open_streams if s.outcome == "open"]
+        for s in open_now:
+            s.interrupt(failure)
+        return len(open_now)
 
     # -- operator actions ----------------------------------------------------------------
     def enable_key(self, key_id: str) -> None:
