@@ -248,6 +248,7 @@ class Attempts:
                     result.kind.value,
                     result.status,
                     result.message,
+                    result.retry_after_s,
                 )
             )
             if not result.kind.retryable:
