@@ -69,3 +69,30 @@ def test_a_hung_key_gives_way_on_a_stream(fresh_fake: Proc, home: Path) -> None:
     fake_control(fresh_fake, "/_fake/config", {"latency_ms": 0})
     rows = ledger_rows(home)
     assert [(r["key_id"], r["error_kind"]) for r in rows] == [("hung", "timeout"), ("good", None)]
+
+
+@pytest.mark.parametrize("second", ["", "enabled: false"], ids=["one-key", "other-disabled"])
+def test_the_last_candidate_keeps_the_whole_deadline(
+    fresh_fake: Proc, home: Path, second: str
+) -> None:
+    # A slow answer (2 s) past a 1 s first-byte budget: with no other key to fall back to,
+    # cutting it would only turn a good answer into a 502.
+    fake_control(fresh_fake, "/_fake/config", {"latency_ms": 2000})
+    keys = f"      - {{id: slow, secret: {KEYS[0]}, priority: 0, limits: []}}"
+    if second:
+        keys += f"\n      - {{id: spare, secret: {KEYS[1]}, priority: 1, limits: [], {second}}}"
+    cfg = f"""
+settings: {{strategy: priority, ttfb_timeout_s: 1}}
+providers:
+  - name: openai
+    base_url: {fresh_fake.url}/v1
+    keys:
+{keys}
+"""
+    try:
+        with gateway(cfg, home) as gw:
+            c = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=60)
+            out = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            assert out.choices[0].message.content == "ok"
+    finally:
+        fake_control(fresh_fake, "/_fake/config", {"latency_ms": 0})

@@ -235,7 +235,14 @@ class Attempts:
             tried.add((c.key.id, c.model))
             n = len(attempts) + 1
             can_fall_back = self._can_fall_back(route, routes_used)
-            result = await self.attempt(req, route, ctx, rid, n, pick, deadline, can_fall_back)
+            # Only an attempt that another can follow keeps time for it: the last candidate
+            # (one key, or every other one tried) may take the whole deadline.
+            last = n >= self._settings.max_attempts or not (
+                can_fall_back or self._picker.has_untried(deployments, tried)
+            )
+            result = await self.attempt(
+                req, route, ctx, rid, n, pick, deadline, can_fall_back, last=last
+            )
             if not isinstance(result, UpstreamFailure):
                 attempts.append(Attempt(c.provider, c.key.id, c.model, "ok"))
                 return result, attempts, pick
@@ -273,6 +280,8 @@ class Attempts:
         pick: Pick,
         deadline: float,
         can_fall_back: bool = False,
+        *,
+        last: bool = False,
     ) -> Result | UpstreamFailure:
         """One routed attempt on the picked key: journal, exchange, book."""
         c = pick.candidate
@@ -283,7 +292,9 @@ class Attempts:
         hl.begin_attempt(c.health)
         left = deadline - self._clock.monotonic()
         timeout = max(min(provider.timeout_s or self._settings.request_timeout_s, left), 0.001)
-        first_byte_s = self._first_byte_budget(provider, c.health, left, timeout, req.stream)
+        first_byte_s = (
+            None if last else self._first_byte_budget(provider, c.health, left, timeout, req.stream)
+        )
         t0 = self._clock.monotonic()
         call = Call(
             provider,
