@@ -208,6 +208,7 @@ class Attempts:
             out = await self._run(req, ctx, route, facts, rid)
         except QuotaflowError as exc:
             obs.finish(seen, exc.status, error_kind_of(exc), exc.message)
+            exc.observed = True
             raise
         except BaseException:  # cancelled: the client went away before an answer
             obs.finish(seen, 499, "client_gone")
