@@ -132,7 +132,7 @@ class Gateway:
         )
         self.picker.on_wait = self.observer.waited
         metrics = self.observer.metrics
-        if metrics is not None and hasattr(ledger, "on_commit"):
+        if metrics is not None:
             ledger.on_commit = metrics.ledger_commit.observe
 
     @property
