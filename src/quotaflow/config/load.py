@@ -216,6 +216,7 @@ def _model_info(spec: ModelSpec | str, preset_models: dict[str, ModelInfo]) -> M
             bp.output if spec.output is None else spec.output,
             bp.cached if spec.cached is None else spec.cached,
         ),
+        spec.kind or (base.kind if base else "chat"),
     )
 
 
@@ -237,7 +238,12 @@ def _provider(i: int, spec: ProviderSpec, env: Mapping[str, str]) -> tuple[Provi
         raise ConfigError(f"providers.{i}.base_url: required for a provider without a preset")
     preset_models = {
         m.name: ModelInfo(
-            m.name, m.tier, m.context_window, m.max_output, Price(m.input, m.output, m.cached)
+            m.name,
+            m.tier,
+            m.context_window,
+            m.max_output,
+            Price(m.input, m.output, m.cached),
+            m.kind,
         )
         for m in (preset.models if preset else ())
     }
@@ -294,7 +300,8 @@ def _implicit_routes(providers: dict[str, Provider]) -> dict[str, Route]:
         # "auto": per provider, its first cheap and first capable model (or its first model).
         picked: dict[str | None, ModelInfo] = {}
         for m in p.models.values():
-            picked.setdefault(m.tier, m)
+            if m.kind == "chat":  # an embedding model never answers a chat
+                picked.setdefault(m.tier, m)
         for m in picked.values():
             auto.append(Deployment(p.name, m, m.tier, 1.0, p.priority))
     routes = {
@@ -359,6 +366,12 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
             why = "a route cannot fall back to itself" if fb == rs.name else "no such route"
             raise ConfigError(
                 f"routes.{i}.fallback_route: {fb!r}: {why} (routes: {', '.join(routes)})"
+            )
+    for pattern, target in spec.settings.model_aliases.items():
+        if target not in routes:
+            raise ConfigError(
+                f"settings.model_aliases.{pattern}: {target!r} is neither a route nor a model "
+                f"a provider serves (routes: {', '.join(routes)})"
             )
     return Config(
         server=spec.server,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -42,4 +43,13 @@ class Config:
     notify: tuple[NotifySpec, ...] = ()  # alert webhooks, QUOTAFLOW_WEBHOOK_URL's included
 
     def route(self, model: str) -> Route | None:
-        return self.routes.get(model)
+        route = self.routes.get(model)
+        return route if route is not None else self.aliased(model)
+
+    def aliased(self, model: str) -> Route | None:
+        """The route ``settings.model_aliases`` gives a name nothing serves: so a team with
+        only Groq and Gemini keys can run Claude Code (``claude-*: smart``)."""
+        for pattern, target in self.settings.model_aliases.items():
+            if fnmatchcase(model, pattern):
+                return self.routes.get(target)
+        return None

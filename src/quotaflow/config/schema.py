@@ -65,6 +65,7 @@ class ModelSpec(_Model):
     input: float | None = Field(default=None, ge=0)  # USD per million tokens
     output: float | None = Field(default=None, ge=0)
     cached: float | None = Field(default=None, ge=0)
+    kind: Literal["chat", "embedding"] | None = None  # None: the preset's, else chat
 
 
 class ProviderSpec(_Model):
@@ -185,6 +186,9 @@ class SettingsSpec(_Model):
     bandit_exploration: float = Field(default=0.02, ge=0, le=0.2)  # share of forced exploration
     bandit_confidence: float = Field(default=3.0, ge=1, le=20)  # evidence weight in the draws
     stats_flush_s: float = Field(default=30.0, gt=0)  # key × model stats saved this often
+    # Model names agents send that nothing configured serves ("claude-*", "gpt-5*"): a name
+    # pattern → the route or model that answers them instead (the first pattern that matches).
+    model_aliases: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("proxy")
     @classmethod

@@ -27,6 +27,7 @@ class ModelInfo:
     context_window: int
     max_output: int
     price: Price
+    kind: str = "chat"  # "chat" | "embedding": which doors can reach it
 
 
 @dataclass(frozen=True, slots=True)

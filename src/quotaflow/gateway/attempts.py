@@ -16,13 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from quotaflow.adapters import adapter_for
-from quotaflow.adapters.base import CallTarget, ChatResult, MalformedResponse, UpstreamFailure
+from quotaflow.adapters.base import (
+    Adapter,
+    CallTarget,
+    ChatResult,
+    MalformedResponse,
+    UpstreamFailure,
+)
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import Candidate, RequestFacts
 from quotaflow.engine.catalog import Deployment, Key, Provider, Route
-from quotaflow.errors import QuotaflowError, UnsupportedByProtocol
+from quotaflow.errors import BadRequest, QuotaflowError, UnsupportedByProtocol
 from quotaflow.gateway.booking import Booking, SecretMask
 from quotaflow.gateway.outcomes import (
     Attempt,
@@ -67,6 +73,7 @@ class Call:
     stream: bool = False
     include_usage: bool = False
     prompt_estimate: int = 0
+    adapter: Adapter | None = None  # a door's; None: the protocol's own (OpenAI in and out)
 
 
 async def exchange(
@@ -88,7 +95,7 @@ async def exchange(
     ``first_byte_s`` bounds the wait for the answer's head (and a stream's first event);
     ``timeout_s`` the whole answer (a stream's wait between reads); ``stream_max_s`` a
     stream's whole duration."""
-    adapter = adapter_for(call.provider.protocol)
+    adapter = call.adapter or adapter_for(call.provider.protocol)
     target = CallTarget(call.provider.base_url, call.model, call.key.secret, call.provider.headers)
     t0 = clock.monotonic()
     resp_headers: Mapping[str, str]
@@ -223,7 +230,7 @@ class Attempts:
         deadline = self._clock.monotonic() + self._settings.request_timeout_s
         tried: set[tuple[str, str]] = set()
         attempts: list[Attempt] = []
-        deployments = list(route.deployments)
+        deployments = self._door_deployments(req, route)
         routes_used = {route.name}
         while len(attempts) < self._settings.max_attempts:
             try:
@@ -306,6 +313,7 @@ class Attempts:
             req.stream,
             req.include_usage,
             pick.plan.prompt_tokens,
+            None if req.door is None else req.door.adapter(provider.protocol),
         )
 
         async def on_end(end: StreamEnd) -> float:
@@ -341,7 +349,7 @@ class Attempts:
             return ex.stream
         assert ex.answer is not None
         result = ex.answer
-        if can_fall_back and refused_by_filter(result.body):
+        if can_fall_back and req.door is None and refused_by_filter(result.body):
             # A provider's filter refused the prompt outright (Gemini's blockReason, Anthropic's
             # refusal, an empty content_filter answer): billed as answered, then moved on to the
             # fallback route like a content_filter error.
@@ -359,7 +367,7 @@ class Attempts:
         cost = await booking.answered(row, pick, result.usage, ex.latency_ms)
         await booking.succeeded(pick, ex.latency_ms, result.usage.total_tokens)
         body = result.body
-        if not body.get("created"):
+        if req.door is None and not body.get("created"):
             body["created"] = int(self._clock.now())
         return ChatOutcome(
             body, result.usage, cost, c.provider, c.key, c.model, route.name, rid, []
@@ -380,6 +388,25 @@ class Attempts:
         return max(min(budget, timeout, left * LATER_ATTEMPTS_SHARE), 0.001)
 
     # -- fallback rules ------------------------------------------------------------------
+    def _door_deployments(self, req: ChatRequest, route: Route) -> list[Deployment]:
+        """The route's deployments the request's door can reach (all of them for chat)."""
+        door = req.door
+        if door is None:
+            return list(route.deployments)
+        out = [
+            d
+            for d in route.deployments
+            if d.model.kind == door.model_kind
+            and door.adapter(self._protocol_of(d) or "") is not None
+        ]
+        if not out:
+            raise BadRequest(
+                f"the model {req.model!r} has no {door.model_kind} deployment this door can "
+                "reach (an embedding model is marked kind: embedding)",
+                param="model",
+            )
+        return out
+
     def _after_failure(
         self, f: UpstreamFailure, c: Candidate, deployments: list[Deployment]
     ) -> list[Deployment]:

@@ -34,6 +34,8 @@ from typing import Any
 
 from quotaflow.adapters import adapter_for
 from quotaflow.adapters.base import UpstreamFailure
+from quotaflow.adapters.doors.embeddings import EmbeddingsDoor, parse_embedding_request
+from quotaflow.adapters.doors.wrap import Door
 from quotaflow.clock import Clock, SystemClock
 from quotaflow.config.model import Config
 from quotaflow.engine.candidates import Rejection, RequestFacts
@@ -226,7 +228,9 @@ class Gateway:
 
     def facts(self, req: ChatRequest, ctx: CallContext) -> RequestFacts:
         return RequestFacts(
-            prompt_tokens=estimate_prompt_tokens(req.body),
+            prompt_tokens=estimate_prompt_tokens(req.body)
+            if req.prompt_tokens is None
+            else req.prompt_tokens,
             max_tokens=req.max_tokens,
             complexity=req.complexity,
             preferred_provider=req.preferred_provider,
@@ -251,12 +255,27 @@ class Gateway:
             route, facts, ctx, exclude, deployments, planned=planned
         )
 
-    async def chat(self, body: Any, ctx: CallContext | None = None) -> ChatOutcome:
-        """A non-streaming chat completion routed across keys with fallback."""
-        ctx = ctx or CallContext()
+    async def chat(
+        self, body: Any, ctx: CallContext | None = None, *, door: Door | None = None
+    ) -> ChatOutcome:
+        """A non-streaming chat completion routed across keys with fallback; through ``door``
+        the answer comes in that door's protocol."""
         req = self.parse(body)
         if req.stream:
             raise BadRequest("use open_stream() for stream=true", param="stream")
+        req.door = door
+        return await self._answer(req, ctx or CallContext())
+
+    async def embed(self, body: Any, ctx: CallContext | None = None) -> ChatOutcome:
+        """``/v1/embeddings``: routed, reserved, booked and fallen back like a chat."""
+        er = parse_embedding_request(body)
+        req = ChatRequest(
+            {}, er.model, False, False, 1, None, None, None,
+            door=EmbeddingsDoor(er), prompt_tokens=er.prompt_estimate,
+        )  # fmt: skip
+        return await self._answer(req, ctx or CallContext())
+
+    async def _answer(self, req: ChatRequest, ctx: CallContext) -> ChatOutcome:
         route = self.resolve_route(req.model)
         self.in_flight += 1
         try:
@@ -272,15 +291,19 @@ class Gateway:
         finally:
             self.in_flight -= 1
 
-    async def open_stream(self, body: Any, ctx: CallContext | None = None) -> ActiveStream:
+    async def open_stream(
+        self, body: Any, ctx: CallContext | None = None, *, door: Door | None = None
+    ) -> ActiveStream:
         """Route a ``stream: true`` request; returns once the first chunk is in hand.
 
         Fallback is possible until then; afterwards the stream belongs to one attempt.
+        Through ``door`` the stream comes in that door's protocol.
         """
         ctx = ctx or CallContext()
         req = self.parse(body)
         if not req.stream:
             raise BadRequest("open_stream() needs stream=true", param="stream")
+        req.door = door
         route = self.resolve_route(req.model)
         try:
             stream, attempts, _ = await self.attempts.run(req, ctx, route, self.facts(req, ctx))

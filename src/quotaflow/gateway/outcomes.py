@@ -28,7 +28,8 @@ class CallContext:
     agent: str = "default"
     limits: tuple[Limit, ...] = ()
     forced_provider: str | None = None  # overrides the gateway-wide forced provider
-    door: str = "library"  # the inbound protocol (openai, …) or the in-process library
+    door: str = "library"  # the door it came in by (chat, messages, responses, embeddings,
+    # gemini: kept in the ledger and the metrics) or "library" for in-process calls
     traceparent: str | None = None  # the caller's W3C trace context, continued by the spans
 
 

@@ -197,17 +197,22 @@ class ActiveStream:
             raise
         finally:
             self._pumping = None
+        # A door's translator ends the stream its own way (adapters/doors/wrap.py).
+        closing = getattr(self._tr, "closing", None)
         if st.done:
             await self._end("ok", None, None)
-            with contextlib.suppress(*CLIENT_GONE):
-                await write(DONE)
+            end = DONE if closing is None else closing()
+            if end:
+                with contextlib.suppress(*CLIENT_GONE):
+                    await write(end)
             return
         failure = st.error or UpstreamFailure(
             ErrorKind.CONNECTION, 200, "the provider's stream ended before it was complete"
         )
         await self._end("aborted", failure, failure.message)
+        failed = getattr(self._tr, "failed", None)
         with contextlib.suppress(*CLIENT_GONE):
-            await write(error_frame(failure))
+            await write(error_frame(failure) if failed is None else failed(failure))
 
     def _billable_usage(self) -> Usage:
         st = self._tr.state
