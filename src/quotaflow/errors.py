@@ -29,6 +29,7 @@ class QuotaflowError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    observed: bool = False  # the request's access line and metrics already tell of it
 
     def __init__(
         self,

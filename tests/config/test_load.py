@@ -313,6 +313,39 @@ def test_implicit_routes_per_model_and_auto() -> None:
     assert cfg.route("nope") is None
 
 
+def test_model_aliases_serve_names_nothing_configured_serves() -> None:
+    cfg = resolve(
+        parse_spec(
+            {"providers": [{"name": "groq", "keys": [{"secret": "a"}]}],
+             "settings": {"model_aliases": {"claude-*": "auto", "gpt-5*": "llama-3.1-8b-instant"}}},
+            {},
+        ),
+        {},
+    )  # fmt: skip
+    claude = cfg.route("claude-sonnet-4-5")
+    assert claude is not None and claude.name == "auto"
+    gpt5 = cfg.route("gpt-5-codex")
+    assert gpt5 is not None and [d.model.name for d in gpt5.deployments] == ["llama-3.1-8b-instant"]
+    assert cfg.route("gemini-2.5-pro") is None  # no alias matches
+    assert cfg.route("llama-3.3-70b-versatile") is cfg.routes["llama-3.3-70b-versatile"]
+
+
+def test_a_model_alias_must_name_a_route_or_a_served_model() -> None:
+    msg = error_of(
+        {"providers": [{"name": "groq"}], "settings": {"model_aliases": {"claude-*": "smart"}}}
+    )
+    assert "settings.model_aliases.claude-*: 'smart' is neither a route nor a model" in msg
+
+
+def test_embedding_models_have_their_kind_and_stay_out_of_auto() -> None:
+    cfg = resolve(
+        parse_spec({"providers": [{"name": "openai", "keys": [{"secret": "a"}]}]}, {}), {}
+    )
+    embed = cfg.routes["text-embedding-3-small"].deployments[0].model
+    assert (embed.kind, embed.price.input) == ("embedding", 0.02)
+    assert all(d.model.kind == "chat" for d in cfg.routes["auto"].deployments)
+
+
 def test_no_providers_means_no_auto_route() -> None:
     assert "auto" not in resolve(parse_spec({}, {}), {}).routes
 

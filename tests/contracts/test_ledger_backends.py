@@ -116,6 +116,17 @@ async def test_begin_finish_append_are_durable_when_they_return(backend, ledger)
     assert rows[0].latency_ms == 12.5 and rows[0].estimated is False
 
 
+async def test_each_row_keeps_the_door_it_came_in_by(backend, ledger) -> None:
+    r = row(1, door="messages")
+    await ledger.begin(r)
+    await ledger.finish(done(r, 30))
+    await ledger.append([done(row(2), 10), done(row(3, door="embeddings"), 5)])
+    await backend.close(ledger)
+    again = await backend.open()  # the door migration runs again on every open
+    rows = await again.query(LedgerQuery(newest_first=False))
+    assert [x.door for x in rows] == ["messages", "chat", "embeddings"]
+
+
 async def test_concurrent_writes_are_group_committed_and_all_land(ledger) -> None:
     async def one(i: int) -> None:
         r = row(i)
@@ -256,6 +267,7 @@ async def test_migrations_run_once_when_replicas_start_together(pg) -> None:
     assert sorted(n for names in applied for n in names) == [
         "001_ledger.sql", "002_management.sql", "003_model_stats.sql", "004_probe_index.sql",
         "005_notify_outbox.sql",
+        "006_door.sql",
     ]  # fmt: skip
     ids = await asyncio.gather(*(db.begin(row(i)) for i, db in enumerate(ledgers)))
     assert len(set(ids)) == 4  # each replica draws its own block of ids

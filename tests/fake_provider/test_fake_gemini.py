@@ -268,7 +268,7 @@ async def test_snake_case_fields_are_accepted(
 async def test_unknown_method_is_404(
     gemini_fake: FakeProviderHandle, http: aiohttp.ClientSession
 ) -> None:
-    url = f"{gemini_fake.base_url}/v1beta/models/{MODEL}:embedContent"
+    url = f"{gemini_fake.base_url}/v1beta/models/{MODEL}:predictLongRunning"
     async with http.post(url, json=body(), headers={"x-goog-api-key": "k"}) as resp:
         assert resp.status == 404
         assert (await resp.json())["error"]["status"] == "NOT_FOUND"

@@ -35,8 +35,9 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Mount]:
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         _unavailable(f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:

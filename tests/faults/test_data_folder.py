@@ -30,10 +30,22 @@ providers:
 def _serve(home: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """``serve`` on ``home``, expected to refuse to start."""
     return subprocess.run(
-        [sys.executable, "-m", "quotaflow", "serve", "--config", str(home / "quotaflow.yaml"),
-         "--port", "0", "--home", str(home)],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "quotaflow",
+            "serve",
+            "--config",
+            str(home / "quotaflow.yaml"),
+            "--port",
+            "0",
+            "--home",
+            str(home),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -37,14 +37,20 @@ def test_a_large_prompt_sent_in_slow_pieces_is_read_whole(fresh_fake: Proc, home
     pieces = [body[i : i + 64_000] for i in range(0, len(body), 64_000)]
     with gateway(_config(fresh_fake), home) as gw:
         status, answer = post_pieces(
-            gw.url, "/v1/chat/completions", pieces,
-            {**JSON, "content-length": str(len(body))}, pause_s=0.05,
-        )  # fmt: skip
+            gw.url,
+            "/v1/chat/completions",
+            pieces,
+            {**JSON, "content-length": str(len(body))},
+            pause_s=0.05,
+        )
         assert status == 200, answer
         chunked_status, chunked_answer = post_pieces(
-            gw.url, "/v1/chat/completions", chunked(body, 50_000),
-            {**JSON, "transfer-encoding": "chunked"}, pause_s=0.02,
-        )  # fmt: skip
+            gw.url,
+            "/v1/chat/completions",
+            chunked(body, 50_000),
+            {**JSON, "transfer-encoding": "chunked"},
+            pause_s=0.02,
+        )
         assert chunked_status == 200, chunked_answer
 
 
@@ -52,9 +58,11 @@ def test_an_oversized_chunked_body_gets_413(fresh_fake: Proc, home: Path) -> Non
     body = b" " * 6_000_000  # over the default 4 MiB cap; never JSON-parsed
     with gateway(_config(fresh_fake), home) as gw:
         status, answer = post_pieces(
-            gw.url, "/v1/chat/completions", chunked(body, 256 * 1024),
+            gw.url,
+            "/v1/chat/completions",
+            chunked(body, 256 * 1024),
             {**JSON, "transfer-encoding": "chunked"},
-        )  # fmt: skip
+        )
     assert status == 413, answer
     assert answer["error"]["code"] == "payload_too_large"
 
@@ -66,15 +74,19 @@ def test_a_broken_compressed_body_gets_400_without_a_traceback(
     broken = gzip.compress(_prompt(2_000))[:-40] + b"not the rest of the stream"
     with gateway(_config(fresh_fake), home) as gw:
         status, answer = post_pieces(
-            gw.url, "/v1/chat/completions", [broken],
+            gw.url,
+            "/v1/chat/completions",
+            [broken],
             {**JSON, "content-encoding": encoding, "content-length": str(len(broken))},
-        )  # fmt: skip
+        )
         assert status == 400, answer
         assert "compressed" in answer["error"]["message"]
         good = gzip.compress(_prompt(2_000))
         status, answer = post_pieces(
-            gw.url, "/v1/chat/completions", [good],
+            gw.url,
+            "/v1/chat/completions",
+            [good],
             {**JSON, "content-encoding": "gzip", "content-length": str(len(good))},
-        )  # fmt: skip
+        )
         assert status == 200, answer
     assert "Traceback" not in gw.output, gw.output

@@ -24,10 +24,22 @@ def test_shared_counters_with_a_replica_own_ledger_are_refused(tmp_path: Path) -
     cfg = tmp_path / "quotaflow.yaml"
     cfg.write_text('storage: {counters: "redis://127.0.0.1:6379/0"}\n')
     result = subprocess.run(
-        [sys.executable, "-m", "quotaflow", "serve", "--config", str(cfg), "--port", "0",
-         "--home", str(tmp_path / "home")],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "quotaflow",
+            "serve",
+            "--config",
+            str(cfg),
+            "--port",
+            "0",
+            "--home",
+            str(tmp_path / "home"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "shared counters (Redis) need a shared ledger" in result.stderr
     assert "Traceback" not in result.stderr
@@ -40,9 +52,10 @@ def _chat(url: str) -> int:
         "max_tokens": 5,
     }
     req = urllib.request.Request(
-        url + "/v1/chat/completions", data=json.dumps(body).encode(),
+        url + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
         headers={"content-type": "application/json"},
-    )  # fmt: skip
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return int(resp.status)
 
@@ -66,10 +79,19 @@ providers:
 
         def serve(home: Path) -> Proc:
             return start(
-                ["serve", "--config", str(home / "quotaflow.yaml"), "--port", "0",
-                 "--home", str(home)],
-                ready="serving on", env={"QUOTAFLOW_MASTER_KEY": "faults-test"}, timeout=90,
-            )  # fmt: skip
+                [
+                    "serve",
+                    "--config",
+                    str(home / "quotaflow.yaml"),
+                    "--port",
+                    "0",
+                    "--home",
+                    str(home),
+                ],
+                ready="serving on",
+                env={"QUOTAFLOW_MASTER_KEY": "faults-test"},
+                timeout=90,
+            )
 
         with ThreadPoolExecutor(3) as pool:
             started = list(pool.map(lambda h: _try(serve, h), homes))

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import orjson
+
 from quotaflow.types import ErrorKind as ErrorKind  # re-exported for adapters
 from quotaflow.types import RateInfo as RateInfo
 from quotaflow.types import Usage
@@ -138,6 +140,17 @@ class Adapter(Protocol):
 
 class MalformedResponse(Exception):
     """The provider answered 2xx with a body that cannot be read."""
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """A provider's 2xx body as a JSON object; :class:`MalformedResponse` if it is not one."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MalformedResponse("the provider's answer is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise MalformedResponse("the provider's answer is not a JSON object")
+    return obj
 
 
 def retry_after_seconds(headers: Headers) -> float | None:

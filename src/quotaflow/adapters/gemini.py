@@ -47,6 +47,7 @@ from quotaflow.adapters.base import (
     StreamState,
     UpstreamCall,
     UpstreamFailure,
+    load_json_object,
     redirect_failure,
     retry_after_seconds,
 )
@@ -703,12 +704,7 @@ class GeminiAdapter:
     def parse_response(
         self, status: int, headers: Headers, body: bytes, model: str, created: int = 0
     ) -> ChatResult:
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise MalformedResponse("the provider's answer is not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise MalformedResponse("the provider's answer is not a JSON object")
+        obj = load_json_object(body)
         if "error" in obj and "candidates" not in obj:
             raise MalformedResponse(
                 f"the provider answered 2xx with an error: {str(obj['error'])[:200]}"

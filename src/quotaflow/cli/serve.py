@@ -84,6 +84,7 @@ async def run_server(
     from quotaflow.storage.folder_lock import lock_data_folder
     from quotaflow.web.app import create_app
     from quotaflow.web.connections import quiet_protocol_errors, runner_options
+    from quotaflow.web.shutdown import HANDLER_GRACE_S, drain
 
     try:
         folder_lock = lock_data_folder(home)  # held until the process ends
@@ -100,7 +101,13 @@ async def run_server(
         raise click.UsageError(str(exc)) from None
     app = create_app(gateway, runtime=mg)
     quiet_protocol_errors()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options(config))
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=HANDLER_GRACE_S,
+        **runner_options(config),
+    )
     try:
         await runner.setup()
     except StorageUnusable as exc:
@@ -147,6 +154,13 @@ async def run_server(
         echo_key_lines(gateway)
     sys.stdout.flush()
     await stop.wait()
+
+    def say(line: str) -> None:
+        if not quiet:
+            click.echo(line)
+            sys.stdout.flush()
+
+    await drain(site, gateway, config.settings.shutdown_grace_s, say)
     await runner.cleanup()
     folder_lock.release()
 

@@ -259,6 +259,7 @@ def _model_info(spec: ModelSpec | str, preset_models: dict[str, ModelInfo]) -> M
             bp.output if spec.output is None else spec.output,
             bp.cached if spec.cached is None else spec.cached,
         ),
+        spec.kind or (base.kind if base else "chat"),
     )
 
 
@@ -287,6 +288,7 @@ def _provider(
             m.context_window,
             m.max_output,
             Price(m.input, m.output, m.cached, estimated=not m.priced),
+            m.kind,
         )
         for m in (preset.models if preset else ())
     }
@@ -330,6 +332,8 @@ def _provider(
             if spec.model_patterns is not None
             else (preset.patterns if preset else ())
         ),
+        ttfb_timeout_s=spec.ttfb_timeout_s,
+        stream_max_s=spec.stream_max_s,
     )
     keys = []
     for j, k in enumerate(spec.keys):
@@ -360,7 +364,8 @@ def _implicit_routes(providers: dict[str, Provider]) -> dict[str, Route]:
         # or only the provider's default model when it has one.
         picked: dict[str | None, ModelInfo] = {}
         for m in p.models.values():
-            picked.setdefault(m.tier, m)
+            if m.kind == "chat":  # an embedding model never answers a chat
+                picked.setdefault(m.tier, m)
         if p.default_model is not None:
             picked = {None: p.model(p.default_model)}
         for m in picked.values():
@@ -436,6 +441,12 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
     strategy = env_strategy(env)
     if strategy is not None:
         settings = settings.model_copy(update={"strategy": strategy})
+    for pattern, target in spec.settings.model_aliases.items():
+        if target not in routes:
+            raise ConfigError(
+                f"settings.model_aliases.{pattern}: {target!r} is neither a route nor a model "
+                f"a provider serves (routes: {', '.join(routes)})"
+            )
     return Config(
         server=spec.server,
         settings=settings,

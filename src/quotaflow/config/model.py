@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -73,7 +74,7 @@ class Config:
         else:
             pairs = [(p, model) for p in self.providers.values() if p.serves(model)]
         if not pairs:
-            return None
+            return self.aliased(model)
         pairs.sort(key=lambda pm: pm[0].priority)
         deployments = tuple(
             Deployment(p.name, self.priced(p, name), None, 1.0, p.priority, n)
@@ -99,7 +100,7 @@ class Config:
             Deployment(p.name, m, m.tier, 1.0, p.priority)
             for p in self.providers.values()
             for m in p.models.values()
-            if m.tier == tier
+            if m.tier == tier and m.kind == "chat"  # an embedding model never answers a chat
         ]
         if not deployments:
             return named
@@ -115,3 +116,11 @@ class Config:
     def pass_through(self) -> dict[str, list[str]]:
         """Per provider, the model-name patterns it takes beyond the catalog."""
         return {p.name: list(p.patterns) for p in self.providers.values() if p.patterns}
+
+    def aliased(self, model: str) -> Route | None:
+        """The route ``settings.model_aliases`` gives a name nothing serves: so a team with
+        only Groq and Gemini keys can run Claude Code (``claude-*: smart``)."""
+        for pattern, target in self.settings.model_aliases.items():
+            if fnmatchcase(model, pattern):
+                return self.routes.get(target)
+        return None

@@ -29,6 +29,7 @@ class ModelPreset:
     output: float = 0.0
     cached: float | None = None
     priced: bool = False  # False: the price table does not know it (settings.unpriced applies)
+    kind: str = "chat"  # "chat" | "embedding"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,11 @@ MODEL_PATTERNS: dict[str, tuple[str, ...]] = {
 
 def _m(name: str, tier: str, ctx: int, out: int) -> ModelPreset:
     return ModelPreset(name, tier, ctx, out)
+
+
+def _e(name: str, ctx: int) -> ModelPreset:
+    """An embedding model: reached through ``/v1/embeddings`` only, never by ``auto``."""
+    return ModelPreset(name, "cheap", ctx, 1, kind="embedding")
 
 
 def load_price_table() -> dict[str, Any]:
@@ -179,6 +185,8 @@ PRESETS: dict[str, ProviderPreset] = {
                 _m("gpt-4.1-mini", "cheap", 1_047_576, 32_768),
                 _m("gpt-4o", "capable", 128_000, 16_384),
                 _m("gpt-4.1", "capable", 1_047_576, 32_768),
+                _e("text-embedding-3-small", 8_191),
+                _e("text-embedding-3-large", 8_191),
             ),
             (LimitPreset("tokens", "once", 5_000),),
             priority=5,
@@ -192,6 +200,7 @@ PRESETS: dict[str, ProviderPreset] = {
                 _m("gemini-2.0-flash", "cheap", 1_048_576, 8_192),
                 _m("gemini-2.5-flash", "cheap", 1_048_576, 65_536),
                 _m("gemini-2.5-pro", "capable", 1_048_576, 65_536),
+                _e("gemini-embedding-001", 2_048),
             ),
             (LimitPreset("requests", "month", 5_000),),
             priority=6,
@@ -249,6 +258,7 @@ PRESETS: dict[str, ProviderPreset] = {
             (
                 _m("mistral-small-latest", "cheap", 128_000, 8_192),
                 _m("mistral-large-latest", "capable", 128_000, 8_192),
+                _e("mistral-embed", 8_192),
             ),
             priority=11,
         ),

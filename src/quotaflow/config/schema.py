@@ -76,6 +76,7 @@ class ModelSpec(_Model):
     input: float | None = Field(default=None, ge=0)  # USD per million tokens
     output: float | None = Field(default=None, ge=0)
     cached: float | None = Field(default=None, ge=0)
+    kind: Literal["chat", "embedding"] | None = None  # None: the preset's, else chat
 
 
 class ProviderSpec(_Model):
@@ -93,6 +94,8 @@ class ProviderSpec(_Model):
     priority: int | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
+    ttfb_timeout_s: float | None = Field(default=None, gt=0)  # None: settings.ttfb_timeout_s
+    stream_max_s: float | None = Field(default=None, gt=0)  # None: settings.stream_max_s
 
     @field_validator("base_url")
     @classmethod
@@ -167,6 +170,11 @@ class SettingsSpec(_Model):
     # The HTTP client providers are called with: "fast" (quotaflow's own, the default) or
     # "aiohttp" (aiohttp's client: same behaviour, more CPU per request).
     http_client: Literal["fast", "aiohttp"] = "fast"
+    # An attempt whose first byte (a stream's first event, a plain answer's head) has not
+    # come within this gives way to the next key: a hung key costs this, not the request.
+    ttfb_timeout_s: float = Field(default=8.0, gt=0)
+    stream_max_s: float = Field(default=900.0, gt=0)  # a stream's total duration, at most
+    shutdown_grace_s: float = Field(default=30.0, ge=0)  # SIGTERM: drain this long, then end
     max_tokens_cap: int = Field(default=1_000_000, gt=0)  # larger max_tokens is refused as absurd
     min_completion_tokens: int = Field(default=16, ge=1)
     rate_saturation: float = Field(
@@ -199,6 +207,9 @@ class SettingsSpec(_Model):
     unpriced: Literal["refuse", "highest", "zero"] = "highest"
     provider_order: list[str] = Field(default_factory=list)
     switch_threshold: float = Field(default=0.95, gt=0, le=1)  # OPENAI_FALLBACK_THRESHOLD
+    # Model names agents send that nothing configured serves ("claude-*", "gpt-5*"): a name
+    # pattern → the route or model that answers them instead (the first pattern that matches).
+    model_aliases: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("proxy")
     @classmethod

@@ -28,6 +28,7 @@ class ModelInfo:
     context_window: int
     max_output: int
     price: Price
+    kind: str = "chat"  # "chat" | "embedding": which doors can reach it
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,9 @@ class Provider:
     def serves(self, model: str) -> bool:
         """Whether ``model`` is in its catalog or matches one of its name patterns."""
         return model in self.models or any(fnmatchcase(model, p) for p in self.patterns)
+
+    ttfb_timeout_s: float | None = None  # None: the settings' default
+    stream_max_s: float | None = None
 
     def model(self, name: str) -> ModelInfo:
         """The model's info; an unknown model gets neutral defaults and no price."""

@@ -17,6 +17,8 @@ from aiohttp import web
 from quotaflow.fake_provider.anthropic import AnthropicProtocol
 from quotaflow.fake_provider.config import FakeProviderConfig
 from quotaflow.fake_provider.control import make_control_routes
+from quotaflow.fake_provider.count_tokens import count_tokens_route
+from quotaflow.fake_provider.embeddings import embedding_routes
 from quotaflow.fake_provider.gemini import GeminiProtocol
 from quotaflow.fake_provider.openai import OpenAIProtocol
 from quotaflow.fake_provider.pipeline import make_chat_handler
@@ -43,6 +45,9 @@ def create_app(config: FakeProviderConfig) -> web.Application:
     proto = PROTOCOLS[config.protocol](state)
     app = web.Application(client_max_size=32 << 20)  # real providers take multi-MB prompts
     app[STATE_KEY] = state
+    app.router.add_routes(embedding_routes(state, proto))  # before the chat catch-all paths
+    if config.protocol == "anthropic":
+        app.router.add_routes([count_tokens_route(state, proto)])
     app.router.add_routes(proto.routes(make_chat_handler(state, proto)))
     app.router.add_routes(make_control_routes(state))
 

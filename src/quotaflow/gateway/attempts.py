@@ -16,13 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from quotaflow.adapters import adapter_for
-from quotaflow.adapters.base import CallTarget, ChatResult, MalformedResponse, UpstreamFailure
+from quotaflow.adapters.base import (
+    Adapter,
+    CallTarget,
+    ChatResult,
+    MalformedResponse,
+    UpstreamFailure,
+)
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import Candidate, RequestFacts
 from quotaflow.engine.catalog import Deployment, Key, Provider, Route
-from quotaflow.errors import QuotaflowError, UnsupportedByProtocol
+from quotaflow.errors import BadRequest, QuotaflowError, UnsupportedByProtocol
 from quotaflow.gateway.booking import Booking, SecretMask
 from quotaflow.gateway.outcomes import (
     Attempt,
@@ -35,7 +41,7 @@ from quotaflow.gateway.outcomes import (
 )
 from quotaflow.gateway.picking import NoMore, Pick, Picker
 from quotaflow.gateway.request import ChatRequest
-from quotaflow.gateway.streaming import ActiveStream
+from quotaflow.gateway.streaming import ActiveStream, Bounds
 from quotaflow.gateway.upstream import TRANSPORT_ERRORS, open_stream, send, transport_failure
 from quotaflow.httpclient import Transport
 from quotaflow.observability.observer import Observer
@@ -67,6 +73,7 @@ class Call:
     stream: bool = False
     include_usage: bool = False
     prompt_estimate: int = 0
+    adapter: Adapter | None = None  # a door's; None: the protocol's own (OpenAI in and out)
 
 
 async def exchange(
@@ -80,9 +87,15 @@ async def exchange(
     headers: dict[str, str] | None = None,
     request_id: str = "",
     on_end: Callable[[StreamEnd], Any] | None = None,
+    first_byte_s: float | None = None,
+    stream_max_s: float | None = None,
 ) -> Exchange:
-    """Call the provider once; for a stream, return once its first frame is in hand."""
-    adapter = adapter_for(call.provider.protocol)
+    """Call the provider once; for a stream, return once its first frame is in hand.
+
+    ``first_byte_s`` bounds the wait for the answer's head (and a stream's first event);
+    ``timeout_s`` the whole answer (a stream's wait between reads); ``stream_max_s`` a
+    stream's whole duration."""
+    adapter = call.adapter or adapter_for(call.provider.protocol)
     target = CallTarget(call.provider.base_url, call.model, call.key.secret, call.provider.headers)
     t0 = clock.monotonic()
     resp_headers: Mapping[str, str]
@@ -91,10 +104,10 @@ async def exchange(
             call.body, target, max_tokens=call.max_tokens, stream=call.stream
         )
         if call.stream:
-            resp = await open_stream(http, req, timeout_s)
+            resp = await open_stream(http, req, timeout_s, first_byte_s)
             status, resp_headers = resp.status, resp.headers
         else:
-            raw = await send(http, req, timeout_s)
+            raw = await send(http, req, timeout_s, first_byte_s)
             status, resp_headers = raw.status, raw.headers
     except UnsupportedByProtocol as exc:
         failure = UpstreamFailure(ErrorKind.UNSUPPORTED, None, exc.message)
@@ -135,7 +148,7 @@ async def exchange(
         finish=on_end,
         clock=clock,
         resp=resp,
-        read_timeout_s=timeout_s,
+        bounds=Bounds(timeout_s, first_byte_s, stream_max_s),
         translator=adapter.stream_translator(
             call.model, call.include_usage, created=int(clock.now())
         ),
@@ -155,6 +168,9 @@ def _since(clock: Clock, t0: float) -> float:
 
 
 Result = ChatOutcome | ActiveStream
+# An attempt waits for its first byte at most this share of the time left: the rest is kept
+# for the attempts after it.
+LATER_ATTEMPTS_SHARE = 0.5
 
 
 class Attempts:
@@ -199,6 +215,7 @@ class Attempts:
             out = await self._run(req, ctx, route, facts, rid)
         except QuotaflowError as exc:
             obs.finish(seen, exc.status, error_kind_of(exc), exc.message)
+            exc.observed = True
             raise
         except BaseException:  # cancelled: the client went away before an answer
             obs.finish(seen, 499, "client_gone")
@@ -213,7 +230,7 @@ class Attempts:
         deadline = self._clock.monotonic() + self._settings.request_timeout_s
         tried: set[tuple[str, str]] = set()
         attempts: list[Attempt] = []
-        deployments = list(route.deployments)
+        deployments = self._door_deployments(req, route)
         routes_used = {route.name}
         while len(attempts) < self._settings.max_attempts:
             try:
@@ -226,7 +243,14 @@ class Attempts:
             tried.add((c.key.id, c.model))
             n = len(attempts) + 1
             can_fall_back = self._can_fall_back(route, routes_used)
-            result = await self.attempt(req, route, ctx, rid, n, pick, deadline, can_fall_back)
+            # Only an attempt that another can follow keeps time for it: the last candidate
+            # (one key, or every other one tried) may take the whole deadline.
+            last = n >= self._settings.max_attempts or not (
+                can_fall_back or self._picker.has_untried(deployments, tried)
+            )
+            result = await self.attempt(
+                req, route, ctx, rid, n, pick, deadline, can_fall_back, last=last
+            )
             if not isinstance(result, UpstreamFailure):
                 attempts.append(Attempt(c.provider, c.key.id, c.model, "ok"))
                 return result, attempts, pick
@@ -239,6 +263,7 @@ class Attempts:
                     result.kind.value,
                     result.status,
                     result.message,
+                    result.retry_after_s,
                 )
             )
             if not result.kind.retryable:
@@ -263,6 +288,8 @@ class Attempts:
         pick: Pick,
         deadline: float,
         can_fall_back: bool = False,
+        *,
+        last: bool = False,
     ) -> Result | UpstreamFailure:
         """One routed attempt on the picked key: journal, exchange, book."""
         c = pick.candidate
@@ -273,6 +300,9 @@ class Attempts:
         hl.begin_attempt(c.health)
         left = deadline - self._clock.monotonic()
         timeout = max(min(provider.timeout_s or self._settings.request_timeout_s, left), 0.001)
+        first_byte_s = (
+            None if last else self._first_byte_budget(provider, c.health, left, timeout, req.stream)
+        )
         t0 = self._clock.monotonic()
         body, max_tokens = with_defaults(provider, req, pick.plan.max_tokens)
         call = Call(
@@ -284,6 +314,7 @@ class Attempts:
             req.stream,
             req.include_usage,
             pick.plan.prompt_tokens,
+            None if req.door is None else req.door.adapter(provider.protocol),
         )
 
         async def on_end(end: StreamEnd) -> float:
@@ -307,6 +338,8 @@ class Attempts:
             ),
             request_id=rid,
             on_end=on_end,
+            first_byte_s=first_byte_s,
+            stream_max_s=provider.stream_max_s or self._settings.stream_max_s,
         )
         if ex.failure is not None:
             await booking.failed(row, pick, ex.failure, t0, counted=ex.counted)
@@ -317,7 +350,7 @@ class Attempts:
             return ex.stream
         assert ex.answer is not None
         result = ex.answer
-        if can_fall_back and refused_by_filter(result.body):
+        if can_fall_back and req.door is None and refused_by_filter(result.body):
             # A provider's filter refused the prompt outright (Gemini's blockReason, Anthropic's
             # refusal, an empty content_filter answer): billed as answered, then moved on to the
             # fallback route like a content_filter error.
@@ -335,13 +368,46 @@ class Attempts:
         cost = await booking.answered(row, pick, result.usage, ex.latency_ms)
         await booking.succeeded(pick, ex.latency_ms, result.usage.total_tokens)
         body = result.body
-        if not body.get("created"):
+        if req.door is None and not body.get("created"):
             body["created"] = int(self._clock.now())
         return ChatOutcome(
             body, result.usage, cost, c.provider, c.key, c.model, route.name, rid, []
         )
 
+    def _first_byte_budget(
+        self, provider: Provider, health: hl.Health, left: float, timeout: float, stream: bool
+    ) -> float:
+        """How long this attempt may wait for its first byte: the provider's (or the
+        settings') ``ttfb_timeout_s``, never more than half the time left, so that a key
+        that accepts and never answers leaves the rest of the deadline to the next one.
+
+        A plain answer's first byte comes when the whole answer is ready, so a key whose
+        answers usually take long gets twice its usual latency."""
+        budget = provider.ttfb_timeout_s or self._settings.ttfb_timeout_s
+        if not stream and health.latency_ewma_ms is not None:
+            budget = max(budget, 2.0 * health.latency_ewma_ms / 1000.0)
+        return max(min(budget, timeout, left * LATER_ATTEMPTS_SHARE), 0.001)
+
     # -- fallback rules ------------------------------------------------------------------
+    def _door_deployments(self, req: ChatRequest, route: Route) -> list[Deployment]:
+        """The route's deployments the request's door can reach (all of them for chat)."""
+        door = req.door
+        if door is None:
+            return list(route.deployments)
+        out = [
+            d
+            for d in route.deployments
+            if d.model.kind == door.model_kind
+            and door.adapter(self._protocol_of(d) or "") is not None
+        ]
+        if not out:
+            raise BadRequest(
+                f"the model {req.model!r} has no {door.model_kind} deployment this door can "
+                "reach (an embedding model is marked kind: embedding)",
+                param="model",
+            )
+        return out
+
     def _after_failure(
         self, f: UpstreamFailure, c: Candidate, deployments: list[Deployment]
     ) -> list[Deployment]:

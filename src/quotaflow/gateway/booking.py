@@ -239,6 +239,7 @@ class Booking:
             status="pending",
             stream=stream,
             reserved_tokens=plan.reserved_tokens,
+            door=ctx.door,
             extra={
                 "reserved_cost": price.worst_case_usd(plan.prompt_tokens, plan.completion_tokens)
             },

@@ -28,12 +28,15 @@ import asyncio
 import itertools
 import os
 import random
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from quotaflow.adapters import adapter_for
 from quotaflow.adapters.base import UpstreamFailure
+from quotaflow.adapters.doors.embeddings import EmbeddingsDoor, parse_embedding_request
+from quotaflow.adapters.doors.wrap import Door
 from quotaflow.clock import Clock, SystemClock
 from quotaflow.config.model import Config
 from quotaflow.engine import health as hl
@@ -100,7 +103,8 @@ class Gateway:
         self.started_at: float | None = None
         self.crashed_on_start = 0
         self.counter_disagreements: list[Disagreement] = []  # shared counters vs the ledger
-        self.in_flight = 0
+        self.in_flight = 0  # plain requests being answered
+        self.open_streams: weakref.WeakSet[ActiveStream] = weakref.WeakSet()
         self.learning = Learning(self.keyring, ledger, self.clock, self.settings)
         self.picker = Picker(
             config,
@@ -132,7 +136,7 @@ class Gateway:
         )
         self.picker.on_wait = self.observer.waited
         metrics = self.observer.metrics
-        if metrics is not None and hasattr(ledger, "on_commit"):
+        if metrics is not None:
             ledger.on_commit = metrics.ledger_commit.observe
 
     @property
@@ -252,7 +256,9 @@ class Gateway:
 
     def facts(self, req: ChatRequest, ctx: CallContext) -> RequestFacts:
         return RequestFacts(
-            prompt_tokens=estimate_prompt_tokens(req.body),
+            prompt_tokens=estimate_prompt_tokens(req.body)
+            if req.prompt_tokens is None
+            else req.prompt_tokens,
             max_tokens=req.max_tokens,
             complexity=req.complexity,
             preferred_provider=req.preferred_provider,
@@ -277,12 +283,27 @@ class Gateway:
             route, facts, ctx, exclude, deployments, planned=planned
         )
 
-    async def chat(self, body: Any, ctx: CallContext | None = None) -> ChatOutcome:
-        """A non-streaming chat completion routed across keys with fallback."""
-        ctx = ctx or CallContext()
+    async def chat(
+        self, body: Any, ctx: CallContext | None = None, *, door: Door | None = None
+    ) -> ChatOutcome:
+        """A non-streaming chat completion routed across keys with fallback; through ``door``
+        the answer comes in that door's protocol."""
         req = self.parse(body)
         if req.stream:
             raise BadRequest("use open_stream() for stream=true", param="stream")
+        req.door = door
+        return await self._answer(req, ctx or CallContext())
+
+    async def embed(self, body: Any, ctx: CallContext | None = None) -> ChatOutcome:
+        """``/v1/embeddings``: routed, reserved, booked and fallen back like a chat."""
+        er = parse_embedding_request(body)
+        req = ChatRequest(
+            {}, er.model, False, False, 1, None, None, None,
+            door=EmbeddingsDoor(er), prompt_tokens=er.prompt_estimate,
+        )  # fmt: skip
+        return await self._answer(req, ctx or CallContext())
+
+    async def _answer(self, req: ChatRequest, ctx: CallContext) -> ChatOutcome:
         route = self.route_for(req)
         self.in_flight += 1
         try:
@@ -298,15 +319,19 @@ class Gateway:
         finally:
             self.in_flight -= 1
 
-    async def open_stream(self, body: Any, ctx: CallContext | None = None) -> ActiveStream:
+    async def open_stream(
+        self, body: Any, ctx: CallContext | None = None, *, door: Door | None = None
+    ) -> ActiveStream:
         """Route a ``stream: true`` request; returns once the first chunk is in hand.
 
         Fallback is possible until then; afterwards the stream belongs to one attempt.
+        Through ``door`` the stream comes in that door's protocol.
         """
         ctx = ctx or CallContext()
         req = self.parse(body)
         if not req.stream:
             raise BadRequest("open_stream() needs stream=true", param="stream")
+        req.door = door
         route = self.route_for(req)
         try:
             stream, attempts, _ = await self.attempts.run(req, ctx, route, self.facts(req, ctx))
@@ -315,7 +340,22 @@ class Gateway:
             raise
         assert isinstance(stream, ActiveStream)
         stream.attempts = attempts
+        self.open_streams.add(stream)
         return stream
+
+    @property
+    def busy(self) -> int:
+        """Requests being answered now: plain ones and streams still open."""
+        return self.in_flight + sum(1 for s in self.open_streams if s.outcome == "open")
+
+    def interrupt_streams(self, reason: str) -> int:
+        """End every open stream with an SSE error event naming ``reason`` (each is billed
+        for what it delivered); returns how many there were."""
+        failure = UpstreamFailure(ErrorKind.CONNECTION, None, reason)
+        open_now = [s for s in self.open_streams if s.outcome == "open"]
+        for s in open_now:
+            s.interrupt(failure)
+        return len(open_now)
 
     # -- operator actions ----------------------------------------------------------------
     def enable_key(self, key_id: str) -> None:

@@ -31,7 +31,8 @@ class CallContext:
     agent: str = "default"
     limits: tuple[Limit, ...] = ()
     forced_provider: str | None = None  # overrides the gateway-wide forced provider
-    door: str = "library"  # the inbound protocol (openai, …) or the in-process library
+    door: str = "library"  # the door it came in by (chat, messages, responses, embeddings,
+    # gemini: kept in the ledger and the metrics) or "library" for in-process calls
     traceparent: str | None = None  # the caller's W3C trace context, continued by the spans
 
 
@@ -44,6 +45,7 @@ class Attempt:
     error_kind: str | None = None
     http_status: int | None = None
     message: str | None = None
+    retry_after_s: float | None = None  # what the provider said to wait, if it did
 
 
 @dataclass(slots=True)
@@ -190,7 +192,14 @@ def all_failed(attempts: list[Attempt]) -> QuotaflowError:
         rejected.details = details
         return rejected
     if kinds <= {"rate_limited", "quota_exhausted"}:
+        # Every key said "not now": the client waits as long as the soonest of them asked,
+        # and when only rate limits refused, it is OpenAI's own rate_limit_exceeded.
+        waits = [a.retry_after_s for a in attempts if a.retry_after_s is not None]
+        headers = {"retry-after": str(max(math.ceil(min(waits)), 1))} if waits else None
         return QuotaExhausted(
-            f"Every provider tried refused for rate or quota: {summary}", details=details
+            f"Every provider tried refused for rate or quota: {summary}",
+            details=details,
+            headers=headers,
+            code="rate_limit_exceeded" if kinds == {"rate_limited"} else None,
         )
     return UpstreamError(f"All {len(attempts)} attempts failed: {summary}", details=details)

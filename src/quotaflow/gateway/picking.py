@@ -4,11 +4,12 @@ atomically, or a bounded wait for the first window to free."""
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
+from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import (
     Candidate,
     Pool,
@@ -107,6 +108,21 @@ class Picker:
         cands, rejected = build(pool, facts)
         strategy = route.strategy or cfg.settings.strategy
         return rank(strategy, cands, facts, self.rng, cfg.strategy), rejected, usages
+
+    def has_untried(
+        self, deployments: Sequence[Deployment], tried: Collection[tuple[str, str]]
+    ) -> bool:
+        """Whether a key of these deployments that can take a request now (enabled, not
+        cooling down or out of quota at the provider) is still untried for its model."""
+        now = self._clock.now()
+        health = self._keyring.health
+        return any(
+            k.enabled
+            and (k.id, d.model.name) not in tried
+            and (k.id not in health or hl.unavailable_reason(health[k.id], now) is None)
+            for d in deployments
+            for k in self._keyring.provider_keys(d.provider)
+        )
 
     async def pick(
         self,

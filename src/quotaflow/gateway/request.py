@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quotaflow.errors import BadRequest
+
+if TYPE_CHECKING:
+    from quotaflow.adapters.doors.wrap import Door
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 OWN_FIELDS = ("complexity", "preferred_provider", "quotaflow")
@@ -40,6 +43,10 @@ class ChatRequest:
     preferred_provider: str | None
     user: str | None
     choices: int = 1  # completions the upstream may produce (and bill) for this request
+    # The door the request came in by, when not /v1/chat/completions: it names the adapter
+    # of each provider protocol (adapters/doors/wrap.py), or refuses the protocol.
+    door: Door | None = None
+    prompt_tokens: int | None = None  # the door's own estimate (embeddings have no messages)
 
 
 def _is_int(v: Any) -> bool:

@@ -267,6 +267,12 @@ class Observer:
             "under the provider's models",
         )
 
+    def refused(self, door: str, status: int, error_kind: str, message: str) -> None:
+        """A request turned away before it was routed (bad input, no credentials, an unknown
+        model): its access line and request count."""
+        req = RequestObs(door, "-", "", False, self.clock.monotonic(), self.clock.now())
+        self.finish(req, status, error_kind, message)
+
     def end(self, request_id: str, status: int, error_kind: str | None = None) -> None:
         """The request ``request_id`` ended (a stream, once its last chunk is relayed)."""
         req = self.open.get(request_id)

@@ -230,6 +230,7 @@ def history_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
             "agent": r.agent,
             "model": r.model,
             "source": r.source,
+            "door": r.door,
             "status": r.status,
         }
         for r in rows

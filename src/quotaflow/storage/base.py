@@ -99,6 +99,7 @@ class LedgerRow:
     stream: bool = False
     reserved_tokens: int = 0
     source: str = "proxy"  # proxy | reported | probe
+    door: str = "chat"  # chat | messages | responses | embeddings | gemini | library
     detail: str | None = None
     id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,11 +1,13 @@
 """The whole ledger a runtime opens, as one protocol: what it journals
 (:class:`~quotaflow.storage.base.LedgerStore`), the management state kept beside it
 (:class:`~quotaflow.storage.management.ManagementStore`), the key × model statistics
-(:class:`~quotaflow.storage.stats_store.StatsStore`) and the alert outbox. Both SQL ledgers are one; the runtime
-hands it to each part as the narrow protocol that part uses, so nothing probes for methods."""
+(:class:`~quotaflow.storage.stats_store.StatsStore`) and the alert outbox. Both SQL ledgers
+are one; the runtime hands it to each part as the narrow protocol that part uses, so nothing
+probes for methods."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from quotaflow.storage.base import LedgerStore
@@ -16,6 +18,8 @@ from quotaflow.types import Measure
 
 
 class Ledger(LedgerStore, ManagementStore, StatsStore, OutboxStore, Protocol):
+    on_commit: Callable[[float], None] | None  # told each group commit's seconds (metrics)
+
     async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
         """Attempts of a limit scope still in flight on any replica, at their worst case."""
         ...

@@ -8,8 +8,10 @@
 * **trust-local mode** (``quotaflow serve --trust-local``, loopback only): seed 000's
   local tool without auth; every local caller is treated as the admin.
 
-Credentials come as ``Authorization: Bearer <token>`` (what the OpenAI SDKs send) or
-``X-Quotaflow-Admin-Token``. A ``qf``-prefixed token that matches nothing is refused
+Credentials come as ``Authorization: Bearer <token>`` (what the OpenAI SDKs send),
+``X-Quotaflow-Admin-Token``, or the doors' own headers: ``x-api-key`` (Anthropic),
+``x-goog-api-key`` or ``?key=`` (Gemini's ``models/…:generateContent`` paths). A
+``qf``-prefixed token that matches nothing is refused
 (401), except that a wrong admin token on an open read counts as none; any other bearer
 (an SDK's placeholder key) counts as no credentials. Failed admin tokens are counted per
 client address: past :data:`THROTTLE_LIMIT` in :data:`THROTTLE_WINDOW_S`, every admin
@@ -131,6 +133,14 @@ def presented_token(request: web.Request) -> str | None:
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    # The doors' own ways to carry a key: Anthropic's SDKs send ``x-api-key``, Google's
+    # ``x-goog-api-key`` or ``?key=`` on the Gemini paths.
+    for header in ("x-api-key", "x-goog-api-key"):
+        token = request.headers.get(header)
+        if token:
+            return token.strip()
+    if ":" in request.path and request.query.get("key"):
+        return request.query["key"].strip()
     return None
 
 

@@ -39,8 +39,23 @@ def error_response(request: web.Request, err: QuotaflowError) -> web.Response:
         body = {"error": dict(upstream["error"])}
         if err.details:
             body["error"]["quotaflow"] = err.details
-        return json_response(body, err.status, err.headers)
-    return json_response(err.to_openai(), err.status, err.headers)
+    else:
+        body = err.to_openai()
+    body = door_error(request.method, request.path, err.status, body)
+    return json_response(body, err.status, err.headers)
+
+
+def door_error(method: str, path: str, status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """The error in the shape of the door it is answered through (OpenAI's by default)."""
+    if path.startswith("/v1/messages"):
+        from quotaflow.adapters.doors import messages
+
+        return messages.error_body(status, body["error"])
+    if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and method == "POST"):
+        from quotaflow.adapters.doors import gemini
+
+        return gemini.error_body(status, body["error"])
+    return body
 
 
 _HTTP_KIND = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}

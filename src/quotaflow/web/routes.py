@@ -38,6 +38,13 @@ def lazy(module: str, name: str) -> Handler:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_get("/v1/models", openai.list_models)
+    # the other doors onto the same gateway
+    app.router.add_post("/v1/messages", lazy("api.messages", "create_message"))
+    app.router.add_post("/v1/messages/count_tokens", lazy("api.messages", "count_tokens"))
+    app.router.add_post("/v1/embeddings", lazy("api.embeddings", "create_embedding"))
+    app.router.add_post("/v1/responses", lazy("api.responses", "create_response"))
+    app.router.add_post("/v1beta/models/{target}", lazy("api.gemini", "generate"))
+    app.router.add_post("/v1/models/{target}", lazy("api.gemini", "generate"))
     app.router.add_get("/api/health", health.health)
     app.router.add_get("/livez", health.livez)
     app.router.add_get("/readyz", health.readyz)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -96,3 +97,30 @@ async def test_metrics_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.Mon
     async with serving(tmp_path, "127.0.0.1") as (srv, _):
         status, text = await get(srv)
     assert status == 404 and "QUOTAFLOW_METRICS" in text
+
+
+async def test_requests_refused_before_routing_get_their_access_line_and_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quotaflow.access")
+    async with serving(tmp_path, "127.0.0.1") as (srv, _):
+        async with aiohttp.ClientSession() as http:
+            url = srv.make_url("/v1/chat/completions")
+            async with http.post(
+                url, data=b"{not json", headers={"content-type": "application/json"}
+            ) as r:
+                assert r.status == 400
+            body = {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}
+            async with http.post(url, json=body) as r:
+                assert r.status == 404
+        _, text = await get(srv)
+    lines = [r.fields for r in caplog.records if r.name == "quotaflow.access"]
+    assert [(f["status"], f["door"], f["attempts"]) for f in lines] == [
+        (400, "openai", 0),
+        (404, "openai", 0),
+    ]
+    assert lines[1]["error_kind"] == "not_found"
+    requests = next(
+        f for f in text_string_to_metric_families(text) if f.name == "quotaflow_requests"
+    )
+    assert sum(s.value for s in requests.samples if s.labels.get("status_class") == "4xx") == 2

@@ -52,7 +52,7 @@ _DOWN: tuple[type[BaseException], ...] = (
 )
 
 _INSERT = (
-    f"INSERT INTO ledger ({COLUMNS}, replica) VALUES ({', '.join(f'${i}' for i in range(1, 28))})"
+    f"INSERT INTO ledger ({COLUMNS}, replica) VALUES ({', '.join(f'${i}' for i in range(1, 29))})"
 )
 _FINISH = (
     "UPDATE ledger SET prompt_tokens=$1, completion_tokens=$2, cached_tokens=$3, "
@@ -318,6 +318,7 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             float(r.extra.get("reserved_cost", 0.0)),
             r.source,
             r.detail,
+            r.door,
             self.replica_id,
         )
 

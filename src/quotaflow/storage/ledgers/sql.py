@@ -55,7 +55,7 @@ COLUMNS = (
     "id, request_id, attempt, ts, agent, route, provider, key_id, model, prompt_tokens, "
     "completion_tokens, cached_tokens, total_tokens, requests, cost_usd, latency_ms, ttfb_ms, "
     "status, error_kind, http_status, estimated, stream, reserved_tokens, reserved_cost, source, "
-    "detail"
+    "detail, door"
 )
 
 
@@ -88,6 +88,7 @@ def row_of(t: Sequence[Any]) -> LedgerRow:
         extra={"reserved_cost": t[23]},
         source=t[24],
         detail=t[25],
+        door=t[26],
     )
 
 

@@ -69,6 +69,7 @@ _INSERT_COLUMNS = (
     "reserved_tokens",
     "reserved_cost",
     "source",
+    "door",
 )
 _FINISH_COLUMNS = (
     "prompt_tokens",
@@ -137,6 +138,7 @@ def _insert(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
         r.reserved_tokens,
         float(r.extra.get("reserved_cost", 0.0)),
         r.source,
+        r.door,
     )
     nullable = (r.latency_ms, r.ttfb_ms, r.error_kind, r.http_status, r.detail)
     if nullable == _ALL_NULL:
@@ -197,6 +199,16 @@ def unusable_database(path: Path, exc: BaseException) -> StorageUnusable:
     return StorageUnusable(f"the ledger database {path.resolve()} is unusable ({reason}); {advice}")
 
 
+def _migrate(db: sqlite3.Connection, script: str) -> None:
+    try:
+        db.executescript(script)
+    except sqlite3.OperationalError as exc:
+        # SQLite's ADD COLUMN has no IF NOT EXISTS: a migration adding a column (one
+        # statement alone in its file) fails this way on every open after the first.
+        if "duplicate column name" not in str(exc):
+            raise
+
+
 def _migrations() -> list[str]:
     folder = resources.files("quotaflow.storage.ledgers") / "migrations" / "sqlite"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
@@ -241,7 +253,7 @@ class SqliteLedger(SqlOutbox, SqlLedger):
                 if (wal := self.path.with_name(self.path.name + side)).exists():
                     private_file(wal)
             for script in _migrations():
-                db.executescript(script)
+                _migrate(db, script)
         except (sqlite3.Error, OSError) as exc:
             raise unusable_database(self.path, exc) from None
         self._db = db

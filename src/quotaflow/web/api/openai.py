@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from quotaflow.engine.catalog import Route
 from quotaflow.errors import Unauthorized
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.gateway.streaming import CLIENT_GONE
@@ -35,7 +36,7 @@ async def context_of(request: web.Request, body: object) -> CallContext:
     agent, name = named_agent(request, caller, named, param)
     apply_token_cap(agent, body)
     ctx, _ = await context_for(mg.gateway, agent, agent.name if agent else name)
-    return replace(ctx, door="openai", traceparent=request.headers.get("traceparent"))
+    return replace(ctx, door="chat", traceparent=request.headers.get("traceparent"))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -75,6 +76,7 @@ async def list_models(request: web.Request) -> web.Response:
                 "object": "model",
                 "created": 0,
                 "owned_by": ",".join(owners) or "quotaflow",
+                "doors": doors_of(route),
             }
         )
     # The catalog above; other names that match a provider's patterns (or provider/model)
@@ -91,3 +93,14 @@ async def list_models(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+CHAT_DOORS = ("chat", "messages", "responses", "gemini")
+
+
+def doors_of(route: Route) -> list[str]:
+    """The doors a route can be reached through: embeddings for embedding models, every
+    conversational door (each translated onto any protocol) for the others."""
+    kinds = {d.model.kind for d in route.deployments}
+    out = list(CHAT_DOORS) if "chat" in kinds else []
+    return [*out, "embeddings"] if "embedding" in kinds else out

@@ -123,6 +123,87 @@ CHAT_OUT = obj(
 )
 
 
+ANTHROPIC_ERROR = obj({"type": {"const": "error"}, "error": obj({"type": STR, "message": STR})})
+GOOGLE_ERROR = obj({"error": obj({"code": INT, "message": STR, "status": STR})})
+TEXT_BLOCKS: Schema = {"type": "array", "items": obj({"type": {"const": "text"}, "text": STR})}
+MODEL: Schema = {"type": "string", "minLength": 1}
+MESSAGE_LIST: Schema = {
+    "type": "array",
+    "minItems": 1,
+    "items": obj({"role": {"enum": ["user", "assistant"]}, "content": {"anyOf": [STR, TEXT_BLOCKS]}}),
+}  # fmt: skip
+MESSAGES_OPTIONAL: dict[str, Schema] = {"system": STR, "stream": BOOL, "temperature": {"type": "number", "minimum": 0, "maximum": 1}}  # fmt: skip
+MESSAGES_IN = obj(
+    {"model": MODEL, "max_tokens": {"type": "integer", "minimum": 1, "maximum": 4096}, "messages": MESSAGE_LIST},
+    MESSAGES_OPTIONAL,
+)  # fmt: skip
+COUNT_IN = obj({"model": MODEL, "messages": MESSAGE_LIST}, {"system": STR})
+RESPONSES_IN = obj(
+    {"model": MODEL, "input": {"type": "string", "minLength": 1}},
+    {
+        "instructions": STR,
+        "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "stream": BOOL,
+        "store": BOOL,
+    },
+)
+EMBEDDINGS_IN = obj(
+    {
+        "model": MODEL,
+        "input": {"anyOf": [STR, {"type": "array", "minItems": 1, "maxItems": 16, "items": STR}]},
+    },
+    {"encoding_format": {"enum": ["float", "base64"]}, "dimensions": {"type": "integer", "minimum": 1, "maximum": 64}},
+)  # fmt: skip
+GEMINI_IN = obj(
+    {
+        "contents": {
+            "type": "array",
+            "minItems": 1,
+            "items": obj(
+                {
+                    "role": {"enum": ["user", "model"]},
+                    "parts": {"type": "array", "minItems": 1, "items": obj({"text": STR})},
+                }
+            ),
+        }
+    },
+    {"generationConfig": obj({}, {"maxOutputTokens": {"type": "integer", "minimum": 1, "maximum": 4096}})},
+)  # fmt: skip
+GEMINI_TARGET = {
+    "name": "target", "in": "path", "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}:(generateContent|streamGenerateContent)$"},
+}  # fmt: skip
+
+
+def door_op(
+    summary: str, ok: Schema, body: Schema, error: Schema, *, stream: bool = True
+) -> Schema:
+    """An operation of one of the other doors: its own error shape, maybe a stream."""
+    o: Schema = {
+        "summary": summary,
+        "requestBody": json_body(body),
+        "security": [{"bearer": []}],
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": ok}}},
+            "4XX": {"description": "Bad input, auth, unknown model, quota exhausted", "content": {"application/json": {"schema": error}}},
+        },
+    }  # fmt: skip
+    if stream:
+        o["responses"]["200"]["content"]["text/event-stream"] = {"schema": STR}
+    return o
+
+
+def gemini_op() -> Schema:
+    o = door_op(
+        "Gemini generateContent / streamGenerateContent, routed across keys",
+        obj({"candidates": {"type": "array"}}),
+        GEMINI_IN,
+        GOOGLE_ERROR,
+    )
+    o["parameters"] = [GEMINI_TARGET]
+    return o
+
+
 def json_body(schema: Schema, required: bool = True) -> Schema:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
@@ -547,6 +628,42 @@ def paths() -> dict[str, Schema]:
             )
         },
         "/v1/chat/completions": {"post": chat_op()},
+        "/v1/messages": {
+            "post": door_op(
+                "Anthropic Messages, routed across keys (native on Anthropic keys)",
+                obj({"type": STR, "content": {"type": "array"}}),
+                MESSAGES_IN,
+                ANTHROPIC_ERROR,
+            )
+        },
+        "/v1/messages/count_tokens": {
+            "post": door_op(
+                "Anthropic token count (an Anthropic key's, else an estimate)",
+                obj({"input_tokens": INT}),
+                COUNT_IN,
+                ANTHROPIC_ERROR,
+                stream=False,
+            )
+        },
+        "/v1/responses": {
+            "post": door_op(
+                "OpenAI Responses (stateless), routed across keys",
+                obj({"id": STR, "object": STR, "output": {"type": "array"}}),
+                RESPONSES_IN,
+                OPENAI_ERROR,
+            )
+        },
+        "/v1/embeddings": {
+            "post": door_op(
+                "OpenAI embeddings, routed across the providers that embed",
+                obj({"object": STR, "data": {"type": "array"}}),
+                EMBEDDINGS_IN,
+                OPENAI_ERROR,
+                stream=False,
+            )
+        },
+        "/v1beta/models/{target}": {"post": gemini_op()},
+        "/v1/models/{target}": {"post": gemini_op()},
         "/v1/models": {
             "get": op(
                 "Routes and models served",
