@@ -188,7 +188,7 @@ async def run_server(
     "--trust-local",
     is_flag=True,
     default=False,
-    help="Seed 000's local mode: /api needs no admin token. Refused unless bound to loopback.",
+    help="Local mode: /api needs no admin token. Refused unless bound to loopback.",
 )
 @click.option(
     "--log-level",
