@@ -116,8 +116,9 @@ async def run_server(
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        hint = "; choose another with --port (0 picks a free one)" if port else ""
         raise click.ClickException(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
         ) from None
     if on_listening is not None:
         on_listening()
