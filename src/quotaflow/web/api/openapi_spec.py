@@ -274,8 +274,8 @@ def paths() -> dict[str, Schema]:
                                 "maxLength": 1024,
                                 "pattern": "^[!-~]+$",
                             },
-                            "quota_total": {"type": "integer", "minimum": 1, "maximum": 10**13},
-                        }
+                        },
+                        {"quota_total": {"type": "integer", "minimum": 1, "maximum": 10**13}},
                     )
                 ),
                 auth=True,
