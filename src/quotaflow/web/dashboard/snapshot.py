@@ -270,7 +270,7 @@ async def build_snapshot(mg: Runtime, series: SeriesCache, stamp: object = None)
         "generated_at": now,
         "system": system,
         # One status for the Health tile, the Recommendation, the banner and the Emergency tile.
-        "status": status_json(providers, recommendation, alerts, system["emergency"]),
+        "status": status_json(providers, recommendation, alerts, emergency),
         "providers": providers,
         "recommendation": recommendation,
         "log": with_refusals(

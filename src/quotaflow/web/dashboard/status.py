@@ -18,6 +18,12 @@ EMERGENCY_LEVEL = {
     "critical": "critical",
     "emergency": "critical",
 }
+BUDGET_MESSAGE = {
+    "normal": "All usage below the warning level.",
+    "warning": "Usage above the warning level: watch the budgets.",
+    "critical": "Usage above the critical level: fallback providers in use.",
+    "emergency": "Usage above the emergency level: calls may soon be refused.",
+}
 ALERT_LEVEL = {"warning": "warning", "error": "warning", "critical": "critical"}
 
 
@@ -27,6 +33,21 @@ def plural(n: int, word: str) -> str:
 
 def _worst(*levels: str) -> str:
     return max(levels, key=LEVELS.index)
+
+
+def budgets_level(emergency: dict[str, Any]) -> str:
+    """The emergency level of what was used: providers' and agents' budgets by their usage.
+
+    The emergency status counts an unavailable provider as fully used; here a key that cannot
+    serve (cooling down, disabled) is already in the status, and counting it again would call
+    a six-second cool-down an emergency."""
+    t = emergency.get("thresholds") or {}
+    bounds = [t.get("warning", 80.0), t.get("critical", 95.0), t.get("emergency", 98.0)]
+    used = [p["usage_percentage"] for p in emergency.get("providers", [])]
+    used += [b["usage_percentage"] for b in emergency.get("budgets", [])]
+    top = max(used, default=0.0)
+    names = ["normal", "warning", "critical", "emergency"]
+    return names[sum(1 for b in bounds if top >= b)]
 
 
 def key_state(key: dict[str, Any]) -> str:
@@ -79,19 +100,19 @@ def status_json(
         message = f"All {plural(total, 'key')} available." if total > 1 else "The key is available."
     active = alerts.get("active") or []
     alert_level = _worst("ok", *(ALERT_LEVEL.get(a.get("severity", ""), "warning") for a in active))
-    budget_level = EMERGENCY_LEVEL.get(str(emergency.get("status", "normal")), "ok")
-    overall = _worst(level, alert_level, budget_level)
-    if overall != level and level == "ok":
-        title = "attention"
-        message = (
-            f"{message} {plural(len(active), 'active alert')}."
-            if alert_level == overall
-            else f"{message} {emergency.get('message', '')}."
-        )
+    budgets = budgets_level(emergency)
+    overall = _worst(level, alert_level, EMERGENCY_LEVEL[budgets])
+    if overall != level:
+        title = {"warning": "attention", "critical": "critical"}[overall]
+        if alert_level == overall:
+            message = f"{message} {plural(len(active), 'active alert')}."
+        else:
+            message = f"{message} Budgets at the {budgets} level ({emergency.get('message', '')})."
     # The Emergency tile shows the budgets' level, raised to the status level when that is worse.
-    shown = str(emergency.get("status", "normal"))
-    if LEVELS.index(EMERGENCY_LEVEL.get(shown, "ok")) < LEVELS.index(overall):
+    shown, shown_message = budgets, BUDGET_MESSAGE[budgets]
+    if LEVELS.index(EMERGENCY_LEVEL[shown]) < LEVELS.index(overall):
         shown = {"ok": "normal", "warning": "warning", "critical": "critical"}[overall]
+        shown_message = message
     return {
         "level": overall,
         "title": title,
@@ -103,5 +124,5 @@ def status_json(
         "keys_depleted": depleted,
         "can_serve": served and total > 0,
         "emergency": shown,
-        "budgets_emergency": emergency.get("status", "normal"),
+        "emergency_message": shown_message,
     }

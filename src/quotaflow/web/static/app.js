@@ -70,7 +70,7 @@ function updateSession() {
   const note = $("read-only-note");
   note.hidden = !readOnly;
   note.textContent = readOnly
-    ? "Read-only: sign in (top right) with the admin token that `quotaflow serve` printed at its first start to add keys, force a provider, reset quotas or disable keys."
+    ? "Read-only: sign in (top right) with the admin token that quotaflow serve printed at its first start to add keys, force a provider, reset quotas or disable keys."
     : "";
   $("add-key-open").disabled = Boolean(readOnly);
   $("add-key-open").title = readOnly ? "Sign in with the admin token to add a key" : "";

@@ -17,8 +17,6 @@ function tile(name, value, detail, tone) {
 
 /** The tiles; Health, Keys available and Emergency level read the one status (st). */
 export function renderStatus(sys, st) {
-  const em = sys.emergency || {};
-  const raised = st.emergency !== st.budgets_emergency;
   return [
     tile("Health", st.title, st.message, st.level),
     tile("Keys available", `${st.keys_available} / ${st.keys_total}`,
@@ -28,7 +26,7 @@ export function renderStatus(sys, st) {
     tile("Overall usage", pct(sys.overall_used_pct), "of all token quotas"),
     tile("Forced provider", sys.forced_provider || "none", sys.forced_provider ? "used while available" : "ranking decides",
       sys.forced_provider ? "accent" : null),
-    tile("Emergency level", st.emergency, raised ? st.message : em.message, EMERGENCY_TONE[st.emergency]),
+    tile("Emergency level", st.emergency, st.emergency_message, EMERGENCY_TONE[st.emergency]),
     tile("In flight", num(sys.in_flight), `strategy: ${sys.strategy}`),
   ];
 }
