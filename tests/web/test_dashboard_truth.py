@@ -207,3 +207,31 @@ def _rgb(css: str) -> tuple[int, ...]:
 def _rgb_hex(hex_color: str) -> tuple[int, ...]:
     h = hex_color.lstrip("#")
     return tuple(int(h[i : i + 2], 16) for i in (0, 2, 4))
+
+
+def test_chart_axes_are_distinct_unclipped_and_readable(watched: Watched, gateway: Gateway) -> None:
+    page = watched.page
+    page.wait_for_function("document.querySelectorAll('.plot').length === 3")
+    axes = page.evaluate(
+        """() => {
+            const ctx = document.createElement('canvas').getContext('2d');
+            return [...document.querySelectorAll('.plot')].flatMap((box) => box.uplot.axes.map((a) => {
+                ctx.font = a.font[0];
+                const widest = Math.max(0, ...(a._values || []).map((v) => ctx.measureText(v).width));
+                return {
+                    chart: box.getAttribute('aria-label'), side: a.side, values: a._values || [],
+                    px: parseFloat(a.font[0]) / uPlot.pxRatio, widest: widest / uPlot.pxRatio,
+                    size: a._size,
+                };
+            }));
+        }"""
+    )
+    assert len(axes) == 6  # tokens, cost and latency: an x and a y axis each
+    for axis in axes:
+        assert axis["values"], axis
+        assert len(set(axis["values"])) == len(axis["values"]), axis  # no "$0.01, $0.01"
+        assert axis["px"] >= 11, axis
+        if axis["side"] == 3:  # the y axis on the left: its labels fit its width
+            assert axis["widest"] <= axis["size"], axis
+    empties = page.locator(".chart-empty").all_inner_texts()
+    assert all(t.startswith(("No ", "No key")) for t in empties)

@@ -2,7 +2,7 @@
 // changed, and sends the operator's actions with the admin token.
 
 import { ApiError, call, authHeaders, setToken, token } from "./api.js";
-import { paintSwatches } from "./charts.js";
+import { paintRunways, paintSwatches } from "./charts.js";
 import { h, replace } from "./dom.js";
 import { relative } from "./format.js";
 import { paintBars, renderProviders, tick } from "./keys.js";
@@ -84,6 +84,7 @@ function section(name, container, data, render) {
   replace(container, ...(render() || []));
   paintBars(container);
   paintSwatches(container);
+  paintRunways(container);
   tick(container, serverNow());
 }
 

@@ -1,7 +1,7 @@
 // The dashboard's sections other than the key cards: system status, recommendation,
 // usage log, charts and forecast, agents, alerts.
 
-import { bars, colorOf, legend, lines, runway, stackedBars } from "./charts.js";
+import { bars, colorOf, emptyChart, legend, lines, runway, stackedBars } from "./charts.js";
 import { h } from "./dom.js";
 import { clock, compact, dateTime, ms, num, pct, plural, usd, windowName } from "./format.js";
 import { badge, when } from "./keys.js";
@@ -126,19 +126,21 @@ export function renderCharts(charts, forecast, serverNow) {
   const names = Object.keys(t.tokens);
   const tokens = names.length
     ? stackedBars({ starts: t.starts, series: t.tokens, label: "Tokens per provider per minute, last hour" })
-    : h("p", { class: "empty" }, "No tokens in the last hour.");
+    : emptyChart("tokens in the last hour");
   const days = charts.cost_per_day;
-  const cost = bars({
-    labels: days.map((d) => d.day), values: days.map((d) => d.cost_usd), fmt: usd,
-    label: "Cost per day, last 14 days",
-  });
-  const latency = lines({
-    starts: t.starts, label: "Latency p50 and p95 per minute, last hour", fmt: ms,
-    series: [
-      { name: "p50", values: t.latency_p50_ms, color: "#6366f1" },
-      { name: "p95", values: t.latency_p95_ms, color: "#9333ea", dashed: true },
-    ],
-  });
+  const cost = days.some((d) => d.cost_usd > 0)
+    ? bars({ labels: days.map((d) => d.day), values: days.map((d) => d.cost_usd), label: "Cost per day, last 14 days" })
+    : emptyChart("cost in the last 14 days");
+  const timed = [...t.latency_p50_ms, ...t.latency_p95_ms].some((v) => v !== null && v !== undefined);
+  const latency = timed
+    ? lines({
+      starts: t.starts, label: "Latency p50 and p95 per minute, last hour",
+      series: [
+        { name: "p50", values: t.latency_p50_ms, color: "#6366f1" },
+        { name: "p95", values: t.latency_p95_ms, color: "#9333ea", dashed: true },
+      ],
+    })
+    : emptyChart("latency in the last hour");
   return [
     figure("Tokens per provider", tokens,
       legend(names.map((n) => [n, colorOf(n, names)]))),
@@ -166,7 +168,7 @@ function renderForecast(f, serverNow) {
         p.blackouts.length && p.blackouts[0].end ? ["; refills ", when(p.blackouts[0].end, "")] : "")));
   return figure("Forecast: time until empty",
     rows.length ? runway({ rows, label: "Time until each key's quota runs out at the current burn rate" })
-      : h("p", { class: "empty" }, "No key has a quota to forecast."),
+      : h("p", { class: "empty chart-empty" }, "No key has a quota to forecast yet."),
     h("div", null, h("ul", { class: "pools" }, pools),
       h("p", { class: "muted" }, "Bar: time until empty at the recent burn rate; tick: next reset; red: empties before it resets.")));
 }
