@@ -74,3 +74,16 @@ def test_an_active_critical_alert_raises_the_status() -> None:
     st = status_json(providers(key("a"), key("b")), CHOSEN, alerts, CALM)
     assert (st["level"], st["title"]) == ("critical", "critical")
     assert st["message"].endswith("1 active alert.")
+
+
+def test_the_chart_library_is_vendored_with_its_licence() -> None:
+    import re
+    from pathlib import Path
+
+    static = Path(__file__).resolve().parents[2] / "src" / "quotaflow" / "web" / "static"
+    page = (static / "index.html").read_text(encoding="utf-8")
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert "/static/uPlot.iife.min.js" in sources
+    assert all(s.startswith(("/static/", "#")) for s in sources), sources  # nothing from a CDN
+    assert "MIT License" in (static / "uPlot-LICENSE.txt").read_text(encoding="utf-8")
+    assert not (static / "charts.js").read_text(encoding="utf-8").count("createElementNS")
