@@ -48,7 +48,7 @@ def test_help_pages_stand_alone() -> None:
 def test_openapi_document_stands_alone() -> None:
     import json
 
-    from quotaflow.web.openapi_spec import build_spec
+    from quotaflow.web.api.openapi_spec import build_spec
 
     assert _outside_refs(json.dumps(build_spec("0"))) == []
 

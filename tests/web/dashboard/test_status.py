@@ -80,7 +80,7 @@ def test_the_chart_library_is_vendored_with_its_licence() -> None:
     import re
     from pathlib import Path
 
-    static = Path(__file__).resolve().parents[2] / "src" / "quotaflow" / "web" / "static"
+    static = Path(__file__).resolve().parents[3] / "src" / "quotaflow" / "web" / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert "/static/uPlot.iife.min.js" in sources

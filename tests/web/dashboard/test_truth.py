@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.procs import fake_provider
-from tests.web import test_dashboard_browser as dashboard
-from tests.web.test_dashboard_browser import Gateway, Watched, card, sign_in
+from tests.web.dashboard import test_browser as dashboard
+from tests.web.dashboard.test_browser import Gateway, Watched, card, sign_in
 
 pytestmark = pytest.mark.browser
 browser = dashboard.browser  # the same headless Chromium fixture
