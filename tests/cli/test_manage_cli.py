@@ -137,8 +137,10 @@ def test_against_a_running_server(qf: QF, server: tuple[Proc, str], tmp_path: Pa
     assert denied.code == 2 and "invalid admin token" in denied.err
 
 
-def test_readme_shows_every_commands_help() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert "$ quotaflow --help" in readme
+def test_cli_reference_shows_every_commands_help() -> None:
+    root = Path(__file__).resolve().parents[2]
+    reference = (root / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "$ quotaflow --help" in reference
     for cmd in COMMANDS:
-        assert f"Usage: quotaflow {cmd} [OPTIONS]" in readme, cmd
+        assert f"Usage: quotaflow {cmd} [OPTIONS]" in reference, cmd
+    assert "(docs/cli.md)" in (root / "README.md").read_text(encoding="utf-8")

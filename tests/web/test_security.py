@@ -140,7 +140,7 @@ BAD = [
     ("/api/use", {"provider": "zzz", "tokens_used": 1}, "unknown provider"),
     ("/api/use", {"provider": "openai", "tokens_used": 1, "success": "yes"}, "success"),
     ("/api/use", {"provider": 7, "tokens_used": 1}, "provider"),
-    ("/api/add_key", {"provider": "openai", "api_key": "k"}, "quota_total"),
+    ("/api/add_key", {"provider": "openai", "api_key": "k", "quota_total": "many"}, "quota_total"),
     ("/api/add_key", {"provider": "openai", "api_key": "", "quota_total": 5}, "api_key"),
     ("/api/add_key", {"provider": "openai", "api_key": "k", "quota_total": 0}, "quota_total"),
     ("/api/force_provider", {"provider": "unknown-one"}, "unknown provider"),

@@ -58,8 +58,8 @@ def alerts(
     as_json: bool,
     check: bool,
 ) -> None:
-    """Quotas at or above an alert level now (seed 002: 75 / 90 / 95 %), and the alerts
-    raised so far. With --url: the server's /api/token-usage/alerts (seed 003).
+    """Quotas at or above an alert level now (75 / 90 / 95 % by default), and the alerts
+    raised so far. With --url: the server's /api/token-usage/alerts.
 
     `quotaflow alerts test` sends a sample alert to each webhook of the configuration."""
     if ctx.invoked_subcommand is not None:

@@ -2,9 +2,14 @@
 
 Everything runs in one process on the embedded SQLite default: fake providers of each
 protocol quotaflow has an adapter for, a gateway on ``--port``, and a handful of agents
-sending chat requests through ``/v1``. A refreshing table shows each key's headroom and
-where the traffic goes; keys run out, the traffic switches, minute windows reset and it
-switches back. Ctrl-C stops it (or ``--duration``).
+sending chat requests through ``/v1``. A refreshing table shows each key's state, its quotas
+and where the traffic goes.
+
+The switching scenario keeps switching for as long as it runs: every quota resets each
+minute (one also counts an hour), together they hold about the traffic of four agents, so
+keys fill up and run out near the end of a minute and come back at the next; and every few
+seconds one provider answers a rate-limit 429 with ``Retry-After``, its key cools down, the
+traffic moves to the others and returns when the cool-down ends.
 
 ``--scenario failover`` runs one key per protocol in priority order (OpenAI, Anthropic,
 Gemini) with small one-time quotas on the first two: the traffic fails over from OpenAI to
@@ -15,56 +20,67 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import itertools
 import random
 import shutil
 import signal
-from collections import Counter, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import click
-from rich.console import Group
+from aiohttp import web
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from quotaflow.adapters import BUILT_IN
+from quotaflow.cli.demo_view import Traffic, closing_sentence, render
 from quotaflow.config.load import parse_spec, resolve
 from quotaflow.config.model import Config
-from quotaflow.engine.durations import human_duration
 from quotaflow.fake_provider import FakeProviderConfig, running_fake_provider
-from quotaflow.gateway import Gateway
+from quotaflow.fake_provider.cli import PortInUse
+from quotaflow.fake_provider.faults import Fault
+from quotaflow.fake_provider.server import FakeProviderHandle
 from quotaflow.runtime import build_gateway, data_home
 from quotaflow.web.app import create_app
 
-STATE_STYLE = {"ok": "green", "warning": "dark_orange", "critical": "red", "depleted": "grey50"}
-
-# (provider name, protocol, model, key limits)
+# (provider name, protocol, model, key limits). Minute windows only (one hour window), sized
+# so that four agents (about 280 requests a minute, ~36 tokens each) fill them near the end of
+# each minute: the keys run out in turn, few requests are refused, and the next minute resets
+# them all. The hour window makes the router spare that key as its hour fills.
 DEMO_KEYS: list[tuple[str, str, str, list[dict[str, Any]]]] = [
     (
         "groq",
         "openai",
         "llama-3.1-8b-instant",
-        [{"metric": "tokens", "window": "minute", "amount": 1200}],
+        [{"metric": "tokens", "window": "minute", "amount": 2800}],
     ),
-    ("openai", "openai", "gpt-4o-mini", [{"metric": "tokens", "window": "day", "amount": 2500}]),
+    (
+        "openai",
+        "openai",
+        "gpt-4o-mini",
+        [
+            {"metric": "requests", "window": "minute", "amount": 75},
+            {"metric": "tokens", "window": "hour", "amount": 100_000},
+        ],
+    ),
     (
         "anthropic",
         "anthropic",
         "claude-haiku-4-5",
-        [{"metric": "tokens", "window": "rolling 45s", "amount": 1500}],
+        [{"metric": "tokens", "window": "minute", "amount": 2800}],
     ),
     (
         "gemini",
         "gemini",
         "gemini-2.0-flash",
-        [{"metric": "requests", "window": "minute", "amount": 20}],
+        [{"metric": "requests", "window": "minute", "amount": 45}],
     ),
 ]
-
+# Every COOL_EVERY_S one provider (in turn) answers one request with a 429 and Retry-After.
+COOL_EVERY_S = 12.0
+COOL_FOR_S = 6.0
 
 # The failover scenario: one key per protocol, tried in this order; the first two run dry.
 FAILOVER_KEYS: list[tuple[str, str, str, list[dict[str, Any]]]] = [
@@ -83,15 +99,13 @@ FAILOVER_KEYS: list[tuple[str, str, str, list[dict[str, Any]]]] = [
     ),
 ]
 SCENARIOS = ("switching", "failover")
+# Each agent's pause between two requests: switching paces four agents to what its quotas
+# hold; failover sends faster, so the one-time quotas run dry within seconds.
+PAUSE_S = {"switching": (0.4, 1.2), "failover": (0.15, 0.5)}
 
 
-@dataclass
-class Traffic:
-    ok: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    events: deque[str] = field(default_factory=lambda: deque(maxlen=8))
-    last_key: str | None = None
-    total: int = 0
+def _secret(provider: str) -> str:
+    return f"sk-demo-{provider}-0000"
 
 
 def demo_config(urls: dict[str, str], scenario: str = "switching") -> Config:
@@ -105,26 +119,20 @@ def demo_config(urls: dict[str, str], scenario: str = "switching") -> Config:
         base = urls[protocol] + (
             "/v1" if protocol == "openai" else "/v1beta" if protocol == "gemini" else ""
         )
+        key = {"id": f"{name}-demo", "secret": _secret(name), "limits": limits}
         providers.append(
-            {
-                "name": name,
-                "protocol": protocol,
-                "base_url": base,
-                "models": [model],
-                "keys": [
-                    {"id": f"{name}-demo", "secret": f"sk-demo-{name}-0000", "limits": limits}
-                ],
-            }
+            {"name": name, "protocol": protocol, "base_url": base, "models": [model], "keys": [key]}
         )
         deployments.append({"provider": name, "model": model})
+    settings: dict[str, Any] = {
+        "strategy": "priority" if failover else "headroom",
+        "max_wait_s": 0,
+        "preferred_providers": [],
+    }
     spec = parse_spec(
         {
-            "server": {"dashboard_read_only_on_loopback": True},  # the dashboard, without a token
-            "settings": {
-                "strategy": "priority" if failover else "headroom",
-                "max_wait_s": 0,
-                "preferred_providers": [],
-            },
+            "server": {"dashboard_read_only_on_loopback": True},  # the dashboard, no token
+            "settings": settings,
             "providers": providers,
             "routes": [{"name": "demo", "deployments": deployments}],
         }
@@ -133,18 +141,33 @@ def demo_config(urls: dict[str, str], scenario: str = "switching") -> Config:
 
 
 @contextlib.asynccontextmanager
-async def fake_upstreams() -> AsyncIterator[dict[str, str]]:
+async def fake_upstreams() -> AsyncIterator[dict[str, FakeProviderHandle]]:
     async with contextlib.AsyncExitStack() as stack:
-        urls: dict[str, str] = {}
+        handles: dict[str, FakeProviderHandle] = {}
         for protocol in BUILT_IN:
             cfg = FakeProviderConfig(protocol=protocol, latency_ms=40, completion_tokens=24)
-            handle = await stack.enter_async_context(running_fake_provider(cfg))
-            urls[protocol] = handle.url
-        yield urls
+            handles[protocol] = await stack.enter_async_context(running_fake_provider(cfg))
+        yield handles
+
+
+async def rate_limit_in_turn(handles: dict[str, FakeProviderHandle], stop: asyncio.Event) -> None:
+    """Make one provider after the other answer a request with 429 + Retry-After."""
+    turns = itertools.cycle([(n, p) for n, p, _, _ in DEMO_KEYS if p in handles])
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), COOL_EVERY_S)
+        name, protocol = next(turns)
+        fault = Fault(kind="status", status=429, retry_after=COOL_FOR_S, key=_secret(name))
+        handles[protocol].state.faults.add(fault)
 
 
 async def agent(
-    name: str, url: str, traffic: Traffic, rng: random.Random, stop: asyncio.Event
+    name: str,
+    url: str,
+    traffic: Traffic,
+    rng: random.Random,
+    stop: asyncio.Event,
+    pause_s: tuple[float, float],
 ) -> None:
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
@@ -155,70 +178,27 @@ async def agent(
                 ],
                 "max_tokens": rng.choice([16, 24, 32]),
             }
+            status = 0
             try:
                 async with session.post(
                     url + "/v1/chat/completions", json=body, headers={"x-quotaflow-agent": name}
                 ) as r:
+                    status = r.status
                     data = await r.json()
+                    provider = r.headers.get("x-quotaflow-provider")
                     key = r.headers.get("x-quotaflow-key")
             except aiohttp.ClientError as exc:
                 traffic.events.appendleft(f"{name}: {exc}")
-                key, data = None, {}
-            traffic.total += 1
-            if key:
-                traffic.ok[key] += 1
-                if traffic.last_key and key != traffic.last_key:
-                    traffic.events.appendleft(f"switched {traffic.last_key} → {key}")
-                traffic.last_key = key
-            else:
-                traffic.failed[name] += 1
+                provider, key, data = None, None, {}
+            if stop.is_set() and provider is None:
+                break  # the gateway is closing: not a refusal
+            answered = provider if status == 200 else None
+            traffic.record(answered, key)
+            if answered is None:
                 msg = (data.get("error") or {}).get("message", "") if isinstance(data, dict) else ""
                 traffic.events.appendleft(f"[red]{name}: {msg[:110]}[/red]")
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), rng.uniform(0.15, 0.5))
-
-
-def _bar(share: float, width: int = 20) -> Text:
-    filled = min(round(share * width), width)
-    return Text("█" * filled + "░" * (width - filled))
-
-
-async def render(gw: Gateway, traffic: Traffic, url: str) -> Group:
-    now = gw.clock.now()
-    table = Table(title=f"quotaflow demo — gateway at {url}/v1 (Ctrl-C to stop)", expand=True)
-    for col in ("key", "provider", "state", "usage", "used / limit", "window", "ok", "status"):
-        table.add_column(col)
-    for key in gw.keys.values():
-        usages = await gw.counters.snapshot(key.limits, now)
-        h = gw.health[key.id]
-        for lim in key.limits:
-            u = usages[lim.id]
-            state = u.state.value
-            why = "available"
-            if h.disabled_reason:
-                why = h.disabled_reason
-            elif now < h.cooldown_until:
-                why = f"cooling down ({h.cooldown_reason})"
-            reset = (
-                ""
-                if u.resets_at is None
-                else f"resets in {human_duration(max(u.resets_at - now, 0))}"
-            )
-            table.add_row(
-                key.label,
-                key.provider,
-                Text(state.upper(), style=STATE_STYLE[state]),
-                _bar(min(u.used_share, 1.0)),
-                f"{u.taken:,.0f} / {lim.amount:,.0f} {lim.metric}",
-                f"{lim.window} {reset}",
-                str(traffic.ok[key.id]),
-                why,
-            )
-    events = Text.from_markup("\n".join(traffic.events) or "waiting for traffic…")
-    summary = Text(
-        f"requests: {traffic.total}   answered: {sum(traffic.ok.values())}   refused: {sum(traffic.failed.values())}"
-    )
-    return Group(table, summary, events)
+                await asyncio.wait_for(stop.wait(), rng.uniform(*pause_s))
 
 
 async def run_demo(
@@ -234,25 +214,36 @@ async def run_demo(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with fake_upstreams() as urls:
-        config = demo_config(urls, scenario)
+    async with fake_upstreams() as handles:
+        config = demo_config({p: h.url for p, h in handles.items()}, scenario)
         shutil.rmtree(home, ignore_errors=True)
         gw = build_gateway(config, home)
-        runner = aiohttp.web.AppRunner(create_app(gw), access_log=None)
+        runner = web.AppRunner(create_app(gw), access_log=None)
         await runner.setup()
-        site = aiohttp.web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse("127.0.0.1", port) from None
+            raise click.ClickException(
+                f"cannot listen on 127.0.0.1:{port}: {exc.strerror}"
+            ) from None
         sockets = getattr(site._server, "sockets", None) or []
         actual = sockets[0].getsockname()[1] if sockets else port
         url = f"http://127.0.0.1:{actual}"
         click.echo(f"dashboard: {url}/  (open it in a browser: live, read-only)")
         rng = random.Random(seed)
+        pause = PAUSE_S[scenario]
         tasks = [
             asyncio.create_task(
-                agent(f"agent-{i + 1}", url, traffic, random.Random(rng.random()), stop)
+                agent(f"agent-{i + 1}", url, traffic, random.Random(rng.random()), stop, pause)
             )
             for i in range(agents)
         ]
+        if scenario == "switching":
+            tasks.append(asyncio.create_task(rate_limit_in_turn(handles, stop)))
         if duration is not None:
             loop.call_later(duration, stop.set)
         try:
@@ -279,7 +270,7 @@ async def run_demo(
     type=click.IntRange(1, 64),
     default=4,
     show_default=True,
-    help="Synthetic agents sending requests.",
+    help="Synthetic agents sending requests (the quotas hold about four).",
 )
 @click.option(
     "--duration",
@@ -301,7 +292,8 @@ async def run_demo(
     type=click.Choice(SCENARIOS),
     default="switching",
     show_default=True,
-    help="switching: keys run out and reset; failover: OpenAI → Anthropic → Gemini as quotas run dry.",
+    help="switching: keys fill, run out, cool down and come back, minute after minute; "
+    "failover: OpenAI → Anthropic → Gemini as one-time quotas run dry.",
 )
 def demo(
     port: int, agents: int, duration: float | None, home: str | None, seed: int, scenario: str
@@ -313,6 +305,4 @@ def demo(
     traffic = asyncio.run(
         run_demo(port, agents, duration, data_home(home) / "demo", seed, scenario)
     )
-    click.echo(
-        f"\ndemo ended: {sum(traffic.ok.values())} answered, {sum(traffic.failed.values())} refused, by key: {dict(traffic.ok)}"
-    )
+    click.echo("\n" + closing_sentence(traffic, agents))

@@ -1,4 +1,4 @@
-"""``quotaflow feedback``: seed 004's updateQualityScore from the terminal."""
+"""``quotaflow feedback``: a quality score for a provider's model, from the terminal."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def feedback(
     score: float,
     failed: bool,
 ) -> None:
-    """Record how well PROVIDER's MODEL did a task: SCORE from 0 to 1 (seed 004's quality
+    """Record how well PROVIDER's MODEL did a task: SCORE from 0 to 1 (its quality
     score, a running average per key × model that the learned strategy uses)."""
     body = {"provider": provider, "model": model, "success": not failed, "score": score}
 

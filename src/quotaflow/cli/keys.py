@@ -21,7 +21,7 @@ def keys() -> None:
     """Keys of every provider: list them, add or remove runtime keys, enable or disable one.
 
     Keys from the config file are changed there; 'keys add' stores a key (encrypted) in
-    the data folder, like seed 000's /api/add_key. Writes to the data folder: use --url
+    the data folder, like POST /api/add_key. Writes to the data folder: use --url
     while a server runs on it.
     """
 
@@ -86,7 +86,7 @@ def list_keys(
     "quota_total",
     type=click.FloatRange(min=0),
     required=True,
-    help="Total tokens the key may use (seed 000's quota_total; reset with 'quotaflow reset').",
+    help="Total tokens the key may use (reset with 'quotaflow reset').",
 )
 def add_key(
     config_path: str | None,

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("quotaflow.cli.serve", "serve"),
     "demo": ("quotaflow.cli.demo", "demo"),
     "fake-provider": ("quotaflow.fake_provider.cli", "fake_provider"),
+    "config": ("quotaflow.cli.config", "config"),
     "status": ("quotaflow.cli.status", "status"),
     "keys": ("quotaflow.cli.keys", "keys"),
     "probe": ("quotaflow.cli.probe", "probe"),

@@ -117,8 +117,9 @@ async def run_server(
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        hint = "; choose another with --port (0 picks a free one)" if port else ""
         raise click.ClickException(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
         ) from None
     if on_listening is not None:
         on_listening()
@@ -221,7 +222,7 @@ def echo_key_lines(gateway: Gateway) -> None:
     "--trust-local",
     is_flag=True,
     default=False,
-    help="Seed 000's local mode: /api needs no admin token. Refused unless bound to loopback.",
+    help="Local mode: /api needs no admin token. Refused unless bound to loopback.",
 )
 @click.option(
     "--log-level",

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from quotaflow.fake_provider.config import PROTOCOLS, FakeProviderConfig, KeyState
+
+
+class PortInUse(click.ClickException):
+    """One line naming the busy port and the option that changes it."""
+
+    exit_code = 2  # a usage error, like every quotaflow command's
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            f"port {port} on {host} is already in use; choose another with --port "
+            "(0 picks a free one)"
+        )
 
 
 def parse_key_option(spec: str) -> tuple[str, KeyState]:
@@ -145,4 +159,9 @@ def fake_provider(
         tpm=tpm,
         seed=seed,
     )
-    serve(config, host=host, port=port)
+    try:
+        serve(config, host=host, port=port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUse(host, port) from None

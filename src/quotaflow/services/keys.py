@@ -1,7 +1,7 @@
 """Keys and providers added at runtime (seed 000's ``/api/add_key``), persisted encrypted.
 
-A key added here has one limit: ``quota_total`` tokens, ``once`` (seed 000's total quota,
-reset by ``/api/reset_quota``). A provider name not configured yet but naming a preset —
+A key added here has one limit: ``quota_total`` tokens, ``once`` (its total quota, reset
+by ``/api/reset_quota``), or none when it is added without a quota. A provider name not configured yet but naming a preset —
 or an alias of one (``claude`` → anthropic, ``google`` → gemini, …) — is created from the
 preset under the name given, so seed-era clients see their own names back. Everything is
 written to the store before the gateway routes to it, and restored at start.
@@ -148,6 +148,8 @@ class ManagedKeys:
 
     @staticmethod
     def _key(key_id: str, provider: str, secret: str, quota_total: float) -> Key:
+        if quota_total <= 0:  # added without a quota (the API refuses a quota of 0)
+            return Key(key_id, provider, secret, key_id, limits=())
         limit = Limit.make(f"key:{key_id}", "tokens", Window("once"), quota_total)
         return Key(key_id, provider, secret, key_id, limits=(limit,))
 

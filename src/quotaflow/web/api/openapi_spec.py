@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of ``/api`` and ``/v1``, built from plain data.
 
 Static: it depends on nothing but this file, so tests (schemathesis) load it without a
-server. Every ``/api`` error is the seed's envelope ``{"success": false, "message": …}``;
+server. Every ``/api`` error is the envelope ``{"success": false, "message": …}``;
 every ``/v1`` error is OpenAI's ``{"error": {…}}``.
 """
 
@@ -285,7 +285,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/status": {
             "get": op(
-                "Seed 000: providers, states and health",
+                "Providers, states and health",
                 ok_obj(
                     {
                         "providers": {"type": "array", "items": ref("ProviderStatus")},
@@ -296,7 +296,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/choose": {
             "post": op(
-                "Seed 000: the best provider and key; holds a reservation of tokens_estimate",
+                "The best provider and key; holds a reservation of tokens_estimate",
                 ok_obj(
                     {
                         "provider": STR,
@@ -318,7 +318,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/use": {
             "post": op(
-                "Seed 000: register usage (settles a choose reservation)",
+                "Register usage (settles a choose reservation)",
                 ok_obj({"message": STR, "tokens_used": INT}),
                 body=json_body(
                     obj(
@@ -343,7 +343,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/add_key": {
             "post": op(
-                "Seed 000: add or update a key (admin)",
+                "Add or update a key (admin)",
                 ok_obj({"message": STR, "provider": STR, "key_id": STR, "api_key": STR}),
                 body=json_body(
                     obj(
@@ -355,8 +355,8 @@ def paths() -> dict[str, Schema]:
                                 "maxLength": 1024,
                                 "pattern": "^[!-~]+$",
                             },
-                            "quota_total": {"type": "integer", "minimum": 1, "maximum": 10**13},
-                        }
+                        },
+                        {"quota_total": {"type": "integer", "minimum": 1, "maximum": 10**13}},
                     )
                 ),
                 auth=True,
@@ -364,7 +364,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/history": {
             "get": op(
-                "Seed 000: usage log, newest first",
+                "Usage log, newest first",
                 ok_obj(
                     {
                         "history": {
@@ -387,7 +387,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/force_provider": {
             "post": op(
-                "Seed 000: force a provider (admin)",
+                "Force a provider (admin)",
                 ok_obj({"message": STR}),
                 body=PROVIDER_BODY,
                 auth=True,
@@ -395,7 +395,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/clear_forced": {
             "post": op(
-                "Seed 000: clear the forced provider (admin)",
+                "Clear the forced provider (admin)",
                 ok_obj({"message": STR}),
                 body=json_body({"type": "object"}, required=False),
                 auth=True,
@@ -403,7 +403,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/reset_quota": {
             "post": op(
-                "Seed 000: reset a provider's quotas (admin)",
+                "Reset a provider's quotas (admin)",
                 ok_obj({"message": STR}),
                 body=PROVIDER_BODY,
                 auth=True,
@@ -411,7 +411,7 @@ def paths() -> dict[str, Schema]:
         },
         f"{tu}/summary": {
             "get": op(
-                "Seed 003: this month's usage",
+                "This month's usage",
                 ok_obj(
                     {
                         "month": STR,
@@ -424,7 +424,7 @@ def paths() -> dict[str, Schema]:
         },
         f"{tu}/ai/{{ai_name}}": {
             "get": op(
-                "Seed 003: an agent's usage",
+                "An agent's usage",
                 ok_obj(
                     {
                         "ai_name": STR,
@@ -438,20 +438,20 @@ def paths() -> dict[str, Schema]:
         },
         f"{tu}/provider-status": {
             "get": op(
-                "Seed 003: recommended provider of every agent",
+                "Recommended provider of every agent",
                 ok_obj({"agents": {"type": "object"}}),
             )
         },
         f"{tu}/provider-status/{{ai_name}}": {
             "get": op(
-                "Seed 003: an agent's recommended provider",
+                "An agent's recommended provider",
                 ok_obj({"ai_name": STR, "recommended_provider": NULLABLE_STR, "reason": STR}),
                 params=AI,
             )
         },
         f"{tu}/emergency-status": {
             "get": op(
-                "Seed 003: warning 80 / critical 95 / emergency 98 %",
+                "Warning 80 / critical 95 / emergency 98 %",
                 ok_obj(
                     {
                         "status": {"enum": ["normal", "warning", "critical", "emergency"]},
@@ -469,7 +469,7 @@ def paths() -> dict[str, Schema]:
         },
         f"{tu}/test-ai-call": {
             "post": op(
-                "Seed 003: one call through the agent's provider order",
+                "One call through the agent's provider order",
                 ok_obj(
                     {"ai_name": STR, "provider_info": obj({"provider": STR, "reason": STR})},
                     {"response": NULLABLE_STR},
@@ -491,7 +491,7 @@ def paths() -> dict[str, Schema]:
         },
         f"{tu}/reset/{{ai_name}}": {
             "post": op(
-                "Seed 003: reset an agent's usage (admin)",
+                "Reset an agent's usage (admin)",
                 ok_obj({"message": STR}),
                 params=AI,
                 auth=True,
@@ -499,7 +499,7 @@ def paths() -> dict[str, Schema]:
         },
         f"{tu}/history/{{ai_name}}": {
             "get": op(
-                "Seed 003: an agent's monthly history",
+                "An agent's monthly history",
                 ok_obj({"ai_name": STR, "months": {"type": "array"}}),
                 params=[*AI, query_param("months", 1, 60)],
             )
@@ -551,7 +551,7 @@ def paths() -> dict[str, Schema]:
         # seed 004: quality feedback, session summary, key × model statistics
         "/api/feedback": {
             "post": op(
-                "Seed 004: quality feedback on a request (or a provider + model); moves future choices",
+                "Quality feedback on a request (or a provider + model); moves future choices",
                 ok_obj({"message": STR, "updated": {"type": "array"}}),
                 body=json_body(
                     obj(
@@ -569,7 +569,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/session-summary": {
             "get": op(
-                "Seed 004: requests, successes, failures, totalTokens, successRate since start",
+                "Requests, successes, failures, totalTokens, successRate since start",
                 ok_obj(
                     {
                         "requests": INT,
@@ -583,7 +583,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/model-stats": {
             "get": op(
-                "Seed 004: statistics per key × model (apiStats fields and the learning view)",
+                "Statistics per key × model (apiStats fields and the learning view)",
                 ok_obj({"stats": {"type": "array"}}),
             )
         },
@@ -680,7 +680,7 @@ def build_spec(version: str) -> dict[str, Any]:
         "info": {
             "title": "quotaflow",
             "version": version,
-            "description": "LLM gateway: /v1 (OpenAI-compatible) and /api (seed 000 switcher, seed 003 token usage, administration).",
+            "description": "LLM gateway: /v1 (OpenAI-compatible) and /api (provider switching, token usage per agent, administration).",
         },
         "paths": paths(),
         "components": {

@@ -154,7 +154,8 @@ async def add_key(request: web.Request) -> web.Response:
     secret = need_str(body, "api_key", max_len=1024)
     if any(ch.isspace() or ord(ch) < 32 for ch in secret):
         raise BadRequest("'api_key' must not contain spaces or control characters", param="api_key")
-    quota = get_int(body, "quota_total", lo=1, hi=MAX_QUOTA, required=True)
+    # No quota_total: a key without a quota of its own (the provider's limits still apply).
+    quota = get_int(body, "quota_total", lo=1, hi=MAX_QUOTA, default=0)
     added = await mg.keys.add(provider, secret, quota)
     verb = "added" if added.created else "updated"
     return json_response(
@@ -164,7 +165,7 @@ async def add_key(request: web.Request) -> web.Response:
             "provider": added.key.provider,
             "key_id": added.key.id,
             "api_key": added.key.masked,
-            "quota_total": quota,
+            "quota_total": quota or None,
             "created": added.created,
             "provider_created": added.provider_created,
         }

@@ -18,6 +18,7 @@ from quotaflow.services.token_usage import emergency_status, measure_json, month
 from quotaflow.storage.base import LedgerQuery, LedgerRow
 from quotaflow.types import Measure
 from quotaflow.web.dashboard.series import SeriesCache
+from quotaflow.web.dashboard.status import key_state, status_json
 
 # The "typical request" the recommendation is computed for.
 TYPICAL_PROMPT_TOKENS = 500
@@ -67,6 +68,7 @@ def providers_json(
             k["enabled"] = bool(key and key.enabled) and not gw.health[k["key_id"]].disabled_reason
             k["managed"] = mg.keys.is_managed(k["key_id"])
             k["health"] = health_json(gw, k["key_id"], now)
+            k["status"] = key_state(k)
             for lim in k["limits"]:
                 lim["state"] = state_of(lim["used_pct"] / 100.0, s.warning, s.critical).value
                 lim["shared"] = not lim["id"].startswith("key:")
@@ -261,16 +263,21 @@ async def build_snapshot(mg: Runtime, series: SeriesCache, stamp: object = None)
         k: emergency[k] for k in ("status", "emergency", "message", "max_usage_percentage")
     }
     timeline = await series.timeline(now)
+    providers = providers_json(mg, rows, now)
+    recommendation = await recommendation_json(gw)
+    alerts = await alerts_json(mg)
     return {
         "generated_at": now,
         "system": system,
-        "providers": providers_json(mg, rows, now),
-        "recommendation": await recommendation_json(gw),
+        # One status for the Health tile, the Recommendation, the banner and the Emergency tile.
+        "status": status_json(providers, recommendation, alerts, emergency),
+        "providers": providers,
+        "recommendation": recommendation,
         "log": with_refusals(
             log_json(await gw.ledger.query(LedgerQuery(limit=LOG_ROWS))), gw.observer.recent
         ),
         "charts": {"timeline": timeline, "cost_per_day": await series.cost_per_day(now)},
         "forecast": await series.forecast(now, stamp),
         "agents": await agents_json(mg),
-        "alerts": await alerts_json(mg),
+        "alerts": alerts,
     }

@@ -2,7 +2,7 @@
 // changed, and sends the operator's actions with the admin token.
 
 import { ApiError, call, authHeaders, setToken, token } from "./api.js";
-import { paintSwatches } from "./charts.js";
+import { paintRunways, paintSwatches } from "./charts.js";
 import { h, replace } from "./dom.js";
 import { relative } from "./format.js";
 import { paintBars, renderProviders, tick } from "./keys.js";
@@ -66,6 +66,12 @@ function updateSession() {
   $("mode").textContent = trusted ? "trust-local mode (no token needed)" : signedIn ? "signed in as admin" : "";
   const readOnly = viewer && !viewer.admin;
   document.body.classList.toggle("read-only", Boolean(readOnly));
+  // Said once, at the top: the buttons that need the token are disabled below it.
+  const note = $("read-only-note");
+  note.hidden = !readOnly;
+  note.textContent = readOnly
+    ? "Read-only: sign in (top right) with the admin token that quotaflow serve printed at its first start to add keys, force a provider, reset quotas or disable keys."
+    : "";
   $("add-key-open").disabled = Boolean(readOnly);
   $("add-key-open").title = readOnly ? "Sign in with the admin token to add a key" : "";
 }
@@ -78,13 +84,14 @@ function section(name, container, data, render) {
   replace(container, ...(render() || []));
   paintBars(container);
   paintSwatches(container);
+  paintRunways(container);
   tick(container, serverNow());
 }
 
 function render(snap) {
   const admin = Boolean(snap.viewer && snap.viewer.admin);
-  section("status", $("status"), snap.system, () => views.renderStatus(snap.system));
-  section("rec", $("recommendation"), snap.recommendation, () => views.renderRecommendation(snap.recommendation));
+  section("status", $("status"), [snap.system, snap.status], () => views.renderStatus(snap.system, snap.status));
+  section("rec", $("recommendation"), [snap.recommendation, snap.status], () => views.renderRecommendation(snap.recommendation, snap.status));
   section("providers", $("providers"), [snap.providers, admin], () => renderProviders(snap.providers, admin, actions));
   const newestId = Math.max(0, ...snap.log.map((r) => r.id || 0));
   const since = state.lastLogId === null ? Infinity : state.lastLogId;
@@ -95,11 +102,11 @@ function render(snap) {
   section("agents", $("agents"), snap.agents, () => views.renderAgents(snap.agents));
   section("alerts", $("alerts"), snap.alerts.recent, () => views.renderAlerts(snap.alerts));
   const banner = $("banner");
-  const content = views.renderBanner(snap.alerts);
+  const content = views.renderBanner(snap.alerts, snap.status);
   banner.hidden = !content;
   if (content) {
-    banner.dataset.severity = views.bannerSeverity(snap.alerts);
-    section("banner", banner, snap.alerts.active, () => content);
+    banner.dataset.severity = views.bannerSeverity(snap.status);
+    section("banner", banner, [snap.alerts.active, snap.status], () => content);
   } else {
     state.rendered.banner = null;
   }
@@ -186,8 +193,9 @@ async function submitAddKey(ev) {
   const body = {
     provider: $("ak-provider").value.trim(),
     api_key: $("ak-secret").value.trim(),
-    quota_total: Number($("ak-quota").value),
   };
+  // Empty: a key without a quota of its own.
+  if ($("ak-quota").value.trim() !== "") body.quota_total = Number($("ak-quota").value);
   $("add-key-error").textContent = "";
   try {
     const answer = await call("POST", "/api/add_key", body);

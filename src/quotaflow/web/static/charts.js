@@ -1,15 +1,17 @@
-// Hand-written SVG charts: stacked bars, bars, lines, and a time-to-empty chart on a
-// logarithmic time axis. Each returns an <svg role="img"> whose aria-label sums it up;
-// every mark has a <title> (a tooltip on hover).
+// Charts drawn with uPlot (vendored: uPlot.iife.min.js, its CSS and licence beside this file;
+// loaded by index.html before the modules, nothing from a CDN). Each chart sizes itself to its
+// box (a ResizeObserver), labels its axes with as many decimals as the tick step needs (so
+// labels are distinct), sizes the y axis to its longest label (never clipped) and draws axis
+// text at 12 px on every screen. A chart without data shows the same empty line as the others.
 
-import { h, s } from "./dom.js";
-import { compact, duration } from "./format.js";
+import { h } from "./dom.js";
+import { duration } from "./format.js";
 
-const W = 640;
-const H = 220;
-const M = { l: 52, r: 14, t: 12, b: 26 };
-const PW = W - M.l - M.r;
-const PH = H - M.t - M.b;
+const uPlot = globalThis.uPlot;
+const HEIGHT = 200;
+const AXIS_FONT = "12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+const AXIS_STROKE = "#a8a8b3";
+const GRID = { stroke: "#34343c", width: 1 };
 
 export const PALETTE = [
   "#9333ea", "#6366f1", "#22d3ee", "#f59e0b", "#10b981", "#ec4899", "#84cc16", "#f97316",
@@ -19,41 +21,6 @@ export const PALETTE = [
 export function colorOf(name, names) {
   const i = [...names].sort().indexOf(name);
   return PALETTE[(i < 0 ? 0 : i) % PALETTE.length];
-}
-
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
-}
-
-function frame(label, max, fmt) {
-  const svg = s("svg", {
-    viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, class: "chart",
-    preserveAspectRatio: "xMidYMid meet",
-  });
-  for (let i = 0; i <= 4; i += 1) {
-    const y = M.t + PH - (PH * i) / 4;
-    svg.append(
-      s("line", { x1: M.l, x2: W - M.r, y1: y, y2: y, class: "grid" }),
-      s("text", { x: M.l - 6, y: y + 4, class: "axis", "text-anchor": "end" }, fmt((max * i) / 4)),
-    );
-  }
-  return svg;
-}
-
-function timeLabels(svg, starts, step) {
-  const n = starts.length;
-  const every = Math.max(Math.ceil(n / 6), 1);
-  starts.forEach((t, i) => {
-    if ((n - 1 - i) % every !== 0) return;
-    const x = M.l + (i + 0.5) * step;
-    const label = new Date(t * 1000).toLocaleTimeString([], {
-      hour: "2-digit", minute: "2-digit", hour12: false,
-    });
-    svg.append(s("text", { x, y: H - 8, class: "axis", "text-anchor": "middle" }, label));
-  });
 }
 
 export function legend(items) {
@@ -73,140 +40,160 @@ export function paintSwatches(root) {
   }
 }
 
-/** Stacked bars per time bucket: series = {name: [values…]} aligned with starts. */
-export function stackedBars({ starts, series, label, unit = "tokens" }) {
+/** The one empty state every chart shows. */
+export function emptyChart(what) {
+  return h("p", { class: "empty chart-empty" }, `No ${what} yet: this chart fills as requests are answered.`);
+}
+
+// -- tick labels -----------------------------------------------------------------------------
+/** Decimals a tick step needs: 0.005 → 3, 0.25 → 2, 5 → 0. */
+function decimals(step) {
+  if (!(step > 0) || step >= 1) return 0;
+  return Math.min(Math.ceil(-Math.log10(step) - 1e-9), 8);
+}
+
+const NUM = (d) => new Intl.NumberFormat("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+
+export const tickFormats = {
+  tokens: (v, step) => (step >= 1e6 ? `${NUM(decimals(step / 1e6)).format(v / 1e6)}M` : NUM(decimals(step)).format(v)),
+  usd: (v, step) => `$${NUM(Math.max(decimals(step), step < 1 ? 2 : 0)).format(v)}`,
+  ms: (v, step) => (step >= 1000 ? `${NUM(decimals(step / 1000)).format(v / 1000)} s` : `${NUM(decimals(step)).format(v)} ms`),
+};
+
+/** The y axis: its labels from ``fmt`` and a width that fits the longest one. */
+function yAxis(fmt) {
+  return {
+    stroke: AXIS_STROKE, font: AXIS_FONT, grid: GRID, ticks: { show: false }, gap: 6,
+    values: (u, splits, axisIdx, space, incr) => splits.map((v) => fmt(v, incr)),
+    size(u, values, axisIdx, cycleNum) {
+      const axis = u.axes[axisIdx];
+      if (cycleNum > 1) return axis._size;
+      const longest = (values || []).reduce((a, v) => (v.length > a.length ? v : a), "");
+      u.ctx.font = axis.font[0];
+      return Math.ceil(axis.gap + 8 + u.ctx.measureText(longest).width / uPlot.pxRatio);
+    },
+  };
+}
+
+const HOUR_MINUTE = { hour: "2-digit", minute: "2-digit", hour12: false };
+const MONTH_DAY = { month: "short", day: "numeric", timeZone: "UTC" };
+
+/** A time axis labelled "14:05" (or "Dec 2" for days). */
+function timeAxis(format, space = 70) {
+  return {
+    stroke: AXIS_STROKE, font: AXIS_FONT, grid: { show: false }, ticks: { show: false }, space,
+    values: (u, splits) => splits.map((t) => new Date(t * 1000).toLocaleString("en-GB", format)),
+  };
+}
+
+/** The x range from shortly before the first bucket with data to the last one, at least
+ * ``minSpan`` seconds wide: an hour's axis for one minute of traffic would squash it. */
+function fitted(xs, hasData, step, minSpan) {
+  const first = xs.findIndex((_, i) => hasData(i));
+  const end = xs[xs.length - 1] + step;
+  const start = Math.min(first < 0 ? xs[0] : xs[first] - step, end - minSpan);
+  return () => [Math.max(start, xs[0] - step), end];
+}
+
+/** A uPlot in a box that follows its container's width; ``box.uplot`` is the chart. */
+function plot(label, opts, data) {
+  const box = h("div", { class: "plot", role: "img", "aria-label": label });
+  const u = new uPlot(
+    { width: 320, height: HEIGHT, legend: { show: false }, cursor: { points: { show: false } }, ...opts },
+    data,
+    box,
+  );
+  box.uplot = u;
+  new ResizeObserver((entries) => {
+    const width = Math.floor(entries[0].contentRect.width);
+    if (width > 0 && width !== u.width) u.setSize({ width, height: HEIGHT });
+  }).observe(box);
+  return box;
+}
+
+function barPaths(share = 0.8) {
+  return uPlot.paths.bars({ size: [share, 48], gap: 1 });
+}
+
+// -- charts ----------------------------------------------------------------------------------
+/** Stacked bars per time bucket: series = {name: [values…]} aligned with starts (epoch s). */
+export function stackedBars({ starts, series, label }) {
   const names = Object.keys(series);
-  const totals = starts.map((_, i) => names.reduce((a, n) => a + (series[n][i] || 0), 0));
-  const max = niceMax(Math.max(...totals, 0));
-  const svg = frame(label, max, compact);
-  const step = PW / Math.max(starts.length, 1);
-  starts.forEach((t, i) => {
-    let y = M.t + PH;
-    for (const name of names) {
-      const v = series[name][i] || 0;
-      if (v <= 0) continue;
-      const hgt = (v / max) * PH;
-      y -= hgt;
-      const time = new Date(t * 1000).toLocaleTimeString([], { hour12: false });
-      svg.append(
-        s("rect", {
-          x: M.l + i * step + step * 0.1, y, width: Math.max(step * 0.8, 1), height: hgt,
-          fill: colorOf(name, names), class: "mark",
-        }, s("title", null, `${name} · ${time}: ${compact(v)} ${unit}`)),
-      );
-    }
-  });
-  timeLabels(svg, starts, step);
-  return svg;
-}
-
-/** Plain bars with text labels under them (e.g. cost per day). */
-export function bars({ labels, values, label, fmt, color = "#6366f1" }) {
-  const max = niceMax(Math.max(...values, 0));
-  const svg = frame(label, max, fmt);
-  const step = PW / Math.max(values.length, 1);
-  const every = Math.max(Math.ceil(values.length / 7), 1);
-  values.forEach((v, i) => {
-    const hgt = (v / max) * PH;
-    svg.append(
-      s("rect", {
-        x: M.l + i * step + step * 0.15, y: M.t + PH - hgt, width: step * 0.7,
-        height: Math.max(hgt, v > 0 ? 1 : 0), fill: color, class: "mark",
-      }, s("title", null, `${labels[i]}: ${fmt(v)}`)),
-    );
-    if ((values.length - 1 - i) % every === 0) {
-      svg.append(
-        s("text", { x: M.l + (i + 0.5) * step, y: H - 8, class: "axis", "text-anchor": "middle" },
-          labels[i].slice(5)),
-      );
-    }
-  });
-  return svg;
-}
-
-/** Lines over time buckets; null values leave gaps. */
-export function lines({ starts, series, label, fmt }) {
-  const all = series.flatMap((l) => l.values.filter((v) => v !== null && v !== undefined));
-  const max = niceMax(Math.max(...all, 0));
-  const svg = frame(label, max, fmt);
-  const step = PW / Math.max(starts.length, 1);
-  for (const line of series) {
-    let d = "";
-    let pen = false;
-    line.values.forEach((v, i) => {
-      if (v === null || v === undefined) {
-        pen = false;
-        return;
-      }
-      const x = M.l + (i + 0.5) * step;
-      const y = M.t + PH - (v / max) * PH;
-      d += `${pen ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)} `;
-      pen = true;
-      svg.append(s("circle", { cx: x, cy: y, r: 2.5, fill: line.color, class: "mark" },
-        s("title", null, `${line.name}: ${fmt(v)}`)));
-    });
-    if (d) {
-      svg.append(s("path", {
-        d, fill: "none", stroke: line.color, "stroke-width": 2,
-        "stroke-dasharray": line.dashed ? "5 4" : null,
-      }));
-    }
+  const cumulative = [];
+  let below = starts.map(() => 0);
+  for (const name of names) {
+    below = below.map((b, i) => b + (series[name][i] || 0));
+    cumulative.push(below);
   }
-  timeLabels(svg, starts, step);
-  return svg;
+  // Drawn tallest first: each provider's bar covers the ones above it in the stack.
+  const order = names.map((_, i) => i).reverse();
+  const x = fitted(starts, (i) => below[i] > 0, 60, 600);
+  return plot(label, {
+    scales: { x: { time: true, range: x }, y: { range: (u, lo, hi) => [0, Math.max(hi, 1)] } },
+    axes: [timeAxis(HOUR_MINUTE), yAxis(tickFormats.tokens)],
+    series: [{}, ...order.map((i) => ({
+      label: names[i], stroke: colorOf(names[i], names), fill: colorOf(names[i], names),
+      paths: barPaths(), points: { show: false },
+    }))],
+  }, [starts, ...order.map((i) => cumulative[i])]);
 }
 
-const LOG_TICKS = [
-  [60, "1m"], [3600, "1h"], [86400, "1d"], [7 * 86400, "1w"], [30 * 86400, "30d"],
-];
+/** Bars per day: labels "YYYY-MM-DD", values in USD. */
+export function bars({ labels, values, label, color = "#6366f1" }) {
+  const days = labels.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000);
+  const x = fitted(days, (i) => values[i] > 0, 86400, 7 * 86400);
+  return plot(label, {
+    scales: { x: { time: true, range: x }, y: { range: (u, lo, hi) => [0, hi > 0 ? hi : 0.01] } },
+    axes: [timeAxis(MONTH_DAY, 60), yAxis(tickFormats.usd)],
+    series: [{}, { label: "cost", stroke: color, fill: color, paths: barPaths(0.7), points: { show: false } }],
+  }, [days, values]);
+}
+
+/** Lines over time buckets; null values leave gaps. series: [{name, values, color, dashed}]. */
+export function lines({ starts, series, label }) {
+  const timed = (i) => series.some((l) => l.values[i] !== null && l.values[i] !== undefined);
+  return plot(label, {
+    scales: { x: { time: true, range: fitted(starts, timed, 60, 600) }, y: { range: (u, lo, hi) => [0, Math.max(hi, 1)] } },
+    axes: [timeAxis(HOUR_MINUTE), yAxis(tickFormats.ms)],
+    series: [{}, ...series.map((l) => ({
+      label: l.name, stroke: l.color, width: 2, dash: l.dashed ? [5, 4] : undefined,
+      points: { show: true, size: 5, fill: l.color },
+    }))],
+  }, [starts, ...series.map((l) => l.values)]);
+}
+
+// -- time until empty ------------------------------------------------------------------------
 const LOG_MIN = 10;
 const LOG_MAX = 35 * 86400;
 
-function logX(seconds, x0, width) {
+function logShare(seconds) {
   const v = Math.min(Math.max(seconds, LOG_MIN), LOG_MAX);
-  return x0 + (width * Math.log(v / LOG_MIN)) / Math.log(LOG_MAX / LOG_MIN);
+  return (100 * Math.log(v / LOG_MIN)) / Math.log(LOG_MAX / LOG_MIN);
 }
 
 /**
- * Time until each row runs out (bar) and until it resets (tick), on a log axis from 10 s
- * to 35 days. rows: [{name, emptyIn (s | null), resetIn (s | null), before (bool)}].
+ * Time until each row runs out (bar, log scale from 10 s to 35 days) and until it resets
+ * (tick), as text rows: rows [{name, emptyIn (s | null), resetIn (s | null), before}].
  */
 export function runway({ rows, label }) {
-  const rowH = 26;
-  const left = 150;
-  const right = 12;
-  const top = 8;
-  const height = top + rows.length * rowH + 26;
-  const width = W - left - right;
-  const svg = s("svg", {
-    viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": label, class: "chart",
-  });
-  for (const [sec, text] of LOG_TICKS) {
-    const x = logX(sec, left, width);
-    svg.append(
-      s("line", { x1: x, x2: x, y1: top, y2: height - 22, class: "grid" }),
-      s("text", { x, y: height - 8, class: "axis", "text-anchor": "middle" }, text),
-    );
-  }
-  rows.forEach((row, i) => {
-    const y = top + i * rowH;
-    const name = row.name.length > 22 ? `${row.name.slice(0, 21)}…` : row.name;
-    svg.append(s("text", { x: left - 8, y: y + 16, class: "axis label", "text-anchor": "end" }, name,
-      s("title", null, row.name)));
+  return h("div", { class: "runway-list", role: "list", "aria-label": label }, rows.map((row) => {
     const tone = row.emptyIn === null ? "ok" : row.before ? "critical" : "warning";
-    const end = row.emptyIn === null ? LOG_MAX : row.emptyIn;
     const text = row.emptyIn === null
-      ? "not at the current rate"
-      : `empty in ${duration(row.emptyIn)}${row.before ? " — before its reset" : ""}`;
-    svg.append(s("rect", {
-      x: left, y: y + 5, width: Math.max(logX(end, left, width) - left, 2), height: rowH - 10,
-      class: `runway ${tone}`,
-    }, s("title", null, `${row.name}: ${text}${row.resetIn !== null ? `; resets in ${duration(row.resetIn)}` : ""}`)));
-    if (row.resetIn !== null) {
-      const x = logX(row.resetIn, left, width);
-      svg.append(s("line", { x1: x, x2: x, y1: y + 2, y2: y + rowH - 2, class: "reset-tick" },
-        s("title", null, `resets in ${duration(row.resetIn)}`)));
-    }
-  });
-  return svg;
+      ? "does not run out at the current rate"
+      : `empty in ${duration(row.emptyIn)}${row.before ? ", before its reset" : ""}`;
+    const bar = h("div", { class: `runway-fill ${tone}`, "data-pct": logShare(row.emptyIn ?? LOG_MAX).toFixed(1) });
+    const tick = row.resetIn === null ? null
+      : h("div", { class: "runway-reset", "data-left": logShare(row.resetIn).toFixed(1), title: `resets in ${duration(row.resetIn)}` });
+    return h("div", { class: "runway-row", role: "listitem" },
+      h("span", { class: "runway-name" }, row.name),
+      h("div", { class: "runway-bar" }, bar, tick),
+      h("span", { class: "runway-text" }, text,
+        row.resetIn !== null ? h("span", { class: "muted" }, `; resets in ${duration(row.resetIn)}`) : null));
+  }));
+}
+
+/** Size the runway bars and ticks from their data attributes (CSSOM: CSP). */
+export function paintRunways(root) {
+  for (const el of root.querySelectorAll(".runway-fill[data-pct]")) el.style.width = `${el.dataset.pct}%`;
+  for (const el of root.querySelectorAll(".runway-reset[data-left]")) el.style.left = `${el.dataset.left}%`;
 }

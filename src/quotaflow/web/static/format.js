@@ -29,7 +29,7 @@ export function ms(x) {
   return x >= 1000 ? `${DEC.format(x / 1000)} s` : `${INT.format(x)} ms`;
 }
 
-/** "3d 4h", "2h 5m", "4m 10s", "12s" for a positive number of seconds. */
+/** "3 d 4 h", "2 h 5 min", "4 min 10 s", "12 s" for a positive number of seconds. */
 export function duration(seconds) {
   let s = Math.max(Math.round(seconds), 0);
   const d = Math.floor(s / 86400);
@@ -38,13 +38,13 @@ export function duration(seconds) {
   s -= hr * 3600;
   const m = Math.floor(s / 60);
   s -= m * 60;
-  if (d) return `${d}d ${hr}h`;
-  if (hr) return `${hr}h ${m}m`;
-  if (m) return `${m}m ${s}s`;
-  return `${s}s`;
+  if (d) return hr ? `${d} d ${hr} h` : `${d} d`;
+  if (hr) return m ? `${hr} h ${m} min` : `${hr} h`;
+  if (m) return s ? `${m} min ${s} s` : `${m} min`;
+  return `${s} s`;
 }
 
-/** "in 4m 10s" / "12s ago" relative to now (both epoch seconds). */
+/** "in 4 min 10 s" / "12 s ago" relative to now (both epoch seconds). */
 export function relative(at, now) {
   if (at === null || at === undefined) return "–";
   const delta = at - now;
@@ -58,6 +58,11 @@ export function clock(at) {
 
 export function dateTime(at) {
   return new Date(at * 1000).toLocaleString([], { hour12: false });
+}
+
+/** "1 key", "2 keys". */
+export function plural(n, word) {
+  return `${num(n)} ${word}${n === 1 ? "" : "s"}`;
 }
 
 export function windowName(window) {

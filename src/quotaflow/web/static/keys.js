@@ -4,7 +4,8 @@ import { h } from "./dom.js";
 import { ms, num, pct, relative, windowName } from "./format.js";
 
 export const STATE_LABEL = {
-  ok: "OK", warning: "WARNING", critical: "CRITICAL", depleted: "DEPLETED", invalid: "INVALID",
+  ok: "OK", warning: "WARNING", critical: "CRITICAL", depleted: "DEPLETED",
+  disabled: "DISABLED", invalid: "INVALID", cooling: "COOLING DOWN",
 };
 
 export function badge(state) {
@@ -12,9 +13,10 @@ export function badge(state) {
   return h("span", { class: `badge state-${st}`, "data-state": st }, STATE_LABEL[st]);
 }
 
-/** A time that ticks client-side: filled in by tick() from data-at. */
-export function when(at, prefix = "") {
-  return h("span", { class: "when", "data-at": at ?? "", "data-prefix": prefix });
+/** A time that ticks client-side: filled in by tick() from data-at; ``past`` replaces
+ * ``prefix`` once the time has passed ("runs out in 5 s" → "ran out 2 s ago"). */
+export function when(at, prefix = "", past = prefix) {
+  return h("span", { class: "when", "data-at": at ?? "", "data-prefix": prefix, "data-past": past });
 }
 
 function limitRow(keyId, lim) {
@@ -74,15 +76,18 @@ function actionButton(text, focus, admin, onclick, extra = {}) {
 
 function keyCard(k, admin, act) {
   const title = k.label && k.label !== k.key_id ? k.label : k.key_id;
+  const st = k.status || k.state; // one state per key: disabled and cooling win over usage
   return h(
     "article",
-    { class: `card key state-${k.state}`, "data-key-id": k.key_id, "data-state": k.state,
+    { class: `card key state-${st}`, "data-key-id": k.key_id, "data-state": st,
       "aria-label": `Key ${title}` },
     h("header", { class: "card-head" },
-      h("h4", { class: "key-label" }, title), badge(k.state)),
+      h("h4", { class: "key-label" }, title), badge(st)),
     h("p", { class: "key-meta" },
       h("code", null, k.key_id), " · ", h("code", null, k.api_key),
       k.managed ? " · added here" : "", k.enabled ? "" : " · disabled"),
+    k.limits.some((lim) => !lim.shared) ? null
+      : h("p", { class: "muted no-quota" }, "No quota of its own."),
     k.limits.map((lim) => limitRow(k.key_id, lim)),
     healthLine(k),
     reasonLine(k),
@@ -91,6 +96,27 @@ function keyCard(k, admin, act) {
         ? actionButton("Disable", `disable:${k.key_id}`, admin, () => act.toggle(k.key_id, false))
         : actionButton("Enable", `enable:${k.key_id}`, admin, () => act.toggle(k.key_id, true))),
   );
+}
+
+/** The provider's quotas, one per metric and window (never a per-minute limit summed with a
+ * one-time quota): "tokens per day 45% of 3,000 · requests per minute 2 of 20". */
+function providerWindows(p) {
+  const seen = new Set();
+  const groups = new Map();
+  for (const k of p.keys) {
+    for (const lim of k.limits) {
+      if (seen.has(lim.id)) continue; // a provider-wide limit shows on every key
+      seen.add(lim.id);
+      const name = `${lim.metric} ${windowName(lim.window)}`;
+      const g = groups.get(name) || { used: 0, amount: 0 };
+      g.used += lim.used + (lim.reserved || 0);
+      g.amount += lim.amount;
+      groups.set(name, g);
+    }
+  }
+  return h("ul", { class: "windows muted", "aria-label": `Quotas of ${p.provider}` },
+    [...groups].map(([name, g]) => h("li", { "data-window": name },
+      `${name}: ${pct(g.amount ? (g.used / g.amount) * 100 : 0)} of ${num(g.amount)}`)));
 }
 
 function providerGroup(p, admin, act) {
@@ -102,8 +128,7 @@ function providerGroup(p, admin, act) {
       h("h3", { class: "provider-name" }, p.provider),
       badge(p.state),
       p.forced ? h("span", { class: "tag forced-tag" }, "FORCED") : null,
-      h("span", { class: "muted" },
-        p.quota_total ? `${pct(p.used_pct)} of ${num(p.quota_total)} tokens` : ""),
+      providerWindows(p),
       h("div", { class: "actions" },
         p.forced
           ? actionButton("Clear forced", `clear:${p.provider}`, admin, () => act.clearForced())
@@ -117,7 +142,14 @@ export function renderProviders(providers, admin, act) {
   if (!providers.length) {
     return [h("p", { class: "empty" }, "No keys yet: add one with “+ Add key”.")];
   }
-  return providers.map((p) => providerGroup(p, admin, act));
+  return providers.map((p) => {
+    const group = providerGroup(p, admin, act);
+    // Groups share rows in proportion to their keys, so the cards fill each row (CSSOM:
+    // the page's CSP allows no style attributes).
+    group.style.flexGrow = String(p.keys.length);
+    group.style.flexBasis = `min(100%, ${p.keys.length * 300}px)`;
+    return group;
+  });
 }
 
 /** Size the bars from data-pct (CSSOM, allowed by the page's CSP). */
@@ -129,6 +161,7 @@ export function paintBars(root) {
 export function tick(root, serverNow) {
   for (const el of root.querySelectorAll(".when")) {
     const at = el.dataset.at === "" ? null : Number(el.dataset.at);
-    el.textContent = at === null ? "" : `${el.dataset.prefix}${relative(at, serverNow)}`;
+    const prefix = at !== null && at < serverNow ? el.dataset.past ?? el.dataset.prefix : el.dataset.prefix;
+    el.textContent = at === null ? "" : `${prefix}${relative(at, serverNow)}`;
   }
 }

@@ -1,12 +1,11 @@
 // The dashboard's sections other than the key cards: system status, recommendation,
 // usage log, charts and forecast, agents, alerts.
 
-import { bars, colorOf, legend, lines, runway, stackedBars } from "./charts.js";
+import { bars, colorOf, emptyChart, legend, lines, runway, stackedBars } from "./charts.js";
 import { h } from "./dom.js";
-import { clock, compact, dateTime, ms, num, pct, usd, windowName } from "./format.js";
+import { clock, compact, dateTime, ms, num, pct, plural, usd, windowName } from "./format.js";
 import { badge, when } from "./keys.js";
 
-const HEALTH_TONE = { healthy: "ok", degraded: "warning", critical: "critical" };
 const EMERGENCY_TONE = { normal: "ok", warning: "warning", critical: "critical", emergency: "critical" };
 
 function tile(name, value, detail, tone) {
@@ -16,17 +15,18 @@ function tile(name, value, detail, tone) {
     detail ? h("div", { class: "tile-detail" }, detail) : null);
 }
 
-export function renderStatus(sys) {
-  const em = sys.emergency || {};
+/** The tiles; Health, Keys available and Emergency level read the one status (st). */
+export function renderStatus(sys, st) {
   return [
+    tile("Health", st.title, st.message, st.level),
+    tile("Keys available", `${st.keys_available} / ${st.keys_total}`,
+      st.keys_available < st.keys_total ? `${plural(st.keys_total - st.keys_available, "key")} cannot take requests` : null,
+      st.level === "ok" ? null : st.keys_available === 0 ? "critical" : "warning"),
     tile("Providers", `${sys.available_providers} / ${sys.total_providers}`, "available / configured"),
-    tile("Keys available", `${sys.available_keys} / ${sys.total_keys}`, null,
-      sys.available_keys === 0 && sys.total_keys ? "critical" : null),
     tile("Overall usage", pct(sys.overall_used_pct), "of all token quotas"),
     tile("Forced provider", sys.forced_provider || "none", sys.forced_provider ? "used while available" : "ranking decides",
       sys.forced_provider ? "accent" : null),
-    tile("Health", sys.health.status, sys.health.message, HEALTH_TONE[sys.health.status]),
-    tile("Emergency level", em.status || "–", em.message, EMERGENCY_TONE[em.status]),
+    tile("Emergency level", st.emergency, st.emergency_message, EMERGENCY_TONE[st.emergency]),
     tile("In flight", num(sys.in_flight), `strategy: ${sys.strategy}`),
   ];
 }
@@ -37,18 +37,19 @@ function breakdownTable(b) {
   return h("table", { class: "breakdown" },
     h("caption", { class: "sr-only" }, "Score breakdown"),
     h("tbody", null, entries.map(([k, v]) =>
-      h("tr", null, h("th", { scope: "row" }, k.replaceAll("_", " ")), h("td", null, String(v))))));
+      h("tr", null, h("th", { scope: "row" }, k.replaceAll("_", " ").replace(/ pct$/, " %")),
+        h("td", null, Number(v).toFixed(1))))));
 }
 
-export function renderRecommendation(rec) {
+export function renderRecommendation(rec, st) {
   if (!rec.route) return [h("p", { class: "empty" }, "No route configured yet.")];
   const intro = h("p", { class: "muted" },
     `For a request of ${rec.request.prompt_tokens} prompt + ${rec.request.max_tokens} completion tokens on route `,
     h("code", null, rec.route), ` (strategy ${rec.strategy})`,
     rec.forced_provider ? `, provider ${rec.forced_provider} forced` : "", ":");
   if (!rec.chosen) {
-    return [intro, h("p", { class: "reason error", id: "rec-none" },
-      "No key could take it now."), rejectedList(rec.rejected)];
+    return [intro, h("p", { class: "reason error", id: "rec-none" }, st.message),
+      rejectedList(rec.rejected)];
   }
   const c = rec.chosen;
   const label = c.label && c.label !== c.key_id ? c.label : c.key_id;
@@ -61,7 +62,7 @@ export function renderRecommendation(rec) {
         h("span", { class: "rec-key" }, label), " ",
         h("code", null, c.model), " ", badge(c.state)),
       h("div", { class: "chosen-why" },
-        h("span", null, "score ", h("b", null, String(c.score))),
+        h("span", null, "score ", h("b", null, c.score.toFixed(1))),
         c.flags.length ? h("span", { class: "muted" }, ` · ${c.flags.join(", ")}`) : null,
         h("span", { class: "muted" }, ` · worst case ${usd(c.est_cost_usd)}`)),
       breakdownTable(c.breakdown)),
@@ -69,7 +70,8 @@ export function renderRecommendation(rec) {
       ? h("ol", { class: "ranking", start: 2, "aria-label": "Next candidates" },
         rec.candidates.slice(1).map((x) => h("li", null,
           h("b", null, x.provider), " / ", x.label && x.label !== x.key_id ? x.label : x.key_id,
-          h("span", { class: "muted" }, ` score ${x.score}`))))
+          " ", h("code", null, x.model),
+          h("span", { class: "muted" }, ` score ${x.score.toFixed(1)}`))))
       : null,
     rejectedList(rec.rejected),
   ];
@@ -78,7 +80,7 @@ export function renderRecommendation(rec) {
 function rejectedList(rejected) {
   if (!rejected || !rejected.length) return null;
   return h("details", { class: "rejected" },
-    h("summary", null, `${rejected.length} not eligible`),
+    h("summary", null, `${plural(rejected.length, "key")} not eligible`),
     h("ul", null, rejected.map((r) =>
       h("li", null, h("b", null, r.provider), " / ", r.key_id, ": ", r.reason))));
 }
@@ -124,19 +126,21 @@ export function renderCharts(charts, forecast, serverNow) {
   const names = Object.keys(t.tokens);
   const tokens = names.length
     ? stackedBars({ starts: t.starts, series: t.tokens, label: "Tokens per provider per minute, last hour" })
-    : h("p", { class: "empty" }, "No tokens in the last hour.");
+    : emptyChart("tokens in the last hour");
   const days = charts.cost_per_day;
-  const cost = bars({
-    labels: days.map((d) => d.day), values: days.map((d) => d.cost_usd), fmt: usd,
-    label: "Cost per day, last 14 days",
-  });
-  const latency = lines({
-    starts: t.starts, label: "Latency p50 and p95 per minute, last hour", fmt: ms,
-    series: [
-      { name: "p50", values: t.latency_p50_ms, color: "#6366f1" },
-      { name: "p95", values: t.latency_p95_ms, color: "#9333ea", dashed: true },
-    ],
-  });
+  const cost = days.some((d) => d.cost_usd > 0)
+    ? bars({ labels: days.map((d) => d.day), values: days.map((d) => d.cost_usd), label: "Cost per day, last 14 days" })
+    : emptyChart("cost in the last 14 days");
+  const timed = [...t.latency_p50_ms, ...t.latency_p95_ms].some((v) => v !== null && v !== undefined);
+  const latency = timed
+    ? lines({
+      starts: t.starts, label: "Latency p50 and p95 per minute, last hour",
+      series: [
+        { name: "p50", values: t.latency_p50_ms, color: "#6366f1" },
+        { name: "p95", values: t.latency_p95_ms, color: "#9333ea", dashed: true },
+      ],
+    })
+    : emptyChart("latency in the last hour");
   return [
     figure("Tokens per provider", tokens,
       legend(names.map((n) => [n, colorOf(n, names)]))),
@@ -155,16 +159,16 @@ function renderForecast(f, serverNow) {
     before: k.runs_out_before_reset,
   }));
   const pools = f.pools.map((p) => h("li", { class: "pool", "data-route": p.route },
-    h("b", null, `Pool “${p.route}”`), ` (${p.keys.length} keys, ${compact(p.remaining)} ${p.metric} left, `,
+    h("b", null, `Pool “${p.route}”`), ` (${plural(p.keys.length, "key")}, ${compact(p.remaining)} ${p.metric} left, `,
     `${compact(p.rate_per_hour)}/h): `,
     p.exhausts_at === null
       ? h("span", { class: "good" }, p.unbounded_keys.length ? "has keys without a quota: never empty"
         : "does not run out within 35 days")
-      : h("span", { class: "bad" }, "runs out ", when(p.exhausts_at, ""),
+      : h("span", { class: "bad" }, when(p.exhausts_at, "runs out ", "ran out "),
         p.blackouts.length && p.blackouts[0].end ? ["; refills ", when(p.blackouts[0].end, "")] : "")));
   return figure("Forecast: time until empty",
     rows.length ? runway({ rows, label: "Time until each key's quota runs out at the current burn rate" })
-      : h("p", { class: "empty" }, "No key has a quota to forecast."),
+      : h("p", { class: "empty chart-empty" }, "No key has a quota to forecast yet."),
     h("div", null, h("ul", { class: "pools" }, pools),
       h("p", { class: "muted" }, "Bar: time until empty at the recent burn rate; tick: next reset; red: empties before it resets.")));
 }
@@ -198,19 +202,20 @@ export function renderAlerts(alerts) {
     h("time", { class: "muted", datetime: a.timestamp }, dateTime(a.ts)))))];
 }
 
-export function renderBanner(alerts) {
+/** Shown while the status is not ok: its message, then the most severe active alert. */
+export function renderBanner(alerts, st) {
+  if (st.level === "ok") return null;
   const active = alerts.active;
-  if (!active.length) return null;
   const order = { critical: 0, error: 1, warning: 2 };
   const sorted = [...active].sort((a, b) => order[a.severity] - order[b.severity]);
   return [
-    h("strong", null, `${active.length} active alert${active.length > 1 ? "s" : ""}: `),
-    h("span", null, sorted[0].message),
-    active.length > 1 ? h("a", { href: "#alerts-section" }, ` (+${active.length - 1} more)`) : null,
+    h("strong", null, `${st.title[0].toUpperCase()}${st.title.slice(1)}: `),
+    h("span", null, st.message),
+    sorted.length ? h("span", null, ` ${plural(active.length, "active alert")}, the first: ${sorted[0].message}`) : null,
+    active.length > 1 ? h("a", { href: "#alerts-section" }, " (all alerts)") : null,
   ];
 }
 
-export function bannerSeverity(alerts) {
-  const sev = alerts.active.map((a) => a.severity);
-  return sev.includes("critical") ? "critical" : sev.includes("error") ? "error" : "warning";
+export function bannerSeverity(st) {
+  return st.level === "critical" ? "critical" : "warning";
 }
