@@ -4,6 +4,7 @@ matching the ledger after a mixed run, the dashboard's refusals (real ``quotaflo
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -160,6 +161,9 @@ def test_one_access_line_per_request_without_secrets_or_prompts(
 ) -> None:
     with gateway(config(fresh_fake), home) as gw:
         mixed_run(fresh_fake, gw)
+        deadline = time.monotonic() + 10  # a stream's line follows its last byte
+        while time.monotonic() < deadline and len(access_lines(gw)) < 8:
+            time.sleep(0.05)
         lines = access_lines(gw)
         output = gw.output
     assert len(lines) == 8
@@ -177,13 +181,22 @@ def test_one_access_line_per_request_without_secrets_or_prompts(
     assert PROMPT_CANARY not in output
 
 
+def _access_lines(output: str) -> list[dict[str, Any]]:
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [r for r in records if r["logger"] == "quotaflow.access"]
+
+
 def test_json_access_lines(fresh_fake: Proc, home: Path) -> None:
     with gateway(config(fresh_fake), home, "--log-format", "json") as gw:
         assert post(gw, chat())[0] == 200
         assert post(gw, chat(stream=True))[0] == 200
+        # A stream's access line is written once its last byte went out, which may be just
+        # after the client read it: wait for both lines rather than racing the log.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(_access_lines(gw.output)) < 2:
+            time.sleep(0.05)
         output = gw.output
-    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    access = [r for r in records if r["logger"] == "quotaflow.access"]
+    access = _access_lines(output)
     assert len(access) == 2
     assert set(access[0]) >= ACCESS_FIELDS
     assert access[0]["status"] == 200 and access[0]["key"] == "k1"
