@@ -10,15 +10,12 @@ from pathlib import Path
 import click
 
 from quotaflow.cli.exit_codes import EXIT_USAGE
+from quotaflow.engine.words import plural
 
 
 @click.group("config")
 def config() -> None:
     """Check a configuration file, or print its JSON Schema."""
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 @config.command("check")
@@ -39,9 +36,9 @@ def check(file: Path) -> None:
         sys.exit(EXIT_USAGE)
     explicit = sum(1 for r in cfg.routes.values() if not r.implicit)
     click.echo(
-        f"{file} is valid: {_plural(len(cfg.providers), 'provider')}, "
-        f"{_plural(len(cfg.keys), 'key')}, {_plural(explicit, 'route')}, "
-        f"{_plural(len(cfg.agents), 'agent')}; strategy {cfg.settings.strategy}, "
+        f"{file} is valid: {plural(len(cfg.providers), 'provider')}, "
+        f"{plural(len(cfg.keys), 'key')}, {plural(explicit, 'route')}, "
+        f"{plural(len(cfg.agents), 'agent')}; strategy {cfg.settings.strategy}, "
         f"time zone {cfg.settings.timezone}."
     )
 

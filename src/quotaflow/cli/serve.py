@@ -78,6 +78,7 @@ async def run_server(
 
     from aiohttp import web
 
+    from quotaflow.engine.words import plural
     from quotaflow.errors import StorageUnusable
     from quotaflow.runtime import Runtime, build_gateway
     from quotaflow.services.access import chosen_admin_token
@@ -147,7 +148,7 @@ async def run_server(
         keys = len(gateway.keys)
         click.echo(
             f"quotaflow serving on http://{host}:{actual}  "
-            f"({len(config.providers)} providers, {keys} keys; config: {config.source}; data: {home})",
+            f"({plural(len(config.providers), 'provider')}, {plural(keys, 'key')}; config: {config.source}; data: {home})",
         )
         click.echo(
             f"dashboard: http://{host}:{actual}/   OpenAI base URL: http://{host}:{actual}/v1"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from quotaflow.engine import health as hl
 from quotaflow.engine.catalog import Key
 from quotaflow.engine.limits import Limit
+from quotaflow.engine.words import plural
 from quotaflow.errors import Unavailable
 from quotaflow.gateway import Gateway
 
@@ -49,8 +50,8 @@ class Readiness:
         if self.keys == 0:
             return "no keys configured: add a key"
         if not self.unusable:
-            return f"all {self.keys} keys can serve"
-        return f"{self.usable} of {self.keys} keys can serve"
+            return "the key can serve" if self.keys == 1 else f"all {self.keys} keys can serve"
+        return f"{self.usable} of {plural(self.keys, 'key')} can serve"
 
 
 def _limits_of(gw: Gateway, key: Key) -> list[Limit]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from quotaflow.engine.words import plural
+
 LEVELS = ("ok", "warning", "critical")
 # The emergency scale (normal < warning < critical < emergency) on the status scale.
 EMERGENCY_LEVEL = {
@@ -25,10 +27,6 @@ BUDGET_MESSAGE = {
     "emergency": "Usage above the emergency level: calls may soon be refused.",
 }
 ALERT_LEVEL = {"warning": "warning", "error": "warning", "critical": "critical"}
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _worst(*levels: str) -> str:
