@@ -1,6 +1,6 @@
 """The runtime: storage → gateway → services on one data folder, opened and closed in that
-order — :class:`Runtime` for the server, :func:`open_engine` for the library and the
-command-line tools, both on explicitly wired stores."""
+order — :class:`Runtime` for the server, the library and the command-line tools (through
+:func:`open_runtime`), on the stores ``config.storage`` names."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,6 @@ from quotaflow.config.load import load_config, parse_spec, resolve
 from quotaflow.config.model import Config
 from quotaflow.engine.limits import Limit
 from quotaflow.gateway import Gateway
-from quotaflow.gateway import Gateway as Engine
-from quotaflow.gateway.upstream import make_client
 from quotaflow.services.access import (
     ADMIN_SETTING,
     candidate_admin_token,
@@ -38,7 +35,6 @@ from quotaflow.services.notify import Notifier
 from quotaflow.services.sync import ReplicaSync
 from quotaflow.storage import open_counters, open_health_store, open_ledger
 from quotaflow.storage.files import private_folder
-from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.storage.management import ManagementStore
 from quotaflow.storage.secrets import SecretBox, load_master_key
 
@@ -81,65 +77,23 @@ def resolve_config(config: ConfigSource = None, env: Mapping[str, str] | None = 
 
 
 @contextlib.asynccontextmanager
-async def open_engine(
+async def open_runtime(
     config: Config,
     home: Path,
     *,
     clock: Clock | None = None,
     settle: bool = False,
-    network: bool = False,
-) -> AsyncIterator[Engine]:
-    """The engine on a data folder, for tools: counters rebuilt from the ledger, runtime keys
-    restored, the key tester's verdicts applied. ``settle`` also settles rows a crash left
-    pending — only when no server runs on the folder; ``network`` gives it an HTTP client."""
-    http = (
-        make_client(
-            config.settings.connect_timeout_s,
-            proxy=config.settings.proxy,
-            kind=config.settings.http_client,
-        )
-        if network
-        else None
-    )
-    ledger = SqliteLedger(home / "quotaflow.db", synchronous=config.settings.ledger_synchronous)
-    engine = Engine(config, ledger=ledger, clock=clock, http=http)
-    await engine.ledger.open()
+) -> AsyncIterator[Runtime]:
+    """The runtime on a data folder for the library and the command-line tools: the same
+    storage (``config.storage``) and start sequence as ``serve``, without the services that
+    belong to a server (admin token, alert watch, webhooks, replica sync). ``settle`` also
+    settles rows a crash left pending — only when no server runs on an embedded ledger."""
+    runtime = Runtime.build(build_gateway(config, home, clock=clock), home, services=False)
+    await runtime.start(settle=settle)
     try:
-        if settle:
-            engine.crashed_on_start = await engine.ledger.settle_crashed()
-        await restore_managed(engine, home)
-        await engine.rebuild_counters()
-        await engine.restore_model_stats()
-        await engine.restore_probe_health()
-        await apply_key_states(engine)
-        engine.started_at = engine.clock.now()
-        yield engine
-        await engine.save_model_stats()
+        yield runtime
     finally:
-        if http is not None:
-            await http.close()
-        await engine.ledger.close()
-
-
-async def restore_managed(engine: Engine, home: Path | None) -> int:
-    """Re-create the keys and providers added at runtime (``/api/add_key``, ``keys add``)."""
-    from quotaflow.services.keys import ManagedKeys
-    from quotaflow.storage.secrets import SecretBox, load_master_key
-
-    managed = ManagedKeys(engine, engine.ledger, SecretBox(load_master_key(home)))
-    _MANAGED[engine] = managed
-    return await managed.restore()
-
-
-_MANAGED: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
-
-
-def managed_keys_of(engine: Engine) -> Any:
-    """The :class:`~quotaflow.services.keys.ManagedKeys` :func:`open_engine` restored."""
-    managed = _MANAGED.get(engine)
-    if managed is None:
-        raise RuntimeError("this engine was not opened with open_engine()")
-    return managed
+        await runtime.close()
 
 
 FORCED_SETTING = "forced_provider"
@@ -171,6 +125,7 @@ class Runtime:
     shared: bool = False  # the store is shared by replicas: admin token and sync through it
     chosen_admin: bool = False  # the admin token was chosen by the operator, not stored
     sync: ReplicaSync | None = None  # on a shared store: other replicas' changes
+    services: bool = True  # a server's services: admin token, alert watch, webhooks, sync
     _task: asyncio.Task[None] | None = None
     _sync_task: asyncio.Task[None] | None = None
 
@@ -183,11 +138,14 @@ class Runtime:
         bind_host: str = "127.0.0.1",
         trust_local: bool = False,
         admin_token: str | None = None,
+        services: bool = True,
     ) -> Runtime:
         """Refuses ``trust_local`` unless ``bind_host`` is a loopback address.
 
         ``admin_token``: the one the operator chose (``QUOTAFLOW_ADMIN_TOKEN``,
-        ``--admin-token-file``); it wins over the stored one, in a shared store too."""
+        ``--admin-token-file``); it wins over the stored one, in a shared store too.
+        ``services``: a server's (admin token, alert watch, webhooks, replica sync); the
+        library and the tools open the runtime without them."""
         if trust_local and not is_loopback(bind_host):
             raise ValueError(
                 f"--trust-local serves without authentication, so it only binds to loopback "
@@ -200,7 +158,9 @@ class Runtime:
         agents = AgentRegistry(store, gateway.clock)
         agents.load_config(gateway.config.agents)
         shared = store.shared
-        if admin_token is not None:
+        if not services:  # nothing is served: no admin token is created or claimed
+            admin_hash, token = "", None
+        elif admin_token is not None:
             admin_hash, token = token_hash(admin_token), None
         elif shared:  # a candidate: start() keeps it only if no replica stored one before
             admin_hash, token = candidate_admin_token(home)
@@ -211,7 +171,7 @@ class Runtime:
             return [lim for a in agents.all() for lim in a.limits]
 
         notifier = None
-        if gateway.config.notify:
+        if services and gateway.config.notify:
             notifier = Notifier(gateway.ledger, gateway.config.notify, clock=gateway.clock)
         monitor = AlertMonitor(
             gateway, store, agent_limits, on_alert=notifier.publish if notifier else None
@@ -231,7 +191,8 @@ class Runtime:
             shared=shared,
             chosen_admin=admin_token is not None,
             notifier=notifier,
-            sync=ReplicaSync(store, keys, agents, gateway) if shared else None,
+            sync=ReplicaSync(store, keys, agents, gateway) if shared and services else None,
+            services=services,
         )
 
     @property
@@ -239,16 +200,17 @@ class Runtime:
         """``/v1`` refuses anonymous callers beyond loopback or when the config says so."""
         return self.gateway.config.server.require_agent_keys or not is_loopback(self.bind_host)
 
-    async def start(self, *, gateway: bool = True) -> None:
-        """The one start sequence: the gateway (unless the caller started it), then the
-        services on it."""
+    async def start(self, *, gateway: bool = True, settle: bool = True) -> None:
+        """The one start sequence: the gateway (unless the caller started it; ``settle``:
+        settling what a crash left pending), then the services on it."""
         gw = self.gateway
         if gateway:
-            await gw.start()
-        if self.shared and self.chosen_admin:
-            await self.store.set_setting(ADMIN_SETTING, self.admin_hash)
-        elif self.shared:
-            await self._claim_admin_token()
+            await gw.start(settle=settle)
+        if self.services and self.shared:  # one admin token for every replica
+            if self.chosen_admin:
+                await self.store.set_setting(ADMIN_SETTING, self.admin_hash)
+            else:
+                await self._claim_admin_token()
         if self.sync is not None:
             await self.sync.mark()  # before the restore: no change is missed
         await self.keys.restore()
@@ -260,6 +222,8 @@ class Runtime:
         forced = await self.store.get_setting(FORCED_SETTING)
         if forced and forced in gw.config.providers:
             gw.forced_provider = forced
+        if not self.services:
+            return
         await self.alerts.load()
         if self.notifier is not None:
             self.notifier.start()

@@ -8,7 +8,7 @@ import pytest
 
 from quotaflow.fake_provider import FakeProviderConfig, KeyState, running_fake_provider
 from quotaflow.library import AsyncGateway
-from quotaflow.runtime import open_engine, resolve_config
+from quotaflow.runtime import open_runtime, resolve_config
 from quotaflow.services.probe import probe_all, results_document, summarize, targets
 from tests.cli.fakes import provider_config
 
@@ -22,7 +22,8 @@ async def test_probe_books_health_stats_and_ledger(tmp_path: Path) -> None:
     keys = {"K1": KeyState(), "DEAD": KeyState(invalid=True), "EMPTY": KeyState(quota_tokens=0)}
     async with running_fake_provider(FakeProviderConfig(protocol="openai", keys=keys)) as fake:
         cfg = resolve_config(config(fake.base_url))
-        async with open_engine(cfg, tmp_path, network=True) as engine:
+        async with open_runtime(cfg, tmp_path) as runtime:
+            engine = runtime.gateway
             todo = targets(engine)
             assert len(todo) == 6
             seen = []

@@ -18,9 +18,10 @@ from quotaflow.cli.target import (
 )
 
 
-async def local_alerts(engine: Any) -> dict[str, Any]:
+async def local_alerts(runtime: Any) -> dict[str, Any]:
     from quotaflow.reports.collect import collect_report
 
+    engine = runtime.gateway
     rep = await collect_report(
         engine,
         now=engine.clock.now(),

@@ -38,8 +38,8 @@ def feedback(
     score, a running average per key × model that the learned strategy uses)."""
     body = {"provider": provider, "model": model, "success": not failed, "score": score}
 
-    async def work(engine: Any) -> dict[str, Any]:
-        stats = engine.record_quality(provider, model, not failed, score)
+    async def work(runtime: Any) -> dict[str, Any]:
+        stats = runtime.gateway.record_quality(provider, model, not failed, score)
         return {"success": True, **body, "quality": {s.key_id: s.quality_score for s in stats}}
 
     doc = Target.of(config_path, home, url, token, token_file).run(

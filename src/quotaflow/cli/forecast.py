@@ -67,8 +67,8 @@ def forecast(
     fc = run_local(
         config,
         home,
-        lambda engine: collect_forecast(
-            engine,
+        lambda runtime: collect_forecast(
+            runtime.gateway,
             now=now,
             lookback_s=lookback_d * 86400,
             half_life_s=half_life_h * 3600,

@@ -26,13 +26,12 @@ def keys() -> None:
     """
 
 
-async def _list(engine: Any) -> dict[str, Any]:
-    from quotaflow.runtime import managed_keys_of
+async def _list(runtime: Any) -> dict[str, Any]:
     from quotaflow.services import status
 
-    managed = managed_keys_of(engine)
+    managed = runtime.keys
     out = []
-    for row in await status.provider_statuses(engine):
+    for row in await status.provider_statuses(runtime.gateway):
         for k in row.keys:
             d = k.to_json()
             d["provider"] = row.provider
@@ -106,10 +105,8 @@ def add_key(
     if not secret:
         secret = click.prompt("API key", hide_input=True)
 
-    async def work(engine: Any) -> dict[str, Any]:
-        from quotaflow.runtime import managed_keys_of
-
-        added = await managed_keys_of(engine).add(provider, secret, quota_total)
+    async def work(runtime: Any) -> dict[str, Any]:
+        added = await runtime.keys.add(provider, secret, quota_total)
         verb = "added" if added.created else "updated"
         return {
             "success": True,
@@ -149,10 +146,8 @@ def remove_key(
 ) -> None:
     """Remove a key added at runtime (a key of the config file is removed there)."""
 
-    async def work(engine: Any) -> dict[str, Any]:
-        from quotaflow.runtime import managed_keys_of
-
-        key = await managed_keys_of(engine).remove(key_id)
+    async def work(runtime: Any) -> dict[str, Any]:
+        key = await runtime.keys.remove(key_id)
         return {"success": True, "message": f"Key {key.id} removed", "key_id": key.id}
 
     doc = Target.of(config_path, home, url, token, token_file).run(
@@ -177,9 +172,10 @@ def _toggle(enabled: bool) -> click.Command:
         as_json: bool,
         key_id: str,
     ) -> None:
-        async def work(engine: Any) -> dict[str, Any]:
+        async def work(runtime: Any) -> dict[str, Any]:
             from quotaflow.services.keys import set_key_state
 
+            engine = runtime.gateway
             if key_id not in engine.keys:
                 fail(
                     f"unknown key {key_id!r} (known: {', '.join(sorted(engine.keys)) or 'none'})",

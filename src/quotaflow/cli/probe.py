@@ -76,7 +76,8 @@ def probe(
     wanted_models = [m.strip() for m in models.split(",") if m.strip()] if models else []
     err_console = Console(stderr=True)
 
-    async def work(engine: Any) -> tuple[list[ProbeResult], float]:
+    async def work(runtime: Any) -> tuple[list[ProbeResult], float]:
+        engine = runtime.gateway
         try:
             todo = targets(engine, providers, wanted_models)
         except ValueError as exc:
@@ -102,7 +103,7 @@ def probe(
             )
         return results, engine.clock.now()
 
-    results, now = run_local(config, home, work, network=True)
+    results, now = run_local(config, home, work)
     summary = summarize(results)
     doc = results_document(results, summary, now)
     path = Path(output_path) if output_path else data_home(home) / RESULTS_FILE

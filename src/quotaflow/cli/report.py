@@ -87,8 +87,8 @@ def report(
     rep = run_local(
         config,
         home,
-        lambda engine: collect_report(
-            engine,
+        lambda runtime: collect_report(
+            runtime.gateway,
             now=now,
             since=start,
             until=end,

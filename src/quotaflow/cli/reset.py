@@ -33,7 +33,8 @@ def reset(
     current windows start again from zero). Writes to the data folder: use --url while a
     server runs on it."""
 
-    async def work(engine: Any) -> dict[str, Any]:
+    async def work(runtime: Any) -> dict[str, Any]:
+        engine = runtime.gateway
         if provider not in engine.config.providers:
             known = ", ".join(sorted(engine.config.providers)) or "none"
             fail(f"unknown provider {provider!r} (configured: {known})", EXIT_USAGE)

@@ -15,10 +15,11 @@ from quotaflow.cli.target import (
 )
 
 
-async def local_status(engine: Any) -> dict[str, Any]:
+async def local_status(runtime: Any) -> dict[str, Any]:
     """The same document as ``GET /api/status``, from the data folder."""
     from quotaflow.services import status
 
+    engine = runtime.gateway
     rows = await status.provider_statuses(engine)
     total = sum(r.quota_total for r in rows)
     taken = sum(r.quota_used + r.reserved for r in rows)

@@ -89,14 +89,15 @@ def run_local(
     work: Callable[[Any], Awaitable[T]],
     *,
     clock: Clock | None = None,
-    network: bool = False,
 ) -> T:
-    """Run ``work(engine)`` on the local data folder (no server needed)."""
-    from quotaflow.runtime import data_home, open_engine
+    """Run ``work(runtime)`` on the local data folder and the storage ``config.storage``
+    names (no server needed): the :class:`~quotaflow.runtime.Runtime` ``serve`` starts,
+    without a server's services."""
+    from quotaflow.runtime import data_home, open_runtime
 
     async def main() -> T:
-        async with open_engine(config, data_home(home), clock=clock, network=network) as engine:
-            return await work(engine)
+        async with open_runtime(config, data_home(home), clock=clock) as runtime:
+            return await work(runtime)
 
     try:
         return asyncio.run(main())
@@ -164,7 +165,7 @@ class Target:
         path: str,
         body: Any = None,
     ) -> Any:
-        """``method path`` (with ``body``) on the server, else ``work(engine)`` on the data
+        """``method path`` (with ``body``) on the server, else ``work(runtime)`` on the data
         folder; both give the same document."""
         if self.server is not None:
             return self.server.call(method, path, body)

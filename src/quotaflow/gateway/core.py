@@ -163,9 +163,12 @@ class Gateway:
         return self.learning.session_totals
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, settle: bool = True) -> None:
+        """Open the storage and the HTTP client; ``settle``: book what a crash left pending
+        (not from a tool beside a running server on an embedded ledger)."""
         await self.ledger.open()
-        self.crashed_on_start = await self.ledger.settle_crashed()
+        if settle:
+            self.crashed_on_start = await self.ledger.settle_crashed()
         if self.counters.shared:  # Redis: other replicas keep them
             self.counter_disagreements = await attach_shared(
                 self.counters, self.ledger, self.all_limits, self.clock.now(), self.config.tz

@@ -37,7 +37,7 @@ from quotaflow.config.model import Config
 from quotaflow.errors import BadRequest, QuotaflowError
 from quotaflow.gateway import CallContext, ChatOutcome
 from quotaflow.gateway import Gateway as Engine
-from quotaflow.runtime import ConfigSource, data_home, open_engine, resolve_config
+from quotaflow.runtime import ConfigSource, Runtime, data_home, open_runtime, resolve_config
 
 T = TypeVar("T")
 
@@ -56,8 +56,7 @@ class AsyncGateway:
         self.home = data_home(home)
         self._clock = clock or SystemClock()
         self._stack: contextlib.AsyncExitStack | None = None
-        self._engine: Engine | None = None
-        self._agents: Any = None
+        self._runtime: Runtime | None = None
 
     @classmethod
     def from_env(cls, *, home: str | os.PathLike[str] | None = None) -> AsyncGateway:
@@ -67,20 +66,19 @@ class AsyncGateway:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Open the data folder (settling rows a crash left pending) and get ready."""
-        if self._engine is not None:
+        if self._runtime is not None:
             return
         stack = contextlib.AsyncExitStack()
-        self._engine = await stack.enter_async_context(
-            open_engine(self.config, self.home, clock=self._clock, settle=True, network=True)
+        self._runtime = await stack.enter_async_context(
+            open_runtime(self.config, self.home, clock=self._clock, settle=True)
         )
         self._stack = stack
-        self._agents = await _agent_registry(self._engine)
 
     async def close(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()
         self._stack = None
-        self._engine = None
+        self._runtime = None
 
     async def __aenter__(self) -> AsyncGateway:
         await self.start()
@@ -92,9 +90,9 @@ class AsyncGateway:
     @property
     def engine(self) -> Engine:
         """The running engine (:class:`quotaflow.gateway.Gateway`)."""
-        if self._engine is None:
+        if self._runtime is None:
             raise RuntimeError("the gateway is not started: use 'async with' or await start()")
-        return self._engine
+        return self._runtime.gateway
 
     # -- OpenAI shape ----------------------------------------------------------------------
     async def chat(
@@ -206,7 +204,7 @@ class AsyncGateway:
         from quotaflow.services.agents import context_for
 
         body = _prompt_body(prompt, model, None, max_tokens=max_tokens)
-        agent = self._agents.get(ai_name) if self._agents is not None else None
+        agent = self._runtime.agents.get(ai_name) if self._runtime is not None else None
         ctx, pick = await context_for(self.engine, agent, ai_name)
         reason = pick.reason if pick is not None else "optimal_selection"
         if preferred_provider:
@@ -255,15 +253,6 @@ def api_stats(engine: Engine) -> dict[str, Any]:
         )
         entry["models"][model] = s.to_seed004()
     return {"lastUpdated": engine.clock.now(), "providers": providers}
-
-
-async def _agent_registry(engine: Engine) -> Any:
-    from quotaflow.services.agents import AgentRegistry
-
-    registry = AgentRegistry(engine.ledger, engine.clock)
-    registry.load_config(engine.config.agents)
-    await registry.restore()
-    return registry
 
 
 def _prompt_body(

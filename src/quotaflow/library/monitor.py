@@ -22,7 +22,7 @@ from quotaflow.clock import Clock, SystemClock
 from quotaflow.reports.collect import collect_report
 from quotaflow.reports.export import export, to_text
 from quotaflow.reports.usage import UsageReport
-from quotaflow.runtime import ConfigSource, data_home, open_engine, resolve_config
+from quotaflow.runtime import ConfigSource, data_home, open_runtime, resolve_config
 
 
 class UsageMonitor:
@@ -52,9 +52,9 @@ class UsageMonitor:
         """The report as data (what the ``print_*`` methods print)."""
 
         async def main() -> UsageReport:
-            async with open_engine(self.config, self.home, clock=self.clock) as engine:
+            async with open_runtime(self.config, self.home, clock=self.clock) as runtime:
                 return await collect_report(
-                    engine,
+                    runtime.gateway,
                     now=self.clock.now(),
                     since=since,
                     until=until,
