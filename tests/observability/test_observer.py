@@ -174,6 +174,7 @@ def test_warnings_name_the_key_cooling_the_unpriced_model_and_the_refusal(caplog
     for _ in range(3):
         req = obs.begin("openai", "default", "auto")
         obs.attempt(req, Row(key_id="a", status="error", error_kind="rate_limited", cost_usd=0.0))
+        obs.key_cooling("openai", "a", 2.0)  # what the booking says of a rate-limited key
         obs.attempt(req, Row(key_id="b", cost_usd=0.0))
         obs.finish(req, 200)
         refused = obs.begin("openai", "default", "auto")

@@ -196,6 +196,7 @@ class Booking:
             else None
         )
         s = self._settings
+        was_invalid = hl.is_invalid(h)
         hl.record_failure(
             h,
             failure.kind,
@@ -207,6 +208,11 @@ class Booking:
             failure_threshold=s.failure_threshold,
         )
         self._keyring.notify(key.id)
+        if failure.kind is ErrorKind.RATE_LIMITED:
+            self.observer.key_cooling(key.provider, key.id, failure.retry_after_s)
+        elif hl.is_invalid(h) and not was_invalid:
+            reason = (h.disabled_reason or "").removeprefix(hl.INVALID_PREFIX)
+            self.observer.key_invalid(key.provider, key.id, reason)
         kind = failure.kind.value
         self._learning.observe(
             key.id,

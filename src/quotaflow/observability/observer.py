@@ -220,15 +220,7 @@ class Observer:
             req.ttfb_ms = row.ttfb_ms
         ok = row.status == "ok"
         kind = row.error_kind or ""
-        if kind == "rate_limited":
-            self.events.warn(
-                "key_cooling",
-                f"{row.provider}/{row.key_id}",
-                f"key {row.key_id} of {row.provider} was rate-limited: it cools down before "
-                "it is tried again",
-                hint="requests move to other keys meanwhile; lower its limits if this repeats",
-            )
-        elif ok and row.cost_usd == 0 and row.prompt_tokens + row.completion_tokens > 0:
+        if ok and row.cost_usd == 0 and row.prompt_tokens + row.completion_tokens > 0:
             self._unpriced(row.provider, row.model)
         m = self.metrics
         if m is not None:
@@ -254,6 +246,41 @@ class Observer:
                 _attempt_attrs(req, row),
                 None if ok else kind or "error",
             )
+
+    def key_cooling(self, provider: str, key_id: str, retry_after_s: float | None) -> None:
+        """A key was rate-limited: it cools down (for the provider's Retry-After, if sent)."""
+        wait = "" if retry_after_s is None else f" for {retry_after_s:g} s (its Retry-After)"
+        fields = {} if retry_after_s is None else {"retry_after_s": retry_after_s}
+        self.events.warn(
+            "key_cooling",
+            f"{provider}/{key_id}",
+            f"key {key_id} of {provider} was rate-limited: it cools down{wait} before it is "
+            "tried again",
+            hint="requests move to other keys meanwhile; lower its limits if this repeats",
+            **fields,
+        )
+
+    def key_invalid(self, provider: str, key_id: str, reason: str) -> None:
+        """The provider rejected a key (401/403): it is skipped until enabled again."""
+        self.events.clear("key_enabled", f"{provider}/{key_id}")
+        self.events.warn(
+            "key_invalid",
+            f"{provider}/{key_id}",
+            f"key {key_id} of {provider} is invalid (the provider rejected it: {reason}); "
+            "it is not used until it is enabled again",
+            hint=f"replace its secret, then enable it: quotaflow keys enable {key_id} "
+            "(or the dashboard's key switch)",
+        )
+
+    def key_enabled(self, provider: str, key_id: str, was: str) -> None:
+        """An operator enabled a key that was invalid or disabled (``was`` says why)."""
+        self.events.clear("key_invalid", f"{provider}/{key_id}")
+        self.events.warn(
+            "key_enabled",
+            f"{provider}/{key_id}",
+            f"key {key_id} of {provider} enabled again (it was {was}): requests are routed to it",
+            level=logging.INFO,
+        )
 
     def _unpriced(self, provider: str, model: str) -> None:
         if (provider, model) in self._unpriced_seen:

@@ -33,6 +33,8 @@ HINTS = {
     "all_exhausted": "requests get 429 until a window frees: add a key or raise a limit",
 }
 log = logging.getLogger("quotaflow.events")
+# Logged by the gateway when they happen (in the library and the tools too), not again here.
+LOGGED_AT_THE_SOURCE = frozenset({"key_invalid"})
 
 
 def _until(at: float | None) -> str:
@@ -85,17 +87,18 @@ class AlertMonitor:
             row = AlertRow(self.gw.clock.now(), kind, subject, label, message)
             await self.store.add_alert(row, value)
             out.append(row)
-            log.warning(
-                message,
-                extra={
-                    "fields": {
-                        "event": kind,
-                        "subject": subject,
-                        "level": label,
-                        "hint": HINTS.get(kind, ""),
-                    }
-                },
-            )
+            if kind not in LOGGED_AT_THE_SOURCE:
+                log.warning(
+                    message,
+                    extra={
+                        "fields": {
+                            "event": kind,
+                            "subject": subject,
+                            "level": label,
+                            "hint": HINTS.get(kind, ""),
+                        }
+                    },
+                )
         else:
             await self.store.set_alert_level(subject, value)
             if value > 0:

@@ -236,7 +236,13 @@ async def set_key_state(engine: Gateway, key_id: str, enabled: bool) -> None:
     await store.set_setting(
         KEY_STATE_SETTING + key_id, f"{'enabled' if enabled else 'disabled'}@{now}"
     )
+    health = engine.health.get(key_id)
+    was = health.disabled_reason if health is not None else None
     _apply_state(engine, key_id, enabled, now, {})
+    key = engine.keys.get(key_id)
+    if enabled and was and key is not None:
+        state = "invalid" if was.startswith(hl.INVALID_PREFIX) else "disabled"
+        engine.observer.key_enabled(key.provider, key_id, state)
 
 
 async def apply_key_states(engine: Gateway) -> None:
