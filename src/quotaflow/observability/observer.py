@@ -250,7 +250,7 @@ class Observer:
     def key_cooling(self, provider: str, key_id: str, retry_after_s: float | None) -> None:
         """A key was rate-limited: it cools down (for the provider's Retry-After, if sent)."""
         wait = "" if retry_after_s is None else f" for {retry_after_s:g} s (its Retry-After)"
-        fields = {} if retry_after_s is None else {"retry_after_s": retry_after_s}
+        fields: dict[str, Any] = {} if retry_after_s is None else {"retry_after_s": retry_after_s}
         self.events.warn(
             "key_cooling",
             f"{provider}/{key_id}",
