@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -155,3 +156,20 @@ def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> bo
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+CHAT_BODY = json.dumps(
+    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+).encode()
+
+
+def chat_status(url: str) -> int:
+    """The HTTP status of one small chat completion through the gateway at ``url``."""
+    req = urllib.request.Request(
+        url + "/v1/chat/completions", data=CHAT_BODY, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return e.code

@@ -74,4 +74,8 @@ providers:
             assert wait_for(lambda: _chat(gw.url)[0] == 200, timeout=30, interval=0.2)
         output = gw.output
     assert "Traceback" not in output, output
-    assert output.count("ledger writes to") == 2, output  # failing, then succeeding again
+    # failing, then succeeding again: one line each, the first with what to do
+    (down,) = [ln for ln in output.splitlines() if "event=store_unreachable" in ln]
+    assert "the ledger at" in down and "cannot be written" in down and "free disk space" in down
+    (back,) = [ln for ln in output.splitlines() if "event=store_back" in ln]
+    assert "can be written again" in back

@@ -14,14 +14,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import DEAD, KEYS
-from tests.e2e.procs import Proc, gateway, wait_for
+from tests.e2e.procs import Proc, chat_status, gateway, wait_for
 from tests.scale.services import own_redis, start_redis
 
 pytestmark = pytest.mark.e2e
-
-BODY = json.dumps(
-    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
-).encode()
 
 
 def _get(url: str) -> tuple[int, Any]:
@@ -30,17 +26,6 @@ def _get(url: str) -> tuple[int, Any]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
-
-
-def _chat(url: str) -> int:
-    req = urllib.request.Request(
-        url + "/v1/chat/completions", data=BODY, headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 def _probe(url: str) -> tuple[str, int, int]:
@@ -63,13 +48,13 @@ providers:
 """
     with gateway(cfg, home) as gw:
         assert _probe(gw.url) == ("healthy", 200, 200)
-        assert _chat(gw.url) == 200  # "dead" is rejected (401), "a" serves and is used up
+        assert chat_status(gw.url) == 200  # "dead" is rejected (401), "a" serves and is used up
         _, health = _get(gw.url + "/api/health")
         assert (health["status"], health["keys"], health["keys_usable"]) == ("warning", 3, 1)
         assert _get(gw.url + "/readyz")[0] == 200
-        assert _chat(gw.url) == 200  # "b" serves its one request
+        assert chat_status(gw.url) == 200  # "b" serves its one request
         assert _probe(gw.url) == ("critical", 503, 200)
-        assert _chat(gw.url) != 200  # what readyz said: nothing can be served
+        assert chat_status(gw.url) != 200  # what readyz said: nothing can be served
 
 
 @pytest.mark.scale
@@ -87,7 +72,7 @@ providers:
             assert _probe(gw.url) == ("healthy", 200, 200)
             redis.kill()
             redis.wait(5)
-            assert _chat(gw.url) == 503
+            assert chat_status(gw.url) == 503
             status, ready = _get(gw.url + "/readyz")
             assert status == 503 and ready["ready"] is False, ready
             assert "unreachable" in ready["message"]
@@ -97,7 +82,7 @@ providers:
                 t0 = time.monotonic()
                 assert wait_for(lambda: _get(gw.url + "/readyz")[0] == 200, timeout=30)
                 print(f"ready again {time.monotonic() - t0:.2f}s after Redis came back")
-                assert _chat(gw.url) == 200
+                assert chat_status(gw.url) == 200
             finally:
                 redis.kill()
                 redis.wait(5)

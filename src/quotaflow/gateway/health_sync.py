@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from quotaflow.clock import Clock
 from quotaflow.engine import health as hl
@@ -25,8 +24,7 @@ from quotaflow.storage.health.base import (
     merge,
     stricter_fields,
 )
-
-log = logging.getLogger("quotaflow.health_sync")
+from quotaflow.storage.outage import Outage
 
 _Op = tuple[str, ResetKind | None]  # (key id, None = publish | a reset kind)
 
@@ -54,7 +52,11 @@ class HealthSync:
         self._gens: dict[tuple[str, ResetKind], int] = {}
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
-        self._down = False
+        self.outage = Outage(
+            "the shared key health (Redis)",
+            "check that Redis runs and this host reaches it: meanwhile each replica learns "
+            "key health on its own; routing goes on",
+        )
 
     def notify(self, key_id: str) -> None:
         """This replica changed ``key_id``'s health: publish what became stricter."""
@@ -86,18 +88,10 @@ class HealthSync:
         while True:
             try:
                 await self.sync_once()
-                if self._down:
-                    log.warning("shared key health is reachable again")
-                self._down = False
+                self.outage.answered()
                 delay = self.interval_s
-            except Exception:
-                if not self._down:
-                    log.warning(
-                        "shared key health (Redis) is unreachable; retrying every %gs",
-                        self.retry_s,
-                        exc_info=True,
-                    )
-                self._down = True
+            except Exception as exc:
+                self.outage.failed(f"{type(exc).__name__}: {exc}")
                 delay = self.retry_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)

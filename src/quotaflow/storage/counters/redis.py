@@ -46,6 +46,7 @@ from quotaflow.engine.windows import next_reset, window_start
 from quotaflow.errors import Unavailable
 from quotaflow.storage.base import ReserveOutcome
 from quotaflow.storage.counters.rebuild import LedgerSource, ledger_window
+from quotaflow.storage.outage import Outage, where
 from quotaflow.types import Measure
 
 log = logging.getLogger("quotaflow.storage.counters.redis")
@@ -102,6 +103,11 @@ class RedisCounterStore:
         max_connections: int = 32,
     ) -> None:
         self.url = url
+        self.outage = Outage(
+            f"the shared counters (Redis at {where(url)})",
+            "check that Redis runs and this host reaches it: requests fail closed with 503 "
+            "until it is back, then the counters are reloaded from the ledger",
+        )
         self._tz = tz
         self.prefix = prefix
         self.hold_ttl_s = hold_ttl_s
@@ -175,10 +181,8 @@ class RedisCounterStore:
         return result
 
     def _mark_down(self, why: str) -> None:
-        if not self._down:
-            log.warning("counters unavailable: %s", why)
-            if self.on_alert is not None:
-                self.on_alert("counters", f"counters unavailable: {why}")
+        if self.outage.failed(why) and self.on_alert is not None:
+            self.on_alert("counters", f"counters unavailable: {why}")
         self._down = True
         self._start_recovery()
 
@@ -388,7 +392,7 @@ class RedisCounterStore:
                         await self._charge(limits, m, at, self._clock.now())
                         self._unsent.pop(0)
                     self._down = False
-                    log.warning("counters available again")
+                    self.outage.answered()
                     if self.on_alert is not None:
                         self.on_alert("counters", "counters available again")
                     return

@@ -35,10 +35,20 @@ from quotaflow.storage.base import (
     LedgerUnavailable,
 )
 from quotaflow.storage.ledgers.sql import COLUMNS, SqlLedger, scope_condition
+from quotaflow.storage.outage import Outage, where
 from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
 
 log = logging.getLogger("quotaflow.storage.ledgers.postgres")
+
+
+def _not_the_pool_floor(record: logging.LogRecord) -> bool:
+    """asyncpg's pool logs a traceback each time it fails to reconnect during an outage;
+    the ledger's own line (:class:`Outage`) says it once, with what to do."""
+    return not str(record.msg).startswith("Failed to restore the pool connection floor")
+
+
+logging.getLogger("asyncpg.pool").addFilter(_not_the_pool_floor)
 
 MIGRATION_LOCK = 0x71666C6F77  # "qflow": the advisory lock migrations run under
 ID_BLOCK = 64  # ids a replica takes at once (the sequence increments by this much)
@@ -145,6 +155,11 @@ class PostgresLedger(SqlOutbox, SqlLedger):
         self._ids: list[int] = []
         self._id_lock = asyncio.Lock()
         self.applied_migrations: list[str] = []
+        self.outage = Outage(
+            f"the ledger (PostgreSQL at {where(dsn)})",
+            "check that PostgreSQL runs and this host reaches it: requests fail closed with "
+            "503 until it is back",
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -220,7 +235,7 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             # Bounded: a connection cut mid-way (a restart) must end in an error, never a hang.
             await asyncio.wait_for(write(), self._timeout_s * 2)
         except _DOWN as exc:
-            log.warning("ledger batch of %d not committed: %s", len(batch), exc)
+            self.outage.failed(f"{type(exc).__name__}: {exc}; {len(batch)} row(s) not committed")
             error = LedgerUnavailable(
                 "The ledger (PostgreSQL) is unreachable; requests fail closed until it is back.",
                 headers={"retry-after": "1"},
@@ -230,6 +245,8 @@ class PostgresLedger(SqlOutbox, SqlLedger):
         except Exception as exc:  # anything else must still answer every waiting request
             log.exception("ledger batch of %d failed", len(batch))
             error = LedgerUnavailable(f"The ledger (PostgreSQL) failed: {type(exc).__name__}")
+        if error is None:
+            self.outage.answered()
         for *_, fut in batch:
             if not fut.done():
                 if error is None:

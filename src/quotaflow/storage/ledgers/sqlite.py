@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
 import threading
 import time
@@ -28,10 +27,9 @@ from quotaflow.storage.base import (
 )
 from quotaflow.storage.files import private_file, private_folder
 from quotaflow.storage.ledgers.sql import SqlLedger
+from quotaflow.storage.outage import Outage
 from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
-
-log = logging.getLogger("quotaflow.storage.ledgers.sqlite")
 
 # Primary result codes of writes that fail for a while and then succeed again on their own
 # (space freed, a lock released, the device back or remounted read-write): SQLITE_BUSY,
@@ -232,7 +230,13 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self._failing = False  # a write failure episode is under way (logged once)
+        self.outage = Outage(
+            f"the ledger at {path}",
+            "free disk space or make the data folder writable: requests get 503 with "
+            "Retry-After until ledger writes succeed again",
+            problem="cannot be written",
+            back="can be written again",
+        )
         # Told each group commit's duration (the metrics' ledger commit histogram).
         self.on_commit: Callable[[float], None] | None = None
 
@@ -326,9 +330,7 @@ class SqliteLedger(SqlOutbox, SqlLedger):
                 if not fut.done():
                     fut.set_exception(error)
             return
-        if self._failing:
-            self._failing = False
-            log.warning("ledger writes to %s succeed again", self.path)
+        self.outage.answered()
         for *_, fut in batch:
             if not fut.done():
                 fut.set_result(None)
@@ -340,15 +342,7 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         code = getattr(exc, "sqlite_errorcode", None)
         if (code or 0) & 0xFF not in _TRANSIENT:
             return exc
-        if not self._failing:
-            self._failing = True
-            log.warning(
-                "ledger writes to %s fail (%s): requests get 503 until they succeed again; "
-                "%d row(s) not committed",
-                self.path,
-                exc,
-                rows,
-            )
+        self.outage.failed(f"{exc}; {rows} row(s) not committed")
         return LedgerUnavailable(
             f"The ledger cannot be written ({exc}); retry shortly.",
             headers={"retry-after": "5"},
