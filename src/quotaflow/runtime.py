@@ -31,7 +31,7 @@ from quotaflow.services.agents import AgentRegistry
 from quotaflow.services.alerts import AlertMonitor
 from quotaflow.services.holds import Holds
 from quotaflow.services.keys import ManagedKeys, apply_key_states
-from quotaflow.services.notify import Notifier
+from quotaflow.services.notify import Notifier, transport_post
 from quotaflow.services.sync import ReplicaSync
 from quotaflow.storage import open_counters, open_health_store, open_ledger
 from quotaflow.storage.files import private_folder
@@ -172,7 +172,10 @@ class Runtime:
 
         notifier = None
         if services and gateway.config.notify:
-            notifier = Notifier(gateway.ledger, gateway.config.notify, clock=gateway.clock)
+            post = transport_post(lambda: gateway.http)  # its proxy and timeouts
+            notifier = Notifier(
+                gateway.ledger, gateway.config.notify, post=post, clock=gateway.clock
+            )
         monitor = AlertMonitor(
             gateway, store, agent_limits, on_alert=notifier.publish if notifier else None
         )

@@ -309,3 +309,27 @@ async def test_the_webhook_outbox_survives_a_restart_and_stores_an_event_once(
     assert await again.outbox_due(T0 + 5) == []
     (retry,) = await again.outbox_due(T0 + 10)
     assert (retry.event_id, retry.attempts, retry.body) == ("ev-1", 1, '{"event": "threshold"}')
+
+
+@pytest.mark.scale
+async def test_one_replica_takes_each_due_delivery_and_alert_episodes_read_alike(pg) -> None:
+    """Replicas delivering from one outbox: each due row is taken by one of them only; and
+    every replica reads a subject's episode (level, last alert) alike until it changes."""
+    from quotaflow.storage.management import AlertRow
+    from quotaflow.storage.outbox import OutboxRow
+
+    a, b = await pg.open("a"), await pg.open("b")
+    await a.outbox_add([OutboxRow("t1", "ev-1", "{}", T0, T0)])
+    (row,) = await b.outbox_due(T0)
+    assert row.id is not None
+    taken = await asyncio.gather(
+        a.outbox_claim(row.id, row.next_at, T0 + 60), b.outbox_claim(row.id, row.next_at, T0 + 60)
+    )
+    assert sorted(taken) == [False, True]
+    assert await a.outbox_due(T0 + 30) == []  # taken: not due to anyone until the lease ends
+    assert [r.event_id for r in await b.outbox_due(T0 + 60)] == ["ev-1"]
+
+    assert await a.alert_episode("key:x") == await b.alert_episode("key:x") == (0.0, 0)
+    await a.add_alert(AlertRow(T0, "limit", "key:x", "90%", "x at 90%"), 0.9)
+    level, last = await b.alert_episode("key:x")
+    assert level == 0.9 and last > 0

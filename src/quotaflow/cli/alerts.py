@@ -100,7 +100,8 @@ def alerts_test(config_path: str | None) -> None:
     """Send a sample alert to every webhook (`notify:` in the YAML, QUOTAFLOW_WEBHOOK_URL)."""
     import asyncio
 
-    from quotaflow.services.notify import host_of, send_test
+    from quotaflow.gateway.upstream import make_client
+    from quotaflow.services.notify import Delivery, host_of, send_test, transport_post
 
     config = load_config_or_exit(config_path)
     if not config.notify:
@@ -108,10 +109,20 @@ def alerts_test(config_path: str | None) -> None:
             "no alert webhook is configured: add a `notify:` list to the YAML "
             "or set QUOTAFLOW_WEBHOOK_URL"
         )
+    s = config.settings
+
+    async def send_all() -> list[Delivery]:
+        """Through the HTTP client the server uses (its proxy and timeouts)."""
+        http = make_client(s.connect_timeout_s, proxy=s.proxy, kind=s.http_client)
+        try:
+            post = transport_post(lambda: http)
+            return [await send_test(spec, post) for spec in config.notify]
+        finally:
+            await http.close()
+
     out = console()
     failed = 0
-    for spec in config.notify:
-        result = asyncio.run(send_test(spec))
+    for spec, result in zip(config.notify, asyncio.run(send_all()), strict=True):
         where = f"{host_of(spec.url)} ({spec.format})"
         if result.ok:
             out.print(f"[green]✓[/green] {where}: HTTP {result.status}")

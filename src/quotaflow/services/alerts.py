@@ -83,8 +83,14 @@ class AlertMonitor:
         if value == prev:
             return
         self._state[subject] = value
+        episode = None
+        if self.store.shared:  # the other replicas watch the same quotas and keys
+            stored, last = await self.store.alert_episode(subject)
+            if stored == value or (value > prev and stored > value):
+                return  # another replica recorded this crossing already
+            episode = f"{last}@{stored:g}"  # what a replica seeing it at once sees too
         if value > prev:
-            row = AlertRow(self.gw.clock.now(), kind, subject, label, message)
+            row = AlertRow(self.gw.clock.now(), kind, subject, label, message, episode=episode)
             await self.store.add_alert(row, value)
             out.append(row)
             if kind not in LOGGED_AT_THE_SOURCE:
@@ -103,7 +109,14 @@ class AlertMonitor:
             await self.store.set_alert_level(subject, value)
             if value > 0:
                 return
-            row = AlertRow(self.gw.clock.now(), kind, subject, RECOVERED, f"{subject} recovered")
+            row = AlertRow(
+                self.gw.clock.now(),
+                kind,
+                subject,
+                RECOVERED,
+                f"{subject} recovered",
+                episode=episode,
+            )
             log.info(row.message, extra={"fields": {"event": "recovered", "subject": subject}})
         if self.on_alert is not None:
             await self.on_alert(row)

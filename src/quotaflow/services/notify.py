@@ -32,11 +32,13 @@ from quotaflow.storage.outbox import OutboxRow, OutboxStore
 
 if TYPE_CHECKING:
     from quotaflow.config.schema import NotifySpec
+    from quotaflow.httpclient.base import Transport
 
 BACKOFF_S: Final = 2.0
 MAX_BACKOFF_S: Final = 300.0
 MAX_TRIES: Final = 30  # about two hours of tries at the longest backoff, then given up
 POLL_S: Final = 1.0
+CLAIM_MARGIN_S: Final = 30.0  # a claimed delivery is tried again this long after its timeout
 RECOVERED: Final = "recovered"
 EVENT_OF_KIND: Final = {
     "limit": "threshold",
@@ -89,7 +91,9 @@ def event_of(alert: AlertRow) -> dict[str, Any] | None:
         return None
     if name == "threshold" and alert.level == "100%":
         name = "depleted"
-    raw = f"{alert.kind}|{alert.subject}|{alert.level}|{alert.ts!r}"
+    # One id per crossing: what replicas sharing a store agree on, else the moment it was seen.
+    seen = alert.episode if alert.episode is not None else repr(alert.ts)
+    raw = f"{alert.kind}|{alert.subject}|{alert.level}|{seen}"
     return {
         "id": hashlib.sha256(raw.encode()).hexdigest()[:24],
         "event": name,
@@ -122,33 +126,38 @@ def render(spec: NotifySpec, event: dict[str, Any]) -> tuple[bytes, dict[str, st
     return body, headers
 
 
-async def aiohttp_post(
-    url: str, body: bytes, headers: dict[str, str], timeout_s: float
-) -> Delivery:
-    """POST with aiohttp's client (webhooks are rare: no pool is kept between them)."""
-    import aiohttp
+def transport_post(transport: Callable[[], Transport]) -> Post:
+    """POST through ``transport()`` — the gateway's HTTP client, so its proxy and
+    connection timeout apply to webhooks as to provider calls; ``timeout_s`` bounds the
+    whole delivery. No redirect is followed."""
 
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
-            session.post(url, data=body, headers=headers, allow_redirects=False) as resp,
-        ):
-            await resp.read()
-            return Delivery(resp.status, None if resp.status < 300 else f"HTTP {resp.status}")
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-        return Delivery(None, f"{type(exc).__name__}: {exc}"[:300])
+    async def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Delivery:
+        try:
+            resp = await transport().post(url, headers, body, timeout_s=timeout_s, whole_body=True)
+            try:
+                await resp.read(timeout_s)
+            finally:
+                resp.release()
+        except (OSError, TimeoutError, ValueError) as exc:
+            why = f"{type(exc).__name__}: {exc}".replace(
+                url, host_of(url)
+            )  # a URL may hold a token
+            return Delivery(None, why[:300])
+        return Delivery(resp.status, None if resp.status < 300 else f"HTTP {resp.status}")
+
+    return post
 
 
 class Notifier:
-    """The outbox's writer and its delivery task."""
+    """The outbox's writer and its delivery task; ``post`` sends (see :func:`transport_post`)."""
 
     def __init__(
         self,
         store: OutboxStore,
         targets: Sequence[NotifySpec],
         *,
+        post: Post,
         clock: Clock | None = None,
-        post: Post = aiohttp_post,
         events: EventLog | None = None,
         backoff_s: float = BACKOFF_S,
     ) -> None:
@@ -188,6 +197,9 @@ class Notifier:
             if spec is None:  # the destination left the configuration
                 await self.store.outbox_done(row.id, now, "destination no longer configured")
                 continue
+            lease = now + spec.timeout_s + CLAIM_MARGIN_S
+            if not await self.store.outbox_claim(row.id, row.next_at, lease):
+                continue  # another replica is delivering it
             body, headers = render(spec, orjson.loads(row.body))
             result = await self.post(spec.url, body, headers, spec.timeout_s)
             if result.ok:
@@ -258,9 +270,7 @@ def sample_alert(clock: Clock) -> AlertRow:
     )
 
 
-async def send_test(
-    spec: NotifySpec, clock: Clock | None = None, post: Post = aiohttp_post
-) -> Delivery:
+async def send_test(spec: NotifySpec, post: Post, clock: Clock | None = None) -> Delivery:
     """POST a sample event to one destination now, outside the outbox."""
     event = event_of(sample_alert(clock or SystemClock()))
     assert event is not None

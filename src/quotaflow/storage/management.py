@@ -33,6 +33,9 @@ class AlertRow:
     level: str  # "75%" … or "error"
     message: str
     id: int | None = None
+    # What the replicas sharing a store agree this crossing is (not stored): its webhook
+    # event id is made from it, so the replicas that all saw it send it once.
+    episode: str | None = None
 
 
 class ManagementStore(Protocol):
@@ -54,6 +57,7 @@ class ManagementStore(Protocol):
     async def add_alert(self, alert: AlertRow, level: float | None) -> None: ...
     async def set_alert_level(self, subject: str, level: float) -> None: ...
     async def alert_levels(self) -> dict[str, float]: ...
+    async def alert_episode(self, subject: str) -> tuple[float, int]: ...
     async def list_alerts(self, limit: int = 100) -> list[AlertRow]: ...
     async def usage_by(
         self,

@@ -28,6 +28,7 @@ class OutboxRow:
 class OutboxStore(Protocol):
     async def outbox_add(self, rows: Sequence[OutboxRow]) -> None: ...
     async def outbox_due(self, now: float, limit: int = 50) -> list[OutboxRow]: ...
+    async def outbox_claim(self, row_id: int, seen_next_at: float, until: float) -> bool: ...
     async def outbox_done(self, row_id: int, at: float, error: str | None = None) -> None: ...
     async def outbox_retry(self, row_id: int, next_at: float, error: str) -> None: ...
 
@@ -67,6 +68,11 @@ class SqlOutbox:
             OutboxRow(str(t), str(e), str(b), float(c), float(n), int(a), int(i))
             for t, e, b, c, n, a, i in rows
         ]
+
+    async def outbox_claim(self, row_id: int, seen_next_at: float, until: float) -> bool:
+        """Take a due delivery until ``until`` unless someone took it since it was read.
+        A store of one server (SQLite) has one delivery task: nothing to take it from."""
+        return True
 
     async def outbox_done(self, row_id: int, at: float, error: str | None = None) -> None:
         await self._submit(

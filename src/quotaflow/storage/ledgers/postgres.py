@@ -302,6 +302,15 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             raise LedgerUnavailable(f"PostgreSQL is unreachable: {exc}") from None
         return [tuple(r) for r in rows]
 
+    async def outbox_claim(self, row_id: int, seen_next_at: float, until: float) -> bool:
+        """Replicas share the outbox: one of them, the first to move the row, delivers it."""
+        rows = await self.fetch(
+            "UPDATE notify_outbox SET next_at=? WHERE id=? AND next_at=? AND done_at IS NULL "
+            "RETURNING id",
+            (until, row_id, seen_next_at),
+        )
+        return bool(rows)
+
     async def _val(self, sql: str, *params: Any) -> Any:
         rows = await self.fetch(sql, params)
         return rows[0][0] if rows else None

@@ -257,6 +257,18 @@ class SqlLedger(ABC):
     async def set_alert_level(self, subject: str, level: float) -> None:
         await self._put("alert_state", ("subject",), subject=subject, level=level)
 
+    async def alert_episode(self, subject: str) -> tuple[float, int]:
+        """``subject``'s stored level and the id of its last recorded alert, read in one
+        statement (one snapshot): what every replica sharing the store sees alike until
+        one of them records the next crossing."""
+        rows = await self.fetch(
+            "SELECT (SELECT level FROM alert_state WHERE subject=?), "
+            "(SELECT MAX(id) FROM alerts WHERE subject=?)",
+            (subject, subject),
+        )
+        level, last = rows[0] if rows else (None, None)
+        return float(level or 0.0), int(last or 0)
+
     async def alert_levels(self) -> dict[str, float]:
         rows = await self.fetch("SELECT subject, level FROM alert_state")
         return {str(s): float(v) for s, v in rows}
