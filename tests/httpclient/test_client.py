@@ -379,7 +379,7 @@ async def test_answer_completed_while_paused_leaves_a_working_connection(
     fast_client: HttpClient,
 ) -> None:
     """The last bytes crossing the back-pressure mark also end the message: resumed anyway."""
-    from quotaflow.httpclient.connection import HIGH_WATER
+    from quotaflow.httpclient.response import HIGH_WATER
 
     body = b"z" * (HIGH_WATER + 1000)
 

@@ -4,13 +4,13 @@
 from quotaflow.httpclient.base import Transport, UpstreamResponse
 from quotaflow.httpclient.client import HttpClient, target_of
 from quotaflow.httpclient.connect import ProxyError
-from quotaflow.httpclient.connection import (
+from quotaflow.httpclient.errors import (
     BodyTooLarge,
     InvalidRequest,
-    Response,
     ServerDisconnected,
     UpstreamHTTPError,
 )
+from quotaflow.httpclient.response import Response
 
 __all__ = [
     "BodyTooLarge",

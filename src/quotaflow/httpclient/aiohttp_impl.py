@@ -28,13 +28,9 @@ from quotaflow.httpclient.connect import (
     ProxyRules,
     Resolver,
 )
-from quotaflow.httpclient.connection import (
-    MAX_HEADERS,
-    BodyTooLarge,
-    ServerDisconnected,
-    UpstreamHTTPError,
-)
+from quotaflow.httpclient.connection import MAX_HEADERS
 from quotaflow.httpclient.decoding import DecodeError, Decoder, decoder_for
+from quotaflow.httpclient.errors import BodyTooLarge, ServerDisconnected, UpstreamHTTPError
 
 _OURS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 

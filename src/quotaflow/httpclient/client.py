@@ -26,12 +26,9 @@ from urllib.parse import urlsplit
 
 from quotaflow._version import __version__
 from quotaflow.httpclient.connect import Proxy, ProxyRules, Resolver, open_socket, tunnel
-from quotaflow.httpclient.connection import (
-    Connection,
-    InvalidRequest,
-    Response,
-    ServerDisconnected,
-)
+from quotaflow.httpclient.connection import Connection
+from quotaflow.httpclient.errors import InvalidRequest, ServerDisconnected
+from quotaflow.httpclient.response import Response
 
 USER_AGENT = f"quotaflow/{__version__}"
 # A reused connection that closes with no answer after idling this long was most likely

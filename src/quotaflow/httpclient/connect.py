@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohappyeyeballs
 
-from quotaflow.httpclient.connection import UpstreamHTTPError
+from quotaflow.httpclient.errors import UpstreamHTTPError
 
 DNS_TTL_S = 10.0
 HAPPY_EYEBALLS_DELAY_S = 0.25

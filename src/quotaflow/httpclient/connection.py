@@ -1,9 +1,8 @@
-"""One HTTP/1.1 connection to a provider, and the response being read on it.
+"""One HTTP/1.1 connection to a provider.
 
 The connection is an :class:`asyncio.Protocol` fed to httptools' C parser (llhttp), so a
-response costs a handful of callbacks instead of aiohttp's client machinery. The body of a
-response is buffered on the :class:`Response` itself: once the last byte has arrived the
-connection goes back to its pool at once, even if the caller reads the body later.
+response costs a handful of callbacks instead of aiohttp's client machinery. The response's
+body and its back-pressure (reading paused while much waits unread) are :mod:`.response`'s.
 
 Failures are raised as :class:`ConnectionError` subclasses (so ``OSError``), timeouts as
 :class:`TimeoutError` — the two families the gateway turns into fallbacks.
@@ -18,185 +17,13 @@ from collections.abc import Callable
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from quotaflow.httpclient.decoding import DecodeError, decoder_for
+from quotaflow.httpclient.errors import ServerDisconnected, UpstreamHTTPError
+from quotaflow.httpclient.response import Response
 
-HIGH_WATER = 1 << 20  # stop reading the socket while this much body waits unread
 # A response head is a few hundred bytes from any provider: these bound what a hostile or
 # broken one can make us buffer (httptools accumulates a header until its line ends).
 MAX_HEAD_BYTES = 64 << 10
 MAX_HEADERS = 256
-
-
-class UpstreamHTTPError(ConnectionError):
-    """The provider broke the HTTP exchange (closed early, sent something that isn't HTTP)."""
-
-
-class InvalidRequest(UpstreamHTTPError):
-    """The request can't be sent as configured (a URL or header value HTTP doesn't allow)."""
-
-
-class ServerDisconnected(UpstreamHTTPError):
-    """The connection closed before the response was complete."""
-
-
-class BodyTooLarge(UpstreamHTTPError):
-    """The response body went over the client's cap."""
-
-
-class Response:
-    """Status and headers at once; the body as it arrives (``read``/``readany``)."""
-
-    __slots__ = (
-        "_chunks",
-        "_conn",
-        "_decoder",
-        "_eof",
-        "_exc",
-        "_max_body",
-        "_size",
-        "_total",
-        "_waiter",
-        "headers",
-        "status",
-    )
-
-    def __init__(self, conn: Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
-        self.status = status
-        self.headers = headers
-        self._conn: Connection | None = conn
-        self._chunks: list[bytes] = []
-        self._size = 0  # bytes waiting unread
-        self._total = 0  # bytes received in all
-        self._eof = False
-        self._exc: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        try:
-            self._decoder = decoder_for(headers.get("content-encoding", ""))
-        except ValueError as exc:
-            raise UpstreamHTTPError(str(exc)) from None
-        self._max_body = conn.max_body
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self._max_body:
-            raise BodyTooLarge(f"response body of {length} bytes, over {self._max_body}")
-
-    # -- fed by the connection -------------------------------------------------------------
-    def _feed(self, data: bytes) -> None:
-        if self._exc is not None:
-            return  # failed already; the rest of the packet being parsed is dropped
-        if self._decoder is None:
-            self._take(data)
-            return
-        try:
-            pieces = self._decoder.decode(data, self._max_body - self._total)
-        except OverflowError:
-            self._fail(BodyTooLarge(f"response body over {self._max_body} bytes"))
-            return
-        except DecodeError as exc:
-            self._fail(UpstreamHTTPError(str(exc)))
-            return
-        for piece in pieces:
-            self._take(piece)
-
-    def _take(self, data: bytes) -> None:
-        self._total += len(data)
-        if self._total > self._max_body:
-            self._fail(BodyTooLarge(f"response body over {self._max_body} bytes"))
-            return
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
-            if self._size > HIGH_WATER and self._conn is not None:
-                self._conn.pause()
-            self._wake()
-
-    def _finish(self) -> None:
-        if self._decoder is not None:
-            try:
-                tail = self._decoder.finish()
-            except DecodeError as exc:
-                self._fail(UpstreamHTTPError(str(exc)))
-                return
-            if tail:
-                self._chunks.append(tail)
-                self._size += len(tail)
-        self._eof = True
-        self._conn = None
-        self._wake()
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._eof or self._exc is not None:
-            return
-        self._exc = exc
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    async def _wait(self, timeout_s: float | None) -> None:
-        w = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            if timeout_s is None:
-                await w
-            else:
-                async with asyncio.timeout(timeout_s):
-                    await w
-        except BaseException:
-            self._waiter = None
-            self.close()
-            raise
-
-    # -- read by the caller ----------------------------------------------------------------
-    @property
-    def complete(self) -> bool:
-        return self._eof
-
-    async def read(self, timeout_s: float | None = None) -> bytes:
-        """The whole (remaining) body."""
-        while not self._eof:
-            if self._exc is not None:
-                raise self._exc
-            conn = self._conn
-            if conn is not None and conn.paused:
-                conn.resume()  # the whole body is wanted: back-pressure would only stall it
-            await self._wait(timeout_s)
-        if self._exc is not None:
-            raise self._exc
-        chunks, self._chunks, self._size = self._chunks, [], 0
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def readany(self, timeout_s: float | None = None) -> bytes:
-        """What has arrived (waiting for something), or ``b""`` at the end of the body."""
-        while not self._chunks:
-            if self._exc is not None:
-                raise self._exc
-            if self._eof:
-                return b""
-            await self._wait(timeout_s)
-        chunks, self._chunks, self._size = self._chunks, [], 0
-        conn = self._conn
-        if conn is not None and conn.paused:
-            conn.resume()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def release(self) -> None:
-        """Done with it: a half-read body costs the connection (it can't be reused)."""
-        if not self._eof:
-            self.close()
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-        if not self._eof and self._exc is None:
-            self._exc = ServerDisconnected("the response was closed before its end")
-        self._chunks, self._size = [], 0
 
 
 class Connection(asyncio.Protocol):
