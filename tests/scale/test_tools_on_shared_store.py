@@ -1,6 +1,7 @@
-"""The command-line tools read the deployment's storage: on a PostgreSQL ledger and Redis
-counters, ``quotaflow status`` and ``quotaflow report`` (run as a user would, from a data
-folder of their own) show what the servers booked there, not an empty local SQLite file."""
+"""The command-line tools and the library read the deployment's storage: on a PostgreSQL
+ledger and Redis counters, ``quotaflow status`` and ``quotaflow report`` (run as a user
+would, from a data folder of their own) and ``UsageMonitor`` show what the servers booked
+there, not an empty local SQLite file."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from quotaflow import UsageMonitor
 from tests.e2e.procs import Proc, fake_provider, gateway
 
 pytestmark = [pytest.mark.scale, pytest.mark.e2e]
@@ -103,4 +105,9 @@ async def test_status_and_report_read_the_deployments_postgres_ledger(
     report = await asyncio.to_thread(tool, operator, config, "report")
     assert report["totals"]["requests"] == 3
     assert report["totals"]["total_tokens"] == used
+
+    # The library opens the same runtime: the usage monitor reads the same ledger.
+    monitor = UsageMonitor(str(config), home=operator)
+    library = await asyncio.to_thread(monitor.report)
+    assert (library.total.requests, library.total.total_tokens) == (3, used)
     assert not (operator / "quotaflow.db").exists()  # no local ledger was made beside it
