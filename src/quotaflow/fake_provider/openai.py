@@ -24,7 +24,7 @@ from quotaflow.fake_provider.protocol import (
     retry_after_header,
 )
 from quotaflow.fake_provider.ratelimit import Refusal
-from quotaflow.fake_provider.reply import Reply
+from quotaflow.fake_provider.reply import Reply, last_turn_is_user
 from quotaflow.fake_provider.sse import data_frame
 from quotaflow.fake_provider.state import FakeProviderState
 from quotaflow.fake_provider.tokens import PromptCounter
@@ -300,7 +300,7 @@ class OpenAIProtocol:
             max_tokens=_max_tokens(data),
             prompt_tokens=counter.tokens,
             last_user_text=last_user,
-            last_is_user=messages[-1].get("role") == "user",
+            last_is_user=last_turn_is_user(messages),
             tool_name=_tool_name(data),
             include_usage=isinstance(stream_options, dict)
             and stream_options.get("include_usage") is True,

@@ -2,8 +2,8 @@
 
 * The last user message contains ``ECHO:`` followed by text → the reply is that text,
   re-joined word by word (one token per whitespace-separated word).
-* The request offers a tool (and does not forbid tool use) and the *last* message is a user
-  message containing ``CALL_TOOL`` → a call of the first (or the forced) tool with arguments
+* The request offers a tool (and does not forbid tool use) and the *last* turn is a user
+  message (system messages after it do not count) containing ``CALL_TOOL`` → a call of the first (or the forced) tool with arguments
   ``{"q": "<text after CALL_TOOL, or 'alpha'>"}``.
 * Otherwise the words of :data:`WORDS` in a cycle.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -135,3 +135,13 @@ def plan_reply(
     budget = max(0, completion_tokens)
     n = budget if max_tokens is None else min(max_tokens, budget)
     return _cycle_reply(n, "length" if n < budget else "stop")
+
+
+def last_turn_is_user(messages: list[Any]) -> bool:
+    """Whether the conversation's last turn, not counting ``system`` messages placed after
+    it (a mid-conversation instruction), is the user's."""
+    for message in reversed(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("system", "developer"):
+            return role == "user"
+    return False
