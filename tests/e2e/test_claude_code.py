@@ -12,18 +12,17 @@ result back.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.procs import Proc, fake_provider, gateway, ledger_rows, wait_for
+from tests.e2e.agents import Agent, Served, serving
+from tests.e2e.procs import ledger_rows, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +30,6 @@ AGENT_KEY = "qf-claudecode-0123456789abcdef"
 PROVIDER_KEY = "sk-claude-code-0001"
 OPUS = "claude-opus-4-8"
 SERVED = {"anthropic": OPUS, "openai": "gpt-4o-mini", "gemini": "gemini-2.5-flash"}
-BASE = {"openai": "/v1", "anthropic": "", "gemini": "/v1beta"}
 BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27"
 TOOL = {
     "name": "Read",
@@ -45,31 +43,7 @@ TOOL = {
 }
 
 
-@dataclass(frozen=True)
-class Served:
-    gw: Proc
-    home: Path
-    protocol: str
-
-
-def config(protocol: str, url: str) -> str:
-    model = SERVED[protocol]
-    return f"""settings:
-  strategy: priority
-  max_wait_s: 0
-  model_aliases: {{'claude-*': {model}}}
-providers:
-  - name: p
-    protocol: {protocol}
-    base_url: {url}{BASE[protocol]}
-    timeout_s: 5
-    models:
-      - {{name: {model}, context_window: 200000, input: 5.0, output: 25.0}}
-    keys:
-      - {{id: a, secret: {PROVIDER_KEY}}}
-agents:
-  - {{name: claude-code, key: {AGENT_KEY}}}
-"""
+AGENT = Agent("claude-code", AGENT_KEY, PROVIDER_KEY, aliases="claude-*")
 
 
 @pytest.fixture(scope="module", params=tuple(SERVED))
@@ -78,10 +52,8 @@ def served(
 ) -> Iterator[Served]:
     protocol: str = request.param
     home: Path = tmp_path_factory.mktemp(f"claude-code-{protocol}")
-    with contextlib.ExitStack() as stack:
-        fake = stack.enter_context(fake_provider(protocol, "--key", PROVIDER_KEY))
-        gw = stack.enter_context(gateway(config(protocol, fake.url), home))
-        yield Served(gw, home, protocol)
+    with serving(protocol, SERVED[protocol], AGENT, home) as s:
+        yield s
 
 
 def claude_code_body(messages: list[dict[str, Any]]) -> dict[str, Any]:

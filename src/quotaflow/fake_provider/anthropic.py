@@ -115,6 +115,15 @@ class _Invalid(Exception):
     """A 400 ``invalid_request_error`` found while checking the body; ``args[0]`` is the message."""
 
 
+def _json_request(data: dict[str, Any]) -> dict[str, Any]:
+    """``json_mode`` / ``json_schema`` from ``output_config.format`` (structured outputs)."""
+    config = data.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return {}
+    return {"json_mode": True, "json_schema": fmt.get("schema")}
+
+
 def _role(message: Any) -> Any:
     return message.get("role") if isinstance(message, dict) else None
 
@@ -203,6 +212,17 @@ def _tool_name(data: dict[str, Any]) -> str | None:
             return str(choice["name"])
     first = tools[0]
     return str(first.get("name")) if isinstance(first, dict) else None
+
+
+def _forced_tool(data: dict[str, Any]) -> tuple[str, Any] | None:
+    """The tool ``tool_choice`` (``any`` or ``tool``) requires, with its input schema."""
+    choice = data.get("tool_choice")
+    tools = [t for t in data.get("tools") or () if isinstance(t, dict)]
+    if not tools or not isinstance(choice, dict) or choice.get("type") not in ("any", "tool"):
+        return None
+    name = _tool_name(data)
+    tool = next((t for t in tools if t.get("name") == name), tools[0])
+    return str(tool.get("name")), tool.get("input_schema")
 
 
 def _check_fields(data: dict[str, Any], version: str) -> None:
@@ -301,6 +321,8 @@ class AnthropicProtocol:
             last_user_text=last_user,
             last_is_user=last_turn_is_user(messages),
             tool_name=_tool_name(data),
+            **_json_request(data),
+            forced_tool=_forced_tool(data),
         )
 
     # -- errors -----------------------------------------------------------------------
