@@ -259,6 +259,11 @@ async def test_cut_stream_leaves_no_message_stop(
         ("2023-06-01", {"model": "c", "messages": HELLO}, "max_tokens: Field required"),
         ("2023-06-01", {"model": "c", "max_tokens": 0, "messages": HELLO}, "max_tokens: Input should be greater than or equal to 1"),
         ("2023-06-01", {"model": "c", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}, 'Unexpected role "system"'),
+        ("2023-06-01", {"model": "claude-haiku-4-5", "max_tokens": 1, "messages": [*HELLO, {"role": "system", "content": "x"}]}, 'Unexpected role "system"'),
+        ("2023-06-01", {"model": "claude-opus-4-8", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}, *HELLO]}, "cannot be the first message"),
+        ("2023-06-01", {"model": "claude-opus-4-8", "max_tokens": 1, "messages": [*HELLO, {"role": "assistant", "content": "a"}, {"role": "system", "content": "x"}]}, "must follow a user message"),
+        ("2023-06-01", {"model": "claude-opus-4-8", "max_tokens": 1, "messages": [*HELLO, {"role": "system", "content": "x"}, {"role": "system", "content": "y"}]}, "must be last or followed by an assistant message"),
+        ("2023-06-01", {"model": "claude-opus-4-8", "max_tokens": 1, "messages": [*HELLO, {"role": "system", "content": [{"type": "image", "source": {}}]}]}, "text blocks only"),
     ],
 )  # fmt: skip
 async def test_invalid_requests(
@@ -287,3 +292,32 @@ async def test_sampling_params_are_accepted_under_2023_06_01(
     ) as resp:
         assert resp.status == 200
         assert (await resp.json())["usage"]["output_tokens"] == 1
+
+
+async def test_mid_conversation_system_message_on_opus_4_8(
+    anthropic_fake: FakeProviderHandle, http: aiohttp.ClientSession
+) -> None:
+    """Claude Opus 4.8 takes a ``system`` message right after a user turn; the fake still
+    answers the user turn before it (an echo, or a tool call)."""
+    instruction = {"role": "system", "content": [{"type": "text", "text": "be brief"}]}
+    body = {
+        "model": "claude-opus-4-8",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "ECHO: still heard"}, instruction],
+    }
+    async with http.post(
+        anthropic_fake.url + "/v1/messages", json=body, headers=raw_headers()
+    ) as r:
+        assert r.status == 200
+        answer = await r.json()
+    assert answer["content"] == [{"type": "text", "text": "still heard"}]
+    tool = {"name": "lookup", "input_schema": {"type": "object"}}
+    body["messages"] = [{"role": "user", "content": "CALL_TOOL word"}, instruction]
+    body["tools"] = [tool]
+    async with http.post(
+        anthropic_fake.url + "/v1/messages", json=body, headers=raw_headers()
+    ) as r:
+        assert r.status == 200
+        answer = await r.json()
+    assert answer["stop_reason"] == "tool_use"
+    assert answer["content"][-1]["input"] == {"q": "word"}

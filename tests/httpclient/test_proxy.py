@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from quotaflow.httpclient.connect import ProxyError
+from quotaflow.httpclient.connect import ProxyError, ProxyRules
 from tests.httpclient.conftest import MakeClient
 from tests.httpclient.servers import LocalCA, answer, forward_proxy, make_ca, raw_server
 from tests.httpclient.servers import read_request as read_req
@@ -100,6 +100,37 @@ async def test_no_proxy_hosts_are_called_directly(
         finally:
             await c.close()
     assert log.lines == []
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "direct"),
+    [("127.0.0.0/8", True), ("10.0.0.0/8,fd00::/8", False), ("127.0.0.1/32", True)],
+)
+async def test_no_proxy_cidr_blocks_match_address_origins(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch, no_proxy: str, direct: bool
+) -> None:
+    """``NO_PROXY=10.0.0.0/8`` (curl's reading): an origin given by an address inside the
+    block is called directly; one outside it goes through the proxy."""
+    async with raw_server(echo_handler) as origin, forward_proxy() as (proxy, log):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        c = make_client()
+        try:
+            resp = await c.post(origin + "/x", {}, b"", timeout_s=10)
+            assert (await resp.read()).startswith(b"plain:")
+        finally:
+            await c.close()
+    assert (log.lines == []) is direct
+
+
+def test_no_proxy_rules_read_blocks_ports_and_names() -> None:
+    rules = ProxyRules(
+        "http://proxy.example:3128", {"NO_PROXY": "10.0.0.0/8, [fd00::1]:8443, .corp, 192.168.1.7"}
+    )
+    direct = [("10.1.2.3", 80), ("fd00::1", 8443), ("api.corp", 443), ("192.168.1.7", 443)]
+    proxied = [("11.0.0.1", 80), ("fd00::1", 443), ("corp.example", 443), ("192.168.1.8", 443)]
+    assert [rules.for_origin("https", h, p) for h, p in direct] == [None] * 4
+    assert all(rules.for_origin("https", h, p) is not None for h, p in proxied)
 
 
 async def test_a_proxy_wanting_credentials_is_a_clear_error(

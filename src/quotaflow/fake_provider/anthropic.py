@@ -24,7 +24,7 @@ from quotaflow.fake_provider.protocol import (
     retry_after_header,
 )
 from quotaflow.fake_provider.ratelimit import Refusal
-from quotaflow.fake_provider.reply import Reply
+from quotaflow.fake_provider.reply import Reply, last_turn_is_user
 from quotaflow.fake_provider.sse import event_frame
 from quotaflow.fake_provider.state import FakeProviderState
 from quotaflow.fake_provider.tokens import PromptCounter
@@ -70,6 +70,15 @@ SYSTEM_ROLE_MESSAGE = (
     'messages: Unexpected role "system". The Messages API accepts a top-level `system` '
     'parameter, not "system" as an input message role.'
 )
+# Models that take ``{"role": "system"}`` messages inside ``messages`` (mid-conversation
+# system messages), and the API's placement rules for them.
+MID_SYSTEM_MODELS = ("claude-opus-4-8",)
+MID_SYSTEM_FIRST = "messages.0.role: a system message cannot be the first message"
+MID_SYSTEM_AFTER = "messages.{i}: a system message must follow a user message or a server tool use"
+MID_SYSTEM_BEFORE = (
+    "messages.{i}: a system message must be last or followed by an assistant message"
+)
+MID_SYSTEM_TEXT = "messages.{i}.content: a system message supports text blocks only"
 RATE_LIMIT_MESSAGE = (
     "This request would exceed the rate limit for your organization of {limit} {unit} per "
     "minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see "
@@ -104,6 +113,47 @@ def rfc3339(epoch_s: float) -> str:
 
 class _Invalid(Exception):
     """A 400 ``invalid_request_error`` found while checking the body; ``args[0]`` is the message."""
+
+
+def _json_request(data: dict[str, Any]) -> dict[str, Any]:
+    """``json_mode`` / ``json_schema`` from ``output_config.format`` (structured outputs)."""
+    config = data.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return {}
+    return {"json_mode": True, "json_schema": fmt.get("schema")}
+
+
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, dict) else None
+
+
+def _check_mid_system(model: Any, messages: list[Any], i: int) -> None:
+    """The Messages API's rules for a ``system`` message inside ``messages``: only on the
+    models that take one, never first, right after a user message, last or before an
+    assistant message, text blocks only (two system messages in a row break the second rule)."""
+    if not str(model).startswith(MID_SYSTEM_MODELS):
+        raise _Invalid(SYSTEM_ROLE_MESSAGE)
+    if i == 0:
+        raise _Invalid(MID_SYSTEM_FIRST)
+    before = messages[i - 1]
+    server_tool = (
+        _role(before) == "assistant"
+        and isinstance(before.get("content"), list)
+        and bool(before["content"])
+        and isinstance(before["content"][-1], dict)
+        and before["content"][-1].get("type") == "server_tool_use"
+    )
+    if _role(before) != "user" and not server_tool:
+        raise _Invalid(MID_SYSTEM_AFTER.format(i=i))
+    if i + 1 < len(messages) and _role(messages[i + 1]) != "assistant":
+        raise _Invalid(MID_SYSTEM_BEFORE.format(i=i))
+    content = messages[i].get("content")
+    blocks = [content] if isinstance(content, str) else content
+    if not isinstance(blocks, list) or not all(
+        isinstance(b, str) or (isinstance(b, dict) and b.get("type") == "text") for b in blocks
+    ):
+        raise _Invalid(MID_SYSTEM_TEXT.format(i=i))
 
 
 def _block_text(block: Any, pieces: list[str]) -> int:
@@ -162,6 +212,17 @@ def _tool_name(data: dict[str, Any]) -> str | None:
             return str(choice["name"])
     first = tools[0]
     return str(first.get("name")) if isinstance(first, dict) else None
+
+
+def _forced_tool(data: dict[str, Any]) -> tuple[str, Any] | None:
+    """The tool ``tool_choice`` (``any`` or ``tool``) requires, with its input schema."""
+    choice = data.get("tool_choice")
+    tools = [t for t in data.get("tools") or () if isinstance(t, dict)]
+    if not tools or not isinstance(choice, dict) or choice.get("type") not in ("any", "tool"):
+        return None
+    name = _tool_name(data)
+    tool = next((t for t in tools if t.get("name") == name), tools[0])
+    return str(tool.get("name")), tool.get("input_schema")
 
 
 def _check_fields(data: dict[str, Any], version: str) -> None:
@@ -242,8 +303,8 @@ class AnthropicProtocol:
         for i, msg in enumerate(messages):
             role = msg.get("role") if isinstance(msg, dict) else None
             if role == "system":
-                raise _Invalid(SYSTEM_ROLE_MESSAGE)
-            if role not in ("user", "assistant"):
+                _check_mid_system(data["model"], messages, i)
+            elif role not in ("user", "assistant"):
                 raise _Invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
             content = msg.get("content")
             if not isinstance(content, (str, list)):
@@ -258,8 +319,10 @@ class AnthropicProtocol:
             max_tokens=data["max_tokens"],
             prompt_tokens=counter.tokens,
             last_user_text=last_user,
-            last_is_user=messages[-1].get("role") == "user",
+            last_is_user=last_turn_is_user(messages),
             tool_name=_tool_name(data),
+            **_json_request(data),
+            forced_tool=_forced_tool(data),
         )
 
     # -- errors -----------------------------------------------------------------------

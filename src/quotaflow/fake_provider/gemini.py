@@ -169,6 +169,12 @@ def _count_parts(parts: Any, counter: PromptCounter) -> str:
     return "".join(text)
 
 
+def _calling_config(data: dict[str, Any]) -> dict[str, Any]:
+    config = data.get("toolConfig") or data.get("tool_config") or {}
+    calling = _get(config, "functionCallingConfig", "function_calling_config")
+    return calling if isinstance(calling, dict) else {}
+
+
 def _tool_name(data: dict[str, Any]) -> str | None:
     names = [
         str(decl.get("name"))
@@ -177,18 +183,40 @@ def _tool_name(data: dict[str, Any]) -> str | None:
         for decl in _get(tool, "functionDeclarations", "function_declarations") or ()
         if isinstance(decl, dict)
     ]
-    config = (
-        _get(
-            data.get("toolConfig") or data.get("tool_config") or {},
-            "functionCallingConfig",
-            "function_calling_config",
-        )
-        or {}
-    )
+    config = _calling_config(data)
     if not names or config.get("mode") == "NONE":
         return None
     allowed = _get(config, "allowedFunctionNames", "allowed_function_names")
     return str(allowed[0]) if allowed else names[0]
+
+
+def _forced_tool(data: dict[str, Any]) -> tuple[str, Any] | None:
+    """The function ``ANY`` mode requires (the first allowed one), with its schema."""
+    if _calling_config(data).get("mode") != "ANY":
+        return None
+    name = _tool_name(data)
+    for tool in data.get("tools") or ():
+        for decl in (
+            (_get(tool, "functionDeclarations", "function_declarations") or ())
+            if isinstance(tool, dict)
+            else ()
+        ):
+            if isinstance(decl, dict) and decl.get("name") == name:
+                schema = _get(decl, "parametersJsonSchema", "parameters_json_schema") or decl.get(
+                    "parameters"
+                )
+                return str(name), schema
+    return None
+
+
+def _json_request(data: dict[str, Any]) -> dict[str, Any]:
+    """``json_mode`` / ``json_schema`` from ``generationConfig`` (checked by the caller)."""
+    gen = _get(data, "generationConfig", "generation_config") or {}
+    mime = _get(gen, "responseMimeType", "response_mime_type")
+    schema = _get(gen, "responseJsonSchema", "response_json_schema") or _get(
+        gen, "responseSchema", "response_schema"
+    )
+    return {"json_mode": mime == "application/json", "json_schema": schema}
 
 
 def _max_output_tokens(data: dict[str, Any]) -> int | None:
@@ -286,6 +314,8 @@ class GeminiProtocol:
             last_is_user=last_role == "user",
             tool_name=_tool_name(data),
             sse=request.query.get("alt") == "sse",
+            **_json_request(data),
+            forced_tool=_forced_tool(data),
         )
 
     # -- errors -----------------------------------------------------------------------

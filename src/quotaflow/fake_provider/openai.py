@@ -24,7 +24,7 @@ from quotaflow.fake_provider.protocol import (
     retry_after_header,
 )
 from quotaflow.fake_provider.ratelimit import Refusal
-from quotaflow.fake_provider.reply import Reply
+from quotaflow.fake_provider.reply import Reply, last_turn_is_user
 from quotaflow.fake_provider.sse import data_frame
 from quotaflow.fake_provider.state import FakeProviderState
 from quotaflow.fake_provider.tokens import PromptCounter
@@ -199,6 +199,15 @@ def _message_text(msg: dict[str, Any], counter: PromptCounter) -> str:
     return text
 
 
+def _json_request(data: dict[str, Any]) -> dict[str, Any]:
+    """``json_mode`` / ``json_schema`` from ``response_format``."""
+    fmt = data.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return {"json_mode": kind in ("json_object", "json_schema"), "json_schema": schema}
+
+
 def _max_tokens(body: dict[str, Any]) -> int | None:
     result: int | None = None
     for name in ("max_tokens", "max_completion_tokens"):
@@ -231,6 +240,18 @@ def _tool_name(body: dict[str, Any]) -> str | None:
     first = tools[0]
     fn = first.get("function") if isinstance(first, dict) else None
     return str(fn.get("name")) if isinstance(fn, dict) else None
+
+
+def _forced_tool(body: dict[str, Any]) -> tuple[str, Any] | None:
+    """The tool ``tool_choice`` requires (``required``: the first), with its schema."""
+    tools = [t.get("function") for t in body.get("tools") or () if isinstance(t, dict)]
+    fns = [f for f in tools if isinstance(f, dict)]
+    choice = body.get("tool_choice")
+    if not fns or not (choice == "required" or isinstance(choice, dict)):
+        return None
+    name = _tool_name(body)
+    fn = next((f for f in fns if f.get("name") == name), fns[0])
+    return str(fn.get("name")), fn.get("parameters")
 
 
 class OpenAIProtocol:
@@ -300,10 +321,12 @@ class OpenAIProtocol:
             max_tokens=_max_tokens(data),
             prompt_tokens=counter.tokens,
             last_user_text=last_user,
-            last_is_user=messages[-1].get("role") == "user",
+            last_is_user=last_turn_is_user(messages),
             tool_name=_tool_name(data),
             include_usage=isinstance(stream_options, dict)
             and stream_options.get("include_usage") is True,
+            **_json_request(data),
+            forced_tool=_forced_tool(data),
         )
 
     # -- errors -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import asyncio
 from aiohttp import web
 
 from quotaflow.fake_provider.fault_actions import apply_fault
+from quotaflow.fake_provider.json_reply import forced_call, json_text
 from quotaflow.fake_provider.protocol import JSON_TYPE, ApiError, ChatRequest, Handler, WireProtocol
 from quotaflow.fake_provider.reply import Reply, plan_reply
 from quotaflow.fake_provider.sse import write_stream
@@ -58,6 +59,8 @@ def reply_for(state: FakeProviderState, req: ChatRequest) -> Reply:
         tool_name=req.tool_name,
         max_tokens=req.max_tokens,
         completion_tokens=state.config.completion_tokens,
+        json_text=json_text(req.json_schema) if req.json_mode else None,
+        forced_call=forced_call(req.forced_tool),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import orjson
 from aiohttp import web
@@ -37,6 +37,9 @@ class ChatRequest:
     tool_name: str | None
     include_usage: bool = False
     sse: bool = True
+    json_mode: bool = False  # the answer must be JSON (valid under ``json_schema`` if given)
+    json_schema: Any = None
+    forced_tool: tuple[str, Any] | None = None  # (name, input schema) when a call is required
 
 
 @dataclass(slots=True)

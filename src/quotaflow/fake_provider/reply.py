@@ -2,9 +2,14 @@
 
 * The last user message contains ``ECHO:`` followed by text → the reply is that text,
   re-joined word by word (one token per whitespace-separated word).
-* The request offers a tool (and does not forbid tool use) and the *last* message is a user
-  message containing ``CALL_TOOL`` → a call of the first (or the forced) tool with arguments
+* The request offers a tool (and does not forbid tool use) and the *last* turn is a user
+  message (system messages after it do not count) containing ``CALL_TOOL`` → a call of the first (or the forced) tool with arguments
   ``{"q": "<text after CALL_TOOL, or 'alpha'>"}``.
+* A request that requires a tool call (``tool_choice`` ``required``/``any``/a named tool,
+  Gemini's ``ANY`` mode) and no ``CALL_TOOL`` → a call of that tool with the smallest input
+  its schema accepts, as a model must call it.
+* A request for JSON (``response_format``, ``responseMimeType: application/json``,
+  ``output_config.format``) → the smallest JSON its schema accepts (:mod:`.json_reply`).
 * Otherwise the words of :data:`WORDS` in a cycle.
 
 The number of words is ``min(max_tokens, completion_tokens)`` (``completion_tokens`` alone
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -65,7 +70,7 @@ class ToolCall:
 
     name: str
     arguments: str
-    args: dict[str, str]
+    args: dict[str, Any]
 
     def argument_pieces(self) -> list[str]:
         """The arguments cut into the small pieces a stream sends them in."""
@@ -114,6 +119,12 @@ def _tool_call(name: str, user_text: str) -> Reply:
     )
 
 
+def _json_reply(text: str, max_tokens: int | None) -> Reply:
+    pieces = [text[i : i + 4] for i in range(0, len(text), 4)]  # a token is ~4 characters
+    n = len(pieces) if max_tokens is None else min(max_tokens, len(pieces))
+    return Reply(tuple(pieces[:n]), n, "length" if n < len(pieces) else "stop")
+
+
 def plan_reply(
     *,
     last_user_text: str | None,
@@ -121,17 +132,41 @@ def plan_reply(
     tool_name: str | None,
     max_tokens: int | None,
     completion_tokens: int,
+    json_text: str | None = None,
+    forced_call: tuple[str, dict[str, Any]] | None = None,
 ) -> Reply:
     """Decide the answer to a request (see the module docstring for the rules)."""
-    if last_user_text is not None:
-        if tool_name is not None and last_is_user and TOOL_MARKER in last_user_text:
-            return _tool_call(tool_name, last_user_text)
-        if ECHO_MARKER in last_user_text:
-            words = last_user_text.split(ECHO_MARKER, 1)[1].split()
-            if words:
-                n = len(words) if max_tokens is None else min(max_tokens, len(words))
-                finish: Finish = "length" if n < len(words) else "stop"
-                return Reply(_word_pieces(words[:n]), n, finish)
+    if (
+        last_user_text is not None
+        and tool_name is not None
+        and last_is_user
+        and TOOL_MARKER in last_user_text
+    ):
+        return _tool_call(tool_name, last_user_text)
+    if forced_call is not None:
+        name, args = forced_call
+        arguments = orjson.dumps(args).decode()
+        return Reply(
+            (), tool_call_tokens(name, arguments), "tool_calls", ToolCall(name, arguments, args)
+        )
+    if json_text is not None:
+        return _json_reply(json_text, max_tokens)
+    if last_user_text is not None and ECHO_MARKER in last_user_text:
+        words = last_user_text.split(ECHO_MARKER, 1)[1].split()
+        if words:
+            n = len(words) if max_tokens is None else min(max_tokens, len(words))
+            finish: Finish = "length" if n < len(words) else "stop"
+            return Reply(_word_pieces(words[:n]), n, finish)
     budget = max(0, completion_tokens)
     n = budget if max_tokens is None else min(max_tokens, budget)
     return _cycle_reply(n, "length" if n < budget else "stop")
+
+
+def last_turn_is_user(messages: list[Any]) -> bool:
+    """Whether the conversation's last turn, not counting ``system`` messages placed after
+    it (a mid-conversation instruction), is the user's."""
+    for message in reversed(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("system", "developer"):
+            return role == "user"
+    return False

@@ -10,7 +10,8 @@ Proxies: ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` in either case (lower case 
 curl does), or ``settings.proxy``. An https origin is reached through a ``CONNECT`` tunnel,
 TLS then runs end to end and the certificate is checked against the origin; an http origin
 is sent the request in absolute form. ``user:password@`` in the proxy URL becomes Basic
-``Proxy-Authorization``.
+``Proxy-Authorization``. ``NO_PROXY`` names hosts, ``.domain`` suffixes, ``host:port`` and
+address blocks (``10.0.0.0/8``), which match origins given by address.
 """
 
 from __future__ import annotations
@@ -102,27 +103,46 @@ class ProxyRules:
         return proxy
 
 
-def _no_proxy_rules(value: str) -> list[tuple[str, int | None]]:
-    """``NO_PROXY`` as (host or domain suffix, port or None) pairs; ``*`` matches all."""
-    rules: list[tuple[str, int | None]] = []
+NoProxyRule = tuple[str, int | None, ipaddress.IPv4Network | ipaddress.IPv6Network | None]
+
+
+def _no_proxy_rules(value: str) -> list[NoProxyRule]:
+    """``NO_PROXY`` as (host or domain suffix, port or None, network or None) rules; ``*``
+    matches all, and an address or CIDR block (``10.0.0.0/8``, ``fd00::/8``) matches the IP
+    literals inside it, as curl reads it."""
+    rules: list[NoProxyRule] = []
     for item in value.split(","):
         item = item.strip().lower()
         if not item:
             continue
         name, port = item, None
-        if item.count(":") == 1 or item.startswith("["):  # host:port, [v6]:port
-            head, _, tail = item.rpartition(":")
+        if "/" not in item and (item.count(":") == 1 or item.startswith("[")):
+            head, _, tail = item.rpartition(":")  # host:port, [v6]:port
             if tail.isdigit() and head:
                 name, port = head, int(tail)
-        rules.append((name.strip("[]").lstrip("*").lstrip("."), port))
+        name = name.strip("[]").lstrip("*").lstrip(".")
+        try:
+            network = ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            network = None
+        rules.append((name, port, network))
     return rules
 
 
-def _bypassed(rules: list[tuple[str, int | None]], host: str, port: int) -> bool:
-    for name, only_port in rules:
+def _bypassed(rules: list[NoProxyRule], host: str, port: int) -> bool:
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(
+            host.strip("[]")
+        )
+    except ValueError:
+        ip = None
+    for name, only_port, network in rules:
         if only_port is not None and only_port != port:
             continue
-        if name == "" or host == name or host.endswith("." + name):
+        if network is not None:
+            if ip is not None and ip.version == network.version and ip in network:
+                return True
+        elif name == "" or host == name or host.endswith("." + name):
             return True  # an empty name is "*": every host
     return False
 

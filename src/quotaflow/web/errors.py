@@ -45,6 +45,19 @@ def error_response(request: web.Request, err: QuotaflowError) -> web.Response:
     return json_response(body, err.status, err.headers)
 
 
+def door_of(method: str, path: str) -> str:
+    """The door a model request came in by, as the ledger and the access line name it."""
+    if path.startswith("/v1/messages"):
+        return "messages"
+    if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and method == "POST"):
+        return "gemini"
+    if path.startswith("/v1/responses"):
+        return "responses"
+    if path.startswith("/v1/embeddings"):
+        return "embeddings"
+    return "chat"
+
+
 def door_error(method: str, path: str, status: int, body: dict[str, Any]) -> dict[str, Any]:
     """The error in the shape of the door it is answered through (OpenAI's by default)."""
     if path.startswith("/v1/messages"):

@@ -84,6 +84,33 @@ def test_bad_requests_name_the_field(body: dict[str, object], param: str) -> Non
     assert err.value.param == param
 
 
+def test_mid_conversation_system_message_stays_in_place() -> None:
+    """Claude Code sends a ``system`` message after the user's turn (Opus 4.8's
+    mid-conversation instructions): it stays where it is, as text."""
+    out = to_chat_request({
+        "model": "m", "max_tokens": 5, "system": "top",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "now "}, {"type": "text", "text": "brief"}]},
+        ],
+    })  # fmt: skip
+    assert out["messages"] == [
+        {"role": "system", "content": "top"},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "now brief"},
+    ]
+
+
+@pytest.mark.parametrize("content", [[{"type": "image", "source": {"type": "url", "url": "u"}}], 5])
+def test_mid_conversation_system_message_holds_text_only(content: object) -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "system", "content": content},
+    ]}  # fmt: skip
+    with pytest.raises(BadRequest) as err:
+        to_chat_request(body)
+    assert err.value.param == "messages"
+
+
 def test_answer_with_tool_call_and_cached_usage() -> None:
     completion = {
         "id": "chatcmpl-abc",

@@ -49,9 +49,105 @@ def test_previous_response_id_is_refused_clearly() -> None:
     assert err.value.param == "previous_response_id"
 
 
-def test_non_function_tools_are_refused() -> None:
-    with pytest.raises(BadRequest, match="web_search"):
-        to_chat_request({"model": "m", "input": "hi", "tools": [{"type": "web_search"}]})
+CODEX_TOOLS = [
+    {"type": "function", "name": "exec_command", "strict": False,
+     "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}},
+    {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+     "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch"}},
+    {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [
+        {"type": "function", "name": "close_agent", "parameters": {"type": "object"}},
+    ]},
+    {"type": "tool_search", "execution": "client"},
+    {"type": "web_search", "external_web_access": False},
+]  # fmt: skip
+
+
+def test_codex_tools_namespaces_custom_and_hosted() -> None:
+    """Codex CLI's tool list: functions pass, a namespace's tools are flattened to
+    ``<namespace>__<name>``, a freeform tool takes one string that its grammar describes,
+    hosted tools are left out (and named)."""
+    out = to_chat_request(
+        {"model": "m", "input": "hi", "tools": CODEX_TOOLS, "tool_choice": "auto"}
+    )
+    fns = {t["function"]["name"]: t["function"] for t in out["tools"]}
+    assert list(fns) == ["exec_command", "apply_patch", "multi_agent_v1__close_agent"]
+    assert fns["exec_command"]["strict"] is False
+    patch = fns["apply_patch"]["parameters"]
+    assert patch["required"] == ["input"]
+    assert "start: begin_patch" in patch["properties"]["input"]["description"]
+    assert out["tool_choice"] == "auto"
+    env = Envelope({"model": "m", "tools": CODEX_TOOLS}, created=1)
+    assert env.tools.skipped == ["tool_search", "web_search"]
+
+
+def test_codex_history_items_become_calls_and_answers() -> None:
+    out = to_chat_request({"model": "m", "tools": CODEX_TOOLS, "input": [
+        {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "rules"}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+        {"type": "function_call", "call_id": "c1", "name": "close_agent", "namespace": "multi_agent_v1", "arguments": "{}"},
+        {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+        {"type": "function_call_output", "call_id": "c1", "output": "closed"},
+        {"type": "custom_tool_call_output", "call_id": "c2", "output": "Done!"},
+    ]})  # fmt: skip
+    dev, user, calls, r1, r2 = out["messages"]
+    assert user == {"role": "user", "content": "go"}
+    assert dev == {"role": "developer", "content": "rules"}
+    assert [c["function"]["name"] for c in calls["tool_calls"]] == [
+        "multi_agent_v1__close_agent",
+        "apply_patch",
+    ]
+    assert orjson.loads(calls["tool_calls"][1]["function"]["arguments"]) == {
+        "input": "*** Begin Patch"
+    }
+    assert (r1["tool_call_id"], r2["tool_call_id"], r2["content"]) == ("c1", "c2", "Done!")
+
+
+def test_calls_come_back_as_namespaced_and_custom_items() -> None:
+    env = Envelope({"model": "m", "tools": CODEX_TOOLS}, created=1)
+    completion = {"id": "chatcmpl-1", "choices": [{"message": {"content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "multi_agent_v1__close_agent", "arguments": "{\"id\": 1}"}},
+        {"id": "c2", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\": \"*** Begin Patch\\n\"}"}},
+    ]}, "finish_reason": "tool_calls"}]}  # fmt: skip
+    first, second = from_chat_completion(completion, env, "m")["output"]
+    assert (first["type"], first["name"], first["namespace"]) == (
+        "function_call",
+        "close_agent",
+        "multi_agent_v1",
+    )
+    assert first["arguments"] == '{"id": 1}'
+    assert second == {
+        "type": "custom_tool_call", "id": "ctc_c2", "call_id": "c2", "name": "apply_patch",
+        "input": "*** Begin Patch\n", "status": "completed",
+    }  # fmt: skip
+
+
+def test_stream_of_a_custom_call_gives_its_text_whole() -> None:
+    env = Envelope({"model": "m", "tools": CODEX_TOOLS}, created=1)
+    stream = ResponsesStream(env, "m")
+    frames: list[bytes] = []
+    for piece in ('{"inp', 'ut": "*** Begin', ' Patch"}'):
+        call = {"index": 0, "id": "c9", "function": {"name": "apply_patch", "arguments": piece}}
+        frames += stream.chunk({"id": "chatcmpl-2", "choices": [{"delta": {"tool_calls": [call]}}]})
+    frames += stream.done()
+    events = [orjson.loads(f.split(b"data: ", 1)[1]) for f in frames]
+    kinds = [e["type"] for e in events]
+    assert "response.function_call_arguments.delta" not in kinds
+    assert kinds[-4:] == [
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert events[-3]["input"] == "*** Begin Patch"
+    assert events[-1]["response"]["output"][0]["input"] == "*** Begin Patch"
+
+
+def test_a_required_hosted_tool_is_refused() -> None:
+    with pytest.raises(BadRequest, match="hosted tool") as err:
+        to_chat_request({"model": "m", "input": "hi", "tools": CODEX_TOOLS,
+                         "tool_choice": {"type": "web_search"}})  # fmt: skip
+    assert err.value.param == "tool_choice"
 
 
 def test_answer_cut_by_the_cap_is_incomplete() -> None:

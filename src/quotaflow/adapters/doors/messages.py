@@ -2,7 +2,9 @@
 
 Decisions:
 
-* ``system`` (a string or text blocks) becomes one leading ``system`` message.
+* ``system`` (a string or text blocks) becomes one leading ``system`` message; a
+  mid-conversation ``{"role": "system"}`` message (text only, never first) stays where it
+  is, as an OpenAI ``system`` message (Gemini folds it into the system instruction).
 * A user message's ``tool_result`` blocks become ``tool`` messages placed before the rest of
   that message, as OpenAI wants a tool's answer right after the call.
 * ``thinking`` and ``redacted_thinking`` blocks sent back by the client are dropped: only an
@@ -166,6 +168,18 @@ def _system_text(system: Any) -> str:
     return "\n".join(str(b.get("text") or "") for b in _blocks(system) if b.get("type") == "text")
 
 
+def _mid_system(content: Any, first: bool) -> dict[str, Any]:
+    if first:
+        raise BadRequest(
+            "a system message cannot be the first message: use the top-level 'system'",
+            param="messages",
+        )
+    blocks = _blocks(content)
+    if any(b.get("type") != "text" for b in blocks):
+        raise BadRequest("a system message holds text blocks only", param="messages")
+    return {"role": "system", "content": "".join(str(b.get("text") or "") for b in blocks)}
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, Sequence) or isinstance(tools, str):
         raise BadRequest("'tools' must be a list", param="tools")
@@ -224,7 +238,7 @@ def to_chat_request(body: Any) -> dict[str, Any]:
     system = _system_text(body.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
-    for msg in raw:
+    for index, msg in enumerate(raw):
         role = msg.get("role") if isinstance(msg, Mapping) else None
         if role == "user":
             messages += _user_messages(msg.get("content"))
@@ -232,8 +246,12 @@ def to_chat_request(body: Any) -> dict[str, Any]:
             assistant = _assistant_message(msg.get("content"))
             if assistant is not None:
                 messages.append(assistant)
+        elif role == "system":
+            messages.append(_mid_system(msg.get("content"), index == 0))
         else:
-            raise BadRequest("message roles must be 'user' or 'assistant'", param="messages")
+            raise BadRequest(
+                "message roles must be 'user', 'assistant' or 'system'", param="messages"
+            )
     out: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:

@@ -9,7 +9,11 @@ Decisions:
   ``output_text`` parts), ``function_call`` and ``function_call_output``. ``reasoning``
   items are dropped: they only mean something to the model that wrote them.
 * ``text.format`` ``json_schema``/``json_object`` becomes ``response_format``;
-  ``max_output_tokens`` becomes ``max_tokens``; function tools keep their schema.
+  ``max_output_tokens`` becomes ``max_tokens``; function tools keep their schema; namespace,
+  custom (freeform) and hosted tools as :mod:`.responses_tools` says.
+* ``custom_tool_call`` / ``custom_tool_call_output`` items are a call and its answer like
+  functions'; items of hosted tools (``web_search_call``, ``tool_search_call``, …) are
+  dropped with the tools.
 * ``status`` is ``incomplete`` (reason ``max_output_tokens``) when the answer hit the cap.
 """
 
@@ -21,9 +25,29 @@ from typing import Any
 from quotaflow.adapters import adapter_for
 from quotaflow.adapters.base import Adapter
 from quotaflow.adapters.doors.base import ask_stream, first_choice, named_event, usage_counts
+from quotaflow.adapters.doors.responses_tools import Toolset, custom_arguments, custom_input
 from quotaflow.adapters.doors.wrap import TranslatedAdapter
 from quotaflow.errors import BadRequest
 
+# History items of hosted tools, which a translated request leaves out with the tools.
+HOSTED_ITEMS = frozenset(
+    {
+        "web_search_call",
+        "file_search_call",
+        "code_interpreter_call",
+        "image_generation_call",
+        "computer_call",
+        "computer_call_output",
+        "local_shell_call",
+        "local_shell_call_output",
+        "mcp_call",
+        "mcp_list_tools",
+        "mcp_approval_request",
+        "mcp_approval_response",
+        "tool_search_call",
+        "tool_search_output",
+    }
+)
 PREVIOUS_REFUSED = (
     "previous_response_id is not supported: this gateway keeps no response state; "
     "send the whole conversation as input items (and store: false)"
@@ -75,22 +99,21 @@ def _content(content: Any) -> Any:
     return parts
 
 
-def _function_call(item: Mapping[str, Any]) -> dict[str, Any]:
+def _function_call(item: Mapping[str, Any], tools: Toolset) -> dict[str, Any]:
     call_id = item.get("call_id")
+    kind = item.get("type")
     if not isinstance(call_id, str) or not call_id or not isinstance(item.get("name"), str):
-        raise BadRequest("function_call items need a call_id and a name", param="input")
-    arguments = item.get("arguments")
-    return {
-        "id": call_id,
-        "type": "function",
-        "function": {
-            "name": item["name"],
-            "arguments": arguments if isinstance(arguments, str) else "{}",
-        },
-    }
+        raise BadRequest(f"{kind} items need a call_id and a name", param="input")
+    if kind == "custom_tool_call":
+        arguments = custom_arguments(item.get("input"))
+    else:
+        given = item.get("arguments")
+        arguments = given if isinstance(given, str) else "{}"
+    name = tools.chat_name(item["name"], item.get("namespace"))
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def _messages(raw: Any) -> list[dict[str, Any]]:
+def _messages(raw: Any, tools: Toolset) -> list[dict[str, Any]]:
     if isinstance(raw, str):
         return [{"role": "user", "content": raw}]
     if not isinstance(raw, Sequence) or not raw:
@@ -107,50 +130,24 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
                     f"input messages of role {role!r} are not supported", param="input"
                 )
             out.append({"role": role, "content": _content(item.get("content"))})
-        elif kind == "function_call":
-            call = _function_call(item)
+        elif kind in ("function_call", "custom_tool_call"):
+            call = _function_call(item, tools)
             last = out[-1] if out else None
             if last is not None and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)  # parallel calls share one assistant turn
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")
             text = output if isinstance(output, str) else _content(output)
             out.append(
                 {"role": "tool", "tool_call_id": str(item.get("call_id") or ""), "content": text}
             )
-        elif kind == "reasoning":
+        elif kind == "reasoning" or kind in HOSTED_ITEMS:
             continue
         else:
             raise BadRequest(f"input items of type {kind!r} are not supported", param="input")
     return out
-
-
-def _tools(tools: Any) -> list[dict[str, Any]]:
-    out = []
-    for tool in tools if isinstance(tools, Sequence) else ():
-        if not isinstance(tool, Mapping) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, Mapping) else None
-            raise BadRequest(f"only function tools are supported, not {kind!r}", param="tools")
-        fn: dict[str, Any] = {
-            "name": tool.get("name"),
-            "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
-        }
-        if tool.get("description"):
-            fn["description"] = tool["description"]
-        if tool.get("strict") is not None:
-            fn["strict"] = tool["strict"]
-        out.append({"type": "function", "function": fn})
-    return out
-
-
-def _tool_choice(choice: Any) -> Any:
-    if isinstance(choice, str):
-        return choice
-    if isinstance(choice, Mapping) and choice.get("type") == "function":
-        return {"type": "function", "function": {"name": choice.get("name")}}
-    raise BadRequest(f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
 def _response_format(text: Any) -> dict[str, Any] | None:
@@ -174,7 +171,8 @@ def to_chat_request(body: Any) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model")
-    messages = _messages(body.get("input"))
+    tools = Toolset.of(body.get("tools"))
+    messages = _messages(body.get("input"), tools)
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
         messages.insert(0, {"role": "system", "content": instructions})
@@ -184,10 +182,10 @@ def to_chat_request(body: Any) -> dict[str, Any]:
     for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
         if body.get(name) is not None:
             out[name] = body[name]
-    if body.get("tools"):
-        out["tools"] = _tools(body["tools"])
+    if tools.chat_tools:
+        out["tools"] = tools.chat_tools
         if body.get("tool_choice") is not None:
-            out["tool_choice"] = _tool_choice(body["tool_choice"])
+            out["tool_choice"] = tools.choice(body["tool_choice"])
     fmt = _response_format(body.get("text"))
     if fmt is not None:
         out["response_format"] = fmt
@@ -226,24 +224,12 @@ def message_item(item_id: str, text: str, status: str = "completed") -> dict[str
     }
 
 
-def call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
-) -> dict[str, Any]:
-    return {
-        "type": "function_call",
-        "id": item_id,
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
-
-
 class Envelope:
     """The ``response`` object's fields that echo the request."""
 
     def __init__(self, request: Mapping[str, Any], created: int) -> None:
         self.created = created
+        self.tools = Toolset.of(request.get("tools"))
         self.fields = {
             "instructions": request.get("instructions"),
             "max_output_tokens": request.get("max_output_tokens"),
@@ -292,11 +278,8 @@ def from_chat_completion(
     for n, call in enumerate(message.get("tool_calls") or ()):
         fn = call.get("function") or {}
         call_id = str(call.get("id") or f"call_{n}")
-        output.append(
-            call_item(
-                f"fc_{call_id}", call_id, str(fn.get("name") or ""), str(fn.get("arguments") or "")
-            )
-        )
+        name, arguments = str(fn.get("name") or ""), str(fn.get("arguments") or "")
+        output.append(envelope.tools.call_item(call_id, name, arguments))
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
     return envelope.response(rid, model, status, output, completion.get("usage") or {})
 
@@ -317,6 +300,7 @@ class ResponsesStream:
         self._output: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None  # the output item being written
         self._open_tool: int | None = None
+        self._args = ""  # the open call's arguments as the chat model wrote them
         self._status = "completed"
         self._usage: Any = None
 
@@ -389,22 +373,25 @@ class ResponsesStream:
         if self._open is None or self._open_tool != index:
             out += self._close()
             call_id = str(call.get("id") or f"call_{index}")
-            item = call_item(f"fc_{call_id}", call_id, str(fn.get("name") or ""), "", "in_progress")
-            self._open, self._open_tool = item, index
+            flat = str(fn.get("name") or "")
+            item = self._env.tools.call_item(call_id, flat, "", "in_progress")
+            self._open, self._open_tool, self._args = item, index, ""
             out.append(
                 self._event("response.output_item.added", output_index=len(self._output), item=item)
             )
         args = fn.get("arguments")
         if isinstance(args, str) and args:
-            self._open["arguments"] += args
-            out.append(
-                self._event(
-                    "response.function_call_arguments.delta",
-                    item_id=self._open["id"],
-                    output_index=len(self._output),
-                    delta=args,
+            self._args += args
+            if self._open["type"] == "function_call":  # a custom tool's text comes whole at the end
+                self._open["arguments"] += args
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.delta",
+                        item_id=self._open["id"],
+                        output_index=len(self._output),
+                        delta=args,
+                    )
                 )
-            )
         return out
 
     def _close(self) -> list[bytes]:
@@ -435,6 +422,16 @@ class ResponsesStream:
                     content_index=0,
                     part=part,
                 )
+            )
+        elif item["type"] == "custom_tool_call":
+            done = {**item, "input": custom_input(self._args), "status": "completed"}
+            ids = {"item_id": item["id"], "output_index": n}
+            if done["input"]:
+                out.append(
+                    self._event("response.custom_tool_call_input.delta", **ids, delta=done["input"])
+                )
+            out.append(
+                self._event("response.custom_tool_call_input.done", **ids, input=done["input"])
             )
         else:
             done = {**item, "status": "completed"}

@@ -43,13 +43,15 @@ async def serve(
     chat_body: dict[str, Any],
     door: Door,
     content_type: str = SSE,
+    headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Answer through the gateway; ``chat_body["stream"]`` says whether it streams."""
+    """Answer through the gateway; ``chat_body["stream"]`` says whether it streams;
+    ``headers`` go on the answer besides the gateway's own."""
     gw: Gateway = request.app[GATEWAY]
     ctx = dataclasses.replace(await context_of(request, chat_body), door=name)
     if not chat_body.get("stream"):
         outcome = await gw.chat(chat_body, ctx, door=door)
-        return json_response(outcome.body, headers=outcome.headers())
+        return json_response(outcome.body, headers={**outcome.headers(), **(headers or {})})
     stream = await gw.open_stream(chat_body, ctx, door=door)
     resp = web.StreamResponse(
         status=200,
@@ -58,6 +60,7 @@ async def serve(
             "cache-control": "no-cache",
             **stream.headers,
             "x-quotaflow-attempts": str(len(stream.attempts)),
+            **(headers or {}),
         },
     )
     try:

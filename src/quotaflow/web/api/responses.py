@@ -16,6 +16,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, gw.config.server.max_body_bytes)
     chat_body = read_door(door.to_chat_request, body)
     envelope = door.Envelope(body, int(gw.clock.now()))
+    skipped = envelope.tools.skipped
     return await serve(
-        request, "responses", chat_body, door.ResponsesDoor(envelope, chat_body["model"])
+        request,
+        "responses",
+        chat_body,
+        door.ResponsesDoor(envelope, chat_body["model"]),
+        headers={"x-quotaflow-tools-skipped": ",".join(skipped)} if skipped else None,
     )

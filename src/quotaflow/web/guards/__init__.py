@@ -12,7 +12,7 @@ from aiohttp import web
 from quotaflow.errors import QuotaflowError
 from quotaflow.gateway.attempts import error_kind_of
 from quotaflow.web.auth import OPEN_READS, require_reader
-from quotaflow.web.errors import Handler, exception_response
+from quotaflow.web.errors import Handler, door_of, exception_response
 from quotaflow.web.guards.content_type import check_content_type
 from quotaflow.web.guards.cors import add_cors_headers, cors_origin, cors_preflight
 from quotaflow.web.guards.host import check_host
@@ -20,6 +20,7 @@ from quotaflow.web.state import GATEWAY
 
 READS = frozenset({"GET", "HEAD"})
 GUARDED_READS = ("/api/",)
+MODEL_PATHS = ("/v1/", "/v1beta/")
 SELF_GUARDED = frozenset({"/api/dashboard", "/api/events"})  # the dashboard's own viewer rules
 
 
@@ -45,7 +46,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         resp = exception_response(request, exc)
     except Exception as exc:
         resp = exception_response(request, exc)
-        if request.path.startswith("/v1/"):
+        if request.path.startswith(MODEL_PATHS):
             observe_refusal(request, exc, resp.status)
     if origin is not None:
         add_cors_headers(request, resp, origin)
@@ -53,8 +54,10 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def observe_refusal(request: web.Request, exc: Exception, status: int) -> None:
-    """A ``/v1`` request that failed before the gateway saw it still gets its access line."""
+    """A model request that failed before the gateway saw it still gets its access line,
+    named by the door it came in by."""
     if isinstance(exc, QuotaflowError) and exc.observed:
         return
     kind = error_kind_of(exc) if isinstance(exc, QuotaflowError) else "internal"
-    request.app[GATEWAY].observer.refused("openai", status, kind, str(exc)[:200])
+    door = door_of(request.method, request.path)
+    request.app[GATEWAY].observer.refused(door, status, kind, str(exc)[:200])
