@@ -116,8 +116,8 @@ async def test_requests_refused_before_routing_get_their_access_line_and_count(
         _, text = await get(srv)
     lines = [r.fields for r in caplog.records if r.name == "quotaflow.access"]
     assert [(f["status"], f["door"], f["attempts"]) for f in lines] == [
-        (400, "openai", 0),
-        (404, "openai", 0),
+        (400, "chat", 0),
+        (404, "chat", 0),
     ]
     assert lines[1]["error_kind"] == "not_found"
     requests = next(
