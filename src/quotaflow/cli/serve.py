@@ -186,13 +186,13 @@ def warm_prices(gateway: Gateway, quiet: bool) -> None:
 
     def warn(unpriced: list[tuple[str, str, Price]]) -> None:
         for provider, model, price in unpriced:
-            gateway.observer.unpriced(provider, model, price, policy)
+            how = (
+                f"booked at ${price.input:g} / ${price.output:g} per million tokens in / out, "
+                f"flagged as estimated (settings.unpriced: {policy})"
+            )
+            gateway.observer.unpriced(provider, model, how)
             if not quiet:
-                click.echo(
-                    f"warning: no known price for {provider}/{model}: booked at "
-                    f"${price.input:g} / ${price.output:g} per million tokens in / out, "
-                    f"flagged as estimated (settings.unpriced: {policy})"
-                )
+                click.echo(f"warning: no known price for {provider}/{model}: {how}")
         sys.stdout.flush()
 
     warm_in_background(list(gateway.config.providers.values()), warn)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from quotaflow.types import Usage
 
 _PER = 1_000_000.0
+# How a ledger row's detail starts when its cost is a stand-in (the model has no known price).
+COST_ESTIMATED = "cost estimated: the model has no known price"
 
 
 @dataclass(frozen=True, slots=True)

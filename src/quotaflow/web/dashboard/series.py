@@ -65,7 +65,8 @@ class SeriesCache:
         self.gw = gw
         self.store = store
         self._buckets: dict[float, Bucket] = {}
-        self._days: dict[float, tuple[float, float]] = {}  # day start → (tokens, cost)
+        # day start → (tokens, cost, whether part of the cost is an estimate)
+        self._days: dict[float, tuple[float, float, bool]] = {}
         self._forecast: dict[str, Any] | None = None
         self._forecast_at = -math.inf
         self._forecast_stamp: object = None
@@ -120,11 +121,20 @@ class SeriesCache:
             if got is None:
                 by = await self.store.usage_by([], start, end)
                 m = by.get(())
-                got = (m.tokens, m.cost) if m else (0.0, 0.0)
+                guessed = bool(m and await self.store.estimated_cost_groups([], start, end))
+                got = (m.tokens, m.cost, guessed) if m else (0.0, 0.0, False)
                 if end <= now - SETTLE_MARGIN_S:
                     self._days[start] = got
             day = datetime.fromtimestamp(start, tz).strftime("%Y-%m-%d")
-            out.append({"day": day, "start": start, "tokens": got[0], "cost_usd": round(got[1], 6)})
+            out.append(
+                {
+                    "day": day,
+                    "start": start,
+                    "tokens": got[0],
+                    "cost_usd": round(got[1], 6),
+                    "cost_estimated": got[2],
+                }
+            )
         for old in [s for s in self._days if s < starts[0]]:
             del self._days[old]
         return out

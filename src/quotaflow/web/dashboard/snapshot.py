@@ -155,7 +155,8 @@ def with_refusals(
             "source": "proxy",
         }
         for r in recent
-        if r["status"] == "refused"
+        # turned away before routing (a 429 refusal has its own ledger row)
+        if r["status"] == "refused" and r.get("http_status") != 429
     ]
     if not refused:
         return rows
