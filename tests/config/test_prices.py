@@ -167,12 +167,15 @@ def _modules_after(code: str) -> list[str]:
 
 
 def test_the_server_modules_and_a_loaded_config_leave_the_price_library_unimported() -> None:
-    assert _modules_after(
-        "import quotaflow.cli.main, quotaflow.cli.serve, quotaflow.web.app, quotaflow.runtime\n"
-        "from quotaflow.config.load import load_config\n"
-        "cfg = load_config(None, {'OPENAI_API_KEY': 'sk-x', 'GROQ_API_KEY': 'g'})\n"
-        "assert cfg.route('gpt-4o-mini') is not None"
-    ) == []
+    assert (
+        _modules_after(
+            "import quotaflow.cli.main, quotaflow.cli.serve, quotaflow.web.app, quotaflow.runtime\n"
+            "from quotaflow.config.load import load_config\n"
+            "cfg = load_config(None, {'OPENAI_API_KEY': 'sk-x', 'GROQ_API_KEY': 'g'})\n"
+            "assert cfg.route('gpt-4o-mini') is not None"
+        )
+        == []
+    )
     # the probe sees it once a price is read
     assert _modules_after(
         "from quotaflow.config.load import load_config\n"

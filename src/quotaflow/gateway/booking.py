@@ -435,7 +435,7 @@ class Booking:
         )
         try:
             await self.ledger.append([row])
-        except Exception:  # noqa: BLE001 - the refusal is answered and logged regardless
+        except Exception:
             return
         self._keyring.changes += 1
 

@@ -271,12 +271,7 @@ class UsageReport:
             "quotas": [asdict(q) for q in self.quotas],
             "alerts": [asdict(a) for a in self.alerts],
             "lifespan": None,
-            "request_outcomes": {
-                "requests": self.outcomes.requests,
-                "answered": self.outcomes.answered,
-                "refused": self.outcomes.refused,
-                "failed": self.outcomes.failed,
-            },
+            "request_outcomes": self.outcomes.to_dict(),
         }
         if self.lifespan is not None:
             ls = self.lifespan

@@ -139,6 +139,11 @@ class UsageTotals:
     estimated_cost: int = 0  # rows whose cost is an estimate (a stand-in price or guessed tokens)
 
 
+# How long after a request's first attempt its later attempts are looked for: they begin
+# within the request's deadline (settings.request_timeout_s, 120 s by default).
+REQUEST_SPREAD_S = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class RequestCounts:
     """Client requests by how they ended, counted from the ledger the same way everywhere
@@ -152,6 +157,21 @@ class RequestCounts:
     @property
     def requests(self) -> int:
         return self.answered + self.refused + self.failed
+
+    def __add__(self, other: RequestCounts) -> RequestCounts:
+        return RequestCounts(
+            self.answered + other.answered,
+            self.refused + other.refused,
+            self.failed + other.failed,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "answered": self.answered,
+            "refused": self.refused,
+            "failed": self.failed,
+        }
 
 
 class LedgerStore(Protocol):

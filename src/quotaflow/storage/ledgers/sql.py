@@ -10,9 +10,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from quotaflow.engine.stats import ModelStats
 from quotaflow.engine.pricing import COST_ESTIMATED
+from quotaflow.engine.stats import ModelStats
 from quotaflow.storage.base import (
+    REQUEST_SPREAD_S,
     USAGE_GROUPS,
     LedgerQuery,
     LedgerRow,
@@ -39,14 +40,16 @@ def scope_condition(scope: str) -> tuple[str, tuple[Any, ...]]:
     return f"{column}=?", (name,)
 
 
-def span(cond: str, since: float | None, until: float | None) -> tuple[str, tuple[Any, ...]]:
-    """``cond`` narrowed to ``since <= ts < until`` (either bound optional)."""
+def span(
+    cond: str, since: float | None, until: float | None, *, column: str = "ts"
+) -> tuple[str, tuple[Any, ...]]:
+    """``cond`` narrowed to ``since <= column < until`` (either bound optional)."""
     parts, params = [cond], []
     if since is not None:
-        parts.append("ts>=?")
+        parts.append(f"{column}>=?")
         params.append(since)
     if until is not None:
-        parts.append("ts<?")
+        parts.append(f"{column}<?")
         params.append(until)
     return " AND ".join(parts), tuple(params)
 
@@ -381,15 +384,22 @@ class SqlLedger(ABC):
     async def request_counts(
         self, since: float | None = None, until: float | None = None
     ) -> RequestCounts:
-        where, params = span("source='proxy' AND status!='pending'", since, until)
+        # A request belongs where its first attempt began; its later attempts are read up to
+        # REQUEST_SPREAD_S after ``until`` so that it is counted once, by how it ended.
+        where, params = span(
+            "source='proxy' AND status!='pending'",
+            since,
+            None if until is None else until + REQUEST_SPREAD_S,
+        )
+        first, first_params = span("1=1", since, until, column="MIN(ts)")
         sql = (
             "SELECT outcome, COUNT(*) FROM (SELECT request_id, CASE "
             "WHEN SUM(CASE WHEN status='ok' THEN 1 ELSE 0 END)>0 THEN 'answered' "
             "WHEN SUM(CASE WHEN status='refused' THEN 1 ELSE 0 END)>0 THEN 'refused' "
-            f"ELSE 'failed' END AS outcome FROM ledger WHERE {where} GROUP BY request_id) o "
-            "GROUP BY outcome"
+            f"ELSE 'failed' END AS outcome FROM ledger WHERE {where} GROUP BY request_id "
+            f"HAVING {first}) o GROUP BY outcome"
         )
-        counts = {str(k): int(n) for k, n in await self.fetch(sql, params)}
+        counts = {str(k): int(n) for k, n in await self.fetch(sql, (*params, *first_params))}
         return RequestCounts(
             counts.get("answered", 0), counts.get("refused", 0), counts.get("failed", 0)
         )

@@ -19,7 +19,7 @@ from typing import Any
 from quotaflow.engine.windows import Window, next_reset, window_start
 from quotaflow.gateway import Gateway
 from quotaflow.reports.collect import collect_forecast
-from quotaflow.storage.base import LedgerQuery, LedgerRow
+from quotaflow.storage.base import REQUEST_SPREAD_S, LedgerQuery, LedgerRow, RequestCounts
 from quotaflow.storage.management import ManagementStore
 
 BUCKET_S = 60.0
@@ -67,6 +67,7 @@ class SeriesCache:
         self._buckets: dict[float, Bucket] = {}
         # day start → (tokens, cost, whether part of the cost is an estimate)
         self._days: dict[float, tuple[float, float, bool]] = {}
+        self._outcomes: dict[float, RequestCounts] = {}  # minute start → its requests
         self._forecast: dict[str, Any] | None = None
         self._forecast_at = -math.inf
         self._forecast_stamp: object = None
@@ -102,6 +103,31 @@ class SeriesCache:
             "latency_p95_ms": [b.p95 for b in out],
             "latency_samples": [b.samples for b in out],
         }
+
+    async def outcomes(self, now: float) -> dict[str, Any]:
+        """Requests begun in the timeline's hour by how they ended (answered, refused,
+        failed), counted as reports count them; minutes whose requests can no longer
+        change are kept, the rest is one query."""
+        last = math.floor(now / BUCKET_S) * BUCKET_S
+        starts = [last - BUCKET_S * i for i in range(BUCKETS - 1, -1, -1)]
+        final_before = now - SETTLE_MARGIN_S - REQUEST_SPREAD_S
+        total = RequestCounts()
+        tail: float | None = None
+        for start in starts:
+            if start + BUCKET_S > final_before:
+                tail = start
+                break
+            got = self._outcomes.get(start)
+            if got is None:
+                got = self._outcomes[start] = await self.gw.ledger.request_counts(
+                    start, start + BUCKET_S
+                )
+            total += got
+        if tail is not None:
+            total += await self.gw.ledger.request_counts(tail, None)
+        for old in [s for s in self._outcomes if s < starts[0]]:
+            del self._outcomes[old]
+        return {"since": starts[0], **total.to_dict()}
 
     def _day_starts(self, now: float) -> list[float]:
         tz = self.gw.config.tz
