@@ -93,7 +93,7 @@ def test_a_configured_price_wins_over_the_library_field_by_field() -> None:
 
 @pytest.mark.parametrize("policy", ["highest", "zero"])
 def test_a_model_no_table_knows_follows_the_unpriced_policy(policy: str) -> None:
-    cfg = config(**{"unpriced": policy})
+    cfg = config(unpriced=policy)
     route = cfg.route("gpt-9-preview")
     assert route is not None
     price = route.deployments[0].model.price

@@ -194,6 +194,7 @@ def log_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
             "cost_estimated": cost_estimated(r),
             "latency_ms": None if r.latency_ms is None else round(r.latency_ms, 1),
             "error_kind": r.error_kind,
+            "http_status": r.http_status,
             "detail": (r.detail or "")[:200] or None,
             "stream": r.stream,
         }
