@@ -31,7 +31,7 @@ export function renderStatus(sys, st, requests) {
     tile("Emergency level", st.emergency, st.emergency_message, EMERGENCY_TONE[st.emergency]),
     tile("In flight", num(sys.in_flight), `strategy: ${sys.strategy}`),
     tile("Refused (last hour)", num(rq.refused),
-      `no key could take them · ${num(rq.answered)} answered, ${num(rq.failed)} failed of ${plural(rq.requests, "request")}`,
+      `no key could take them; of ${plural(rq.requests, "request")}, ${num(rq.answered)} answered, ${num(rq.failed)} failed`,
       rq.refused ? "warning" : null),
   ];
 }
