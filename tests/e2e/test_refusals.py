@@ -121,3 +121,31 @@ def test_an_unpriced_model_is_flagged_estimated_and_warned_about_once(tmp_path: 
             )
         rep = report(gw)
         assert rep["totals"]["cost_usd"] > 0 and rep["totals"]["cost_estimated"] is False
+
+
+def test_start_up_warns_once_about_a_listed_model_with_no_known_price(tmp_path: Path) -> None:
+    with fake_upstream() as fake:
+        yaml = (
+            f"providers:\n  - {{name: openai, base_url: '{fake.url}/v1', "
+            "models: [gpt-4o-mini, gpt-9-preview], keys: [{secret: sk-warn-0001}]}\n"
+        )
+        with served(yaml, tmp_path / "home") as gw:
+            # the prices are read in the background once the server listens
+            assert wait_for(
+                lambda: any(
+                    "warning: no known price for openai/gpt-9-preview" in ln for ln in gw.proc.lines
+                ),
+                timeout=20,
+            )
+            status, snap = gw.admin("GET", "/api/dashboard")
+            assert status == 200
+            assert [ln for ln in snap["unpriced"] if "openai/gpt-9-preview" in ln]
+            with client(gw) as c:
+                c.chat.completions.create(
+                    model="gpt-9-preview", messages=[{"role": "user", "content": "hi"}]
+                )
+            warned = [ln for ln in gw.proc.lines if "no known price for openai/gpt-9-preview" in ln]
+            assert not [
+                ln for ln in gw.proc.lines if "gpt-4o-mini" in ln and "no known price" in ln
+            ]
+    assert len(warned) == 2  # the start-up line and the log's one warning, not one per request

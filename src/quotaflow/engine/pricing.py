@@ -45,7 +45,11 @@ class Price:
 
     def cost_usd(self, usage: Usage) -> float:
         cached = min(usage.cached_tokens, usage.prompt_tokens)
-        inp, out, cached_price = self.rates(usage.prompt_tokens)
+        if self.tiers:
+            inp, out, cached_price = self.rates(usage.prompt_tokens)
+        else:  # the common case, on every answer: no tier to look through
+            inp, out = self.input, self.output
+            cached_price = inp if self.cached is None else self.cached
         return (
             (usage.prompt_tokens - cached) * inp
             + cached * cached_price
@@ -53,8 +57,10 @@ class Price:
         ) / _PER
 
     def worst_case_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        inp, out, _ = self.rates(prompt_tokens)
-        return (prompt_tokens * inp + completion_tokens * out) / _PER
+        if self.tiers:
+            inp, out, _ = self.rates(prompt_tokens)
+            return (prompt_tokens * inp + completion_tokens * out) / _PER
+        return (prompt_tokens * self.input + completion_tokens * self.output) / _PER
 
 
 FREE = Price()
@@ -111,10 +117,10 @@ class LazyPrice:
         return self.price.rates(prompt_tokens)
 
     def cost_usd(self, usage: Usage) -> float:
-        return self.price.cost_usd(usage)
+        return (self._price or self.price).cost_usd(usage)
 
     def worst_case_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return self.price.worst_case_usd(prompt_tokens, completion_tokens)
+        return (self._price or self.price).worst_case_usd(prompt_tokens, completion_tokens)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, LazyPrice):
