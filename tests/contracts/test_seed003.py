@@ -111,7 +111,9 @@ def test_seed_curl_examples_run_verbatim(local: Served) -> None:
     assert summary["success"] is True
     assert summary["agents"]["imperium"]["tokens_used"] == info["tokens_used"]
     assert summary["providers"]["anthropic"]["tokens_used"] >= info["tokens_used"]
-    assert set(summary["total"]) == {"tokens_used", "requests", "cost_usd"}
+    # the documented fields, and whether part of the cost is an estimate (here: known prices)
+    assert set(summary["total"]) == {"tokens_used", "requests", "cost_usd", "cost_estimated"}
+    assert summary["total"]["cost_estimated"] is False
 
     emergency = curl("curl http://localhost:4000/api/token-usage/emergency-status | jq '.'", local)
     assert emergency["success"] is True

@@ -9,6 +9,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from quotaflow.clock import FrozenClock
+from quotaflow.engine.pricing import COST_ESTIMATED
 from quotaflow.observability.metrics import Metrics
 from quotaflow.observability.observer import Observer, tracing_wanted
 from quotaflow.observability.tracing import Tracing
@@ -30,6 +31,7 @@ class Row:  # the fields of a ledger row the observer reads
     cost_usd: float = 0.25
     latency_ms: float | None = 120.0
     ttfb_ms: float | None = None
+    detail: str | None = None
 
 
 @pytest.fixture
@@ -175,7 +177,11 @@ def test_warnings_name_the_key_cooling_the_unpriced_model_and_the_refusal(caplog
         req = obs.begin("openai", "default", "auto")
         obs.attempt(req, Row(key_id="a", status="error", error_kind="rate_limited", cost_usd=0.0))
         obs.key_cooling("openai", "a", 2.0)  # what the booking says of a rate-limited key
-        obs.attempt(req, Row(key_id="b", cost_usd=0.0))
+        # booked at the highest price of its provider: a cost above 0, flagged as estimated
+        obs.attempt(req, Row(key_id="b", cost_usd=0.04, detail=f"{COST_ESTIMATED} (highest)"))
+        free = obs.begin("openai", "default", "auto")
+        obs.attempt(free, Row(model="free-model", cost_usd=0.0))  # a $0 price is a price
+        obs.finish(free, 200)
         obs.finish(req, 200)
         refused = obs.begin("openai", "default", "auto")
         obs.finish(refused, 429, "quota_exhausted")
@@ -183,6 +189,8 @@ def test_warnings_name_the_key_cooling_the_unpriced_model_and_the_refusal(caplog
     # each once: repeats within the minute are held back and counted
     assert sorted(events) == ["all_keys_refused", "key_cooling", "unpriced_model"]
     assert all(r.fields.get("hint") for r in caplog.records)
+    # what the dashboard lists: each model booked at a stand-in price, once
+    assert list(obs.unpriced_models) == [("openai", "gpt-4o-mini")]
 
 
 def test_histogram_buckets_are_cumulative_and_a_bound_is_inclusive():

@@ -17,7 +17,15 @@ from quotaflow.cli.render import (
 )
 from quotaflow.cli.target import load_config_or_exit, local_options, run_local
 from quotaflow.reports.collect import collect_report
-from quotaflow.reports.export import days_text, export, format_for, to_text
+from quotaflow.reports.export import (
+    ESTIMATED_NOTE,
+    cost_text,
+    days_text,
+    export,
+    format_for,
+    outcomes_line,
+    to_text,
+)
 from quotaflow.reports.usage import GROUPS, UsageReport
 from quotaflow.storage.base import UsageTotals
 
@@ -116,7 +124,7 @@ def _cells(g: UsageTotals) -> tuple[str, ...]:
         str(g.requests),
         str(g.errors),
         f"{g.total_tokens:,}",
-        f"{g.cost_usd:.4f}",
+        cost_text(g, 4),
     )
 
 
@@ -147,6 +155,9 @@ def show(rep: UsageReport, tz: object, *, compact: bool) -> None:
     for g in [] if compact else rep.groups:
         t.add_row(*_cells(g))
     out.print(t)
+    out.print(outcomes_line(rep))
+    if rep.total.estimated_cost:
+        out.print(f"[yellow]{ESTIMATED_NOTE}[/yellow]")
     if rep.alerts and not compact:
         for a in rep.alerts:
             out.print(f"[yellow]⚠ {a.message}[/yellow]")

@@ -18,6 +18,7 @@ import click
 
 if TYPE_CHECKING:
     from quotaflow.config.model import Config
+    from quotaflow.engine.pricing import Price
     from quotaflow.gateway import Gateway
 
 
@@ -155,6 +156,7 @@ async def run_server(
         )
         echo_key_lines(gateway)
     sys.stdout.flush()
+    warm_prices(gateway, quiet)
     await stop.wait()
 
     def say(line: str) -> None:
@@ -175,6 +177,27 @@ NO_KEYS = (
 )
 
 
+def warm_prices(gateway: Gateway, quiet: bool) -> None:
+    """Read the catalog's prices in a background thread (the price table is imported there,
+    off the start path), then warn once per catalog model with no known price."""
+    from quotaflow.config.prices import warm_in_background
+
+    policy = gateway.config.settings.unpriced
+
+    def warn(unpriced: list[tuple[str, str, Price]]) -> None:
+        for provider, model, price in unpriced:
+            how = (
+                f"booked at ${price.input:g} / ${price.output:g} per million tokens in / out, "
+                f"flagged as estimated (settings.unpriced: {policy})"
+            )
+            gateway.observer.unpriced(provider, model, how)
+            if not quiet:
+                click.echo(f"warning: no known price for {provider}/{model}: {how}")
+        sys.stdout.flush()
+
+    warm_in_background(list(gateway.config.providers.values()), warn)
+
+
 def echo_key_lines(gateway: Gateway) -> None:
     """What the gateway will enforce, one line per key (its label, never the secret), the
     configuration's hints, or how to add a key when there is none."""
@@ -185,15 +208,6 @@ def echo_key_lines(gateway: Gateway) -> None:
         click.echo("  " + key_line(key, provider.limits if provider else ()))
     for note in gateway.config.notes:
         click.echo(f"hint: {note}")
-    policy = gateway.config.settings.unpriced
-    for p in gateway.config.providers.values():
-        for m in p.models.values():
-            if m.price.estimated:
-                click.echo(
-                    f"warning: no known price for {p.name}/{m.name}: booked at "
-                    f"${m.price.input:g} / ${m.price.output:g} per million tokens in / out, "
-                    f"flagged as estimated (settings.unpriced: {policy})"
-                )
     if not gateway.keys:
         click.echo(NO_KEYS)
 

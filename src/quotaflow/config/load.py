@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -23,12 +22,13 @@ from quotaflow.config.environment import (
     seed003_providers,
     seed003_settings,
 )
-from quotaflow.config.model import Config, unpriced_price
+from quotaflow.config.model import Config
 from quotaflow.config.presets import PRESETS, LimitPreset, ProviderPreset
+from quotaflow.config.prices import Override, known_among, model_price, priced_model
 from quotaflow.config.urls import check_base_url
 from quotaflow.engine.catalog import Deployment, Key, ModelInfo, Provider, Route
 from quotaflow.engine.limits import Limit
-from quotaflow.engine.pricing import Price
+from quotaflow.engine.pricing import PriceLike
 from quotaflow.engine.strategies.base import LearnedWeights, StrategySettings
 from quotaflow.engine.windows import parse_window
 from quotaflow.errors import ConfigError
@@ -240,11 +240,17 @@ def _limits(specs: list[LimitSpec], scope: str) -> tuple[Limit, ...]:
     return tuple(out.values())
 
 
-def _model_info(spec: ModelSpec | str, preset_models: dict[str, ModelInfo]) -> ModelInfo:
+PriceOf = Callable[[str, Override], PriceLike]
+
+
+def _model_info(
+    spec: ModelSpec | str, preset_models: dict[str, ModelInfo], price: PriceOf
+) -> ModelInfo:
     if isinstance(spec, str):
-        return preset_models.get(spec) or ModelInfo(spec, None, 128_000, 4_096, Price())
+        return preset_models.get(spec) or ModelInfo(
+            spec, None, 128_000, 4_096, price(spec, (None, None, None))
+        )
     base = preset_models.get(spec.name)
-    bp = base.price if base else Price()
     return ModelInfo(
         spec.name,
         spec.tier or (base.tier if base else None),
@@ -254,11 +260,7 @@ def _model_info(spec: ModelSpec | str, preset_models: dict[str, ModelInfo]) -> M
         spec.max_output
         if base is None or "max_output" in spec.model_fields_set
         else base.max_output,
-        Price(
-            bp.input if spec.input is None else spec.input,
-            bp.output if spec.output is None else spec.output,
-            bp.cached if spec.cached is None else spec.cached,
-        ),
+        price(spec.name, (spec.input, spec.output, spec.cached)),
         spec.kind or (base.kind if base else "chat"),
     )
 
@@ -281,29 +283,45 @@ def _provider(
         )
     if base_url is None:
         raise ConfigError(f"providers.{i}.base_url: required for a provider without a preset")
+    # Prices: the configuration's own, else the price table's (read when first needed),
+    # else settings.unpriced's stand-in among the provider's known prices.
+    prices_as = preset_name or spec.name
+    listed: dict[str, Override] = {
+        m.name: (None, None, None) for m in (preset.models if preset else ())
+    }
+    for ms in spec.models or ():
+        if isinstance(ms, str):
+            listed.setdefault(ms, (None, None, None))
+        else:
+            listed[ms.name] = (ms.input, ms.output, ms.cached)
+
+    def price(name: str, override: Override) -> PriceLike:
+        return model_price(
+            prices_as,
+            name,
+            base_url=base_url,
+            policy=settings.unpriced,
+            siblings=lambda: known_among(prices_as, base_url, listed),
+            override=override,
+        )
+
     preset_models = {
         m.name: ModelInfo(
             m.name,
             m.tier,
             m.context_window,
             m.max_output,
-            Price(m.input, m.output, m.cached, estimated=not m.priced),
+            price(m.name, (None, None, None)),
             m.kind,
         )
         for m in (preset.models if preset else ())
     }
-    if any(not m.priced for m in (preset.models if preset else ())):
-        stand_in = unpriced_price(Provider("", "", "", preset_models), settings.unpriced)
-        preset_models = {
-            n: info if not info.price.estimated else replace(info, price=stand_in)
-            for n, info in preset_models.items()
-        }
     if spec.models is None:
         models = preset_models
     else:
         models = {}
         for m in spec.models:
-            info = _model_info(m, preset_models)
+            info = _model_info(m, preset_models, price)
             models[info.name] = info
     if not models:
         raise ConfigError(
@@ -318,6 +336,7 @@ def _provider(
     ]
     provider = Provider(
         name=spec.name,
+        prices_as=prices_as,
         protocol=protocol,
         base_url=base_url.rstrip("/"),
         models=models,
@@ -404,7 +423,7 @@ def resolve(spec: ConfigSpec, env: Mapping[str, str] | None = None, source: str 
         deployments = []
         for j, d in enumerate(rs.deployments):
             p = providers[d.provider]
-            info = p.model(d.model)
+            info = priced_model(p, d.model, spec.settings.unpriced)
             deployments.append(
                 Deployment(
                     d.provider,

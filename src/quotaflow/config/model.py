@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from quotaflow.config.prices import priced_model
 from quotaflow.engine.catalog import Deployment, Key, ModelInfo, Provider, Route
 from quotaflow.engine.limits import Limit
-from quotaflow.engine.pricing import Price
 from quotaflow.engine.strategies.base import StrategySettings
 
 if TYPE_CHECKING:  # the pydantic schema is imported when a configuration is loaded
@@ -23,19 +23,6 @@ if TYPE_CHECKING:  # the pydantic schema is imported when a configuration is loa
 
 
 _TIERS = {"simple": "cheap", "complex": "capable"}
-
-
-def unpriced_price(provider: Provider, policy: str) -> Price:
-    """The stand-in price of a model with no known price (flagged ``estimated``): with
-    ``highest``, the highest input and output prices among the provider's priced models."""
-    if policy != "highest":
-        return Price(estimated=True)
-    known = [m.price for m in provider.models.values() if not m.price.estimated]
-    return Price(
-        max((p.input for p in known), default=0.0),
-        max((p.output for p in known), default=0.0),
-        estimated=True,
-    )
 
 
 def _default_storage() -> StorageSpec:
@@ -85,10 +72,7 @@ class Config:
     def priced(self, provider: Provider, name: str) -> ModelInfo:
         """``name`` at ``provider``: its catalog entry, else neutral defaults at the price
         ``settings.unpriced`` gives a model with no known price — never a silent $0."""
-        info = provider.models.get(name)
-        if info is not None:
-            return info
-        return replace(provider.model(name), price=unpriced_price(provider, self.settings.unpriced))
+        return priced_model(provider, name, self.settings.unpriced)
 
     def tier_route(self, complexity: str, named: Route) -> Route:
         """Seed 001's complexity hint, as written: ``simple`` → every catalog model of the cheap

@@ -1,20 +1,16 @@
-"""Provider presets as data: protocol, base URL, environment names, models, prices, free-tier limits.
+"""Provider presets as data: protocol, base URL, environment names, models, free-tier limits.
 
-Prices are USD per million tokens (input / output / cached input) as published by the
-providers around :data:`PRICES_AS_OF`. They are versioned package data,
-``quotaflow/data/prices.json`` (``version``, ``as_of``, ``models.<provider>.<model>``), so a
-price update is a data change; a config file overrides any of them per model
-(``providers[].models[].input/output/cached``). Default limits
-are seed 002's free-tier table (Cohere, AI21, Groq, HuggingFace, OpenAI, Google) and seed
-003's monthly budget for Anthropic; a provider without a known free tier gets none.
+Prices are not here: :mod:`quotaflow.config.prices` reads them from the maintained
+``genai-prices`` table when first needed, and a config file overrides any of them per model
+(``providers[].models[].input/output/cached``). Free-tier limits apply to keys on a free plan
+(``plan: free``): seed 002's free-tier table (Cohere, AI21, Groq, HuggingFace, OpenAI,
+Google) and seed 003's monthly budget for Anthropic; a provider without a known free tier
+gets none.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
 from quotaflow.types import Metric
 
@@ -25,10 +21,6 @@ class ModelPreset:
     tier: str  # "cheap" | "capable"
     context_window: int
     max_output: int
-    input: float = 0.0
-    output: float = 0.0
-    cached: float | None = None
-    priced: bool = False  # False: the price table does not know it (settings.unpriced applies)
     kind: str = "chat"  # "chat" | "embedding"
 
 
@@ -88,44 +80,8 @@ def _e(name: str, ctx: int) -> ModelPreset:
     return ModelPreset(name, "cheap", ctx, 1, kind="embedding")
 
 
-def load_price_table() -> dict[str, Any]:
-    """The packaged price table: ``{"version", "as_of", "models": {provider: {model: price}}}``."""
-    try:  # the package's own folder: no need to import importlib.resources for that
-        text = (Path(__file__).parent.parent / "data" / "prices.json").read_text(encoding="utf-8")
-    except OSError:  # installed as a zip archive
-        from importlib import resources
-
-        data = resources.files("quotaflow").joinpath("data/prices.json")
-        text = data.read_text(encoding="utf-8")
-    table: dict[str, Any] = json.loads(text)
-    return table
-
-
-PRICE_TABLE = load_price_table()
-PRICES_VERSION: int = PRICE_TABLE["version"]
-PRICES_AS_OF: str = PRICE_TABLE["as_of"]
-
-
-def _priced(preset: ProviderPreset, table: dict[str, Any]) -> ProviderPreset:
-    """``preset`` with each model's price from ``table`` (a model not listed is unpriced)."""
-    prices = table["models"].get(preset.name, {})
-    models = []
-    for m in preset.models:
-        price = prices.get(m.name)
-        if price is not None:
-            m = replace(
-                m,
-                input=float(price["input"]),
-                output=float(price["output"]),
-                cached=None if price.get("cached") is None else float(price["cached"]),
-                priced=True,
-            )
-        models.append(m)
-    return replace(preset, models=tuple(models))
-
-
 PRESETS: dict[str, ProviderPreset] = {
-    p.name: _priced(replace(p, patterns=MODEL_PATTERNS.get(p.name, ())), PRICE_TABLE)
+    p.name: replace(p, patterns=MODEL_PATTERNS.get(p.name, ()))
     for p in (
         ProviderPreset(
             "cohere",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from quotaflow.engine.limits import Limit
-from quotaflow.engine.pricing import Price
+from quotaflow.engine.pricing import Price, PriceLike
 
 
 def mask_secret(secret: str) -> str:
@@ -27,7 +27,7 @@ class ModelInfo:
     tier: str | None
     context_window: int
     max_output: int
-    price: Price
+    price: PriceLike
     kind: str = "chat"  # "chat" | "embedding": which doors can reach it
 
 
@@ -54,6 +54,7 @@ class Provider:
 
     ttfb_timeout_s: float | None = None  # None: the settings' default
     stream_max_s: float | None = None
+    prices_as: str = ""  # the name its models' prices are looked up under (its preset's)
 
     def model(self, name: str) -> ModelInfo:
         """The model's info; an unknown model gets neutral defaults and no price."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from quotaflow.engine.limits import Limit, LimitUsage
-from quotaflow.engine.pricing import Price
+from quotaflow.engine.pricing import PriceLike
 
 EPS = 1e-9  # slack of the fit test (float sums of claims)
 
@@ -67,7 +67,7 @@ def _fmt(x: float) -> str:
 
 
 def completion_headroom(
-    limits: Sequence[Limit], usages: Mapping[str, LimitUsage], prompt_tokens: int, price: Price
+    limits: Sequence[Limit], usages: Mapping[str, LimitUsage], prompt_tokens: int, price: PriceLike
 ) -> float:
     """The most completion tokens that still fit every token and cost limit (``inf`` if none bind)."""
     room = math.inf
@@ -89,7 +89,7 @@ def plan_reservation(
     prompt_tokens: int,
     requested_max_tokens: int | None,
     model_max_output: int,
-    price: Price,
+    price: PriceLike,
     min_completion_tokens: int = 1,
     choices: int = 1,
 ) -> Plan | Shortfall:

@@ -28,7 +28,7 @@ from quotaflow.config.model import Config
 from quotaflow.engine import health as hl
 from quotaflow.engine.candidates import Candidate, RequestFacts
 from quotaflow.engine.catalog import Deployment, Key, Provider, Route
-from quotaflow.errors import BadRequest, QuotaflowError, UnsupportedByProtocol
+from quotaflow.errors import BadRequest, QuotaExhausted, QuotaflowError, UnsupportedByProtocol
 from quotaflow.gateway.booking import Booking, SecretMask
 from quotaflow.gateway.outcomes import (
     Attempt,
@@ -214,6 +214,10 @@ class Attempts:
         try:
             out = await self._run(req, ctx, route, facts, rid)
         except QuotaflowError as exc:
+            if isinstance(exc, QuotaExhausted):
+                await self._booking.refused(
+                    rid, seen.attempts + 1, route, ctx, req.model, exc.message, stream=req.stream
+                )
             obs.finish(seen, exc.status, error_kind_of(exc), exc.message)
             exc.observed = True
             raise

@@ -27,6 +27,7 @@ from quotaflow.config.model import Config
 from quotaflow.engine import health as hl
 from quotaflow.engine.catalog import Key, Route, mask_secret
 from quotaflow.engine.limits import Limit
+from quotaflow.engine.pricing import COST_ESTIMATED
 from quotaflow.engine.stats import Outcome
 from quotaflow.engine.windows import next_reset, parse_window
 from quotaflow.gateway.keyring import Keyring
@@ -107,7 +108,6 @@ def _mask_json(value: Any, mask: Callable[[str], str]) -> Any:
     return value
 
 
-COST_ESTIMATED = "cost estimated: the model has no known price"
 INVALID_SETTING = "key_invalid:"  # + key id → "<secret digest>@<ts>@<reason>"
 
 
@@ -410,6 +410,40 @@ class Booking:
             limits=limits,
         )
         return row
+
+    async def refused(
+        self,
+        rid: str,
+        attempt: int,
+        route: Route,
+        ctx: CallContext,
+        model: str,
+        message: str,
+        *,
+        stream: bool,
+    ) -> None:
+        """Book a request no key could take (429): a ``refused`` row with no use, so the
+        dashboard, reports and the session summary count it from the ledger alike. A ledger
+        that cannot take it does not change the answer: the request is refused anyway."""
+        row = LedgerRow(
+            request_id=rid,
+            attempt=attempt,
+            ts=self._clock.now(),
+            agent=ctx.agent,
+            route=route.name,
+            model=model,
+            status="refused",
+            error_kind="quota_exhausted",
+            http_status=429,
+            stream=stream,
+            door=ctx.door,
+            detail=self.mask.text(message)[:500],
+        )
+        try:
+            await self.ledger.append([row])
+        except Exception:
+            return
+        self._keyring.changes += 1
 
     async def reported(
         self,

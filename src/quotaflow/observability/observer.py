@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from quotaflow.clock import Clock, SystemClock
+from quotaflow.engine.pricing import COST_ESTIMATED
 from quotaflow.observability.logs import ACCESS_LOGGER, EventLog
 from quotaflow.observability.metrics import Metrics
 
@@ -57,6 +58,8 @@ class BookedAttempt(Protocol):
     def latency_ms(self) -> float | None: ...
     @property
     def ttfb_ms(self) -> float | None: ...
+    @property
+    def detail(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -138,7 +141,8 @@ class Observer:
         self.access = logging.getLogger(ACCESS_LOGGER)
         # Requests that ended without an answer, newest last: refusals leave no ledger row.
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
-        self._unpriced_seen: set[tuple[str, str]] = set()
+        # Models booked at a stand-in price, and what was said about each (once).
+        self.unpriced_models: dict[tuple[str, str], str] = {}
         self.open: dict[str, RequestObs] = {}  # requests under way, by request id
         self._flushed_at = self.clock.monotonic()
 
@@ -220,8 +224,8 @@ class Observer:
             req.ttfb_ms = row.ttfb_ms
         ok = row.status == "ok"
         kind = row.error_kind or ""
-        if ok and row.cost_usd == 0 and row.prompt_tokens + row.completion_tokens > 0:
-            self._unpriced(row.provider, row.model)
+        if ok and (row.detail or "").startswith(COST_ESTIMATED):
+            self.unpriced(row.provider, row.model, row.detail or COST_ESTIMATED)
         m = self.metrics
         if m is not None:
             m.attempt(row.provider, row.key_id, row.model, row.status, kind)
@@ -282,16 +286,19 @@ class Observer:
             level=logging.INFO,
         )
 
-    def _unpriced(self, provider: str, model: str) -> None:
-        if (provider, model) in self._unpriced_seen:
+    def unpriced(self, provider: str, model: str, how: str) -> None:
+        """Warn once per model with no known price (its cost is a stand-in, ``how``): in the
+        server's log and, through :attr:`unpriced_models`, on the dashboard."""
+        if (provider, model) in self.unpriced_models:
             return
-        self._unpriced_seen.add((provider, model))
+        message = f"no known price for {provider}/{model}: {how}"
+        self.unpriced_models[(provider, model)] = message
         self.events.warn(
             "unpriced_model",
             f"{provider}/{model}",
-            f"model {model} of {provider} has no price: its cost is booked as 0 USD",
-            hint="unless it is free, give it input/output prices (USD per million tokens) "
-            "under the provider's models",
+            message,
+            hint="give it input/output prices (USD per million tokens) under the provider's "
+            "models; reports mark the costs it adds as estimated",
         )
 
     def refused(self, door: str, status: int, error_kind: str, message: str) -> None:

@@ -63,6 +63,7 @@ async def collect_report(
         priorities=priorities,
         alert_levels=engine.settings.alert_levels,
         avg_tokens_per_day=avg_tokens_per_day,
+        outcomes=await ledger.request_counts(since, until),
     )
 
 

@@ -27,6 +27,7 @@ CSV_FIELDS = (
     "completion_tokens",
     "total_tokens",
     "cost_usd",
+    "cost_estimated",
 )
 
 
@@ -72,6 +73,7 @@ def _cells(t: UsageTotals) -> tuple[str, ...]:
         str(t.completion_tokens),
         str(t.total_tokens),
         f"{t.cost_usd:.6f}",
+        "true" if t.estimated_cost else "false",
     )
 
 
@@ -98,6 +100,9 @@ def to_text(report: UsageReport, tz: ZoneInfo, *, compact: bool = False) -> str:
         for g in report.groups:
             lines.append(_text_row(g))
     lines.append(_text_row(report.total))
+    lines += ["", outcomes_line(report)]
+    if report.total.estimated_cost:
+        lines.append(ESTIMATED_NOTE)
     if report.alerts and not compact:
         lines += ["", "ALERTS", *(f"  {a.message}" for a in report.alerts)]
     if report.lifespan is not None:
@@ -112,11 +117,30 @@ def to_text(report: UsageReport, tz: ZoneInfo, *, compact: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+ESTIMATED_NOTE = (
+    "~ cost estimated: part of it is booked at a stand-in price (a model with no known "
+    "price, settings.unpriced) or on guessed tokens"
+)
+
+
+def cost_text(t: UsageTotals, digits: int = 6) -> str:
+    """A cost, marked ``~`` when part of it is an estimate."""
+    return f"{'~' if t.estimated_cost else ''}{t.cost_usd:.{digits}f}"
+
+
+def outcomes_line(report: UsageReport) -> str:
+    o = report.outcomes
+    return (
+        f"requests: {o.requests:,} — {o.answered:,} answered, {o.refused:,} refused "
+        f"(no key could take them), {o.failed:,} failed"
+    )
+
+
 def _text_row(t: UsageTotals) -> str:
     name = t.group if len(t.group) <= 28 else t.group[:27] + "…"
     return (
         f"  {name:<28} {t.attempts:>9} {t.requests:>9} {t.errors:>7} {t.prompt_tokens:>11}"
-        f" {t.completion_tokens:>11} {t.total_tokens:>12} {t.cost_usd:>12.6f}"
+        f" {t.completion_tokens:>11} {t.total_tokens:>12} {cost_text(t):>12}"
     )
 
 

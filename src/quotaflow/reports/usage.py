@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from quotaflow.engine.catalog import Key
 from quotaflow.engine.limits import LimitUsage, state_of
-from quotaflow.storage.base import UsageTotals
+from quotaflow.storage.base import RequestCounts, UsageTotals
 
 GROUPS = ("provider", "key", "agent", "model", "day")
 DEFAULT_TOKENS_PER_REQUEST = 1000.0  # converts request quotas when the ledger has no history
@@ -34,6 +34,7 @@ def total_of(rows: Iterable[UsageTotals], name: str = "TOTAL") -> UsageTotals:
             t.completion_tokens + r.completion_tokens,
             t.total_tokens + r.total_tokens,
             t.cost_usd + r.cost_usd,
+            estimated_cost=t.estimated_cost + r.estimated_cost,
         )
     return t
 
@@ -254,6 +255,8 @@ class UsageReport:
     quotas: list[QuotaLine] = field(default_factory=list)
     alerts: list[AlertLine] = field(default_factory=list)
     lifespan: Lifespan | None = None
+    # Client requests by how they ended (the dashboard and the session summary count alike).
+    outcomes: RequestCounts = field(default_factory=RequestCounts)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data; infinite lifespans become ``null`` with ``unlimited: true``."""
@@ -268,6 +271,7 @@ class UsageReport:
             "quotas": [asdict(q) for q in self.quotas],
             "alerts": [asdict(a) for a in self.alerts],
             "lifespan": None,
+            "request_outcomes": self.outcomes.to_dict(),
         }
         if self.lifespan is not None:
             ls = self.lifespan
@@ -294,6 +298,8 @@ def _totals_dict(t: UsageTotals) -> dict[str, Any]:
     if not d.get("provider"):
         d.pop("provider", None)
     d["cost_usd"] = round(t.cost_usd, 10)
+    # True when part of the cost is an estimate (a model with no known price, guessed tokens)
+    d["cost_estimated"] = t.estimated_cost > 0
     return d
 
 
@@ -308,6 +314,7 @@ def build_report(
     priorities: Mapping[str, int],
     alert_levels: Sequence[float],
     avg_tokens_per_day: float | None,
+    outcomes: RequestCounts | None = None,
 ) -> UsageReport:
     """Assemble the report; ``groups`` already grouped (days regrouped by the caller)."""
     total = total_of(groups)
@@ -326,6 +333,7 @@ def build_report(
         quotas,
         threshold_alerts(quotas, alert_levels),
         life,
+        outcomes or RequestCounts(),
     )
 
 

@@ -43,11 +43,14 @@ def months_back(gw: Gateway, n: int) -> list[Month]:
     return out
 
 
-def measure_json(m: Measure) -> dict[str, Any]:
+def measure_json(m: Measure, estimated: bool = False) -> dict[str, Any]:
+    """Usage as the API shows it; ``cost_estimated`` when part of the cost is an estimate
+    (a model with no known price, booked at a stand-in, or guessed tokens)."""
     return {
         "tokens_used": int(m.tokens),
         "requests": int(m.requests),
         "cost_usd": round(m.cost, 6),
+        "cost_estimated": estimated,
     }
 
 
@@ -69,6 +72,7 @@ def level_of(share: float, levels: list[float]) -> str:
 async def summary(gw: Gateway, store: ManagementStore) -> dict[str, Any]:
     month = months_back(gw, 1)[0]
     by = await store.usage_by(["agent", "provider"], month.start, month.end)
+    guessed = await store.estimated_cost_groups(["agent", "provider"], month.start, month.end)
     total = Measure()
     agents: dict[str, Measure] = {}
     providers: dict[str, Measure] = {}
@@ -80,7 +84,7 @@ async def summary(gw: Gateway, store: ManagementStore) -> dict[str, Any]:
     prov_json: dict[str, Any] = {}
     for name in {*rows, *(p for p in providers if p)}:
         r = rows.get(name)
-        d = measure_json(providers.get(name, Measure()))
+        d = measure_json(providers.get(name, Measure()), any(p == name for _, p in guessed))
         d.update(
             {
                 "quota_total": as_number(r.quota_total) if r else 0,
@@ -91,9 +95,11 @@ async def summary(gw: Gateway, store: ManagementStore) -> dict[str, Any]:
         prov_json[name] = d
     return {
         "month": month.label,
-        "total": measure_json(total),
+        "total": measure_json(total, bool(guessed)),
         "providers": dict(sorted(prov_json.items())),
-        "agents": {a: measure_json(m) for a, m in sorted(agents.items())},
+        "agents": {
+            a: measure_json(m, any(g == a for g, _ in guessed)) for a, m in sorted(agents.items())
+        },
     }
 
 
@@ -102,13 +108,14 @@ async def agent_usage(
 ) -> dict[str, Any]:
     month = months_back(gw, 1)[0]
     by = await store.usage_by(["provider"], month.start, month.end, agent=name)
+    guessed = await store.estimated_cost_groups(["provider"], month.start, month.end, agent=name)
     total = Measure()
     for m in by.values():
         total = _add(total, m)
     usages = await gw.counters.snapshot(agent.limits, gw.clock.now()) if agent else {}
     providers: dict[str, Any] = {}
     for (provider,), m in by.items():
-        providers[provider] = measure_json(m)
+        providers[provider] = measure_json(m, (provider,) in guessed)
     for lim in agent.limits if agent else ():
         _, at, p = lim.scope.partition("@")
         if at and lim.metric == "tokens" and lim.window.kind == "month":
@@ -122,7 +129,7 @@ async def agent_usage(
         "ai_name": name,
         "registered": agent is not None,
         "month": month.label,
-        **measure_json(total),
+        **measure_json(total, bool(guessed)),
         "providers": providers,
         "budgets": [limit_json(usages[lim.id]) for lim in (agent.limits if agent else ())],
         "provider_order": list(spec.providers) if spec else [],

@@ -136,6 +136,42 @@ class UsageTotals:
     total_tokens: int = 0
     cost_usd: float = 0.0
     provider: str = ""  # for ``key`` grouping: the key's provider
+    estimated_cost: int = 0  # rows whose cost is an estimate (a stand-in price or guessed tokens)
+
+
+# How long after a request's first attempt its later attempts are looked for: they begin
+# within the request's deadline (settings.request_timeout_s, 120 s by default).
+REQUEST_SPREAD_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """Client requests by how they ended, counted from the ledger the same way everywhere
+    (the dashboard, reports, the session summary's check): ``answered`` when a key answered,
+    ``refused`` when no key could take it (429), ``failed`` when every attempt failed."""
+
+    answered: int = 0
+    refused: int = 0
+    failed: int = 0
+
+    @property
+    def requests(self) -> int:
+        return self.answered + self.refused + self.failed
+
+    def __add__(self, other: RequestCounts) -> RequestCounts:
+        return RequestCounts(
+            self.answered + other.answered,
+            self.refused + other.refused,
+            self.failed + other.failed,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "answered": self.answered,
+            "refused": self.refused,
+            "failed": self.failed,
+        }
 
 
 class LedgerStore(Protocol):
@@ -175,6 +211,12 @@ class LedgerStore(Protocol):
         self, group: str, since: float | None = None, until: float | None = None
     ) -> list[UsageTotals]:
         """Finished rows in ``[since, until)`` summed per ``group`` (one of :data:`USAGE_GROUPS`)."""
+        ...
+
+    async def request_counts(
+        self, since: float | None = None, until: float | None = None
+    ) -> RequestCounts:
+        """Client requests (``source='proxy'``) begun in ``[since, until)`` by how they ended."""
         ...
 
     async def burn_events(

@@ -66,4 +66,14 @@ class ManagementStore(Protocol):
         until: float | None = None,
         agent: str | None = None,
     ) -> dict[tuple[str, ...], Measure]: ...
+    async def estimated_cost_groups(
+        self,
+        group: Sequence[str],
+        since: float,
+        until: float | None = None,
+        agent: str | None = None,
+    ) -> set[tuple[str, ...]]:
+        """The groups of :meth:`usage_by` whose cost is partly an estimate."""
+        ...
+
     async def agents_seen(self, since: float) -> list[str]: ...

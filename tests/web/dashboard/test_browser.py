@@ -3,8 +3,8 @@ against a real ``quotaflow serve`` and a fake provider.
 
 Needs ``apt-get install -y chromium`` and ``pip install playwright`` (never
 ``playwright install``: no browser is downloaded). Without them the tests skip, except
-under ``CI=true``, where they fail. Screenshots go to ``test-artifacts/dashboard/``; with
-``QUOTAFLOW_UPDATE_SCREENSHOT=1`` the desktop one is also copied to ``docs/dashboard.png``.
+under ``CI=true``, where they fail. Screenshots go to ``test-artifacts/dashboard/``; the
+pictures in ``docs/`` are made by ``scripts/screenshots.py`` alone.
 """
 
 from __future__ import annotations
@@ -387,9 +387,7 @@ def test_screenshots(
         page.wait_for_selector("#conn[data-state=live]")
         sign_in(page, gateway.token)
         page.wait_for_selector("#banner:not([hidden])")
-        update_docs = name == "desktop" and os.environ.get("QUOTAFLOW_UPDATE_SCREENSHOT") == "1"
-        # the forecast is recomputed at most every 5 s: let it catch up for the README
-        page.wait_for_timeout(6500 if update_docs else 1500)
+        page.wait_for_timeout(1500)
         page.evaluate("document.getElementById('toast').classList.remove('show')")
         page.wait_for_timeout(300)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -399,9 +397,6 @@ def test_screenshots(
         page.screenshot(path=str(shot), full_page=True)
         page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}-viewport.png"))
         assert shot.stat().st_size > 10_000
-        if update_docs:  # the top of the page: status, recommendation, keys, charts
-            clip = {"x": 0, "y": 0, "width": width, "height": 1900}
-            page.screenshot(path=str(ROOT / "docs" / "dashboard.png"), full_page=True, clip=clip)
         assert w.errors == [] and w.dialogs == []
     finally:
         context.close()

@@ -10,8 +10,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from quotaflow.engine.pricing import COST_ESTIMATED
 from quotaflow.engine.stats import ModelStats
-from quotaflow.storage.base import USAGE_GROUPS, LedgerQuery, LedgerRow, UsageTotals
+from quotaflow.storage.base import (
+    REQUEST_SPREAD_S,
+    USAGE_GROUPS,
+    LedgerQuery,
+    LedgerRow,
+    RequestCounts,
+    UsageTotals,
+)
 from quotaflow.storage.management import MGMT_VERSION, AlertRow, ManagedKeyRow
 from quotaflow.types import Measure
 
@@ -32,16 +40,36 @@ def scope_condition(scope: str) -> tuple[str, tuple[Any, ...]]:
     return f"{column}=?", (name,)
 
 
-def span(cond: str, since: float | None, until: float | None) -> tuple[str, tuple[Any, ...]]:
-    """``cond`` narrowed to ``since <= ts < until`` (either bound optional)."""
+def span(
+    cond: str, since: float | None, until: float | None, *, column: str = "ts"
+) -> tuple[str, tuple[Any, ...]]:
+    """``cond`` narrowed to ``since <= column < until`` (either bound optional)."""
     parts, params = [cond], []
     if since is not None:
-        parts.append("ts>=?")
+        parts.append(f"{column}>=?")
         params.append(since)
     if until is not None:
-        parts.append("ts<?")
+        parts.append(f"{column}<?")
         params.append(until)
     return " AND ".join(parts), tuple(params)
+
+
+def _usage_where(
+    group: Sequence[str], since: float, until: float | None, agent: str | None
+) -> tuple[list[str], str, list[Any]]:
+    """The columns, condition and parameters of a ``usage_by``-style query."""
+    cols = [c for c in group if c in ("agent", "provider", "key_id", "model")]
+    if len(cols) != len(group):
+        raise ValueError(f"cannot group usage by {list(group)}")
+    where = "ts>=? AND status!='pending'"
+    params: list[Any] = [since]
+    if until is not None:
+        where += " AND ts<?"
+        params.append(until)
+    if agent is not None:
+        where += " AND agent=?"
+        params.append(agent)
+    return cols, where, params
 
 
 def group_text(value: Any) -> str:
@@ -50,6 +78,13 @@ def group_text(value: Any) -> str:
         return str(int(value))
     return str(value)
 
+
+# A row whose cost is an estimate: booked at a stand-in price (no known price), or with
+# tokens guessed (a stream that reported none, an attempt a crash left pending).
+ESTIMATED_COST = (
+    "status NOT IN ('error','refused') AND "
+    f"(CAST(estimated AS INTEGER)=1 OR detail LIKE '{COST_ESTIMATED}%')"
+)
 
 COLUMNS = (
     "id, request_id, attempt, ts, agent, route, provider, key_id, model, prompt_tokens, "
@@ -292,17 +327,7 @@ class SqlLedger(ABC):
     ) -> dict[tuple[str, ...], Measure]:
         """Usage of settled rows in ``[since, until)`` grouped by ledger columns
         (``agent``, ``provider``, ``key_id``, ``model``), resets not applied."""
-        cols = [c for c in group if c in ("agent", "provider", "key_id", "model")]
-        if len(cols) != len(group):
-            raise ValueError(f"cannot group usage by {list(group)}")
-        where = "ts>=? AND status!='pending'"
-        params: list[Any] = [since]
-        if until is not None:
-            where += " AND ts<?"
-            params.append(until)
-        if agent is not None:
-            where += " AND agent=?"
-            params.append(agent)
+        cols, where, params = _usage_where(group, since, until, agent)
         select = ", ".join(cols) if cols else "''"
         sql = (
             f"SELECT {select}, COALESCE(SUM(total_tokens),0), COALESCE(SUM(requests),0), "
@@ -316,6 +341,20 @@ class SqlLedger(ABC):
             out[key] = Measure(float(row[n]), float(row[n + 1]), float(row[n + 2]))
         return out
 
+    async def estimated_cost_groups(
+        self,
+        group: Sequence[str],
+        since: float,
+        until: float | None = None,
+        agent: str | None = None,
+    ) -> set[tuple[str, ...]]:
+        cols, where, params = _usage_where(group, since, until, agent)
+        select = ", ".join(cols) if cols else "''"
+        sql = f"SELECT DISTINCT {select} FROM ledger WHERE {where} AND {ESTIMATED_COST}"
+        return {
+            tuple(str(v) for v in row[: len(cols)]) for row in await self.fetch(sql, tuple(params))
+        }
+
     async def agents_seen(self, since: float) -> list[str]:
         rows = await self.fetch("SELECT DISTINCT agent FROM ledger WHERE ts>=?", (since,))
         return sorted(str(r[0]) for r in rows)
@@ -327,12 +366,14 @@ class SqlLedger(ABC):
         if group not in USAGE_GROUPS:
             raise ValueError(f"unknown grouping {group!r} (use one of {', '.join(USAGE_GROUPS)})")
         column = self.SLOT_SQL if group == "slot" else _GROUP_COLUMNS[group]
-        where, params = span("status!='pending'", since, until)
+        # a refused request is no attempt: request_counts() counts it
+        where, params = span("status NOT IN ('pending','refused')", since, until)
         sql = (
             f"SELECT {column} AS g, COUNT(*), COALESCE(SUM(requests),0), "
             "COALESCE(SUM(CASE WHEN status IN ('error','crashed') THEN 1 ELSE 0 END),0), "
             "COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), "
-            "COALESCE(SUM(total_tokens),0), COALESCE(SUM(cost_usd),0), MAX(provider) "
+            "COALESCE(SUM(total_tokens),0), COALESCE(SUM(cost_usd),0), MAX(provider), "
+            f"COALESCE(SUM(CASE WHEN {ESTIMATED_COST} THEN 1 ELSE 0 END),0) "
             f"FROM ledger WHERE {where} GROUP BY g ORDER BY g"
         )
         return [
@@ -346,10 +387,34 @@ class SqlLedger(ABC):
                 total_tokens=int(t),
                 cost_usd=float(cost),
                 provider=str(prov or "") if group == "key" else "",
+                estimated_cost=int(est),
             )
-            for g, n, r, e, p, c, t, cost, prov in await self.fetch(sql, params)
+            for g, n, r, e, p, c, t, cost, prov, est in await self.fetch(sql, params)
             if n
         ]
+
+    async def request_counts(
+        self, since: float | None = None, until: float | None = None
+    ) -> RequestCounts:
+        # A request belongs where its first attempt began; its later attempts are read up to
+        # REQUEST_SPREAD_S after ``until`` so that it is counted once, by how it ended.
+        where, params = span(
+            "source='proxy' AND status!='pending'",
+            since,
+            None if until is None else until + REQUEST_SPREAD_S,
+        )
+        first, first_params = span("1=1", since, until, column="MIN(ts)")
+        sql = (
+            "SELECT outcome, COUNT(*) FROM (SELECT request_id, CASE "
+            "WHEN SUM(CASE WHEN status='ok' THEN 1 ELSE 0 END)>0 THEN 'answered' "
+            "WHEN SUM(CASE WHEN status='refused' THEN 1 ELSE 0 END)>0 THEN 'refused' "
+            f"ELSE 'failed' END AS outcome FROM ledger WHERE {where} GROUP BY request_id "
+            f"HAVING {first}) o GROUP BY outcome"
+        )
+        counts = {str(k): int(n) for k, n in await self.fetch(sql, (*params, *first_params))}
+        return RequestCounts(
+            counts.get("answered", 0), counts.get("refused", 0), counts.get("failed", 0)
+        )
 
     async def burn_events(
         self, scope: str, since: float, until: float

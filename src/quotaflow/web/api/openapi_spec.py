@@ -569,12 +569,14 @@ def paths() -> dict[str, Schema]:
         },
         "/api/session-summary": {
             "get": op(
-                "Requests, successes, failures, totalTokens, successRate since start",
+                "Requests, successes, failures (refused: of them, no key could take it), "
+                "totalTokens, successRate since start",
                 ok_obj(
                     {
                         "requests": INT,
                         "successes": INT,
                         "failures": INT,
+                        "refused": INT,
                         "totalTokens": INT,
                         "successRate": NUM,
                     }

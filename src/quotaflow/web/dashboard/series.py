@@ -19,7 +19,7 @@ from typing import Any
 from quotaflow.engine.windows import Window, next_reset, window_start
 from quotaflow.gateway import Gateway
 from quotaflow.reports.collect import collect_forecast
-from quotaflow.storage.base import LedgerQuery, LedgerRow
+from quotaflow.storage.base import REQUEST_SPREAD_S, LedgerQuery, LedgerRow, RequestCounts
 from quotaflow.storage.management import ManagementStore
 
 BUCKET_S = 60.0
@@ -65,7 +65,9 @@ class SeriesCache:
         self.gw = gw
         self.store = store
         self._buckets: dict[float, Bucket] = {}
-        self._days: dict[float, tuple[float, float]] = {}  # day start → (tokens, cost)
+        # day start → (tokens, cost, whether part of the cost is an estimate)
+        self._days: dict[float, tuple[float, float, bool]] = {}
+        self._outcomes: dict[float, RequestCounts] = {}  # minute start → its requests
         self._forecast: dict[str, Any] | None = None
         self._forecast_at = -math.inf
         self._forecast_stamp: object = None
@@ -102,6 +104,31 @@ class SeriesCache:
             "latency_samples": [b.samples for b in out],
         }
 
+    async def outcomes(self, now: float) -> dict[str, Any]:
+        """Requests begun in the timeline's hour by how they ended (answered, refused,
+        failed), counted as reports count them; minutes whose requests can no longer
+        change are kept, the rest is one query."""
+        last = math.floor(now / BUCKET_S) * BUCKET_S
+        starts = [last - BUCKET_S * i for i in range(BUCKETS - 1, -1, -1)]
+        final_before = now - SETTLE_MARGIN_S - REQUEST_SPREAD_S
+        total = RequestCounts()
+        tail: float | None = None
+        for start in starts:
+            if start + BUCKET_S > final_before:
+                tail = start
+                break
+            got = self._outcomes.get(start)
+            if got is None:
+                got = self._outcomes[start] = await self.gw.ledger.request_counts(
+                    start, start + BUCKET_S
+                )
+            total += got
+        if tail is not None:
+            total += await self.gw.ledger.request_counts(tail, None)
+        for old in [s for s in self._outcomes if s < starts[0]]:
+            del self._outcomes[old]
+        return {"since": starts[0], **total.to_dict()}
+
     def _day_starts(self, now: float) -> list[float]:
         tz = self.gw.config.tz
         starts = [window_start(now, DAY, tz)]
@@ -120,11 +147,20 @@ class SeriesCache:
             if got is None:
                 by = await self.store.usage_by([], start, end)
                 m = by.get(())
-                got = (m.tokens, m.cost) if m else (0.0, 0.0)
+                guessed = bool(m and await self.store.estimated_cost_groups([], start, end))
+                got = (m.tokens, m.cost, guessed) if m else (0.0, 0.0, False)
                 if end <= now - SETTLE_MARGIN_S:
                     self._days[start] = got
             day = datetime.fromtimestamp(start, tz).strftime("%Y-%m-%d")
-            out.append({"day": day, "start": start, "tokens": got[0], "cost_usd": round(got[1], 6)})
+            out.append(
+                {
+                    "day": day,
+                    "start": start,
+                    "tokens": got[0],
+                    "cost_usd": round(got[1], 6),
+                    "cost_estimated": got[2],
+                }
+            )
         for old in [s for s in self._days if s < starts[0]]:
             del self._days[old]
         return out

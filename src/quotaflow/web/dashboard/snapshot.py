@@ -10,6 +10,7 @@ from typing import Any
 
 from quotaflow.engine.candidates import RequestFacts
 from quotaflow.engine.limits import state_of
+from quotaflow.engine.pricing import COST_ESTIMATED
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.runtime import Runtime
 from quotaflow.services import status
@@ -155,12 +156,20 @@ def with_refusals(
             "source": "proxy",
         }
         for r in recent
-        if r["status"] == "refused"
+        # turned away before routing (a 429 refusal has its own ledger row)
+        if r["status"] == "refused" and r.get("http_status") != 429
     ]
     if not refused:
         return rows
     merged = sorted([*rows, *refused], key=lambda r: r["ts"], reverse=True)
     return merged[:LOG_ROWS]
+
+
+def cost_estimated(r: LedgerRow) -> bool:
+    """Whether the row's cost is an estimate (the SQL twin is ``ESTIMATED_COST``)."""
+    if r.status in ("error", "refused"):
+        return False
+    return r.estimated or (r.detail or "").startswith(COST_ESTIMATED)
 
 
 def log_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
@@ -182,8 +191,10 @@ def log_json(rows: list[LedgerRow]) -> list[dict[str, Any]]:
             "completion_tokens": r.completion_tokens,
             "total_tokens": r.total_tokens,
             "cost_usd": round(r.cost_usd, 6),
+            "cost_estimated": cost_estimated(r),
             "latency_ms": None if r.latency_ms is None else round(r.latency_ms, 1),
             "error_kind": r.error_kind,
+            "http_status": r.http_status,
             "detail": (r.detail or "")[:200] or None,
             "stream": r.stream,
         }
@@ -276,6 +287,10 @@ async def build_snapshot(mg: Runtime, series: SeriesCache, stamp: object = None)
         "log": with_refusals(
             log_json(await gw.ledger.query(LedgerQuery(limit=LOG_ROWS))), gw.observer.recent
         ),
+        # requests of the last hour by how they ended, counted as reports count them
+        "requests": await series.outcomes(now),
+        # models booked at a stand-in price (no known price), one line each
+        "unpriced": sorted(gw.observer.unpriced_models.values()),
         "charts": {"timeline": timeline, "cost_per_day": await series.cost_per_day(now)},
         "forecast": await series.forecast(now, stamp),
         "agents": await agents_json(mg),

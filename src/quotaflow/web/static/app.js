@@ -90,7 +90,8 @@ function section(name, container, data, render) {
 
 function render(snap) {
   const admin = Boolean(snap.viewer && snap.viewer.admin);
-  section("status", $("status"), [snap.system, snap.status], () => views.renderStatus(snap.system, snap.status));
+  section("status", $("status"), [snap.system, snap.status, snap.requests], () => views.renderStatus(snap.system, snap.status, snap.requests));
+  section("unpriced", $("unpriced"), snap.unpriced || [], () => views.renderUnpriced(snap.unpriced));
   section("rec", $("recommendation"), [snap.recommendation, snap.status], () => views.renderRecommendation(snap.recommendation, snap.status));
   section("providers", $("providers"), [snap.providers, admin], () => renderProviders(snap.providers, admin, actions));
   const newestId = Math.max(0, ...snap.log.map((r) => r.id || 0));

@@ -15,8 +15,10 @@ function tile(name, value, detail, tone) {
     detail ? h("div", { class: "tile-detail" }, detail) : null);
 }
 
-/** The tiles; Health, Keys available and Emergency level read the one status (st). */
-export function renderStatus(sys, st) {
+/** The tiles; Health, Keys available and Emergency level read the one status (st);
+ * requests: the last hour's requests by how they ended, counted as reports count them. */
+export function renderStatus(sys, st, requests) {
+  const rq = requests || { requests: 0, answered: 0, refused: 0, failed: 0 };
   return [
     tile("Health", st.title, st.message, st.level),
     tile("Keys available", `${st.keys_available} / ${st.keys_total}`,
@@ -28,7 +30,24 @@ export function renderStatus(sys, st) {
       sys.forced_provider ? "accent" : null),
     tile("Emergency level", st.emergency, st.emergency_message, EMERGENCY_TONE[st.emergency]),
     tile("In flight", num(sys.in_flight), `strategy: ${sys.strategy}`),
+    tile("Refused (last hour)", num(rq.refused),
+      `no key could take them; of ${plural(rq.requests, "request")}, ${num(rq.answered)} answered, ${num(rq.failed)} failed`,
+      rq.refused ? "warning" : null),
   ];
+}
+
+/** One line per model booked at a stand-in price (it has no known price). */
+export function renderUnpriced(lines) {
+  if (!lines || !lines.length) return [];
+  return [h("ul", { class: "notices", "aria-label": "Models with no known price" },
+    lines.map((line) => h("li", null, "⚠ ", line)))];
+}
+
+/** A cost, marked "~" when part of it is an estimate (no known price, or guessed tokens). */
+function costCell(value, estimated) {
+  return estimated
+    ? h("span", { class: "estimated", title: "estimated: no known price, or tokens guessed" }, `~${usd(value)}`)
+    : usd(value);
 }
 
 function breakdownTable(b) {
@@ -112,7 +131,7 @@ export function renderLog(rows, newSince, filter = "all") {
       r.detail && !r.success ? h("div", { class: "detail" }, r.detail) : null),
     h("td", { class: "num" }, num(r.total_tokens),
       r.total_tokens ? h("span", { class: "muted" }, ` (${num(r.prompt_tokens)}+${num(r.completion_tokens)})`) : null),
-    h("td", { class: "num" }, usd(r.cost_usd)),
+    h("td", { class: "num" }, costCell(r.cost_usd, r.cost_estimated)),
     h("td", { class: "num" }, ms(r.latency_ms)))))))];
 }
 
@@ -145,7 +164,10 @@ export function renderCharts(charts, forecast, serverNow) {
     figure("Tokens per provider", tokens,
       legend(names.map((n) => [n, colorOf(n, names)]))),
     figure("Cost per day", cost, h("p", { class: "muted" },
-      `today ${usd(days.length ? days[days.length - 1].cost_usd : 0)}`)),
+      "today ", days.length ? costCell(days[days.length - 1].cost_usd, days[days.length - 1].cost_estimated) : usd(0),
+      days.some((d) => d.cost_estimated)
+        ? h("span", { class: "estimated", id: "cost-estimated" }, " · ~ includes estimated costs (a model with no known price)")
+        : null)),
     figure("Latency", latency, legend([["p50", "#6366f1"], ["p95", "#9333ea", true]])),
     renderForecast(forecast, serverNow),
   ];

@@ -1,0 +1,93 @@
+"""Refusals on the dashboard, in Chromium at 1366×768 and on a 390×844 phone: a request no
+key could take shows in the live log and in the "Refused (last hour)" tile, which counts the
+same requests as the session summary and ``quotaflow report``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.procs import fake_provider
+from tests.web.dashboard import test_browser as dashboard
+from tests.web.dashboard.test_browser import Gateway, Watched
+
+pytestmark = pytest.mark.browser
+browser = dashboard.browser  # the same headless Chromium fixture
+
+from playwright.sync_api import Browser  # noqa: E402
+
+VIEWPORTS = {"desktop": (1366, 768), "phone": (390, 844)}
+ANSWERED, REFUSED = 2, 3
+
+
+def refusals_yaml(fake_url: str) -> str:
+    return f"""
+server: {{dashboard_read_only_on_loopback: true}}
+settings: {{max_wait_s: 0}}
+providers:
+  - name: openai
+    base_url: {fake_url}/v1
+    models: [gpt-4o-mini]
+    keys:
+      - {{id: team-a, secret: sk-refusals-0001,
+          limits: [{{metric: requests, window: minute, amount: {ANSWERED}}}]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with fake_provider("openai") as fake:
+        gw = Gateway(fake.url, tmp_path_factory.mktemp("refusals") / "home")
+        gw.cfg.write_text(refusals_yaml(fake.url))
+        gw.start()
+        try:
+            for _ in range(ANSWERED):
+                gw.chat(model="gpt-4o-mini")
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            for _ in range(REFUSED):
+                status, answer, _ = gw.call("POST", "/v1/chat/completions", body)
+                assert status == 429, answer
+            yield gw
+        finally:
+            gw.stop()
+
+
+@contextlib.contextmanager
+def opened(browser: Browser, gateway: Gateway, width: int, height: int) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        w = Watched(context.new_page())
+        w.page.set_default_timeout(10_000)
+        w.page.goto(gateway.url + "/")
+        w.page.wait_for_selector("#conn[data-state=live]")
+        yield w
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+def test_refusals_show_in_the_tile_and_the_live_log(
+    browser: Browser, gateway: Gateway, viewport: str
+) -> None:
+    _, summary, _ = gateway.call("GET", "/api/session-summary")
+    assert summary["refused"] == REFUSED
+    with opened(browser, gateway, *VIEWPORTS[viewport]) as w:
+        page = w.page
+        tile = page.locator('[data-tile="Refused (last hour)"]')
+        tile.scroll_into_view_if_needed()
+        assert tile.is_visible()
+        assert tile.locator(".tile-value").inner_text() == str(summary["refused"])
+        assert "tone-warning" in (tile.get_attribute("class") or "")
+        detail = tile.locator(".tile-detail").inner_text()
+        assert f"of {ANSWERED + REFUSED} requests, {ANSWERED} answered" in detail
+        rows = page.locator("#log tbody tr")
+        refused = [r for r in rows.all() if "refused" in r.locator(".result").inner_text()]
+        assert len(refused) == REFUSED
+        refused[0].scroll_into_view_if_needed()
+        assert refused[0].is_visible()
+        assert "gpt-4o-mini" in refused[0].inner_text()
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
+        assert w.errors == [] and w.dialogs == []
