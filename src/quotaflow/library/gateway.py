@@ -42,6 +42,20 @@ from quotaflow.runtime import ConfigSource, data_home, open_engine, resolve_conf
 T = TypeVar("T")
 
 
+def _warm_prices(engine: Engine) -> None:
+    """Read the catalog's prices in a background thread (the price table is imported there,
+    not by the first request); a model with no known price is warned about once."""
+    from quotaflow.config.prices import stand_in_note, warm_in_background
+
+    policy = engine.config.settings.unpriced
+
+    def warn(unpriced: list[tuple[str, str, Any]]) -> None:
+        for provider, model, price in unpriced:
+            engine.observer.unpriced(provider, model, stand_in_note(price, policy))
+
+    warm_in_background(list(engine.config.providers.values()), warn)
+
+
 class AsyncGateway:
     """The engine on the caller's event loop. ``async with AsyncGateway() as gw: ...``."""
 
@@ -75,6 +89,7 @@ class AsyncGateway:
         )
         self._stack = stack
         self._agents = await _agent_registry(self._engine)
+        _warm_prices(self._engine)
 
     async def close(self) -> None:
         if self._stack is not None:
