@@ -124,7 +124,10 @@ def test_metrics_match_the_ledger_after_a_mixed_run(fresh_fake: Proc, home: Path
         statuses = mixed_run(fresh_fake, gw)
         assert statuses == {200: 6, 502: 1, 429: 1}
         text, fam = scrape(gw)
-    rows = [r for r in ledger_rows(home) if r["source"] == "proxy"]
+    booked = [r for r in ledger_rows(home) if r["source"] == "proxy"]
+    rows = [r for r in booked if r["status"] != "refused"]  # a refusal is no attempt
+    refused = [r for r in booked if r["status"] == "refused"]
+    assert len(refused) == total(fam["quotaflow_refusals"], "quotaflow_refusals_total") == 1
     attempts = fam["quotaflow_attempts"]
     for (key, status), n in Counter((r["key_id"], r["status"]) for r in rows).items():
         assert total(attempts, "quotaflow_attempts_total", key=key, outcome=status) == n

@@ -235,7 +235,11 @@ def test_all_exhausted_is_a_clear_429(fresh_fake: Proc, home: Path) -> None:
     assert "frees in" in body["message"]
     assert int(err.response.headers["retry-after"]) >= 1
     assert body["quotaflow"]["full_limits"] == ["key:a/tokens/day"]
-    assert len(ledger_rows(home)) == 1  # the refused request never went upstream
+    # the refused request never went upstream: its row is a refusal with no use
+    rows = ledger_rows(home)
+    assert [r["status"] for r in rows] == ["ok", "refused"]
+    assert (rows[1]["key_id"], rows[1]["total_tokens"], rows[1]["requests"]) == ("", 0, 0)
+    assert rows[1]["http_status"] == 429
 
 
 def test_client_errors_are_returned_not_retried(fresh_fake: Proc, home: Path) -> None:

@@ -72,9 +72,15 @@ def test_refused_and_answered_requests_are_counted_alike_everywhere(tmp_path: Pa
             answered,
             refused,
         )
-        assert summary["refused"] == refused
 
         rep = report(gw)
+        # the same requests: the summary's failures are the refused (and failed) ones
+        outcomes = rep["request_outcomes"]
+        assert (outcomes["requests"], outcomes["answered"]) == (
+            summary["requests"],
+            summary["successes"],
+        )
+        assert outcomes["refused"] + outcomes["failed"] == summary["failures"]
         assert rep["request_outcomes"] == {
             "requests": answered + refused, "answered": answered, "refused": refused, "failed": 0,
         }  # fmt: skip

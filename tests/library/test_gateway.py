@@ -82,7 +82,6 @@ def test_failures_come_back_as_success_false(fake: FakeProviderHandle, tmp_path:
             "requests": 1,
             "successes": 0,
             "failures": 1,
-            "refused": 0,
             "totalTokens": 0,
             "successRate": 0.0,
         }

@@ -180,16 +180,13 @@ NO_KEYS = (
 def warm_prices(gateway: Gateway, quiet: bool) -> None:
     """Read the catalog's prices in a background thread (the price table is imported there,
     off the start path), then warn once per catalog model with no known price."""
-    from quotaflow.config.prices import warm_in_background
+    from quotaflow.config.prices import stand_in_note, warm_in_background
 
     policy = gateway.config.settings.unpriced
 
     def warn(unpriced: list[tuple[str, str, Price]]) -> None:
         for provider, model, price in unpriced:
-            how = (
-                f"booked at ${price.input:g} / ${price.output:g} per million tokens in / out, "
-                f"flagged as estimated (settings.unpriced: {policy})"
-            )
+            how = stand_in_note(price, policy)
             gateway.observer.unpriced(provider, model, how)
             if not quiet:
                 click.echo(f"warning: no known price for {provider}/{model}: {how}")

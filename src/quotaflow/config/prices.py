@@ -264,3 +264,11 @@ def priced_model(provider: Provider, name: str, policy: str) -> ModelInfo:
         siblings=lambda: provider_known(provider),
     )
     return replace(provider.model(name), price=price)
+
+
+def stand_in_note(price: Price, policy: str) -> str:
+    """How a model with no known price is booked, in words (start-up, log, dashboard)."""
+    return (
+        f"booked at ${price.input:g} / ${price.output:g} per million tokens in / out, "
+        f"flagged as estimated (settings.unpriced: {policy})"
+    )

@@ -292,9 +292,8 @@ class SessionTotals:
     successes: int = 0
     failures: int = 0
     total_tokens: int = 0
-    refused: int = 0  # of the failures: no key could take it (429)
 
-    def book(self, ok: bool, tokens: int = 0, *, refused: bool = False) -> None:
+    def book(self, ok: bool, tokens: int = 0) -> None:
         """Count one finished request (answered or not) and the tokens it used."""
         self.requests += 1
         self.total_tokens += tokens
@@ -302,7 +301,6 @@ class SessionTotals:
             self.successes += 1
         else:
             self.failures += 1
-            self.refused += refused
 
     def summary(self) -> dict[str, Any]:
         """``{"requests", "successes", "failures", "totalTokens", "successRate"}`` as in the
@@ -312,7 +310,6 @@ class SessionTotals:
             "requests": self.requests,
             "successes": self.successes,
             "failures": self.failures,
-            "refused": self.refused,
             "totalTokens": self.total_tokens,
             "successRate": round(rate, 3),
         }

@@ -42,6 +42,20 @@ from quotaflow.runtime import ConfigSource, Runtime, data_home, open_runtime, re
 T = TypeVar("T")
 
 
+def _warm_prices(engine: Engine) -> None:
+    """Read the catalog's prices in a background thread (the price table is imported there,
+    not by the first request); a model with no known price is warned about once."""
+    from quotaflow.config.prices import stand_in_note, warm_in_background
+
+    policy = engine.config.settings.unpriced
+
+    def warn(unpriced: list[tuple[str, str, Any]]) -> None:
+        for provider, model, price in unpriced:
+            engine.observer.unpriced(provider, model, stand_in_note(price, policy))
+
+    warm_in_background(list(engine.config.providers.values()), warn)
+
+
 class AsyncGateway:
     """The engine on the caller's event loop. ``async with AsyncGateway() as gw: ...``."""
 
@@ -73,6 +87,7 @@ class AsyncGateway:
             open_runtime(self.config, self.home, clock=self._clock, settle=True)
         )
         self._stack = stack
+        _warm_prices(self._runtime.gateway)
 
     async def close(self) -> None:
         if self._stack is not None:

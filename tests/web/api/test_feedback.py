@@ -92,7 +92,7 @@ async def test_feedback_by_request_id_lands_on_the_key_model_that_answered(api: 
 async def test_session_summary_counts_requests_since_start(api: Api) -> None:
     status, body = await api.call("GET", "/api/session-summary", token=None)
     assert (status, body) == (200, {
-        "success": True, "requests": 0, "successes": 0, "failures": 0, "refused": 0, "totalTokens": 0,
+        "success": True, "requests": 0, "successes": 0, "failures": 0, "totalTokens": 0,
         "successRate": 0.0,
     })  # fmt: skip
     tokens = 0
@@ -101,7 +101,7 @@ async def test_session_summary_counts_requests_since_start(api: Api) -> None:
     status, body = await api.call("GET", "/api/session-summary", token=None)
     assert status == 200
     assert body == {
-        "success": True, "requests": 3, "successes": 3, "failures": 0, "refused": 0, "totalTokens": tokens,
+        "success": True, "requests": 3, "successes": 3, "failures": 0, "totalTokens": tokens,
         "successRate": 1.0,
     }  # fmt: skip
     assert tokens > 0

@@ -61,7 +61,7 @@ def _usage_where(
     cols = [c for c in group if c in ("agent", "provider", "key_id", "model")]
     if len(cols) != len(group):
         raise ValueError(f"cannot group usage by {list(group)}")
-    where = "ts>=? AND status!='pending'"
+    where = "ts>=? AND status NOT IN ('pending','refused')"  # a refusal used nothing
     params: list[Any] = [since]
     if until is not None:
         where += " AND ts<?"

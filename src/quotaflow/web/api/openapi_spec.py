@@ -569,14 +569,12 @@ def paths() -> dict[str, Schema]:
         },
         "/api/session-summary": {
             "get": op(
-                "Requests, successes, failures (refused: of them, no key could take it), "
-                "totalTokens, successRate since start",
+                "Requests, successes, failures, totalTokens, successRate since start",
                 ok_obj(
                     {
                         "requests": INT,
                         "successes": INT,
                         "failures": INT,
-                        "refused": INT,
                         "totalTokens": INT,
                         "successRate": NUM,
                     }
