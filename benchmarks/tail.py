@@ -40,9 +40,7 @@ end
 
 def wrk_tail(url: str, conc: int, seconds: float, lua: Path) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{conc}", f"-d{max(round(seconds), 1)}s", "-s", str(lua), url]
-    out = subprocess.run(
-        bench.pinned(1, cmd), capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run(bench.pinned(1, cmd), capture_output=True, text=True, check=True).stdout
     m = re.search(r"TAIL p50=(\d+) p99=(\d+) p999=(\d+) n=(\d+)", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m or not rps:
@@ -73,7 +71,7 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # this process stays off the proxies' core
     try:
-        fake, fake_url, _ = bench.spawn(
+        _, fake_url, _ = bench.spawn(
             bench.pinned(1, [bench.PY, "-m", "quotaflow.fake_provider", "--port", "0"]),
             "listening on",
         )
@@ -99,7 +97,7 @@ def main() -> None:
         print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         summary: dict[tuple[int, str], list[dict[str, float]]] = {}
         for conc in (int(c) for c in args.concurrency.split(",")):
-            for name, url, _ in targets:
+            for _, url, _ in targets:
                 wrk_tail(url + "/v1/chat/completions", conc, 2, lua)  # warm-up
             for rep in range(1, args.repeat + 1):
                 floor: dict[str, float] = {}
