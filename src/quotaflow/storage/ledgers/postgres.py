@@ -320,7 +320,10 @@ class PostgresLedger(SqlOutbox, SqlLedger):
     async def _drop_writer_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.terminate()
+            # Either may refuse (the pool may have taken a lost connection back already):
+            # whatever its state, it is not used again.
+            with contextlib.suppress(Exception):
+                conn.terminate()
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
 
