@@ -30,7 +30,7 @@ from pathlib import Path
 log = logging.getLogger("quotaflow.storage.ledgers.checkpoint")
 
 TRIGGER_FRAMES = 1000  # SQLite's own default for wal_autocheckpoint (~4 MB of 4 KiB pages)
-LIMIT_FRAMES = 16 * TRIGGER_FRAMES  # past this the WAL is made to start over (RESTART)
+LIMIT_FRAMES = 4 * TRIGGER_FRAMES  # past this the WAL is made to start over (RESTART)
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is trimmed to when it starts over
 
 # The WAL-index header (https://www.sqlite.org/walformat.html), in the host's byte order:

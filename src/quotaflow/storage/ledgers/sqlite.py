@@ -271,7 +271,7 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         self.checkpointer = Checkpointer(
             self.path,
             trigger_frames=self._checkpoint_frames,
-            limit_frames=16 * self._checkpoint_frames,
+            limit_frames=4 * self._checkpoint_frames,
         )
         self.checkpointer.start()
         self._read = self._connect()
