@@ -2,9 +2,9 @@
 
 Every request runs a few Lua scripts (reserve, settle, …), each atomic in Redis. Sent
 through redis-py's pool, each call costs a connection checkout, its own write and read and
-a timeout task; here every call is one ``EVALSHA`` written at once on a single connection,
-and the replies, which Redis sends in order, are matched to their callers in order: many
-requests' calls share the connection's round trips and system calls. Replies are parsed by
+a timeout task; here the calls made during one turn of the event loop leave in one write on
+a single connection, and the replies, which Redis sends in order, are matched to their
+callers in order: many requests' calls share the connection's round trips and system calls. Replies are parsed by
 hiredis.
 
 Errors keep redis-py's classes, so callers handle them alike: a reply error is a
@@ -76,7 +76,8 @@ class ScriptPipe:
         )
         self._waiting: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
-        self.sent = 0  # commands written (for tests)
+        self._out: list[bytes] = []  # commands of this turn, not written yet
+        self.sent = 0  # commands sent (for tests)
 
     async def call(self, *parts: str | bytes | int) -> Any:
         """Send one command; its reply (a reply error is raised)."""
@@ -91,11 +92,19 @@ class ScriptPipe:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((loop.time(), fut))
-        transport.write(command)
+        # The commands of one turn of the loop (many requests') leave in one write.
+        if not self._out:
+            loop.call_soon(self._write_out)
+        self._out.append(command)
         self.sent += 1
         if self._timer is None:
             self._timer = loop.call_at(loop.time() + self._timeout_s, self._check_timeout)
         return fut
+
+    def _write_out(self) -> None:
+        out, self._out = self._out, []
+        if self._transport is not None and out:
+            self._transport.write(b"".join(out))
 
     async def _connect(self) -> None:
         if self._connecting is not None:  # another call is connecting: wait for it
@@ -164,6 +173,7 @@ class ScriptPipe:
         self._fail_waiting(error)
 
     def _fail_waiting(self, error: Exception) -> None:
+        self._out = []  # their callers fail below
         waiting, self._waiting = self._waiting, collections.deque()
         for _, fut in waiting:
             if not fut.done():
