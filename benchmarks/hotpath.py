@@ -11,6 +11,11 @@ request, split into user and system time; ``--profile`` adds a cProfile top 30 b
 Run pinned to one core, several times, and compare medians (a shared machine is noisy)::
 
     taskset -c 0 .venv/bin/python benchmarks/hotpath.py --runs 5
+
+``--storage scale`` runs the same gateway on Redis counters and a PostgreSQL ledger
+(127.0.0.1, a database and a key prefix of its own, dropped at the end) instead: the CPU per
+request of this process, i.e. the gateway's side of the scale-out cost. (Redis's and
+PostgreSQL's own CPU is not in it; ``benchmarks/scale.py`` adds Redis's.)
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import platform
 import pstats
 import resource
 import statistics
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +174,56 @@ def bench_config() -> Any:
     )
 
 
-async def run(
-    n: int, concurrency: int, profile: cProfile.Profile | None
-) -> tuple[float, float, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        http = StubHttp()
-        gw = Gateway(bench_config(), ledger=SqliteLedger(Path(tmp) / "quotaflow.db"), http=http)  # type: ignore[arg-type]
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@asynccontextmanager
+async def gateway(storage: str) -> AsyncIterator[Gateway]:
+    """A started gateway on ``storage`` (``embedded`` or ``scale``), stopped and cleaned up."""
+    http = StubHttp()
+    cfg = bench_config()
+    if storage == "embedded":
+        with tempfile.TemporaryDirectory() as tmp:
+            gw = Gateway(cfg, ledger=SqliteLedger(Path(tmp) / "quotaflow.db"), http=http)  # type: ignore[arg-type]
+            await gw.start()
+            try:
+                yield gw
+            finally:
+                await gw.close()
+        return
+    import asyncpg
+
+    from quotaflow.storage.counters.redis import RedisCounterStore
+    from quotaflow.storage.ledgers.postgres import PostgresLedger
+
+    db, prefix = f"qf_hot_{uuid.uuid4().hex[:10]}", f"qfhot:{uuid.uuid4().hex[:10]}:"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    counters = RedisCounterStore("redis://127.0.0.1:6379/0", cfg.tz, prefix=prefix)
+    try:
+        ledger = PostgresLedger(f"postgresql://postgres@127.0.0.1:5432/{db}", replica_id="hot")
+        gw = Gateway(cfg, ledger=ledger, counters=counters, http=http)  # type: ignore[arg-type]
         await gw.start()
+        try:
+            yield gw
+        finally:
+            await gw.close()
+    finally:
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url("redis://127.0.0.1:6379/0")
+        keys = [k async for k in r.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+
+
+async def run(
+    n: int, concurrency: int, profile: cProfile.Profile | None, storage: str = "embedded"
+) -> tuple[float, float, float]:
+    async with gateway(storage) as gw:
         ctx = CallContext()
         left = n
 
@@ -195,7 +247,6 @@ async def run(
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         if profile is not None:
             profile.disable()
-        await gw.close()
     user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
     return spent / n * 1e6, user / n * 1e6, system / n * 1e6
 
@@ -207,23 +258,37 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1, help="repeat and print the median")
     ap.add_argument("--profile", action="store_true", help="a cProfile top by own time")
     ap.add_argument("--top", type=int, default=30, help="rows of the profile to print")
+    ap.add_argument(
+        "--storage",
+        default="embedded",
+        help="embedded (memory + SQLite), scale (Redis + PostgreSQL), or both, comma-separated",
+    )
     args = ap.parse_args()
     import uvloop
 
-    results = []
+    storages = args.storage.split(",")
+    results: dict[str, list[float]] = {s: [] for s in storages}
     for _ in range(args.runs):
-        prof = cProfile.Profile() if args.profile else None
-        us, user, system = uvloop.run(run(args.requests, args.concurrency, prof))
-        results.append(us)
-        print(f"{us:8.1f} µs CPU per request ({user:.1f} user, {system:.1f} system)", flush=True)
-        if prof is not None:
-            pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
-    if len(results) > 1:
+        for storage in storages:  # interleaved: a busy machine hurts them alike
+            prof = cProfile.Profile() if args.profile else None
+            us, user, system = uvloop.run(run(args.requests, args.concurrency, prof, storage))
+            results[storage].append(us)
+            print(
+                f"{storage:>8}: {us:8.1f} µs CPU per request ({user:.1f} user, {system:.1f} system)",
+                flush=True,
+            )
+            if prof is not None:
+                pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+    for storage, values in results.items():
         print(
-            f"median {statistics.median(results):.1f} µs per request over {len(results)} runs "
-            f"({args.requests:,} requests at concurrency {args.concurrency}, "
-            f"Python {platform.python_version()})"
+            f"{storage}: median {statistics.median(values):.1f} µs per request over "
+            f"{len(values)} runs ({args.requests:,} requests at concurrency {args.concurrency}, "
+            f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f})"
         )
+    if len(results) == 2 and "embedded" in results:
+        base = statistics.median(results["embedded"])
+        other = statistics.median(results["scale"])
+        print(f"scale-out / embedded CPU per request: ×{other / base:.2f}")
 
 
 if __name__ == "__main__":

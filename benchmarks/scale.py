@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import sys
@@ -82,9 +83,10 @@ def main() -> None:
         ),
     }
     print(
-        "| storage | conc | req/s | p50 ms | p99 ms | gateway CPU ms/req | Redis CPU ms/req | errors |"
+        "| storage | conc | req/s | p50 ms | p99 ms | gateway CPU ms/req | Redis CPU ms/req | errors | load avg |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    cpu_of: dict[tuple[str, int], float] = {}
     fake, fake_url, _ = bench.spawn(
         bench.pinned(1, [bench.PY, "-m", "quotaflow.fake_provider", "--port", "0"]), "listening on"
     )
@@ -121,12 +123,18 @@ def main() -> None:
                 cpu = (bench.cpu_seconds(gw.pid) - c0) / n * 1000
                 rcpu = (bench.cpu_seconds(redis_pid) - r0) / n * 1000 if storage else float("nan")
                 rtxt = f"{rcpu:.3f}" if storage else "—"
+                cpu_of[name, conc] = cpu
+                load = os.getloadavg()[0]
                 print(
-                    f"| {name} | {conc} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {cpu:.3f} | {rtxt} | {r['errors']} |",
+                    f"| {name} | {conc} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {cpu:.3f} | {rtxt} | {r['errors']} | {load:.2f} |",
                     flush=True,
                 )
             gw.send_signal(signal.SIGTERM)
             gw.wait(20)
+        names = list(storages)
+        for conc in (int(c) for c in args.concurrency.split(",")):
+            ratio = cpu_of[names[1], conc] / cpu_of[names[0], conc]
+            print(f"c={conc}: gateway CPU per request, {names[1]} / {names[0]}: ×{ratio:.2f}")
     finally:
         fake.send_signal(signal.SIGTERM)
         fake.wait(20)

@@ -90,3 +90,66 @@ def test_clearing_an_episode_lets_the_next_one_print_at_once(caplog):
     events.clear("store_unreachable", "counters")
     assert events.warn("store_unreachable", "counters", "down")
     assert len(caplog.records) == 2
+
+
+class CountingStream(io.StringIO):
+    """A stream that remembers each write (what one system call would carry)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.writes.append(s)
+        return super().write(s)
+
+
+async def test_lines_logged_on_the_event_loop_go_out_after_its_turn_in_one_write(
+    restore_quotaflow_logger,
+):
+    import asyncio
+
+    out = CountingStream()
+    configure_logging("info", "text", out)
+    access = logging.getLogger("quotaflow.access")
+    for i in range(5):  # five requests answered in the same turn of the loop
+        access.info("request", extra={"fields": {"status": 200, "n": i}})
+    # Nothing is formatted nor written while the turn (the responses' writes) is under way…
+    assert out.writes == []
+    await asyncio.sleep(0)
+    # …then one write carries the five whole lines, in order.
+    assert len(out.writes) == 1
+    lines = out.getvalue().splitlines()
+    assert [line.rsplit("n=", 1)[1] for line in lines] == ["0", "1", "2", "3", "4"]
+    assert all(" INFO quotaflow.access request status=200 " in line for line in lines)
+
+
+def test_lines_logged_without_an_event_loop_are_written_at_once(restore_quotaflow_logger):
+    out = CountingStream()
+    configure_logging("info", "text", out)
+    logging.getLogger("quotaflow.events").warning("boom")
+    assert len(out.writes) == 1 and out.getvalue().endswith("boom\n")
+
+
+def test_lines_held_when_a_loop_stops_are_written_by_the_next_one_or_at_exit(
+    restore_quotaflow_logger,
+):
+    import asyncio
+
+    out = CountingStream()
+    handler = configure_logging("info", "text", out)
+    log = logging.getLogger("quotaflow.access")
+
+    async def one(n: int) -> None:
+        log.info("request", extra={"fields": {"n": n}})
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(one(1))  # the loop stops before its next turn
+    loop.close()
+    asyncio.run(one(2))
+    assert [line.rsplit("n=", 1)[1] for line in out.getvalue().splitlines()] == ["1", "2"]
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(one(3))
+    loop.close()
+    handler.flush()  # what logging does at exit
+    assert out.getvalue().splitlines()[-1].endswith("n=3")

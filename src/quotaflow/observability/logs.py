@@ -13,6 +13,8 @@ being printed again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -100,6 +102,59 @@ def resolve(level: str | None, fmt: str | None) -> tuple[str, str]:
     return lv, ft
 
 
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Whole lines to a stream, written after the event loop's current turn.
+
+    A record logged on a thread that runs an event loop (the server's access line, once per
+    request) is kept and formatted and written when the loop has run what is ready, i.e.
+    after the response's bytes went out; the records of one turn go out in one write, one
+    whole line each, flushed. Elsewhere (no loop running) a record is written at once.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._held: list[logging.LogRecord] = []
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop that will write them
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write([record])
+            return
+        self._held.append(record)
+        if self._due_on is not loop:  # (a loop that stopped first leaves its lines to this one)
+            self._due_on = loop
+            loop.call_soon(self._write_held)
+
+    def _write_held(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            held, self._held, self._due_on = self._held, [], None
+            self._write(held)
+
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        lines = []
+        for record in records:
+            try:
+                lines.append(self.format(record) + self.terminator)
+            except Exception:
+                self.handleError(record)
+        if lines:
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:
+                self.handleError(records[0])
+
+    def flush(self) -> None:
+        """Write what is held (at exit, or when asked) and flush the stream."""
+        with self.lock or contextlib.nullcontext():
+            held, self._held, self._due_on = self._held, [], None
+            if held:
+                self._write(held)
+        super().flush()
+
+
 def configure_logging(
     level: str | None = None, fmt: str | None = None, stream: TextIO | None = None
 ) -> logging.Handler:
@@ -112,7 +167,7 @@ def configure_logging(
     for h in list(root.handlers):
         if h.get_name() == _HANDLER_NAME:
             root.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = LineHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if ft == "json" else TextFormatter())
     root.addHandler(handler)

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,6 +46,7 @@ from quotaflow.engine.reservation import Claim, fits
 from quotaflow.engine.windows import next_reset, window_start
 from quotaflow.errors import Unavailable
 from quotaflow.storage.base import ReserveOutcome
+from quotaflow.storage.counters.pipe import ScriptPipe
 from quotaflow.storage.counters.rebuild import LedgerSource, ledger_window
 from quotaflow.storage.outage import Outage, where
 from quotaflow.types import Measure
@@ -68,6 +70,21 @@ def _script(name: str) -> str:
     folder = resources.files("quotaflow.storage.counters") / "lua"
     common = (folder / "common.lua").read_text(encoding="utf-8")
     return common + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def script_pipe(url: str, timeout_s: float) -> ScriptPipe | None:
+    """A pipelined connection for ``redis://`` URLs (TLS and sockets stay on redis-py's)."""
+    if not url.startswith("redis://"):
+        return None
+    spec = parse_url(url)
+    return ScriptPipe(
+        spec.get("host") or "localhost",
+        int(spec.get("port") or 6379),
+        db=int(spec.get("db") or 0),
+        username=spec.get("username"),
+        password=spec.get("password"),
+        timeout_s=timeout_s,
+    )
 
 
 class _Script(Protocol):
@@ -127,10 +144,14 @@ class RedisCounterStore:
         self._epoch_key = f"{prefix}epoch"
         self._tag = os.urandom(6).hex()
         self._ids = itertools.count(1)
-        self._scripts: dict[str, _Script] = {
+        scripts = {
             n: self._redis.register_script(_script(n))
             for n in ("reserve", "settle", "release", "snapshot", "charge", "reset", "load")
         }
+        self._scripts: dict[str, _Script] = dict(scripts)
+        self._shas = {n: s.sha for n, s in scripts.items()}
+        # The scripts of requests (reserve, settle, …) go through one pipelined connection.
+        self._pipe = script_pipe(url, timeout_s)
         self._unsent: list[tuple[list[Limit], Measure, float]] = []  # charges to retry
         self._source: LedgerSource | None = None
         self._down = False
@@ -160,9 +181,19 @@ class RedisCounterStore:
         return LimitUsage(lim, float(used), float(reserved), b.end, b.end)
 
     # -- calling the scripts ---------------------------------------------------------------
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if self._pipe is None:
+            return await self._scripts[name](keys=keys, args=args)
+        try:
+            return await self._pipe.call("EVALSHA", self._shas[name], len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self._scripts[name](keys=keys, args=args)  # loads it into Redis
+
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
-            result = await self._scripts[name](keys=keys, args=args)
+            result = await self._call(name, keys, args)
         except ResponseError as exc:
             if "QF_NOINIT" in str(exc):
                 self._mark_down("Redis has no counters (restarted without data?)")
@@ -407,4 +438,6 @@ class RedisCounterStore:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovery
+        if self._pipe is not None:
+            self._pipe.close()
         await self._redis.aclose()

@@ -3,7 +3,9 @@
 It implements the same methods as :class:`~quotaflow.storage.ledgers.sqlite.SqliteLedger`, with the
 same group commit: writes are queued and one writer task commits everything queued so far
 in one transaction; each caller's ``await`` returns only after that COMMIT, so a response
-is released only once its row is durable.
+is released only once its row is durable. A batch of ledger rows alone is one statement
+(its columns as arrays, ``unnest``-ed): one round trip instead of BEGIN, two statements
+and COMMIT.
 
 Several replicas share the database. Each row records the ``replica`` that journaled it;
 :meth:`settle_crashed` settles only this replica's pending rows, or anyone's older than
@@ -19,6 +21,7 @@ the server is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -69,6 +72,65 @@ _FINISH = (
     "total_tokens=$4, requests=$5, cost_usd=$6, latency_ms=$7, ttfb_ms=$8, status=$9, "
     "error_kind=$10, http_status=$11, estimated=$12, detail=$13 WHERE id=$14"
 )
+
+# A batch's rows in one statement (one round trip, its own transaction): each column of the
+# batch is one array parameter, ``unnest`` turns them back into rows. The types are the
+# columns' (migrations/postgres), in the order of _INSERT's and _FINISH's parameters.
+_INSERT_TYPES = (
+    "bigint", "text", "integer", "double precision", "text", "text", "text", "text", "text",
+    "bigint", "bigint", "bigint", "bigint", "integer", "double precision", "double precision",
+    "double precision", "text", "text", "integer", "boolean", "boolean", "bigint",
+    "double precision", "text", "text", "text", "text",
+)  # fmt: skip
+_FINISH_COLUMNS = (
+    ("prompt_tokens", "bigint"), ("completion_tokens", "bigint"), ("cached_tokens", "bigint"),
+    ("total_tokens", "bigint"), ("requests", "integer"), ("cost_usd", "double precision"),
+    ("latency_ms", "double precision"), ("ttfb_ms", "double precision"), ("status", "text"),
+    ("error_kind", "text"), ("http_status", "integer"), ("estimated", "boolean"),
+    ("detail", "text"), ("id", "bigint"),
+)  # fmt: skip
+
+
+def _arrays(types: Sequence[str], first: int) -> str:
+    return ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types))
+
+
+_ROWS_INSERT = (
+    f"INSERT INTO ledger ({COLUMNS}, replica) SELECT * FROM unnest({_arrays(_INSERT_TYPES, 1)})"
+)
+
+
+def _rows_finish(first: int) -> str:
+    names = [c for c, _ in _FINISH_COLUMNS]
+    sets = ", ".join(f"{c}=u.{c}" for c in names if c != "id")
+    types = [t for _, t in _FINISH_COLUMNS]
+    return (
+        f"UPDATE ledger SET {sets} FROM unnest({_arrays(types, first)}) "
+        f"AS u({', '.join(names)}) WHERE ledger.id=u.id"
+    )
+
+
+_ROWS_FINISH = _rows_finish(1)
+_ROWS_BOTH = f"WITH inserted AS ({_ROWS_INSERT}) {_rows_finish(len(_INSERT_TYPES) + 1)}"
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows → one list per column (the array parameters of the statements above)."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+async def write_rows(
+    conn: asyncpg.Connection, inserts: list[tuple[Any, ...]], finishes: list[tuple[Any, ...]]
+) -> None:
+    """A batch's new rows and finished rows in one statement (finishes are of rows committed
+    by an earlier batch, so the two parts never touch the same row)."""
+    if inserts and finishes:
+        ins = _columns(inserts, len(_INSERT_TYPES))
+        await conn.execute(_ROWS_BOTH, *ins, *_columns(finishes, len(_FINISH_COLUMNS)))
+    elif inserts:
+        await conn.execute(_ROWS_INSERT, *_columns(inserts, len(_INSERT_TYPES)))
+    elif finishes:
+        await conn.execute(_ROWS_FINISH, *_columns(finishes, len(_FINISH_COLUMNS)))
 
 
 def pg(sql: str) -> str:
@@ -146,6 +208,7 @@ class PostgresLedger(SqlOutbox, SqlLedger):
         self._pool_size = pool_size
         self._timeout_s = timeout_s
         self._pool: asyncpg.Pool | None = None
+        self._conn: asyncpg.Connection | None = None  # the writer's, between batches
         self._pending: list[_Op] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -167,7 +230,7 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
-                max_size=self._pool_size,
+                max_size=self._pool_size + 1,  # + the writer's own
                 timeout=self._timeout_s,
                 command_timeout=self._timeout_s,
             )
@@ -185,6 +248,10 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             self._wake.set()
         if self._writer is not None:
             await self._writer
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(*_DOWN):
+                await self.pool.release(conn)
         if self._pool is not None:
             try:  # a graceful close waits for connections; a cut one must not hang shutdown
                 await asyncio.wait_for(self._pool.close(), self._timeout_s * 2)
@@ -221,20 +288,23 @@ class PostgresLedger(SqlOutbox, SqlLedger):
         finishes = [p for sql, p, _ in batch if sql is _FINISH]
         error: BaseException | None = None
 
+        others = [(sql, p) for sql, p, _ in batch if sql is not _INSERT and sql is not _FINISH]
+
         async def write() -> None:
-            async with self.pool.acquire() as conn, conn.transaction():
-                for sql, params, _ in batch:
-                    if sql is not _INSERT and sql is not _FINISH:
-                        await conn.execute(sql, *params)
-                if inserts:
-                    await conn.executemany(_INSERT, inserts)
-                if finishes:
-                    await conn.executemany(_FINISH, finishes)
+            conn = await self._writer_connection()
+            if not others:  # the usual batch: one statement, one round trip
+                await write_rows(conn, inserts, finishes)
+                return
+            async with conn.transaction():
+                for sql, params in others:
+                    await conn.execute(sql, *params)
+                await write_rows(conn, inserts, finishes)
 
         try:
             # Bounded: a connection cut mid-way (a restart) must end in an error, never a hang.
             await asyncio.wait_for(write(), self._timeout_s * 2)
         except _DOWN as exc:
+            await self._drop_writer_connection()  # the next batch takes a fresh one
             self.outage.failed(f"{type(exc).__name__}: {exc}; {len(batch)} row(s) not committed")
             error = LedgerUnavailable(
                 "The ledger (PostgreSQL) is unreachable; requests fail closed until it is back.",
@@ -244,6 +314,7 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             error = exc
         except Exception as exc:  # anything else must still answer every waiting request
             log.exception("ledger batch of %d failed", len(batch))
+            await self._drop_writer_connection()
             error = LedgerUnavailable(f"The ledger (PostgreSQL) failed: {type(exc).__name__}")
         if error is None:
             self.outage.answered()
@@ -253,6 +324,25 @@ class PostgresLedger(SqlOutbox, SqlLedger):
                     fut.set_result(None)
                 else:
                     fut.set_exception(error)
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The writer's own connection, held between batches: handing it back to the pool
+        after each batch would cost a round trip more (the pool resets what it gets back)."""
+        if self._conn is not None and self._conn.is_closed():
+            await self._drop_writer_connection()
+        if self._conn is None:
+            self._conn = await self.pool.acquire()
+        return self._conn
+
+    async def _drop_writer_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Either may refuse (the pool may have taken a lost connection back already):
+            # whatever its state, it is not used again.
+            with contextlib.suppress(Exception):
+                conn.terminate()
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
 
     def _dialect_sql(self, sql: str) -> str:
         return pg(sql)

@@ -5,6 +5,8 @@ transaction; each caller's ``await`` returns only after the transaction holding 
 has committed. With ``synchronous=NORMAL`` a commit is a write to the WAL file, so a
 ``kill -9`` of the process loses nothing that was committed (power loss may lose the
 last transactions; set ``synchronous: full`` in the config to rule that out too).
+WAL checkpoints (and their fsyncs) run on a thread of their own, never inside a commit on
+the event loop (:mod:`quotaflow.storage.ledgers.checkpoint`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from quotaflow.storage.base import (
     LedgerUnavailable,
 )
 from quotaflow.storage.files import private_file, private_folder
+from quotaflow.storage.ledgers.checkpoint import TRIGGER_FRAMES, Checkpointer, writer_pragmas
 from quotaflow.storage.ledgers.sql import SqlLedger
 from quotaflow.storage.outage import Outage
 from quotaflow.storage.outbox import SqlOutbox
@@ -213,6 +216,9 @@ def _migrations() -> list[str]:
     return [(folder / n).read_text(encoding="utf-8") for n in names]
 
 
+_Write = tuple[str, tuple[Any, ...], "asyncio.Future[None]"]  # a statement and who waits
+
+
 class SqliteLedger(SqlOutbox, SqlLedger):
     """Ledger (and small state tables) in ``<data>/quotaflow.db``."""
 
@@ -220,13 +226,17 @@ class SqliteLedger(SqlOutbox, SqlLedger):
     SLOT_SQL = f"CAST(ts / {SLOT_S:g} AS INTEGER) * {SLOT_S:g}"
     BUMP_SQL = _BUMP
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str = "NORMAL", checkpoint_frames: int = TRIGGER_FRAMES
+    ) -> None:
         self.path = path
         self._sync = synchronous
+        self._checkpoint_frames = checkpoint_frames
+        self.checkpointer: Checkpointer | None = None
         self._db: sqlite3.Connection | None = None
         self._read: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
+        self._pending: list[_Write] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -258,9 +268,16 @@ class SqliteLedger(SqlOutbox, SqlLedger):
                     private_file(wal)
             for script in _migrations():
                 _migrate(db, script)
+            writer_pragmas(db)
         except (sqlite3.Error, OSError) as exc:
             raise unusable_database(self.path, exc) from None
         self._db = db
+        self.checkpointer = Checkpointer(
+            self.path,
+            trigger_frames=self._checkpoint_frames,
+            limit_frames=4 * self._checkpoint_frames,
+        )
+        self.checkpointer.start()
         self._read = self._connect()
         self._wake = asyncio.Event()
         self._closing = False
@@ -272,6 +289,9 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             self._wake.set()
         if self._writer is not None:
             await self._writer
+        if self.checkpointer is not None:
+            self.checkpointer.stop()  # the writer's close checkpoints what is left
+            self.checkpointer = None
         for db in (self._db, self._read):
             if db is not None:
                 db.close()
@@ -281,7 +301,8 @@ class SqliteLedger(SqlOutbox, SqlLedger):
     async def _write_loop(self) -> None:
         assert self._wake is not None
         assert self._db is not None
-        db = self._db
+        assert self.checkpointer is not None
+        db, checkpointer = self._db, self.checkpointer
         while True:
             await self._wake.wait()
             await asyncio.sleep(0)  # let requests woken in the same turn join this batch
@@ -289,15 +310,21 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             batch, self._pending = self._pending, []
             if batch:
                 t0 = time.perf_counter()
-                self._commit(db, batch)
+                if checkpointer.restarting:
+                    # A RESTART checkpoint holds the write lock until readers of the old WAL
+                    # are done: this commit waits for it on a thread, not on the event loop.
+                    error = await asyncio.to_thread(self._commit, db, batch)
+                else:
+                    error = self._commit(db, batch)
+                self._resolve(batch, error)
                 if self.on_commit is not None:
                     self.on_commit(time.perf_counter() - t0)
+                checkpointer.after_commit()
             if self._closing and not self._pending:
                 return  # everything queued before close() is committed
 
-    def _commit(
-        self, db: sqlite3.Connection, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]
-    ) -> None:
+    def _commit(self, db: sqlite3.Connection, batch: list[_Write]) -> Exception | None:
+        """Commit a batch in one transaction: None, or what its waiting requests get."""
         # Ledger inserts and finishes commute within a batch (a row's finish is only submitted
         # after its insert committed), so the inserts go first, then the finishes, each kind
         # in the order it came and in one executemany per run of the same statement; any
@@ -325,15 +352,19 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
-            error = self._write_failed(exc, len(batch))
-            for *_, fut in batch:
-                if not fut.done():
-                    fut.set_exception(error)
-            return
+            return self._write_failed(exc, len(batch))
         self.outage.answered()
+        return None
+
+    @staticmethod
+    def _resolve(batch: list[_Write], error: Exception | None) -> None:
+        """Release the requests waiting for a batch (on the event loop)."""
         for *_, fut in batch:
             if not fut.done():
-                fut.set_result(None)
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
 
     def _write_failed(self, exc: sqlite3.Error, rows: int) -> Exception:
         """What the waiting requests get for a batch that did not commit. A full disk, an I/O

@@ -1,0 +1,82 @@
+"""Reservations on the shared counters: one EVALSHA each, many requests' on one connection.
+
+Counted on the real Redis (MONITOR), for this test's own key prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis.asyncio as aioredis
+
+from quotaflow.engine.reservation import Claim
+from quotaflow.storage.counters.rebuild import LedgerSource
+from quotaflow.storage.counters.redis import RedisCounterStore
+from quotaflow.testing import FrozenClock, limit
+from quotaflow.types import Measure
+
+pytestmark = pytest.mark.scale
+
+T0 = 1_773_532_800.0 + 12 * 3600
+TOKENS = limit("key:a", "tokens", "day", 1_000_000)
+REQUESTS = limit("key:a", "requests", "minute", 1_000)
+
+
+async def watched(url: str, prefix: str, work: Any) -> list[dict[str, Any]]:
+    """The commands Redis received that name ``prefix`` while ``work`` ran."""
+    seen: list[dict[str, Any]] = []
+    end = f"{prefix}end-of-test"
+    monitor_client = aioredis.from_url(url, decode_responses=True)
+    other = aioredis.from_url(url, decode_responses=True)
+    try:
+        async with monitor_client.monitor() as m:  # MONITOR is on once this returns
+
+            async def listen() -> None:
+                async for cmd in m.listen():
+                    if end in cmd["command"]:
+                        return
+                    # (commands a script runs inside Redis are shown too, from "lua")
+                    if prefix in cmd["command"] and cmd.get("client_type") != "lua":
+                        seen.append(cmd)
+
+            listener = asyncio.create_task(listen())
+            await work()
+            await other.get(end)
+            await asyncio.wait_for(listener, 10)
+    finally:
+        await other.aclose()
+        with contextlib.suppress(Exception):
+            await monitor_client.aclose()
+    return seen
+
+
+async def test_concurrent_reservations_are_one_evalsha_each_on_one_connection(
+    redis_url_prefix: tuple[str, str],
+) -> None:
+    url, prefix = redis_url_prefix
+    store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=FrozenClock(T0))
+    await store.attach(LedgerSource(None, list))
+    await store.snapshot([TOKENS, REQUESTS], T0)  # connected and scripts loaded
+    try:
+
+        async def work() -> None:
+            out = await asyncio.gather(
+                *(store.reserve([Claim(TOKENS, 100), Claim(REQUESTS, 1)], T0) for _ in range(16))
+            )
+            assert all(o.ok for o in out)
+            await asyncio.gather(
+                *(store.settle(o.reservation_id or "", Measure(50, 1, 0), T0) for o in out)
+            )
+
+        commands = await watched(url, prefix, work)
+    finally:
+        await store.close()
+    names = [c["command"].split(" ", 1)[0].upper() for c in commands]
+    # 16 reservations and 16 settlements: exactly one script call each, nothing else.
+    assert names == ["EVALSHA"] * 32, names
+    # All of them shared one connection (its round trips), not a pooled connection each.
+    assert len({(c["client_address"], c["client_port"]) for c in commands}) == 1
