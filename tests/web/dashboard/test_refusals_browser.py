@@ -16,7 +16,7 @@ from tests.web.dashboard.test_browser import Gateway, Watched
 pytestmark = pytest.mark.browser
 browser = dashboard.browser  # the same headless Chromium fixture
 
-from playwright.sync_api import Browser  # noqa: E402
+from playwright.sync_api import Browser, expect  # noqa: E402
 
 VIEWPORTS = {"desktop": (1366, 768), "phone": (390, 844)}
 ANSWERED, REFUSED = 2, 3
@@ -82,12 +82,13 @@ def test_refusals_show_in_the_tile_and_the_live_log(
         assert "tone-warning" in (tile.get_attribute("class") or "")
         detail = tile.locator(".tile-detail").inner_text()
         assert f"of {ANSWERED + REFUSED} requests, {ANSWERED} answered" in detail
-        rows = page.locator("#log tbody tr")
-        refused = [r for r in rows.all() if "refused" in r.locator(".result").inner_text()]
-        assert len(refused) == REFUSED
-        refused[0].scroll_into_view_if_needed()
-        assert refused[0].is_visible()
-        assert "gpt-4o-mini" in refused[0].inner_text()
+        # a locator, not element handles: the live log re-renders its rows as events arrive
+        result = page.locator(".result", has_text="refused")
+        refused = page.locator("#log tbody tr").filter(has=result)
+        expect(refused).to_have_count(REFUSED)
+        refused.first.scroll_into_view_if_needed()
+        expect(refused.first).to_be_visible()
+        expect(refused.first).to_contain_text("gpt-4o-mini")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
         assert w.errors == [] and w.dialogs == []
