@@ -5,6 +5,7 @@ same requests as the session summary and ``quotaflow report``."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -75,18 +76,17 @@ def test_refusals_show_in_the_tile_and_the_live_log(
     assert (summary["requests"], summary["failures"]) == (ANSWERED + REFUSED, REFUSED)
     with opened(browser, gateway, *VIEWPORTS[viewport]) as w:
         page = w.page
+        # locators and retrying expectations, never element handles or scrolling: the tiles
+        # and the live log re-render as events arrive, which detaches what was found before
         tile = page.locator('[data-tile="Refused (last hour)"]')
-        tile.scroll_into_view_if_needed()
-        assert tile.is_visible()
-        assert tile.locator(".tile-value").inner_text() == str(summary["failures"])
-        assert "tone-warning" in (tile.get_attribute("class") or "")
-        detail = tile.locator(".tile-detail").inner_text()
-        assert f"of {ANSWERED + REFUSED} requests, {ANSWERED} answered" in detail
-        # a locator, not element handles: the live log re-renders its rows as events arrive
+        expect(tile).to_be_visible()
+        expect(tile.locator(".tile-value")).to_have_text(str(summary["failures"]))
+        expect(tile).to_have_class(re.compile(r"\btone-warning\b"))
+        detail = f"of {ANSWERED + REFUSED} requests, {ANSWERED} answered"
+        expect(tile.locator(".tile-detail")).to_contain_text(detail)
         result = page.locator(".result", has_text="refused")
         refused = page.locator("#log tbody tr").filter(has=result)
         expect(refused).to_have_count(REFUSED)
-        refused.first.scroll_into_view_if_needed()
         expect(refused.first).to_be_visible()
         expect(refused.first).to_contain_text("gpt-4o-mini")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
