@@ -112,6 +112,7 @@ class StubResponse:
     """What :class:`quotaflow.httpclient.Response` offers the gateway, answered at once."""
 
     __slots__ = ("headers", "status")
+    complete = True  # the whole body came with the head, as a small answer does
 
     def __init__(self) -> None:
         self.status = 200

@@ -9,8 +9,22 @@ from quotaflow.observability.logs import (
     REPEAT_WINDOW_S,
     EventLog,
     configure_logging,
+    log_access,
     resolve,
 )
+
+FIELDS = {
+    "request_id": "req_1",
+    "agent": "two words",
+    "route": 'say "hi"',
+    "key": None,
+    "status": 200,
+    "stream": False,
+    "cost_usd": 1.5e-05,
+    "ms": 1.2,
+    "model": "a=b\\c",
+    "odd": "\u00a0",
+}
 
 
 @pytest.fixture
@@ -153,3 +167,47 @@ def test_lines_held_when_a_loop_stops_are_written_by_the_next_one_or_at_exit(
     loop.close()
     handler.flush()  # what logging does at exit
     assert out.getvalue().splitlines()[-1].endswith("n=3")
+
+
+def _strip_time(line: str, fmt: str) -> str:
+    if fmt == "json":
+        record = json.loads(line)
+        record.pop("ts")
+        return json.dumps(record, sort_keys=True)
+    return line.split(" ", 1)[1]  # the timestamp differs by when each line was made
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_short_way_for_the_access_line_writes_what_the_logging_module_would(
+    restore_quotaflow_logger, fmt
+):
+    out = io.StringIO()
+    configure_logging("info", fmt, out)
+    access = logging.getLogger("quotaflow.access")
+    access.info("request", extra={"fields": FIELDS})
+    log_access(access, "request", FIELDS)
+    long_way, short_way = out.getvalue().splitlines()
+    assert _strip_time(short_way, fmt) == _strip_time(long_way, fmt)
+    if fmt == "text":
+        assert short_way.endswith(
+            'agent="two words" route="say \\"hi\\"" key=- status=200 stream=False '
+            'cost_usd=1.5e-05 ms=1.2 model="a=b\\\\c" odd="\u00a0"'
+        )
+
+
+def test_the_access_line_reaches_a_handler_someone_else_added(restore_quotaflow_logger):
+    """The short way is taken only when the server's handler alone would see the line."""
+    out, theirs = io.StringIO(), io.StringIO()
+    configure_logging("info", "text", out)
+    access = logging.getLogger("quotaflow.access")
+    mine = logging.StreamHandler(theirs)
+    access.addHandler(mine)
+    try:
+        log_access(access, "request", {"status": 200})
+    finally:
+        access.removeHandler(mine)
+    assert theirs.getvalue() == "request\n"
+    assert out.getvalue().endswith("request status=200\n")
+    configure_logging("warning", "text", out)
+    log_access(access, "request", {"status": 500})
+    assert "status=500" not in out.getvalue()

@@ -72,8 +72,11 @@ async def send(
     until = loop.time() + timeout_s
     resp = await _head(client, call, first_byte_s, whole_body=False, budget_s=first_byte_s)
     try:
-        async with asyncio.timeout(max(until - loop.time(), 0.001)):
+        if resp.complete:  # a small answer arrives with its head: no wait, no timer to set
             body = await resp.read()
+        else:
+            async with asyncio.timeout(max(until - loop.time(), 0.001)):
+                body = await resp.read()
     finally:
         resp.release()
     return RawResponse(resp.status, resp.headers, body)

@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import sys
+import time
 from collections.abc import Mapping
-from typing import Any, Final, TextIO
+from typing import Any, Final, NamedTuple, TextIO
 
 import orjson
 
@@ -35,6 +35,7 @@ EVENT_LOGGER: Final = "quotaflow.events"
 REPEAT_WINDOW_S: Final = 60.0
 
 _HANDLER_NAME: Final = "quotaflow-server"
+DATE_FORMAT: Final = "%Y-%m-%dT%H:%M:%S"
 
 
 def fields_of(record: logging.LogRecord) -> Mapping[str, Any]:
@@ -43,35 +44,85 @@ def fields_of(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
-_PLAIN = re.compile(r'[^\s"=\\]+\Z')  # a value printed without quotes
+def _plain(text: str) -> bool:
+    """Printed without quotes: not empty, no space, quote, ``=`` or backslash, nothing
+    unprintable (str methods, several times cheaper than a regular expression here)."""
+    return (
+        text.isprintable()
+        and bool(text)
+        and " " not in text
+        and '"' not in text
+        and "=" not in text
+        and "\\" not in text
+    )
 
 
 def _logfmt_value(value: Any) -> str:
-    if value is None:
+    kind = type(value)  # most values are plain names: they are tested first
+    if kind is str:
+        text: str = value
+    elif value is None:
         return "-"
-    kind = type(value)
-    if kind is int or kind is bool:
+    elif kind is int or kind is bool:
         return str(value)
-    if kind is float:
+    elif kind is float:
         return f"{value:.6g}"
-    text = str(value)
-    if _PLAIN.match(text):
+    else:
+        text = str(value)
+    if _plain(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _logfmt(fields: Mapping[str, Any]) -> str:
+    """``key=value …`` (:func:`_logfmt_value` inlined for the common types: this runs for
+    every field of every access line)."""
+    parts = []
+    for k, v in fields.items():
+        kind = type(v)
+        if kind is str:
+            parts.append(f"{k}={v}" if _plain(v) else f"{k}={_logfmt_value(v)}")
+        elif v is None:
+            parts.append(f"{k}=-")
+        elif kind is int or kind is bool:
+            parts.append(f"{k}={v}")
+        elif kind is float:
+            parts.append(f"{k}={v:.6g}")
+        else:
+            parts.append(f"{k}={_logfmt_value(v)}")
+    return " ".join(parts)
 
 
 class TextFormatter(logging.Formatter):
     """``2026-01-02T03:04:05Z WARNING quotaflow.events message key=value …``."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", DATE_FORMAT)
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        if record.exc_info or record.exc_text or record.stack_info:
+            line = super().format(record)
+        else:
+            line = self._head(record.created, record.levelname, record.name, record.getMessage())
         fields = fields_of(record)
         if fields:
-            line += " " + " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
+            line += " " + _logfmt(fields)
         return line
+
+    def line(self, created: float, name: str, msg: str, fields: Mapping[str, Any]) -> str:
+        """What :meth:`format` makes of an ``info`` record with these fields, without the
+        record (the access line's short way, see :func:`log_access`)."""
+        return self._head(created, "INFO", name, msg) + " " + _logfmt(fields)
+
+    def _head(self, created: float, levelname: str, name: str, msg: str) -> str:
+        # The text of the format above, with the time formatted once per second, not per line.
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(DATE_FORMAT, self.converter(created))
+        return f"{self._stamp} {levelname} {name} {msg}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -88,6 +139,13 @@ class JsonFormatter(logging.Formatter):
             out.setdefault(k, v)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+    def line(self, created: float, name: str, msg: str, fields: Mapping[str, Any]) -> str:
+        """What :meth:`format` makes of an ``info`` record with these fields."""
+        out: dict[str, Any] = {"ts": round(created, 3), "level": "info", "logger": name, "msg": msg}
+        for k, v in fields.items():
+            out.setdefault(k, v)
         return orjson.dumps(out, default=str).decode()
 
 
@@ -113,10 +171,10 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._held: list[logging.LogRecord] = []
+        self._held: list[logging.LogRecord | _Line] = []
         self._due_on: asyncio.AbstractEventLoop | None = None  # the loop that will write them
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord | _Line) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -132,19 +190,23 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             held, self._held, self._due_on = self._held, [], None
             self._write(held)
 
-    def _write(self, records: list[logging.LogRecord]) -> None:
+    def _write(self, records: list[logging.LogRecord | _Line]) -> None:
         lines = []
+        fmt = self.formatter
         for record in records:
             try:
-                lines.append(self.format(record) + self.terminator)
+                if type(record) is _Line and isinstance(fmt, TextFormatter | JsonFormatter):
+                    lines.append(fmt.line(*record) + self.terminator)
+                else:
+                    lines.append(self.format(_record(record)) + self.terminator)
             except Exception:
-                self.handleError(record)
+                self.handleError(_record(record))
         if lines:
             try:
                 self.stream.write("".join(lines))
                 self.stream.flush()
             except Exception:
-                self.handleError(records[0])
+                self.handleError(_record(records[0]))
 
     def flush(self) -> None:
         """Write what is held (at exit, or when asked) and flush the stream."""
@@ -153,6 +215,51 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if held:
                 self._write(held)
         super().flush()
+
+
+class _Line(NamedTuple):
+    """An ``info`` line held without its :class:`logging.LogRecord` (see :func:`log_access`)."""
+
+    created: float
+    name: str
+    msg: str
+    fields: Mapping[str, Any]
+
+
+def _record(line: logging.LogRecord | _Line) -> logging.LogRecord:
+    if isinstance(line, logging.LogRecord):
+        return line
+    record = logging.makeLogRecord({"name": line.name, "msg": line.msg, "fields": line.fields})
+    record.created = line.created
+    return record
+
+
+_server: tuple[logging.Logger, LineHandler] | None = None  # set by configure_logging
+
+
+def log_access(logger: logging.Logger, msg: str, fields: Mapping[str, Any]) -> None:
+    """``logger.info(msg, extra={"fields": fields})``, the short way when the server's own
+    handler is the only thing it reaches (no handler or filter added by anyone else): the
+    line is held as it is and formatted after the loop's turn, with no record built and no
+    caller looked up. The text is the same either way; elsewhere it is the long way."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    server = _server
+    if (
+        server is not None
+        and logger.parent is server[0]
+        and not logger.handlers
+        and not logger.filters
+        and len(server[0].handlers) == 1
+        and server[0].handlers[0] is server[1]
+        and not server[0].filters
+        and not server[1].filters
+        and server[1].level <= logging.INFO
+    ):
+        # (the wall clock a log record takes, as logging.LogRecord does)
+        server[1].emit(_Line(time.time(), logger.name, msg, fields))  # noqa: TID251
+    else:
+        logger.info(msg, extra={"fields": fields})
 
 
 def configure_logging(
@@ -173,6 +280,8 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(lv.upper())
     root.propagate = False  # one line per record, not a second copy from the root logger
+    global _server
+    _server = (root, handler)
     # The server's lines never print these; not gathering them saves every record's cost.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     return handler

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from quotaflow.clock import Clock, SystemClock
 from quotaflow.engine.pricing import COST_ESTIMATED
-from quotaflow.observability.logs import ACCESS_LOGGER, EventLog
+from quotaflow.observability.logs import ACCESS_LOGGER, EventLog, log_access
 from quotaflow.observability.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -344,7 +344,7 @@ class Observer:
                 hint="add a key or raise a limit; the answer's Retry-After says when one frees",
             )
         if self.access.isEnabledFor(logging.INFO):
-            self.access.info("request", extra={"fields": access_fields(req, status, kind, elapsed)})
+            log_access(self.access, "request", access_fields(req, status, kind, elapsed))
         if status >= 400:
             self.recent.append(
                 {
