@@ -247,17 +247,22 @@ def pick_provider(
 
 
 async def context_for(
-    gw: Gateway, agent: Agent | None, name: str
+    gw: Gateway,
+    agent: Agent | None,
+    name: str,
+    door: str = "library",
+    traceparent: str | None = None,
 ) -> tuple[CallContext, ProviderPick | None]:
     """The call context of a caller: its agent's limits and the provider its order (the
-    agent's, else the settings' default order) puts first."""
+    agent's, else the settings' default order) puts first; ``door`` and ``traceparent`` as
+    the request came."""
     order, threshold = order_of(gw, agent)
     if agent is None and not order:
-        return CallContext(agent=name[:128]), None
+        return CallContext(name[:128], (), None, door, traceparent), None
     pick = pick_provider(agent, await provider_shares(gw, agent, order), order, threshold)
     limits = agent.limits if agent is not None else ()
     who = agent.name if agent is not None else name[:128]
-    return CallContext(agent=who, limits=limits, forced_provider=pick.provider), pick
+    return CallContext(who, limits, pick.provider, door, traceparent), pick
 
 
 def apply_token_cap(agent: Agent | None, body: object) -> None:

@@ -20,6 +20,8 @@ async def read_capped(request: web.Request, cap: int) -> bytes:
         raise PayloadTooLarge(f"request body of {length} bytes is over the {cap}-byte limit")
     parts: list[bytes] = []
     size = 0
+    # A plain body of a stated length is complete at that length: no read to find its end.
+    whole = None if "Content-Encoding" in request.headers else length
     try:
         while size <= cap:
             part = await request.content.read(cap + 1 - size)
@@ -27,6 +29,8 @@ async def read_capped(request: web.Request, cap: int) -> bytes:
                 break
             parts.append(part)
             size += len(part)
+            if size == whole:
+                break
     except web.RequestPayloadError as exc:
         # Nothing more of this body can be read: marked ended, aiohttp does not try to drain
         # it after the answer (which would log the same error again with a traceback).

@@ -10,7 +10,6 @@ come out of the adapters already in the door's protocol.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -48,7 +47,7 @@ async def serve(
     """Answer through the gateway; ``chat_body["stream"]`` says whether it streams;
     ``headers`` go on the answer besides the gateway's own."""
     gw: Gateway = request.app[GATEWAY]
-    ctx = dataclasses.replace(await context_of(request, chat_body), door=name)
+    ctx = await context_of(request, chat_body, name)
     if not chat_body.get("stream"):
         outcome = await gw.chat(chat_body, ctx, door=door)
         return json_response(outcome.body, headers={**outcome.headers(), **(headers or {})})

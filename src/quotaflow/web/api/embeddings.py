@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from aiohttp import web
 
 from quotaflow.gateway import Gateway
@@ -19,6 +17,6 @@ async def create_embedding(request: web.Request) -> web.Response:
     # The agent is found as for a chat (its key, or the ``user`` field); a chat's token cap
     # has nothing to cap here, so it is shown a body with no messages.
     user = body.get("user") if isinstance(body, dict) else None
-    ctx = dataclasses.replace(await context_of(request, {"user": user}), door="embeddings")
+    ctx = await context_of(request, {"user": user}, "embeddings")
     outcome = await gw.embed(body, ctx)
     return json_response(outcome.body, headers=outcome.headers())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from aiohttp import web
 
 from quotaflow.adapters.doors import messages as door
@@ -37,7 +35,7 @@ async def count_tokens(request: web.Request) -> web.Response:
         {gw.config.providers[d.provider].protocol for d in route.deployments} if route else set()
     )
     if "anthropic" in protocols:
-        ctx = dataclasses.replace(await context_of(request, chat_body), door="messages")
+        ctx = await context_of(request, chat_body, "messages")
         outcome = await gw.chat(chat_body, ctx, door=CountTokensDoor(body, request.headers))
         return json_response(outcome.body, headers=outcome.headers())
     tokens = estimate_prompt_tokens(chat_body)

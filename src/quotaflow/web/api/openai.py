@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from aiohttp import web
 
 from quotaflow.engine.catalog import Route
@@ -19,10 +17,11 @@ from quotaflow.web.state import GATEWAY, RUNTIME
 AGENT_HEADER = "x-quotaflow-agent"
 
 
-async def context_of(request: web.Request, body: object) -> CallContext:
+async def context_of(request: web.Request, body: object, door: str = "chat") -> CallContext:
     """The caller's agent (web/auth.py): its key's, else — when the operator allows it —
     the ``X-Quotaflow-Agent`` header's or the OpenAI ``user`` field's, else "default".
-    Anonymous callers are refused when agent keys are required."""
+    Anonymous callers are refused when agent keys are required. ``door``: the door it came
+    in by."""
     mg = request.app[RUNTIME]
     caller = caller_of(request)
     if caller.agent is None and caller.kind != "admin" and mg.agents_need_keys:
@@ -35,8 +34,9 @@ async def context_of(request: web.Request, body: object) -> CallContext:
         named, param = body["user"], "user"
     agent, name = named_agent(request, caller, named, param)
     apply_token_cap(agent, body)
-    ctx, _ = await context_for(mg.gateway, agent, agent.name if agent else name)
-    return replace(ctx, door="chat", traceparent=request.headers.get("traceparent"))
+    who = agent.name if agent else name
+    ctx, _ = await context_for(mg.gateway, agent, who, door, request.headers.get("traceparent"))
+    return ctx
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
