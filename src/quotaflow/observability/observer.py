@@ -9,9 +9,11 @@ exporter set), the access line (log level above ``info``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -335,7 +337,7 @@ class Observer:
                 m.refusals.labels(req.route).inc()
             if mono - self._flushed_at >= FLUSH_S:  # replicas' shared files stay fresh
                 self._flushed_at = mono
-                m.flush()
+                _after_this_turn(m.flush)
         if status == 429 and req.attempts == 0:
             self.events.warn(
                 "all_keys_refused",
@@ -382,6 +384,15 @@ class Observer:
             self.metrics.flush()
         if self.tracing is not None:
             self.tracing.close()
+
+
+def _after_this_turn(work: Callable[[], None]) -> None:
+    """Run ``work`` once the event loop has run what is ready (the answer being written),
+    not inside the request that happened to cross the interval; at once with no loop."""
+    try:
+        asyncio.get_running_loop().call_soon(work)
+    except RuntimeError:
+        work()
 
 
 def access_fields(
