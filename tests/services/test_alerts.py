@@ -119,3 +119,43 @@ async def test_the_webhook_callback_hears_crossings_a_used_up_key_and_recoveries
         assert ("key_invalid", "key:k1#invalid", "recovered") in heard
     finally:
         await gw.close()
+
+
+async def test_a_check_over_hundreds_of_limits_sees_the_last_and_lets_requests_in(
+    tmp_path: Path,
+) -> None:
+    """The check goes through the limits in chunks with a turn of the event loop between
+    them: a crossing in the last chunk is still found, and other work runs meanwhile."""
+    import asyncio
+
+    keys = [
+        {"id": f"k{i}", "secret": f"sk-{i:04d}", "limits": [{"metric": "tokens", "window": "day", "amount": 1000}]}
+        for i in range(300)
+    ]  # fmt: skip
+    cfg = {"providers": [{"name": "openai", "keys": keys}]}
+    gw = Gateway(config(cfg), ledger=SqliteLedger(tmp_path / "q.db"), clock=FrozenClock())
+    await gw.start()
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await mon.load()
+        last = gw.keys["k299"].limits
+        now = gw.clock.now()
+        await gw.counters.charge(last, Measure(800, 1, 0), now, now)
+        turns = 0
+
+        async def other_work() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        found = [f"{a.subject} {a.level}" for a in await mon.check()]
+        assert found == ["key:k299/tokens/day 75%"]
+        other = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        before = turns
+        assert await mon.check() == []  # nothing moved: nothing waits on storage either …
+        other.cancel()
+        assert turns - before >= 4  # … yet the loop was let go between chunks of 128
+    finally:
+        await gw.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,9 @@ HINTS = {
 log = logging.getLogger("quotaflow.events")
 # Logged by the gateway when they happen (in the library and the tools too), not again here.
 LOGGED_AT_THE_SOURCE = frozenset({"key_invalid"})
+
+
+CHUNK = 128  # limits (or keys) checked between two turns of the event loop
 
 
 def _until(at: float | None) -> str:
@@ -122,40 +126,57 @@ class AlertMonitor:
             await self.on_alert(row)
 
     async def _limits(self, out: list[AlertRow]) -> None:
-        limits = {lim.id: lim for lim in (*self.gw.all_limits(), *self.extra_limits())}
-        usages = await self.gw.counters.snapshot(limits.values(), self.gw.clock.now())
-        for lim_id, u in usages.items():
-            amount = u.limit.amount
-            share = u.used / amount if amount > 0 else 0.0
-            reached = max((lv for lv in self.levels if share >= lv), default=0.0)
-            message = limit_alert(u.limit, reached, u.used, self.gw.keys)
-            await self._transition(out, lim_id, reached, "limit", _pct(reached), message)
+        limits = list(
+            {lim.id: lim for lim in (*self.gw.all_limits(), *self.extra_limits())}.values()
+        )
+        levels, state = self.levels, self._state
+        # Every second on the event loop, over every limit: what did not move costs a
+        # comparison, a message is written only for a crossing, and requests get the loop
+        # between chunks (a check over hundreds of keys would otherwise hold it for ms).
+        for start in range(0, len(limits), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            chunk = limits[start : start + CHUNK]
+            usages = await self.gw.counters.snapshot(chunk, self.gw.clock.now())
+            for lim_id, u in usages.items():
+                amount = u.limit.amount
+                share = u.used / amount if amount > 0 else 0.0
+                i = bisect_right(levels, share)  # levels are sorted: the highest reached
+                reached = levels[i - 1] if i else 0.0
+                if reached == state.get(lim_id, 0.0):
+                    continue
+                message = limit_alert(u.limit, reached, u.used, self.gw.keys)
+                await self._transition(out, lim_id, reached, "limit", _pct(reached), message)
 
     async def _keys(self, out: list[AlertRow]) -> None:
         gw = self.gw
         now = gw.clock.now()
+        state = self._state
         usable = 0
         failing: dict[str, str] = {}
-        for k in gw.keys.values():
+        for n, k in enumerate(gw.keys.values()):
+            if n and not n % CHUNK:
+                await asyncio.sleep(0)
             h = gw.health.setdefault(k.id, hl.Health())
             invalid = hl.is_invalid(h)
             dead = 1.0 if h.disabled_reason and not invalid else 0.0
-            title = f"{k.provider} key {k.label}"
-            message = f"{title} disabled: {h.disabled_reason}"
-            await self._transition(
-                out, f"key:{k.id}#disabled", dead, "key_disabled", "error", message
-            )
+            subject = f"key:{k.id}#disabled"
+            if dead != state.get(subject, 0.0):
+                message = f"{k.provider} key {k.label} disabled: {h.disabled_reason}"
+                await self._transition(out, subject, dead, "key_disabled", "error", message)
             empty = 1.0 if h.depleted_until is not None and h.depleted_until > now else 0.0
-            message = f"{title} has no quota left until {_until(h.depleted_until)}"
-            await self._transition(
-                out, f"key:{k.id}#depleted", empty, "key_depleted", "100%", message
-            )
-            why = (h.disabled_reason or "").removeprefix(hl.INVALID_PREFIX)
-            message = f"{k.provider} key {k.label} is invalid (the provider rejected it): {why}"
+            subject = f"key:{k.id}#depleted"
+            if empty != state.get(subject, 0.0):
+                message = (
+                    f"{k.provider} key {k.label} has no quota left until {_until(h.depleted_until)}"
+                )
+                await self._transition(out, subject, empty, "key_depleted", "100%", message)
             flag = 1.0 if invalid else 0.0
-            await self._transition(
-                out, f"key:{k.id}#invalid", flag, "key_invalid", "error", message
-            )
+            subject = f"key:{k.id}#invalid"
+            if flag != state.get(subject, 0.0):
+                why = (h.disabled_reason or "").removeprefix(hl.INVALID_PREFIX)
+                message = f"{k.provider} key {k.label} is invalid (the provider rejected it): {why}"
+                await self._transition(out, subject, flag, "key_invalid", "error", message)
             if h.circuit != "closed" or h.consecutive_failures >= gw.settings.failure_threshold:
                 failing.setdefault(
                     k.provider, h.last_error_message or h.last_error_kind or "errors"
@@ -164,14 +185,10 @@ class AlertMonitor:
                 usable += 1
         for p in gw.config.providers:
             bad = 1.0 if p in failing else 0.0
-            await self._transition(
-                out,
-                f"provider:{p}#failing",
-                bad,
-                "provider_failing",
-                "error",
-                f"provider {p} is failing: {failing.get(p, '')}",
-            )
+            subject = f"provider:{p}#failing"
+            if bad != state.get(subject, 0.0):
+                message = f"provider {p} is failing: {failing.get(p, '')}"
+                await self._transition(out, subject, bad, "provider_failing", "error", message)
         exhausted = 1.0 if gw.keys and usable == 0 else 0.0
         if gw.keys and usable:
             exhausted = 1.0 if await self._all_full() else 0.0
