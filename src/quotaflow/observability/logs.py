@@ -74,17 +74,28 @@ def _logfmt_value(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+_PAIRS: dict[tuple[str, str], str] = {}  # "key=value" of names seen before (bounded)
+_PAIRS_MAX = 4096
+
+
 def _logfmt(fields: Mapping[str, Any]) -> str:
-    """``key=value …`` (:func:`_logfmt_value` inlined for the common types: this runs for
-    every field of every access line)."""
+    """``key=value …`` for every field of every access line, so made cheaply: a name seen
+    before (door, agent, route, provider, key, model…) is looked up, not formatted again."""
     parts = []
+    pairs = _PAIRS
     for k, v in fields.items():
         kind = type(v)
         if kind is str:
-            parts.append(f"{k}={v}" if _plain(v) else f"{k}={_logfmt_value(v)}")
+            text = pairs.get((k, v))
+            if text is None:
+                text = f"{k}={v}" if _plain(v) else f"{k}={_logfmt_value(v)}"
+                if len(pairs) >= _PAIRS_MAX:  # request ids never repeat: start over
+                    pairs.clear()
+                pairs[(k, v)] = text
+            parts.append(text)
         elif v is None:
-            parts.append(f"{k}=-")
-        elif kind is int or kind is bool:
+            parts.append(k + "=-")
+        elif kind is int:
             parts.append(f"{k}={v}")
         elif kind is float:
             parts.append(f"{k}={v:.6g}")
