@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from quotaflow.engine.pricing import COST_ESTIMATED
 from quotaflow.engine.stats import ModelStats
 from quotaflow.storage.base import (
     REQUEST_SPREAD_S,
+    SLOT_S,
     USAGE_GROUPS,
     LedgerQuery,
     LedgerRow,
@@ -54,29 +57,79 @@ def span(
     return " AND ".join(parts), tuple(params)
 
 
-def _usage_where(
-    group: Sequence[str], since: float, until: float | None, agent: str | None
-) -> tuple[list[str], str, list[Any]]:
-    """The columns, condition and parameters of a ``usage_by``-style query."""
-    cols = [c for c in group if c in ("agent", "provider", "key_id", "model")]
-    if len(cols) != len(group):
-        raise ValueError(f"cannot group usage by {list(group)}")
-    where = "ts>=? AND status NOT IN ('pending','refused')"  # a refusal used nothing
-    params: list[Any] = [since]
-    if until is not None:
-        where += " AND ts<?"
-        params.append(until)
-    if agent is not None:
-        where += " AND agent=?"
-        params.append(agent)
-    return cols, where, params
-
-
 def group_text(value: Any) -> str:
     """A group's label: a time slot (a whole float) without its ``.0``."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+DAY_S = 86400.0  # the daily rollup's buckets (UTC days)
+# Forecasts read the last hour's rows one by one and what came before as one event per
+# 15-minute slot (at its end): a burn rate's inputs stay a few thousand events at any size.
+BURN_RAW_S = 3600.0
+_DIMS = "agent, route, provider, key_id, model, status"
+_MEASURES = "requests, prompt_tokens, completion_tokens, total_tokens, cost_usd"
+
+
+@dataclass(frozen=True, slots=True)
+class Spans:
+    """Where the rows of a time span are read from: ledger rows for the partial slots at its
+    edges, the slot rollup for whole slots, the day rollup for whole UTC days (``None`` is
+    an open end)."""
+
+    raw: tuple[tuple[float | None, float | None], ...]
+    slots: tuple[tuple[float | None, float | None], ...]
+    days: tuple[float | None, float | None] | None
+
+
+def _down(t: float, step: float) -> float:
+    return math.floor(t / step) * step
+
+
+def _up(t: float, step: float) -> float:
+    return math.ceil(t / step) * step
+
+
+def plan(
+    since: float | None,
+    until: float | None,
+    *,
+    days: bool = True,
+    horizon: float | None = None,
+) -> Spans:
+    """Split ``[since, until)`` into ledger rows, whole slots and whole days.
+
+    Before ``horizon`` (the time compacted by :meth:`SqlLedger.compact`) only the rollups
+    remain: an edge falling there is moved to the start of its slot, so a partial slot of
+    compacted time counts whole in the span its start is in."""
+    lo, hi = since, until
+    if horizon is not None:
+        if lo is not None and lo < horizon:
+            lo = _down(lo, SLOT_S)
+        if hi is not None and hi < horizon:
+            hi = _down(hi, SLOT_S)
+    a = None if lo is None else _up(lo, SLOT_S)
+    b = None if hi is None else _down(hi, SLOT_S)
+    if a is not None and b is not None and a >= b:
+        return Spans(((lo, hi),), (), None)
+    raw: list[tuple[float | None, float | None]] = []
+    if lo is not None and a is not None and lo < a:
+        raw.append((lo, a))
+    if hi is not None and b is not None and b < hi:
+        raw.append((b, hi))
+    if not days:
+        return Spans(tuple(raw), ((a, b),), None)
+    da = None if a is None else _up(a, DAY_S)
+    db = None if b is None else _down(b, DAY_S)
+    if da is not None and db is not None and da >= db:
+        return Spans(tuple(raw), ((a, b),), None)
+    slots: list[tuple[float | None, float | None]] = []
+    if a is not None and da is not None and a < da:
+        slots.append((a, da))
+    if b is not None and db is not None and db < b:
+        slots.append((db, b))
+    return Spans(tuple(raw), tuple(slots), (da, db))
 
 
 # A row whose cost is an estimate: booked at a stand-in price (no known price), or with
@@ -160,6 +213,46 @@ class SqlLedger(ABC):
         """Queue an upsert of one row (in the caller's turn: it joins the caller's batch)."""
         return self._write(self._upsert(table, list(values), key), tuple(values.values()))
 
+    def slot_of(self, column: str) -> str:
+        """The report slot of a time column (the backend's :attr:`SLOT_SQL` on ``column``)."""
+        return self.SLOT_SQL.replace("ts", column)
+
+    async def horizon(self) -> float | None:
+        """Where compacted time ends: ledger rows before it were folded into the rollups."""
+        rows = await self.fetch("SELECT value FROM ledger_meta WHERE name='compacted_before'")
+        return float(rows[0][0]) if rows else None
+
+    async def _plan(self, since: float | None, until: float | None, *, days: bool = True) -> Spans:
+        return plan(since, until, days=days, horizon=await self.horizon())
+
+    def _source(
+        self, spans: Spans, cond: str, params: tuple[Any, ...]
+    ) -> tuple[str, tuple[Any, ...]]:
+        """One row source for a span: settled ledger rows at its edges, rollup rows between,
+        all with the columns ``t`` (a time or a bucket's start), the dimensions, ``n``
+        (attempts), the measures and ``est`` (rows whose cost is an estimate). ``cond`` is
+        applied to each part (its columns exist in the ledger and in the rollups alike)."""
+        parts: list[str] = []
+        out: list[Any] = []
+        for lo, hi in spans.raw:
+            where, p = span(f"status!='pending' AND {cond}", lo, hi)
+            parts.append(
+                f"SELECT ts AS t, {_DIMS}, 1 AS n, {_MEASURES}, "
+                f"CASE WHEN {ESTIMATED_COST} THEN 1 ELSE 0 END AS est FROM ledger WHERE {where}"
+            )
+            out += [*params, *p]
+        rollups = [("ledger_slots", "slot", s) for s in spans.slots]
+        if spans.days is not None:
+            rollups.append(("ledger_days", "day", spans.days))
+        for table, bucket, (lo, hi) in rollups:
+            where, p = span(cond, lo, hi, column=bucket)
+            parts.append(
+                f"SELECT {bucket} AS t, {_DIMS}, attempts AS n, {_MEASURES}, estimated AS est "
+                f"FROM {table} WHERE {where}"
+            )
+            out += [*params, *p]
+        return " UNION ALL ".join(parts), tuple(out)
+
     # -- reads ------------------------------------------------------------------------------
     async def ping(self) -> None:
         await self.fetch("SELECT 1")
@@ -191,11 +284,12 @@ class SqlLedger(ABC):
     async def sum_scope(self, scope: str, since: float) -> Measure:
         cond, params = scope_condition(scope)
         start = await self._since(scope, since)
+        src, sparams = self._source(await self._plan(start, None), cond, params)
         sql = (
             "SELECT COALESCE(SUM(total_tokens),0), COALESCE(SUM(requests),0), "
-            f"COALESCE(SUM(cost_usd),0) FROM ledger WHERE {cond} AND ts>=? AND status!='pending'"
+            f"COALESCE(SUM(cost_usd),0) FROM ({src}) u"
         )
-        (t, r, c) = (await self.fetch(sql, (*params, start)))[0]
+        (t, r, c) = (await self.fetch(sql, sparams))[0]
         return Measure(float(t), float(r), float(c))
 
     async def events_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
@@ -327,15 +421,15 @@ class SqlLedger(ABC):
     ) -> dict[tuple[str, ...], Measure]:
         """Usage of settled rows in ``[since, until)`` grouped by ledger columns
         (``agent``, ``provider``, ``key_id``, ``model``), resets not applied."""
-        cols, where, params = _usage_where(group, since, until, agent)
+        cols, src, params = await self._usage_source(group, since, until, agent)
         select = ", ".join(cols) if cols else "''"
         sql = (
             f"SELECT {select}, COALESCE(SUM(total_tokens),0), COALESCE(SUM(requests),0), "
-            f"COALESCE(SUM(cost_usd),0) FROM ledger WHERE {where}"
-            + (f" GROUP BY {select}" if cols else "")
+            f"COALESCE(SUM(cost_usd),0) FROM ({src}) u"
+            + (f" GROUP BY {select} HAVING SUM(n)>0" if cols else "")
         )
         out: dict[tuple[str, ...], Measure] = {}
-        for row in await self.fetch(sql, tuple(params)):
+        for row in await self.fetch(sql, params):
             n = len(cols) or 1
             key = tuple(str(v) for v in row[:n]) if cols else ()
             out[key] = Measure(float(row[n]), float(row[n + 1]), float(row[n + 2]))
@@ -348,16 +442,35 @@ class SqlLedger(ABC):
         until: float | None = None,
         agent: str | None = None,
     ) -> set[tuple[str, ...]]:
-        cols, where, params = _usage_where(group, since, until, agent)
+        cols, src, params = await self._usage_source(group, since, until, agent)
         select = ", ".join(cols) if cols else "''"
-        sql = f"SELECT DISTINCT {select} FROM ledger WHERE {where} AND {ESTIMATED_COST}"
-        return {
-            tuple(str(v) for v in row[: len(cols)]) for row in await self.fetch(sql, tuple(params))
-        }
+        by = f" GROUP BY {select}" if cols else ""
+        sql = f"SELECT {select} FROM ({src}) u{by} HAVING SUM(est)>0"
+        return {tuple(str(v) for v in row[: len(cols)]) for row in await self.fetch(sql, params)}
+
+    async def _usage_source(
+        self, group: Sequence[str], since: float, until: float | None, agent: str | None
+    ) -> tuple[list[str], str, tuple[Any, ...]]:
+        """The columns and the row source of a ``usage_by``-style read."""
+        cols = [c for c in group if c in ("agent", "provider", "key_id", "model")]
+        if len(cols) != len(group):
+            raise ValueError(f"cannot group usage by {list(group)}")
+        cond = "status!='refused'"  # a refusal used nothing
+        params: tuple[Any, ...] = ()
+        if agent is not None:
+            cond += " AND agent=?"
+            params = (agent,)
+        src, sparams = self._source(await self._plan(since, until), cond, params)
+        return cols, src, sparams
 
     async def agents_seen(self, since: float) -> list[str]:
-        rows = await self.fetch("SELECT DISTINCT agent FROM ledger WHERE ts>=?", (since,))
-        return sorted(str(r[0]) for r in rows)
+        src, params = self._source(await self._plan(since, None), "1=1", ())
+        sql = (
+            f"SELECT DISTINCT agent FROM ({src}) u UNION "
+            "SELECT agent FROM ledger WHERE status='pending' AND ts>=?"
+        )
+        rows = await self.fetch(sql, (*params, since))
+        return sorted({str(r[0]) for r in rows})
 
     # -- reports -----------------------------------------------------------------------------
     async def usage_totals(
@@ -365,16 +478,16 @@ class SqlLedger(ABC):
     ) -> list[UsageTotals]:
         if group not in USAGE_GROUPS:
             raise ValueError(f"unknown grouping {group!r} (use one of {', '.join(USAGE_GROUPS)})")
-        column = self.SLOT_SQL if group == "slot" else _GROUP_COLUMNS[group]
+        column = self.slot_of("t") if group == "slot" else _GROUP_COLUMNS[group]
         # a refused request is no attempt: request_counts() counts it
-        where, params = span("status NOT IN ('pending','refused')", since, until)
+        spans = await self._plan(since, until, days=group != "slot")
+        src, params = self._source(spans, "status!='refused'", ())
         sql = (
-            f"SELECT {column} AS g, COUNT(*), COALESCE(SUM(requests),0), "
-            "COALESCE(SUM(CASE WHEN status IN ('error','crashed') THEN 1 ELSE 0 END),0), "
+            f"SELECT {column} AS g, COALESCE(SUM(n),0), COALESCE(SUM(requests),0), "
+            "COALESCE(SUM(CASE WHEN status IN ('error','crashed') THEN n ELSE 0 END),0), "
             "COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), "
             "COALESCE(SUM(total_tokens),0), COALESCE(SUM(cost_usd),0), MAX(provider), "
-            f"COALESCE(SUM(CASE WHEN {ESTIMATED_COST} THEN 1 ELSE 0 END),0) "
-            f"FROM ledger WHERE {where} GROUP BY g ORDER BY g"
+            f"COALESCE(SUM(est),0) FROM ({src}) u GROUP BY g ORDER BY g"
         )
         return [
             UsageTotals(
@@ -412,21 +525,55 @@ class SqlLedger(ABC):
             f"HAVING {first}) o GROUP BY outcome"
         )
         counts = {str(k): int(n) for k, n in await self.fetch(sql, (*params, *first_params))}
-        return RequestCounts(
+        raw = RequestCounts(
             counts.get("answered", 0), counts.get("refused", 0), counts.get("failed", 0)
         )
+        horizon = await self.horizon()
+        if horizon is None or (since is not None and since >= horizon):
+            return raw
+        # Requests of compacted time: counted by compact() per slot of their first attempt.
+        lo = None if since is None else _down(since, SLOT_S)
+        hi = None if until is None else _down(until, SLOT_S) if until < horizon else until
+        where, params = span("1=1", lo, hi, column="slot")
+        got = await self.fetch(
+            "SELECT COALESCE(SUM(answered),0), COALESCE(SUM(refused),0), "
+            f"COALESCE(SUM(failed),0) FROM ledger_outcomes WHERE {where}",
+            params,
+        )
+        a, r, f = got[0]
+        return raw + RequestCounts(int(a), int(r), int(f))
 
     async def burn_events(
         self, scope: str, since: float, until: float
     ) -> list[tuple[float, Measure]]:
+        """The last :data:`BURN_RAW_S` row by row; before that one event per slot with use,
+        stamped at the slot's end (rows book their use when they start)."""
         cond, cparams = scope_condition(scope)
-        where, params = span(cond, since, until)
-        sql = (
-            f"SELECT ts, total_tokens, requests, cost_usd FROM ledger WHERE {where} "
-            "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) ORDER BY ts"
-        )
-        rows = await self.fetch(sql, (*cparams, *params))
-        return [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+        recent = _down(until - BURN_RAW_S, SLOT_S)
+        spans = await self._plan(since, recent, days=False)
+        events: list[tuple[float, Measure]] = []
+        for lo, hi in spans.slots:
+            where, params = span(cond, lo, hi, column="slot")
+            sql = (
+                "SELECT slot, SUM(total_tokens), SUM(requests), SUM(cost_usd) FROM ledger_slots "
+                f"WHERE {where} GROUP BY slot ORDER BY slot"
+            )
+            for slot, t, r, c in await self.fetch(sql, (*cparams, *params)):
+                m = Measure(float(t), float(r), float(c))
+                if m.tokens > 0 or m.requests > 0 or m.cost > 0:
+                    events.append((float(slot) + SLOT_S, m))
+        raw = [*spans.raw, (max(since, recent), until)] if spans.slots else [(since, until)]
+        for lo, hi in raw:
+            where, params = span(cond, lo, hi)
+            sql = (
+                f"SELECT ts, total_tokens, requests, cost_usd FROM ledger WHERE {where} "
+                "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) "
+                "ORDER BY ts"
+            )
+            rows = await self.fetch(sql, (*cparams, *params))
+            events += [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+        events.sort(key=lambda e: e[0])
+        return events
 
     async def probe_results(self, since: float | None = None) -> list[LedgerRow]:
         where, params = span("source='probe' AND status!='pending'", since, None)

@@ -1,0 +1,102 @@
+-- Rollups (issue 21), as in the embedded ledger's 008_rollups.sql: per 15-minute slot and
+-- per UTC day × agent, route, provider, key, model and status, kept at commit. Here the
+-- triggers are per statement (a batch of rows is one statement): one upsert per table per
+-- batch, its rows in key order (replicas writing at once take the row locks in one order).
+-- Pending rows are left out; deleting ledger rows does not touch the rollups (compaction).
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    name  TEXT PRIMARY KEY,
+    value DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_slots (
+    slot              DOUBLE PRECISION NOT NULL,
+    agent             TEXT    NOT NULL,
+    route             TEXT    NOT NULL,
+    provider          TEXT    NOT NULL,
+    key_id            TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    attempts          BIGINT  NOT NULL,
+    requests          BIGINT  NOT NULL,
+    prompt_tokens     BIGINT  NOT NULL,
+    completion_tokens BIGINT  NOT NULL,
+    total_tokens      BIGINT  NOT NULL,
+    cost_usd          DOUBLE PRECISION NOT NULL,
+    estimated         BIGINT  NOT NULL,  -- rows whose cost is an estimate (sql.ESTIMATED_COST)
+    PRIMARY KEY (slot, agent, route, provider, key_id, model, status)
+);
+CREATE TABLE IF NOT EXISTS ledger_days (
+    day               DOUBLE PRECISION NOT NULL,
+    agent             TEXT    NOT NULL,
+    route             TEXT    NOT NULL,
+    provider          TEXT    NOT NULL,
+    key_id            TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    attempts          BIGINT  NOT NULL,
+    requests          BIGINT  NOT NULL,
+    prompt_tokens     BIGINT  NOT NULL,
+    completion_tokens BIGINT  NOT NULL,
+    total_tokens      BIGINT  NOT NULL,
+    cost_usd          DOUBLE PRECISION NOT NULL,
+    estimated         BIGINT  NOT NULL,  -- rows whose cost is an estimate (sql.ESTIMATED_COST)
+    PRIMARY KEY (day, agent, route, provider, key_id, model, status)
+);
+CREATE TABLE IF NOT EXISTS ledger_outcomes (
+    slot     DOUBLE PRECISION PRIMARY KEY,
+    answered BIGINT NOT NULL,
+    refused  BIGINT NOT NULL,
+    failed   BIGINT NOT NULL
+);
+-- The rows written before this migration (it runs once, under the migration lock, in one
+-- transaction with the triggers: no row is counted twice or missed).
+LOCK TABLE ledger IN SHARE MODE;
+INSERT INTO ledger_slots (slot, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
+SELECT FLOOR(ts / 900) * 900 AS b, agent, route, provider, key_id, model, status, COUNT(*), SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)
+FROM ledger WHERE status <> 'pending' GROUP BY b, agent, route, provider, key_id, model, status;
+INSERT INTO ledger_days (day, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
+SELECT FLOOR(ts / 86400) * 86400 AS b, agent, route, provider, key_id, model, status, COUNT(*), SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)
+FROM ledger WHERE status <> 'pending' GROUP BY b, agent, route, provider, key_id, model, status;
+
+CREATE OR REPLACE FUNCTION ledger_rollup_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ledger_slots AS r (slot, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
+        SELECT FLOOR(ts / 900) * 900 AS b, agent, route, provider, key_id, model, status, SUM(n), SUM(requests), SUM(p), SUM(c),
+               SUM(t), SUM(cost), SUM(est)
+        FROM (SELECT ts, agent, route, provider, key_id, model, status, 1 AS n, requests AS requests, prompt_tokens AS p, completion_tokens AS c, total_tokens AS t, cost_usd AS cost, (CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM new_rows WHERE status <> 'pending') d
+        GROUP BY b, agent, route, provider, key_id, model, status ORDER BY b, agent, route, provider, key_id, model, status
+        ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts = r.attempts + EXCLUDED.attempts, requests = r.requests + EXCLUDED.requests, prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens, completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens, total_tokens = r.total_tokens + EXCLUDED.total_tokens, cost_usd = r.cost_usd + EXCLUDED.cost_usd, estimated = r.estimated + EXCLUDED.estimated;
+    INSERT INTO ledger_days AS r (day, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
+        SELECT FLOOR(ts / 86400) * 86400 AS b, agent, route, provider, key_id, model, status, SUM(n), SUM(requests), SUM(p), SUM(c),
+               SUM(t), SUM(cost), SUM(est)
+        FROM (SELECT ts, agent, route, provider, key_id, model, status, 1 AS n, requests AS requests, prompt_tokens AS p, completion_tokens AS c, total_tokens AS t, cost_usd AS cost, (CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM new_rows WHERE status <> 'pending') d
+        GROUP BY b, agent, route, provider, key_id, model, status ORDER BY b, agent, route, provider, key_id, model, status
+        ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts = r.attempts + EXCLUDED.attempts, requests = r.requests + EXCLUDED.requests, prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens, completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens, total_tokens = r.total_tokens + EXCLUDED.total_tokens, cost_usd = r.cost_usd + EXCLUDED.cost_usd, estimated = r.estimated + EXCLUDED.estimated;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_rollup_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ledger_slots AS r (slot, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
+        SELECT FLOOR(ts / 900) * 900 AS b, agent, route, provider, key_id, model, status, SUM(n), SUM(requests), SUM(p), SUM(c),
+               SUM(t), SUM(cost), SUM(est)
+        FROM (SELECT ts, agent, route, provider, key_id, model, status, 1 AS n, requests AS requests, prompt_tokens AS p, completion_tokens AS c, total_tokens AS t, cost_usd AS cost, (CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM new_rows WHERE status <> 'pending'
+            UNION ALL SELECT ts, agent, route, provider, key_id, model, status, -1 AS n, -requests AS requests, -prompt_tokens AS p, -completion_tokens AS c, -total_tokens AS t, -cost_usd AS cost, -(CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM old_rows WHERE status <> 'pending') d
+        GROUP BY b, agent, route, provider, key_id, model, status ORDER BY b, agent, route, provider, key_id, model, status
+        ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts = r.attempts + EXCLUDED.attempts, requests = r.requests + EXCLUDED.requests, prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens, completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens, total_tokens = r.total_tokens + EXCLUDED.total_tokens, cost_usd = r.cost_usd + EXCLUDED.cost_usd, estimated = r.estimated + EXCLUDED.estimated;
+    INSERT INTO ledger_days AS r (day, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
+        SELECT FLOOR(ts / 86400) * 86400 AS b, agent, route, provider, key_id, model, status, SUM(n), SUM(requests), SUM(p), SUM(c),
+               SUM(t), SUM(cost), SUM(est)
+        FROM (SELECT ts, agent, route, provider, key_id, model, status, 1 AS n, requests AS requests, prompt_tokens AS p, completion_tokens AS c, total_tokens AS t, cost_usd AS cost, (CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM new_rows WHERE status <> 'pending'
+            UNION ALL SELECT ts, agent, route, provider, key_id, model, status, -1 AS n, -requests AS requests, -prompt_tokens AS p, -completion_tokens AS c, -total_tokens AS t, -cost_usd AS cost, -(CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM old_rows WHERE status <> 'pending') d
+        GROUP BY b, agent, route, provider, key_id, model, status ORDER BY b, agent, route, provider, key_id, model, status
+        ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts = r.attempts + EXCLUDED.attempts, requests = r.requests + EXCLUDED.requests, prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens, completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens, total_tokens = r.total_tokens + EXCLUDED.total_tokens, cost_usd = r.cost_usd + EXCLUDED.cost_usd, estimated = r.estimated + EXCLUDED.estimated;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS ledger_rollup_insert ON ledger;
+CREATE TRIGGER ledger_rollup_insert AFTER INSERT ON ledger
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger_rollup_insert();
+DROP TRIGGER IF EXISTS ledger_rollup_update ON ledger;
+CREATE TRIGGER ledger_rollup_update AFTER UPDATE ON ledger
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_rollup_update();

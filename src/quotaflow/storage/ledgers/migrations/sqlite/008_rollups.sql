@@ -1,0 +1,92 @@
+-- Rollups (issue 21): what every usage read needs, per 15-minute slot and per UTC day × agent,
+-- route, provider, key, model and status, kept by triggers in the transaction that commits
+-- the rows. Reads take whole slots and days from here and only the partial slots at their
+-- edges from the ledger, so a month costs the same at 100k rows as at 10M. Pending rows are
+-- left out (they join when they settle); refused rows are in with their zero use (usage
+-- reads leave the 'refused' status out, as they do with ledger rows).
+-- Deleting ledger rows does not touch the rollups: that is what `quotaflow compact` relies on.
+-- SQLite runs this file on every open: everything is IF NOT EXISTS, and the back-fill of an
+-- existing ledger runs once, before the 'rollups' mark is written, in one transaction.
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    name  TEXT PRIMARY KEY,
+    value REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_slots (
+    slot              INTEGER NOT NULL,
+    agent             TEXT    NOT NULL,
+    route             TEXT    NOT NULL,
+    provider          TEXT    NOT NULL,
+    key_id            TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    attempts          INTEGER NOT NULL,
+    requests          INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_tokens      INTEGER NOT NULL,
+    cost_usd          REAL    NOT NULL,
+    estimated         INTEGER NOT NULL,  -- rows whose cost is an estimate (sql.ESTIMATED_COST)
+    PRIMARY KEY (slot, agent, route, provider, key_id, model, status)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_days (
+    day               INTEGER NOT NULL,
+    agent             TEXT    NOT NULL,
+    route             TEXT    NOT NULL,
+    provider          TEXT    NOT NULL,
+    key_id            TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    attempts          INTEGER NOT NULL,
+    requests          INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_tokens      INTEGER NOT NULL,
+    cost_usd          REAL    NOT NULL,
+    estimated         INTEGER NOT NULL,  -- rows whose cost is an estimate (sql.ESTIMATED_COST)
+    PRIMARY KEY (day, agent, route, provider, key_id, model, status)
+) WITHOUT ROWID;
+
+-- Requests of compacted time, by how they ended, per slot of their first attempt (the same
+-- count as SqlLedger.request_counts, kept when `quotaflow compact` deletes their rows).
+CREATE TABLE IF NOT EXISTS ledger_outcomes (
+    slot     INTEGER PRIMARY KEY,
+    answered INTEGER NOT NULL,
+    refused  INTEGER NOT NULL,
+    failed   INTEGER NOT NULL
+);
+INSERT INTO ledger_slots (slot, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
+SELECT CAST(ts / 900 AS INTEGER) * 900 AS b, agent, route, provider, key_id, model, status, COUNT(*), SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(CASE WHEN status NOT IN ('error','refused') AND (CAST(estimated AS INTEGER)=1 OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)
+FROM ledger WHERE status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')
+GROUP BY b, agent, route, provider, key_id, model, status;
+INSERT INTO ledger_days (day, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
+SELECT CAST(ts / 86400 AS INTEGER) * 86400 AS b, agent, route, provider, key_id, model, status, COUNT(*), SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(CASE WHEN status NOT IN ('error','refused') AND (CAST(estimated AS INTEGER)=1 OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)
+FROM ledger WHERE status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')
+GROUP BY b, agent, route, provider, key_id, model, status;
+INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('rollups', 1);
+CREATE TRIGGER IF NOT EXISTS ledger_rollup_insert AFTER INSERT ON ledger WHEN NEW.status != 'pending'
+BEGIN
+    INSERT INTO ledger_slots VALUES (CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
+        ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
+    INSERT INTO ledger_days VALUES (CAST(NEW.ts / 86400 AS INTEGER) * 86400, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
+        ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
+END;
+CREATE TRIGGER IF NOT EXISTS ledger_rollup_unsettle AFTER UPDATE ON ledger WHEN OLD.status != 'pending'
+BEGIN
+    INSERT INTO ledger_slots VALUES (CAST(OLD.ts / 900 AS INTEGER) * 900, OLD.agent, OLD.route, OLD.provider, OLD.key_id, OLD.model, OLD.status, -1, -OLD.requests, -OLD.prompt_tokens, -OLD.completion_tokens, -OLD.total_tokens, -OLD.cost_usd, -(CASE WHEN OLD.status NOT IN ('error','refused') AND (CAST(OLD.estimated AS INTEGER)=1 OR OLD.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
+        ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
+    INSERT INTO ledger_days VALUES (CAST(OLD.ts / 86400 AS INTEGER) * 86400, OLD.agent, OLD.route, OLD.provider, OLD.key_id, OLD.model, OLD.status, -1, -OLD.requests, -OLD.prompt_tokens, -OLD.completion_tokens, -OLD.total_tokens, -OLD.cost_usd, -(CASE WHEN OLD.status NOT IN ('error','refused') AND (CAST(OLD.estimated AS INTEGER)=1 OR OLD.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
+        ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
+END;
+CREATE TRIGGER IF NOT EXISTS ledger_rollup_settle AFTER UPDATE ON ledger WHEN NEW.status != 'pending'
+BEGIN
+    INSERT INTO ledger_slots VALUES (CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
+        ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
+    INSERT INTO ledger_days VALUES (CAST(NEW.ts / 86400 AS INTEGER) * 86400, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
+        ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
+END;
+
+-- Attempts a crash left pending are looked for at every start: a partial index holds only
+-- rows in flight (a few), so that is a lookup, not a scan of every row.
+CREATE INDEX IF NOT EXISTS ledger_pending ON ledger (ts) WHERE status = 'pending';
+COMMIT;
