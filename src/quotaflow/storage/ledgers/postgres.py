@@ -37,7 +37,14 @@ from quotaflow.storage.base import (
     LedgerRow,
     LedgerUnavailable,
 )
-from quotaflow.storage.ledgers.sql import COLUMNS, SqlLedger, scope_condition
+from quotaflow.storage.ledgers.sql import (
+    COLUMNS,
+    COMPACT_CHUNK_S,
+    FOLD_TABLE,
+    SqlLedger,
+    compaction_steps,
+    scope_condition,
+)
 from quotaflow.storage.outage import Outage, where
 from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
@@ -471,6 +478,30 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             futs.append(self._submit(_INSERT, self._insert_params(r)))
         if futs:
             await asyncio.gather(*futs)
+
+    async def _compact(self, cutoff: float) -> int:
+        """Compaction on a pooled connection, one chunk per transaction (row locks only:
+        replicas keep writing meanwhile)."""
+        deleted = 0
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute(FOLD_TABLE)
+                lo = await conn.fetchval("SELECT MIN(ts) FROM ledger WHERE ts<$1", cutoff)
+                while lo is not None and lo < cutoff:
+                    lo = float(lo) // COMPACT_CHUNK_S * COMPACT_CHUNK_S
+                    hi = min(lo + COMPACT_CHUNK_S, cutoff)
+                    steps = compaction_steps(lo, hi, self.slot_of("first"))
+                    async with conn.transaction():
+                        for i, (sql, params) in enumerate(steps):
+                            status = await conn.execute(pg(sql), *params)
+                            if i >= len(steps) - 2:
+                                deleted += int(str(status).rsplit(" ", 1)[-1])
+                    lo = await conn.fetchval(
+                        "SELECT MIN(ts) FROM ledger WHERE ts>=$1 AND ts<$2", hi, cutoff
+                    )
+        except _DOWN as exc:
+            raise LedgerUnavailable(f"PostgreSQL is unreachable: {exc}") from None
+        return deleted
 
     async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
         """Attempts of a scope still in flight (any replica), at their reserved worst case."""

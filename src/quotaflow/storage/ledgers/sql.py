@@ -132,6 +132,73 @@ def plan(
     return Spans(tuple(raw), tuple(slots), (da, db))
 
 
+# -- compaction (``quotaflow compact``, settings.ledger_retention_days) -----------------------
+COMPACT_CHUNK_S = SLOT_S  # one transaction folds this much time: the write lock is held briefly
+FOLD_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS qf_fold (request_id TEXT PRIMARY KEY, "
+    "first DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL)"
+)
+
+
+def compaction_steps(lo: float, hi: float, slot_of_first: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements (``?`` placeholders, one transaction) that fold ``[lo, hi)``: count the
+    proxied requests whose first attempt began there by how they ended (as
+    :meth:`SqlLedger.request_counts` does) into ``ledger_outcomes``, delete their rows and the
+    other settled rows of the span, keeping the key tester's latest verdict per key × model.
+    The rollups already hold every deleted row (deletes leave them as they are). The last two
+    statements' row counts are the rows deleted."""
+    outcome = (
+        "CASE WHEN SUM(CASE WHEN status='ok' THEN 1 ELSE 0 END)>0 THEN 'answered' "
+        "WHEN SUM(CASE WHEN status='refused' THEN 1 ELSE 0 END)>0 THEN 'refused' ELSE 'failed' END"
+    )
+    count = "SUM(CASE WHEN outcome='{}' THEN 1 ELSE 0 END)"
+    return [
+        ("DELETE FROM qf_fold", ()),
+        (
+            # Requests still in flight (a pending row) wait for a later compaction.
+            # Each request with all its attempts (found by request id, wherever they are).
+            "INSERT INTO qf_fold (request_id, first, outcome) SELECT request_id, MIN(ts), "
+            f"{outcome} FROM ledger WHERE source='proxy' AND request_id IN "
+            "(SELECT request_id FROM ledger WHERE source='proxy' AND ts>=? AND ts<? "
+            "GROUP BY request_id HAVING MIN(ts)>=?) GROUP BY request_id "
+            "HAVING SUM(CASE WHEN status='pending' THEN 1 ELSE 0 END)=0 "
+            "AND MIN(ts)>=? AND MIN(ts)<?",
+            (lo - REQUEST_SPREAD_S, hi, lo, lo, hi),
+        ),
+        (
+            f"INSERT INTO ledger_outcomes (slot, answered, refused, failed) SELECT "
+            f"{slot_of_first} AS s, {count.format('answered')}, {count.format('refused')}, "
+            f"{count.format('failed')} FROM qf_fold WHERE 1=1 GROUP BY s "
+            "ON CONFLICT (slot) DO UPDATE SET answered=ledger_outcomes.answered+excluded.answered, "
+            "refused=ledger_outcomes.refused+excluded.refused, "
+            "failed=ledger_outcomes.failed+excluded.failed",
+            (),
+        ),
+        (
+            "INSERT INTO ledger_meta (name, value) VALUES ('compacted_before', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value=CASE WHEN excluded.value>ledger_meta.value "
+            "THEN excluded.value ELSE ledger_meta.value END",
+            (hi,),
+        ),
+        (
+            "DELETE FROM ledger WHERE source='proxy' AND request_id IN "
+            "(SELECT request_id FROM qf_fold)",
+            (),
+        ),
+        (
+            "DELETE FROM ledger WHERE ts>=? AND ts<? AND source!='proxy' AND status!='pending' "
+            "AND id NOT IN (SELECT MAX(id) FROM ledger WHERE source='probe' GROUP BY key_id, model)",
+            (lo, hi),
+        ),
+    ]
+
+
+def retention_cutoff(now: float, days: float) -> float:
+    """Where compaction with a retention of ``days`` stops: the start of the UTC day ``days``
+    before ``now`` (rows from then on are kept as they are)."""
+    return _down(now - days * DAY_S, DAY_S)
+
+
 # A row whose cost is an estimate: booked at a stand-in price (no known price), or with
 # tokens guessed (a stream that reported none, an attempt a crash left pending).
 ESTIMATED_COST = (
@@ -444,8 +511,7 @@ class SqlLedger(ABC):
     ) -> set[tuple[str, ...]]:
         cols, src, params = await self._usage_source(group, since, until, agent)
         select = ", ".join(cols) if cols else "''"
-        by = f" GROUP BY {select}" if cols else ""
-        sql = f"SELECT {select} FROM ({src}) u{by} HAVING SUM(est)>0"
+        sql = f"SELECT DISTINCT {select} FROM ({src}) u WHERE est>0"  # est counts rows: ≥ 0
         return {tuple(str(v) for v in row[: len(cols)]) for row in await self.fetch(sql, params)}
 
     async def _usage_source(
@@ -582,6 +648,20 @@ class SqlLedger(ABC):
             f"WHERE {where} GROUP BY key_id, model) ORDER BY key_id, model"
         )
         return [row_of(t) for t in await self.fetch(sql, params)]
+
+    # -- compaction ----------------------------------------------------------------------------
+    async def compact(self, before: float) -> int:
+        """Fold the settled rows older than ``before`` (moved down to a UTC day) into the
+        rollups and delete them, one :data:`COMPACT_CHUNK_S` at a time, off the event loop;
+        returns how many rows were deleted. Every total read from the ledger stays what it
+        was: usage, cost, estimated-cost rows, limits' windows and request counts (kept per
+        slot in ``ledger_outcomes``). What goes: the rows themselves (history, a request's
+        attempts, latency samples) and, in compacted time, spans finer than 15 minutes."""
+        return await self._compact(_down(before, DAY_S))
+
+    @abstractmethod
+    async def _compact(self, cutoff: float) -> int:
+        """Run :func:`compaction_steps` over every chunk from the oldest row to ``cutoff``."""
 
     # -- learning: key × model statistics, feedback by request id ------------------------------
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
