@@ -61,6 +61,7 @@ def _not_the_pool_floor(record: logging.LogRecord) -> bool:
 logging.getLogger("asyncpg.pool").addFilter(_not_the_pool_floor)
 
 MIGRATION_LOCK = 0x71666C6F77  # "qflow": the advisory lock migrations run under
+COMPACT_LOCK = MIGRATION_LOCK + 1  # one replica compacts at a time (the others skip)
 ID_BLOCK = 64  # ids a replica takes at once (the sequence increments by this much)
 _DOWN: tuple[type[BaseException], ...] = (
     OSError,
@@ -482,25 +483,34 @@ class PostgresLedger(SqlOutbox, SqlLedger):
     async def _compact(self, cutoff: float) -> int:
         """Compaction on a pooled connection, one chunk per transaction (row locks only:
         replicas keep writing meanwhile)."""
-        deleted = 0
         try:
             async with self.pool.acquire() as conn:
-                await conn.execute(FOLD_TABLE)
-                lo = await conn.fetchval("SELECT MIN(ts) FROM ledger WHERE ts<$1", cutoff)
-                while lo is not None and lo < cutoff:
-                    lo = float(lo) // COMPACT_CHUNK_S * COMPACT_CHUNK_S
-                    hi = min(lo + COMPACT_CHUNK_S, cutoff)
-                    steps = compaction_steps(lo, hi, self.slot_of("first"))
-                    async with conn.transaction():
-                        for i, (sql, params) in enumerate(steps):
-                            status = await conn.execute(pg(sql), *params)
-                            if i >= len(steps) - 2:
-                                deleted += int(str(status).rsplit(" ", 1)[-1])
-                    lo = await conn.fetchval(
-                        "SELECT MIN(ts) FROM ledger WHERE ts>=$1 AND ts<$2", hi, cutoff
-                    )
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", COMPACT_LOCK):
+                    return 0  # another replica is compacting: its outcomes must not count twice
+                try:
+                    deleted = await self._compact_on(conn, cutoff)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", COMPACT_LOCK)
         except _DOWN as exc:
             raise LedgerUnavailable(f"PostgreSQL is unreachable: {exc}") from None
+        return deleted
+
+    async def _compact_on(self, conn: asyncpg.Connection, cutoff: float) -> int:
+        deleted = 0
+        await conn.execute(FOLD_TABLE)
+        lo = await conn.fetchval("SELECT MIN(ts) FROM ledger WHERE ts<$1", cutoff)
+        while lo is not None and lo < cutoff:
+            lo = float(lo) // COMPACT_CHUNK_S * COMPACT_CHUNK_S
+            hi = min(lo + COMPACT_CHUNK_S, cutoff)
+            steps = compaction_steps(lo, hi, self.slot_of("first"))
+            async with conn.transaction():
+                for i, (sql, params) in enumerate(steps):
+                    status = await conn.execute(pg(sql), *params)
+                    if i >= len(steps) - 2:
+                        deleted += int(str(status).rsplit(" ", 1)[-1])
+            lo = await conn.fetchval(
+                "SELECT MIN(ts) FROM ledger WHERE ts>=$1 AND ts<$2", hi, cutoff
+            )
         return deleted
 
     async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:

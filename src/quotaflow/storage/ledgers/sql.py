@@ -367,7 +367,22 @@ class SqlLedger(ABC):
             "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) ORDER BY ts"
         )
         rows = await self.fetch(sql, (*params, start))
-        return [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+        events = [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+        horizon = await self.horizon()
+        if horizon is None or start >= horizon:
+            return events
+        # A window reaching into compacted time: one event per slot there, at the slot's end
+        # (use leaves a rolling window no earlier than it would have).
+        where, sparams = span(cond, _down(start, SLOT_S), horizon, column="slot")
+        sql = (
+            "SELECT slot, SUM(total_tokens), SUM(requests), SUM(cost_usd) FROM ledger_slots "
+            f"WHERE {where} GROUP BY slot ORDER BY slot"
+        )
+        older = [
+            (min(float(slot) + SLOT_S, horizon), Measure(float(t), float(r), float(c)))
+            for slot, t, r, c in await self.fetch(sql, (*params, *sparams))
+        ]
+        return [(at, m) for at, m in older if m.tokens > 0 or m.requests > 0 or m.cost > 0] + events
 
     async def record_reset(self, scope: str, at: float) -> None:
         await self._write("INSERT INTO resets (scope, at) VALUES (?, ?)", (scope, at))
