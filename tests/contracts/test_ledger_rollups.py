@@ -82,7 +82,7 @@ async def fill(ledger: Any, rows: list[LedgerRow]) -> None:
             pending = LedgerRow(
                 request_id=r.request_id, attempt=r.attempt, ts=r.ts, agent=r.agent,
                 route=r.route, provider=r.provider, key_id=r.key_id, model=r.model,
-                reserved_tokens=1000,
+                source=r.source, reserved_tokens=1000,
             )  # fmt: skip
             await ledger.begin(pending)
             final.id = pending.id
@@ -356,3 +356,46 @@ async def test_compaction_keeps_every_total(backend: Backend) -> None:
         assert after[k] == v, k
     assert await ledger.compact(now - 3 * DAY) == 0  # nothing left to fold
     assert await reports(ledger, now) == before
+
+
+def ref_requests(rows: list[LedgerRow], since: float | None, until: float | None) -> tuple:
+    by: dict[str, list[LedgerRow]] = {}
+    for r in rows:
+        if r.source == "proxy" and r.status != "pending":
+            by.setdefault(r.request_id, []).append(r)
+    out = [0, 0, 0]
+    for attempts in by.values():
+        if not within(min(attempts, key=lambda r: r.ts), since, until):
+            continue
+        statuses = {r.status for r in attempts}
+        out[0 if "ok" in statuses else 1 if "refused" in statuses else 2] += 1
+    return tuple(out)
+
+
+async def test_request_counts_from_outcome_rollups_equal_the_rows(backend: Backend) -> None:
+    ledger = await backend.open()
+    times = sorted(T0 + s + o for s in range(0, 2 * 86400, 1337) for o in (0, 40))
+    rows = rows_for(times, seed=5)
+    await fill(ledger, rows)
+    # One request whose failed attempt finishes in the same commit as its refusal is booked
+    # (both settle in one batch), and one whose two attempts settle in separate commits.
+    first = LedgerRow(request_id="mixed", attempt=1, ts=T0 + 100, agent="bob", key_id="k")
+    await ledger.begin(first)
+    failed = LedgerRow(**{**{k: getattr(first, k) for k in first.__slots__}, "status": "error"})
+    refused = LedgerRow(request_id="mixed", attempt=2, ts=T0 + 101, status="refused")
+    import asyncio
+
+    await asyncio.gather(ledger.finish(failed), ledger.append([refused]))
+    later = [
+        LedgerRow(request_id="late", attempt=1, ts=T0 + 1790, status="error", requests=1),
+        LedgerRow(request_id="late", attempt=2, ts=T0 + 1805, status="ok", requests=1),
+    ]
+    await ledger.append(later[:1])
+    await ledger.append(later[1:])
+    rows += [failed, refused, *later]
+    for since, until in [*spans(), (None, None), (None, T0 + DAY), (T0 + 1800.0, T0 + 1900.0)]:
+        got = await ledger.request_counts(since, until)
+        assert (got.answered, got.refused, got.failed) == ref_requests(rows, since, until), (
+            since,
+            until,
+        )

@@ -141,6 +141,14 @@ async def write_rows(
         await conn.execute(_ROWS_FINISH, *_columns(finishes, len(_FINISH_COLUMNS)))
 
 
+def _apart(batch: list[_Op]) -> bool:
+    """Whether no request has both a settled row inserted and a row finished in ``batch``."""
+    finished = {p[-1] for sql, p, _ in batch if sql is _FINISH}
+    return not any(
+        sql is _INSERT and p[1] in finished and p[17] != "pending" for sql, p, _ in batch
+    )
+
+
 def pg(sql: str) -> str:
     """SQLite-style ``?`` placeholders → PostgreSQL's ``$1, $2, …``."""
     n = 0
@@ -293,20 +301,28 @@ class PostgresLedger(SqlOutbox, SqlLedger):
         # Inserts and finishes commute within a batch (a finish is submitted only after its
         # insert committed); other statements run first, in the order they came.
         inserts = [p for sql, p, _ in batch if sql is _INSERT]
-        finishes = [p for sql, p, _ in batch if sql is _FINISH]
+        finishes = [p[:-1] for sql, p, _ in batch if sql is _FINISH]  # less the request id
         error: BaseException | None = None
 
         others = [(sql, p) for sql, p, _ in batch if sql is not _INSERT and sql is not _FINISH]
+        # A request with an attempt settled by each part of one statement would be counted
+        # wrongly by the request-outcome triggers (each part's sees the other's row as older):
+        # then the parts go as two statements (rare: a refusal appended as an attempt ends).
+        split = bool(inserts and finishes) and not _apart(batch)
 
         async def write() -> None:
             conn = await self._writer_connection()
-            if not others:  # the usual batch: one statement, one round trip
+            if not others and not split:  # the usual batch: one statement, one round trip
                 await write_rows(conn, inserts, finishes)
                 return
             async with conn.transaction():
                 for sql, params in others:
                     await conn.execute(sql, *params)
-                await write_rows(conn, inserts, finishes)
+                if split:
+                    await write_rows(conn, inserts, [])
+                    await write_rows(conn, [], finishes)
+                else:
+                    await write_rows(conn, inserts, finishes)
 
         try:
             # Bounded: a connection cut mid-way (a restart) must end in an error, never a hang.
@@ -469,6 +485,7 @@ class PostgresLedger(SqlOutbox, SqlLedger):
                 row.estimated,
                 row.detail,
                 row.id,
+                row.request_id,  # not written: tells _commit which requests settle
             ),
         )
 
@@ -502,7 +519,7 @@ class PostgresLedger(SqlOutbox, SqlLedger):
         while lo is not None and lo < cutoff:
             lo = float(lo) // COMPACT_CHUNK_S * COMPACT_CHUNK_S
             hi = min(lo + COMPACT_CHUNK_S, cutoff)
-            steps = compaction_steps(lo, hi, self.slot_of("first"))
+            steps = compaction_steps(lo, hi)
             async with conn.transaction():
                 for i, (sql, params) in enumerate(steps):
                     status = await conn.execute(pg(sql), *params)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,46 +134,28 @@ def plan(
 
 
 # -- compaction (``quotaflow compact``, settings.ledger_retention_days) -----------------------
+HORIZON_TTL_S = 2.0  # how long a ledger trusts the compaction horizon it read
 COMPACT_CHUNK_S = SLOT_S  # one transaction folds this much time: the write lock is held briefly
-FOLD_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS qf_fold (request_id TEXT PRIMARY KEY, "
-    "first DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL)"
-)
+FOLD_TABLE = "CREATE TEMP TABLE IF NOT EXISTS qf_fold (request_id TEXT PRIMARY KEY)"
 
 
-def compaction_steps(lo: float, hi: float, slot_of_first: str) -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements (``?`` placeholders, one transaction) that fold ``[lo, hi)``: count the
-    proxied requests whose first attempt began there by how they ended (as
-    :meth:`SqlLedger.request_counts` does) into ``ledger_outcomes``, delete their rows and the
-    other settled rows of the span, keeping the key tester's latest verdict per key × model.
-    The rollups already hold every deleted row (deletes leave them as they are). The last two
-    statements' row counts are the rows deleted."""
-    outcome = (
-        "CASE WHEN SUM(CASE WHEN status='ok' THEN 1 ELSE 0 END)>0 THEN 'answered' "
-        "WHEN SUM(CASE WHEN status='refused' THEN 1 ELSE 0 END)>0 THEN 'refused' ELSE 'failed' END"
-    )
-    count = "SUM(CASE WHEN outcome='{}' THEN 1 ELSE 0 END)"
+def compaction_steps(lo: float, hi: float) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements (``?`` placeholders, one transaction) that fold ``[lo, hi)``: delete the
+    rows of the proxied requests whose first attempt began there (all their attempts, so no
+    request is split) and the other settled rows of the span, keeping the key tester's latest
+    verdict per key × model. The rollups and ``ledger_outcomes`` already count every deleted
+    row (deletes leave them as they are). The last two statements' row counts are the rows
+    deleted."""
     return [
         ("DELETE FROM qf_fold", ()),
         (
             # Requests still in flight (a pending row) wait for a later compaction.
-            # Each request with all its attempts (found by request id, wherever they are).
-            "INSERT INTO qf_fold (request_id, first, outcome) SELECT request_id, MIN(ts), "
-            f"{outcome} FROM ledger WHERE source='proxy' AND request_id IN "
-            "(SELECT request_id FROM ledger WHERE source='proxy' AND ts>=? AND ts<? "
-            "GROUP BY request_id HAVING MIN(ts)>=?) GROUP BY request_id "
-            "HAVING SUM(CASE WHEN status='pending' THEN 1 ELSE 0 END)=0 "
+            "INSERT INTO qf_fold (request_id) SELECT request_id FROM ledger WHERE "
+            "source='proxy' AND request_id IN (SELECT request_id FROM ledger WHERE "
+            "source='proxy' AND ts>=? AND ts<? GROUP BY request_id HAVING MIN(ts)>=?) "
+            "GROUP BY request_id HAVING SUM(CASE WHEN status='pending' THEN 1 ELSE 0 END)=0 "
             "AND MIN(ts)>=? AND MIN(ts)<?",
             (lo - REQUEST_SPREAD_S, hi, lo, lo, hi),
-        ),
-        (
-            f"INSERT INTO ledger_outcomes (slot, answered, refused, failed) SELECT "
-            f"{slot_of_first} AS s, {count.format('answered')}, {count.format('refused')}, "
-            f"{count.format('failed')} FROM qf_fold WHERE 1=1 GROUP BY s "
-            "ON CONFLICT (slot) DO UPDATE SET answered=ledger_outcomes.answered+excluded.answered, "
-            "refused=ledger_outcomes.refused+excluded.refused, "
-            "failed=ledger_outcomes.failed+excluded.failed",
-            (),
         ),
         (
             "INSERT INTO ledger_meta (name, value) VALUES ('compacted_before', ?) "
@@ -284,10 +267,18 @@ class SqlLedger(ABC):
         """The report slot of a time column (the backend's :attr:`SLOT_SQL` on ``column``)."""
         return self.SLOT_SQL.replace("ts", column)
 
+    _horizon: tuple[float, float | None] = (-math.inf, None)  # (read at, value)
+
     async def horizon(self) -> float | None:
-        """Where compacted time ends: ledger rows before it were folded into the rollups."""
-        rows = await self.fetch("SELECT value FROM ledger_meta WHERE name='compacted_before'")
-        return float(rows[0][0]) if rows else None
+        """Where compacted time ends: ledger rows before it were deleted by :meth:`compact`
+        (read again after :data:`HORIZON_TTL_S`: another process may compact)."""
+        at, value = self._horizon
+        now = time.monotonic()
+        if now - at > HORIZON_TTL_S:
+            rows = await self.fetch("SELECT value FROM ledger_meta WHERE name='compacted_before'")
+            value = float(rows[0][0]) if rows else None
+            self._horizon = (now, value)
+        return value
 
     async def _plan(self, since: float | None, until: float | None, *, days: bool = True) -> Spans:
         return plan(since, until, days=days, horizon=await self.horizon())
@@ -590,39 +581,45 @@ class SqlLedger(ABC):
     async def request_counts(
         self, since: float | None = None, until: float | None = None
     ) -> RequestCounts:
-        # A request belongs where its first attempt began; its later attempts are read up to
-        # REQUEST_SPREAD_S after ``until`` so that it is counted once, by how it ended.
+        """Whole slots from ``ledger_outcomes`` (kept at commit), the partial slots at the
+        edges from the rows."""
+        spans = await self._plan(since, until, days=False)
+        total = RequestCounts()
+        for lo, hi in spans.raw:
+            total += await self._request_counts_raw(lo, hi)
+        for lo, hi in spans.slots:
+            where, params = span("1=1", lo, hi, column="slot")
+            got = await self.fetch(
+                "SELECT COALESCE(SUM(answered),0), COALESCE(SUM(refused),0), "
+                f"COALESCE(SUM(failed),0) FROM ledger_outcomes WHERE {where}",
+                params,
+            )
+            a, r, f = got[0]
+            total += RequestCounts(int(a), int(r), int(f))
+        return total
+
+    async def _request_counts_raw(self, since: float | None, until: float | None) -> RequestCounts:
+        # A request belongs where its first attempt began; its attempts are read from
+        # REQUEST_SPREAD_S before ``since`` (one begun before is not counted here) to as long
+        # after ``until``, so that it is counted once, by how it ended.
         where, params = span(
             "source='proxy' AND status!='pending'",
-            since,
+            None if since is None else since - REQUEST_SPREAD_S,
             None if until is None else until + REQUEST_SPREAD_S,
         )
         first, first_params = span("1=1", since, until, column="MIN(ts)")
+        # Grouped by an expression: a short span reads the ts index, not every request id.
         sql = (
-            "SELECT outcome, COUNT(*) FROM (SELECT request_id, CASE "
+            "SELECT outcome, COUNT(*) FROM (SELECT CASE "
             "WHEN SUM(CASE WHEN status='ok' THEN 1 ELSE 0 END)>0 THEN 'answered' "
             "WHEN SUM(CASE WHEN status='refused' THEN 1 ELSE 0 END)>0 THEN 'refused' "
-            f"ELSE 'failed' END AS outcome FROM ledger WHERE {where} GROUP BY request_id "
+            f"ELSE 'failed' END AS outcome FROM ledger WHERE {where} GROUP BY request_id || '' "
             f"HAVING {first}) o GROUP BY outcome"
         )
         counts = {str(k): int(n) for k, n in await self.fetch(sql, (*params, *first_params))}
-        raw = RequestCounts(
+        return RequestCounts(
             counts.get("answered", 0), counts.get("refused", 0), counts.get("failed", 0)
         )
-        horizon = await self.horizon()
-        if horizon is None or (since is not None and since >= horizon):
-            return raw
-        # Requests of compacted time: counted by compact() per slot of their first attempt.
-        lo = None if since is None else _down(since, SLOT_S)
-        hi = None if until is None else _down(until, SLOT_S) if until < horizon else until
-        where, params = span("1=1", lo, hi, column="slot")
-        got = await self.fetch(
-            "SELECT COALESCE(SUM(answered),0), COALESCE(SUM(refused),0), "
-            f"COALESCE(SUM(failed),0) FROM ledger_outcomes WHERE {where}",
-            params,
-        )
-        a, r, f = got[0]
-        return raw + RequestCounts(int(a), int(r), int(f))
 
     async def burn_events(
         self, scope: str, since: float, until: float
@@ -666,13 +663,16 @@ class SqlLedger(ABC):
 
     # -- compaction ----------------------------------------------------------------------------
     async def compact(self, before: float) -> int:
-        """Fold the settled rows older than ``before`` (moved down to a UTC day) into the
-        rollups and delete them, one :data:`COMPACT_CHUNK_S` at a time, off the event loop;
+        """Delete the settled rows older than ``before`` (moved down to a UTC day), which the
+        rollups already count, one :data:`COMPACT_CHUNK_S` at a time, off the event loop;
         returns how many rows were deleted. Every total read from the ledger stays what it
         was: usage, cost, estimated-cost rows, limits' windows and request counts (kept per
         slot in ``ledger_outcomes``). What goes: the rows themselves (history, a request's
         attempts, latency samples) and, in compacted time, spans finer than 15 minutes."""
-        return await self._compact(_down(before, DAY_S))
+        try:
+            return await self._compact(_down(before, DAY_S))
+        finally:
+            self._horizon = (-math.inf, None)
 
     @abstractmethod
     async def _compact(self, cutoff: float) -> int:

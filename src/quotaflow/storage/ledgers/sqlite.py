@@ -453,7 +453,7 @@ class SqliteLedger(SqlOutbox, SqlLedger):
                 hi = min(lo + COMPACT_CHUNK_S, cutoff)
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    steps = compaction_steps(lo, hi, self.slot_of("first"))
+                    steps = compaction_steps(lo, hi)
                     for i, (sql, params) in enumerate(steps):
                         cur = db.execute(sql, params)
                         if i >= len(steps) - 2:

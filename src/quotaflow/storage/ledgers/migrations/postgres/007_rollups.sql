@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS ledger_days (
     estimated         BIGINT  NOT NULL,  -- rows whose cost is an estimate (sql.ESTIMATED_COST)
     PRIMARY KEY (day, agent, route, provider, key_id, model, status)
 );
+-- A limit scope's slots (forecasts' burn rates, limit windows) without reading every key's.
+CREATE INDEX IF NOT EXISTS ledger_slots_key ON ledger_slots (key_id, slot);
+CREATE INDEX IF NOT EXISTS ledger_slots_agent ON ledger_slots (agent, slot);
+CREATE INDEX IF NOT EXISTS ledger_slots_provider ON ledger_slots (provider, slot);
 CREATE TABLE IF NOT EXISTS ledger_outcomes (
     slot     DOUBLE PRECISION PRIMARY KEY,
     answered BIGINT NOT NULL,
@@ -56,6 +60,14 @@ FROM ledger WHERE status <> 'pending' GROUP BY b, agent, route, provider, key_id
 INSERT INTO ledger_days (day, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
 SELECT FLOOR(ts / 86400) * 86400 AS b, agent, route, provider, key_id, model, status, COUNT(*), SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)
 FROM ledger WHERE status <> 'pending' GROUP BY b, agent, route, provider, key_id, model, status;
+
+INSERT INTO ledger_outcomes (slot, answered, refused, failed)
+SELECT FLOOR(first / 900) * 900 AS s, SUM(a), SUM(r), SUM(f)
+FROM (SELECT first, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
+               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+      FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger WHERE source = 'proxy' AND status <> 'pending'
+            GROUP BY request_id) q) o
+GROUP BY s;
 
 CREATE OR REPLACE FUNCTION ledger_rollup_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -100,3 +112,64 @@ DROP TRIGGER IF EXISTS ledger_rollup_update ON ledger;
 CREATE TRIGGER ledger_rollup_update AFTER UPDATE ON ledger
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_rollup_update();
+
+-- Request outcomes (see the embedded ledger's 008_rollups.sql), once per statement.
+CREATE OR REPLACE FUNCTION ledger_outcome_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- The requests with a row that settled in this statement: their outcome before it (from
+    -- their other settled rows) is taken back, their outcome now added, per first slot.
+    WITH settled AS (SELECT id, request_id FROM new_rows WHERE source = 'proxy' AND status <> 'pending')
+    INSERT INTO ledger_outcomes AS o (slot, answered, refused, failed)
+        SELECT s, SUM(a), SUM(r), SUM(f) FROM (
+            SELECT FLOOR(first / 900) * 900 AS s, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
+               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+            FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger
+                  WHERE request_id IN (SELECT request_id FROM settled) AND source = 'proxy'
+                    AND status <> 'pending' GROUP BY request_id) now_
+            UNION ALL
+            SELECT FLOOR(first / 900) * 900, -a, -r, -f FROM (
+                SELECT first, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
+               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+                FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger
+                      WHERE request_id IN (SELECT request_id FROM settled) AND source = 'proxy'
+                        AND status <> 'pending' AND id NOT IN (SELECT id FROM settled)
+                      GROUP BY request_id) before_) b
+        ) d GROUP BY s ORDER BY s
+        ON CONFLICT (slot) DO UPDATE SET answered = o.answered + EXCLUDED.answered,
+            refused = o.refused + EXCLUDED.refused, failed = o.failed + EXCLUDED.failed;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_outcome_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- The requests with a row that settled in this statement: their outcome before it (from
+    -- their other settled rows) is taken back, their outcome now added, per first slot.
+    WITH settled AS (SELECT n.id, n.request_id FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE n.source = 'proxy' AND o.status = 'pending' AND n.status <> 'pending')
+    INSERT INTO ledger_outcomes AS o (slot, answered, refused, failed)
+        SELECT s, SUM(a), SUM(r), SUM(f) FROM (
+            SELECT FLOOR(first / 900) * 900 AS s, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
+               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+            FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger
+                  WHERE request_id IN (SELECT request_id FROM settled) AND source = 'proxy'
+                    AND status <> 'pending' GROUP BY request_id) now_
+            UNION ALL
+            SELECT FLOOR(first / 900) * 900, -a, -r, -f FROM (
+                SELECT first, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
+               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+                FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger
+                      WHERE request_id IN (SELECT request_id FROM settled) AND source = 'proxy'
+                        AND status <> 'pending' AND id NOT IN (SELECT id FROM settled)
+                      GROUP BY request_id) before_) b
+        ) d GROUP BY s ORDER BY s
+        ON CONFLICT (slot) DO UPDATE SET answered = o.answered + EXCLUDED.answered,
+            refused = o.refused + EXCLUDED.refused, failed = o.failed + EXCLUDED.failed;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS ledger_outcome_insert ON ledger;
+CREATE TRIGGER ledger_outcome_insert AFTER INSERT ON ledger
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger_outcome_insert();
+DROP TRIGGER IF EXISTS ledger_outcome_update ON ledger;
+CREATE TRIGGER ledger_outcome_update AFTER UPDATE ON ledger
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_outcome_update();

@@ -47,8 +47,14 @@ CREATE TABLE IF NOT EXISTS ledger_days (
     PRIMARY KEY (day, agent, route, provider, key_id, model, status)
 ) WITHOUT ROWID;
 
--- Requests of compacted time, by how they ended, per slot of their first attempt (the same
--- count as SqlLedger.request_counts, kept when `quotaflow compact` deletes their rows).
+-- A limit scope's slots (forecasts' burn rates, limit windows) without reading every key's.
+CREATE INDEX IF NOT EXISTS ledger_slots_key ON ledger_slots (key_id, slot);
+CREATE INDEX IF NOT EXISTS ledger_slots_agent ON ledger_slots (agent, slot);
+CREATE INDEX IF NOT EXISTS ledger_slots_provider ON ledger_slots (provider, slot);
+-- Proxied requests by how they ended, per slot of their first attempt (what
+-- SqlLedger.request_counts counts): answered when an attempt answered, else refused when one
+-- was refused, else failed. When an attempt settles, its request's outcome so far (from its
+-- other settled rows, found by request id) is taken back and the new one added.
 CREATE TABLE IF NOT EXISTS ledger_outcomes (
     slot     INTEGER PRIMARY KEY,
     answered INTEGER NOT NULL,
@@ -63,6 +69,12 @@ INSERT INTO ledger_days (day, agent, route, provider, key_id, model, status, att
 SELECT CAST(ts / 86400 AS INTEGER) * 86400 AS b, agent, route, provider, key_id, model, status, COUNT(*), SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(CASE WHEN status NOT IN ('error','refused') AND (CAST(estimated AS INTEGER)=1 OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)
 FROM ledger WHERE status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')
 GROUP BY b, agent, route, provider, key_id, model, status;
+INSERT INTO ledger_outcomes (slot, answered, refused, failed)
+SELECT CAST(f / 900 AS INTEGER) * 900 AS s, SUM(ok > 0), SUM(ok = 0 AND ref > 0), SUM(ok = 0 AND ref = 0)
+FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref FROM ledger
+      WHERE source = 'proxy' AND status != 'pending' GROUP BY request_id)
+WHERE NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')
+GROUP BY s;
 INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('rollups', 1);
 CREATE TRIGGER IF NOT EXISTS ledger_rollup_insert AFTER INSERT ON ledger WHEN NEW.status != 'pending'
 BEGIN
@@ -84,6 +96,34 @@ BEGIN
         ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
     INSERT INTO ledger_days VALUES (CAST(NEW.ts / 86400 AS INTEGER) * 86400, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
         ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
+END;
+CREATE TRIGGER IF NOT EXISTS ledger_outcome_insert AFTER INSERT ON ledger
+    WHEN NEW.source = 'proxy' AND NEW.status != 'pending'
+BEGIN
+    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
+        SELECT CAST(f / 900 AS INTEGER) * 900, -(ok > 0), -(ok = 0 AND ref > 0), -(ok = 0 AND ref = 0)
+        FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref, COUNT(*) AS n
+              FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy' AND status != 'pending' AND id != NEW.id) WHERE n > 0
+        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
+    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
+        SELECT CAST(f / 900 AS INTEGER) * 900, (ok > 0), (ok = 0 AND ref > 0), (ok = 0 AND ref = 0)
+        FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref, COUNT(*) AS n
+              FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy' AND status != 'pending') WHERE n > 0
+        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
+END;
+CREATE TRIGGER IF NOT EXISTS ledger_outcome_settle AFTER UPDATE ON ledger
+    WHEN NEW.source = 'proxy' AND OLD.status = 'pending' AND NEW.status != 'pending'
+BEGIN
+    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
+        SELECT CAST(f / 900 AS INTEGER) * 900, -(ok > 0), -(ok = 0 AND ref > 0), -(ok = 0 AND ref = 0)
+        FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref, COUNT(*) AS n
+              FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy' AND status != 'pending' AND id != NEW.id) WHERE n > 0
+        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
+    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
+        SELECT CAST(f / 900 AS INTEGER) * 900, (ok > 0), (ok = 0 AND ref > 0), (ok = 0 AND ref = 0)
+        FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref, COUNT(*) AS n
+              FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy' AND status != 'pending') WHERE n > 0
+        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
 END;
 
 -- Attempts a crash left pending are looked for at every start: a partial index holds only
