@@ -332,9 +332,9 @@ async def reports(ledger: Any, now: float) -> dict[str, Any]:
 
 async def test_compaction_keeps_every_total(backend: Backend) -> None:
     ledger = await backend.open()
-    # a request's two attempts 40 s apart (as attempts go: within its deadline)
+    # 10 days; a request's two attempts 40 s apart (as attempts go: within its deadline)
     times = sorted(
-        T0 + d * DAY + s + o for d in range(6) for s in range(0, 86400, 1637) for o in (0, 40)
+        T0 + d * DAY + s + o for d in range(10) for s in range(0, 86400, 2637) for o in (0, 40)
     )
     rows = rows_for(times, seed=11)
     probe = LedgerRow(
@@ -343,19 +343,30 @@ async def test_compaction_keeps_every_total(backend: Backend) -> None:
     )  # fmt: skip
     await fill(ledger, rows)
     await ledger.append([probe])
-    now = T0 + 6 * DAY
+    now = T0 + 10 * DAY
     before = await reports(ledger, now)
     assert before["requests/None/None"].requests > 0
-    deleted = await ledger.compact(now - 3 * DAY)
-    assert deleted > len(rows) // 3
+    # A retention as long as a forecast's look-back (7 days): nothing changes at all.
+    deleted = await ledger.compact(now - 7 * DAY)
+    assert deleted > len(rows) // 4
     left = await ledger.query(LedgerQuery(limit=100_000, newest_first=False))
     assert min(r.ts for r in left if r.status != "pending" and r.source != "probe") >= T0 + 3 * DAY
     assert [p.request_id for p in await ledger.probe_results()] == ["probe-1"]  # kept
     after = await reports(ledger, now)
     for k, v in before.items():
         assert after[k] == v, k
-    assert await ledger.compact(now - 3 * DAY) == 0  # nothing left to fold
-    assert await reports(ledger, now) == before
+    assert await ledger.compact(now - 7 * DAY) == 0  # nothing left to fold
+    # Shorter: every total stays; a forecast reads compacted days as 15-minute events, the
+    # same use in all.
+    assert await ledger.compact(now - 2 * DAY) > 0
+    after = await reports(ledger, now)
+    for k, v in before.items():
+        if k.startswith("burn/"):
+            assert sum(e[1] for e in after[k]) == sum(e[1] for e in v)
+            assert sum(e[2] for e in after[k]) == sum(e[2] for e in v)
+            assert sum(e[3] for e in after[k]) == pytest.approx(sum(e[3] for e in v), abs=1e-9)
+        else:
+            assert after[k] == v, k
 
 
 def ref_requests(rows: list[LedgerRow], since: float | None, until: float | None) -> tuple:

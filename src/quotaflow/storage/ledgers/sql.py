@@ -66,8 +66,10 @@ def group_text(value: Any) -> str:
 
 
 DAY_S = 86400.0  # the daily rollup's buckets (UTC days)
-# Forecasts read the last hour's rows one by one and what came before as one event per
-# 15-minute slot (at its end): a burn rate's inputs stay a few thousand events at any size.
+# Forecasts read a scope's rows one by one up to BURN_RAW_MAX of them; beyond, the last hour's
+# rows and what came before as one event per 15-minute slot (at its end): a burn rate's
+# inputs stay bounded at any size (and within a fraction of a percent of the rows' rate).
+BURN_RAW_MAX = 50_000
 BURN_RAW_S = 3600.0
 _DIMS = "agent, route, provider, key_id, model, status"
 _MEASURES = "requests, prompt_tokens, completion_tokens, total_tokens, cost_usd"
@@ -624,23 +626,35 @@ class SqlLedger(ABC):
     async def burn_events(
         self, scope: str, since: float, until: float
     ) -> list[tuple[float, Measure]]:
-        """The last :data:`BURN_RAW_S` row by row; before that one event per slot with use,
-        stamped at the slot's end (rows book their use when they start)."""
+        """Row by row while the span holds at most :data:`BURN_RAW_MAX` attempts; beyond, the
+        last :data:`BURN_RAW_S` row by row and before it one event per slot with use,
+        stamped at the slot's end. Compacted time is read as slots."""
         cond, cparams = scope_condition(scope)
-        recent = _down(until - BURN_RAW_S, SLOT_S)
-        spans = await self._plan(since, recent, days=False)
+        horizon = await self.horizon()
+        kept = since if horizon is None else max(since, horizon)  # rows exist from here on
+        where, params = span(cond, _down(kept, SLOT_S), until, column="slot")
+        got = await self.fetch(
+            f"SELECT COALESCE(SUM(attempts),0) FROM ledger_slots WHERE {where}",
+            (*cparams, *params),
+        )
+        raw_from = kept
+        if int(got[0][0]) > BURN_RAW_MAX:
+            raw_from = max(kept, _down(until - BURN_RAW_S, SLOT_S))
         events: list[tuple[float, Measure]] = []
-        for lo, hi in spans.slots:
-            where, params = span(cond, lo, hi, column="slot")
-            sql = (
-                "SELECT slot, SUM(total_tokens), SUM(requests), SUM(cost_usd) FROM ledger_slots "
-                f"WHERE {where} GROUP BY slot ORDER BY slot"
-            )
-            for slot, t, r, c in await self.fetch(sql, (*cparams, *params)):
-                m = Measure(float(t), float(r), float(c))
-                if m.tokens > 0 or m.requests > 0 or m.cost > 0:
-                    events.append((float(slot) + SLOT_S, m))
-        raw = [*spans.raw, (max(since, recent), until)] if spans.slots else [(since, until)]
+        raw: list[tuple[float | None, float | None]] = [(raw_from, until)]
+        if raw_from > since:
+            spans = await self._plan(since, raw_from, days=False)
+            raw += spans.raw
+            for lo, hi in spans.slots:
+                where, params = span(cond, lo, hi, column="slot")
+                sql = (
+                    "SELECT slot, SUM(total_tokens), SUM(requests), SUM(cost_usd) "
+                    f"FROM ledger_slots WHERE {where} GROUP BY slot ORDER BY slot"
+                )
+                for slot, t, r, c in await self.fetch(sql, (*cparams, *params)):
+                    m = Measure(float(t), float(r), float(c))
+                    if m.tokens > 0 or m.requests > 0 or m.cost > 0:
+                        events.append((float(slot) + SLOT_S, m))
         for lo, hi in raw:
             where, params = span(cond, lo, hi)
             sql = (
