@@ -84,7 +84,15 @@ def build(home: Path, rows: int, now: float) -> float:
     migrate(home)  # the schema, as a server makes it
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("PRAGMA synchronous=OFF")
-    for trig in ("ledger_rollup_insert", "ledger_rollup_settle", "ledger_rollup_unsettle"):
+    for trig in (
+        "ledger_rollup_insert",
+        "ledger_rollup_settle",
+        "ledger_rollup_unsettle",
+        "ledger_outcome_insert_alone",
+        "ledger_outcome_insert_joins",
+        "ledger_outcome_settle_alone",
+        "ledger_outcome_settle_joins",
+    ):
         db.execute(f"DROP TRIGGER IF EXISTS {trig}")
     for idx in ("ledger_ts", "ledger_key_ts", "ledger_agent_ts", "ledger_request"):
         db.execute(f"DROP INDEX IF EXISTS {idx}")
@@ -126,6 +134,7 @@ def build(home: Path, rows: int, now: float) -> float:
     # The rollups are back-filled by the ledger's own migration (as an upgraded ledger's are).
     db.execute("DELETE FROM ledger_slots")
     db.execute("DELETE FROM ledger_days")
+    db.execute("DELETE FROM ledger_outcomes")
     db.execute("DELETE FROM ledger_meta WHERE name='rollups'")
     db.close()
     migrate(home)

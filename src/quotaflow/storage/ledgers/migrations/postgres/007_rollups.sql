@@ -41,10 +41,9 @@ CREATE TABLE IF NOT EXISTS ledger_days (
     estimated         BIGINT  NOT NULL,  -- rows whose cost is an estimate (sql.ESTIMATED_COST)
     PRIMARY KEY (day, agent, route, provider, key_id, model, status)
 );
--- A limit scope's slots (forecasts' burn rates, limit windows) without reading every key's.
+-- A key's slots (forecasts' burn rates) without reading every key's. Other scopes read a few
+-- edge slots beside whole days: the primary key's slot order serves them.
 CREATE INDEX IF NOT EXISTS ledger_slots_key ON ledger_slots (key_id, slot);
-CREATE INDEX IF NOT EXISTS ledger_slots_agent ON ledger_slots (agent, slot);
-CREATE INDEX IF NOT EXISTS ledger_slots_provider ON ledger_slots (provider, slot);
 CREATE TABLE IF NOT EXISTS ledger_outcomes (
     slot     DOUBLE PRECISION PRIMARY KEY,
     answered BIGINT NOT NULL,

@@ -6,7 +6,9 @@
 -- reads leave the 'refused' status out, as they do with ledger rows).
 -- Deleting ledger rows does not touch the rollups: that is what `quotaflow compact` relies on.
 -- SQLite runs this file on every open: everything is IF NOT EXISTS, and the back-fill of an
--- existing ledger runs once, before the 'rollups' mark is written, in one transaction.
+-- existing ledger runs once, before the 'rollups' mark is written, in one transaction (each
+-- back-fill reads the ledger behind a CROSS JOIN with a one-row gate that is empty once the
+-- mark exists: SQLite keeps a CROSS JOIN's order, so later opens do not scan the ledger).
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS ledger_meta (
     name  TEXT PRIMARY KEY,
@@ -47,14 +49,14 @@ CREATE TABLE IF NOT EXISTS ledger_days (
     PRIMARY KEY (day, agent, route, provider, key_id, model, status)
 ) WITHOUT ROWID;
 
--- A limit scope's slots (forecasts' burn rates, limit windows) without reading every key's.
+-- A key's slots (forecasts' burn rates) without reading every key's. Other scopes read a few
+-- edge slots beside whole days: the primary key's slot order serves them.
 CREATE INDEX IF NOT EXISTS ledger_slots_key ON ledger_slots (key_id, slot);
-CREATE INDEX IF NOT EXISTS ledger_slots_agent ON ledger_slots (agent, slot);
-CREATE INDEX IF NOT EXISTS ledger_slots_provider ON ledger_slots (provider, slot);
 -- Proxied requests by how they ended, per slot of their first attempt (what
 -- SqlLedger.request_counts counts): answered when an attempt answered, else refused when one
--- was refused, else failed. When an attempt settles, its request's outcome so far (from its
--- other settled rows, found by request id) is taken back and the new one added.
+-- was refused, else failed. An attempt settling alone (no other settled row of its request:
+-- the common case, one probe of the request-id index) adds its own outcome; one joining
+-- others takes its request's outcome so far back and adds the new one.
 CREATE TABLE IF NOT EXISTS ledger_outcomes (
     slot     INTEGER PRIMARY KEY,
     answered INTEGER NOT NULL,
@@ -63,17 +65,17 @@ CREATE TABLE IF NOT EXISTS ledger_outcomes (
 );
 INSERT INTO ledger_slots (slot, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
 SELECT CAST(ts / 900 AS INTEGER) * 900 AS b, agent, route, provider, key_id, model, status, COUNT(*), SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(CASE WHEN status NOT IN ('error','refused') AND (CAST(estimated AS INTEGER)=1 OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)
-FROM ledger WHERE status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')
+FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')) AS once CROSS JOIN ledger WHERE status != 'pending'
 GROUP BY b, agent, route, provider, key_id, model, status;
 INSERT INTO ledger_days (day, agent, route, provider, key_id, model, status, attempts, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd, estimated)
 SELECT CAST(ts / 86400 AS INTEGER) * 86400 AS b, agent, route, provider, key_id, model, status, COUNT(*), SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(CASE WHEN status NOT IN ('error','refused') AND (CAST(estimated AS INTEGER)=1 OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)
-FROM ledger WHERE status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')
+FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')) AS once CROSS JOIN ledger WHERE status != 'pending'
 GROUP BY b, agent, route, provider, key_id, model, status;
 INSERT INTO ledger_outcomes (slot, answered, refused, failed)
 SELECT CAST(f / 900 AS INTEGER) * 900 AS s, SUM(ok > 0), SUM(ok = 0 AND ref > 0), SUM(ok = 0 AND ref = 0)
-FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref FROM ledger
+FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref
+      FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')) AS once CROSS JOIN ledger
       WHERE source = 'proxy' AND status != 'pending' GROUP BY request_id)
-WHERE NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')
 GROUP BY s;
 INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('rollups', 1);
 CREATE TRIGGER IF NOT EXISTS ledger_rollup_insert AFTER INSERT ON ledger WHEN NEW.status != 'pending'
@@ -97,32 +99,70 @@ BEGIN
     INSERT INTO ledger_days VALUES (CAST(NEW.ts / 86400 AS INTEGER) * 86400, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
         ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
 END;
-CREATE TRIGGER IF NOT EXISTS ledger_outcome_insert AFTER INSERT ON ledger
-    WHEN NEW.source = 'proxy' AND NEW.status != 'pending'
+CREATE TRIGGER IF NOT EXISTS ledger_outcome_insert_alone AFTER INSERT ON ledger
+    WHEN NEW.source = 'proxy' AND NEW.status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
+        AND source = 'proxy' AND status != 'pending')
 BEGIN
     INSERT INTO ledger_outcomes (slot, answered, refused, failed)
-        SELECT CAST(f / 900 AS INTEGER) * 900, -(ok > 0), -(ok = 0 AND ref > 0), -(ok = 0 AND ref = 0)
-        FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref, COUNT(*) AS n
-              FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy' AND status != 'pending' AND id != NEW.id) WHERE n > 0
-        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
-    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
-        SELECT CAST(f / 900 AS INTEGER) * 900, (ok > 0), (ok = 0 AND ref > 0), (ok = 0 AND ref = 0)
-        FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref, COUNT(*) AS n
-              FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy' AND status != 'pending') WHERE n > 0
+        VALUES (CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.status = 'ok', NEW.status = 'refused', NEW.status NOT IN ('ok', 'refused'))
         ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
 END;
-CREATE TRIGGER IF NOT EXISTS ledger_outcome_settle AFTER UPDATE ON ledger
-    WHEN NEW.source = 'proxy' AND OLD.status = 'pending' AND NEW.status != 'pending'
+CREATE TRIGGER IF NOT EXISTS ledger_outcome_insert_joins AFTER INSERT ON ledger
+    WHEN NEW.source = 'proxy' AND NEW.status != 'pending' AND EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
+        AND source = 'proxy' AND status != 'pending')
 BEGIN
     INSERT INTO ledger_outcomes (slot, answered, refused, failed)
-        SELECT CAST(f / 900 AS INTEGER) * 900, -(ok > 0), -(ok = 0 AND ref > 0), -(ok = 0 AND ref = 0)
-        FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref, COUNT(*) AS n
-              FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy' AND status != 'pending' AND id != NEW.id) WHERE n > 0
+        SELECT s, SUM(a), SUM(r), SUM(f) FROM (
+            SELECT CAST(f0 / 900 AS INTEGER) * 900 AS s, -(ok0 > 0) AS a, -(ok0 = 0 AND ref0 > 0) AS r,
+                   -(ok0 = 0 AND ref0 = 0) AS f FROM (SELECT MIN(CASE WHEN id != NEW.id THEN ts END) AS f0, MIN(ts) AS f1,
+                      SUM(id != NEW.id) AS n0,
+                      SUM(status = 'ok' AND id != NEW.id) AS ok0, SUM(status = 'ok') AS ok1,
+                      SUM(status = 'refused' AND id != NEW.id) AS ref0,
+                      SUM(status = 'refused') AS ref1
+               FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy'
+                 AND status != 'pending') WHERE n0 > 0
+            UNION ALL
+            SELECT CAST(f1 / 900 AS INTEGER) * 900, ok1 > 0, ok1 = 0 AND ref1 > 0, ok1 = 0 AND ref1 = 0 FROM (SELECT MIN(CASE WHEN id != NEW.id THEN ts END) AS f0, MIN(ts) AS f1,
+                      SUM(id != NEW.id) AS n0,
+                      SUM(status = 'ok' AND id != NEW.id) AS ok0, SUM(status = 'ok') AS ok1,
+                      SUM(status = 'refused' AND id != NEW.id) AS ref0,
+                      SUM(status = 'refused') AS ref1
+               FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy'
+                 AND status != 'pending')
+        ) WHERE 1 GROUP BY s
         ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
+END;
+CREATE TRIGGER IF NOT EXISTS ledger_outcome_settle_alone AFTER UPDATE ON ledger
+    WHEN NEW.source = 'proxy' AND OLD.status = 'pending' AND NEW.status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
+        AND source = 'proxy' AND status != 'pending')
+BEGIN
     INSERT INTO ledger_outcomes (slot, answered, refused, failed)
-        SELECT CAST(f / 900 AS INTEGER) * 900, (ok > 0), (ok = 0 AND ref > 0), (ok = 0 AND ref = 0)
-        FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS ref, COUNT(*) AS n
-              FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy' AND status != 'pending') WHERE n > 0
+        VALUES (CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.status = 'ok', NEW.status = 'refused', NEW.status NOT IN ('ok', 'refused'))
+        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
+END;
+CREATE TRIGGER IF NOT EXISTS ledger_outcome_settle_joins AFTER UPDATE ON ledger
+    WHEN NEW.source = 'proxy' AND OLD.status = 'pending' AND NEW.status != 'pending' AND EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
+        AND source = 'proxy' AND status != 'pending')
+BEGIN
+    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
+        SELECT s, SUM(a), SUM(r), SUM(f) FROM (
+            SELECT CAST(f0 / 900 AS INTEGER) * 900 AS s, -(ok0 > 0) AS a, -(ok0 = 0 AND ref0 > 0) AS r,
+                   -(ok0 = 0 AND ref0 = 0) AS f FROM (SELECT MIN(CASE WHEN id != NEW.id THEN ts END) AS f0, MIN(ts) AS f1,
+                      SUM(id != NEW.id) AS n0,
+                      SUM(status = 'ok' AND id != NEW.id) AS ok0, SUM(status = 'ok') AS ok1,
+                      SUM(status = 'refused' AND id != NEW.id) AS ref0,
+                      SUM(status = 'refused') AS ref1
+               FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy'
+                 AND status != 'pending') WHERE n0 > 0
+            UNION ALL
+            SELECT CAST(f1 / 900 AS INTEGER) * 900, ok1 > 0, ok1 = 0 AND ref1 > 0, ok1 = 0 AND ref1 = 0 FROM (SELECT MIN(CASE WHEN id != NEW.id THEN ts END) AS f0, MIN(ts) AS f1,
+                      SUM(id != NEW.id) AS n0,
+                      SUM(status = 'ok' AND id != NEW.id) AS ok0, SUM(status = 'ok') AS ok1,
+                      SUM(status = 'refused' AND id != NEW.id) AS ref0,
+                      SUM(status = 'refused') AS ref1
+               FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy'
+                 AND status != 'pending')
+        ) WHERE 1 GROUP BY s
         ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
 END;
 
