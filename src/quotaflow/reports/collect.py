@@ -110,11 +110,16 @@ async def _rate(
     now: float,
     lookback_s: float,
     half_life_s: float,
+    seen: dict[str, Any],
 ) -> BurnRate:
+    """``scopes``' burn rate of ``metric`` (``seen``: the events read so far by this forecast,
+    by scope: each key's are read once, for its limits and for its pools)."""
     ledger: Any = engine.ledger
     events: list[tuple[float, float]] = []
     for scope in scopes:
-        for t, m in await ledger.burn_events(scope, now - lookback_s, now):
+        if (got := seen.get(scope)) is None:
+            got = seen[scope] = await ledger.burn_events(scope, now - lookback_s, now)
+        for t, m in got:
             events.append((t, m.of(metric)))
     events.sort()
     return ewma_rate(events, now, half_life_s=half_life_s, max_span_s=lookback_s)
@@ -135,12 +140,15 @@ async def collect_forecast(
     """Per key quota: exhaustion vs reset; per pool of keys serving a route: blackouts."""
     usages = await limit_usages(engine, now)
     out = Forecast(now, half_life_s, lookback_s)
+    seen: dict[str, Any] = {}
     for key in sorted(engine.keys.values(), key=lambda k: (k.provider, k.id)):
         for lim in _quota_limits(key):
-            rate = await _rate(engine, [key.scope], lim.metric, now, lookback_s, half_life_s)
+            rate = await _rate(engine, [key.scope], lim.metric, now, lookback_s, half_life_s, seen)
             out.limits.append(forecast_limit(usages[lim.id], key.provider, rate, now))
     for name, key_ids in _pools(engine):
-        pool = await _pool(engine, name, key_ids, usages, now, lookback_s, half_life_s, horizon_s)
+        pool = await _pool(
+            engine, name, key_ids, usages, now, lookback_s, half_life_s, horizon_s, seen
+        )
         if pool is not None:
             out.pools.append(pool)
     return out
@@ -170,6 +178,7 @@ async def _pool(
     lookback_s: float,
     half_life_s: float,
     horizon_s: float,
+    seen: dict[str, Any],
 ) -> PoolForecast | None:
     keys = [engine.keys[k] for k in key_ids]
     metric = next(
@@ -191,7 +200,7 @@ async def _pool(
             continue
         u = min(mine, key=lambda x: x.remaining)
         members.append(PoolMember(k.id, u.remaining, u.limit.amount, u.limit.window, u.resets_at))
-    rate = await _rate(engine, [k.scope for k in keys], metric, now, lookback_s, half_life_s)
+    rate = await _rate(engine, [k.scope for k in keys], metric, now, lookback_s, half_life_s, seen)
     return simulate_pool(
         name,
         metric,

@@ -632,13 +632,15 @@ class SqlLedger(ABC):
         cond, cparams = scope_condition(scope)
         horizon = await self.horizon()
         kept = since if horizon is None else max(since, horizon)  # rows exist from here on
-        where, params = span(cond, _down(kept, SLOT_S), until, column="slot")
-        got = await self.fetch(
-            f"SELECT COALESCE(SUM(attempts),0) FROM ledger_slots WHERE {where}",
+        where, params = span(cond, _down(since, SLOT_S), until, column="slot")
+        slots = await self.fetch(
+            "SELECT slot, SUM(total_tokens), SUM(requests), SUM(cost_usd), SUM(attempts) "
+            f"FROM ledger_slots WHERE {where} GROUP BY slot ORDER BY slot",
             (*cparams, *params),
         )
         raw_from = kept
-        if int(got[0][0]) > BURN_RAW_MAX:
+        rows_kept = sum(int(row[4]) for row in slots if float(row[0]) >= _down(kept, SLOT_S))
+        if rows_kept > BURN_RAW_MAX:
             raw_from = max(kept, _down(until - BURN_RAW_S, SLOT_S))
         events: list[tuple[float, Measure]] = []
         raw: list[tuple[float | None, float | None]] = [(raw_from, until)]
@@ -646,15 +648,12 @@ class SqlLedger(ABC):
             spans = await self._plan(since, raw_from, days=False)
             raw += spans.raw
             for lo, hi in spans.slots:
-                where, params = span(cond, lo, hi, column="slot")
-                sql = (
-                    "SELECT slot, SUM(total_tokens), SUM(requests), SUM(cost_usd) "
-                    f"FROM ledger_slots WHERE {where} GROUP BY slot ORDER BY slot"
-                )
-                for slot, t, r, c in await self.fetch(sql, (*cparams, *params)):
+                for slot, t, r, c, _n in slots:
+                    at = float(slot)
                     m = Measure(float(t), float(r), float(c))
-                    if m.tokens > 0 or m.requests > 0 or m.cost > 0:
-                        events.append((float(slot) + SLOT_S, m))
+                    inside = (lo is None or at >= lo) and (hi is None or at < hi)
+                    if inside and (m.tokens > 0 or m.requests > 0 or m.cost > 0):
+                        events.append((at + SLOT_S, m))
         for lo, hi in raw:
             where, params = span(cond, lo, hi)
             sql = (
