@@ -6,6 +6,7 @@ the engine's semantic queries and hands their answers over.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -115,14 +116,19 @@ async def _rate(
     """``scopes``' burn rate of ``metric`` (``seen``: the events read so far by this forecast,
     by scope: each key's are read once, for its limits and for its pools)."""
     ledger: Any = engine.ledger
-    events: list[tuple[float, float]] = []
+    read = []
     for scope in scopes:
         if (got := seen.get(scope)) is None:
             got = seen[scope] = await ledger.burn_events(scope, now - lookback_s, now)
-        for t, m in got:
-            events.append((t, m.of(metric)))
-    events.sort()
-    return ewma_rate(events, now, half_life_s=half_life_s, max_span_s=lookback_s)
+        read.append(got)
+
+    def rate() -> BurnRate:
+        events = sorted((t, m.of(metric)) for got in read for t, m in got)
+        return ewma_rate(events, now, half_life_s=half_life_s, max_span_s=lookback_s)
+
+    # Thousands of events: weighed on a thread, so the server's event loop (the dashboard
+    # computes forecasts) keeps answering requests meanwhile.
+    return await asyncio.to_thread(rate) if sum(map(len, read)) > 500 else rate()
 
 
 def _quota_limits(key: Key) -> list[Limit]:

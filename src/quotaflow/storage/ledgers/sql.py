@@ -69,7 +69,7 @@ DAY_S = 86400.0  # the daily rollup's buckets (UTC days)
 # Forecasts read a scope's rows one by one up to BURN_RAW_MAX of them; beyond, the last hour's
 # rows and what came before as one event per 15-minute slot (at its end): a burn rate's
 # inputs stay bounded at any size (and within a fraction of a percent of the rows' rate).
-BURN_RAW_MAX = 5_000
+BURN_RAW_MAX = 2_000
 BURN_RAW_S = 3600.0
 _DIMS = "agent, route, provider, key_id, model, status"
 _MEASURES = "requests, prompt_tokens, completion_tokens, total_tokens, cost_usd"
