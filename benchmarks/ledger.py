@@ -10,7 +10,8 @@ migrations), then for each size, ``--repeat`` times (medians printed):
   the ledger, the start-up pending-row scan), and its RSS then;
 - ``dashboard``: the first ``/api/dashboard`` snapshot (nothing cached), and the event-loop
   stall meanwhile: the longest wait of a probe asking /livez every millisecond (a request
-  that waits is a loop that was busy);
+  that waits is a loop that was busy); ``idle`` is the same probe's worst over 0.5 s with
+  nothing loading (what the machine itself adds);
 - ``/api/status`` and ``/api/history?limit=50`` (median of 5 each, after the dashboard);
 - ``report`` (``quotaflow report --since 30d --group-by day``) and ``forecast``: wall time
   and peak RSS of the command.
@@ -203,6 +204,9 @@ def serve_once(home: Path) -> dict[str, float]:
     bench.wait_http(url + "/api/health", timeout=600)
     out = {"ready_s": time.monotonic() - t0, "rss_mb": bench.rss_mb(proc.pid)}
     time.sleep(2.0)  # what the server does once it listens (prices warmed in a thread) is done
+    with StallProbe(url) as idle:  # the probe's own worst on this machine, nothing loading
+        time.sleep(0.5)
+    out["idle_ms"] = idle.worst * 1000
     with StallProbe(url) as probe:
         out["dashboard_ms"] = get(url + "/api/dashboard") * 1000
     out["stall_ms"] = probe.worst * 1000
@@ -269,7 +273,7 @@ def main() -> None:
     now = time.time()
     head = (
         f"{'rows':>10} {'build s':>8} {'ready s':>8} {'RSS MB':>7} {'dash ms':>8} "
-        f"{'stall ms':>9} {'status ms':>10} {'hist ms':>8} {'report s':>9} {'rep MB':>7} "
+        f"{'stall ms':>9} {'idle ms':>8} {'status ms':>10} {'hist ms':>8} {'report s':>9} {'rep MB':>7} "
         f"{'fcast s':>8} {'fc MB':>6}"
     )
     lines = [head]
@@ -287,7 +291,8 @@ def main() -> None:
 
             line = (
                 f"{n:>10,} {built:>8.1f} {med('ready_s'):>8.2f} {med('rss_mb'):>7.1f} "
-                f"{med('dashboard_ms'):>8.0f} {med('stall_ms'):>9.1f} {med('status_ms'):>10.1f} "
+                f"{med('dashboard_ms'):>8.0f} {med('stall_ms'):>9.1f} {med('idle_ms'):>8.1f} "
+                f"{med('status_ms'):>10.1f} "
                 f"{med('history_ms'):>8.1f} "
                 f"{statistics.median(t for t, _ in reports):>9.2f} "
                 f"{statistics.median(m for _, m in reports):>7.0f} "
