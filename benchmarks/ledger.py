@@ -221,16 +221,18 @@ def serve_once(home: Path) -> dict[str, float]:
     return out
 
 
-def command(home: Path, *args: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of ``quotaflow ARGS`` on ``home``."""
-    cmd = ["/usr/bin/time", "-f", "%M", PY, "-m", "quotaflow", *args]
+def command(home: Path, *args: str) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of ``quotaflow ARGS`` on ``home`` (CPU
+    time says what the command costs on a busy machine, where wall time waits its turn)."""
+    cmd = ["/usr/bin/time", "-f", "%U %S %M", PY, "-m", "quotaflow", *args]
     cmd += ["--config", str(home / "q.yaml"), "--home", str(home)]
     t0 = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     took = time.monotonic() - t0
     if done.returncode not in (0, 1):
         raise RuntimeError(f"{args}: {done.stderr[-500:]}")
-    return took, int(done.stderr.strip().splitlines()[-1]) / 1024
+    user, system, rss = done.stderr.strip().splitlines()[-1].split()
+    return took, float(user) + float(system), int(rss) / 1024
 
 
 def soak(tmp: Path, requests: int) -> None:
@@ -273,8 +275,8 @@ def main() -> None:
     now = time.time()
     head = (
         f"{'rows':>10} {'build s':>8} {'ready s':>8} {'RSS MB':>7} {'dash ms':>8} "
-        f"{'stall ms':>9} {'idle ms':>8} {'status ms':>10} {'hist ms':>8} {'report s':>9} {'rep MB':>7} "
-        f"{'fcast s':>8} {'fc MB':>6}"
+        f"{'stall ms':>9} {'idle ms':>8} {'status ms':>10} {'hist ms':>8} {'report s':>9} "
+        f"{'cpu s':>6} {'rep MB':>7} {'fcast s':>8} {'cpu s':>6} {'fc MB':>6}"
     )
     lines = [head]
     try:
@@ -294,10 +296,12 @@ def main() -> None:
                 f"{med('dashboard_ms'):>8.0f} {med('stall_ms'):>9.1f} {med('idle_ms'):>8.1f} "
                 f"{med('status_ms'):>10.1f} "
                 f"{med('history_ms'):>8.1f} "
-                f"{statistics.median(t for t, _ in reports):>9.2f} "
-                f"{statistics.median(m for _, m in reports):>7.0f} "
-                f"{statistics.median(t for t, _ in forecasts):>8.2f} "
-                f"{statistics.median(m for _, m in forecasts):>6.0f}"
+                f"{statistics.median(r[0] for r in reports):>9.2f} "
+                f"{statistics.median(r[1] for r in reports):>6.2f} "
+                f"{statistics.median(r[2] for r in reports):>7.0f} "
+                f"{statistics.median(r[0] for r in forecasts):>8.2f} "
+                f"{statistics.median(r[1] for r in forecasts):>6.2f} "
+                f"{statistics.median(r[2] for r in forecasts):>6.0f}"
             )
             lines.append(line)
             print("\n".join(lines) if len(lines) == 2 else line, flush=True)

@@ -116,23 +116,29 @@ CREATE TRIGGER ledger_rollup_update AFTER UPDATE ON ledger
 CREATE OR REPLACE FUNCTION ledger_outcome_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- The requests with a row that settled in this statement: their outcome before it (from
-    -- their other settled rows) is taken back, their outcome now added, per first slot.
-    WITH settled AS (SELECT id, request_id FROM new_rows WHERE source = 'proxy' AND status <> 'pending')
+    -- their other settled rows) is taken back, their outcome now added, per first slot. Each
+    -- request's rows are looked up by its id (LATERAL: an index scan per request, never a
+    -- scan of the ledger, whatever the planner guesses of the transition table's size).
+    WITH settled AS (SELECT id, request_id FROM new_rows WHERE source = 'proxy' AND status <> 'pending'),
+    q AS (SELECT DISTINCT request_id FROM settled),
+    now_ AS (SELECT n.* FROM q CROSS JOIN LATERAL (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
+                       SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref
+                FROM ledger l WHERE l.request_id = q.request_id AND l.source = 'proxy'
+                  AND l.status <> 'pending') n),
+    before_ AS (SELECT b.* FROM q CROSS JOIN LATERAL (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
+                       SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref
+                FROM ledger l WHERE l.request_id = q.request_id AND l.source = 'proxy'
+                  AND l.status <> 'pending' AND l.id NOT IN (SELECT id FROM settled)) b)
     INSERT INTO ledger_outcomes AS o (slot, answered, refused, failed)
         SELECT s, SUM(a), SUM(r), SUM(f) FROM (
             SELECT FLOOR(first / 900) * 900 AS s, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
-               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
-            FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger
-                  WHERE request_id IN (SELECT request_id FROM settled) AND source = 'proxy'
-                    AND status <> 'pending' GROUP BY request_id) now_
+                   CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+            FROM now_ WHERE first IS NOT NULL
             UNION ALL
             SELECT FLOOR(first / 900) * 900, -a, -r, -f FROM (
                 SELECT first, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
-               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
-                FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger
-                      WHERE request_id IN (SELECT request_id FROM settled) AND source = 'proxy'
-                        AND status <> 'pending' AND id NOT IN (SELECT id FROM settled)
-                      GROUP BY request_id) before_) b
+                   CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+                FROM before_ WHERE first IS NOT NULL) b
         ) d GROUP BY s ORDER BY s
         ON CONFLICT (slot) DO UPDATE SET answered = o.answered + EXCLUDED.answered,
             refused = o.refused + EXCLUDED.refused, failed = o.failed + EXCLUDED.failed;
@@ -142,23 +148,29 @@ END $$;
 CREATE OR REPLACE FUNCTION ledger_outcome_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- The requests with a row that settled in this statement: their outcome before it (from
-    -- their other settled rows) is taken back, their outcome now added, per first slot.
-    WITH settled AS (SELECT n.id, n.request_id FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE n.source = 'proxy' AND o.status = 'pending' AND n.status <> 'pending')
+    -- their other settled rows) is taken back, their outcome now added, per first slot. Each
+    -- request's rows are looked up by its id (LATERAL: an index scan per request, never a
+    -- scan of the ledger, whatever the planner guesses of the transition table's size).
+    WITH settled AS (SELECT n.id, n.request_id FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE n.source = 'proxy' AND o.status = 'pending' AND n.status <> 'pending'),
+    q AS (SELECT DISTINCT request_id FROM settled),
+    now_ AS (SELECT n.* FROM q CROSS JOIN LATERAL (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
+                       SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref
+                FROM ledger l WHERE l.request_id = q.request_id AND l.source = 'proxy'
+                  AND l.status <> 'pending') n),
+    before_ AS (SELECT b.* FROM q CROSS JOIN LATERAL (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
+                       SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref
+                FROM ledger l WHERE l.request_id = q.request_id AND l.source = 'proxy'
+                  AND l.status <> 'pending' AND l.id NOT IN (SELECT id FROM settled)) b)
     INSERT INTO ledger_outcomes AS o (slot, answered, refused, failed)
         SELECT s, SUM(a), SUM(r), SUM(f) FROM (
             SELECT FLOOR(first / 900) * 900 AS s, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
-               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
-            FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger
-                  WHERE request_id IN (SELECT request_id FROM settled) AND source = 'proxy'
-                    AND status <> 'pending' GROUP BY request_id) now_
+                   CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+            FROM now_ WHERE first IS NOT NULL
             UNION ALL
             SELECT FLOOR(first / 900) * 900, -a, -r, -f FROM (
                 SELECT first, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AND ref > 0 THEN 1 ELSE 0 END AS r,
-               CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
-                FROM (SELECT MIN(ts) AS first, SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok, SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS ref FROM ledger
-                      WHERE request_id IN (SELECT request_id FROM settled) AND source = 'proxy'
-                        AND status <> 'pending' AND id NOT IN (SELECT id FROM settled)
-                      GROUP BY request_id) before_) b
+                   CASE WHEN ok = 0 AND ref = 0 THEN 1 ELSE 0 END AS f
+                FROM before_ WHERE first IS NOT NULL) b
         ) d GROUP BY s ORDER BY s
         ON CONFLICT (slot) DO UPDATE SET answered = o.answered + EXCLUDED.answered,
             refused = o.refused + EXCLUDED.refused, failed = o.failed + EXCLUDED.failed;
