@@ -410,3 +410,16 @@ async def test_request_counts_from_outcome_rollups_equal_the_rows(backend: Backe
             since,
             until,
         )
+
+
+async def test_burn_events_of_keys_equal_each_keys_own(backend: Backend) -> None:
+    ledger = await backend.open()
+    times = sorted(T0 + s for s in range(0, 3 * 86400, 97))  # ~2,700 rows: slots and rows
+    await fill(ledger, rows_for(times, seed=2))
+    now = T0 + 3 * DAY - 1234.5
+    keys = [k for _, k in KEYS] + ["no-such-key"]
+    together = await ledger.burn_events_of_keys(keys, now - 7 * DAY, now)
+    for k in keys:
+        assert together[k] == await ledger.burn_events(f"key:{k}", now - 7 * DAY, now), k
+    assert together["no-such-key"] == []
+    assert any(t % SLOT_S == 0 for t, _ in together["openai-1"])  # old use as slots

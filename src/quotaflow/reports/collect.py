@@ -146,8 +146,11 @@ async def collect_forecast(
     """Per key quota: exhaustion vs reset; per pool of keys serving a route: blackouts."""
     usages = await limit_usages(engine, now)
     out = Forecast(now, half_life_s, lookback_s)
-    seen: dict[str, Any] = {}
-    for key in sorted(engine.keys.values(), key=lambda k: (k.provider, k.id)):
+    # every key's burn events in one read (each is used by its limits and by its pools)
+    keys = sorted(engine.keys.values(), key=lambda k: (k.provider, k.id))
+    by_key = await engine.ledger.burn_events_of_keys([k.id for k in keys], now - lookback_s, now)
+    seen: dict[str, Any] = {k.scope: by_key[k.id] for k in keys}
+    for key in keys:
         for lim in _quota_limits(key):
             rate = await _rate(engine, [key.scope], lim.metric, now, lookback_s, half_life_s, seen)
             out.limits.append(forecast_limit(usages[lim.id], key.provider, rate, now))
