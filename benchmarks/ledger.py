@@ -136,6 +136,7 @@ def build(home: Path, rows: int, now: float) -> float:
     db.execute("DELETE FROM ledger_slots")
     db.execute("DELETE FROM ledger_days")
     db.execute("DELETE FROM ledger_outcomes")
+    db.execute("DELETE FROM ledger_key_slots")
     db.execute("DELETE FROM ledger_meta WHERE name='rollups'")
     db.close()
     migrate(home)

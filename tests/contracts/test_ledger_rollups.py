@@ -273,6 +273,7 @@ async def _forget_rollups(backend: Backend) -> None:
         "DROP TABLE ledger_slots",
         "DROP TABLE ledger_days",
         "DROP TABLE ledger_outcomes",
+        "DROP TABLE ledger_key_slots",
         "DROP TABLE ledger_meta",
     ]
     if backend.kind == "sqlite":
@@ -415,11 +416,16 @@ async def test_request_counts_from_outcome_rollups_equal_the_rows(backend: Backe
 async def test_burn_events_of_keys_equal_each_keys_own(backend: Backend) -> None:
     ledger = await backend.open()
     times = sorted(T0 + s for s in range(0, 3 * 86400, 97))  # ~2,700 rows: slots and rows
-    await fill(ledger, rows_for(times, seed=2))
+    rows = rows_for(times, seed=2)
+    await fill(ledger, rows)
     now = T0 + 3 * DAY - 1234.5
     keys = [k for _, k in KEYS] + ["no-such-key"]
     together = await ledger.burn_events_of_keys(keys, now - 7 * DAY, now)
     for k in keys:
         assert together[k] == await ledger.burn_events(f"key:{k}", now - 7 * DAY, now), k
     assert together["no-such-key"] == []
+    for k in keys:  # the same use as the rows', slot events or not
+        mine = [r for r in rows if r.key_id == k and r.ts < now]
+        assert sum(m.tokens for _, m in together[k]) == sum(r.total_tokens for r in mine)
+        assert sum(m.requests for _, m in together[k]) == sum(r.requests for r in mine)
     assert any(t % SLOT_S == 0 for t, _ in together["openai-1"])  # old use as slots

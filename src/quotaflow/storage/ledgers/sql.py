@@ -629,6 +629,9 @@ class SqlLedger(ABC):
         """Row by row while the span holds at most :data:`BURN_RAW_MAX` attempts; beyond, the
         last :data:`BURN_RAW_S` row by row and before it one event per slot with use,
         stamped at the slot's end. Compacted time is read as slots."""
+        kind, _, name = scope.partition(":")
+        if kind == "key":
+            return (await self.burn_events_of_keys([name], since, until))[name]
         cond, cparams = scope_condition(scope)
         where, params = span(cond, _down(since, SLOT_S), until, column="slot")
         slots = await self.fetch(
@@ -641,19 +644,16 @@ class SqlLedger(ABC):
     async def burn_events_of_keys(
         self, key_ids: Sequence[str], since: float, until: float
     ) -> dict[str, list[tuple[float, Measure]]]:
-        """:meth:`burn_events` of several keys' scopes, their slots read in one pass over the
-        span (a forecast reads every key's)."""
+        """:meth:`burn_events` of several keys' scopes, their slots read together from the
+        per-key slot rollup (a forecast reads every key's)."""
         if not key_ids:
             return {}
-        # ``key_id || ''``: one range scan of the slots, not one index walk per key
         marks = ", ".join("?" for _ in key_ids)
-        cond = f"key_id || '' IN ({marks})"
-        where, params = span(cond, _down(since, SLOT_S), until, column="slot")
+        where, params = span(f"key_id IN ({marks})", _down(since, SLOT_S), until, column="slot")
         by: dict[str, list[tuple[Any, ...]]] = {k: [] for k in key_ids}
         for key_id, *rest in await self.fetch(
-            "SELECT key_id, slot, SUM(total_tokens), SUM(requests), SUM(cost_usd), "
-            f"SUM(attempts) FROM ledger_slots WHERE {where} GROUP BY key_id, slot "
-            "ORDER BY key_id, slot",
+            "SELECT key_id, slot, total_tokens, requests, cost_usd, attempts "
+            f"FROM ledger_key_slots WHERE {where} ORDER BY key_id, slot",
             (*key_ids, *params),
         ):
             by[str(key_id)].append(tuple(rest))
