@@ -429,3 +429,27 @@ async def test_burn_events_of_keys_equal_each_keys_own(backend: Backend) -> None
         assert sum(m.tokens for _, m in together[k]) == sum(r.total_tokens for r in mine)
         assert sum(m.requests for _, m in together[k]) == sum(r.requests for r in mine)
     assert any(t % SLOT_S == 0 for t, _ in together["openai-1"])  # old use as slots
+
+
+async def test_latencies_are_those_of_answered_proxied_rows_among_the_newest(
+    backend: Backend,
+) -> None:
+    ledger = await backend.open()
+    rows = []
+    for i, (status, source) in enumerate(
+        [("ok", "proxy"), ("error", "proxy"), ("ok", "reported"), ("ok", "proxy"), ("ok", "proxy")]
+    ):
+        rows.append(
+            LedgerRow(
+                request_id=f"l{i}",
+                attempt=1,
+                ts=T0 + i,
+                status=status,
+                source=source,
+                latency_ms=10.0 * (i + 1),
+            )  # fmt: skip
+        )
+    await ledger.append(rows)
+    assert sorted(await ledger.latencies(T0, T0 + 10, 500)) == [10.0, 40.0, 50.0]
+    assert sorted(await ledger.latencies(T0, T0 + 10, 2)) == [40.0, 50.0]  # the newest two rows
+    assert await ledger.latencies(T0 + 10, T0 + 20, 500) == []

@@ -225,6 +225,11 @@ class LedgerStore(Protocol):
         """Consumption events of a limit scope in ``[since, until)``, oldest first (resets ignored)."""
         ...
 
+    async def latencies(self, since: float, until: float, newest: int) -> list[float]:
+        """Latencies (ms) of answered proxied attempts among the ``newest`` rows begun in
+        ``[since, until)``."""
+        ...
+
     async def burn_events_of_keys(
         self, key_ids: Sequence[str], since: float, until: float
     ) -> dict[str, list[tuple[float, Measure]]]:

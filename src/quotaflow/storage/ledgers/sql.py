@@ -336,6 +336,16 @@ class SqlLedger(ABC):
         )
         return [row_of(t) for t in await self.fetch(sql, (*params, q.limit))]
 
+    async def latencies(self, since: float, until: float, newest: int) -> list[float]:
+        """Latencies of the answered proxied attempts among the ``newest`` rows begun in
+        ``[since, until)`` (three columns read, not whole rows)."""
+        sql = (
+            "SELECT latency_ms FROM (SELECT status, source, latency_ms FROM ledger "
+            "WHERE ts>=? AND ts<? ORDER BY id DESC LIMIT ?) r "
+            "WHERE status='ok' AND source='proxy' AND latency_ms IS NOT NULL"
+        )
+        return [float(v) for (v,) in await self.fetch(sql, (since, until, newest))]
+
     async def _since(self, scope: str, since: float) -> float:
         rows = await self.fetch("SELECT MAX(at) FROM resets WHERE scope=?", (scope,))
         last = rows[0][0] if rows else None

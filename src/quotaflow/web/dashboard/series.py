@@ -19,7 +19,6 @@ from typing import Any
 from quotaflow.engine.windows import Window, next_reset, window_start
 from quotaflow.gateway import Gateway
 from quotaflow.reports.collect import collect_forecast
-from quotaflow.storage.base import REQUEST_SPREAD_S, LedgerQuery, LedgerRow, RequestCounts
 from quotaflow.storage.management import ManagementStore
 
 BUCKET_S = 60.0
@@ -40,16 +39,6 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-def latency_point(rows: list[LedgerRow]) -> tuple[float | None, float | None, int]:
-    """p50, p95 and count of the answered proxy attempts among ``rows``."""
-    values = sorted(
-        r.latency_ms
-        for r in rows
-        if r.status == "ok" and r.latency_ms is not None and r.source == "proxy"
-    )
-    return percentile(values, 0.50), percentile(values, 0.95), len(values)
-
-
 @dataclass(frozen=True, slots=True)
 class Bucket:
     tokens: dict[str, float]  # provider → tokens
@@ -67,7 +56,6 @@ class SeriesCache:
         self._buckets: dict[float, Bucket] = {}
         # day start → (tokens, cost, whether part of the cost is an estimate)
         self._days: dict[float, tuple[float, float, bool]] = {}
-        self._outcomes: dict[float, RequestCounts] = {}  # minute start → its requests
         self._forecast: dict[str, Any] | None = None
         self._forecast_at = -math.inf
         self._forecast_stamp: object = None
@@ -76,8 +64,8 @@ class SeriesCache:
         end = start + BUCKET_S
         by = await self.store.usage_by(["provider"], start, end)
         tokens = {p: m.tokens for (p,), m in by.items() if p and m.tokens > 0}
-        rows = await self.gw.ledger.query(LedgerQuery(since=start, until=end, limit=LATENCY_SAMPLE))
-        p50, p95, n = latency_point(rows)
+        values = sorted(await self.gw.ledger.latencies(start, end, LATENCY_SAMPLE))
+        p50, p95, n = percentile(values, 0.50), percentile(values, 0.95), len(values)
         return Bucket(tokens, p50, p95, n)
 
     async def timeline(self, now: float) -> dict[str, Any]:
@@ -106,28 +94,12 @@ class SeriesCache:
 
     async def outcomes(self, now: float) -> dict[str, Any]:
         """Requests begun in the timeline's hour by how they ended (answered, refused,
-        failed), counted as reports count them; minutes whose requests can no longer
-        change are kept, the rest is one query."""
+        failed), counted as reports count them: one read (whole 15-minute slots come from
+        the ledger's request-outcome rollup, only the rest from rows)."""
         last = math.floor(now / BUCKET_S) * BUCKET_S
-        starts = [last - BUCKET_S * i for i in range(BUCKETS - 1, -1, -1)]
-        final_before = now - SETTLE_MARGIN_S - REQUEST_SPREAD_S
-        total = RequestCounts()
-        tail: float | None = None
-        for start in starts:
-            if start + BUCKET_S > final_before:
-                tail = start
-                break
-            got = self._outcomes.get(start)
-            if got is None:
-                got = self._outcomes[start] = await self.gw.ledger.request_counts(
-                    start, start + BUCKET_S
-                )
-            total += got
-        if tail is not None:
-            total += await self.gw.ledger.request_counts(tail, None)
-        for old in [s for s in self._outcomes if s < starts[0]]:
-            del self._outcomes[old]
-        return {"since": starts[0], **total.to_dict()}
+        since = last - BUCKET_S * (BUCKETS - 1)
+        total = await self.gw.ledger.request_counts(since, None)
+        return {"since": since, **total.to_dict()}
 
     def _day_starts(self, now: float) -> list[float]:
         tz = self.gw.config.tz
