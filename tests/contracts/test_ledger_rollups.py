@@ -447,7 +447,7 @@ async def test_latencies_are_those_of_answered_proxied_rows_among_the_newest(
                 status=status,
                 source=source,
                 latency_ms=10.0 * (i + 1),
-            )  # fmt: skip
+            )
         )
     await ledger.append(rows)
     assert sorted(await ledger.latencies(T0, T0 + 10, 500)) == [10.0, 40.0, 50.0]

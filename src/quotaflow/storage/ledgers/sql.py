@@ -66,11 +66,10 @@ def group_text(value: Any) -> str:
 
 
 DAY_S = 86400.0  # the daily rollup's buckets (UTC days)
-# Forecasts read a scope's rows one by one up to BURN_RAW_MAX of them; beyond, the last hour's
-# rows and what came before as one event per 15-minute slot (at its end): a burn rate's
+# Forecasts read a scope's rows one by one up to BURN_RAW_MAX of them; beyond, the rows of
+# the current 15-minute slot and before it one event per slot (at its end): a burn rate's
 # inputs stay bounded at any size (and within a fraction of a percent of the rows' rate).
 BURN_RAW_MAX = 2_000
-BURN_RAW_S = 3600.0
 _DIMS = "agent, route, provider, key_id, model, status"
 _MEASURES = "requests, prompt_tokens, completion_tokens, total_tokens, cost_usd"
 
@@ -637,8 +636,8 @@ class SqlLedger(ABC):
         self, scope: str, since: float, until: float
     ) -> list[tuple[float, Measure]]:
         """Row by row while the span holds at most :data:`BURN_RAW_MAX` attempts; beyond, the
-        last :data:`BURN_RAW_S` row by row and before it one event per slot with use,
-        stamped at the slot's end. Compacted time is read as slots."""
+        current slot row by row and before it one event per slot with use, stamped at the
+        slot's end. Compacted time is read as slots."""
         kind, _, name = scope.partition(":")
         if kind == "key":
             return (await self.burn_events_of_keys([name], since, until))[name]
@@ -686,7 +685,7 @@ class SqlLedger(ABC):
         raw_from = kept
         rows_kept = sum(int(row[4]) for row in slots if float(row[0]) >= _down(kept, SLOT_S))
         if rows_kept > BURN_RAW_MAX:
-            raw_from = max(kept, _down(until - BURN_RAW_S, SLOT_S))
+            raw_from = max(kept, _down(until, SLOT_S))
         events: list[tuple[float, Measure]] = []
         raw: list[tuple[float | None, float | None]] = [(raw_from, until)]
         if raw_from > since:
