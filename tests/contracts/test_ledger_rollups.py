@@ -449,7 +449,13 @@ async def test_latencies_are_those_of_answered_proxied_rows_among_the_newest(
                 latency_ms=10.0 * (i + 1),
             )
         )
+    rows.append(LedgerRow(request_id="l9", attempt=1, ts=T0 + 60, status="ok", latency_ms=7.0))
+    rows[0].total_tokens, rows[0].provider = 30, "openai"
     await ledger.append(rows)
-    assert sorted(await ledger.latencies(T0, T0 + 10, 500)) == [10.0, 40.0, 50.0]
-    assert sorted(await ledger.latencies(T0, T0 + 10, 2)) == [40.0, 50.0]  # the newest two rows
-    assert await ledger.latencies(T0 + 10, T0 + 20, 500) == []
+    got = await ledger.latencies_per_bucket(T0, T0 + 120, 60.0, 500)
+    assert {k: sorted(v) for k, v in got.items()} == {T0: [10.0, 40.0, 50.0], T0 + 60: [7.0]}
+    got = await ledger.latencies_per_bucket(T0, T0 + 120, 60.0, 2)  # the newest two rows
+    assert {k: sorted(v) for k, v in got.items()} == {T0: [40.0, 50.0], T0 + 60: [7.0]}
+    assert await ledger.latencies_per_bucket(T0 + 120, T0 + 180, 60.0, 500) == {}
+    tokens = await ledger.tokens_per_bucket(T0, T0 + 120, 60.0)
+    assert tokens == {T0: {"": 0.0, "openai": 30.0}, T0 + 60: {"": 0.0}}

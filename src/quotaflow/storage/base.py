@@ -225,9 +225,16 @@ class LedgerStore(Protocol):
         """Consumption events of a limit scope in ``[since, until)``, oldest first (resets ignored)."""
         ...
 
-    async def latencies(self, since: float, until: float, newest: int) -> list[float]:
-        """Latencies (ms) of answered proxied attempts among the ``newest`` rows begun in
-        ``[since, until)``."""
+    async def tokens_per_bucket(
+        self, since: float, until: float, size: float
+    ) -> dict[float, dict[str, float]]:
+        """Tokens of settled rows per ``size``-second bucket (its start) and provider."""
+        ...
+
+    async def latencies_per_bucket(
+        self, since: float, until: float, size: float, newest: int
+    ) -> dict[float, list[float]]:
+        """Per bucket, latencies (ms) of answered proxied attempts among its ``newest`` rows."""
         ...
 
     async def burn_events_of_keys(

@@ -335,15 +335,42 @@ class SqlLedger(ABC):
         )
         return [row_of(t) for t in await self.fetch(sql, (*params, q.limit))]
 
-    async def latencies(self, since: float, until: float, newest: int) -> list[float]:
-        """Latencies of the answered proxied attempts among the ``newest`` rows begun in
-        ``[since, until)`` (three columns read, not whole rows)."""
+    def bucket_of(self, column: str, size: float) -> str:
+        """The start of the ``size``-second bucket of a time column (``SLOT_SQL``'s form)."""
+        return self.SLOT_SQL.replace("ts", column).replace(f"{SLOT_S:g}", f"{size:g}")
+
+    async def tokens_per_bucket(
+        self, since: float, until: float, size: float
+    ) -> dict[float, dict[str, float]]:
+        """Tokens of settled rows (refusals left out) per ``size``-second bucket and provider,
+        from the rows (a short span: the dashboard's last hour)."""
+        b = self.bucket_of("ts", size)
         sql = (
-            "SELECT latency_ms FROM (SELECT status, source, latency_ms FROM ledger "
-            "WHERE ts>=? AND ts<? ORDER BY id DESC LIMIT ?) r "
-            "WHERE status='ok' AND source='proxy' AND latency_ms IS NOT NULL"
+            f"SELECT {b} AS b, provider, COALESCE(SUM(total_tokens),0) FROM ledger "
+            "WHERE ts>=? AND ts<? AND status NOT IN ('pending','refused') GROUP BY b, provider"
         )
-        return [float(v) for (v,) in await self.fetch(sql, (since, until, newest))]
+        out: dict[float, dict[str, float]] = {}
+        for start, provider, tokens in await self.fetch(sql, (since, until)):
+            out.setdefault(float(start), {})[str(provider)] = float(tokens)
+        return out
+
+    async def latencies_per_bucket(
+        self, since: float, until: float, size: float, newest: int
+    ) -> dict[float, list[float]]:
+        """Per ``size``-second bucket, the latencies of the answered proxied attempts among
+        its ``newest`` rows (three columns read, not whole rows)."""
+        b = self.bucket_of("ts", size)
+        sql = (
+            "SELECT b, latency_ms FROM (SELECT "
+            f"{b} AS b, status, source, latency_ms, "
+            f"ROW_NUMBER() OVER (PARTITION BY {b} ORDER BY id DESC) AS n "
+            "FROM ledger WHERE ts>=? AND ts<?) r "
+            "WHERE n<=? AND status='ok' AND source='proxy' AND latency_ms IS NOT NULL"
+        )
+        out: dict[float, list[float]] = {}
+        for start, ms in await self.fetch(sql, (since, until, newest)):
+            out.setdefault(float(start), []).append(float(ms))
+        return out
 
     async def _since(self, scope: str, since: float) -> float:
         rows = await self.fetch("SELECT MAX(at) FROM resets WHERE scope=?", (scope,))

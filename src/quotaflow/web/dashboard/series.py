@@ -60,26 +60,31 @@ class SeriesCache:
         self._forecast_at = -math.inf
         self._forecast_stamp: object = None
 
-    async def _bucket(self, start: float) -> Bucket:
-        end = start + BUCKET_S
-        by = await self.store.usage_by(["provider"], start, end)
-        tokens = {p: m.tokens for (p,), m in by.items() if p and m.tokens > 0}
-        values = sorted(await self.gw.ledger.latencies(start, end, LATENCY_SAMPLE))
-        p50, p95, n = percentile(values, 0.50), percentile(values, 0.95), len(values)
-        return Bucket(tokens, p50, p95, n)
+    async def _read_buckets(self, starts: list[float]) -> dict[float, Bucket]:
+        """The buckets starting at ``starts`` (ascending), read in two queries."""
+        since, until = starts[0], starts[-1] + BUCKET_S
+        ledger = self.gw.ledger
+        tokens = await ledger.tokens_per_bucket(since, until, BUCKET_S)
+        latencies = await ledger.latencies_per_bucket(since, until, BUCKET_S, LATENCY_SAMPLE)
+        out = {}
+        for start in starts:
+            values = sorted(latencies.get(start, ()))
+            mine = {p: t for p, t in tokens.get(start, {}).items() if p and t > 0}
+            out[start] = Bucket(
+                mine, percentile(values, 0.50), percentile(values, 0.95), len(values)
+            )
+        return out
 
     async def timeline(self, now: float) -> dict[str, Any]:
         """Tokens per provider and latency percentiles per minute over the last hour."""
         last = math.floor(now / BUCKET_S) * BUCKET_S
         starts = [last - BUCKET_S * i for i in range(BUCKETS - 1, -1, -1)]
-        out: list[Bucket] = []
-        for start in starts:
-            b = self._buckets.get(start)
-            if b is None:
-                b = await self._bucket(start)
-                if start + BUCKET_S <= now - SETTLE_MARGIN_S:
-                    self._buckets[start] = b
-            out.append(b)
+        missing = [s for s in starts if s not in self._buckets]
+        got = await self._read_buckets(missing) if missing else {}
+        for start, b in got.items():
+            if start + BUCKET_S <= now - SETTLE_MARGIN_S:
+                self._buckets[start] = b
+        out: list[Bucket] = [self._buckets.get(s) or got[s] for s in starts]
         for old in [s for s in self._buckets if s < starts[0]]:
             del self._buckets[old]
         providers = sorted({p for b in out for p in b.tokens})
