@@ -43,12 +43,17 @@ CREATE TABLE IF NOT EXISTS ledger_days (
 );
 -- Per key and slot alone: what a forecast reads for every key.
 CREATE TABLE IF NOT EXISTS ledger_key_slots (
-    key_id       TEXT   NOT NULL,
-    slot         DOUBLE PRECISION NOT NULL,
-    attempts     BIGINT NOT NULL,
-    requests     BIGINT NOT NULL,
-    total_tokens BIGINT NOT NULL,
-    cost_usd     DOUBLE PRECISION NOT NULL,
+    key_id            TEXT   NOT NULL,
+    slot              DOUBLE PRECISION NOT NULL,
+    attempts          BIGINT NOT NULL,
+    requests          BIGINT NOT NULL,
+    prompt_tokens     BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    total_tokens      BIGINT NOT NULL,
+    cost_usd          DOUBLE PRECISION NOT NULL,
+    errors            BIGINT NOT NULL,
+    estimated         BIGINT NOT NULL,
+    refused           BIGINT NOT NULL,
     PRIMARY KEY (key_id, slot)
 );
 CREATE TABLE IF NOT EXISTS ledger_outcomes (
@@ -75,8 +80,11 @@ FROM (SELECT first, CASE WHEN ok > 0 THEN 1 ELSE 0 END AS a, CASE WHEN ok = 0 AN
             GROUP BY request_id) q) o
 GROUP BY s;
 
-INSERT INTO ledger_key_slots (key_id, slot, attempts, requests, total_tokens, cost_usd)
-SELECT key_id, FLOOR(ts / 900) * 900 AS b, COUNT(*), SUM(requests), SUM(total_tokens), SUM(cost_usd)
+INSERT INTO ledger_key_slots
+SELECT key_id, FLOOR(ts / 900) * 900 AS b, COUNT(*), SUM(requests), SUM(prompt_tokens),
+       SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd),
+       SUM(CASE WHEN status IN ('error','crashed') THEN 1 ELSE 0 END), SUM(CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END),
+       SUM(CASE WHEN status = 'refused' THEN 1 ELSE 0 END)
 FROM ledger WHERE status <> 'pending' GROUP BY key_id, b;
 
 CREATE OR REPLACE FUNCTION ledger_rollup_insert() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -93,14 +101,22 @@ BEGIN
         FROM (SELECT ts, agent, route, provider, key_id, model, status, 1 AS n, requests AS requests, prompt_tokens AS p, completion_tokens AS c, total_tokens AS t, cost_usd AS cost, (CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM new_rows WHERE status <> 'pending') d
         GROUP BY b, agent, route, provider, key_id, model, status ORDER BY b, agent, route, provider, key_id, model, status
         ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts = r.attempts + EXCLUDED.attempts, requests = r.requests + EXCLUDED.requests, prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens, completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens, total_tokens = r.total_tokens + EXCLUDED.total_tokens, cost_usd = r.cost_usd + EXCLUDED.cost_usd, estimated = r.estimated + EXCLUDED.estimated;
-    INSERT INTO ledger_key_slots AS r (key_id, slot, attempts, requests, total_tokens, cost_usd)
-        SELECT key_id, FLOOR(ts / 900) * 900 AS b, SUM(n), SUM(requests), SUM(t), SUM(cost)
+    INSERT INTO ledger_key_slots AS r
+        SELECT key_id, FLOOR(ts / 900) * 900 AS b, SUM(n), SUM(requests), SUM(p), SUM(c), SUM(t),
+               SUM(cost), SUM(CASE WHEN status IN ('error','crashed') THEN n ELSE 0 END), SUM(est),
+               SUM(CASE WHEN status = 'refused' THEN n ELSE 0 END)
         FROM (SELECT ts, agent, route, provider, key_id, model, status, 1 AS n, requests AS requests, prompt_tokens AS p, completion_tokens AS c, total_tokens AS t, cost_usd AS cost, (CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM new_rows WHERE status <> 'pending') d
         GROUP BY key_id, b ORDER BY key_id, b
-        ON CONFLICT (key_id, slot) DO UPDATE SET attempts = r.attempts + EXCLUDED.attempts,
+        ON CONFLICT (key_id, slot) DO UPDATE SET
+            attempts = r.attempts + EXCLUDED.attempts,
             requests = r.requests + EXCLUDED.requests,
+            prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
+            completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
             total_tokens = r.total_tokens + EXCLUDED.total_tokens,
-            cost_usd = r.cost_usd + EXCLUDED.cost_usd;
+            cost_usd = r.cost_usd + EXCLUDED.cost_usd,
+            errors = r.errors + EXCLUDED.errors,
+            estimated = r.estimated + EXCLUDED.estimated,
+            refused = r.refused + EXCLUDED.refused;
     RETURN NULL;
 END $$;
 
@@ -120,15 +136,23 @@ BEGIN
             UNION ALL SELECT ts, agent, route, provider, key_id, model, status, -1 AS n, -requests AS requests, -prompt_tokens AS p, -completion_tokens AS c, -total_tokens AS t, -cost_usd AS cost, -(CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM old_rows WHERE status <> 'pending') d
         GROUP BY b, agent, route, provider, key_id, model, status ORDER BY b, agent, route, provider, key_id, model, status
         ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts = r.attempts + EXCLUDED.attempts, requests = r.requests + EXCLUDED.requests, prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens, completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens, total_tokens = r.total_tokens + EXCLUDED.total_tokens, cost_usd = r.cost_usd + EXCLUDED.cost_usd, estimated = r.estimated + EXCLUDED.estimated;
-    INSERT INTO ledger_key_slots AS r (key_id, slot, attempts, requests, total_tokens, cost_usd)
-        SELECT key_id, FLOOR(ts / 900) * 900 AS b, SUM(n), SUM(requests), SUM(t), SUM(cost)
+    INSERT INTO ledger_key_slots AS r
+        SELECT key_id, FLOOR(ts / 900) * 900 AS b, SUM(n), SUM(requests), SUM(p), SUM(c), SUM(t),
+               SUM(cost), SUM(CASE WHEN status IN ('error','crashed') THEN n ELSE 0 END), SUM(est),
+               SUM(CASE WHEN status = 'refused' THEN n ELSE 0 END)
         FROM (SELECT ts, agent, route, provider, key_id, model, status, 1 AS n, requests AS requests, prompt_tokens AS p, completion_tokens AS c, total_tokens AS t, cost_usd AS cost, (CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM new_rows WHERE status <> 'pending'
             UNION ALL SELECT ts, agent, route, provider, key_id, model, status, -1 AS n, -requests AS requests, -prompt_tokens AS p, -completion_tokens AS c, -total_tokens AS t, -cost_usd AS cost, -(CASE WHEN status NOT IN ('error','refused') AND (estimated OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END) AS est FROM old_rows WHERE status <> 'pending') d
         GROUP BY key_id, b ORDER BY key_id, b
-        ON CONFLICT (key_id, slot) DO UPDATE SET attempts = r.attempts + EXCLUDED.attempts,
+        ON CONFLICT (key_id, slot) DO UPDATE SET
+            attempts = r.attempts + EXCLUDED.attempts,
             requests = r.requests + EXCLUDED.requests,
+            prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
+            completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
             total_tokens = r.total_tokens + EXCLUDED.total_tokens,
-            cost_usd = r.cost_usd + EXCLUDED.cost_usd;
+            cost_usd = r.cost_usd + EXCLUDED.cost_usd,
+            errors = r.errors + EXCLUDED.errors,
+            estimated = r.estimated + EXCLUDED.estimated,
+            refused = r.refused + EXCLUDED.refused;
     RETURN NULL;
 END $$;
 

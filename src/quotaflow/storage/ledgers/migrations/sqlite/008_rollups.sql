@@ -49,15 +49,21 @@ CREATE TABLE IF NOT EXISTS ledger_days (
     PRIMARY KEY (day, agent, route, provider, key_id, model, status)
 ) WITHOUT ROWID;
 
--- Per key and slot alone: what a forecast reads for every key (a week of slots is a few
--- hundred rows a key here, tens of thousands in ledger_slots with its other dimensions).
+-- Per key and slot alone: what a forecast reads for every key, and a report by day for every
+-- slot (a week of slots is a few hundred rows a key here, tens of thousands in ledger_slots
+-- with its other dimensions).
 CREATE TABLE IF NOT EXISTS ledger_key_slots (
-    key_id       TEXT    NOT NULL,
-    slot         INTEGER NOT NULL,
-    attempts     INTEGER NOT NULL,
-    requests     INTEGER NOT NULL,
-    total_tokens INTEGER NOT NULL,
-    cost_usd     REAL    NOT NULL,
+    key_id            TEXT    NOT NULL,
+    slot              INTEGER NOT NULL,
+    attempts          INTEGER NOT NULL,
+    requests          INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_tokens      INTEGER NOT NULL,
+    cost_usd          REAL    NOT NULL,
+    errors            INTEGER NOT NULL,  -- rows with status error or crashed
+    estimated         INTEGER NOT NULL,  -- rows whose cost is an estimate (sql.ESTIMATED_COST)
+    refused           INTEGER NOT NULL,  -- refused rows (in attempts: usage reads take them out)
     PRIMARY KEY (key_id, slot)
 ) WITHOUT ROWID;
 -- Proxied requests by how they ended, per slot of their first attempt (what
@@ -85,8 +91,10 @@ FROM (SELECT MIN(ts) AS f, SUM(status = 'ok') AS ok, SUM(status = 'refused') AS 
       FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')) AS once CROSS JOIN ledger
       WHERE source = 'proxy' AND status != 'pending' GROUP BY request_id)
 GROUP BY s;
-INSERT INTO ledger_key_slots (key_id, slot, attempts, requests, total_tokens, cost_usd)
-SELECT key_id, CAST(ts / 900 AS INTEGER) * 900 AS b, COUNT(*), SUM(requests), SUM(total_tokens), SUM(cost_usd)
+INSERT INTO ledger_key_slots
+SELECT key_id, CAST(ts / 900 AS INTEGER) * 900 AS b, COUNT(*), SUM(requests), SUM(prompt_tokens),
+       SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM((status IN ('error','crashed'))),
+       SUM((CASE WHEN status NOT IN ('error','refused') AND (CAST(estimated AS INTEGER)=1 OR detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END)), SUM((status = 'refused'))
 FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')) AS once CROSS JOIN ledger WHERE status != 'pending'
 GROUP BY key_id, b;
 INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('rollups', 1);
@@ -96,8 +104,8 @@ BEGIN
         ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
     INSERT INTO ledger_days VALUES (CAST(NEW.ts / 86400 AS INTEGER) * 86400, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
         ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
-    INSERT INTO ledger_key_slots VALUES (NEW.key_id, CAST(NEW.ts / 900 AS INTEGER) * 900, 1, NEW.requests, NEW.total_tokens, NEW.cost_usd)
-        ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd;
+    INSERT INTO ledger_key_slots VALUES (NEW.key_id, CAST(NEW.ts / 900 AS INTEGER) * 900, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (NEW.status IN ('error','crashed')), (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END), (NEW.status = 'refused'))
+        ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, errors=errors+excluded.errors, estimated=estimated+excluded.estimated, refused=refused+excluded.refused;
 END;
 CREATE TRIGGER IF NOT EXISTS ledger_rollup_unsettle AFTER UPDATE ON ledger WHEN OLD.status != 'pending'
 BEGIN
@@ -105,8 +113,8 @@ BEGIN
         ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
     INSERT INTO ledger_days VALUES (CAST(OLD.ts / 86400 AS INTEGER) * 86400, OLD.agent, OLD.route, OLD.provider, OLD.key_id, OLD.model, OLD.status, -1, -OLD.requests, -OLD.prompt_tokens, -OLD.completion_tokens, -OLD.total_tokens, -OLD.cost_usd, -(CASE WHEN OLD.status NOT IN ('error','refused') AND (CAST(OLD.estimated AS INTEGER)=1 OR OLD.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
         ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
-    INSERT INTO ledger_key_slots VALUES (OLD.key_id, CAST(OLD.ts / 900 AS INTEGER) * 900, -1, -OLD.requests, -OLD.total_tokens, -OLD.cost_usd)
-        ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd;
+    INSERT INTO ledger_key_slots VALUES (OLD.key_id, CAST(OLD.ts / 900 AS INTEGER) * 900, -1, -OLD.requests, -OLD.prompt_tokens, -OLD.completion_tokens, -OLD.total_tokens, -OLD.cost_usd, -(OLD.status IN ('error','crashed')), -(CASE WHEN OLD.status NOT IN ('error','refused') AND (CAST(OLD.estimated AS INTEGER)=1 OR OLD.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END), -(OLD.status = 'refused'))
+        ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, errors=errors+excluded.errors, estimated=estimated+excluded.estimated, refused=refused+excluded.refused;
 END;
 CREATE TRIGGER IF NOT EXISTS ledger_rollup_settle AFTER UPDATE ON ledger WHEN NEW.status != 'pending'
 BEGIN
@@ -114,8 +122,8 @@ BEGIN
         ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
     INSERT INTO ledger_days VALUES (CAST(NEW.ts / 86400 AS INTEGER) * 86400, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
         ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
-    INSERT INTO ledger_key_slots VALUES (NEW.key_id, CAST(NEW.ts / 900 AS INTEGER) * 900, 1, NEW.requests, NEW.total_tokens, NEW.cost_usd)
-        ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd;
+    INSERT INTO ledger_key_slots VALUES (NEW.key_id, CAST(NEW.ts / 900 AS INTEGER) * 900, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (NEW.status IN ('error','crashed')), (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END), (NEW.status = 'refused'))
+        ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, errors=errors+excluded.errors, estimated=estimated+excluded.estimated, refused=refused+excluded.refused;
 END;
 CREATE TRIGGER IF NOT EXISTS ledger_outcome_insert_alone AFTER INSERT ON ledger
     WHEN NEW.source = 'proxy' AND NEW.status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
