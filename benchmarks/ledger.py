@@ -237,8 +237,12 @@ def command(home: Path, *args: str) -> tuple[float, float, float]:
 
 
 def soak(tmp: Path, requests: int) -> None:
-    """RSS of a gateway while ``requests`` requests go through it (wrk, c=16, 10 s rounds)."""
+    """RSS of a gateway while ``requests`` requests go through it (16 at a time from an
+    aiohttp client in this process, on the other core), printed every tenth."""
+    import asyncio
     import json
+
+    import aiohttp
 
     _, fake_url, _ = bench.spawn(
         bench.pinned(1, [PY, "-m", "quotaflow.fake_provider", "--port", "0"]), "listening on"
@@ -248,16 +252,33 @@ def soak(tmp: Path, requests: int) -> None:
     (home / "q.yaml").write_text(bench.gateway_config(fake_url))
     gw, url, _ = bench.spawn(bench.serve_command(home), "serving on")
     bench.wait_http(url + "/api/health")
-    lua = tmp / "soak.lua"
-    lua.write_text(bench.LUA.format(body=json.dumps(bench.BODY)))
-    print(f"\nsoak: {requests:,} requests at c=16; the gateway's RSS")
-    print(f"{'requests':>12} {'RSS MB':>8}")
+    body = json.dumps(bench.BODY).encode()
+    print(f"\nsoak: {requests:,} requests, 16 at a time; the gateway's RSS")
+    print(f"{'requests':>12} {'RSS MB':>8} {'failed':>7}")
     print(f"{0:>12,} {bench.rss_mb(gw.pid):>8.1f}", flush=True)
-    sent = 0
-    while sent < requests:
-        r = bench.wrk(url + "/v1/chat/completions", 16, 10, lua)
-        sent += int(r["requests"])
-        print(f"{sent:>12,} {bench.rss_mb(gw.pid):>8.1f}", flush=True)
+
+    async def run() -> None:
+        sent = done = failed = 0
+        step = max(requests // 10, 1)
+        headers = {"content-type": "application/json"}
+        async with aiohttp.ClientSession() as s:
+
+            async def worker() -> None:
+                nonlocal sent, done, failed
+                while sent < requests:
+                    sent += 1
+                    async with s.post(
+                        url + "/v1/chat/completions", data=body, headers=headers
+                    ) as r:
+                        await r.read()
+                        failed += r.status != 200
+                    done += 1
+                    if done % step == 0:
+                        print(f"{done:>12,} {bench.rss_mb(gw.pid):>8.1f} {failed:>7}", flush=True)
+
+            await asyncio.gather(*(worker() for _ in range(16)))
+
+    asyncio.run(run())
 
 
 def main() -> None:
