@@ -98,6 +98,10 @@ async def open_runtime(
 
 FORCED_SETTING = "forced_provider"
 ALERT_INTERVAL_S = 1.0
+# With settings.ledger_retention_days: the first compaction this long after start (not
+# while the server gets ready), then one every COMPACT_INTERVAL_S.
+COMPACT_FIRST_S = 60.0
+COMPACT_INTERVAL_S = 3600.0
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,7 @@ class Runtime:
     services: bool = True  # a server's services: admin token, alert watch, webhooks, sync
     _task: asyncio.Task[None] | None = None
     _sync_task: asyncio.Task[None] | None = None
+    _compact_task: asyncio.Task[None] | None = None
 
     @classmethod
     def build(
@@ -233,6 +238,8 @@ class Runtime:
         self._task = asyncio.create_task(self._watch(), name="quotaflow-alerts")
         if self.sync is not None:
             self._sync_task = asyncio.create_task(self.sync.run(), name="quotaflow-mgmt-sync")
+        if gw.config.settings.ledger_retention_days is not None:
+            self._compact_task = asyncio.create_task(self._compactions(), name="quotaflow-compact")
 
     async def _claim_admin_token(self) -> None:
         """Atomically store this replica's candidate hash unless one is stored; use the
@@ -251,13 +258,33 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.alerts.check()
 
+    async def compact_once(self) -> int:
+        """Fold the ledger rows older than settings.ledger_retention_days (off the event
+        loop: a thread of its own under SQLite, a pooled connection under PostgreSQL)."""
+        days = self.gateway.config.settings.ledger_retention_days
+        if days is None:
+            return 0
+        from quotaflow.storage.ledgers.sql import retention_cutoff
+
+        return await self.gateway.ledger.compact(retention_cutoff(self.gateway.clock.now(), days))
+
+    async def _compactions(self) -> None:
+        await asyncio.sleep(COMPACT_FIRST_S)
+        while True:
+            try:
+                if n := await self.compact_once():
+                    log.info("compacted %d ledger row(s) past the retention", n)
+            except Exception as exc:  # the next round tries again
+                log.warning("ledger compaction failed: %s", exc)
+            await asyncio.sleep(COMPACT_INTERVAL_S)
+
     async def close(self, *, gateway: bool = True) -> None:
-        for task in (self._task, self._sync_task):
+        for task in (self._task, self._sync_task, self._compact_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._sync_task = None
+        self._task = self._sync_task = self._compact_task = None
         if self.notifier is not None:
             await self.notifier.close()
         if gateway:

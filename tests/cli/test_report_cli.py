@@ -8,6 +8,7 @@ import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +131,31 @@ def test_compact_and_bad_options(ledger: QF, tmp_path: Path) -> None:
     assert ledger("report", "--export", str(tmp_path / "r.pdf")).code == 2
     assert ledger("report", "--since", "yesterday-ish").code == 2
     assert ledger("report", "--group-by", "colour").code == 2
+
+
+def test_compact_keeps_every_report_total_and_deletes_old_rows(ledger: QF) -> None:
+    now = str(T0 + 60)
+    groups = ("provider", "key", "agent", "model", "day")
+
+    def reports() -> dict[str, Any]:
+        out = {}
+        for g in groups:
+            run = ledger("report", "--json", "--group-by", g, "--now", now)
+            assert run.code == 0, run.err
+            doc = run.json()
+            out[g] = (doc["groups"], doc["totals"], doc["request_outcomes"])
+        return out
+
+    before = reports()
+    rows_before = ledger_totals(ledger.home)
+    none = ledger("compact", "--now", now)
+    assert none.code == 2 and "ledger_retention_days" in none.err  # nothing says how old
+    run = ledger("compact", "--older-than", "2", "--now", now)
+    assert run.code == 0, run.err
+    assert run.out.startswith("compacted ") and "totals kept" in run.out
+    assert int(run.out.split()[1]) > 0
+    db = sqlite3.connect(ledger.home / "quotaflow.db")
+    (oldest,) = db.execute("SELECT MIN(ts) FROM ledger").fetchone()
+    assert oldest >= (T0 + 60 - 2 * 86400) // 86400 * 86400
+    assert ledger_totals(ledger.home) != rows_before  # the rows went …
+    assert reports() == before  # … every report's totals stayed

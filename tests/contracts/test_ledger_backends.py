@@ -267,7 +267,7 @@ async def test_migrations_run_once_when_replicas_start_together(pg) -> None:
     assert sorted(n for names in applied for n in names) == [
         "001_ledger.sql", "002_management.sql", "003_model_stats.sql", "004_probe_index.sql",
         "005_notify_outbox.sql",
-        "006_door.sql",
+        "006_door.sql", "007_rollups.sql",
     ]  # fmt: skip
     ids = await asyncio.gather(*(db.begin(row(i)) for i, db in enumerate(ledgers)))
     assert len(set(ids)) == 4  # each replica draws its own block of ids

@@ -205,3 +205,13 @@ def test_histogram_buckets_are_cumulative_and_a_bound_is_inclusive():
     assert got[(bucket, (("door", "openai"), ("le", "+Inf")))] == 4
     assert got[("quotaflow_gateway_overhead_seconds_count", (("door", "openai"),))] == 4
     assert got[("quotaflow_gateway_overhead_seconds_sum", (("door", "openai"),))] == 99.006
+
+
+def test_unpriced_models_stay_bounded_whatever_callers_send() -> None:
+    from quotaflow.observability.observer import UNPRICED_MAX
+
+    obs = Observer()
+    for i in range(UNPRICED_MAX * 3):
+        obs.unpriced("openai", f"made-up-{i}", "charged at the provider's highest price")
+    assert len(obs.unpriced_models) == UNPRICED_MAX
+    assert ("openai", f"made-up-{UNPRICED_MAX * 3 - 1}") in obs.unpriced_models  # newest kept

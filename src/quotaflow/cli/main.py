@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reset": ("quotaflow.cli.reset", "reset"),
     "feedback": ("quotaflow.cli.feedback", "feedback"),
     "rebuild-counters": ("quotaflow.cli.rebuild", "rebuild"),
+    "compact": ("quotaflow.cli.compact", "compact"),
     "backup": ("quotaflow.cli.backup", "backup"),
     "admin-token": ("quotaflow.cli.admin_token", "admin_token"),
 }

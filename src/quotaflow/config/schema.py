@@ -324,6 +324,14 @@ class SettingsSpec(_Model):
     ledger_synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
         default="NORMAL", description="SQLite's synchronous mode for the ledger."
     )
+    ledger_retention_days: float | None = Field(
+        default=None,
+        ge=1,
+        description="Ledger rows older than this many days are folded into the ledger's daily "
+        "and 15-minute totals and deleted (every report's totals stay as they were; the rows "
+        "themselves, the history and latency samples of that time go); checked hourly by the "
+        "server, or run `quotaflow compact`. Unset: rows are kept for ever.",
+    )
     choose_ttl_s: float = Field(
         default=600.0, gt=0, le=86_400, description="Lifetime of an /api/choose reservation."
     )

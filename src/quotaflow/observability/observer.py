@@ -125,6 +125,9 @@ def tracing_from_env(events: EventLog | None = None) -> Tracing | None:
     return Tracing()
 
 
+UNPRICED_MAX = 200  # unpriced models remembered (and shown on the dashboard) at most
+
+
 class Observer:
     """Turns the gateway's reports into logs, metrics and spans."""
 
@@ -143,7 +146,8 @@ class Observer:
         self.access = logging.getLogger(ACCESS_LOGGER)
         # Requests that ended without an answer, newest last: refusals leave no ledger row.
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
-        # Models booked at a stand-in price, and what was said about each (once).
+        # Models booked at a stand-in price, and what was said about each (once); at most
+        # UNPRICED_MAX of them, the oldest forgotten first (model names come from callers).
         self.unpriced_models: dict[tuple[str, str], str] = {}
         self.open: dict[str, RequestObs] = {}  # requests under way, by request id
         self._flushed_at = self.clock.monotonic()
@@ -294,6 +298,8 @@ class Observer:
         if (provider, model) in self.unpriced_models:
             return
         message = f"no known price for {provider}/{model}: {how}"
+        while len(self.unpriced_models) >= UNPRICED_MAX:
+            del self.unpriced_models[next(iter(self.unpriced_models))]
         self.unpriced_models[(provider, model)] = message
         self.events.warn(
             "unpriced_model",

@@ -6,6 +6,7 @@ the engine's semantic queries and hands their answers over.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -110,14 +111,24 @@ async def _rate(
     now: float,
     lookback_s: float,
     half_life_s: float,
+    seen: dict[str, Any],
 ) -> BurnRate:
+    """``scopes``' burn rate of ``metric`` (``seen``: the events read so far by this forecast,
+    by scope: each key's are read once, for its limits and for its pools)."""
     ledger: Any = engine.ledger
-    events: list[tuple[float, float]] = []
+    read = []
     for scope in scopes:
-        for t, m in await ledger.burn_events(scope, now - lookback_s, now):
-            events.append((t, m.of(metric)))
-    events.sort()
-    return ewma_rate(events, now, half_life_s=half_life_s, max_span_s=lookback_s)
+        if (got := seen.get(scope)) is None:
+            got = seen[scope] = await ledger.burn_events(scope, now - lookback_s, now)
+        read.append(got)
+
+    def rate() -> BurnRate:
+        events = sorted((t, m.of(metric)) for got in read for t, m in got)
+        return ewma_rate(events, now, half_life_s=half_life_s, max_span_s=lookback_s)
+
+    # Thousands of events: weighed on a thread, so the server's event loop (the dashboard
+    # computes forecasts) keeps answering requests meanwhile.
+    return await asyncio.to_thread(rate) if sum(map(len, read)) > 500 else rate()
 
 
 def _quota_limits(key: Key) -> list[Limit]:
@@ -135,12 +146,18 @@ async def collect_forecast(
     """Per key quota: exhaustion vs reset; per pool of keys serving a route: blackouts."""
     usages = await limit_usages(engine, now)
     out = Forecast(now, half_life_s, lookback_s)
-    for key in sorted(engine.keys.values(), key=lambda k: (k.provider, k.id)):
+    # every key's burn events in one read (each is used by its limits and by its pools)
+    keys = sorted(engine.keys.values(), key=lambda k: (k.provider, k.id))
+    by_key = await engine.ledger.burn_events_of_keys([k.id for k in keys], now - lookback_s, now)
+    seen: dict[str, Any] = {k.scope: by_key[k.id] for k in keys}
+    for key in keys:
         for lim in _quota_limits(key):
-            rate = await _rate(engine, [key.scope], lim.metric, now, lookback_s, half_life_s)
+            rate = await _rate(engine, [key.scope], lim.metric, now, lookback_s, half_life_s, seen)
             out.limits.append(forecast_limit(usages[lim.id], key.provider, rate, now))
     for name, key_ids in _pools(engine):
-        pool = await _pool(engine, name, key_ids, usages, now, lookback_s, half_life_s, horizon_s)
+        pool = await _pool(
+            engine, name, key_ids, usages, now, lookback_s, half_life_s, horizon_s, seen
+        )
         if pool is not None:
             out.pools.append(pool)
     return out
@@ -170,6 +187,7 @@ async def _pool(
     lookback_s: float,
     half_life_s: float,
     horizon_s: float,
+    seen: dict[str, Any],
 ) -> PoolForecast | None:
     keys = [engine.keys[k] for k in key_ids]
     metric = next(
@@ -191,7 +209,7 @@ async def _pool(
             continue
         u = min(mine, key=lambda x: x.remaining)
         members.append(PoolMember(k.id, u.remaining, u.limit.amount, u.limit.window, u.resets_at))
-    rate = await _rate(engine, [k.scope for k in keys], metric, now, lookback_s, half_life_s)
+    rate = await _rate(engine, [k.scope for k in keys], metric, now, lookback_s, half_life_s, seen)
     return simulate_pool(
         name,
         metric,

@@ -225,6 +225,24 @@ class LedgerStore(Protocol):
         """Consumption events of a limit scope in ``[since, until)``, oldest first (resets ignored)."""
         ...
 
+    async def tokens_per_bucket(
+        self, since: float, until: float, size: float
+    ) -> dict[float, dict[str, float]]:
+        """Tokens of settled rows per ``size``-second bucket (its start) and provider."""
+        ...
+
+    async def latencies_per_bucket(
+        self, since: float, until: float, size: float, newest: int
+    ) -> dict[float, list[float]]:
+        """Per bucket, latencies (ms) of answered proxied attempts among its ``newest`` rows."""
+        ...
+
+    async def burn_events_of_keys(
+        self, key_ids: Sequence[str], since: float, until: float
+    ) -> dict[str, list[tuple[float, Measure]]]:
+        """:meth:`burn_events` of each key's scope (``key:<id>``), read together."""
+        ...
+
     async def probe_results(self, since: float | None = None) -> list[LedgerRow]:
         """The latest key-tester row (``source='probe'``) per key × model, since an instant."""
         ...

@@ -24,6 +24,11 @@ class Ledger(LedgerStore, ManagementStore, StatsStore, OutboxStore, Protocol):
         """Attempts of a limit scope still in flight on any replica, at their worst case."""
         ...
 
+    async def compact(self, before: float) -> int:
+        """Fold settled rows older than ``before`` (down to a UTC day) into the rollups and
+        delete them, totals unchanged; returns how many rows went."""
+        ...
+
     async def ping(self) -> None:
         """A trivial read: raises :class:`~quotaflow.errors.Unavailable` when unreachable."""
         ...

@@ -37,7 +37,14 @@ from quotaflow.storage.base import (
     LedgerRow,
     LedgerUnavailable,
 )
-from quotaflow.storage.ledgers.sql import COLUMNS, SqlLedger, scope_condition
+from quotaflow.storage.ledgers.sql import (
+    COLUMNS,
+    COMPACT_CHUNK_S,
+    FOLD_TABLE,
+    SqlLedger,
+    compaction_steps,
+    scope_condition,
+)
 from quotaflow.storage.outage import Outage, where
 from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
@@ -54,6 +61,7 @@ def _not_the_pool_floor(record: logging.LogRecord) -> bool:
 logging.getLogger("asyncpg.pool").addFilter(_not_the_pool_floor)
 
 MIGRATION_LOCK = 0x71666C6F77  # "qflow": the advisory lock migrations run under
+COMPACT_LOCK = MIGRATION_LOCK + 1  # one replica compacts at a time (the others skip)
 ID_BLOCK = 64  # ids a replica takes at once (the sequence increments by this much)
 _DOWN: tuple[type[BaseException], ...] = (
     OSError,
@@ -131,6 +139,14 @@ async def write_rows(
         await conn.execute(_ROWS_INSERT, *_columns(inserts, len(_INSERT_TYPES)))
     elif finishes:
         await conn.execute(_ROWS_FINISH, *_columns(finishes, len(_FINISH_COLUMNS)))
+
+
+def _apart(batch: list[_Op]) -> bool:
+    """Whether no request has both a settled row inserted and a row finished in ``batch``."""
+    finished = {p[-1] for sql, p, _ in batch if sql is _FINISH}
+    return not any(
+        sql is _INSERT and p[1] in finished and p[17] != "pending" for sql, p, _ in batch
+    )
 
 
 def pg(sql: str) -> str:
@@ -285,20 +301,28 @@ class PostgresLedger(SqlOutbox, SqlLedger):
         # Inserts and finishes commute within a batch (a finish is submitted only after its
         # insert committed); other statements run first, in the order they came.
         inserts = [p for sql, p, _ in batch if sql is _INSERT]
-        finishes = [p for sql, p, _ in batch if sql is _FINISH]
+        finishes = [p[:-1] for sql, p, _ in batch if sql is _FINISH]  # less the request id
         error: BaseException | None = None
 
         others = [(sql, p) for sql, p, _ in batch if sql is not _INSERT and sql is not _FINISH]
+        # A request with an attempt settled by each part of one statement would be counted
+        # wrongly by the request-outcome triggers (each part's sees the other's row as older):
+        # then the parts go as two statements (rare: a refusal appended as an attempt ends).
+        split = bool(inserts and finishes) and not _apart(batch)
 
         async def write() -> None:
             conn = await self._writer_connection()
-            if not others:  # the usual batch: one statement, one round trip
+            if not others and not split:  # the usual batch: one statement, one round trip
                 await write_rows(conn, inserts, finishes)
                 return
             async with conn.transaction():
                 for sql, params in others:
                     await conn.execute(sql, *params)
-                await write_rows(conn, inserts, finishes)
+                if split:
+                    await write_rows(conn, inserts, [])
+                    await write_rows(conn, [], finishes)
+                else:
+                    await write_rows(conn, inserts, finishes)
 
         try:
             # Bounded: a connection cut mid-way (a restart) must end in an error, never a hang.
@@ -461,6 +485,7 @@ class PostgresLedger(SqlOutbox, SqlLedger):
                 row.estimated,
                 row.detail,
                 row.id,
+                row.request_id,  # not written: tells _commit which requests settle
             ),
         )
 
@@ -471,6 +496,39 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             futs.append(self._submit(_INSERT, self._insert_params(r)))
         if futs:
             await asyncio.gather(*futs)
+
+    async def _compact(self, cutoff: float) -> int:
+        """Compaction on a pooled connection, one chunk per transaction (row locks only:
+        replicas keep writing meanwhile)."""
+        try:
+            async with self.pool.acquire() as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", COMPACT_LOCK):
+                    return 0  # another replica is compacting: its outcomes must not count twice
+                try:
+                    deleted = await self._compact_on(conn, cutoff)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", COMPACT_LOCK)
+        except _DOWN as exc:
+            raise LedgerUnavailable(f"PostgreSQL is unreachable: {exc}") from None
+        return deleted
+
+    async def _compact_on(self, conn: asyncpg.Connection, cutoff: float) -> int:
+        deleted = 0
+        await conn.execute(FOLD_TABLE)
+        lo = await conn.fetchval("SELECT MIN(ts) FROM ledger WHERE ts<$1", cutoff)
+        while lo is not None and lo < cutoff:
+            lo = float(lo) // COMPACT_CHUNK_S * COMPACT_CHUNK_S
+            hi = min(lo + COMPACT_CHUNK_S, cutoff)
+            steps = compaction_steps(lo, hi)
+            async with conn.transaction():
+                for i, (sql, params) in enumerate(steps):
+                    status = await conn.execute(pg(sql), *params)
+                    if i >= len(steps) - 2:
+                        deleted += int(str(status).rsplit(" ", 1)[-1])
+            lo = await conn.fetchval(
+                "SELECT MIN(ts) FROM ledger WHERE ts>=$1 AND ts<$2", hi, cutoff
+            )
+        return deleted
 
     async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
         """Attempts of a scope still in flight (any replica), at their reserved worst case."""

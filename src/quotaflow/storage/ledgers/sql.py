@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from quotaflow.engine.pricing import COST_ESTIMATED
 from quotaflow.engine.stats import ModelStats
 from quotaflow.storage.base import (
     REQUEST_SPREAD_S,
+    SLOT_S,
     USAGE_GROUPS,
     LedgerQuery,
     LedgerRow,
@@ -54,29 +58,129 @@ def span(
     return " AND ".join(parts), tuple(params)
 
 
-def _usage_where(
-    group: Sequence[str], since: float, until: float | None, agent: str | None
-) -> tuple[list[str], str, list[Any]]:
-    """The columns, condition and parameters of a ``usage_by``-style query."""
-    cols = [c for c in group if c in ("agent", "provider", "key_id", "model")]
-    if len(cols) != len(group):
-        raise ValueError(f"cannot group usage by {list(group)}")
-    where = "ts>=? AND status NOT IN ('pending','refused')"  # a refusal used nothing
-    params: list[Any] = [since]
-    if until is not None:
-        where += " AND ts<?"
-        params.append(until)
-    if agent is not None:
-        where += " AND agent=?"
-        params.append(agent)
-    return cols, where, params
-
-
 def group_text(value: Any) -> str:
     """A group's label: a time slot (a whole float) without its ``.0``."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+DAY_S = 86400.0  # the daily rollup's buckets (UTC days)
+# Forecasts read a scope's rows one by one up to BURN_RAW_MAX of them; beyond, the rows of
+# the current 15-minute slot and before it one event per slot (at its end): a burn rate's
+# inputs stay bounded at any size (and within a fraction of a percent of the rows' rate).
+BURN_RAW_MAX = 2_000
+_DIMS = "agent, route, provider, key_id, model, status"
+_MEASURES = "requests, prompt_tokens, completion_tokens, total_tokens, cost_usd"
+
+
+@dataclass(frozen=True, slots=True)
+class Spans:
+    """Where the rows of a time span are read from: ledger rows for the partial slots at its
+    edges, the slot rollup for whole slots, the day rollup for whole UTC days (``None`` is
+    an open end)."""
+
+    raw: tuple[tuple[float | None, float | None], ...]
+    slots: tuple[tuple[float | None, float | None], ...]
+    days: tuple[float | None, float | None] | None
+
+
+def _down(t: float, step: float) -> float:
+    return math.floor(t / step) * step
+
+
+def _up(t: float, step: float) -> float:
+    return math.ceil(t / step) * step
+
+
+def plan(
+    since: float | None,
+    until: float | None,
+    *,
+    days: bool = True,
+    horizon: float | None = None,
+) -> Spans:
+    """Split ``[since, until)`` into ledger rows, whole slots and whole days.
+
+    Before ``horizon`` (the time compacted by :meth:`SqlLedger.compact`) only the rollups
+    remain: an edge falling there is moved to the start of its slot, so a partial slot of
+    compacted time counts whole in the span its start is in."""
+    lo, hi = since, until
+    if horizon is not None:
+        if lo is not None and lo < horizon:
+            lo = _down(lo, SLOT_S)
+        if hi is not None and hi < horizon:
+            hi = _down(hi, SLOT_S)
+    a = None if lo is None else _up(lo, SLOT_S)
+    b = None if hi is None else _down(hi, SLOT_S)
+    if a is not None and b is not None and a >= b:
+        return Spans(((lo, hi),), (), None)
+    raw: list[tuple[float | None, float | None]] = []
+    if lo is not None and a is not None and lo < a:
+        raw.append((lo, a))
+    if hi is not None and b is not None and b < hi:
+        raw.append((b, hi))
+    if not days:
+        return Spans(tuple(raw), ((a, b),), None)
+    da = None if a is None else _up(a, DAY_S)
+    db = None if b is None else _down(b, DAY_S)
+    if da is not None and db is not None and da >= db:
+        return Spans(tuple(raw), ((a, b),), None)
+    slots: list[tuple[float | None, float | None]] = []
+    if a is not None and da is not None and a < da:
+        slots.append((a, da))
+    if b is not None and db is not None and db < b:
+        slots.append((db, b))
+    return Spans(tuple(raw), tuple(slots), (da, db))
+
+
+# -- compaction (``quotaflow compact``, settings.ledger_retention_days) -----------------------
+HORIZON_TTL_S = 2.0  # how long a ledger trusts the compaction horizon it read
+COMPACT_CHUNK_S = SLOT_S  # one transaction folds this much time: the write lock is held briefly
+FOLD_TABLE = "CREATE TEMP TABLE IF NOT EXISTS qf_fold (request_id TEXT PRIMARY KEY)"
+
+
+def compaction_steps(lo: float, hi: float) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements (``?`` placeholders, one transaction) that fold ``[lo, hi)``: delete the
+    rows of the proxied requests whose first attempt began there (all their attempts, so no
+    request is split) and the other settled rows of the span, keeping the key tester's latest
+    verdict per key × model. The rollups and ``ledger_outcomes`` already count every deleted
+    row (deletes leave them as they are). The last two statements' row counts are the rows
+    deleted."""
+    return [
+        ("DELETE FROM qf_fold", ()),
+        (
+            # Requests still in flight (a pending row) wait for a later compaction.
+            "INSERT INTO qf_fold (request_id) SELECT request_id FROM ledger WHERE "
+            "source='proxy' AND request_id IN (SELECT request_id FROM ledger WHERE "
+            "source='proxy' AND ts>=? AND ts<? GROUP BY request_id HAVING MIN(ts)>=?) "
+            "GROUP BY request_id HAVING SUM(CASE WHEN status='pending' THEN 1 ELSE 0 END)=0 "
+            "AND MIN(ts)>=? AND MIN(ts)<?",
+            (lo - REQUEST_SPREAD_S, hi, lo, lo, hi),
+        ),
+        (
+            "INSERT INTO ledger_meta (name, value) VALUES ('compacted_before', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value=CASE WHEN excluded.value>ledger_meta.value "
+            "THEN excluded.value ELSE ledger_meta.value END",
+            (hi,),
+        ),
+        (
+            "DELETE FROM ledger WHERE source='proxy' AND request_id IN "
+            "(SELECT request_id FROM qf_fold)",
+            (),
+        ),
+        (
+            "DELETE FROM ledger WHERE ts>=? AND ts<? AND source!='proxy' AND status!='pending' "
+            "AND id NOT IN (SELECT MAX(id) FROM ledger WHERE source='probe' GROUP BY key_id, model)",
+            (lo, hi),
+        ),
+    ]
+
+
+def retention_cutoff(now: float, days: float) -> float:
+    """Where compaction with a retention of ``days`` stops: the start of the UTC day ``days``
+    before ``now`` (rows from then on are kept as they are)."""
+    return _down(now - days * DAY_S, DAY_S)
 
 
 # A row whose cost is an estimate: booked at a stand-in price (no known price), or with
@@ -160,6 +264,84 @@ class SqlLedger(ABC):
         """Queue an upsert of one row (in the caller's turn: it joins the caller's batch)."""
         return self._write(self._upsert(table, list(values), key), tuple(values.values()))
 
+    def slot_of(self, column: str) -> str:
+        """The report slot of a time column (the backend's :attr:`SLOT_SQL` on ``column``)."""
+        return self.SLOT_SQL.replace("ts", column)
+
+    _horizon: tuple[float, float | None] = (-math.inf, None)  # (read at, value)
+
+    async def horizon(self) -> float | None:
+        """Where compacted time ends: ledger rows before it were deleted by :meth:`compact`
+        (read again after :data:`HORIZON_TTL_S`: another process may compact)."""
+        at, value = self._horizon
+        now = time.monotonic()
+        if now - at > HORIZON_TTL_S:
+            rows = await self.fetch("SELECT value FROM ledger_meta WHERE name='compacted_before'")
+            value = float(rows[0][0]) if rows else None
+            self._horizon = (now, value)
+        return value
+
+    async def _plan(self, since: float | None, until: float | None, *, days: bool = True) -> Spans:
+        return plan(since, until, days=days, horizon=await self.horizon())
+
+    def _source(
+        self, spans: Spans, cond: str, params: tuple[Any, ...]
+    ) -> tuple[str, tuple[Any, ...]]:
+        """One row source for a span: settled ledger rows at its edges, rollup rows between,
+        all with the columns ``t`` (a time or a bucket's start), the dimensions, ``n``
+        (attempts), the measures and ``est`` (rows whose cost is an estimate). ``cond`` is
+        applied to each part (its columns exist in the ledger and in the rollups alike)."""
+        parts: list[str] = []
+        out: list[Any] = []
+        for lo, hi in spans.raw:
+            where, p = span(f"status!='pending' AND {cond}", lo, hi)
+            parts.append(
+                f"SELECT ts AS t, {_DIMS}, 1 AS n, {_MEASURES}, "
+                f"CASE WHEN {ESTIMATED_COST} THEN 1 ELSE 0 END AS est FROM ledger WHERE {where}"
+            )
+            out += [*params, *p]
+        rollups = [("ledger_slots", "slot", s) for s in spans.slots]
+        if spans.days is not None:
+            rollups.append(("ledger_days", "day", spans.days))
+        for table, bucket, (lo, hi) in rollups:
+            where, p = span(cond, lo, hi, column=bucket)
+            parts.append(
+                f"SELECT {bucket} AS t, {_DIMS}, attempts AS n, {_MEASURES}, estimated AS est "
+                f"FROM {table} WHERE {where}"
+            )
+            out += [*params, *p]
+        return " UNION ALL ".join(parts), tuple(out)
+
+    def _slot_source(self, spans: Spans) -> tuple[str, tuple[Any, ...]]:
+        """:meth:`_source`'s columns for grouping by slot alone, from ``ledger_key_slots``
+        (a row per key and slot) and the edge rows; ``status`` is only ever 'error' for the
+        ``errors`` count, refused rows are left out as :meth:`_source` leaves them."""
+        parts: list[str] = []
+        out: list[Any] = []
+        for lo, hi in spans.raw:
+            where, p = span("status NOT IN ('pending','refused')", lo, hi)
+            parts.append(
+                f"SELECT ts AS t, status, 1 AS n, {_MEASURES}, "
+                f"CASE WHEN {ESTIMATED_COST} THEN 1 ELSE 0 END AS est, '' AS provider "
+                f"FROM ledger WHERE {where}"
+            )
+            out += p
+        for lo, hi in spans.slots:
+            where, p = span("1=1", lo, hi, column="slot")
+            # the attempts that did not fail as n of an 'ok' row with the use, errors as n of
+            # an 'error' row with none
+            zeros = ", ".join(f"0 AS {c}" for c in (*_MEASURES.split(", "), "est"))
+            for status, n, measures in (
+                ("ok", "attempts - refused - errors", f"{_MEASURES}, estimated AS est"),
+                ("error", "errors", zeros),
+            ):
+                parts.append(
+                    f"SELECT slot AS t, '{status}' AS status, {n} AS n, {measures}, "
+                    f"'' AS provider FROM ledger_key_slots WHERE {where}"
+                )
+                out += p
+        return " UNION ALL ".join(parts), tuple(out)
+
     # -- reads ------------------------------------------------------------------------------
     async def ping(self) -> None:
         await self.fetch("SELECT 1")
@@ -183,6 +365,43 @@ class SqlLedger(ABC):
         )
         return [row_of(t) for t in await self.fetch(sql, (*params, q.limit))]
 
+    def bucket_of(self, column: str, size: float) -> str:
+        """The start of the ``size``-second bucket of a time column (``SLOT_SQL``'s form)."""
+        return self.SLOT_SQL.replace("ts", column).replace(f"{SLOT_S:g}", f"{size:g}")
+
+    async def tokens_per_bucket(
+        self, since: float, until: float, size: float
+    ) -> dict[float, dict[str, float]]:
+        """Tokens of settled rows (refusals left out) per ``size``-second bucket and provider,
+        from the rows (a short span: the dashboard's last hour)."""
+        b = self.bucket_of("ts", size)
+        sql = (
+            f"SELECT {b} AS b, provider, COALESCE(SUM(total_tokens),0) FROM ledger "
+            "WHERE ts>=? AND ts<? AND status NOT IN ('pending','refused') GROUP BY b, provider"
+        )
+        out: dict[float, dict[str, float]] = {}
+        for start, provider, tokens in await self.fetch(sql, (since, until)):
+            out.setdefault(float(start), {})[str(provider)] = float(tokens)
+        return out
+
+    async def latencies_per_bucket(
+        self, since: float, until: float, size: float, newest: int
+    ) -> dict[float, list[float]]:
+        """Per ``size``-second bucket, the latencies of the answered proxied attempts among
+        its ``newest`` rows (three columns read, not whole rows)."""
+        b = self.bucket_of("ts", size)
+        sql = (
+            "SELECT b, latency_ms FROM (SELECT "
+            f"{b} AS b, status, source, latency_ms, "
+            f"ROW_NUMBER() OVER (PARTITION BY {b} ORDER BY id DESC) AS n "
+            "FROM ledger WHERE ts>=? AND ts<?) r "
+            "WHERE n<=? AND status='ok' AND source='proxy' AND latency_ms IS NOT NULL"
+        )
+        out: dict[float, list[float]] = {}
+        for start, ms in await self.fetch(sql, (since, until, newest)):
+            out.setdefault(float(start), []).append(float(ms))
+        return out
+
     async def _since(self, scope: str, since: float) -> float:
         rows = await self.fetch("SELECT MAX(at) FROM resets WHERE scope=?", (scope,))
         last = rows[0][0] if rows else None
@@ -191,11 +410,12 @@ class SqlLedger(ABC):
     async def sum_scope(self, scope: str, since: float) -> Measure:
         cond, params = scope_condition(scope)
         start = await self._since(scope, since)
+        src, sparams = self._source(await self._plan(start, None), cond, params)
         sql = (
             "SELECT COALESCE(SUM(total_tokens),0), COALESCE(SUM(requests),0), "
-            f"COALESCE(SUM(cost_usd),0) FROM ledger WHERE {cond} AND ts>=? AND status!='pending'"
+            f"COALESCE(SUM(cost_usd),0) FROM ({src}) u"
         )
-        (t, r, c) = (await self.fetch(sql, (*params, start)))[0]
+        (t, r, c) = (await self.fetch(sql, sparams))[0]
         return Measure(float(t), float(r), float(c))
 
     async def events_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
@@ -206,7 +426,22 @@ class SqlLedger(ABC):
             "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) ORDER BY ts"
         )
         rows = await self.fetch(sql, (*params, start))
-        return [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+        events = [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+        horizon = await self.horizon()
+        if horizon is None or start >= horizon:
+            return events
+        # A window reaching into compacted time: one event per slot there, at the slot's end
+        # (use leaves a rolling window no earlier than it would have).
+        where, sparams = span(cond, _down(start, SLOT_S), horizon, column="slot")
+        sql = (
+            "SELECT slot, SUM(total_tokens), SUM(requests), SUM(cost_usd) FROM ledger_slots "
+            f"WHERE {where} GROUP BY slot ORDER BY slot"
+        )
+        older = [
+            (min(float(slot) + SLOT_S, horizon), Measure(float(t), float(r), float(c)))
+            for slot, t, r, c in await self.fetch(sql, (*params, *sparams))
+        ]
+        return [(at, m) for at, m in older if m.tokens > 0 or m.requests > 0 or m.cost > 0] + events
 
     async def record_reset(self, scope: str, at: float) -> None:
         await self._write("INSERT INTO resets (scope, at) VALUES (?, ?)", (scope, at))
@@ -327,15 +562,15 @@ class SqlLedger(ABC):
     ) -> dict[tuple[str, ...], Measure]:
         """Usage of settled rows in ``[since, until)`` grouped by ledger columns
         (``agent``, ``provider``, ``key_id``, ``model``), resets not applied."""
-        cols, where, params = _usage_where(group, since, until, agent)
+        cols, src, params = await self._usage_source(group, since, until, agent)
         select = ", ".join(cols) if cols else "''"
         sql = (
             f"SELECT {select}, COALESCE(SUM(total_tokens),0), COALESCE(SUM(requests),0), "
-            f"COALESCE(SUM(cost_usd),0) FROM ledger WHERE {where}"
-            + (f" GROUP BY {select}" if cols else "")
+            f"COALESCE(SUM(cost_usd),0) FROM ({src}) u"
+            + (f" GROUP BY {select} HAVING SUM(n)>0" if cols else "")
         )
         out: dict[tuple[str, ...], Measure] = {}
-        for row in await self.fetch(sql, tuple(params)):
+        for row in await self.fetch(sql, params):
             n = len(cols) or 1
             key = tuple(str(v) for v in row[:n]) if cols else ()
             out[key] = Measure(float(row[n]), float(row[n + 1]), float(row[n + 2]))
@@ -348,16 +583,34 @@ class SqlLedger(ABC):
         until: float | None = None,
         agent: str | None = None,
     ) -> set[tuple[str, ...]]:
-        cols, where, params = _usage_where(group, since, until, agent)
+        cols, src, params = await self._usage_source(group, since, until, agent)
         select = ", ".join(cols) if cols else "''"
-        sql = f"SELECT DISTINCT {select} FROM ledger WHERE {where} AND {ESTIMATED_COST}"
-        return {
-            tuple(str(v) for v in row[: len(cols)]) for row in await self.fetch(sql, tuple(params))
-        }
+        sql = f"SELECT DISTINCT {select} FROM ({src}) u WHERE est>0"  # est counts rows: ≥ 0
+        return {tuple(str(v) for v in row[: len(cols)]) for row in await self.fetch(sql, params)}
+
+    async def _usage_source(
+        self, group: Sequence[str], since: float, until: float | None, agent: str | None
+    ) -> tuple[list[str], str, tuple[Any, ...]]:
+        """The columns and the row source of a ``usage_by``-style read."""
+        cols = [c for c in group if c in ("agent", "provider", "key_id", "model")]
+        if len(cols) != len(group):
+            raise ValueError(f"cannot group usage by {list(group)}")
+        cond = "status!='refused'"  # a refusal used nothing
+        params: tuple[Any, ...] = ()
+        if agent is not None:
+            cond += " AND agent=?"
+            params = (agent,)
+        src, sparams = self._source(await self._plan(since, until), cond, params)
+        return cols, src, sparams
 
     async def agents_seen(self, since: float) -> list[str]:
-        rows = await self.fetch("SELECT DISTINCT agent FROM ledger WHERE ts>=?", (since,))
-        return sorted(str(r[0]) for r in rows)
+        src, params = self._source(await self._plan(since, None), "1=1", ())
+        sql = (
+            f"SELECT DISTINCT agent FROM ({src}) u UNION "
+            "SELECT agent FROM ledger WHERE status='pending' AND ts>=?"
+        )
+        rows = await self.fetch(sql, (*params, since))
+        return sorted({str(r[0]) for r in rows})
 
     # -- reports -----------------------------------------------------------------------------
     async def usage_totals(
@@ -365,16 +618,19 @@ class SqlLedger(ABC):
     ) -> list[UsageTotals]:
         if group not in USAGE_GROUPS:
             raise ValueError(f"unknown grouping {group!r} (use one of {', '.join(USAGE_GROUPS)})")
-        column = self.SLOT_SQL if group == "slot" else _GROUP_COLUMNS[group]
+        column = self.slot_of("t") if group == "slot" else _GROUP_COLUMNS[group]
         # a refused request is no attempt: request_counts() counts it
-        where, params = span("status NOT IN ('pending','refused')", since, until)
+        spans = await self._plan(since, until, days=group != "slot")
+        if group == "slot":  # every slot of the span: from the per-key slot rollup
+            src, params = self._slot_source(spans)
+        else:
+            src, params = self._source(spans, "status!='refused'", ())
         sql = (
-            f"SELECT {column} AS g, COUNT(*), COALESCE(SUM(requests),0), "
-            "COALESCE(SUM(CASE WHEN status IN ('error','crashed') THEN 1 ELSE 0 END),0), "
+            f"SELECT {column} AS g, COALESCE(SUM(n),0), COALESCE(SUM(requests),0), "
+            "COALESCE(SUM(CASE WHEN status IN ('error','crashed') THEN n ELSE 0 END),0), "
             "COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), "
             "COALESCE(SUM(total_tokens),0), COALESCE(SUM(cost_usd),0), MAX(provider), "
-            f"COALESCE(SUM(CASE WHEN {ESTIMATED_COST} THEN 1 ELSE 0 END),0) "
-            f"FROM ledger WHERE {where} GROUP BY g ORDER BY g"
+            f"COALESCE(SUM(est),0) FROM ({src}) u GROUP BY g ORDER BY g"
         )
         return [
             UsageTotals(
@@ -396,19 +652,39 @@ class SqlLedger(ABC):
     async def request_counts(
         self, since: float | None = None, until: float | None = None
     ) -> RequestCounts:
-        # A request belongs where its first attempt began; its later attempts are read up to
-        # REQUEST_SPREAD_S after ``until`` so that it is counted once, by how it ended.
+        """Whole slots from ``ledger_outcomes`` (kept at commit), the partial slots at the
+        edges from the rows."""
+        spans = await self._plan(since, until, days=False)
+        total = RequestCounts()
+        for lo, hi in spans.raw:
+            total += await self._request_counts_raw(lo, hi)
+        for lo, hi in spans.slots:
+            where, params = span("1=1", lo, hi, column="slot")
+            got = await self.fetch(
+                "SELECT COALESCE(SUM(answered),0), COALESCE(SUM(refused),0), "
+                f"COALESCE(SUM(failed),0) FROM ledger_outcomes WHERE {where}",
+                params,
+            )
+            a, r, f = got[0]
+            total += RequestCounts(int(a), int(r), int(f))
+        return total
+
+    async def _request_counts_raw(self, since: float | None, until: float | None) -> RequestCounts:
+        # A request belongs where its first attempt began; its attempts are read from
+        # REQUEST_SPREAD_S before ``since`` (one begun before is not counted here) to as long
+        # after ``until``, so that it is counted once, by how it ended.
         where, params = span(
             "source='proxy' AND status!='pending'",
-            since,
+            None if since is None else since - REQUEST_SPREAD_S,
             None if until is None else until + REQUEST_SPREAD_S,
         )
         first, first_params = span("1=1", since, until, column="MIN(ts)")
+        # Grouped by an expression: a short span reads the ts index, not every request id.
         sql = (
-            "SELECT outcome, COUNT(*) FROM (SELECT request_id, CASE "
+            "SELECT outcome, COUNT(*) FROM (SELECT CASE "
             "WHEN SUM(CASE WHEN status='ok' THEN 1 ELSE 0 END)>0 THEN 'answered' "
             "WHEN SUM(CASE WHEN status='refused' THEN 1 ELSE 0 END)>0 THEN 'refused' "
-            f"ELSE 'failed' END AS outcome FROM ledger WHERE {where} GROUP BY request_id "
+            f"ELSE 'failed' END AS outcome FROM ledger WHERE {where} GROUP BY request_id || '' "
             f"HAVING {first}) o GROUP BY outcome"
         )
         counts = {str(k): int(n) for k, n in await self.fetch(sql, (*params, *first_params))}
@@ -419,14 +695,80 @@ class SqlLedger(ABC):
     async def burn_events(
         self, scope: str, since: float, until: float
     ) -> list[tuple[float, Measure]]:
+        """Row by row while the span holds at most :data:`BURN_RAW_MAX` attempts; beyond, the
+        current slot row by row and before it one event per slot with use, stamped at the
+        slot's end. Compacted time is read as slots."""
+        kind, _, name = scope.partition(":")
+        if kind == "key":
+            return (await self.burn_events_of_keys([name], since, until))[name]
         cond, cparams = scope_condition(scope)
-        where, params = span(cond, since, until)
-        sql = (
-            f"SELECT ts, total_tokens, requests, cost_usd FROM ledger WHERE {where} "
-            "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) ORDER BY ts"
+        where, params = span(cond, _down(since, SLOT_S), until, column="slot")
+        slots = await self.fetch(
+            "SELECT slot, SUM(total_tokens), SUM(requests), SUM(cost_usd), SUM(attempts) "
+            f"FROM ledger_slots WHERE {where} GROUP BY slot ORDER BY slot",
+            (*cparams, *params),
         )
-        rows = await self.fetch(sql, (*cparams, *params))
-        return [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+        return await self._burn(cond, cparams, since, until, slots)
+
+    async def burn_events_of_keys(
+        self, key_ids: Sequence[str], since: float, until: float
+    ) -> dict[str, list[tuple[float, Measure]]]:
+        """:meth:`burn_events` of several keys' scopes, their slots read together from the
+        per-key slot rollup (a forecast reads every key's)."""
+        if not key_ids:
+            return {}
+        marks = ", ".join("?" for _ in key_ids)
+        where, params = span(f"key_id IN ({marks})", _down(since, SLOT_S), until, column="slot")
+        by: dict[str, list[tuple[Any, ...]]] = {k: [] for k in key_ids}
+        for key_id, *rest in await self.fetch(
+            "SELECT key_id, slot, total_tokens, requests, cost_usd, attempts "
+            f"FROM ledger_key_slots WHERE {where} ORDER BY key_id, slot",
+            (*key_ids, *params),
+        ):
+            by[str(key_id)].append(tuple(rest))
+        return {
+            k: await self._burn("key_id=?", (k,), since, until, slots) for k, slots in by.items()
+        }
+
+    async def _burn(
+        self,
+        cond: str,
+        cparams: tuple[Any, ...],
+        since: float,
+        until: float,
+        slots: list[tuple[Any, ...]],
+    ) -> list[tuple[float, Measure]]:
+        """A scope's burn events from its slot sums ``(slot, tokens, requests, cost,
+        attempts)`` over the span and, where they are few or recent, its rows."""
+        horizon = await self.horizon()
+        kept = since if horizon is None else max(since, horizon)  # rows exist from here on
+        raw_from = kept
+        rows_kept = sum(int(row[4]) for row in slots if float(row[0]) >= _down(kept, SLOT_S))
+        if rows_kept > BURN_RAW_MAX:
+            raw_from = max(kept, _down(until, SLOT_S))
+        events: list[tuple[float, Measure]] = []
+        raw: list[tuple[float | None, float | None]] = [(raw_from, until)]
+        if raw_from > since:
+            spans = await self._plan(since, raw_from, days=False)
+            raw += spans.raw
+            for lo, hi in spans.slots:
+                for slot, t, r, c, _n in slots:
+                    at = float(slot)
+                    m = Measure(float(t), float(r), float(c))
+                    inside = (lo is None or at >= lo) and (hi is None or at < hi)
+                    if inside and (m.tokens > 0 or m.requests > 0 or m.cost > 0):
+                        events.append((at + SLOT_S, m))
+        for lo, hi in raw:
+            where, params = span(cond, lo, hi)
+            sql = (
+                f"SELECT ts, total_tokens, requests, cost_usd FROM ledger WHERE {where} "
+                "AND status!='pending' AND (total_tokens>0 OR requests>0 OR cost_usd>0) "
+                "ORDER BY ts"
+            )
+            rows = await self.fetch(sql, (*cparams, *params))
+            events += [(float(ts), Measure(float(t), float(r), float(c))) for ts, t, r, c in rows]
+        events.sort(key=lambda e: e[0])
+        return events
 
     async def probe_results(self, since: float | None = None) -> list[LedgerRow]:
         where, params = span("source='probe' AND status!='pending'", since, None)
@@ -435,6 +777,23 @@ class SqlLedger(ABC):
             f"WHERE {where} GROUP BY key_id, model) ORDER BY key_id, model"
         )
         return [row_of(t) for t in await self.fetch(sql, params)]
+
+    # -- compaction ----------------------------------------------------------------------------
+    async def compact(self, before: float) -> int:
+        """Delete the settled rows older than ``before`` (moved down to a UTC day), which the
+        rollups already count, one :data:`COMPACT_CHUNK_S` at a time, off the event loop;
+        returns how many rows were deleted. Every total read from the ledger stays what it
+        was: usage, cost, estimated-cost rows, limits' windows and request counts (kept per
+        slot in ``ledger_outcomes``). What goes: the rows themselves (history, a request's
+        attempts, latency samples) and, in compacted time, spans finer than 15 minutes."""
+        try:
+            return await self._compact(_down(before, DAY_S))
+        finally:
+            self._horizon = (-math.inf, None)
+
+    @abstractmethod
+    async def _compact(self, cutoff: float) -> int:
+        """Run :func:`compaction_steps` over every chunk from the oldest row to ``cutoff``."""
 
     # -- learning: key × model statistics, feedback by request id ------------------------------
     async def request_rows(self, request_id: str) -> list[LedgerRow]:

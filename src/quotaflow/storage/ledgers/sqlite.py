@@ -29,7 +29,12 @@ from quotaflow.storage.base import (
 )
 from quotaflow.storage.files import private_file, private_folder
 from quotaflow.storage.ledgers.checkpoint import TRIGGER_FRAMES, Checkpointer, writer_pragmas
-from quotaflow.storage.ledgers.sql import SqlLedger
+from quotaflow.storage.ledgers.sql import (
+    COMPACT_CHUNK_S,
+    FOLD_TABLE,
+    SqlLedger,
+    compaction_steps,
+)
 from quotaflow.storage.outage import Outage
 from quotaflow.storage.outbox import SqlOutbox
 from quotaflow.types import Measure
@@ -240,6 +245,7 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._compacting = False  # commits wait on a thread while compaction holds the lock
         self.outage = Outage(
             f"the ledger at {path}",
             "free disk space or make the data folder writable: requests get 503 with "
@@ -310,9 +316,10 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             batch, self._pending = self._pending, []
             if batch:
                 t0 = time.perf_counter()
-                if checkpointer.restarting:
+                if checkpointer.restarting or self._compacting:
                     # A RESTART checkpoint holds the write lock until readers of the old WAL
-                    # are done: this commit waits for it on a thread, not on the event loop.
+                    # are done, compaction holds it for a chunk: this commit waits for it on
+                    # a thread, not on the event loop.
                     error = await asyncio.to_thread(self._commit, db, batch)
                 else:
                     error = self._commit(db, batch)
@@ -425,6 +432,44 @@ class SqliteLedger(SqlOutbox, SqlLedger):
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query off the event loop."""
         return await asyncio.to_thread(self._fetch, sql, params)
+
+    async def _compact(self, cutoff: float) -> int:
+        self._compacting = True
+        try:
+            return await asyncio.to_thread(self._compact_sync, cutoff)
+        finally:
+            self._compacting = False
+
+    def _compact_sync(self, cutoff: float) -> int:
+        """Compaction on a connection of its own, one chunk per transaction (the server's
+        commits get the lock between chunks)."""
+        db = self._connect()
+        deleted = 0
+        try:
+            db.execute(FOLD_TABLE)
+            (lo,) = db.execute("SELECT MIN(ts) FROM ledger WHERE ts<?", (cutoff,)).fetchone()
+            while lo is not None and lo < cutoff:
+                lo = float(lo) // COMPACT_CHUNK_S * COMPACT_CHUNK_S
+                hi = min(lo + COMPACT_CHUNK_S, cutoff)
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    steps = compaction_steps(lo, hi)
+                    for i, (sql, params) in enumerate(steps):
+                        cur = db.execute(sql, params)
+                        if i >= len(steps) - 2:
+                            deleted += max(cur.rowcount, 0)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                time.sleep(0.001)  # the server's writer takes the lock between chunks
+                (lo,) = db.execute(
+                    "SELECT MIN(ts) FROM ledger WHERE ts>=? AND ts<?", (hi, cutoff)
+                ).fetchone()
+        finally:
+            db.close()
+        return deleted
 
     async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
         """No other replica writes here: nothing of theirs is in flight."""

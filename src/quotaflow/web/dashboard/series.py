@@ -19,7 +19,6 @@ from typing import Any
 from quotaflow.engine.windows import Window, next_reset, window_start
 from quotaflow.gateway import Gateway
 from quotaflow.reports.collect import collect_forecast
-from quotaflow.storage.base import REQUEST_SPREAD_S, LedgerQuery, LedgerRow, RequestCounts
 from quotaflow.storage.management import ManagementStore
 
 BUCKET_S = 60.0
@@ -40,16 +39,6 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-def latency_point(rows: list[LedgerRow]) -> tuple[float | None, float | None, int]:
-    """p50, p95 and count of the answered proxy attempts among ``rows``."""
-    values = sorted(
-        r.latency_ms
-        for r in rows
-        if r.status == "ok" and r.latency_ms is not None and r.source == "proxy"
-    )
-    return percentile(values, 0.50), percentile(values, 0.95), len(values)
-
-
 @dataclass(frozen=True, slots=True)
 class Bucket:
     tokens: dict[str, float]  # provider → tokens
@@ -67,31 +56,35 @@ class SeriesCache:
         self._buckets: dict[float, Bucket] = {}
         # day start → (tokens, cost, whether part of the cost is an estimate)
         self._days: dict[float, tuple[float, float, bool]] = {}
-        self._outcomes: dict[float, RequestCounts] = {}  # minute start → its requests
         self._forecast: dict[str, Any] | None = None
         self._forecast_at = -math.inf
         self._forecast_stamp: object = None
 
-    async def _bucket(self, start: float) -> Bucket:
-        end = start + BUCKET_S
-        by = await self.store.usage_by(["provider"], start, end)
-        tokens = {p: m.tokens for (p,), m in by.items() if p and m.tokens > 0}
-        rows = await self.gw.ledger.query(LedgerQuery(since=start, until=end, limit=LATENCY_SAMPLE))
-        p50, p95, n = latency_point(rows)
-        return Bucket(tokens, p50, p95, n)
+    async def _read_buckets(self, starts: list[float]) -> dict[float, Bucket]:
+        """The buckets starting at ``starts`` (ascending), read in two queries."""
+        since, until = starts[0], starts[-1] + BUCKET_S
+        ledger = self.gw.ledger
+        tokens = await ledger.tokens_per_bucket(since, until, BUCKET_S)
+        latencies = await ledger.latencies_per_bucket(since, until, BUCKET_S, LATENCY_SAMPLE)
+        out = {}
+        for start in starts:
+            values = sorted(latencies.get(start, ()))
+            mine = {p: t for p, t in tokens.get(start, {}).items() if p and t > 0}
+            out[start] = Bucket(
+                mine, percentile(values, 0.50), percentile(values, 0.95), len(values)
+            )
+        return out
 
     async def timeline(self, now: float) -> dict[str, Any]:
         """Tokens per provider and latency percentiles per minute over the last hour."""
         last = math.floor(now / BUCKET_S) * BUCKET_S
         starts = [last - BUCKET_S * i for i in range(BUCKETS - 1, -1, -1)]
-        out: list[Bucket] = []
-        for start in starts:
-            b = self._buckets.get(start)
-            if b is None:
-                b = await self._bucket(start)
-                if start + BUCKET_S <= now - SETTLE_MARGIN_S:
-                    self._buckets[start] = b
-            out.append(b)
+        missing = [s for s in starts if s not in self._buckets]
+        got = await self._read_buckets(missing) if missing else {}
+        for start, b in got.items():
+            if start + BUCKET_S <= now - SETTLE_MARGIN_S:
+                self._buckets[start] = b
+        out: list[Bucket] = [self._buckets.get(s) or got[s] for s in starts]
         for old in [s for s in self._buckets if s < starts[0]]:
             del self._buckets[old]
         providers = sorted({p for b in out for p in b.tokens})
@@ -106,28 +99,12 @@ class SeriesCache:
 
     async def outcomes(self, now: float) -> dict[str, Any]:
         """Requests begun in the timeline's hour by how they ended (answered, refused,
-        failed), counted as reports count them; minutes whose requests can no longer
-        change are kept, the rest is one query."""
+        failed), counted as reports count them: one read (whole 15-minute slots come from
+        the ledger's request-outcome rollup, only the rest from rows)."""
         last = math.floor(now / BUCKET_S) * BUCKET_S
-        starts = [last - BUCKET_S * i for i in range(BUCKETS - 1, -1, -1)]
-        final_before = now - SETTLE_MARGIN_S - REQUEST_SPREAD_S
-        total = RequestCounts()
-        tail: float | None = None
-        for start in starts:
-            if start + BUCKET_S > final_before:
-                tail = start
-                break
-            got = self._outcomes.get(start)
-            if got is None:
-                got = self._outcomes[start] = await self.gw.ledger.request_counts(
-                    start, start + BUCKET_S
-                )
-            total += got
-        if tail is not None:
-            total += await self.gw.ledger.request_counts(tail, None)
-        for old in [s for s in self._outcomes if s < starts[0]]:
-            del self._outcomes[old]
-        return {"since": starts[0], **total.to_dict()}
+        since = last - BUCKET_S * (BUCKETS - 1)
+        total = await self.gw.ledger.request_counts(since, None)
+        return {"since": since, **total.to_dict()}
 
     def _day_starts(self, now: float) -> list[float]:
         tz = self.gw.config.tz
