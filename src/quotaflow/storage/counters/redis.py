@@ -11,6 +11,14 @@ lengths) done here in Python and handed to the scripts as arguments. Keys::
 
 Calendar windows expire by themselves an hour after they end; ``once`` windows never.
 
+A request makes two script calls, reserve and settle, not three: both reply with the usage
+of the limits they touched, which the store keeps as its *recent view* (per limit: its
+window, when it was seen). :meth:`recent` answers the picker's snapshot from that view while
+every limit asked is known, less than :data:`VIEW_TTL_S` old and still in the same window;
+otherwise the picker takes a real :meth:`snapshot` (which refreshes the view). The view only
+ranks: the reserve script stays the one atomic check, and the picker looks at Redis itself
+before it refuses, waits, clamps a request or after a reserve lost a race.
+
 Faults (see docs/scale-out.md): when Redis is unreachable or has lost its data (no
 ``epoch``), :meth:`reserve` and :meth:`snapshot` raise :class:`~quotaflow.errors.Unavailable`
 (503: fail closed, nothing overshoots). Settles and releases that fail are logged, never
@@ -58,6 +66,13 @@ REBUILD_GRACE_S = 0.5  # in-flight ledger journals land before a rebuild reads t
 RELOAD_LOCK_S = 60.0  # a reload that takes longer lets another replica start over
 RELOAD_WAIT_S = RELOAD_LOCK_S  # a starting replica waits at most this for another's reload
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# How long usage seen in a script's reply may stand in for a snapshot when ranking keys.
+# Staleness cannot overshoot (reserve checks atomically in Redis) nor refuse (the picker
+# re-checks on a real snapshot first); it only delays, by at most this, when other replicas'
+# use reorders this one's ranking. Half a second is far below the shortest calendar window
+# (a minute), and a busy replica then takes at most about two real snapshots a second per
+# route instead of one per request.
+VIEW_TTL_S = 0.5
 
 
 class CountersUnavailable(Unavailable):
@@ -97,6 +112,19 @@ class _Bucket:
     w: float  # rolling seconds; 0 for calendar and once windows
     ttl: int  # seconds the keys live; 0: forever
     end: float | None  # calendar: when the window resets
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """A limit's current window, kept so the time-zone arithmetic runs once per window."""
+
+    start: float  # -inf: rolling and once windows (they never roll)
+    end: float  # inf: rolling and once windows
+    bucket: _Bucket  # its ttl is recomputed for calendar windows
+
+
+# What the store last saw of a limit: (bucket key, used, reserved, first event, seen at).
+_Seen = tuple[str, float, float, float, float]
 
 
 class RedisCounterStore:
@@ -153,6 +181,9 @@ class RedisCounterStore:
         # The scripts of requests (reserve, settle, …) go through one pipelined connection.
         self._pipe = script_pipe(url, timeout_s)
         self._unsent: list[tuple[list[Limit], Measure, float]] = []  # charges to retry
+        self._windows: dict[str, _Window] = {}  # per limit id: its current window
+        self._view: dict[str, _Seen] = {}  # per limit id: its usage in the last reply
+        self._view_from = len(prefix) + 2  # a bucket key is <prefix>b:<limit id>@<window>
         self._source: LedgerSource | None = None
         self._down = False
         self._recovery: asyncio.Task[None] | None = None
@@ -161,24 +192,63 @@ class RedisCounterStore:
 
     # -- window arithmetic (Python owns time zones, DST and month lengths) ------------------
     def _bucket(self, lim: Limit, now: float) -> _Bucket:
+        win = self._windows.get(lim.id)
+        if win is not None and win.start <= now < win.end:
+            b = win.bucket
+            if b.end is None:  # rolling and once: nothing depends on now
+                return b
+            return _Bucket(b.key, 0.0, max(math.ceil(b.end - now), 1) + WINDOW_GRACE_S, b.end)
         w = lim.window
+        inf = math.inf
         if w.kind == "rolling":
             ttl = math.ceil(w.seconds + self.hold_ttl_s) + WINDOW_GRACE_S
-            return _Bucket(f"{self.prefix}b:{lim.id}@roll", w.seconds, ttl, None)
+            b = _Bucket(f"{self.prefix}b:{lim.id}@roll", w.seconds, ttl, None)
+            self._windows[lim.id] = _Window(-inf, inf, b)
+            return b
         if w.kind == "once":
-            return _Bucket(f"{self.prefix}b:{lim.id}@once", 0.0, 0, None)
+            b = _Bucket(f"{self.prefix}b:{lim.id}@once", 0.0, 0, None)
+            self._windows[lim.id] = _Window(-inf, inf, b)
+            return b
         start = window_start(now, w, self._tz)
         end = next_reset(now, w, self._tz)
         assert end is not None  # calendar windows end
         ttl = max(math.ceil(end - now), 1) + WINDOW_GRACE_S
-        return _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, ttl, end)
+        b = _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, ttl, end)
+        self._windows[lim.id] = _Window(start, end, b)
+        return b
 
     @staticmethod
-    def _usage(lim: Limit, b: _Bucket, used: str, reserved: str, first: str) -> LimitUsage:
-        f = float(first)
+    def _usage(lim: Limit, b: _Bucket, used: float, reserved: float, first: float) -> LimitUsage:
         if b.w > 0:
-            return LimitUsage(lim, float(used), float(reserved), None, f + b.w if f >= 0 else None)
-        return LimitUsage(lim, float(used), float(reserved), b.end, b.end)
+            frees = first + b.w if first >= 0 else None
+            return LimitUsage(lim, used, reserved, None, frees)
+        return LimitUsage(lim, used, reserved, b.end, b.end)
+
+    # -- the recent view ---------------------------------------------------------------------
+    def recent(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage] | None:
+        """The usage of ``limits`` as the last replies showed it, when every one was seen
+        less than :data:`VIEW_TTL_S` ago in its current window; else ``None`` (take a
+        :meth:`snapshot`). It may lag other replicas: rank with it, never refuse on it."""
+        view = self._view
+        out: dict[str, LimitUsage] = {}
+        for lim in limits:
+            seen = view.get(lim.id)
+            if seen is None or not 0.0 <= now - seen[4] < VIEW_TTL_S:
+                return None
+            b = self._bucket(lim, now)
+            if seen[0] != b.key:  # the window rolled since
+                return None
+            out[lim.id] = self._usage(lim, b, seen[1], seen[2], seen[3])
+        return out
+
+    def _saw(self, key: str, used: float, reserved: float, first: float, now: float) -> None:
+        """Keep what a reply showed of bucket ``key`` (named by the limit it belongs to)."""
+        self._view[key[self._view_from : key.rindex("@")]] = (key, used, reserved, first, now)
+
+    def _forget(self, limits: Collection[Limit]) -> None:
+        """Drop the view of limits whose usage changed in a way no reply showed."""
+        for lim in limits:
+            self._view.pop(lim.id, None)
 
     # -- calling the scripts ---------------------------------------------------------------
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -212,6 +282,7 @@ class RedisCounterStore:
         return result
 
     def _mark_down(self, why: str) -> None:
+        self._view.clear()  # whatever it held, the counters may come back reloaded
         if self.outage.failed(why) and self.on_alert is not None:
             self.on_alert("counters", f"counters unavailable: {why}")
         self._down = True
@@ -235,10 +306,19 @@ class RedisCounterStore:
             args += [repr(b.w), b.ttl, repr(c.amount), repr(c.limit.amount), c.limit.metric]
         keys = [self._epoch_key, f"{self.prefix}r:{rid}", *(b.key for b in buckets)]
         out = await self._run("reserve", keys, args)
-        if int(out[0]) == 1:
+        ok = int(out[0]) == 1
+        saw = self._saw
+        # The reply holds each limit's usage before booking: what it is now, once booked.
+        for i, (c, b) in enumerate(zip(claims, buckets, strict=True)):
+            reserved = float(out[2 + 3 * i])
+            saw(b.key, float(out[1 + 3 * i]), reserved + c.amount if ok else reserved,
+                float(out[3 + 3 * i]), now)  # fmt: skip
+        if ok:
             return ReserveOutcome(rid)
         usages = {
-            c.limit.id: self._usage(c.limit, b, *out[1 + 3 * i : 4 + 3 * i])
+            c.limit.id: self._usage(
+                c.limit, b, float(out[1 + 3 * i]), float(out[2 + 3 * i]), float(out[3 + 3 * i])
+            )
             for i, (c, b) in enumerate(zip(claims, buckets, strict=True))
         }
         short = fits(claims, usages)
@@ -248,19 +328,24 @@ class RedisCounterStore:
 
     async def settle(self, reservation_id: str, actual: Measure, now: float) -> None:
         args = [repr(now), repr(actual.tokens), repr(actual.requests), repr(actual.cost)]
-        await self._close("settle", reservation_id, args)
+        await self._close("settle", reservation_id, args, now)
 
     async def release(self, reservation_id: str) -> None:
-        await self._close("release", reservation_id, [repr(self._clock.now())])
+        now = self._clock.now()
+        await self._close("release", reservation_id, [repr(now)], now)
 
-    async def _close(self, op: str, rid: str, args: list[Any]) -> None:
+    async def _close(self, op: str, rid: str, args: list[Any], now: float) -> None:
         keys = [self._epoch_key, f"{self.prefix}r:{rid}"]
         try:
-            await self._run(op, keys, args)
+            out = await self._run(op, keys, args)
         except CountersUnavailable:
             # The hold stays and is charged at its worst case when it expires (or the counters
             # are reloaded from the ledger): over-counted, never under-counted.
             log.warning("could not %s reservation %s: it stays booked", op, rid)
+            return
+        saw = self._saw
+        for i in range(1, len(out), 4):  # each bucket the reservation held, once closed
+            saw(out[i], float(out[i + 1]), float(out[i + 2]), float(out[i + 3]), now)
 
     async def snapshot(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage]:
         limits = list({lim.id: lim for lim in limits}.values())
@@ -272,12 +357,16 @@ class RedisCounterStore:
             [self._epoch_key, *(b.key for b in buckets)],
             [repr(now), *(repr(b.w) for b in buckets)],
         )
-        return {
-            lim.id: self._usage(lim, b, *out[3 * i : 3 * i + 3])
-            for i, (lim, b) in enumerate(zip(limits, buckets, strict=True))
-        }
+        usages: dict[str, LimitUsage] = {}
+        view = self._view
+        for i, (lim, b) in enumerate(zip(limits, buckets, strict=True)):
+            used, reserved, first = float(out[3 * i]), float(out[3 * i + 1]), float(out[3 * i + 2])
+            view[lim.id] = (b.key, used, reserved, first, now)
+            usages[lim.id] = self._usage(lim, b, used, reserved, first)
+        return usages
 
     async def reset(self, limits: Collection[Limit], now: float) -> None:
+        self._forget(limits)
         buckets = [self._bucket(lim, now) for lim in limits]
         if buckets:
             await self._run(
@@ -289,6 +378,7 @@ class RedisCounterStore:
     async def charge(
         self, limits: Collection[Limit], actual: Measure, at: float, now: float
     ) -> None:
+        self._forget(limits)
         try:
             await self._charge(list(limits), actual, at, now)
         except CountersUnavailable:
@@ -363,6 +453,7 @@ class RedisCounterStore:
             for lim in source.all():
                 await self._load(lim, source.ledger, now)
             await self._redis.set(self._epoch_key, token)
+            self._view.clear()
             self.rebuilds += 1
             log.warning("counters reloaded from the ledger (%d limits)", len(source.all()))
         finally:
@@ -396,6 +487,7 @@ class RedisCounterStore:
         counters twice, whichever replicas adopt the same limit."""
         if self._source is not None:
             self._source.extra.update((lim.id, lim) for lim in limits)
+        self._forget(limits)
         try:
             for lim in limits:
                 await self._load(lim, ledger, now, if_absent=True)
