@@ -188,6 +188,7 @@ class RedisCounterStore:
         self._down = False
         self._recovery: asyncio.Task[None] | None = None
         self.rebuilds = 0  # how many times this replica reloaded the counters
+        self.script_calls = 0  # scripts run for requests (reserve, settle, snapshot, …)
         self.on_alert: Callable[[str, str], None] | None = None  # (subject, message)
 
     # -- window arithmetic (Python owns time zones, DST and month lengths) ------------------
@@ -252,6 +253,7 @@ class RedisCounterStore:
 
     # -- calling the scripts ---------------------------------------------------------------
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self.script_calls += 1
         if self._pipe is None:
             return await self._scripts[name](keys=keys, args=args)
         try:
