@@ -30,11 +30,25 @@ _MORE = object()  # hiredis: no whole reply yet
 
 def encode(*parts: str | bytes | int) -> bytes:
     """A command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(parts)]
+    # The usual command (text and numbers) is built as one str and encoded once.
+    out = [f"*{len(parts)}\r\n"]
+    for p in parts:
+        if type(p) is bytes:
+            return _encode_bytes(parts)
+        t = p if type(p) is str else str(p)
+        out.append(f"${len(t)}\r\n{t}\r\n")
+    text = "".join(out)
+    if not text.isascii():  # lengths in characters are not lengths in bytes then
+        return _encode_bytes(parts)
+    return text.encode()
+
+
+def _encode_bytes(parts: tuple[str | bytes | int, ...]) -> bytes:
+    chunks = [b"*%d\r\n" % len(parts)]
     for p in parts:
         b = p if isinstance(p, bytes) else str(p).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(b), b))
-    return b"".join(out)
+        chunks.append(b"$%d\r\n%b\r\n" % (len(b), b))
+    return b"".join(chunks)
 
 
 class _Protocol(asyncio.Protocol):

@@ -116,15 +116,19 @@ class _Bucket:
 
 @dataclass(frozen=True, slots=True)
 class _Window:
-    """A limit's current window, kept so the time-zone arithmetic runs once per window."""
+    """A limit's current window, kept so the time-zone arithmetic (and the text of what
+    the scripts are told about it) is done once per window, not once per call."""
 
+    limit: Limit
     start: float  # -inf: rolling and once windows (they never roll)
     end: float  # inf: rolling and once windows
     bucket: _Bucket  # its ttl is recomputed for calendar windows
+    w_text: str  # repr(bucket.w)
+    cap_text: str  # repr(limit.amount)
 
 
-# What the store last saw of a limit: (bucket key, used, reserved, first event, seen at).
-_Seen = tuple[str, float, float, float, float]
+# What the store last saw of a limit: its window then, the usage, and when (the caller's now).
+_Seen = tuple[_Window, LimitUsage, float]
 
 
 class RedisCounterStore:
@@ -192,31 +196,43 @@ class RedisCounterStore:
         self.on_alert: Callable[[str, str], None] | None = None  # (subject, message)
 
     # -- window arithmetic (Python owns time zones, DST and month lengths) ------------------
-    def _bucket(self, lim: Limit, now: float) -> _Bucket:
+    def _window(self, lim: Limit, now: float) -> _Window:
         win = self._windows.get(lim.id)
-        if win is not None and win.start <= now < win.end:
-            b = win.bucket
-            if b.end is None:  # rolling and once: nothing depends on now
-                return b
-            return _Bucket(b.key, 0.0, max(math.ceil(b.end - now), 1) + WINDOW_GRACE_S, b.end)
+        if (
+            win is not None
+            and win.start <= now < win.end
+            and (win.limit is lim or win.limit == lim)
+        ):
+            return win  # the common case
         w = lim.window
         inf = math.inf
         if w.kind == "rolling":
             ttl = math.ceil(w.seconds + self.hold_ttl_s) + WINDOW_GRACE_S
             b = _Bucket(f"{self.prefix}b:{lim.id}@roll", w.seconds, ttl, None)
-            self._windows[lim.id] = _Window(-inf, inf, b)
-            return b
-        if w.kind == "once":
+            start, end = -inf, inf
+        elif w.kind == "once":
             b = _Bucket(f"{self.prefix}b:{lim.id}@once", 0.0, 0, None)
-            self._windows[lim.id] = _Window(-inf, inf, b)
-            return b
-        start = window_start(now, w, self._tz)
-        end = next_reset(now, w, self._tz)
-        assert end is not None  # calendar windows end
-        ttl = max(math.ceil(end - now), 1) + WINDOW_GRACE_S
-        b = _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, ttl, end)
-        self._windows[lim.id] = _Window(start, end, b)
-        return b
+            start, end = -inf, inf
+        else:
+            start = window_start(now, w, self._tz)
+            reset = next_reset(now, w, self._tz)
+            assert reset is not None  # calendar windows end
+            end = reset
+            b = _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, 0, end)
+        win = _Window(lim, start, end, b, repr(b.w), repr(lim.amount))
+        self._windows[lim.id] = win
+        return win
+
+    @staticmethod
+    def _ttl(win: _Window, now: float) -> int:
+        """Seconds a window's keys live from now (0: forever)."""
+        end = win.bucket.end
+        return win.bucket.ttl if end is None else max(math.ceil(end - now), 1) + WINDOW_GRACE_S
+
+    def _bucket(self, lim: Limit, now: float) -> _Bucket:
+        win = self._window(lim, now)
+        b = win.bucket
+        return b if b.end is None else _Bucket(b.key, 0.0, self._ttl(win, now), b.end)
 
     @staticmethod
     def _usage(lim: Limit, b: _Bucket, used: float, reserved: float, first: float) -> LimitUsage:
@@ -228,23 +244,32 @@ class RedisCounterStore:
     # -- the recent view ---------------------------------------------------------------------
     def recent(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage] | None:
         """The usage of ``limits`` as the last replies showed it, when every one was seen
-        less than :data:`VIEW_TTL_S` ago in its current window; else ``None`` (take a
-        :meth:`snapshot`). It may lag other replicas: rank with it, never refuse on it."""
+        less than :data:`VIEW_TTL_S` ago and its window has not rolled since; else ``None``
+        (take a :meth:`snapshot`). It may lag other replicas: rank with it, never refuse on
+        it. The usages are the view's own: read them, never change them."""
         view = self._view
         out: dict[str, LimitUsage] = {}
         for lim in limits:
             seen = view.get(lim.id)
-            if seen is None or not 0.0 <= now - seen[4] < VIEW_TTL_S:
+            if seen is None:
                 return None
-            b = self._bucket(lim, now)
-            if seen[0] != b.key:  # the window rolled since
+            win, usage, at = seen
+            if not (0.0 <= now - at < VIEW_TTL_S and win.start <= now < win.end):
+                return None  # too old, or its window rolled since
+            if win.limit is not lim and win.limit != lim:  # edited: same id, new amount
                 return None
-            out[lim.id] = self._usage(lim, b, seen[1], seen[2], seen[3])
+            out[lim.id] = usage
         return out
 
+    def _keep(self, win: _Window, used: float, reserved: float, first: float, now: float) -> None:
+        lim = win.limit
+        self._view[lim.id] = (win, self._usage(lim, win.bucket, used, reserved, first), now)
+
     def _saw(self, key: str, used: float, reserved: float, first: float, now: float) -> None:
-        """Keep what a reply showed of bucket ``key`` (named by the limit it belongs to)."""
-        self._view[key[self._view_from : key.rindex("@")]] = (key, used, reserved, first, now)
+        """Keep what a reply showed of bucket ``key``, if it is its limit's current window."""
+        win = self._windows.get(key[self._view_from : key.rindex("@")])
+        if win is not None and win.bucket.key == key:
+            self._keep(win, used, reserved, first, now)
 
     def _forget(self, limits: Collection[Limit]) -> None:
         """Drop the view of limits whose usage changed in a way no reply showed."""
@@ -302,26 +327,32 @@ class RedisCounterStore:
         rid = f"{self._tag}-{next(self._ids):x}"
         hold = self.hold_ttl_s if ttl_s is None else ttl_s
         mode = "c" if ttl_s is None else "r"
-        buckets = [self._bucket(c.limit, now) for c in claims]
+        wins = [self._window(c.limit, now) for c in claims]
+        keys = [self._epoch_key, f"{self.prefix}r:{rid}"]
         args: list[Any] = [repr(now), repr(now + hold), mode, math.ceil(hold * 2 + 3600), rid]
-        for c, b in zip(claims, buckets, strict=True):
-            args += [repr(b.w), b.ttl, repr(c.amount), repr(c.limit.amount), c.limit.metric]
-        keys = [self._epoch_key, f"{self.prefix}r:{rid}", *(b.key for b in buckets)]
+        ttl = self._ttl
+        for c, win in zip(claims, wins, strict=True):
+            keys.append(win.bucket.key)
+            args += (win.w_text, ttl(win, now), repr(c.amount), win.cap_text, c.limit.metric)
         out = await self._run("reserve", keys, args)
         ok = int(out[0]) == 1
-        saw = self._saw
+        keep = self._keep
         # The reply holds each limit's usage before booking: what it is now, once booked.
-        for i, (c, b) in enumerate(zip(claims, buckets, strict=True)):
+        for i, (c, win) in enumerate(zip(claims, wins, strict=True)):
             reserved = float(out[2 + 3 * i])
-            saw(b.key, float(out[1 + 3 * i]), reserved + c.amount if ok else reserved,
-                float(out[3 + 3 * i]), now)  # fmt: skip
+            keep(win, float(out[1 + 3 * i]), reserved + c.amount if ok else reserved,
+                 float(out[3 + 3 * i]), now)  # fmt: skip
         if ok:
             return ReserveOutcome(rid)
         usages = {
             c.limit.id: self._usage(
-                c.limit, b, float(out[1 + 3 * i]), float(out[2 + 3 * i]), float(out[3 + 3 * i])
+                c.limit,
+                w.bucket,
+                float(out[1 + 3 * i]),
+                float(out[2 + 3 * i]),
+                float(out[3 + 3 * i]),
             )
-            for i, (c, b) in enumerate(zip(claims, buckets, strict=True))
+            for i, (c, w) in enumerate(zip(claims, wins, strict=True))
         }
         short = fits(claims, usages)
         if short is None:  # only float noise separates the script's check from ours
@@ -360,11 +391,13 @@ class RedisCounterStore:
             [repr(now), *(repr(b.w) for b in buckets)],
         )
         usages: dict[str, LimitUsage] = {}
-        view = self._view
-        for i, (lim, b) in enumerate(zip(limits, buckets, strict=True)):
+        keep = self._keep
+        for i, lim in enumerate(limits):
             used, reserved, first = float(out[3 * i]), float(out[3 * i + 1]), float(out[3 * i + 2])
-            view[lim.id] = (b.key, used, reserved, first, now)
-            usages[lim.id] = self._usage(lim, b, used, reserved, first)
+            usages[lim.id] = self._usage(lim, buckets[i], used, reserved, first)
+            win = self._windows.get(lim.id)
+            if win is not None and win.bucket.key == buckets[i].key:
+                keep(win, used, reserved, first, now)
         return usages
 
     async def reset(self, limits: Collection[Limit], now: float) -> None:
