@@ -72,6 +72,7 @@ async def test_concurrent_reservations_are_one_evalsha_each_on_one_connection(
             await asyncio.gather(
                 *(store.settle(o.reservation_id or "", Measure(50, 1, 0), T0) for o in out)
             )
+            await store.drain()  # settles are sent, not waited for
 
         commands = await watched(url, prefix, work)
     finally:
@@ -114,3 +115,25 @@ async def test_a_request_makes_two_script_calls_not_three(
     expected_snapshots = n * step / VIEW_TTL_S  # 4
     assert 1 <= calls.count("snapshot") <= expected_snapshots + 1, calls
     assert len(calls) <= 2 * n + expected_snapshots + 1  # ≤ 2.25 a request (was 3)
+
+
+async def test_a_settle_sent_without_waiting_lands_before_what_follows_and_before_close(
+    redis_url_prefix: tuple[str, str],
+) -> None:
+    url, prefix = redis_url_prefix
+    store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=FrozenClock(T0))
+    await store.attach(LedgerSource(None, list))
+    await store.snapshot([TOKENS], T0)  # connected
+    out = await store.reserve([Claim(TOKENS, 100)], T0)
+    await store.settle(out.reservation_id or "", Measure(30, 1, 0), T0)
+    # The next command of this replica follows the settle on the same connection.
+    assert (await store.snapshot([TOKENS], T0))[TOKENS.id].taken == 30
+    out = await store.reserve([Claim(TOKENS, 100)], T0)
+    await store.settle(out.reservation_id or "", Measure(20, 1, 0), T0)
+    await store.close()  # waits for the settle's reply
+    other = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=FrozenClock(T0))
+    try:
+        usage = (await other.snapshot([TOKENS], T0))[TOKENS.id]
+    finally:
+        await other.close()
+    assert (usage.used, usage.reserved) == (50, 0)

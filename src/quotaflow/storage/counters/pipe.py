@@ -99,6 +99,20 @@ class ScriptPipe:
             await self._connect()
         return await self._send(encode(*parts))
 
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    async def drain(self) -> None:
+        """Wait (at most ``timeout_s``) for the replies to every command sent so far."""
+        waiting = [fut for _, fut in self._waiting]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._timeout_s)
+
+    def send(self, *parts: str | bytes | int) -> asyncio.Future[Any]:
+        """:meth:`call` on a :attr:`connected` pipe, as a future (one coroutine less)."""
+        return self._send(encode(*parts))
+
     def _send(self, command: bytes) -> asyncio.Future[Any]:
         transport = self._transport
         if transport is None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -191,6 +192,7 @@ class RedisCounterStore:
         self._source: LedgerSource | None = None
         self._down = False
         self._recovery: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # settles retried through redis-py
         self.rebuilds = 0  # how many times this replica reloaded the counters
         self.script_calls = 0  # scripts run for requests (reserve, settle, snapshot, …)
         self.on_alert: Callable[[str, str], None] | None = None  # (subject, message)
@@ -278,10 +280,11 @@ class RedisCounterStore:
 
     # -- calling the scripts ---------------------------------------------------------------
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        self.script_calls += 1
         if self._pipe is None:
             return await self._scripts[name](keys=keys, args=args)
         try:
+            if self._pipe.connected:  # the usual case: no coroutine between us and the reply
+                return await self._pipe.send("EVALSHA", self._shas[name], len(keys), *keys, *args)
             return await self._pipe.call("EVALSHA", self._shas[name], len(keys), *keys, *args)
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
@@ -289,8 +292,17 @@ class RedisCounterStore:
             return await self._scripts[name](keys=keys, args=args)  # loads it into Redis
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self.script_calls += 1
         try:
-            result = await self._call(name, keys, args)
+            pipe = self._pipe
+            if pipe is not None and pipe.connected:  # inlined _call: one frame less to wake
+                try:
+                    return await pipe.send("EVALSHA", self._shas[name], len(keys), *keys, *args)
+                except ResponseError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    return await self._scripts[name](keys=keys, args=args)  # loads it
+            return await self._call(name, keys, args)
         except ResponseError as exc:
             if "QF_NOINIT" in str(exc):
                 self._mark_down("Redis has no counters (restarted without data?)")
@@ -306,7 +318,6 @@ class RedisCounterStore:
                 "they are back.",
                 headers={"retry-after": "1"},
             ) from None
-        return result
 
     def _mark_down(self, why: str) -> None:
         self._view.clear()  # whatever it held, the counters may come back reloaded
@@ -361,7 +372,45 @@ class RedisCounterStore:
 
     async def settle(self, reservation_id: str, actual: Measure, now: float) -> None:
         args = [repr(now), repr(actual.tokens), repr(actual.requests), repr(actual.cost)]
-        await self._close("settle", reservation_id, args, now)
+        pipe = self._pipe
+        if pipe is None or not pipe.connected or self._down:
+            await self._close("settle", reservation_id, args, now)
+            return
+        # Sent, not waited for: nothing the request does next needs the reply, and this
+        # replica's next commands follow it on the same connection (Redis runs them in
+        # order). Until it lands, the hold counts at its worst case: over, never under.
+        self.script_calls += 1
+        rec = f"{self.prefix}r:{reservation_id}"
+        fut = pipe.send("EVALSHA", self._shas["settle"], 2, self._epoch_key, rec, *args)
+        fut.add_done_callback(functools.partial(self._settled, reservation_id, args, now))
+
+    def _settled(self, rid: str, args: list[Any], now: float, fut: asyncio.Future[Any]) -> None:
+        """The reply of a settle sent by :meth:`settle` (what :meth:`_close` does after it)."""
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._saw_closed(fut.result(), now)
+            return
+        if isinstance(exc, ResponseError) and str(exc).startswith("NOSCRIPT"):
+            task = asyncio.get_running_loop().create_task(self._close("settle", rid, args, now))
+            self._closing.add(task)  # through redis-py, which loads the script
+            task.add_done_callback(self._closing.discard)
+            return
+        if isinstance(exc, ResponseError) and "QF_NOINIT" in str(exc):
+            self._mark_down("Redis has no counters (restarted without data?)")
+        elif isinstance(exc, _DOWN):
+            self._mark_down(f"Redis unreachable: {exc}")
+        else:
+            log.error("settle of reservation %s failed: %s", rid, exc)
+        log.warning("could not settle reservation %s: it stays booked", rid)
+
+    async def drain(self) -> None:
+        """Wait for the settles sent so far to land (bounded by the timeout)."""
+        if self._pipe is not None:
+            await self._pipe.drain()
+        if self._closing:
+            await asyncio.wait(list(self._closing))
 
     async def release(self, reservation_id: str) -> None:
         now = self._clock.now()
@@ -376,6 +425,9 @@ class RedisCounterStore:
             # are reloaded from the ledger): over-counted, never under-counted.
             log.warning("could not %s reservation %s: it stays booked", op, rid)
             return
+        self._saw_closed(out, now)
+
+    def _saw_closed(self, out: list[Any], now: float) -> None:
         saw = self._saw
         for i in range(1, len(out), 4):  # each bucket the reservation held, once closed
             saw(out[i], float(out[i + 1]), float(out[i + 2]), float(out[i + 3]), now)
@@ -565,6 +617,8 @@ class RedisCounterStore:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovery
+        with contextlib.suppress(Exception):
+            await self.drain()  # the last settles land before the connection goes
         if self._pipe is not None:
             self._pipe.close()
         await self._redis.aclose()
