@@ -109,8 +109,9 @@ class Picker:
         planned: bool,
         recent: bool,
     ) -> tuple[list[Scored], list[Rejection], dict[str, LimitUsage], bool]:
-        """:meth:`candidates`; with ``recent``, on the counters' recent view when they have
-        one (shared counters: usage their last replies showed), and then True last."""
+        """:meth:`candidates`, and whether its usages came from the counters' recent view
+        (with ``recent``, when they keep one: for shared counters, the usage their last
+        replies showed)."""
         cfg, kr = self._config, self._keyring
         now = self._clock.now()
         deps = route.deployments if deployments is None else deployments
