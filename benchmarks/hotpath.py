@@ -15,7 +15,10 @@ Run pinned to one core, several times, and compare medians (a shared machine is 
 ``--storage scale`` runs the same gateway on Redis counters and a PostgreSQL ledger
 (127.0.0.1, a database and a key prefix of its own, dropped at the end) instead: the CPU per
 request of this process, i.e. the gateway's side of the scale-out cost. (Redis's and
-PostgreSQL's own CPU is not in it; ``benchmarks/scale.py`` adds Redis's.)
+PostgreSQL's own CPU is not in it; ``benchmarks/scale.py`` adds Redis's.) ``--storage redis``
+(Redis counters, SQLite ledger) and ``--storage postgres`` (memory counters, PostgreSQL
+ledger) split that cost between the two. For the Redis counters it also prints the script
+calls (EVALSHA) per request.
 """
 
 from __future__ import annotations
@@ -178,11 +181,16 @@ def bench_config() -> Any:
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+STORAGES = ("embedded", "scale", "redis", "postgres")
+
+
 @asynccontextmanager
 async def gateway(storage: str) -> AsyncIterator[Gateway]:
-    """A started gateway on ``storage`` (``embedded`` or ``scale``), stopped and cleaned up."""
+    """A started gateway on ``storage`` (one of :data:`STORAGES`), stopped and cleaned up."""
     http = StubHttp()
     cfg = bench_config()
+    if storage not in STORAGES:
+        raise SystemExit(f"--storage: {storage!r} is not one of {', '.join(STORAGES)}")
     if storage == "embedded":
         with tempfile.TemporaryDirectory() as tmp:
             gw = Gateway(cfg, ledger=SqliteLedger(Path(tmp) / "quotaflow.db"), http=http)  # type: ignore[arg-type]
@@ -200,15 +208,24 @@ async def gateway(storage: str) -> AsyncIterator[Gateway]:
     db, prefix = f"qf_hot_{uuid.uuid4().hex[:10]}", f"qfhot:{uuid.uuid4().hex[:10]}:"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{db}"')
-    counters = RedisCounterStore("redis://127.0.0.1:6379/0", cfg.tz, prefix=prefix)
+    counters = (
+        None
+        if storage == "postgres"
+        else RedisCounterStore("redis://127.0.0.1:6379/0", cfg.tz, prefix=prefix)
+    )
     try:
-        ledger = PostgresLedger(f"postgresql://postgres@127.0.0.1:5432/{db}", replica_id="hot")
-        gw = Gateway(cfg, ledger=ledger, counters=counters, http=http)  # type: ignore[arg-type]
-        await gw.start()
-        try:
-            yield gw
-        finally:
-            await gw.close()
+        with tempfile.TemporaryDirectory() as tmp:
+            ledger: Any = (
+                SqliteLedger(Path(tmp) / "quotaflow.db")
+                if storage == "redis"
+                else PostgresLedger(f"postgresql://postgres@127.0.0.1:5432/{db}", replica_id="hot")
+            )
+            gw = Gateway(cfg, ledger=ledger, counters=counters, http=http)  # type: ignore[arg-type]
+            await gw.start()
+            try:
+                yield gw
+            finally:
+                await gw.close()
     finally:
         import redis.asyncio as aioredis
 
@@ -239,6 +256,7 @@ async def run(
         left = min(n // 10, 2_000)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         left = n
+        calls0 = getattr(gw.counters, "script_calls", 0)
         if profile is not None:
             profile.enable()
         r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -248,6 +266,9 @@ async def run(
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         if profile is not None:
             profile.disable()
+        calls = getattr(gw.counters, "script_calls", 0) - calls0
+        if calls:
+            print(f"{storage:>8}: {calls / n:.3f} Redis script calls (EVALSHA) per request")
     user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
     return spent / n * 1e6, user / n * 1e6, system / n * 1e6
 
@@ -262,7 +283,8 @@ def main() -> None:
     ap.add_argument(
         "--storage",
         default="embedded",
-        help="embedded (memory + SQLite), scale (Redis + PostgreSQL), or both, comma-separated",
+        help="embedded (memory + SQLite), scale (Redis + PostgreSQL), redis (Redis + SQLite), "
+        "postgres (memory + PostgreSQL), or several, comma-separated",
     )
     args = ap.parse_args()
     import uvloop
@@ -286,10 +308,12 @@ def main() -> None:
             f"{len(values)} runs ({args.requests:,} requests at concurrency {args.concurrency}, "
             f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f})"
         )
-    if len(results) == 2 and "embedded" in results:
+    if "embedded" in results:
         base = statistics.median(results["embedded"])
-        other = statistics.median(results["scale"])
-        print(f"scale-out / embedded CPU per request: ×{other / base:.2f}")
+        for storage, values in results.items():
+            if storage != "embedded":
+                ratio = statistics.median(values) / base
+                print(f"{storage} / embedded CPU per request: ×{ratio:.2f}")
 
 
 if __name__ == "__main__":

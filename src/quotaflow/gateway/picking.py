@@ -93,6 +93,25 @@ class Picker:
         headroom is checked by :func:`plan_candidate` in rank order, which is what the hot path
         does so that a decision costs one plan, not one per key.
         """
+        ranked, rejected, usages, _ = await self._look(
+            route, facts, ctx, exclude, deployments, planned=planned, recent=False
+        )
+        return ranked, rejected, usages
+
+    async def _look(
+        self,
+        route: Route,
+        facts: RequestFacts,
+        ctx: CallContext,
+        exclude: Iterable[tuple[str, str]],
+        deployments: Sequence[Deployment] | None,
+        *,
+        planned: bool,
+        recent: bool,
+    ) -> tuple[list[Scored], list[Rejection], dict[str, LimitUsage], bool]:
+        """:meth:`candidates`, and whether its usages came from the counters' recent view
+        (with ``recent``, when they keep one: for shared counters, the usage their last
+        replies showed)."""
         cfg, kr = self._config, self._keyring
         now = self._clock.now()
         deps = route.deployments if deployments is None else deployments
@@ -100,14 +119,20 @@ class Picker:
         limits = kr.route_limits(route)
         if extra:
             limits = [*limits, *extra]
-        usages = await self.counters.snapshot(limits, now)
+        seen = self.counters.recent(limits, now) if recent else None
+        usages = seen if seen is not None else await self.counters.snapshot(limits, now)
         build = build_candidates if planned else screen_candidates
         pool = Pool(deps, kr.by_provider, cfg.providers, usages, kr.health, now)
         pool.extra_limits, pool.exclude, pool.stats_of = extra, exclude, self._stats
         pool.saturation = cfg.settings.rate_saturation
         cands, rejected = build(pool, facts)
         strategy = route.strategy or cfg.settings.strategy
-        return rank(strategy, cands, facts, self.rng, cfg.strategy), rejected, usages
+        return (
+            rank(strategy, cands, facts, self.rng, cfg.strategy),
+            rejected,
+            usages,
+            seen is not None,
+        )
 
     def has_untried(
         self, deployments: Sequence[Deployment], tried: Collection[tuple[str, str]]
@@ -136,25 +161,36 @@ class Picker:
     ) -> Pick:
         """Reserve the best candidate; a lost race looks again. With nothing free: wait for
         the first window to free if it does within ``max_wait_s`` and the deadline, else 429
-        (or :class:`NoMore` after a failed attempt)."""
+        (or :class:`NoMore` after a failed attempt).
+
+        Candidates are ranked on the counters' recent view when they keep one (no round trip
+        to shared counters); whatever that view says, the reserve is the atomic check. Every
+        decision the view could get wrong against the request looks again at the counters
+        themselves: a reserve that lost a race, a plan clamped to the headroom, and nothing
+        fitting (before a wait, a 429 or :class:`NoMore`)."""
+        recent = True
         while True:
-            ranked, rejected, usages = await self.candidates(
-                route, facts, ctx, tried, deployments, planned=False
+            ranked, rejected, usages, viewed = await self._look(
+                route, facts, ctx, tried, deployments, planned=False, recent=recent
             )
             now = self._clock.now()
-            raced = False
+            again = False
             for s in ranked:
                 plan = plan_candidate(s.candidate, usages, facts, now)
                 if isinstance(plan, Rejection):
                     rejected.append(plan)
                     continue
+                if viewed and plan.clamped:
+                    again = True  # a stale view may understate the headroom it clamps to
+                    break
                 out = await self.counters.reserve(plan.claims, now)
                 if out.ok:
                     assert out.reservation_id is not None
                     return Pick(s, out.reservation_id)
-                raced = True
-            if raced:
-                continue  # a reservation lost a race: look again with fresh usage
+                again = True  # lost a race: look again with fresh usage
+            if again or viewed:
+                recent = False  # never refuse or wait on a view: ask the counters
+                continue
             if failed:
                 raise NoMore(rejected)
             frees = [r.available_at for r in rejected if r.available_at is not None]

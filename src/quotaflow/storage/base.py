@@ -47,6 +47,12 @@ class CounterStore(Protocol):
 
     async def snapshot(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage]: ...
 
+    def recent(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage] | None:
+        """The usage of ``limits`` as this store saw it lately, without asking anyone, or
+        ``None`` when it has no recent view of every one (then take a :meth:`snapshot`). It
+        may lag other replicas: rank candidates with it, never refuse or wait on it."""
+        ...
+
     async def reset(self, limits: Collection[Limit], now: float) -> None:
         """Forget the committed usage of the current window (seed 000's reset_quota)."""
         ...

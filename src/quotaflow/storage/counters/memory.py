@@ -192,6 +192,10 @@ class MemoryCounterStore:
     async def snapshot(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage]:
         return self.snapshot_now(limits, now)
 
+    def recent(self, limits: Collection[Limit], now: float) -> None:
+        """No view to keep: a snapshot here is exact and as cheap."""
+        return None
+
     def snapshot_now(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage]:
         if self._expiry:
             self._sweep(now)

@@ -30,11 +30,25 @@ _MORE = object()  # hiredis: no whole reply yet
 
 def encode(*parts: str | bytes | int) -> bytes:
     """A command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(parts)]
+    # The usual command (text and numbers) is built as one str and encoded once.
+    out = [f"*{len(parts)}\r\n"]
+    for p in parts:
+        if type(p) is bytes:
+            return _encode_bytes(parts)
+        t = p if type(p) is str else str(p)
+        out.append(f"${len(t)}\r\n{t}\r\n")
+    text = "".join(out)
+    if not text.isascii():  # lengths in characters are not lengths in bytes then
+        return _encode_bytes(parts)
+    return text.encode()
+
+
+def _encode_bytes(parts: tuple[str | bytes | int, ...]) -> bytes:
+    chunks = [b"*%d\r\n" % len(parts)]
     for p in parts:
         b = p if isinstance(p, bytes) else str(p).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(b), b))
-    return b"".join(out)
+        chunks.append(b"$%d\r\n%b\r\n" % (len(b), b))
+    return b"".join(chunks)
 
 
 class _Protocol(asyncio.Protocol):
@@ -84,6 +98,20 @@ class ScriptPipe:
         if self._transport is None:
             await self._connect()
         return await self._send(encode(*parts))
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    async def drain(self) -> None:
+        """Wait (at most ``timeout_s``) for the replies to every command sent so far."""
+        waiting = [fut for _, fut in self._waiting]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._timeout_s)
+
+    def send(self, *parts: str | bytes | int) -> asyncio.Future[Any]:
+        """:meth:`call` on a :attr:`connected` pipe, as a future (one coroutine less)."""
+        return self._send(encode(*parts))
 
     def _send(self, command: bytes) -> asyncio.Future[Any]:
         transport = self._transport

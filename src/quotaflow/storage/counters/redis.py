@@ -11,6 +11,14 @@ lengths) done here in Python and handed to the scripts as arguments. Keys::
 
 Calendar windows expire by themselves an hour after they end; ``once`` windows never.
 
+A request makes two script calls, reserve and settle, not three: both reply with the usage
+of the limits they touched, which the store keeps as its *recent view* (per limit: its
+window, when it was seen). :meth:`recent` answers the picker's snapshot from that view while
+every limit asked is known, less than :data:`VIEW_TTL_S` old and still in the same window;
+otherwise the picker takes a real :meth:`snapshot` (which refreshes the view). The view only
+ranks: the reserve script stays the one atomic check, and the picker looks at Redis itself
+before it refuses, waits, clamps a request or after a reserve lost a race.
+
 Faults (see docs/scale-out.md): when Redis is unreachable or has lost its data (no
 ``epoch``), :meth:`reserve` and :meth:`snapshot` raise :class:`~quotaflow.errors.Unavailable`
 (503: fail closed, nothing overshoots). Settles and releases that fail are logged, never
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -58,6 +67,13 @@ REBUILD_GRACE_S = 0.5  # in-flight ledger journals land before a rebuild reads t
 RELOAD_LOCK_S = 60.0  # a reload that takes longer lets another replica start over
 RELOAD_WAIT_S = RELOAD_LOCK_S  # a starting replica waits at most this for another's reload
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# How long usage seen in a script's reply may stand in for a snapshot when ranking keys.
+# Staleness cannot overshoot (reserve checks atomically in Redis) nor refuse (the picker
+# re-checks on a real snapshot first); it only delays, by at most this, when other replicas'
+# use reorders this one's ranking. Half a second is far below the shortest calendar window
+# (a minute), and a busy replica then takes at most about two real snapshots a second per
+# route instead of one per request.
+VIEW_TTL_S = 0.5
 
 
 class CountersUnavailable(Unavailable):
@@ -97,6 +113,23 @@ class _Bucket:
     w: float  # rolling seconds; 0 for calendar and once windows
     ttl: int  # seconds the keys live; 0: forever
     end: float | None  # calendar: when the window resets
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """A limit's current window, kept so the time-zone arithmetic (and the text of what
+    the scripts are told about it) is done once per window, not once per call."""
+
+    limit: Limit
+    start: float  # -inf: rolling and once windows (they never roll)
+    end: float  # inf: rolling and once windows
+    bucket: _Bucket  # its ttl is recomputed for calendar windows
+    w_text: str  # repr(bucket.w)
+    cap_text: str  # repr(limit.amount)
+
+
+# What the store last saw of a limit: its window then, the usage, and when (the caller's now).
+_Seen = tuple[_Window, LimitUsage, float]
 
 
 class RedisCounterStore:
@@ -153,38 +186,105 @@ class RedisCounterStore:
         # The scripts of requests (reserve, settle, …) go through one pipelined connection.
         self._pipe = script_pipe(url, timeout_s)
         self._unsent: list[tuple[list[Limit], Measure, float]] = []  # charges to retry
+        self._windows: dict[str, _Window] = {}  # per limit id: its current window
+        self._view: dict[str, _Seen] = {}  # per limit id: its usage in the last reply
+        self._view_from = len(prefix) + 2  # a bucket key is <prefix>b:<limit id>@<window>
         self._source: LedgerSource | None = None
         self._down = False
         self._recovery: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # settles retried through redis-py
         self.rebuilds = 0  # how many times this replica reloaded the counters
+        self.script_calls = 0  # scripts run for requests (reserve, settle, snapshot, …)
         self.on_alert: Callable[[str, str], None] | None = None  # (subject, message)
 
     # -- window arithmetic (Python owns time zones, DST and month lengths) ------------------
-    def _bucket(self, lim: Limit, now: float) -> _Bucket:
+    def _window(self, lim: Limit, now: float) -> _Window:
+        win = self._windows.get(lim.id)
+        if (
+            win is not None
+            and win.start <= now < win.end
+            and (win.limit is lim or win.limit == lim)
+        ):
+            return win  # the common case
         w = lim.window
+        inf = math.inf
         if w.kind == "rolling":
             ttl = math.ceil(w.seconds + self.hold_ttl_s) + WINDOW_GRACE_S
-            return _Bucket(f"{self.prefix}b:{lim.id}@roll", w.seconds, ttl, None)
-        if w.kind == "once":
-            return _Bucket(f"{self.prefix}b:{lim.id}@once", 0.0, 0, None)
-        start = window_start(now, w, self._tz)
-        end = next_reset(now, w, self._tz)
-        assert end is not None  # calendar windows end
-        ttl = max(math.ceil(end - now), 1) + WINDOW_GRACE_S
-        return _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, ttl, end)
+            b = _Bucket(f"{self.prefix}b:{lim.id}@roll", w.seconds, ttl, None)
+            start, end = -inf, inf
+        elif w.kind == "once":
+            b = _Bucket(f"{self.prefix}b:{lim.id}@once", 0.0, 0, None)
+            start, end = -inf, inf
+        else:
+            start = window_start(now, w, self._tz)
+            reset = next_reset(now, w, self._tz)
+            assert reset is not None  # calendar windows end
+            end = reset
+            b = _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, 0, end)
+        win = _Window(lim, start, end, b, repr(b.w), repr(lim.amount))
+        self._windows[lim.id] = win
+        return win
 
     @staticmethod
-    def _usage(lim: Limit, b: _Bucket, used: str, reserved: str, first: str) -> LimitUsage:
-        f = float(first)
+    def _ttl(win: _Window, now: float) -> int:
+        """Seconds a window's keys live from now (0: forever)."""
+        end = win.bucket.end
+        return win.bucket.ttl if end is None else max(math.ceil(end - now), 1) + WINDOW_GRACE_S
+
+    def _bucket(self, lim: Limit, now: float) -> _Bucket:
+        win = self._window(lim, now)
+        b = win.bucket
+        return b if b.end is None else _Bucket(b.key, 0.0, self._ttl(win, now), b.end)
+
+    @staticmethod
+    def _usage(lim: Limit, b: _Bucket, used: float, reserved: float, first: float) -> LimitUsage:
         if b.w > 0:
-            return LimitUsage(lim, float(used), float(reserved), None, f + b.w if f >= 0 else None)
-        return LimitUsage(lim, float(used), float(reserved), b.end, b.end)
+            frees = first + b.w if first >= 0 else None
+            return LimitUsage(lim, used, reserved, None, frees)
+        return LimitUsage(lim, used, reserved, b.end, b.end)
+
+    # -- the recent view ---------------------------------------------------------------------
+    def recent(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage] | None:
+        """The usage of ``limits`` as the last replies showed it, when every one was seen
+        less than :data:`VIEW_TTL_S` ago and its window has not rolled since; else ``None``
+        (take a :meth:`snapshot`). It may lag other replicas: rank with it, never refuse on
+        it. The usages are the view's own: read them, never change them."""
+        view = self._view
+        out: dict[str, LimitUsage] = {}
+        for lim in limits:
+            seen = view.get(lim.id)
+            if seen is None:
+                return None
+            win, usage, at = seen
+            if not (0.0 <= now - at < VIEW_TTL_S and win.start <= now < win.end):
+                return None  # too old, or its window rolled since
+            if win.limit is not lim and win.limit != lim:  # edited: same id, new amount
+                return None
+            out[lim.id] = usage
+        return out
+
+    def _keep(self, win: _Window, used: float, reserved: float, first: float, now: float) -> None:
+        lim = win.limit
+        self._view[lim.id] = (win, self._usage(lim, win.bucket, used, reserved, first), now)
+
+    def _saw(self, key: str, used: float, reserved: float, first: float, now: float) -> None:
+        """Keep what a reply showed of bucket ``key``, if it is its limit's current window."""
+        win = self._windows.get(key[self._view_from : key.rindex("@")])
+        if win is not None and win.bucket.key == key:
+            self._keep(win, used, reserved, first, now)
+
+    def _forget(self, limits: Collection[Limit]) -> None:
+        """Drop the view of limits whose usage changed in a way no reply showed."""
+        for lim in limits:
+            self._view.pop(lim.id, None)
 
     # -- calling the scripts ---------------------------------------------------------------
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         if self._pipe is None:
             return await self._scripts[name](keys=keys, args=args)
         try:
+            if self._pipe.connected:  # the usual case: no coroutine between us and the reply
+                return await self._pipe.send("EVALSHA", self._shas[name], len(keys), *keys, *args)
             return await self._pipe.call("EVALSHA", self._shas[name], len(keys), *keys, *args)
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
@@ -192,8 +292,17 @@ class RedisCounterStore:
             return await self._scripts[name](keys=keys, args=args)  # loads it into Redis
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self.script_calls += 1
         try:
-            result = await self._call(name, keys, args)
+            pipe = self._pipe
+            if pipe is not None and pipe.connected:  # inlined _call: one frame less to wake
+                try:
+                    return await pipe.send("EVALSHA", self._shas[name], len(keys), *keys, *args)
+                except ResponseError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    return await self._scripts[name](keys=keys, args=args)  # loads it
+            return await self._call(name, keys, args)
         except ResponseError as exc:
             if "QF_NOINIT" in str(exc):
                 self._mark_down("Redis has no counters (restarted without data?)")
@@ -209,9 +318,9 @@ class RedisCounterStore:
                 "they are back.",
                 headers={"retry-after": "1"},
             ) from None
-        return result
 
     def _mark_down(self, why: str) -> None:
+        self._view.clear()  # whatever it held, the counters may come back reloaded
         if self.outage.failed(why) and self.on_alert is not None:
             self.on_alert("counters", f"counters unavailable: {why}")
         self._down = True
@@ -229,17 +338,32 @@ class RedisCounterStore:
         rid = f"{self._tag}-{next(self._ids):x}"
         hold = self.hold_ttl_s if ttl_s is None else ttl_s
         mode = "c" if ttl_s is None else "r"
-        buckets = [self._bucket(c.limit, now) for c in claims]
+        wins = [self._window(c.limit, now) for c in claims]
+        keys = [self._epoch_key, f"{self.prefix}r:{rid}"]
         args: list[Any] = [repr(now), repr(now + hold), mode, math.ceil(hold * 2 + 3600), rid]
-        for c, b in zip(claims, buckets, strict=True):
-            args += [repr(b.w), b.ttl, repr(c.amount), repr(c.limit.amount), c.limit.metric]
-        keys = [self._epoch_key, f"{self.prefix}r:{rid}", *(b.key for b in buckets)]
+        ttl = self._ttl
+        for c, win in zip(claims, wins, strict=True):
+            keys.append(win.bucket.key)
+            args += (win.w_text, ttl(win, now), repr(c.amount), win.cap_text, c.limit.metric)
         out = await self._run("reserve", keys, args)
-        if int(out[0]) == 1:
+        ok = int(out[0]) == 1
+        keep = self._keep
+        # The reply holds each limit's usage before booking: what it is now, once booked.
+        for i, (c, win) in enumerate(zip(claims, wins, strict=True)):
+            reserved = float(out[2 + 3 * i])
+            keep(win, float(out[1 + 3 * i]), reserved + c.amount if ok else reserved,
+                 float(out[3 + 3 * i]), now)  # fmt: skip
+        if ok:
             return ReserveOutcome(rid)
         usages = {
-            c.limit.id: self._usage(c.limit, b, *out[1 + 3 * i : 4 + 3 * i])
-            for i, (c, b) in enumerate(zip(claims, buckets, strict=True))
+            c.limit.id: self._usage(
+                c.limit,
+                w.bucket,
+                float(out[1 + 3 * i]),
+                float(out[2 + 3 * i]),
+                float(out[3 + 3 * i]),
+            )
+            for i, (c, w) in enumerate(zip(claims, wins, strict=True))
         }
         short = fits(claims, usages)
         if short is None:  # only float noise separates the script's check from ours
@@ -248,19 +372,65 @@ class RedisCounterStore:
 
     async def settle(self, reservation_id: str, actual: Measure, now: float) -> None:
         args = [repr(now), repr(actual.tokens), repr(actual.requests), repr(actual.cost)]
-        await self._close("settle", reservation_id, args)
+        pipe = self._pipe
+        if pipe is None or not pipe.connected or self._down:
+            await self._close("settle", reservation_id, args, now)
+            return
+        # Sent, not waited for: nothing the request does next needs the reply, and this
+        # replica's next commands follow it on the same connection (Redis runs them in
+        # order). Until it lands, the hold counts at its worst case: over, never under.
+        self.script_calls += 1
+        rec = f"{self.prefix}r:{reservation_id}"
+        fut = pipe.send("EVALSHA", self._shas["settle"], 2, self._epoch_key, rec, *args)
+        fut.add_done_callback(functools.partial(self._settled, reservation_id, args, now))
+
+    def _settled(self, rid: str, args: list[Any], now: float, fut: asyncio.Future[Any]) -> None:
+        """The reply of a settle sent by :meth:`settle` (what :meth:`_close` does after it)."""
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._saw_closed(fut.result(), now)
+            return
+        if isinstance(exc, ResponseError) and str(exc).startswith("NOSCRIPT"):
+            task = asyncio.get_running_loop().create_task(self._close("settle", rid, args, now))
+            self._closing.add(task)  # through redis-py, which loads the script
+            task.add_done_callback(self._closing.discard)
+            return
+        if isinstance(exc, ResponseError) and "QF_NOINIT" in str(exc):
+            self._mark_down("Redis has no counters (restarted without data?)")
+        elif isinstance(exc, _DOWN):
+            self._mark_down(f"Redis unreachable: {exc}")
+        else:
+            log.error("settle of reservation %s failed: %s", rid, exc)
+        log.warning("could not settle reservation %s: it stays booked", rid)
+
+    async def drain(self) -> None:
+        """Wait for the settles sent so far to land (bounded by the timeout)."""
+        if self._pipe is not None:
+            await self._pipe.drain()
+        if self._closing:
+            await asyncio.wait(list(self._closing))
 
     async def release(self, reservation_id: str) -> None:
-        await self._close("release", reservation_id, [repr(self._clock.now())])
+        now = self._clock.now()
+        await self._close("release", reservation_id, [repr(now)], now)
 
-    async def _close(self, op: str, rid: str, args: list[Any]) -> None:
+    async def _close(self, op: str, rid: str, args: list[Any], now: float) -> None:
         keys = [self._epoch_key, f"{self.prefix}r:{rid}"]
         try:
-            await self._run(op, keys, args)
+            out = await self._run(op, keys, args)
         except CountersUnavailable:
             # The hold stays and is charged at its worst case when it expires (or the counters
             # are reloaded from the ledger): over-counted, never under-counted.
             log.warning("could not %s reservation %s: it stays booked", op, rid)
+            return
+        self._saw_closed(out, now)
+
+    def _saw_closed(self, out: list[Any], now: float) -> None:
+        saw = self._saw
+        for i in range(1, len(out), 4):  # each bucket the reservation held, once closed
+            saw(out[i], float(out[i + 1]), float(out[i + 2]), float(out[i + 3]), now)
 
     async def snapshot(self, limits: Collection[Limit], now: float) -> dict[str, LimitUsage]:
         limits = list({lim.id: lim for lim in limits}.values())
@@ -272,12 +442,18 @@ class RedisCounterStore:
             [self._epoch_key, *(b.key for b in buckets)],
             [repr(now), *(repr(b.w) for b in buckets)],
         )
-        return {
-            lim.id: self._usage(lim, b, *out[3 * i : 3 * i + 3])
-            for i, (lim, b) in enumerate(zip(limits, buckets, strict=True))
-        }
+        usages: dict[str, LimitUsage] = {}
+        keep = self._keep
+        for i, lim in enumerate(limits):
+            used, reserved, first = float(out[3 * i]), float(out[3 * i + 1]), float(out[3 * i + 2])
+            usages[lim.id] = self._usage(lim, buckets[i], used, reserved, first)
+            win = self._windows.get(lim.id)
+            if win is not None and win.bucket.key == buckets[i].key:
+                keep(win, used, reserved, first, now)
+        return usages
 
     async def reset(self, limits: Collection[Limit], now: float) -> None:
+        self._forget(limits)
         buckets = [self._bucket(lim, now) for lim in limits]
         if buckets:
             await self._run(
@@ -289,6 +465,7 @@ class RedisCounterStore:
     async def charge(
         self, limits: Collection[Limit], actual: Measure, at: float, now: float
     ) -> None:
+        self._forget(limits)
         try:
             await self._charge(list(limits), actual, at, now)
         except CountersUnavailable:
@@ -363,6 +540,7 @@ class RedisCounterStore:
             for lim in source.all():
                 await self._load(lim, source.ledger, now)
             await self._redis.set(self._epoch_key, token)
+            self._view.clear()
             self.rebuilds += 1
             log.warning("counters reloaded from the ledger (%d limits)", len(source.all()))
         finally:
@@ -396,6 +574,7 @@ class RedisCounterStore:
         counters twice, whichever replicas adopt the same limit."""
         if self._source is not None:
             self._source.extra.update((lim.id, lim) for lim in limits)
+        self._forget(limits)
         try:
             for lim in limits:
                 await self._load(lim, ledger, now, if_absent=True)
@@ -438,6 +617,8 @@ class RedisCounterStore:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovery
+        with contextlib.suppress(Exception):
+            await self.drain()  # the last settles land before the connection goes
         if self._pipe is not None:
             self._pipe.close()
         await self._redis.aclose()

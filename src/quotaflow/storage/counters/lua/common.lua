@@ -132,19 +132,27 @@ local function close_hold(b, rid, held, at, mode, w, ttl, actual, now)
 end
 
 -- Settle or release the reservation record KEYS[2] (ARGV: now, then tokens/requests/cost
--- for a settle); returns 1, or 0 when the reservation is unknown.
+-- for a settle). Returns {1, bucket1, used1, reserved1, first1, ...}: each bucket's usage
+-- once closed (the replica keeps it as its recent view), or {0} when the reservation is
+-- unknown.
 local function finish_reservation(rec, now, measure)
   local f = redis.call('HGETALL', rec)
-  if #f == 0 then return 0 end
+  if #f == 0 then return {0} end
   local r = {}
   for i = 1, #f, 2 do r[f[i]] = f[i + 1] end
   local rid, at, mode, n = r.rid, tonumber(r.at), r.mode, tonumber(r.n)
+  local out = {1}
   for i = 1, n do
     local actual = nil
     if measure then actual = measure[r['m' .. i]] or 0 end
-    close_hold(r['b' .. i], rid, tonumber(r['x' .. i]), at, mode, tonumber(r['w' .. i]),
-      tonumber(r['t' .. i]), actual, now)
+    local b, w = r['b' .. i], tonumber(r['w' .. i])
+    close_hold(b, rid, tonumber(r['x' .. i]), at, mode, w, tonumber(r['t' .. i]), actual, now)
+    local u, res, first = usage(b, w)
+    out[#out + 1] = b
+    out[#out + 1] = string.format('%.17g', u)
+    out[#out + 1] = string.format('%.17g', res)
+    out[#out + 1] = string.format('%.17g', first)
   end
   redis.call('DEL', rec)
-  return 1
+  return out
 end
