@@ -30,17 +30,11 @@ from pathlib import Path
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import load as bench
+
 ROOT = Path(__file__).resolve().parent.parent
-BODY = {
-    "model": "gpt-4o-mini",
-    "messages": [{"role": "user", "content": "hello there"}],
-    "max_tokens": 16,
-}
-SETTINGS = {"fast": "", "aiohttp": ", http_client: aiohttp"}
-LIMITS = (
-    "[{metric: tokens, window: day, amount: 1000000000}, "
-    "{metric: requests, window: minute, amount: 100000000}]"
-)
 
 
 def spawn(args: list[str], ready: str) -> tuple[subprocess.Popen[str], str, list[str]]:
@@ -64,7 +58,7 @@ async def load(url: str, n: int, concurrency: int) -> None:
             nonlocal left
             while left > 0:
                 left -= 1
-                async with s.post(url + "/v1/chat/completions", json=BODY) as r:
+                async with s.post(url + "/v1/chat/completions", json=bench.BODY) as r:
                     if r.status != 200:
                         raise RuntimeError(f"{r.status}: {await r.text()}")
                     await r.read()
@@ -85,14 +79,7 @@ def instructions(
             "listening on",
         )
         try:
-            keys = "\n".join(
-                f"      - {{id: k{i}, secret: sk-bench-{i}, limits: {LIMITS}}}" for i in (1, 2)
-            )
-            (home / "q.yaml").write_text(
-                f"settings: {{strategy: headroom{SETTINGS[client]}}}\n"
-                "providers:\n  - name: openai\n"
-                f"    base_url: {fake_url}/v1\n    keys:\n{keys}\n"
-            )
+            (home / "q.yaml").write_text(bench.gateway_config(fake_url, client))
             gw, url, lines = spawn(
                 [
                     "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",

@@ -85,14 +85,6 @@ class Backend:
             await drop_database(self.dsn)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.scale)])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    b = Backend(request.param, tmp_path)
-    await b.setup()
-    yield b
-    await b.teardown()
-
-
 @pytest.fixture
 async def ledger(backend: Backend) -> Any:
     return await backend.open()

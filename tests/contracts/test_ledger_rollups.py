@@ -4,8 +4,6 @@ compaction (settings.ledger_retention_days, ``quotaflow compact``) changes no to
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,14 +19,6 @@ AGENTS = ("bob", "alice", "ci")
 KEYS = (("openai", "openai-1"), ("openai", "openai-2"), ("anthropic", "claude-1"))
 MODELS = {"openai": ("gpt-4o-mini", "gpt-4o"), "anthropic": ("claude-haiku",)}
 STATUSES = ("ok", "ok", "ok", "error", "crashed", "aborted", "refused")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.scale)])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    b = Backend(request.param, tmp_path)
-    await b.setup()
-    yield b
-    await b.teardown()
 
 
 def edge_times(days: int) -> list[float]:

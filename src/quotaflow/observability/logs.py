@@ -160,6 +160,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+_SHORT_FORMATTERS = (TextFormatter, JsonFormatter)  # those that format a held line directly
+
+
 def resolve(level: str | None, fmt: str | None) -> tuple[str, str]:
     """The flag's value, else the environment's, else ``info`` / ``text``; bad names refused."""
     lv = (level or os.environ.get(LEVEL_ENV) or "info").lower()
@@ -206,7 +209,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         fmt = self.formatter
         for record in records:
             try:
-                if type(record) is _Line and isinstance(fmt, TextFormatter | JsonFormatter):
+                if type(record) is _Line and isinstance(fmt, _SHORT_FORMATTERS):
                     lines.append(fmt.line(*record) + self.terminator)
                 else:
                     lines.append(self.format(_record(record)) + self.terminator)
