@@ -93,6 +93,7 @@ def build(home: Path, rows: int, now: float) -> float:
         "ledger_outcome_insert_joins",
         "ledger_outcome_settle_alone",
         "ledger_outcome_settle_joins",
+        "ledger_settled_is_final",
     ):
         db.execute(f"DROP TRIGGER IF EXISTS {trig}")
     for idx in ("ledger_ts", "ledger_key_ts", "ledger_agent_ts", "ledger_request"):

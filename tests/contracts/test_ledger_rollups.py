@@ -260,6 +260,7 @@ async def _forget_rollups(backend: Backend) -> None:
         "DROP TRIGGER IF EXISTS ledger_rollup_insert",
         "DROP TRIGGER IF EXISTS ledger_rollup_settle",
         "DROP TRIGGER IF EXISTS ledger_rollup_unsettle",
+        "DROP TRIGGER IF EXISTS ledger_settled_is_final",
         "DROP TABLE ledger_slots",
         "DROP TABLE ledger_days",
         "DROP TABLE ledger_outcomes",

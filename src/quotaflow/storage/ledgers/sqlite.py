@@ -119,6 +119,11 @@ _INSERT_SQL = frozenset(_INSERTS.values())
 _FINISH_SQL = frozenset(_FINISHES.values())
 _ALL_NULL = (None, None, None, None, None)
 _INSERT_ALL_NULL = _INSERTS[True, True, True, True, True]  # a pending row
+# The rollups are kept by UPDATE triggers only (migrations 008 and 010): a row settled from
+# the start (a refusal, an appended row) is inserted as pending and settled here, by its id,
+# in the same transaction.
+_STATUS_AT = _INSERT_COLUMNS.index("status")
+_SETTLE_BY_ID = "UPDATE ledger SET status=? WHERE id=?"
 
 
 def _insert(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
@@ -337,11 +342,12 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         # in the order it came and in one executemany per run of the same statement; any
         # other statement runs before them, in the order it came.
         inserts: list[tuple[str, tuple[Any, ...]]] = []
+        settled: list[tuple[str, tuple[Any, ...]]] = []
         finishes: list[tuple[str, tuple[Any, ...]]] = []
         others: list[tuple[str, tuple[Any, ...]]] = []
         for sql, params, _ in batch:
             if sql in _INSERT_SQL:
-                inserts.append((sql, params))
+                (inserts if params[_STATUS_AT] == "pending" else settled).append((sql, params))
             elif sql in _FINISH_SQL:
                 finishes.append((sql, params))
             else:
@@ -352,6 +358,11 @@ class SqliteLedger(SqlOutbox, SqlLedger):
                 db.execute(sql, params)
             for sql, runs in _runs(inserts):
                 db.executemany(sql, runs)
+            for sql, params in settled:
+                status = params[_STATUS_AT]
+                pending = (*params[:_STATUS_AT], "pending", *params[_STATUS_AT + 1 :])
+                row_id = db.execute(sql, pending).lastrowid
+                db.execute(_SETTLE_BY_ID, (status, row_id))
             for sql, runs in _runs(finishes):
                 db.executemany(sql, runs)
             db.execute("COMMIT")

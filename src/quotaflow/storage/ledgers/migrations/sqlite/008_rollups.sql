@@ -98,24 +98,12 @@ SELECT key_id, CAST(ts / 900 AS INTEGER) * 900 AS b, COUNT(*), SUM(requests), SU
 FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ledger_meta WHERE name = 'rollups')) AS once CROSS JOIN ledger WHERE status != 'pending'
 GROUP BY key_id, b;
 INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('rollups', 1);
-CREATE TRIGGER IF NOT EXISTS ledger_rollup_insert AFTER INSERT ON ledger WHEN NEW.status != 'pending'
-BEGIN
-    INSERT INTO ledger_slots VALUES (CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
-        ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
-    INSERT INTO ledger_days VALUES (CAST(NEW.ts / 86400 AS INTEGER) * 86400, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
-        ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
-    INSERT INTO ledger_key_slots VALUES (NEW.key_id, CAST(NEW.ts / 900 AS INTEGER) * 900, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (NEW.status IN ('error','crashed')), (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END), (NEW.status = 'refused'))
-        ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, errors=errors+excluded.errors, estimated=estimated+excluded.estimated, refused=refused+excluded.refused;
-END;
-CREATE TRIGGER IF NOT EXISTS ledger_rollup_unsettle AFTER UPDATE ON ledger WHEN OLD.status != 'pending'
-BEGIN
-    INSERT INTO ledger_slots VALUES (CAST(OLD.ts / 900 AS INTEGER) * 900, OLD.agent, OLD.route, OLD.provider, OLD.key_id, OLD.model, OLD.status, -1, -OLD.requests, -OLD.prompt_tokens, -OLD.completion_tokens, -OLD.total_tokens, -OLD.cost_usd, -(CASE WHEN OLD.status NOT IN ('error','refused') AND (CAST(OLD.estimated AS INTEGER)=1 OR OLD.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
-        ON CONFLICT (slot, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
-    INSERT INTO ledger_days VALUES (CAST(OLD.ts / 86400 AS INTEGER) * 86400, OLD.agent, OLD.route, OLD.provider, OLD.key_id, OLD.model, OLD.status, -1, -OLD.requests, -OLD.prompt_tokens, -OLD.completion_tokens, -OLD.total_tokens, -OLD.cost_usd, -(CASE WHEN OLD.status NOT IN ('error','refused') AND (CAST(OLD.estimated AS INTEGER)=1 OR OLD.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
-        ON CONFLICT (day, agent, route, provider, key_id, model, status) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, estimated=estimated+excluded.estimated;
-    INSERT INTO ledger_key_slots VALUES (OLD.key_id, CAST(OLD.ts / 900 AS INTEGER) * 900, -1, -OLD.requests, -OLD.prompt_tokens, -OLD.completion_tokens, -OLD.total_tokens, -OLD.cost_usd, -(OLD.status IN ('error','crashed')), -(CASE WHEN OLD.status NOT IN ('error','refused') AND (CAST(OLD.estimated AS INTEGER)=1 OR OLD.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END), -(OLD.status = 'refused'))
-        ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, errors=errors+excluded.errors, estimated=estimated+excluded.estimated, refused=refused+excluded.refused;
-END;
+-- Rows reach the rollups when they turn from pending to settled (an UPDATE): the ledger
+-- writes a row that is settled from the start as a pending row and settles it in the same
+-- transaction, so an INSERT fires no trigger at all. (A trigger costs its whole program's
+-- frame, allocated and zeroed, even when its WHEN is false: three INSERT triggers that
+-- did nothing for a pending row were ~40k of a request's instructions.) The request
+-- outcomes' trigger and the guard that keeps settled rows final are in migration 010.
 CREATE TRIGGER IF NOT EXISTS ledger_rollup_settle AFTER UPDATE ON ledger WHEN NEW.status != 'pending'
 BEGIN
     INSERT INTO ledger_slots VALUES (CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.agent, NEW.route, NEW.provider, NEW.key_id, NEW.model, NEW.status, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END))
@@ -125,73 +113,6 @@ BEGIN
     INSERT INTO ledger_key_slots VALUES (NEW.key_id, CAST(NEW.ts / 900 AS INTEGER) * 900, 1, NEW.requests, NEW.prompt_tokens, NEW.completion_tokens, NEW.total_tokens, NEW.cost_usd, (NEW.status IN ('error','crashed')), (CASE WHEN NEW.status NOT IN ('error','refused') AND (CAST(NEW.estimated AS INTEGER)=1 OR NEW.detail LIKE 'cost estimated: the model has no known price%') THEN 1 ELSE 0 END), (NEW.status = 'refused'))
         ON CONFLICT (key_id, slot) DO UPDATE SET attempts=attempts+excluded.attempts, requests=requests+excluded.requests, prompt_tokens=prompt_tokens+excluded.prompt_tokens, completion_tokens=completion_tokens+excluded.completion_tokens, total_tokens=total_tokens+excluded.total_tokens, cost_usd=cost_usd+excluded.cost_usd, errors=errors+excluded.errors, estimated=estimated+excluded.estimated, refused=refused+excluded.refused;
 END;
-CREATE TRIGGER IF NOT EXISTS ledger_outcome_insert_alone AFTER INSERT ON ledger
-    WHEN NEW.source = 'proxy' AND NEW.status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
-        AND source = 'proxy' AND status != 'pending')
-BEGIN
-    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
-        VALUES (CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.status = 'ok', NEW.status = 'refused', NEW.status NOT IN ('ok', 'refused'))
-        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
-END;
-CREATE TRIGGER IF NOT EXISTS ledger_outcome_insert_joins AFTER INSERT ON ledger
-    WHEN NEW.source = 'proxy' AND NEW.status != 'pending' AND EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
-        AND source = 'proxy' AND status != 'pending')
-BEGIN
-    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
-        SELECT s, SUM(a), SUM(r), SUM(f) FROM (
-            SELECT CAST(f0 / 900 AS INTEGER) * 900 AS s, -(ok0 > 0) AS a, -(ok0 = 0 AND ref0 > 0) AS r,
-                   -(ok0 = 0 AND ref0 = 0) AS f FROM (SELECT MIN(CASE WHEN id != NEW.id THEN ts END) AS f0, MIN(ts) AS f1,
-                      SUM(id != NEW.id) AS n0,
-                      SUM(status = 'ok' AND id != NEW.id) AS ok0, SUM(status = 'ok') AS ok1,
-                      SUM(status = 'refused' AND id != NEW.id) AS ref0,
-                      SUM(status = 'refused') AS ref1
-               FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy'
-                 AND status != 'pending') WHERE n0 > 0
-            UNION ALL
-            SELECT CAST(f1 / 900 AS INTEGER) * 900, ok1 > 0, ok1 = 0 AND ref1 > 0, ok1 = 0 AND ref1 = 0 FROM (SELECT MIN(CASE WHEN id != NEW.id THEN ts END) AS f0, MIN(ts) AS f1,
-                      SUM(id != NEW.id) AS n0,
-                      SUM(status = 'ok' AND id != NEW.id) AS ok0, SUM(status = 'ok') AS ok1,
-                      SUM(status = 'refused' AND id != NEW.id) AS ref0,
-                      SUM(status = 'refused') AS ref1
-               FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy'
-                 AND status != 'pending')
-        ) WHERE 1 GROUP BY s
-        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
-END;
-CREATE TRIGGER IF NOT EXISTS ledger_outcome_settle_alone AFTER UPDATE ON ledger
-    WHEN NEW.source = 'proxy' AND OLD.status = 'pending' AND NEW.status != 'pending' AND NOT EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
-        AND source = 'proxy' AND status != 'pending')
-BEGIN
-    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
-        VALUES (CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.status = 'ok', NEW.status = 'refused', NEW.status NOT IN ('ok', 'refused'))
-        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
-END;
-CREATE TRIGGER IF NOT EXISTS ledger_outcome_settle_joins AFTER UPDATE ON ledger
-    WHEN NEW.source = 'proxy' AND OLD.status = 'pending' AND NEW.status != 'pending' AND EXISTS (SELECT 1 FROM ledger WHERE request_id = NEW.request_id AND id != NEW.id
-        AND source = 'proxy' AND status != 'pending')
-BEGIN
-    INSERT INTO ledger_outcomes (slot, answered, refused, failed)
-        SELECT s, SUM(a), SUM(r), SUM(f) FROM (
-            SELECT CAST(f0 / 900 AS INTEGER) * 900 AS s, -(ok0 > 0) AS a, -(ok0 = 0 AND ref0 > 0) AS r,
-                   -(ok0 = 0 AND ref0 = 0) AS f FROM (SELECT MIN(CASE WHEN id != NEW.id THEN ts END) AS f0, MIN(ts) AS f1,
-                      SUM(id != NEW.id) AS n0,
-                      SUM(status = 'ok' AND id != NEW.id) AS ok0, SUM(status = 'ok') AS ok1,
-                      SUM(status = 'refused' AND id != NEW.id) AS ref0,
-                      SUM(status = 'refused') AS ref1
-               FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy'
-                 AND status != 'pending') WHERE n0 > 0
-            UNION ALL
-            SELECT CAST(f1 / 900 AS INTEGER) * 900, ok1 > 0, ok1 = 0 AND ref1 > 0, ok1 = 0 AND ref1 = 0 FROM (SELECT MIN(CASE WHEN id != NEW.id THEN ts END) AS f0, MIN(ts) AS f1,
-                      SUM(id != NEW.id) AS n0,
-                      SUM(status = 'ok' AND id != NEW.id) AS ok0, SUM(status = 'ok') AS ok1,
-                      SUM(status = 'refused' AND id != NEW.id) AS ref0,
-                      SUM(status = 'refused') AS ref1
-               FROM ledger WHERE request_id = NEW.request_id AND source = 'proxy'
-                 AND status != 'pending')
-        ) WHERE 1 GROUP BY s
-        ON CONFLICT (slot) DO UPDATE SET answered = answered + excluded.answered, refused = refused + excluded.refused, failed = failed + excluded.failed;
-END;
-
 -- Attempts a crash left pending are looked for at every start: a partial index holds only
 -- rows in flight (a few), so that is a lookup, not a scan of every row.
 CREATE INDEX IF NOT EXISTS ledger_pending ON ledger (ts) WHERE status = 'pending';
