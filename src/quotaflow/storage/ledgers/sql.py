@@ -19,8 +19,10 @@ from quotaflow.storage.base import (
     REQUEST_SPREAD_S,
     SLOT_S,
     USAGE_GROUPS,
+    BurnSums,
     LedgerQuery,
     LedgerRow,
+    MinuteStats,
     RequestCounts,
     UsageTotals,
 )
@@ -71,6 +73,8 @@ DAY_S = 86400.0  # the daily rollup's buckets (UTC days)
 # inputs stay bounded at any size (and within a fraction of a percent of the rows' rate).
 BURN_RAW_MAX = 2_000
 _DIMS = "agent, route, provider, key_id, model, status"
+_SETTLED_USE = "status NOT IN ('pending','refused')"  # a row whose use counts
+_ANSWERED = "status='ok' AND source='proxy' AND latency_ms IS NOT NULL"  # a latency sample
 _MEASURES = "requests, prompt_tokens, completion_tokens, total_tokens, cost_usd"
 
 
@@ -369,37 +373,116 @@ class SqlLedger(ABC):
         """The start of the ``size``-second bucket of a time column (``SLOT_SQL``'s form)."""
         return self.SLOT_SQL.replace("ts", column).replace(f"{SLOT_S:g}", f"{size:g}")
 
-    async def tokens_per_bucket(
-        self, since: float, until: float, size: float
-    ) -> dict[float, dict[str, float]]:
-        """Tokens of settled rows (refusals left out) per ``size``-second bucket and provider,
-        from the rows (a short span: the dashboard's last hour)."""
-        b = self.bucket_of("ts", size)
-        sql = (
-            f"SELECT {b} AS b, provider, COALESCE(SUM(total_tokens),0) FROM ledger "
-            "WHERE ts>=? AND ts<? AND status NOT IN ('pending','refused') GROUP BY b, provider"
-        )
-        out: dict[float, dict[str, float]] = {}
-        for start, provider, tokens in await self.fetch(sql, (since, until)):
-            out.setdefault(float(start), {})[str(provider)] = float(tokens)
-        return out
+    async def minute_stats(
+        self, since: float, until: float, size: float, newest: int, quantiles: Sequence[float]
+    ) -> dict[float, MinuteStats]:
+        """Per ``size``-second bucket: tokens per provider, and the nearest-rank quantiles of
+        the latencies of the answered proxied attempts among its ``newest`` rows.
 
-    async def latencies_per_bucket(
-        self, since: float, until: float, size: float, newest: int
-    ) -> dict[float, list[float]]:
-        """Per ``size``-second bucket, the latencies of the answered proxied attempts among
-        its ``newest`` rows (three columns read, not whole rows)."""
+        Aggregated in SQL, so a handful of rows per bucket come back whatever the traffic
+        (turning thousands of rows into Python objects on a reading thread holds the GIL the
+        event loop needs): one scan for tokens and counts, then each quantile as the
+        ``k``-th latency of its bucket (``ORDER BY latency_ms LIMIT 1 OFFSET k-1``), all in
+        one statement. A bucket with more than ``newest`` rows first finds its newest row
+        ids' floor (rare: more than ``newest`` rows a bucket)."""
         b = self.bucket_of("ts", size)
-        sql = (
-            "SELECT b, latency_ms FROM (SELECT "
-            f"{b} AS b, status, source, latency_ms, "
-            f"ROW_NUMBER() OVER (PARTITION BY {b} ORDER BY id DESC) AS n "
-            "FROM ledger WHERE ts>=? AND ts<?) r "
-            "WHERE n<=? AND status='ok' AND source='proxy' AND latency_ms IS NOT NULL"
+        counts = await self.fetch(
+            f"SELECT {b} AS b, provider, "
+            f"COALESCE(SUM(CASE WHEN {_SETTLED_USE} THEN total_tokens ELSE 0 END),0), "
+            f"SUM(CASE WHEN {_SETTLED_USE} THEN 1 ELSE 0 END), COUNT(*), "
+            f"SUM(CASE WHEN {_ANSWERED} THEN 1 ELSE 0 END) "
+            "FROM ledger WHERE ts>=? AND ts<? GROUP BY b, provider",
+            (since, until),
         )
-        out: dict[float, list[float]] = {}
-        for start, ms in await self.fetch(sql, (since, until, newest)):
-            out.setdefault(float(start), []).append(float(ms))
+        tokens: dict[float, dict[str, float]] = {}
+        rows: dict[float, int] = {}
+        answered: dict[float, int] = {}
+        for start, provider, t, settled, n, a in counts:
+            start = float(start)
+            mine = tokens.setdefault(start, {})
+            if settled:
+                mine[str(provider)] = float(t)
+            rows[start] = rows.get(start, 0) + int(n)
+            answered[start] = answered.get(start, 0) + int(a or 0)
+
+        def rows_of(start: float) -> tuple[str, list[Any]]:
+            # the bucket's rows, by the expression that grouped them (a row on an edge is
+            # where the counts put it), found through the time index
+            lo, hi = max(start - 1.0, since), min(start + size + 1.0, until)
+            return f"ts>=? AND ts<? AND {b}=?", [lo, hi, start]
+
+        floors: dict[float, int] = {}
+        for start in sorted(s for s, n in rows.items() if n > newest):
+            where, p = rows_of(start)
+            got = await self.fetch(
+                f"SELECT id FROM ledger WHERE {where} ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (*p, newest - 1),
+            )
+            floors[start] = int(got[0][0])
+            n = await self.fetch(
+                f"SELECT COUNT(*) FROM ledger WHERE {where} AND id>=? AND {_ANSWERED}",
+                (*p, floors[start]),
+            )
+            answered[start] = int(n[0][0])
+        picks: list[str] = []
+        params: list[Any] = []
+        wanted: list[tuple[float, int]] = []
+        for start in sorted(answered):
+            n = answered[start]
+            if not n:
+                continue
+            for q in quantiles:
+                rank = max(math.ceil(q * n), 1)
+                where, p = rows_of(start)
+                where += f" AND {_ANSWERED}"
+                if start in floors:
+                    where += " AND id>=?"
+                    p.append(floors[start])
+                picks.append(
+                    f"SELECT {len(wanted)} AS i, (SELECT latency_ms FROM ledger WHERE {where} "
+                    "ORDER BY latency_ms LIMIT 1 OFFSET ?) AS v"
+                )
+                params += [*p, rank - 1]
+                wanted.append((start, n))
+        values: dict[float, list[float]] = {}
+        if picks:
+            picked = {
+                int(i): float(v)
+                for i, v in await self.fetch(" UNION ALL ".join(picks), tuple(params))
+            }
+            for i, (start, _) in enumerate(wanted):
+                values.setdefault(start, []).append(picked[i])
+        return {
+            start: MinuteStats(
+                tokens.get(start, {}), answered.get(start, 0), tuple(values.get(start, ()))
+            )
+            for start in sorted(rows)
+        }
+
+    async def span_totals(self, spans: Sequence[tuple[float, float]]) -> list[tuple[Measure, bool]]:
+        """Each span's :meth:`usage_by` total and whether :meth:`estimated_cost_groups`
+        finds an estimate in it, every span's parts in one statement."""
+        if not spans:
+            return []
+        parts: list[str] = []
+        params: list[Any] = []
+        for i, (lo, hi) in enumerate(spans):
+            src, p = self._source(await self._plan(lo, hi), "status!='refused'", ())
+            parts.append(
+                f"SELECT {i} AS i, total_tokens, requests, cost_usd, est FROM ({src}) u{i}"
+            )
+            params += p
+        sql = (
+            "SELECT i, COALESCE(SUM(total_tokens),0), COALESCE(SUM(requests),0), "
+            "COALESCE(SUM(cost_usd),0), COALESCE(SUM(est),0) FROM ("
+            + " UNION ALL ".join(parts)
+            + ") s GROUP BY i"
+        )
+        got = {int(i): (t, r, c, e) for i, t, r, c, e in await self.fetch(sql, tuple(params))}
+        out = []
+        for i in range(len(spans)):
+            t, r, c, e = got.get(i, (0, 0, 0.0, 0))
+            out.append((Measure(float(t), float(r), float(c)), int(e) > 0))
         return out
 
     async def _since(self, scope: str, since: float) -> float:
@@ -729,6 +812,72 @@ class SqlLedger(ABC):
         return {
             k: await self._burn("key_id=?", (k,), since, until, slots) for k, slots in by.items()
         }
+
+    async def burn_sums_of_keys(
+        self, key_ids: Sequence[str], since: float, until: float, half_life_s: float
+    ) -> dict[str, BurnSums]:
+        """What :meth:`burn_events_of_keys` returns, summed in SQL (:class:`BurnSums`, each
+        event weighted by ``e^(-λ·(until - t))``): a few rows come back instead of ~700
+        slot events and the current slot's rows per key. The same events are read: a key's
+        rows one by one while its look-back holds at most :data:`BURN_RAW_MAX` attempts,
+        else one event per slot at the slot's end and the current slot's rows."""
+        if not key_ids:
+            return {}
+        horizon = await self.horizon()
+        kept = since if horizon is None else max(since, horizon)  # rows exist from here on
+        marks = ", ".join("?" for _ in key_ids)
+        where, params = span(f"key_id IN ({marks})", _down(kept, SLOT_S), until, column="slot")
+        attempts = {
+            str(k): int(n)
+            for k, n in await self.fetch(
+                f"SELECT key_id, SUM(attempts) FROM ledger_key_slots WHERE {where} GROUP BY key_id",
+                (*key_ids, *params),
+            )
+        }
+        by_start: dict[float, list[str]] = {}
+        for k in key_ids:
+            raw_from = kept
+            if attempts.get(k, 0) > BURN_RAW_MAX:
+                raw_from = max(kept, _down(until, SLOT_S))
+            by_start.setdefault(raw_from, []).append(k)
+        use = "(total_tokens>0 OR requests>0 OR cost_usd>0)"
+        parts: list[str] = []
+        out: list[Any] = []
+        for raw_from, keys in by_start.items():
+            mine = f"key_id IN ({', '.join('?' for _ in keys)})"
+            raw: list[tuple[float | None, float | None]] = [(raw_from, until)]
+            if raw_from > since:
+                spans = await self._plan(since, raw_from, days=False)
+                raw += spans.raw
+                for lo, hi in spans.slots:
+                    w, p = span(f"{mine} AND {use}", lo, hi, column="slot")
+                    parts.append(
+                        f"SELECT key_id, slot + {SLOT_S:g} AS t, total_tokens AS tok, "
+                        f"requests AS req, cost_usd AS cost FROM ledger_key_slots WHERE {w}"
+                    )
+                    out += [*keys, *p]
+            for lo, hi in raw:
+                w, p = span(f"{mine} AND status!='pending' AND {use}", lo, hi)
+                parts.append(
+                    "SELECT key_id, ts AS t, total_tokens AS tok, requests AS req, "
+                    f"cost_usd AS cost FROM ledger WHERE {w}"
+                )
+                out += [*keys, *p]
+        lam = math.log(2.0) / half_life_s
+        weight = "EXP(? * (t - ?))"
+        sql = (
+            f"SELECT key_id, COUNT(*), MIN(t), MAX(t), SUM(tok * {weight}), "
+            f"SUM(req * {weight}), SUM(cost * {weight}) FROM ("
+            + " UNION ALL ".join(parts)
+            + ") e GROUP BY key_id"
+        )
+        got = {
+            str(k): BurnSums(int(n), float(a), float(z), float(t), float(r), float(c))
+            for k, n, a, z, t, r, c in await self.fetch(
+                sql, (lam, until, lam, until, lam, until, *out)
+            )
+        }
+        return {k: got.get(k, BurnSums()) for k in key_ids}
 
     async def _burn(
         self,
