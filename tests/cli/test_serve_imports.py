@@ -61,3 +61,32 @@ def test_the_server_modules_leave_heavy_and_rarely_needed_modules_unloaded() -> 
 def test_the_command_line_loads_neither_the_server_nor_the_schema() -> None:
     loaded = loaded_after("import quotaflow.cli.main, quotaflow.cli.serve")
     assert not loaded, sorted(loaded)
+
+
+# What a report or a forecast needs only when it runs on the data folder (the runtime and
+# its gateway), on a server (the HTTP client), or neither (``--help``, a bad option).
+NOT_FOR_A_REPORTS_COMMAND_LINE = {
+    "aiohttp",
+    "pydantic",
+    "prometheus_client",
+    "quotaflow.client",
+    "quotaflow.config.schema",
+    "quotaflow.gateway",
+    "quotaflow.runtime",
+    "quotaflow.web",
+}
+
+
+def test_report_and_forecast_load_the_engine_only_when_they_run() -> None:
+    watched = sorted(NOT_FOR_A_REPORTS_COMMAND_LINE)
+    probe = (
+        "import json, sys\n"
+        "import quotaflow.cli.main, quotaflow.cli.report, quotaflow.cli.forecast\n"
+        f"watched = {watched!r}\n"
+        "print(json.dumps(sorted({w for w in watched for m in sys.modules "
+        "if m == w or m.startswith(w + '.')})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(out.stdout) == []
