@@ -317,33 +317,27 @@ class SqlLedger(ABC):
         return " UNION ALL ".join(parts), tuple(out)
 
     def _slot_source(self, spans: Spans) -> tuple[str, tuple[Any, ...]]:
-        """:meth:`_source`'s columns for grouping by slot alone, from ``ledger_key_slots``
-        (a row per key and slot) and the edge rows; ``status`` is only ever 'error' for the
-        ``errors`` count, refused rows are left out as :meth:`_source` leaves them."""
+        """The rows of a report by slot: ``t``, ``n`` (attempts), ``errors`` and the
+        measures, from ``ledger_key_slots`` (a row per key and slot, read once) and the
+        edge rows; refused rows are left out as :meth:`_source` leaves them."""
         parts: list[str] = []
         out: list[Any] = []
         for lo, hi in spans.raw:
             where, p = span("status NOT IN ('pending','refused')", lo, hi)
             parts.append(
-                f"SELECT ts AS t, status, 1 AS n, {_MEASURES}, "
+                "SELECT ts AS t, 1 AS n, CASE WHEN status IN ('error','crashed') THEN 1 "
+                f"ELSE 0 END AS errors, {_MEASURES}, "
                 f"CASE WHEN {ESTIMATED_COST} THEN 1 ELSE 0 END AS est, '' AS provider "
                 f"FROM ledger WHERE {where}"
             )
             out += p
         for lo, hi in spans.slots:
             where, p = span("1=1", lo, hi, column="slot")
-            # the attempts that did not fail as n of an 'ok' row with the use, errors as n of
-            # an 'error' row with none
-            zeros = ", ".join(f"0 AS {c}" for c in (*_MEASURES.split(", "), "est"))
-            for status, n, measures in (
-                ("ok", "attempts - refused - errors", f"{_MEASURES}, estimated AS est"),
-                ("error", "errors", zeros),
-            ):
-                parts.append(
-                    f"SELECT slot AS t, '{status}' AS status, {n} AS n, {measures}, "
-                    f"'' AS provider FROM ledger_key_slots WHERE {where}"
-                )
-                out += p
+            parts.append(
+                f"SELECT slot AS t, attempts - refused AS n, errors, {_MEASURES}, "
+                f"estimated AS est, '' AS provider FROM ledger_key_slots WHERE {where}"
+            )
+            out += p
         return " UNION ALL ".join(parts), tuple(out)
 
     # -- reads ------------------------------------------------------------------------------
@@ -706,11 +700,13 @@ class SqlLedger(ABC):
         spans = await self._plan(since, until, days=group != "slot")
         if group == "slot":  # every slot of the span: from the per-key slot rollup
             src, params = self._slot_source(spans)
+            errors = "errors"
         else:
             src, params = self._source(spans, "status!='refused'", ())
+            errors = "CASE WHEN status IN ('error','crashed') THEN n ELSE 0 END"
         sql = (
             f"SELECT {column} AS g, COALESCE(SUM(n),0), COALESCE(SUM(requests),0), "
-            "COALESCE(SUM(CASE WHEN status IN ('error','crashed') THEN n ELSE 0 END),0), "
+            f"COALESCE(SUM({errors}),0), "
             "COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), "
             "COALESCE(SUM(total_tokens),0), COALESCE(SUM(cost_usd),0), MAX(provider), "
             f"COALESCE(SUM(est),0) FROM ({src}) u GROUP BY g ORDER BY g"
