@@ -501,6 +501,11 @@ async def test_minute_stats_are_those_of_the_rows(backend: Backend) -> None:
                 ), (start, newest)
             else:
                 assert m.percentiles == ()
+    got = await ledger.minute_stats(T0, T0 + 360, 60.0, 500, (0.95, 0.1, 0.5, 0.99))
+    want = ref_minutes(rows, T0, T0 + 360, 60.0, 500)
+    for start, m in got.items():
+        latencies = want[start][1]
+        assert m.percentiles == tuple(nearest_rank(latencies, q) for q in (0.95, 0.1, 0.5, 0.99))
 
 
 async def test_span_totals_equal_each_spans_usage(backend: Backend) -> None:

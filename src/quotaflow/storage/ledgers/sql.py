@@ -376,7 +376,7 @@ class SqlLedger(ABC):
         Aggregated in SQL, so a handful of rows per bucket come back whatever the traffic
         (turning thousands of rows into Python objects on a reading thread holds the GIL the
         event loop needs): one scan for tokens and counts, then each quantile as the
-        ``k``-th latency of its bucket (``ORDER BY latency_ms LIMIT 1 OFFSET k-1``), all in
+        ``k``-th latency of its bucket (``ORDER BY latency_ms LIMIT … OFFSET k-1``), all in
         one statement. A bucket with more than ``newest`` rows first finds its newest row
         ids' floor (rare: more than ``newest`` rows a bucket)."""
         b = self.bucket_of("ts", size)
@@ -418,34 +418,41 @@ class SqlLedger(ABC):
                 (*p, floors[start]),
             )
             answered[start] = int(n[0][0])
+        # Per minute, one sorted read covers the lowest and the highest rank asked (the
+        # first and last of the window between them: p50 and p95 in one scan), and one read
+        # each rank between them.
         picks: list[str] = []
         params: list[Any] = []
-        wanted: list[tuple[float, int]] = []
+        read: list[tuple[float, int, int]] = []  # (bucket, first rank, last rank) of a pick
         for start in sorted(answered):
             n = answered[start]
             if not n:
                 continue
-            for q in quantiles:
-                rank = max(math.ceil(q * n), 1)
+            ranks = sorted({max(math.ceil(q * n), 1) for q in quantiles})
+            windows = [(ranks[0], ranks[-1])] + [(r, r) for r in ranks[1:-1]]
+            for first, last in windows:
                 where, p = rows_of(start)
                 where += f" AND {_ANSWERED}"
                 if start in floors:
                     where += " AND id>=?"
                     p.append(floors[start])
+                i = len(read)
                 picks.append(
-                    f"SELECT {len(wanted)} AS i, (SELECT latency_ms FROM ledger WHERE {where} "
-                    "ORDER BY latency_ms LIMIT 1 OFFSET ?) AS v"
+                    f"SELECT {i} AS i, MIN(x), MAX(x) FROM (SELECT latency_ms AS x FROM ledger "
+                    f"WHERE {where} ORDER BY latency_ms LIMIT ? OFFSET ?) s{i}"
                 )
-                params += [*p, rank - 1]
-                wanted.append((start, n))
+                params += [*p, last - first + 1, first - 1]
+                read.append((start, first, last))
         values: dict[float, list[float]] = {}
         if picks:
-            picked = {
-                int(i): float(v)
-                for i, v in await self.fetch(" UNION ALL ".join(picks), tuple(params))
-            }
-            for i, (start, _) in enumerate(wanted):
-                values.setdefault(start, []).append(picked[i])
+            at: dict[tuple[float, int], float] = {}
+            for i, lo, hi in await self.fetch(" UNION ALL ".join(picks), tuple(params)):
+                start, first, last = read[int(i)]
+                at[start, first] = float(lo)
+                at[start, last] = float(hi)
+            for start in sorted({r[0] for r in read}):
+                n = answered[start]
+                values[start] = [at[start, max(math.ceil(q * n), 1)] for q in quantiles]
         return {
             start: MinuteStats(
                 tokens.get(start, {}), answered.get(start, 0), tuple(values.get(start, ()))
