@@ -501,6 +501,18 @@ async def test_minute_stats_are_those_of_the_rows(backend: Backend) -> None:
                 ), (start, newest)
             else:
                 assert m.percentiles == ()
+    # however many buckets hold more rows than the sample: four statements in all
+    statements = []
+    fetch = ledger.fetch
+
+    async def counted(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        statements.append(sql)
+        return await fetch(sql, params)
+
+    ledger.fetch = counted
+    assert len(await ledger.minute_stats(T0, T0 + 360, 60.0, 1, (0.5, 0.95))) == 6
+    assert len(statements) == 4, len(statements)
+    ledger.fetch = fetch
     got = await ledger.minute_stats(T0, T0 + 360, 60.0, 500, (0.95, 0.1, 0.5, 0.99))
     want = ref_minutes(rows, T0, T0 + 360, 60.0, 500)
     for start, m in got.items():

@@ -377,8 +377,8 @@ class SqlLedger(ABC):
         (turning thousands of rows into Python objects on a reading thread holds the GIL the
         event loop needs): one scan for tokens and counts, then each quantile as the
         ``k``-th latency of its bucket (``ORDER BY latency_ms LIMIT … OFFSET k-1``), all in
-        one statement. A bucket with more than ``newest`` rows first finds its newest row
-        ids' floor (rare: more than ``newest`` rows a bucket)."""
+        one statement. Buckets with more than ``newest`` rows first find their newest rows'
+        lowest id (two more statements for all of them)."""
         b = self.bucket_of("ts", size)
         counts = await self.fetch(
             f"SELECT {b} AS b, provider, "
@@ -405,24 +405,37 @@ class SqlLedger(ABC):
             lo, hi = max(start - 1.0, since), min(start + size + 1.0, until)
             return f"ts>=? AND ts<? AND {b}=?", [lo, hi, start]
 
+        # Buckets with more rows than the sample: their newest rows' lowest id, and how many
+        # of those rows answered (two statements for all such buckets)
+        capped = sorted(s for s, n in rows.items() if n > newest)
         floors: dict[float, int] = {}
-        for start in sorted(s for s, n in rows.items() if n > newest):
-            where, p = rows_of(start)
-            got = await self.fetch(
-                f"SELECT id FROM ledger WHERE {where} ORDER BY id DESC LIMIT 1 OFFSET ?",
-                (*p, newest - 1),
-            )
-            floors[start] = int(got[0][0])
-            n = await self.fetch(
-                f"SELECT COUNT(*) FROM ledger WHERE {where} AND id>=? AND {_ANSWERED}",
-                (*p, floors[start]),
-            )
-            answered[start] = int(n[0][0])
+        if capped:
+            parts: list[str] = []
+            params: list[Any] = []
+            for i, start in enumerate(capped):
+                where, p = rows_of(start)
+                parts.append(
+                    f"SELECT {i} AS i, (SELECT id FROM ledger WHERE {where} "
+                    "ORDER BY id DESC LIMIT 1 OFFSET ?) AS f"
+                )
+                params += [*p, newest - 1]
+            for i, f in await self.fetch(" UNION ALL ".join(parts), tuple(params)):
+                floors[capped[int(i)]] = int(f)
+            parts, params = [], []
+            for i, start in enumerate(capped):
+                where, p = rows_of(start)
+                parts.append(
+                    f"SELECT {i} AS i, (SELECT COUNT(*) FROM ledger WHERE {where} "
+                    f"AND id>=? AND {_ANSWERED}) AS n"
+                )
+                params += [*p, floors[start]]
+            for i, n in await self.fetch(" UNION ALL ".join(parts), tuple(params)):
+                answered[capped[int(i)]] = int(n)
         # Per minute, one sorted read covers the lowest and the highest rank asked (the
         # first and last of the window between them: p50 and p95 in one scan), and one read
         # each rank between them.
         picks: list[str] = []
-        params: list[Any] = []
+        params = []
         read: list[tuple[float, int, int]] = []  # (bucket, first rank, last rank) of a pick
         for start in sorted(answered):
             n = answered[start]
