@@ -26,6 +26,8 @@ Run: ``.venv/bin/python benchmarks/ledger.py`` (``--rows 0,100000,1000000,100000
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import platform
 import signal
@@ -76,62 +78,81 @@ def config() -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(home: Path, rows: int, now: float) -> float:
-    """A ledger of ``rows`` rows over the 30 days before ``now``; returns seconds taken."""
-    t0 = time.monotonic()
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (home / "q.yaml").write_text(config())
-    db_path = home / "quotaflow.db"
-    migrate(home)  # the schema, as a server makes it
-    db = sqlite3.connect(db_path, isolation_level=None)
-    db.execute("PRAGMA synchronous=OFF")
-    for trig in (
-        "ledger_rollup_insert",
-        "ledger_rollup_settle",
-        "ledger_rollup_unsettle",
-        "ledger_outcome_insert_alone",
-        "ledger_outcome_insert_joins",
-        "ledger_outcome_settle_alone",
-        "ledger_outcome_settle_joins",
-        "ledger_settled_is_final",
-    ):
-        db.execute(f"DROP TRIGGER IF EXISTS {trig}")
-    for idx in ("ledger_ts", "ledger_key_ts", "ledger_agent_ts", "ledger_request"):
-        db.execute(f"DROP INDEX IF EXISTS {idx}")
+TRIGGERS = (
+    "ledger_rollup_insert",
+    "ledger_rollup_settle",
+    "ledger_rollup_unsettle",
+    "ledger_outcome_insert_alone",
+    "ledger_outcome_insert_joins",
+    "ledger_outcome_settle_alone",
+    "ledger_outcome_settle_joins",
+    "ledger_outcome_settle",
+    "ledger_settled_is_final",
+)
+
+
+def fill(
+    db: sqlite3.Connection, lo: int, hi: int, start: float, step: float, pending: bool = False
+) -> None:
+    """Insert rows ``lo`` to ``hi - 1`` of the benchmark's ledger (row ``i`` at ``start + i *
+    step``) in one statement; ``pending``: with their use but status 'pending', for
+    :func:`settle` to settle as a server does (the rollups count a row when it settles)."""
     key_case = " ".join(f"WHEN {i} THEN '{p}'" for p, i in KEYS)
     model_case = " ".join(
         f"WHEN '{p}' THEN CASE (i / 10) % 2 WHEN 0 THEN '{m[0]}' ELSE '{m[1]}' END"
         for p, m in PROVIDERS.items()
     )
+    db.execute(
+        f"""
+        INSERT INTO ledger (request_id, attempt, ts, agent, route, provider, key_id, model,
+            prompt_tokens, completion_tokens, total_tokens, requests, cost_usd, latency_ms,
+            status, error_kind, estimated, source, detail)
+        WITH RECURSIVE c(i) AS (SELECT {lo} UNION ALL SELECT i + 1 FROM c WHERE i < {hi - 1}),
+        r AS (SELECT i, CASE i % 10 {key_case} END AS prov,
+                     CASE WHEN i % 97 = 0 THEN 'refused' WHEN i % 33 = 0 THEN 'error'
+                          ELSE 'ok' END AS st,
+                     200 + (i * 37) % 1800 AS tok FROM c)
+        SELECT 'r' || i, 1, {start!r} + i * {step!r}, 'agent-' || ((i * 7) % 6), 'smart',
+            CASE st WHEN 'refused' THEN '' ELSE prov END,
+            CASE st WHEN 'refused' THEN '' ELSE 'k' || (i % 10) END,
+            CASE prov {model_case} END,
+            CASE st WHEN 'ok' THEN tok / 3 ELSE 0 END,
+            CASE st WHEN 'ok' THEN tok - tok / 3 ELSE 0 END,
+            CASE st WHEN 'ok' THEN tok ELSE 0 END,
+            CASE st WHEN 'refused' THEN 0 ELSE 1 END,
+            CASE st WHEN 'ok' THEN tok * 0.000002 ELSE 0 END,
+            CASE st WHEN 'refused' THEN NULL ELSE 300 + i % 700 END,
+            {"'pending'" if pending else "st"}, CASE st WHEN 'ok' THEN NULL WHEN 'error' THEN 'server_error'
+                ELSE 'quota_exhausted' END,
+            CASE WHEN i % 50 = 0 THEN 1 ELSE 0 END, 'proxy', NULL
+        FROM r
+        """
+    )
+
+
+def build(home: Path, rows: int, now: float) -> float:
+    """A ledger of ``rows`` rows over the 30 days before ``now``; returns seconds taken.
+
+    What it was built with is kept in ``built.json`` beside it: :func:`top_up` brings a kept
+    ledger up to a later ``now`` instead of building it again."""
+    t0 = time.monotonic()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (home / "built.json").unlink(missing_ok=True)
+    for f in home.glob("quotaflow.db*"):
+        f.unlink()
+    (home / "q.yaml").write_text(config())
+    db_path = home / "quotaflow.db"
+    migrate(home)  # the schema, as a server makes it
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA synchronous=OFF")
+    for trig in TRIGGERS:
+        db.execute(f"DROP TRIGGER IF EXISTS {trig}")
+    for idx in ("ledger_ts", "ledger_key_ts", "ledger_agent_ts", "ledger_request"):
+        db.execute(f"DROP INDEX IF EXISTS {idx}")
     start, step = now - 30 * DAY, 30 * DAY / max(rows, 1)
     if rows:
         db.execute("BEGIN")
-        db.execute(
-            f"""
-            INSERT INTO ledger (request_id, attempt, ts, agent, route, provider, key_id, model,
-                prompt_tokens, completion_tokens, total_tokens, requests, cost_usd, latency_ms,
-                status, error_kind, estimated, source, detail)
-            WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < {rows - 1}),
-            r AS (SELECT i, CASE i % 10 {key_case} END AS prov,
-                         CASE WHEN i % 97 = 0 THEN 'refused' WHEN i % 33 = 0 THEN 'error'
-                              ELSE 'ok' END AS st,
-                         200 + (i * 37) % 1800 AS tok FROM c)
-            SELECT 'r' || i, 1, {start} + i * {step}, 'agent-' || ((i * 7) % 6), 'smart',
-                CASE st WHEN 'refused' THEN '' ELSE prov END,
-                CASE st WHEN 'refused' THEN '' ELSE 'k' || (i % 10) END,
-                CASE prov {model_case} END,
-                CASE st WHEN 'ok' THEN tok / 3 ELSE 0 END,
-                CASE st WHEN 'ok' THEN tok - tok / 3 ELSE 0 END,
-                CASE st WHEN 'ok' THEN tok ELSE 0 END,
-                CASE st WHEN 'refused' THEN 0 ELSE 1 END,
-                CASE st WHEN 'ok' THEN tok * 0.000002 ELSE 0 END,
-                CASE st WHEN 'refused' THEN NULL ELSE 300 + i % 700 END,
-                st, CASE st WHEN 'ok' THEN NULL WHEN 'error' THEN 'server_error'
-                    ELSE 'quota_exhausted' END,
-                CASE WHEN i % 50 = 0 THEN 1 ELSE 0 END, 'proxy', NULL
-            FROM r
-            """
-        )
+        fill(db, 0, rows, start, step)
         db.execute("COMMIT")
     # The rollups are back-filled by the ledger's own migration (as an upgraded ledger's are).
     db.execute("DELETE FROM ledger_slots")
@@ -141,7 +162,45 @@ def build(home: Path, rows: int, now: float) -> float:
     db.execute("DELETE FROM ledger_meta WHERE name='rollups'")
     db.close()
     migrate(home)
+    built = {"rows": rows, "filled": rows, "start": start, "step": step}
+    (home / "built.json").write_text(json.dumps(built))
     return time.monotonic() - t0
+
+
+def settle(db: sqlite3.Connection, lo: int, hi: int) -> None:
+    """Settle rows ``lo`` to ``hi - 1`` that :func:`fill` wrote pending, with the status it
+    would have given them: the UPDATE a server's finish is, with the rollup triggers on."""
+    db.execute(
+        "UPDATE ledger SET status = CASE WHEN n % 97 = 0 THEN 'refused' WHEN n % 33 = 0 "
+        "THEN 'error' ELSE 'ok' END FROM (SELECT id AS rid, CAST(substr(request_id, 2) AS "
+        "INTEGER) AS n FROM ledger WHERE status = 'pending' AND request_id >= 'r') "
+        "WHERE ledger.id = rid AND n BETWEEN ? AND ?",
+        (lo, hi - 1),
+    )
+
+
+def top_up(home: Path, now: float) -> int | None:
+    """Bring a ledger :func:`build` made earlier up to ``now``: the rows it would have had
+    since, at the same rate, written pending and settled with the rollup triggers on (as a
+    server adds them).
+    Returns the ledger's rows, or ``None`` when there is no such ledger."""
+    try:
+        built = json.loads((home / "built.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not built["rows"]:
+        return 0
+    upto = int((now - built["start"]) / built["step"])
+    if upto > built["filled"]:
+        db = sqlite3.connect(home / "quotaflow.db", isolation_level=None)
+        db.execute("BEGIN")
+        fill(db, built["filled"], upto, built["start"], built["step"], pending=True)
+        settle(db, built["filled"], upto)
+        db.execute("COMMIT")
+        db.close()
+        built["filled"] = upto
+        (home / "built.json").write_text(json.dumps(built))
+    return int(built["filled"])
 
 
 def migrate(home: Path) -> None:
@@ -199,6 +258,10 @@ class StallProbe:
         self._thread.join()
 
 
+FIELDS = ("ready_s", "rss_mb", "idle_ms", "dashboard_ms", "stall_ms", "status_ms", "history_ms")
+NO_COMMAND = (math.nan, math.nan, math.nan)
+
+
 def serve_once(home: Path) -> dict[str, float]:
     env = {"QUOTAFLOW_ADMIN_TOKEN": TOKEN}
     t0 = time.monotonic()
@@ -248,8 +311,7 @@ def soak(tmp: Path, requests: int) -> None:
     _, fake_url, _ = bench.spawn(
         bench.pinned(1, [PY, "-m", "quotaflow.fake_provider", "--port", "0"]), "listening on"
     )
-    home = tmp / "soak"
-    home.mkdir(mode=0o700)
+    home = Path(tempfile.mkdtemp(prefix="soak-", dir=tmp))
     (home / "q.yaml").write_text(bench.gateway_config(fake_url))
     gw, url, _ = bench.spawn(bench.serve_command(home), "serving on")
     bench.wait_http(url + "/api/health")
@@ -290,11 +352,27 @@ def main() -> None:
     ap.add_argument(
         "--keep", action="store_true", help="keep the ledgers (their folder is printed)"
     )
+    ap.add_argument(
+        "--ledgers",
+        type=Path,
+        help="keep the ledgers in this folder and reuse them on later runs (each brought up "
+        "to now at its own rate: a kept ledger of N rows grows by N/720 an hour)",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="measure only these, comma-separated: serve, report, forecast (default: all)",
+    )
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(","))) or {"serve", "report", "forecast"}
     cpus = os.cpu_count()
     print(f"machine: {platform.processor() or platform.machine()}, {cpus} cores, "
           f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")  # fmt: skip
-    tmp = Path(tempfile.mkdtemp(prefix="qf-ledger-bench-"))
+    if args.ledgers is not None:
+        args.ledgers.mkdir(parents=True, exist_ok=True)
+        tmp = args.ledgers
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="qf-ledger-bench-"))
     now = time.time()
     head = (
         f"{'rows':>10} {'build s':>8} {'ready s':>8} {'RSS MB':>7} {'dash ms':>8} "
@@ -305,11 +383,23 @@ def main() -> None:
     try:
         for n in (int(x) for x in args.rows.split(",")):
             home = tmp / f"rows-{n}"
-            built = build(home, n, now)
-            runs = [serve_once(home) for _ in range(args.repeat)]
+            t0 = time.monotonic()
+            have = top_up(home, time.time()) if args.ledgers is not None else None
+            if have is None:
+                built = build(home, n, now)
+            else:  # a kept ledger, brought up to now
+                built = time.monotonic() - t0
+                if have != n:
+                    print(f"rows-{n}: {have:,} rows now (kept, brought up to now)")
+            none = [{k: math.nan for k in FIELDS}]
+            runs = [serve_once(home) for _ in range(args.repeat)] if "serve" in only else none
             reports = [command(home, "report", "--since", "30d", "--group-by", "day")
-                       for _ in range(args.repeat)]  # fmt: skip
-            forecasts = [command(home, "forecast") for _ in range(args.repeat)]
+                       for _ in range(args.repeat)] if "report" in only else [NO_COMMAND]  # fmt: skip
+            forecasts = (
+                [command(home, "forecast") for _ in range(args.repeat)]
+                if "forecast" in only
+                else [NO_COMMAND]
+            )
 
             def med(key: str, runs: list[dict[str, float]] = runs) -> float:
                 return statistics.median(r[key] for r in runs)
@@ -328,14 +418,14 @@ def main() -> None:
             )
             lines.append(line)
             print("\n".join(lines) if len(lines) == 2 else line, flush=True)
-            if not args.keep:
+            if not args.keep and args.ledgers is None:
                 for f in home.iterdir():
                     f.unlink()
         if args.soak:
             soak(tmp, args.soak)
     finally:
         bench.stop_all()
-        if args.keep:
+        if args.keep or args.ledgers is not None:
             print(f"ledgers kept in {tmp}")
 
 

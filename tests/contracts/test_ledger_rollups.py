@@ -3,13 +3,14 @@ compaction (settings.ledger_retention_days, ``quotaflow compact``) changes no to
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 import pytest
 
 from quotaflow.engine.pricing import COST_ESTIMATED
-from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, LedgerQuery, LedgerRow
+from quotaflow.storage.base import SLOT_S, USAGE_GROUPS, BurnSums, LedgerQuery, LedgerRow
 from quotaflow.storage.ledgers.sql import plan
 from tests.contracts.test_ledger_backends import Backend
 
@@ -422,31 +423,169 @@ async def test_burn_events_of_keys_equal_each_keys_own(backend: Backend) -> None
     assert any(t % SLOT_S == 0 for t, _ in together["openai-1"])  # old use as slots
 
 
-async def test_latencies_are_those_of_answered_proxied_rows_among_the_newest(
-    backend: Backend,
-) -> None:
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(math.ceil(q * len(ordered)), 1) - 1]
+
+
+def ref_minutes(rows: list[LedgerRow], since: float, until: float, size: float, newest: int):
+    """What ``minute_stats`` answers, from the rows: tokens per provider of settled rows
+    (refusals out), and the latencies of answered proxied rows among each bucket's newest
+    ``newest`` rows (by id: rows were appended in list order)."""
+    out: dict[float, tuple[dict[str, float], list[float]]] = {}
+    by: dict[float, list[tuple[int, LedgerRow]]] = {}
+    for i, r in enumerate(rows):
+        if since <= r.ts < until:
+            by.setdefault(math.floor(r.ts / size) * size, []).append((i, r))
+    for start, mine in by.items():
+        tokens: dict[str, float] = {}
+        for _, r in mine:
+            if r.status not in ("pending", "refused"):
+                tokens[r.provider] = tokens.get(r.provider, 0.0) + r.total_tokens
+        newest_rows = [r for _, r in sorted(mine, key=lambda x: -x[0])[:newest]]
+        latencies = [
+            r.latency_ms
+            for r in newest_rows
+            if r.status == "ok" and r.source == "proxy" and r.latency_ms is not None
+        ]
+        out[start] = (tokens, latencies)
+    return out
+
+
+async def test_minute_stats_are_those_of_the_rows(backend: Backend) -> None:
+    """Tokens per provider and latency percentiles per minute, aggregated by the store, equal
+    what the rows say — rows on minute edges, refusals, pending rows, other sources, and
+    buckets holding more rows than the sample (the newest rows count)."""
     ledger = await backend.open()
+    rnd = random.Random(4)
     rows = []
-    for i, (status, source) in enumerate(
-        [("ok", "proxy"), ("error", "proxy"), ("ok", "reported"), ("ok", "proxy"), ("ok", "proxy")]
-    ):
+    for i in range(600):
+        ts = (
+            T0
+            + rnd.choice((0.0, 59.999, 60.0, 0.5))
+            + 60 * rnd.randrange(6)
+            + rnd.random() * (i % 3 == 0)
+        )
+        status = rnd.choice(("ok", "ok", "ok", "error", "refused"))
+        provider, key = rnd.choice(KEYS)
         rows.append(
             LedgerRow(
-                request_id=f"l{i}",
-                attempt=1,
-                ts=T0 + i,
-                status=status,
-                source=source,
-                latency_ms=10.0 * (i + 1),
+                request_id=f"m{i}", attempt=1, ts=ts, status=status,
+                provider="" if status == "refused" else provider, key_id=key,
+                source=rnd.choice(("proxy", "proxy", "proxy", "reported")),
+                total_tokens=0 if status == "refused" else rnd.randint(1, 500),
+                latency_ms=None if rnd.random() < 0.1 else round(rnd.uniform(5, 900), 3),
             )
-        )
-    rows.append(LedgerRow(request_id="l9", attempt=1, ts=T0 + 60, status="ok", latency_ms=7.0))
-    rows[0].total_tokens, rows[0].provider = 30, "openai"
+        )  # fmt: skip
     await ledger.append(rows)
-    got = await ledger.latencies_per_bucket(T0, T0 + 120, 60.0, 500)
-    assert {k: sorted(v) for k, v in got.items()} == {T0: [10.0, 40.0, 50.0], T0 + 60: [7.0]}
-    got = await ledger.latencies_per_bucket(T0, T0 + 120, 60.0, 2)  # the newest two rows
-    assert {k: sorted(v) for k, v in got.items()} == {T0: [40.0, 50.0], T0 + 60: [7.0]}
-    assert await ledger.latencies_per_bucket(T0 + 120, T0 + 180, 60.0, 500) == {}
-    tokens = await ledger.tokens_per_bucket(T0, T0 + 120, 60.0)
-    assert tokens == {T0: {"": 0.0, "openai": 30.0}, T0 + 60: {"": 0.0}}
+    pending = LedgerRow(request_id="pending", attempt=1, ts=T0 + 61, provider="openai")
+    await ledger.begin(pending)  # one of its bucket's newest rows, with no use yet
+    rows.append(pending)
+    for since, until, newest in (
+        (T0, T0 + 360, 500),
+        (T0, T0 + 360, 7),  # most buckets hold more rows than that
+        (T0 + 60, T0 + 180, 1),
+        (T0 + 30, T0 + 200, 40),  # partial buckets at both ends
+        (T0 + 400, T0 + 460, 500),  # no rows
+    ):
+        got = await ledger.minute_stats(since, until, 60.0, newest, (0.5, 0.95))
+        want = ref_minutes(rows, since, until, 60.0, newest)
+        assert set(got) == set(want), (since, until, newest)
+        for start, m in got.items():
+            tokens, latencies = want[start]
+            assert m.tokens == tokens, (start, newest)
+            assert m.samples == len(latencies), (start, newest)
+            if latencies:
+                assert m.percentiles == (
+                    nearest_rank(latencies, 0.5),
+                    nearest_rank(latencies, 0.95),
+                ), (start, newest)
+            else:
+                assert m.percentiles == ()
+    # however many buckets hold more rows than the sample: four statements in all
+    statements = []
+    fetch = ledger.fetch
+
+    async def counted(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        statements.append(sql)
+        return await fetch(sql, params)
+
+    ledger.fetch = counted
+    assert len(await ledger.minute_stats(T0, T0 + 360, 60.0, 1, (0.5, 0.95))) == 6
+    assert len(statements) == 4, len(statements)
+    ledger.fetch = fetch
+    got = await ledger.minute_stats(T0, T0 + 360, 60.0, 500, (0.95, 0.1, 0.5, 0.99))
+    want = ref_minutes(rows, T0, T0 + 360, 60.0, 500)
+    for start, m in got.items():
+        latencies = want[start][1]
+        assert m.percentiles == tuple(nearest_rank(latencies, q) for q in (0.95, 0.1, 0.5, 0.99))
+
+
+async def test_span_totals_equal_each_spans_usage(backend: Backend) -> None:
+    ledger = await backend.open()
+    rows = rows_for(edge_times(3))
+    await fill(ledger, rows)
+    chosen = [(a, b) for a, b in spans() if b is not None]
+    chosen += [(T0 + d * DAY, T0 + (d + 1) * DAY) for d in range(-1, 4)]
+    got = await ledger.span_totals(chosen)
+    assert len(got) == len(chosen)
+    for (since, until), (m, guessed) in zip(chosen, got, strict=True):
+        want = ref_usage_by(rows, [], since, until).get((), [0.0, 0.0, 0.0])
+        assert (m.tokens, m.requests) == (want[0], want[1]), (since, until)
+        assert m.cost == pytest.approx(want[2], abs=1e-9)
+        assert guessed == bool(ref_estimated(rows, [], since, until)), (since, until)
+    assert await ledger.span_totals([]) == []
+
+
+def sums_of(events: list[tuple[float, Any]], now: float, half_life_s: float) -> BurnSums:
+    lam = math.log(2.0) / half_life_s
+    if not events:
+        return BurnSums()
+    return BurnSums(
+        len(events),
+        min(t for t, _ in events),
+        max(t for t, _ in events),
+        sum(m.tokens * math.exp(-lam * (now - t)) for t, m in events),
+        sum(m.requests * math.exp(-lam * (now - t)) for t, m in events),
+        sum(m.cost * math.exp(-lam * (now - t)) for t, m in events),
+    )
+
+
+def assert_sums(got: BurnSums, want: BurnSums, what: Any) -> None:
+    assert (got.events, got.first, got.last) == (want.events, want.first, want.last), what
+    for name in ("tokens", "requests", "cost"):
+        assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-9, abs=1e-12), (
+            what,
+            name,
+        )
+
+
+async def test_burn_sums_are_the_burn_events_summed(backend: Backend) -> None:
+    """The forecast's inputs summed in SQL equal the events a forecast used to read: keys
+    read row by row (few rows), keys read as slots and the current slot (many rows), a
+    look-back starting inside a slot, and after compaction (slots only)."""
+    ledger = await backend.open()
+    times = sorted(T0 + s for s in range(0, 3 * 86400, 31))  # ~2,800 per key: slot events
+    rows = rows_for(times, seed=8)
+    rows += [
+        LedgerRow(request_id=f"few{i}", attempt=1, ts=T0 + DAY + 77.7 * i, key_id="rare",
+                  provider="openai", status="ok", total_tokens=10 + i, requests=1,
+                  cost_usd=1e-5 * i)
+        for i in range(40)
+    ]  # fmt: skip
+    await fill(ledger, rows)
+    keys = [k for _, k in KEYS] + ["rare", "no-such-key"]
+    half_life = 6 * 3600.0
+    for now, back in ((T0 + 3 * DAY - 1234.5, 7 * DAY), (T0 + 2 * DAY + 450.0, DAY + 17.0)):
+        events = await ledger.burn_events_of_keys(keys, now - back, now)
+        sums = await ledger.burn_sums_of_keys(keys, now - back, now, half_life)
+        assert set(sums) == set(keys)
+        for k in keys:
+            assert_sums(sums[k], sums_of(events[k], now, half_life), (k, now))
+    assert sums["no-such-key"] == BurnSums()
+    now = T0 + 3 * DAY - 1234.5
+    await ledger.compact(T0 + 2 * DAY)
+    events = await ledger.burn_events_of_keys(keys, now - 7 * DAY, now)
+    sums = await ledger.burn_sums_of_keys(keys, now - 7 * DAY, now, half_life)
+    for k in keys:
+        assert_sums(sums[k], sums_of(events[k], now, half_life), (k, "compacted"))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
-from quotaflow.reports.burn import average_rate, ewma_rate
+from quotaflow.reports.burn import average_rate, ewma_rate, ewma_rate_of_sums
+from quotaflow.storage.base import BurnSums
 
 
 def steady(
@@ -44,3 +48,42 @@ def test_lookback_caps_the_span() -> None:
     capped = ewma_rate([e for e in events if e[0] > -1800], 0.0, half_life_s=3600, max_span_s=1800)
     assert capped.per_s == pytest.approx(full.per_s, rel=0.02)
     assert capped.span_s <= 1800
+
+
+def sums(events: list[tuple[float, float]], now: float, half_life_s: float) -> BurnSums:
+    """What a ledger's ``burn_sums_of_keys`` holds for these events (in ``tokens``)."""
+    lam = math.log(2.0) / half_life_s
+    if not events:
+        return BurnSums()
+    return BurnSums(
+        len(events),
+        min(t for t, _ in events),
+        max(t for t, _ in events),
+        tokens=sum(m * math.exp(-lam * (now - t)) for t, m in events),
+    )
+
+
+@pytest.mark.parametrize("half_life_s", [600.0, 6 * 3600.0])
+def test_the_rate_of_summed_scopes_is_the_rate_of_their_events_together(
+    half_life_s: float,
+) -> None:
+    rnd = random.Random(3)
+    scopes = [
+        sorted((-rnd.uniform(0, 7 * 86400), rnd.uniform(0, 900)) for _ in range(n))
+        for n in (0, 1, 2, 300, 2000)
+    ]
+    scopes.append(steady(1.0, 60, 600, end=-3 * 3600))  # a stream that stopped
+    for pick in ([4], [1], [1, 2], [0, 3, 4, 5], list(range(6)), [0]):
+        events = sorted(e for i in pick for e in scopes[i])
+        want = ewma_rate(events, 0.0, half_life_s=half_life_s, max_span_s=7 * 86400)
+        got = ewma_rate_of_sums(
+            [sums(scopes[i], 0.0, half_life_s) for i in pick],
+            "tokens",
+            0.0,
+            half_life_s=half_life_s,
+            max_span_s=7 * 86400,
+        )
+        assert got.per_s == pytest.approx(want.per_s, rel=1e-9, abs=1e-15), pick
+        assert (got.events, got.span_s) == (want.events, pytest.approx(want.span_s)), pick
+    with pytest.raises(ValueError, match="half_life_s"):
+        ewma_rate_of_sums([], "tokens", 0.0, half_life_s=0)

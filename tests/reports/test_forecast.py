@@ -76,3 +76,26 @@ def test_once_quotas_black_out_for_good() -> None:
     f = simulate_pool("r", "tokens", members, 1.0, NOW, UTC_TZ)
     assert f.blackouts[0].start == pytest.approx(NOW + 3600)
     assert f.blackouts[0].end is None
+
+
+def test_keys_resetting_together_are_played_forward_with_one_reset_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pool plays 35 days on the dashboard's event loop: ten keys of one daily window
+    reset at the same instants, so each next reset is computed once, not once per key."""
+    import quotaflow.reports.forecast as fc
+
+    calls = []
+    real = fc.next_reset
+
+    def counted(at: float, window: Window, tz: ZoneInfo) -> float | None:
+        calls.append(at)
+        return real(at, window, tz)
+
+    monkeypatch.setattr(fc, "next_reset", counted)
+    members = [PoolMember(f"k{i}", 1e9, 1e9, DAY, MIDNIGHT) for i in range(10)]
+    f = simulate_pool("r", "tokens", members, 1.0, NOW, UTC_TZ, horizon_s=35 * 86400)
+    assert f.blackouts == ()
+    assert 30 <= len(calls) <= 36, len(calls)  # one per midnight
+    monkeypatch.setattr(fc, "next_reset", real)
+    assert simulate_pool("r", "tokens", members, 1.0, NOW, UTC_TZ, horizon_s=35 * 86400) == f

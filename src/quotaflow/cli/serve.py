@@ -202,15 +202,22 @@ def warm_prices(gateway: Gateway, quiet: bool) -> None:
             if not quiet:
                 click.echo(f"warning: no known price for {provider}/{model}: {how}")
         sys.stdout.flush()
-        # The handlers imported when they first serve, imported here, in this thread: the
-        # first dashboard load then imports nothing on the event loop (a stall of 20-40 ms).
-        from quotaflow.web.routes import LAZY_TARGETS
-
-        for module, _ in sorted(LAZY_TARGETS):
-            with contextlib.suppress(Exception):
-                import_module(f"quotaflow.web.{module}")
+        import_handlers()
 
     warm_in_background(list(gateway.config.providers.values()), warn)
+
+
+def import_handlers() -> None:
+    """Import the handlers that import themselves when they first serve, and what the
+    dashboard's first snapshot loads (its series, the reports and forecasts behind them):
+    run on :func:`warm_prices`' thread, so the first requests import nothing on the event
+    loop (the first dashboard load held it 40-90 ms with the reports' import)."""
+    from quotaflow.web.dashboard.hub import DEFERRED_MODULES
+    from quotaflow.web.routes import LAZY_TARGETS
+
+    for module in [*(f"quotaflow.web.{m}" for m, _ in sorted(LAZY_TARGETS)), *DEFERRED_MODULES]:
+        with contextlib.suppress(Exception):
+            import_module(module)
 
 
 def echo_key_lines(gateway: Gateway) -> None:

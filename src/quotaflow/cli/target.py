@@ -19,7 +19,6 @@ import click
 
 from quotaflow.cli.exit_codes import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
 from quotaflow.cli.render import fail
-from quotaflow.client import Client, ClientError
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.errors import ConfigError, QuotaflowError
@@ -120,6 +119,8 @@ class Server:
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """JSON from the server; exits 3 when unreachable, 1 on a refused request."""
+        from quotaflow.client import Client, ClientError  # only commands on a server need it
+
         try:
             status, data = Client(self.url, token=self.token).request(method, path, body)
         except ClientError as exc:

@@ -115,9 +115,16 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     import yaml  # only when a file is read
 
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        # libyaml's parser when PyYAML has it (the pure-Python one takes ~0.1 s of a
+        # command's start on a config of a few dozen keys); the same constructor, so the
+        # same data
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        try:  # the pure-Python parser's message shows the offending line
+            yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        raise
     return resolve(parse_spec(data, env), env, source=str(p))
 
 

@@ -18,6 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from quotaflow.storage.base import BurnSums
+
 DEFAULT_HALF_LIFE_S = 6 * 3600.0  # the last 6 hours weigh as much as everything before
 DEFAULT_LOOKBACK_S = 7 * 86400.0
 
@@ -72,6 +74,40 @@ def ewma_rate(
     weighted = sum(m * math.exp(-lam * (now - t + gap / 2)) for t, m in events if t <= now)
     norm = (math.exp(-lam * newest_age) - math.exp(-lam * oldest_age)) / lam
     return BurnRate(weighted / norm, len(times), oldest_age - newest_age, half_life_s)
+
+
+def ewma_rate_of_sums(
+    sums: Sequence[BurnSums],
+    metric: str,
+    now: float,
+    *,
+    half_life_s: float = DEFAULT_HALF_LIFE_S,
+    max_span_s: float | None = None,
+) -> BurnRate:
+    """:func:`ewma_rate` of the events several :class:`BurnSums` stand for, taken together
+    (weighted at ``now`` with ``half_life_s``): the same rate, from a few numbers per scope.
+    Each event's weight at its interval's middle, ``e^(-λ·(now - t + g/2))``, is its
+    weight at ``t`` times ``e^(-λ·g/2)``, so the sums need not know the gap ``g``."""
+    if half_life_s <= 0:
+        raise ValueError("half_life_s must be positive")
+    mine = [s for s in sums if s.events]
+    n = sum(s.events for s in mine)
+    if not n:
+        return BurnRate(0.0, 0, 0.0, half_life_s)
+    first = min(s.first for s in mine)
+    last = max(s.last for s in mine)
+    gap = (last - first) / (n - 1) if n > 1 else 0.0
+    oldest_age = now - first + gap
+    if max_span_s is not None:
+        oldest_age = min(oldest_age, max_span_s)
+    newest_age = min(now - last, gap)
+    if oldest_age <= newest_age:
+        return BurnRate(0.0, n, 0.0, half_life_s)
+    lam = math.log(2.0) / half_life_s
+    measure = {"tokens": "tokens", "requests": "requests"}.get(metric, "cost")
+    weighted = sum(getattr(s, measure) for s in mine) * math.exp(-lam * gap / 2)
+    norm = (math.exp(-lam * newest_age) - math.exp(-lam * oldest_age)) / lam
+    return BurnRate(weighted / norm, n, oldest_age - newest_age, half_life_s)
 
 
 def average_rate(events: Sequence[tuple[float, float]], now: float, span_s: float) -> float:

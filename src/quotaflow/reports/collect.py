@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quotaflow.engine.catalog import Key
 from quotaflow.engine.limits import Limit, LimitUsage
-from quotaflow.gateway import Gateway as Engine
-from quotaflow.reports.burn import DEFAULT_HALF_LIFE_S, DEFAULT_LOOKBACK_S, BurnRate, ewma_rate
+from quotaflow.reports.burn import (
+    DEFAULT_HALF_LIFE_S,
+    DEFAULT_LOOKBACK_S,
+    BurnRate,
+    ewma_rate_of_sums,
+)
 from quotaflow.reports.forecast import (
     DEFAULT_HORIZON_S,
     LimitForecast,
@@ -24,6 +28,10 @@ from quotaflow.reports.forecast import (
     simulate_pool,
 )
 from quotaflow.reports.usage import UsageReport, build_report, by_day, quota_lines
+from quotaflow.storage.base import BurnSums
+
+if TYPE_CHECKING:  # the engine is the caller's: importing it here would load it for the CLI
+    from quotaflow.gateway import Gateway as Engine
 
 
 async def limit_usages(engine: Engine, now: float) -> dict[str, LimitUsage]:
@@ -104,31 +112,18 @@ class Forecast:
         return any(p.blackouts for p in self.pools)
 
 
-async def _rate(
-    engine: Engine,
+def _rate(
     scopes: list[str],
     metric: str,
     now: float,
     lookback_s: float,
     half_life_s: float,
-    seen: dict[str, Any],
+    seen: dict[str, BurnSums],
 ) -> BurnRate:
-    """``scopes``' burn rate of ``metric`` (``seen``: the events read so far by this forecast,
-    by scope: each key's are read once, for its limits and for its pools)."""
-    ledger: Any = engine.ledger
-    read = []
-    for scope in scopes:
-        if (got := seen.get(scope)) is None:
-            got = seen[scope] = await ledger.burn_events(scope, now - lookback_s, now)
-        read.append(got)
-
-    def rate() -> BurnRate:
-        events = sorted((t, m.of(metric)) for got in read for t, m in got)
-        return ewma_rate(events, now, half_life_s=half_life_s, max_span_s=lookback_s)
-
-    # Thousands of events: weighed on a thread, so the server's event loop (the dashboard
-    # computes forecasts) keeps answering requests meanwhile.
-    return await asyncio.to_thread(rate) if sum(map(len, read)) > 500 else rate()
+    """``scopes``' burn rate of ``metric`` (``seen``: each key's burn sums, read once for
+    its limits and its pools)."""
+    sums = [seen[scope] for scope in scopes]
+    return ewma_rate_of_sums(sums, metric, now, half_life_s=half_life_s, max_span_s=lookback_s)
 
 
 def _quota_limits(key: Key) -> list[Limit]:
@@ -146,15 +141,19 @@ async def collect_forecast(
     """Per key quota: exhaustion vs reset; per pool of keys serving a route: blackouts."""
     usages = await limit_usages(engine, now)
     out = Forecast(now, half_life_s, lookback_s)
-    # every key's burn events in one read (each is used by its limits and by its pools)
+    # every key's burn events in one read, summed by the ledger (each key's sums serve its
+    # limits and its pools: rates of several keys add their sums)
     keys = sorted(engine.keys.values(), key=lambda k: (k.provider, k.id))
-    by_key = await engine.ledger.burn_events_of_keys([k.id for k in keys], now - lookback_s, now)
-    seen: dict[str, Any] = {k.scope: by_key[k.id] for k in keys}
+    by_key = await engine.ledger.burn_sums_of_keys(
+        [k.id for k in keys], now - lookback_s, now, half_life_s
+    )
+    seen = {k.scope: by_key[k.id] for k in keys}
     for key in keys:
         for lim in _quota_limits(key):
-            rate = await _rate(engine, [key.scope], lim.metric, now, lookback_s, half_life_s, seen)
+            rate = _rate([key.scope], lim.metric, now, lookback_s, half_life_s, seen)
             out.limits.append(forecast_limit(usages[lim.id], key.provider, rate, now))
     for name, key_ids in _pools(engine):
+        await asyncio.sleep(0)  # a turn of the event loop between pools (each plays 35 days)
         pool = await _pool(
             engine, name, key_ids, usages, now, lookback_s, half_life_s, horizon_s, seen
         )
@@ -187,7 +186,7 @@ async def _pool(
     lookback_s: float,
     half_life_s: float,
     horizon_s: float,
-    seen: dict[str, Any],
+    seen: dict[str, BurnSums],
 ) -> PoolForecast | None:
     keys = [engine.keys[k] for k in key_ids]
     metric = next(
@@ -209,7 +208,7 @@ async def _pool(
             continue
         u = min(mine, key=lambda x: x.remaining)
         members.append(PoolMember(k.id, u.remaining, u.limit.amount, u.limit.window, u.resets_at))
-    rate = await _rate(engine, [k.scope for k in keys], metric, now, lookback_s, half_life_s, seen)
+    rate = _rate([k.scope for k in keys], metric, now, lookback_s, half_life_s, seen)
     return simulate_pool(
         name,
         metric,

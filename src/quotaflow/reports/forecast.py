@@ -128,6 +128,7 @@ def simulate_pool(
     t = now
     first_empty: float | None = None
     blackouts: list[Blackout] = []
+    following: dict[tuple[float, Window], float | None] = {}
     for _ in range(MAX_EVENTS):
         pool = sum(left.values())
         t_next = min((r for r in resets.values() if r is not None), default=None)
@@ -149,7 +150,10 @@ def simulate_pool(
         for k, r in resets.items():
             if r is not None and r <= t:
                 left[k] = by_id[k].amount
-                resets[k] = next_reset(r, by_id[k].window, tz)
+                w = by_id[k].window
+                if (r, w) not in following:  # keys of one window reset together: once
+                    following[r, w] = next_reset(r, w, tz)
+                resets[k] = following[r, w]
     return PoolForecast(
         route, metric, keys, total_now, rate_per_s * 3600, first_empty, tuple(blackouts)
     )

@@ -41,11 +41,26 @@ def total_of(rows: Iterable[UsageTotals], name: str = "TOTAL") -> UsageTotals:
 
 def by_day(slots: Iterable[UsageTotals], tz: ZoneInfo) -> list[UsageTotals]:
     """Regroup 15-minute slot totals (``group`` = slot start, epoch s) into local days."""
-    days: dict[str, list[UsageTotals]] = {}
+    days: dict[str, list[float]] = {}  # summed in place: a month is ~3,000 slots
     for s in slots:
         day = datetime.fromtimestamp(float(s.group), tz).date().isoformat()
-        days.setdefault(day, []).append(s)
-    return [total_of(rows, day) for day, rows in sorted(days.items())]
+        t = days.get(day)
+        if t is None:
+            t = days[day] = [0, 0, 0, 0, 0, 0, 0.0, 0]
+        t[0] += s.attempts
+        t[1] += s.requests
+        t[2] += s.errors
+        t[3] += s.prompt_tokens
+        t[4] += s.completion_tokens
+        t[5] += s.total_tokens
+        t[6] += s.cost_usd
+        t[7] += s.estimated_cost
+    return [
+        UsageTotals(
+            day, int(a), int(r), int(e), int(p), int(c), int(tok), cost, estimated_cost=int(est)
+        )
+        for day, (a, r, e, p, c, tok, cost, est) in sorted(days.items())
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,32 @@ class UsageTotals:
     estimated_cost: int = 0  # rows whose cost is an estimate (a stand-in price or guessed tokens)
 
 
+@dataclass(frozen=True, slots=True)
+class MinuteStats:
+    """One bucket of the dashboard's timeline, aggregated where the rows are: tokens of
+    settled rows per provider (refusals left out), and the latency percentiles of the
+    answered proxied attempts among the bucket's newest rows (``samples`` of them)."""
+
+    tokens: dict[str, float]
+    samples: int = 0
+    percentiles: tuple[float, ...] = ()  # one per quantile asked, when samples > 0
+
+
+@dataclass(frozen=True, slots=True)
+class BurnSums:
+    """A scope's burn events (:meth:`LedgerStore.burn_events`) summed where the rows are:
+    how many, the first and the last one's time, and each measure weighted by its age
+    (``m · e^(-λ·(now - t))``, λ = ln 2 / half-life) — all an exponentially weighted rate
+    needs, and sums of several scopes add up."""
+
+    events: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    tokens: float = 0.0
+    requests: float = 0.0
+    cost: float = 0.0
+
+
 # How long after a request's first attempt its later attempts are looked for: they begin
 # within the request's deadline (settings.request_timeout_s, 120 s by default).
 REQUEST_SPREAD_S = 300.0
@@ -231,16 +257,24 @@ class LedgerStore(Protocol):
         """Consumption events of a limit scope in ``[since, until)``, oldest first (resets ignored)."""
         ...
 
-    async def tokens_per_bucket(
-        self, since: float, until: float, size: float
-    ) -> dict[float, dict[str, float]]:
-        """Tokens of settled rows per ``size``-second bucket (its start) and provider."""
+    async def minute_stats(
+        self, since: float, until: float, size: float, newest: int, quantiles: Sequence[float]
+    ) -> dict[float, MinuteStats]:
+        """Per ``size``-second bucket with rows: tokens per provider and the nearest-rank
+        ``quantiles`` of the latencies (ms) of answered proxied attempts among its
+        ``newest`` rows, computed by the store (a few rows per bucket come back)."""
         ...
 
-    async def latencies_per_bucket(
-        self, since: float, until: float, size: float, newest: int
-    ) -> dict[float, list[float]]:
-        """Per bucket, latencies (ms) of answered proxied attempts among its ``newest`` rows."""
+    async def span_totals(self, spans: Sequence[tuple[float, float]]) -> list[tuple[Measure, bool]]:
+        """Usage of settled rows (refusals left out) in each ``[start, end)``, and whether
+        any of it is an estimated cost: one read for all the spans."""
+        ...
+
+    async def burn_sums_of_keys(
+        self, key_ids: Sequence[str], since: float, until: float, half_life_s: float
+    ) -> dict[str, BurnSums]:
+        """:meth:`burn_events_of_keys` of each key summed by the store (:class:`BurnSums`,
+        weighted by age at ``until``), not returned event by event."""
         ...
 
     async def burn_events_of_keys(

@@ -236,8 +236,10 @@ class MemoryCounterStore:
             start = window_start(now, lim.window, self._tz)
             since = 0.0 if math.isinf(start) else start
             if lim.window.kind == "rolling":
-                for at, m in await ledger.events_scope(lim.scope, since):
-                    self.charge_now([lim], m, at, now)
+                events = await ledger.events_scope(lim.scope, since)
+                b = self._bucket(lim, now)  # one window: each event is one _commit
+                for at, m in events:
+                    self._commit(b, m.of(lim.metric), at, b.start, now)
             else:
                 self.charge_now([lim], await ledger.sum_scope(lim.scope, since), now, now)
 

@@ -19,8 +19,10 @@ from quotaflow.storage.base import (
     REQUEST_SPREAD_S,
     SLOT_S,
     USAGE_GROUPS,
+    BurnSums,
     LedgerQuery,
     LedgerRow,
+    MinuteStats,
     RequestCounts,
     UsageTotals,
 )
@@ -71,6 +73,8 @@ DAY_S = 86400.0  # the daily rollup's buckets (UTC days)
 # inputs stay bounded at any size (and within a fraction of a percent of the rows' rate).
 BURN_RAW_MAX = 2_000
 _DIMS = "agent, route, provider, key_id, model, status"
+_SETTLED_USE = "status NOT IN ('pending','refused')"  # a row whose use counts
+_ANSWERED = "status='ok' AND source='proxy' AND latency_ms IS NOT NULL"  # a latency sample
 _MEASURES = "requests, prompt_tokens, completion_tokens, total_tokens, cost_usd"
 
 
@@ -313,33 +317,27 @@ class SqlLedger(ABC):
         return " UNION ALL ".join(parts), tuple(out)
 
     def _slot_source(self, spans: Spans) -> tuple[str, tuple[Any, ...]]:
-        """:meth:`_source`'s columns for grouping by slot alone, from ``ledger_key_slots``
-        (a row per key and slot) and the edge rows; ``status`` is only ever 'error' for the
-        ``errors`` count, refused rows are left out as :meth:`_source` leaves them."""
+        """The rows of a report by slot: ``t``, ``n`` (attempts), ``errors`` and the
+        measures, from ``ledger_key_slots`` (a row per key and slot, read once) and the
+        edge rows; refused rows are left out as :meth:`_source` leaves them."""
         parts: list[str] = []
         out: list[Any] = []
         for lo, hi in spans.raw:
             where, p = span("status NOT IN ('pending','refused')", lo, hi)
             parts.append(
-                f"SELECT ts AS t, status, 1 AS n, {_MEASURES}, "
+                "SELECT ts AS t, 1 AS n, CASE WHEN status IN ('error','crashed') THEN 1 "
+                f"ELSE 0 END AS errors, {_MEASURES}, "
                 f"CASE WHEN {ESTIMATED_COST} THEN 1 ELSE 0 END AS est, '' AS provider "
                 f"FROM ledger WHERE {where}"
             )
             out += p
         for lo, hi in spans.slots:
             where, p = span("1=1", lo, hi, column="slot")
-            # the attempts that did not fail as n of an 'ok' row with the use, errors as n of
-            # an 'error' row with none
-            zeros = ", ".join(f"0 AS {c}" for c in (*_MEASURES.split(", "), "est"))
-            for status, n, measures in (
-                ("ok", "attempts - refused - errors", f"{_MEASURES}, estimated AS est"),
-                ("error", "errors", zeros),
-            ):
-                parts.append(
-                    f"SELECT slot AS t, '{status}' AS status, {n} AS n, {measures}, "
-                    f"'' AS provider FROM ledger_key_slots WHERE {where}"
-                )
-                out += p
+            parts.append(
+                f"SELECT slot AS t, attempts - refused AS n, errors, {_MEASURES}, "
+                f"estimated AS est, '' AS provider FROM ledger_key_slots WHERE {where}"
+            )
+            out += p
         return " UNION ALL ".join(parts), tuple(out)
 
     # -- reads ------------------------------------------------------------------------------
@@ -369,37 +367,136 @@ class SqlLedger(ABC):
         """The start of the ``size``-second bucket of a time column (``SLOT_SQL``'s form)."""
         return self.SLOT_SQL.replace("ts", column).replace(f"{SLOT_S:g}", f"{size:g}")
 
-    async def tokens_per_bucket(
-        self, since: float, until: float, size: float
-    ) -> dict[float, dict[str, float]]:
-        """Tokens of settled rows (refusals left out) per ``size``-second bucket and provider,
-        from the rows (a short span: the dashboard's last hour)."""
-        b = self.bucket_of("ts", size)
-        sql = (
-            f"SELECT {b} AS b, provider, COALESCE(SUM(total_tokens),0) FROM ledger "
-            "WHERE ts>=? AND ts<? AND status NOT IN ('pending','refused') GROUP BY b, provider"
-        )
-        out: dict[float, dict[str, float]] = {}
-        for start, provider, tokens in await self.fetch(sql, (since, until)):
-            out.setdefault(float(start), {})[str(provider)] = float(tokens)
-        return out
+    async def minute_stats(
+        self, since: float, until: float, size: float, newest: int, quantiles: Sequence[float]
+    ) -> dict[float, MinuteStats]:
+        """Per ``size``-second bucket: tokens per provider, and the nearest-rank quantiles of
+        the latencies of the answered proxied attempts among its ``newest`` rows.
 
-    async def latencies_per_bucket(
-        self, since: float, until: float, size: float, newest: int
-    ) -> dict[float, list[float]]:
-        """Per ``size``-second bucket, the latencies of the answered proxied attempts among
-        its ``newest`` rows (three columns read, not whole rows)."""
+        Aggregated in SQL, so a handful of rows per bucket come back whatever the traffic
+        (turning thousands of rows into Python objects on a reading thread holds the GIL the
+        event loop needs): one scan for tokens and counts, then each quantile as the
+        ``k``-th latency of its bucket (``ORDER BY latency_ms LIMIT … OFFSET k-1``), all in
+        one statement. Buckets with more than ``newest`` rows first find their newest rows'
+        lowest id (two more statements for all of them)."""
         b = self.bucket_of("ts", size)
-        sql = (
-            "SELECT b, latency_ms FROM (SELECT "
-            f"{b} AS b, status, source, latency_ms, "
-            f"ROW_NUMBER() OVER (PARTITION BY {b} ORDER BY id DESC) AS n "
-            "FROM ledger WHERE ts>=? AND ts<?) r "
-            "WHERE n<=? AND status='ok' AND source='proxy' AND latency_ms IS NOT NULL"
+        counts = await self.fetch(
+            f"SELECT {b} AS b, provider, "
+            f"COALESCE(SUM(CASE WHEN {_SETTLED_USE} THEN total_tokens ELSE 0 END),0), "
+            f"SUM(CASE WHEN {_SETTLED_USE} THEN 1 ELSE 0 END), COUNT(*), "
+            f"SUM(CASE WHEN {_ANSWERED} THEN 1 ELSE 0 END) "
+            "FROM ledger WHERE ts>=? AND ts<? GROUP BY b, provider",
+            (since, until),
         )
-        out: dict[float, list[float]] = {}
-        for start, ms in await self.fetch(sql, (since, until, newest)):
-            out.setdefault(float(start), []).append(float(ms))
+        tokens: dict[float, dict[str, float]] = {}
+        rows: dict[float, int] = {}
+        answered: dict[float, int] = {}
+        for start, provider, t, settled, n, a in counts:
+            start = float(start)
+            mine = tokens.setdefault(start, {})
+            if settled:
+                mine[str(provider)] = float(t)
+            rows[start] = rows.get(start, 0) + int(n)
+            answered[start] = answered.get(start, 0) + int(a or 0)
+
+        def rows_of(start: float) -> tuple[str, list[Any]]:
+            # the bucket's rows, by the expression that grouped them (a row on an edge is
+            # where the counts put it), found through the time index
+            lo, hi = max(start - 1.0, since), min(start + size + 1.0, until)
+            return f"ts>=? AND ts<? AND {b}=?", [lo, hi, start]
+
+        # Buckets with more rows than the sample: their newest rows' lowest id, and how many
+        # of those rows answered (two statements for all such buckets)
+        capped = sorted(s for s, n in rows.items() if n > newest)
+        floors: dict[float, int] = {}
+        if capped:
+            parts: list[str] = []
+            params: list[Any] = []
+            for i, start in enumerate(capped):
+                where, p = rows_of(start)
+                parts.append(
+                    f"SELECT {i} AS i, (SELECT id FROM ledger WHERE {where} "
+                    "ORDER BY id DESC LIMIT 1 OFFSET ?) AS f"
+                )
+                params += [*p, newest - 1]
+            for i, f in await self.fetch(" UNION ALL ".join(parts), tuple(params)):
+                floors[capped[int(i)]] = int(f)
+            parts, params = [], []
+            for i, start in enumerate(capped):
+                where, p = rows_of(start)
+                parts.append(
+                    f"SELECT {i} AS i, (SELECT COUNT(*) FROM ledger WHERE {where} "
+                    f"AND id>=? AND {_ANSWERED}) AS n"
+                )
+                params += [*p, floors[start]]
+            for i, n in await self.fetch(" UNION ALL ".join(parts), tuple(params)):
+                answered[capped[int(i)]] = int(n)
+        # Per minute, one sorted read covers the lowest and the highest rank asked (the
+        # first and last of the window between them: p50 and p95 in one scan), and one read
+        # each rank between them.
+        picks: list[str] = []
+        params = []
+        read: list[tuple[float, int, int]] = []  # (bucket, first rank, last rank) of a pick
+        for start in sorted(answered):
+            n = answered[start]
+            if not n:
+                continue
+            ranks = sorted({max(math.ceil(q * n), 1) for q in quantiles})
+            windows = [(ranks[0], ranks[-1])] + [(r, r) for r in ranks[1:-1]]
+            for first, last in windows:
+                where, p = rows_of(start)
+                where += f" AND {_ANSWERED}"
+                if start in floors:
+                    where += " AND id>=?"
+                    p.append(floors[start])
+                i = len(read)
+                picks.append(
+                    f"SELECT {i} AS i, MIN(x), MAX(x) FROM (SELECT latency_ms AS x FROM ledger "
+                    f"WHERE {where} ORDER BY latency_ms LIMIT ? OFFSET ?) s{i}"
+                )
+                params += [*p, last - first + 1, first - 1]
+                read.append((start, first, last))
+        values: dict[float, list[float]] = {}
+        if picks:
+            at: dict[tuple[float, int], float] = {}
+            for i, lo, hi in await self.fetch(" UNION ALL ".join(picks), tuple(params)):
+                start, first, last = read[int(i)]
+                at[start, first] = float(lo)
+                at[start, last] = float(hi)
+            for start in sorted({r[0] for r in read}):
+                n = answered[start]
+                values[start] = [at[start, max(math.ceil(q * n), 1)] for q in quantiles]
+        return {
+            start: MinuteStats(
+                tokens.get(start, {}), answered.get(start, 0), tuple(values.get(start, ()))
+            )
+            for start in sorted(rows)
+        }
+
+    async def span_totals(self, spans: Sequence[tuple[float, float]]) -> list[tuple[Measure, bool]]:
+        """Each span's :meth:`usage_by` total and whether :meth:`estimated_cost_groups`
+        finds an estimate in it, every span's parts in one statement."""
+        if not spans:
+            return []
+        parts: list[str] = []
+        params: list[Any] = []
+        for i, (lo, hi) in enumerate(spans):
+            src, p = self._source(await self._plan(lo, hi), "status!='refused'", ())
+            parts.append(
+                f"SELECT {i} AS i, total_tokens, requests, cost_usd, est FROM ({src}) u{i}"
+            )
+            params += p
+        sql = (
+            "SELECT i, COALESCE(SUM(total_tokens),0), COALESCE(SUM(requests),0), "
+            "COALESCE(SUM(cost_usd),0), COALESCE(SUM(est),0) FROM ("
+            + " UNION ALL ".join(parts)
+            + ") s GROUP BY i"
+        )
+        got = {int(i): (t, r, c, e) for i, t, r, c, e in await self.fetch(sql, tuple(params))}
+        out = []
+        for i in range(len(spans)):
+            t, r, c, e = got.get(i, (0, 0, 0.0, 0))
+            out.append((Measure(float(t), float(r), float(c)), int(e) > 0))
         return out
 
     async def _since(self, scope: str, since: float) -> float:
@@ -623,11 +720,13 @@ class SqlLedger(ABC):
         spans = await self._plan(since, until, days=group != "slot")
         if group == "slot":  # every slot of the span: from the per-key slot rollup
             src, params = self._slot_source(spans)
+            errors = "errors"
         else:
             src, params = self._source(spans, "status!='refused'", ())
+            errors = "CASE WHEN status IN ('error','crashed') THEN n ELSE 0 END"
         sql = (
             f"SELECT {column} AS g, COALESCE(SUM(n),0), COALESCE(SUM(requests),0), "
-            "COALESCE(SUM(CASE WHEN status IN ('error','crashed') THEN n ELSE 0 END),0), "
+            f"COALESCE(SUM({errors}),0), "
             "COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), "
             "COALESCE(SUM(total_tokens),0), COALESCE(SUM(cost_usd),0), MAX(provider), "
             f"COALESCE(SUM(est),0) FROM ({src}) u GROUP BY g ORDER BY g"
@@ -729,6 +828,72 @@ class SqlLedger(ABC):
         return {
             k: await self._burn("key_id=?", (k,), since, until, slots) for k, slots in by.items()
         }
+
+    async def burn_sums_of_keys(
+        self, key_ids: Sequence[str], since: float, until: float, half_life_s: float
+    ) -> dict[str, BurnSums]:
+        """What :meth:`burn_events_of_keys` returns, summed in SQL (:class:`BurnSums`, each
+        event weighted by ``e^(-λ·(until - t))``): a few rows come back instead of ~700
+        slot events and the current slot's rows per key. The same events are read: a key's
+        rows one by one while its look-back holds at most :data:`BURN_RAW_MAX` attempts,
+        else one event per slot at the slot's end and the current slot's rows."""
+        if not key_ids:
+            return {}
+        horizon = await self.horizon()
+        kept = since if horizon is None else max(since, horizon)  # rows exist from here on
+        marks = ", ".join("?" for _ in key_ids)
+        where, params = span(f"key_id IN ({marks})", _down(kept, SLOT_S), until, column="slot")
+        attempts = {
+            str(k): int(n)
+            for k, n in await self.fetch(
+                f"SELECT key_id, SUM(attempts) FROM ledger_key_slots WHERE {where} GROUP BY key_id",
+                (*key_ids, *params),
+            )
+        }
+        by_start: dict[float, list[str]] = {}
+        for k in key_ids:
+            raw_from = kept
+            if attempts.get(k, 0) > BURN_RAW_MAX:
+                raw_from = max(kept, _down(until, SLOT_S))
+            by_start.setdefault(raw_from, []).append(k)
+        use = "(total_tokens>0 OR requests>0 OR cost_usd>0)"
+        parts: list[str] = []
+        out: list[Any] = []
+        for raw_from, keys in by_start.items():
+            mine = f"key_id IN ({', '.join('?' for _ in keys)})"
+            raw: list[tuple[float | None, float | None]] = [(raw_from, until)]
+            if raw_from > since:
+                spans = await self._plan(since, raw_from, days=False)
+                raw += spans.raw
+                for lo, hi in spans.slots:
+                    w, p = span(f"{mine} AND {use}", lo, hi, column="slot")
+                    parts.append(
+                        f"SELECT key_id, slot + {SLOT_S:g} AS t, total_tokens AS tok, "
+                        f"requests AS req, cost_usd AS cost FROM ledger_key_slots WHERE {w}"
+                    )
+                    out += [*keys, *p]
+            for lo, hi in raw:
+                w, p = span(f"{mine} AND status!='pending' AND {use}", lo, hi)
+                parts.append(
+                    "SELECT key_id, ts AS t, total_tokens AS tok, requests AS req, "
+                    f"cost_usd AS cost FROM ledger WHERE {w}"
+                )
+                out += [*keys, *p]
+        lam = math.log(2.0) / half_life_s
+        weight = "EXP(? * (t - ?))"
+        sql = (
+            f"SELECT key_id, COUNT(*), MIN(t), MAX(t), SUM(tok * {weight}), "
+            f"SUM(req * {weight}), SUM(cost * {weight}) FROM ("
+            + " UNION ALL ".join(parts)
+            + ") e GROUP BY key_id"
+        )
+        got = {
+            str(k): BurnSums(int(n), float(a), float(z), float(t), float(r), float(c))
+            for k, n, a, z, t, r, c in await self.fetch(
+                sql, (lam, until, lam, until, lam, until, *out)
+            )
+        }
+        return {k: got.get(k, BurnSums()) for k in key_ids}
 
     async def _burn(
         self,

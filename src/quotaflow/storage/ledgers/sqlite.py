@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import threading
 import time
@@ -267,6 +268,10 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._sync}")
         db.execute("PRAGMA busy_timeout=5000")
+        try:  # SQLite's math functions (forecasts weigh use by age in SQL) are a build option
+            db.execute("SELECT exp(0)")
+        except sqlite3.OperationalError:
+            db.create_function("exp", 1, math.exp, deterministic=True)
         return db
 
     async def open(self) -> None:

@@ -29,6 +29,9 @@ from quotaflow.web.state import RUNTIME
 if TYPE_CHECKING:  # the dashboard's modules load with its first request
     from quotaflow.web.dashboard.series import SeriesCache
 
+# Imported by the first snapshot, not before (``quotaflow serve`` imports them on a thread
+# once it listens: cli.serve.import_handlers)
+DEFERRED_MODULES = ("quotaflow.web.dashboard.series", "quotaflow.web.dashboard.snapshot")
 POLL_S = 0.25
 MIN_INTERVAL_S = 1.0
 REFRESH_S = 5.0

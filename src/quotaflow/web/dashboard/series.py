@@ -1,7 +1,7 @@
 """The dashboard's charts: tokens per provider over time, latency p50/p95, cost per day, and
 the forecast of when each key and each pool of keys runs out.
 
-Everything comes from the ledger's semantic queries (``usage_by``, ``query``) and from
+Everything comes from the ledger's semantic queries (``minute_stats``, ``span_totals``) and from
 :func:`quotaflow.reports.collect.collect_forecast`. A refresh every second must stay cheap,
 so :class:`SeriesCache` keeps what can no longer change: a ledger row is stamped when its
 attempt *starts*, so a time bucket is final once it ended :data:`SETTLE_MARGIN_S` ago; only
@@ -31,14 +31,6 @@ FORECAST_MAX_AGE_S = 30.0
 DAY = Window("day")
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of already sorted values (``None`` for none)."""
-    if not sorted_values:
-        return None
-    rank = max(math.ceil(q * len(sorted_values)), 1)
-    return sorted_values[rank - 1]
-
-
 @dataclass(frozen=True, slots=True)
 class Bucket:
     tokens: dict[str, float]  # provider → tokens
@@ -61,18 +53,22 @@ class SeriesCache:
         self._forecast_stamp: object = None
 
     async def _read_buckets(self, starts: list[float]) -> dict[float, Bucket]:
-        """The buckets starting at ``starts`` (ascending), read in two queries."""
+        """The buckets starting at ``starts`` (ascending), aggregated by the ledger: a few
+        rows per bucket come back, whatever the traffic."""
         since, until = starts[0], starts[-1] + BUCKET_S
-        ledger = self.gw.ledger
-        tokens = await ledger.tokens_per_bucket(since, until, BUCKET_S)
-        latencies = await ledger.latencies_per_bucket(since, until, BUCKET_S, LATENCY_SAMPLE)
+        got = await self.gw.ledger.minute_stats(
+            since, until, BUCKET_S, LATENCY_SAMPLE, (0.50, 0.95)
+        )
         out = {}
         for start in starts:
-            values = sorted(latencies.get(start, ()))
-            mine = {p: t for p, t in tokens.get(start, {}).items() if p and t > 0}
-            out[start] = Bucket(
-                mine, percentile(values, 0.50), percentile(values, 0.95), len(values)
-            )
+            m = got.get(start)
+            if m is None or not m.samples:
+                p50 = p95 = None
+            else:
+                p50, p95 = m.percentiles
+            tokens = m.tokens if m is not None else {}
+            mine = {p: t for p, t in tokens.items() if p and t > 0}
+            out[start] = Bucket(mine, p50, p95, m.samples if m is not None else 0)
         return out
 
     async def timeline(self, now: float) -> dict[str, Any]:
@@ -114,20 +110,22 @@ class SeriesCache:
         return starts[::-1]
 
     async def cost_per_day(self, now: float) -> list[dict[str, Any]]:
-        """Cost and tokens per calendar day (the configured time zone), oldest first."""
+        """Cost and tokens per calendar day (the configured time zone), oldest first; the
+        days not kept yet read in one statement."""
         tz = self.gw.config.tz
-        out = []
         starts = self._day_starts(now)
+        ends = {start: next_reset(start, DAY, tz) or start + 86400.0 for start in starts}
+        missing = [s for s in starts if s not in self._days]
+        if missing:
+            totals = await self.gw.ledger.span_totals([(s, ends[s]) for s in missing])
+            for start, (m, guessed) in zip(missing, totals, strict=True):
+                got = (m.tokens, m.cost, guessed)
+                self._days[start] = got  # the days still open are dropped below
+        out = []
         for start in starts:
-            end = next_reset(start, DAY, tz) or start + 86400.0
-            got = self._days.get(start)
-            if got is None:
-                by = await self.store.usage_by([], start, end)
-                m = by.get(())
-                guessed = bool(m and await self.store.estimated_cost_groups([], start, end))
-                got = (m.tokens, m.cost, guessed) if m else (0.0, 0.0, False)
-                if end <= now - SETTLE_MARGIN_S:
-                    self._days[start] = got
+            got = self._days[start]
+            if ends[start] > now - SETTLE_MARGIN_S:
+                del self._days[start]  # read again next time: it can still change
             day = datetime.fromtimestamp(start, tz).strftime("%Y-%m-%d")
             out.append(
                 {
