@@ -29,13 +29,7 @@ from pathlib import Path
 
 log = logging.getLogger("quotaflow.storage.ledgers.checkpoint")
 
-# A checkpoint costs two fsyncs and ~1.7 ms of CPU (mostly the kernel's writeback) before the
-# ~1 µs per WAL frame it copies; a request at concurrency 1 appends ~12 frames (its pending
-# row, then its final row with the rollups). Measured in process at c=1 (pinned, 10,000
-# requests): a checkpoint every 1,000 frames (SQLite's own default) cost 21-30 ms of CPU
-# per 1,000 requests and put the requests it overlapped at p99; every 4,000 frames (~16 MB
-# of 4 KiB pages), 15-19 ms, and p99 fell by about a third.
-TRIGGER_FRAMES = 4000
+TRIGGER_FRAMES = 1000  # SQLite's own default for wal_autocheckpoint (~4 MB of 4 KiB pages)
 LIMIT_FRAMES = 4 * TRIGGER_FRAMES  # past this the WAL is made to start over (RESTART)
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is trimmed to when it starts over
 
