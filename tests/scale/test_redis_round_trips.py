@@ -137,3 +137,50 @@ async def test_a_settle_sent_without_waiting_lands_before_what_follows_and_befor
     finally:
         await other.close()
     assert (usage.used, usage.reserved) == (50, 0)
+
+
+@pytest.mark.parametrize("window", ["day", "rolling 60s", "once"])
+async def test_names_beyond_ascii_reserve_and_settle_on_the_pipe(
+    redis_url_prefix: tuple[str, str], window: str
+) -> None:
+    """A command's lengths are in bytes: a prefix and a limit id beyond ASCII still book,
+    settle and read back exactly what was asked (calendar, rolling and once windows)."""
+    url, prefix = redis_url_prefix
+    clé = limit("key:clé-€", "tokens", window, 1_000)
+    store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=f"{prefix}ü:", clock=FrozenClock(T0))
+    await store.attach(LedgerSource(None, list))
+    try:
+        await store.snapshot([clé, TOKENS], T0)  # connected
+        out = await store.reserve([Claim(clé, 600), Claim(TOKENS, 0.25)], T0)
+        assert out.ok
+        assert store.recent([clé], T0) == {clé.id: (await store.snapshot([clé], T0))[clé.id]}
+        await store.settle(out.reservation_id or "", Measure(123.5, 1, 0), T0)
+        await store.drain()
+        usage = await store.snapshot([clé, TOKENS], T0)
+        refused = await store.reserve([Claim(clé, 900)], T0)
+    finally:
+        await store.close()
+    assert (usage[clé.id].used, usage[clé.id].reserved) == (123.5, 0)
+    assert (usage[TOKENS.id].used, usage[TOKENS.id].reserved) == (123.5, 0)
+    assert not refused.ok and refused.shortfall is not None
+    assert refused.shortfall.limit.id == clé.id
+
+
+async def test_what_the_store_keeps_per_window_does_not_grow_as_windows_roll(
+    redis_url_prefix: tuple[str, str],
+) -> None:
+    """The parts of commands made once per window are kept for the current window only."""
+    url, prefix = redis_url_prefix
+    clock = FrozenClock(T0)
+    store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=clock)
+    await store.attach(LedgerSource(None, list))
+    try:
+        for _ in range(5):  # five minutes: five windows of the requests limit
+            out = await store.reserve([Claim(TOKENS, 10), Claim(REQUESTS, 1)], clock.now())
+            await store.settle(out.reservation_id or "", Measure(5, 1, 0), clock.now())
+            clock.advance(60)
+        await store.drain()
+        assert len(store._by_key) == 2  # one window per limit
+        assert store.recent([TOKENS], clock.now() - 60) is not None  # the view still works
+    finally:
+        await store.close()

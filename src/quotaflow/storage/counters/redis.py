@@ -55,7 +55,7 @@ from quotaflow.engine.reservation import Claim, fits
 from quotaflow.engine.windows import next_reset, window_start
 from quotaflow.errors import Unavailable
 from quotaflow.storage.base import ReserveOutcome
-from quotaflow.storage.counters.pipe import ScriptPipe
+from quotaflow.storage.counters.pipe import ScriptPipe, bulk
 from quotaflow.storage.counters.rebuild import LedgerSource, ledger_window
 from quotaflow.storage.outage import Outage, where
 from quotaflow.types import Measure
@@ -126,6 +126,12 @@ class _Window:
     bucket: _Bucket  # its ttl is recomputed for calendar windows
     w_text: str  # repr(bucket.w)
     cap_text: str  # repr(limit.amount)
+    # The same in RESP, as a reserve sends them: the bucket key, the window's seconds, its
+    # keys' ttl when fixed (rolling and once windows; "" for calendar ones), cap and metric.
+    key_bulk: str
+    w_bulk: str
+    ttl_bulk: str
+    tail_bulk: str
 
 
 # What the store last saw of a limit: its window then, the usage, and when (the caller's now).
@@ -188,7 +194,12 @@ class RedisCounterStore:
         self._unsent: list[tuple[list[Limit], Measure, float]] = []  # charges to retry
         self._windows: dict[str, _Window] = {}  # per limit id: its current window
         self._view: dict[str, _Seen] = {}  # per limit id: its usage in the last reply
-        self._view_from = len(prefix) + 2  # a bucket key is <prefix>b:<limit id>@<window>
+        self._by_key: dict[str, _Window] = {}  # per bucket key: the window it was made for
+        # The constant parts of the hot path's commands, in RESP (see reserve and settle).
+        self._heads = {n: bulk("EVALSHA") + bulk(sha) for n, sha in self._shas.items()}
+        self._epoch_bulk = bulk(self._epoch_key)
+        self._rec_prefix = f"{prefix}r:"
+        self._rec_len = len(self._rec_prefix.encode())  # a reservation id is ASCII
         self._source: LedgerSource | None = None
         self._down = False
         self._recovery: asyncio.Task[None] | None = None
@@ -221,8 +232,16 @@ class RedisCounterStore:
             assert reset is not None  # calendar windows end
             end = reset
             b = _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, 0, end)
-        win = _Window(lim, start, end, b, repr(b.w), repr(lim.amount))
+        w_text, cap_text = repr(b.w), repr(lim.amount)
+        win = _Window(
+            lim, start, end, b, w_text, cap_text, bulk(b.key), bulk(w_text),
+            "" if b.end is not None else bulk(str(b.ttl)), bulk(cap_text) + bulk(lim.metric),
+        )  # fmt: skip
+        old = self._windows.get(lim.id)
+        if old is not None:  # one key per limit: a minute window makes a new one each minute
+            self._by_key.pop(old.bucket.key, None)
         self._windows[lim.id] = win
+        self._by_key[b.key] = win
         return win
 
     @staticmethod
@@ -269,8 +288,8 @@ class RedisCounterStore:
 
     def _saw(self, key: str, used: float, reserved: float, first: float, now: float) -> None:
         """Keep what a reply showed of bucket ``key``, if it is its limit's current window."""
-        win = self._windows.get(key[self._view_from : key.rindex("@")])
-        if win is not None and win.bucket.key == key:
+        win = self._by_key.get(key)
+        if win is not None and self._windows.get(win.limit.id) is win:
             self._keep(win, used, reserved, first, now)
 
     def _forget(self, limits: Collection[Limit]) -> None:
@@ -291,12 +310,18 @@ class RedisCounterStore:
                 raise
             return await self._scripts[name](keys=keys, args=args)  # loads it into Redis
 
-    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def _run(
+        self, name: str, keys: list[str], args: list[Any], command: bytes | None = None
+    ) -> Any:
+        """Script ``name`` on ``keys`` and ``args``; ``command``: the same call already in
+        RESP (the hot path builds it from parts made once per window)."""
         self.script_calls += 1
         try:
             pipe = self._pipe
             if pipe is not None and pipe.connected:  # inlined _call: one frame less to wake
                 try:
+                    if command is not None:
+                        return await pipe.send_encoded(command)
                     return await pipe.send("EVALSHA", self._shas[name], len(keys), *keys, *args)
                 except ResponseError as exc:
                     if not str(exc).startswith("NOSCRIPT"):
@@ -339,13 +364,29 @@ class RedisCounterStore:
         hold = self.hold_ttl_s if ttl_s is None else ttl_s
         mode = "c" if ttl_s is None else "r"
         wins = [self._window(c.limit, now) for c in claims]
-        keys = [self._epoch_key, f"{self.prefix}r:{rid}"]
-        args: list[Any] = [repr(now), repr(now + hold), mode, math.ceil(hold * 2 + 3600), rid]
+        rec = f"{self._rec_prefix}{rid}"
+        now_t, exp_t, rttl = repr(now), repr(now + hold), str(math.ceil(hold * 2 + 3600))
+        n = len(claims)
+        # The command in RESP, its constant parts made once per window (see _Window); the
+        # per-call parts are ASCII (numbers and the reservation id), so len() counts bytes.
+        nk = str(n + 2)
+        cmd = [
+            f"*{10 + 6 * n}\r\n{self._heads['reserve']}${len(nk)}\r\n{nk}\r\n"
+            f"{self._epoch_bulk}${self._rec_len + len(rid)}\r\n{rec}\r\n",
+            *[w.key_bulk for w in wins],
+            f"${len(now_t)}\r\n{now_t}\r\n${len(exp_t)}\r\n{exp_t}\r\n$1\r\n{mode}\r\n"
+            f"${len(rttl)}\r\n{rttl}\r\n${len(rid)}\r\n{rid}\r\n",
+        ]
+        keys = [self._epoch_key, rec]
+        args: list[Any] = [now_t, exp_t, mode, rttl, rid]
         ttl = self._ttl
         for c, win in zip(claims, wins, strict=True):
+            t = win.ttl_bulk or bulk(str(ttl(win, now)))
+            a = repr(c.amount)
+            cmd += (win.w_bulk, t, f"${len(a)}\r\n{a}\r\n", win.tail_bulk)
             keys.append(win.bucket.key)
-            args += (win.w_text, ttl(win, now), repr(c.amount), win.cap_text, c.limit.metric)
-        out = await self._run("reserve", keys, args)
+            args += (win.w_text, ttl(win, now), a, win.cap_text, c.limit.metric)
+        out = await self._run("reserve", keys, args, "".join(cmd).encode())
         ok = int(out[0]) == 1
         keep = self._keep
         # The reply holds each limit's usage before booking: what it is now, once booked.
@@ -380,8 +421,13 @@ class RedisCounterStore:
         # replica's next commands follow it on the same connection (Redis runs them in
         # order). Until it lands, the hold counts at its worst case: over, never under.
         self.script_calls += 1
-        rec = f"{self.prefix}r:{reservation_id}"
-        fut = pipe.send("EVALSHA", self._shas["settle"], 2, self._epoch_key, rec, *args)
+        rec = f"{self._rec_prefix}{reservation_id}"
+        command = (
+            f"*9\r\n{self._heads['settle']}$1\r\n2\r\n{self._epoch_bulk}"
+            f"${self._rec_len + len(reservation_id)}\r\n{rec}\r\n"
+            + "".join([f"${len(a)}\r\n{a}\r\n" for a in args])
+        )
+        fut = pipe.send_encoded(command.encode())
         fut.add_done_callback(functools.partial(self._settled, reservation_id, args, now))
 
     def _settled(self, rid: str, args: list[Any], now: float, fut: asyncio.Future[Any]) -> None:
