@@ -330,8 +330,10 @@ class PostgresLedger(SqlOutbox, SqlLedger):
                     await write_rows(conn, inserts, finishes)
 
         try:
-            # Bounded: a connection cut mid-way (a restart) must end in an error, never a hang.
-            await asyncio.wait_for(write(), self._timeout_s * 2)
+            # Bounded: a connection cut mid-way (a restart) must end in an error, never a hang
+            # (a timeout on this task, not wait_for's task around the write).
+            async with asyncio.timeout(self._timeout_s * 2):
+                await write()
         except _DOWN as exc:
             await self._drop_writer_connection()  # the next batch takes a fresh one
             self.outage.failed(f"{type(exc).__name__}: {exc}; {len(batch)} row(s) not committed")
