@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from quotaflow.engine.reservation import Claim
+from quotaflow.storage.counters.pipe import bulk
 from quotaflow.storage.counters.rebuild import LedgerSource
 from quotaflow.storage.counters.redis import VIEW_TTL_S, RedisCounterStore
 from quotaflow.testing import FrozenClock, limit
@@ -184,3 +185,35 @@ async def test_what_the_store_keeps_per_window_does_not_grow_as_windows_roll(
         assert store.recent([TOKENS], clock.now() - 60) is not None  # the view still works
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("piped", [True, False])
+async def test_scripts_redis_lacks_are_loaded_and_a_store_without_the_pipe_books_alike(
+    redis_url_prefix: tuple[str, str], piped: bool
+) -> None:
+    """A reserve or settle meeting NOSCRIPT (Redis restarted or flushed its scripts) goes
+    through redis-py, which loads the script; without the pipe (TLS, sockets) the same
+    calls go through redis-py from the start. (Redis is shared: rather than flush its
+    scripts, this store is told a digest Redis never saw.)"""
+    url, prefix = redis_url_prefix
+    store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=FrozenClock(T0))
+    if piped:
+        for name in ("reserve", "settle"):
+            store._shas[name] = "0" * 40
+            store._heads[name] = bulk("EVALSHA") + bulk("0" * 40)
+    else:
+        store._pipe = None
+    await store.attach(LedgerSource(None, list))
+    try:
+        await store.snapshot([TOKENS], T0)  # connected
+        out = await store.reserve([Claim(TOKENS, 100), Claim(REQUESTS, 1)], T0)
+        assert out.ok
+        refused = await store.reserve([Claim(TOKENS, 999_950)], T0)
+        assert not refused.ok and refused.shortfall is not None
+        await store.settle(out.reservation_id or "", Measure(40, 1, 0), T0)
+        await store.drain()
+        usage = await store.snapshot([TOKENS, REQUESTS], T0)
+    finally:
+        await store.close()
+    assert (usage[TOKENS.id].used, usage[TOKENS.id].reserved) == (40, 0)
+    assert (usage[REQUESTS.id].used, usage[REQUESTS.id].reserved) == (1, 0)

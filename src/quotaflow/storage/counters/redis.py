@@ -76,6 +76,9 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 VIEW_TTL_S = 0.5
 
 
+_RESEND = object()  # RedisCounterStore._run: call again with the keys and args as lists
+
+
 class CountersUnavailable(Unavailable):
     """The shared counters cannot be read or booked: requests fail closed (503)."""
 
@@ -311,22 +314,33 @@ class RedisCounterStore:
             return await self._scripts[name](keys=keys, args=args)  # loads it into Redis
 
     async def _run(
-        self, name: str, keys: list[str], args: list[Any], command: bytes | None = None
+        self,
+        name: str,
+        keys: list[str] | None,
+        args: list[Any] | None,
+        command: bytes | None = None,
     ) -> Any:
-        """Script ``name`` on ``keys`` and ``args``; ``command``: the same call already in
-        RESP (the hot path builds it from parts made once per window)."""
-        self.script_calls += 1
+        """Script ``name`` on ``keys`` and ``args``, or (the hot path) ``command``: the same
+        call already in RESP, without the lists. Then :data:`_RESEND` means: no pipe, or
+        Redis has lost the script; call again with the lists (redis-py loads it)."""
         try:
             pipe = self._pipe
             if pipe is not None and pipe.connected:  # inlined _call: one frame less to wake
+                self.script_calls += 1
                 try:
                     if command is not None:
                         return await pipe.send_encoded(command)
+                    assert keys is not None and args is not None
                     return await pipe.send("EVALSHA", self._shas[name], len(keys), *keys, *args)
                 except ResponseError as exc:
                     if not str(exc).startswith("NOSCRIPT"):
                         raise
+                    if keys is None or args is None:
+                        return _RESEND
                     return await self._scripts[name](keys=keys, args=args)  # loads it
+            if keys is None or args is None:
+                return _RESEND
+            self.script_calls += 1
             return await self._call(name, keys, args)
         except ResponseError as exc:
             if "QF_NOINIT" in str(exc):
@@ -355,38 +369,51 @@ class RedisCounterStore:
     async def reserve(
         self, claims: Sequence[Claim], now: float, ttl_s: float | None = None
     ) -> ReserveOutcome:
-        merged: dict[str, Claim] = {}
-        for c in claims:  # one hold per limit: the same limit twice books the sum
-            old = merged.get(c.limit.id)
-            merged[c.limit.id] = c if old is None else Claim(c.limit, old.amount + c.amount)
-        claims = list(merged.values())
+        if len(claims) > 1 and len({c.limit.id for c in claims}) < len(claims):
+            merged: dict[str, Claim] = {}
+            for c in claims:  # one hold per limit: the same limit twice books the sum
+                old = merged.get(c.limit.id)
+                merged[c.limit.id] = c if old is None else Claim(c.limit, old.amount + c.amount)
+            claims = list(merged.values())
         rid = f"{self._tag}-{next(self._ids):x}"
         hold = self.hold_ttl_s if ttl_s is None else ttl_s
         mode = "c" if ttl_s is None else "r"
-        wins = [self._window(c.limit, now) for c in claims]
         rec = f"{self._rec_prefix}{rid}"
         now_t, exp_t, rttl = repr(now), repr(now + hold), str(math.ceil(hold * 2 + 3600))
         n = len(claims)
         # The command in RESP, its constant parts made once per window (see _Window); the
         # per-call parts are ASCII (numbers and the reservation id), so len() counts bytes.
         nk = str(n + 2)
-        cmd = [
+        keys = [
             f"*{10 + 6 * n}\r\n{self._heads['reserve']}${len(nk)}\r\n{nk}\r\n"
-            f"{self._epoch_bulk}${self._rec_len + len(rid)}\r\n{rec}\r\n",
-            *[w.key_bulk for w in wins],
-            f"${len(now_t)}\r\n{now_t}\r\n${len(exp_t)}\r\n{exp_t}\r\n$1\r\n{mode}\r\n"
-            f"${len(rttl)}\r\n{rttl}\r\n${len(rid)}\r\n{rid}\r\n",
+            f"{self._epoch_bulk}${self._rec_len + len(rid)}\r\n{rec}\r\n"
         ]
-        keys = [self._epoch_key, rec]
-        args: list[Any] = [now_t, exp_t, mode, rttl, rid]
-        ttl = self._ttl
-        for c, win in zip(claims, wins, strict=True):
-            t = win.ttl_bulk or bulk(str(ttl(win, now)))
+        args = [
+            f"${len(now_t)}\r\n{now_t}\r\n${len(exp_t)}\r\n{exp_t}\r\n$1\r\n{mode}\r\n"
+            f"${len(rttl)}\r\n{rttl}\r\n${len(rid)}\r\n{rid}\r\n"
+        ]
+        wins: list[_Window] = []
+        window = self._window
+        for c in claims:
+            win = window(c.limit, now)
+            wins.append(win)
+            keys.append(win.key_bulk)
             a = repr(c.amount)
-            cmd += (win.w_bulk, t, f"${len(a)}\r\n{a}\r\n", win.tail_bulk)
-            keys.append(win.bucket.key)
-            args += (win.w_text, ttl(win, now), a, win.cap_text, c.limit.metric)
-        out = await self._run("reserve", keys, args, "".join(cmd).encode())
+            if win.ttl_bulk:
+                args += (win.w_bulk, win.ttl_bulk, f"${len(a)}\r\n{a}\r\n", win.tail_bulk)
+            else:
+                t = str(self._ttl(win, now))
+                args += (win.w_bulk, f"${len(t)}\r\n{t}\r\n", f"${len(a)}\r\n{a}\r\n",
+                         win.tail_bulk)  # fmt: skip
+        out = await self._run("reserve", None, None, "".join(keys + args).encode())
+        if out is _RESEND:  # the same call as lists, through redis-py
+            keys = [self._epoch_key, rec]
+            args = [now_t, exp_t, mode, rttl, rid]
+            for c, win in zip(claims, wins, strict=True):
+                keys.append(win.bucket.key)
+                t = str(self._ttl(win, now))
+                args += (win.w_text, t, repr(c.amount), win.cap_text, c.limit.metric)
+            out = await self._run("reserve", keys, args)
         ok = int(out[0]) == 1
         keep = self._keep
         # The reply holds each limit's usage before booking: what it is now, once booked.
@@ -422,10 +449,12 @@ class RedisCounterStore:
         # order). Until it lands, the hold counts at its worst case: over, never under.
         self.script_calls += 1
         rec = f"{self._rec_prefix}{reservation_id}"
+        now_t, tokens, requests, cost = args
         command = (
             f"*9\r\n{self._heads['settle']}$1\r\n2\r\n{self._epoch_bulk}"
             f"${self._rec_len + len(reservation_id)}\r\n{rec}\r\n"
-            + "".join([f"${len(a)}\r\n{a}\r\n" for a in args])
+            f"${len(now_t)}\r\n{now_t}\r\n${len(tokens)}\r\n{tokens}\r\n"
+            f"${len(requests)}\r\n{requests}\r\n${len(cost)}\r\n{cost}\r\n"
         )
         fut = pipe.send_encoded(command.encode())
         fut.add_done_callback(functools.partial(self._settled, reservation_id, args, now))
