@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from quotaflow.engine.reservation import Claim
+from quotaflow.storage.counters.pipe import bulk
 from quotaflow.storage.counters.rebuild import LedgerSource
 from quotaflow.storage.counters.redis import VIEW_TTL_S, RedisCounterStore
 from quotaflow.testing import FrozenClock, limit
@@ -137,3 +138,82 @@ async def test_a_settle_sent_without_waiting_lands_before_what_follows_and_befor
     finally:
         await other.close()
     assert (usage.used, usage.reserved) == (50, 0)
+
+
+@pytest.mark.parametrize("window", ["day", "rolling 60s", "once"])
+async def test_names_beyond_ascii_reserve_and_settle_on_the_pipe(
+    redis_url_prefix: tuple[str, str], window: str
+) -> None:
+    """A command's lengths are in bytes: a prefix and a limit id beyond ASCII still book,
+    settle and read back exactly what was asked (calendar, rolling and once windows)."""
+    url, prefix = redis_url_prefix
+    clé = limit("key:clé-€", "tokens", window, 1_000)
+    store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=f"{prefix}ü:", clock=FrozenClock(T0))
+    await store.attach(LedgerSource(None, list))
+    try:
+        await store.snapshot([clé, TOKENS], T0)  # connected
+        out = await store.reserve([Claim(clé, 600), Claim(TOKENS, 0.25)], T0)
+        assert out.ok
+        assert store.recent([clé], T0) == {clé.id: (await store.snapshot([clé], T0))[clé.id]}
+        await store.settle(out.reservation_id or "", Measure(123.5, 1, 0), T0)
+        await store.drain()
+        usage = await store.snapshot([clé, TOKENS], T0)
+        refused = await store.reserve([Claim(clé, 900)], T0)
+    finally:
+        await store.close()
+    assert (usage[clé.id].used, usage[clé.id].reserved) == (123.5, 0)
+    assert (usage[TOKENS.id].used, usage[TOKENS.id].reserved) == (123.5, 0)
+    assert not refused.ok and refused.shortfall is not None
+    assert refused.shortfall.limit.id == clé.id
+
+
+async def test_what_the_store_keeps_per_window_does_not_grow_as_windows_roll(
+    redis_url_prefix: tuple[str, str],
+) -> None:
+    """The parts of commands made once per window are kept for the current window only."""
+    url, prefix = redis_url_prefix
+    clock = FrozenClock(T0)
+    store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=clock)
+    await store.attach(LedgerSource(None, list))
+    try:
+        for _ in range(5):  # five minutes: five windows of the requests limit
+            out = await store.reserve([Claim(TOKENS, 10), Claim(REQUESTS, 1)], clock.now())
+            await store.settle(out.reservation_id or "", Measure(5, 1, 0), clock.now())
+            clock.advance(60)
+        await store.drain()
+        assert len(store._by_key) == 2  # one window per limit
+        assert store.recent([TOKENS], clock.now() - 60) is not None  # the view still works
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("piped", [True, False])
+async def test_scripts_redis_lacks_are_loaded_and_a_store_without_the_pipe_books_alike(
+    redis_url_prefix: tuple[str, str], piped: bool
+) -> None:
+    """A reserve or settle meeting NOSCRIPT (Redis restarted or flushed its scripts) goes
+    through redis-py, which loads the script; without the pipe (TLS, sockets) the same
+    calls go through redis-py from the start. (Redis is shared: rather than flush its
+    scripts, this store is told a digest Redis never saw.)"""
+    url, prefix = redis_url_prefix
+    store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=FrozenClock(T0))
+    if piped:
+        for name in ("reserve", "settle"):
+            store._shas[name] = "0" * 40
+            store._heads[name] = bulk("EVALSHA") + bulk("0" * 40)
+    else:
+        store._pipe = None
+    await store.attach(LedgerSource(None, list))
+    try:
+        await store.snapshot([TOKENS], T0)  # connected
+        out = await store.reserve([Claim(TOKENS, 100), Claim(REQUESTS, 1)], T0)
+        assert out.ok
+        refused = await store.reserve([Claim(TOKENS, 999_950)], T0)
+        assert not refused.ok and refused.shortfall is not None
+        await store.settle(out.reservation_id or "", Measure(40, 1, 0), T0)
+        await store.drain()
+        usage = await store.snapshot([TOKENS, REQUESTS], T0)
+    finally:
+        await store.close()
+    assert (usage[TOKENS.id].used, usage[TOKENS.id].reserved) == (40, 0)
+    assert (usage[REQUESTS.id].used, usage[REQUESTS.id].reserved) == (1, 0)

@@ -43,6 +43,12 @@ def encode(*parts: str | bytes | int) -> bytes:
     return text.encode()
 
 
+def bulk(text: str) -> str:
+    """``text`` as one RESP bulk string, still as text (its length counted in UTF-8 bytes):
+    the constant parts of a command, made once and joined into each call's."""
+    return f"${len(text.encode())}\r\n{text}\r\n"
+
+
 def _encode_bytes(parts: tuple[str | bytes | int, ...]) -> bytes:
     chunks = [b"*%d\r\n" % len(parts)]
     for p in parts:
@@ -112,6 +118,10 @@ class ScriptPipe:
     def send(self, *parts: str | bytes | int) -> asyncio.Future[Any]:
         """:meth:`call` on a :attr:`connected` pipe, as a future (one coroutine less)."""
         return self._send(encode(*parts))
+
+    def send_encoded(self, command: bytes) -> asyncio.Future[Any]:
+        """:meth:`send` of a command already in RESP."""
+        return self._send(command)
 
     def _send(self, command: bytes) -> asyncio.Future[Any]:
         transport = self._transport

@@ -55,7 +55,7 @@ from quotaflow.engine.reservation import Claim, fits
 from quotaflow.engine.windows import next_reset, window_start
 from quotaflow.errors import Unavailable
 from quotaflow.storage.base import ReserveOutcome
-from quotaflow.storage.counters.pipe import ScriptPipe
+from quotaflow.storage.counters.pipe import ScriptPipe, bulk
 from quotaflow.storage.counters.rebuild import LedgerSource, ledger_window
 from quotaflow.storage.outage import Outage, where
 from quotaflow.types import Measure
@@ -74,6 +74,9 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # (a minute), and a busy replica then takes at most about two real snapshots a second per
 # route instead of one per request.
 VIEW_TTL_S = 0.5
+
+
+_RESEND = object()  # RedisCounterStore._run: call again with the keys and args as lists
 
 
 class CountersUnavailable(Unavailable):
@@ -126,6 +129,12 @@ class _Window:
     bucket: _Bucket  # its ttl is recomputed for calendar windows
     w_text: str  # repr(bucket.w)
     cap_text: str  # repr(limit.amount)
+    # The same in RESP, as a reserve sends them: the bucket key, the window's seconds, its
+    # keys' ttl when fixed (rolling and once windows; "" for calendar ones), cap and metric.
+    key_bulk: str
+    w_bulk: str
+    ttl_bulk: str
+    tail_bulk: str
 
 
 # What the store last saw of a limit: its window then, the usage, and when (the caller's now).
@@ -188,7 +197,12 @@ class RedisCounterStore:
         self._unsent: list[tuple[list[Limit], Measure, float]] = []  # charges to retry
         self._windows: dict[str, _Window] = {}  # per limit id: its current window
         self._view: dict[str, _Seen] = {}  # per limit id: its usage in the last reply
-        self._view_from = len(prefix) + 2  # a bucket key is <prefix>b:<limit id>@<window>
+        self._by_key: dict[str, _Window] = {}  # per bucket key: the window it was made for
+        # The constant parts of the hot path's commands, in RESP (see reserve and settle).
+        self._heads = {n: bulk("EVALSHA") + bulk(sha) for n, sha in self._shas.items()}
+        self._epoch_bulk = bulk(self._epoch_key)
+        self._rec_prefix = f"{prefix}r:"
+        self._rec_len = len(self._rec_prefix.encode())  # a reservation id is ASCII
         self._source: LedgerSource | None = None
         self._down = False
         self._recovery: asyncio.Task[None] | None = None
@@ -221,8 +235,16 @@ class RedisCounterStore:
             assert reset is not None  # calendar windows end
             end = reset
             b = _Bucket(f"{self.prefix}b:{lim.id}@{start:.0f}", 0.0, 0, end)
-        win = _Window(lim, start, end, b, repr(b.w), repr(lim.amount))
+        w_text, cap_text = repr(b.w), repr(lim.amount)
+        win = _Window(
+            lim, start, end, b, w_text, cap_text, bulk(b.key), bulk(w_text),
+            "" if b.end is not None else bulk(str(b.ttl)), bulk(cap_text) + bulk(lim.metric),
+        )  # fmt: skip
+        old = self._windows.get(lim.id)
+        if old is not None:  # one key per limit: a minute window makes a new one each minute
+            self._by_key.pop(old.bucket.key, None)
         self._windows[lim.id] = win
+        self._by_key[b.key] = win
         return win
 
     @staticmethod
@@ -269,8 +291,8 @@ class RedisCounterStore:
 
     def _saw(self, key: str, used: float, reserved: float, first: float, now: float) -> None:
         """Keep what a reply showed of bucket ``key``, if it is its limit's current window."""
-        win = self._windows.get(key[self._view_from : key.rindex("@")])
-        if win is not None and win.bucket.key == key:
+        win = self._by_key.get(key)
+        if win is not None and self._windows.get(win.limit.id) is win:
             self._keep(win, used, reserved, first, now)
 
     def _forget(self, limits: Collection[Limit]) -> None:
@@ -291,17 +313,34 @@ class RedisCounterStore:
                 raise
             return await self._scripts[name](keys=keys, args=args)  # loads it into Redis
 
-    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        self.script_calls += 1
+    async def _run(
+        self,
+        name: str,
+        keys: list[str] | None,
+        args: list[Any] | None,
+        command: bytes | None = None,
+    ) -> Any:
+        """Script ``name`` on ``keys`` and ``args``, or (the hot path) ``command``: the same
+        call already in RESP, without the lists. Then :data:`_RESEND` means: no pipe, or
+        Redis has lost the script; call again with the lists (redis-py loads it)."""
         try:
             pipe = self._pipe
             if pipe is not None and pipe.connected:  # inlined _call: one frame less to wake
+                self.script_calls += 1
                 try:
+                    if command is not None:
+                        return await pipe.send_encoded(command)
+                    assert keys is not None and args is not None
                     return await pipe.send("EVALSHA", self._shas[name], len(keys), *keys, *args)
                 except ResponseError as exc:
                     if not str(exc).startswith("NOSCRIPT"):
                         raise
+                    if keys is None or args is None:
+                        return _RESEND
                     return await self._scripts[name](keys=keys, args=args)  # loads it
+            if keys is None or args is None:
+                return _RESEND
+            self.script_calls += 1
             return await self._call(name, keys, args)
         except ResponseError as exc:
             if "QF_NOINIT" in str(exc):
@@ -330,22 +369,51 @@ class RedisCounterStore:
     async def reserve(
         self, claims: Sequence[Claim], now: float, ttl_s: float | None = None
     ) -> ReserveOutcome:
-        merged: dict[str, Claim] = {}
-        for c in claims:  # one hold per limit: the same limit twice books the sum
-            old = merged.get(c.limit.id)
-            merged[c.limit.id] = c if old is None else Claim(c.limit, old.amount + c.amount)
-        claims = list(merged.values())
+        if len(claims) > 1 and len({c.limit.id for c in claims}) < len(claims):
+            merged: dict[str, Claim] = {}
+            for c in claims:  # one hold per limit: the same limit twice books the sum
+                old = merged.get(c.limit.id)
+                merged[c.limit.id] = c if old is None else Claim(c.limit, old.amount + c.amount)
+            claims = list(merged.values())
         rid = f"{self._tag}-{next(self._ids):x}"
         hold = self.hold_ttl_s if ttl_s is None else ttl_s
         mode = "c" if ttl_s is None else "r"
-        wins = [self._window(c.limit, now) for c in claims]
-        keys = [self._epoch_key, f"{self.prefix}r:{rid}"]
-        args: list[Any] = [repr(now), repr(now + hold), mode, math.ceil(hold * 2 + 3600), rid]
-        ttl = self._ttl
-        for c, win in zip(claims, wins, strict=True):
-            keys.append(win.bucket.key)
-            args += (win.w_text, ttl(win, now), repr(c.amount), win.cap_text, c.limit.metric)
-        out = await self._run("reserve", keys, args)
+        rec = f"{self._rec_prefix}{rid}"
+        now_t, exp_t, rttl = repr(now), repr(now + hold), str(math.ceil(hold * 2 + 3600))
+        n = len(claims)
+        # The command in RESP, its constant parts made once per window (see _Window); the
+        # per-call parts are ASCII (numbers and the reservation id), so len() counts bytes.
+        nk = str(n + 2)
+        keys = [
+            f"*{10 + 6 * n}\r\n{self._heads['reserve']}${len(nk)}\r\n{nk}\r\n"
+            f"{self._epoch_bulk}${self._rec_len + len(rid)}\r\n{rec}\r\n"
+        ]
+        args = [
+            f"${len(now_t)}\r\n{now_t}\r\n${len(exp_t)}\r\n{exp_t}\r\n$1\r\n{mode}\r\n"
+            f"${len(rttl)}\r\n{rttl}\r\n${len(rid)}\r\n{rid}\r\n"
+        ]
+        wins: list[_Window] = []
+        window = self._window
+        for c in claims:
+            win = window(c.limit, now)
+            wins.append(win)
+            keys.append(win.key_bulk)
+            a = repr(c.amount)
+            if win.ttl_bulk:
+                args += (win.w_bulk, win.ttl_bulk, f"${len(a)}\r\n{a}\r\n", win.tail_bulk)
+            else:
+                t = str(self._ttl(win, now))
+                args += (win.w_bulk, f"${len(t)}\r\n{t}\r\n", f"${len(a)}\r\n{a}\r\n",
+                         win.tail_bulk)  # fmt: skip
+        out = await self._run("reserve", None, None, "".join(keys + args).encode())
+        if out is _RESEND:  # the same call as lists, through redis-py
+            keys = [self._epoch_key, rec]
+            args = [now_t, exp_t, mode, rttl, rid]
+            for c, win in zip(claims, wins, strict=True):
+                keys.append(win.bucket.key)
+                t = str(self._ttl(win, now))
+                args += (win.w_text, t, repr(c.amount), win.cap_text, c.limit.metric)
+            out = await self._run("reserve", keys, args)
         ok = int(out[0]) == 1
         keep = self._keep
         # The reply holds each limit's usage before booking: what it is now, once booked.
@@ -380,8 +448,15 @@ class RedisCounterStore:
         # replica's next commands follow it on the same connection (Redis runs them in
         # order). Until it lands, the hold counts at its worst case: over, never under.
         self.script_calls += 1
-        rec = f"{self.prefix}r:{reservation_id}"
-        fut = pipe.send("EVALSHA", self._shas["settle"], 2, self._epoch_key, rec, *args)
+        rec = f"{self._rec_prefix}{reservation_id}"
+        now_t, tokens, requests, cost = args
+        command = (
+            f"*9\r\n{self._heads['settle']}$1\r\n2\r\n{self._epoch_bulk}"
+            f"${self._rec_len + len(reservation_id)}\r\n{rec}\r\n"
+            f"${len(now_t)}\r\n{now_t}\r\n${len(tokens)}\r\n{tokens}\r\n"
+            f"${len(requests)}\r\n{requests}\r\n${len(cost)}\r\n{cost}\r\n"
+        )
+        fut = pipe.send_encoded(command.encode())
         fut.add_done_callback(functools.partial(self._settled, reservation_id, args, now))
 
     def _settled(self, rid: str, args: list[Any], now: float, fut: asyncio.Future[Any]) -> None:
