@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +125,111 @@ async def test_an_old_reader_cannot_make_the_wal_grow_for_ever(ledger: SqliteLed
     assert ck.restarts > restarts
     rows = await ledger.fetch("SELECT COUNT(*) FROM ledger")
     assert rows == [(n,)]
+
+
+class _Timed:
+    """A connection whose statements are timed (RESTART checkpoints only)."""
+
+    def __init__(self, db: sqlite3.Connection, spans: list[tuple[float, float]]) -> None:
+        self._db, self._spans = db, spans
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        t0 = time.perf_counter()
+        try:
+            return self._db.execute(sql, *args)
+        finally:
+            if "RESTART" in sql:
+                self._spans.append((t0, time.perf_counter()))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+async def test_the_wal_starts_over_between_commits_never_during_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RESTART checkpoint holds the write lock: a commit made meanwhile would wait for it
+    (in SQLite's busy handler, by sleeps of 1, 2, 5, 10 ms...). The writer runs it itself,
+    between two commits, so none is ever under way while one runs."""
+    restarts: list[tuple[float, float]] = []
+    commits: list[tuple[float, float]] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        return _Timed(real_connect(*args, **kwargs), restarts)
+
+    class Sqlite3:  # the checkpointer's view of the sqlite3 module: connections timed
+        def __getattr__(self, name: str) -> Any:
+            return connect if name == "connect" else getattr(sqlite3, name)
+
+    monkeypatch.setattr("quotaflow.storage.ledgers.checkpoint.sqlite3", Sqlite3())
+    real_commit = SqliteLedger._commit
+
+    def commit(self: SqliteLedger, db: sqlite3.Connection, batch: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return real_commit(self, db, batch)
+        finally:
+            commits.append((t0, time.perf_counter()))
+
+    monkeypatch.setattr(SqliteLedger, "_commit", commit)
+    ledger = SqliteLedger(tmp_path / "quotaflow.db", checkpoint_frames=TRIGGER)
+    await ledger.open()
+    try:
+        ck = checkpointer(ledger)
+        n = 0
+
+        async def writer(first: int) -> None:
+            nonlocal n
+            for i in range(first, first + 400):
+                await ledger.begin(row(i))
+                n += 1
+
+        # Four writers at once: commits keep coming while the WAL is started over.
+        await asyncio.gather(*(writer(k * 1000) for k in range(4)))
+        await until(lambda: ck.restarts >= 2 and len(restarts) >= 2)
+    finally:
+        await ledger.close()
+    assert n == 1600
+    overlapping = [(r, c) for r in restarts for c in commits if r[0] < c[1] and c[0] < r[1]]
+    assert not overlapping, f"{len(overlapping)} commits ran during a RESTART checkpoint"
+
+
+async def test_a_restart_writes_the_new_wal_header_itself(ledger: SqliteLedger) -> None:
+    """The first commit after the WAL starts over writes its header and fsyncs it: the
+    restart makes that commit itself, so it is not the next request's on the event loop."""
+    ck = checkpointer(ledger)
+    for i in range(300):
+        await ledger.begin(row(i))
+    await until(lambda: ck.passive > 0)
+    await until(lambda: not ck._copying)
+    before = ck.frames()
+    assert before is not None and before[0] > 50
+    assert await asyncio.to_thread(ck.restart)
+    after = ck.frames()
+    assert after is not None
+    assert after[0] <= 2, f"the WAL did not start over: {before} -> {after}"
+    got = await ledger.fetch("SELECT value FROM ledger_meta WHERE name='wal_restarts'")
+    assert got and got[0][0] >= 1
+    assert await ledger.fetch("SELECT COUNT(*) FROM ledger") == [(300,)]
+
+
+async def test_a_restart_gives_up_on_an_old_reader_quickly(ledger: SqliteLedger) -> None:
+    ck = checkpointer(ledger)
+    for i in range(200):
+        await ledger.begin(row(i))
+    reader = sqlite3.connect(ledger.path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM ledger").fetchone()  # holds its snapshot
+        await ledger.begin(row(200))  # a frame the reader does not see
+        await until(lambda: not ck._copying)
+        refused = ck.restarts_refused
+        assert not await asyncio.to_thread(ck.restart)
+        assert ck.restarts_refused == refused + 1
+        assert not ck.restart_due()  # not tried again at once
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    await ledger.begin(row(201))
+    assert await ledger.fetch("SELECT COUNT(*) FROM ledger") == [(202,)]

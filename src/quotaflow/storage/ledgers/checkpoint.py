@@ -1,27 +1,35 @@
-"""WAL checkpoints of the embedded ledger, on a thread of their own.
+"""WAL checkpoints of the embedded ledger, off the event loop and out of the commits' way.
 
 Left to SQLite, a checkpoint runs inside the COMMIT that grows the WAL past
 ``wal_autocheckpoint`` pages: on the event loop, copying the WAL into the database and
 waiting for two fsyncs while every request waits too. The ledger's writer connection turns
-that off (``PRAGMA wal_autocheckpoint=0``) and this thread, on its own connection, does the
-checkpoints instead: after a commit it reads how many WAL frames are not yet copied (the
-WAL-index header in the ``-shm`` file, a documented SQLite file format: a read of memory,
-no system call) and, past ``trigger_frames``, wakes this thread, which runs a PASSIVE
-checkpoint: it never blocks the writer nor readers.
+that off (``PRAGMA wal_autocheckpoint=0``) and the checkpoints happen in two parts:
 
-The WAL starts over from its beginning at the first commit after a checkpoint copied all of
-it. A reader that keeps an old snapshot open can prevent that, and the WAL then grows; past
-``limit_frames`` (under steady writes a PASSIVE checkpoint rarely catches up with the
-writer) the thread runs a RESTART checkpoint: it holds the write lock until it has copied
-everything and waited (at most ``busy_ms``) for readers of the old WAL, so the WAL starts
-over, and ``journal_size_limit`` trims the file back. Meanwhile the writer commits from a
-thread (:attr:`Checkpointer.restarting`), so the event loop never waits for it.
+- **Copying** (PASSIVE checkpoints) on a thread of its own: after a commit the writer reads
+  how many WAL frames are not yet copied (the WAL-index header in the ``-shm`` file, a
+  documented SQLite file format: a read of memory, no system call) and, past
+  ``trigger_frames``, wakes the thread. A PASSIVE checkpoint never blocks the writer nor
+  readers; its fsync of the WAL is where most of a checkpoint's time goes.
+- **Starting the WAL over.** Under steady writes a PASSIVE checkpoint rarely catches up with
+  the writer, so the WAL would only grow. Once it holds ``limit_frames``, the copying thread
+  finishes a PASSIVE checkpoint and flushes the database file, so that little is left to do,
+  and the writer, between two commits, runs a RESTART checkpoint on a worker thread
+  (:meth:`Checkpointer.restart`): it copies the few frames written since, waits for no
+  commit (the writer is the one holding off), and then makes the one small write that starts
+  the WAL from its beginning, whose header fsync would otherwise fall on the next commit on
+  the event loop. Commits queued meanwhile wait for that (a millisecond or two) and go in the
+  next batch. A reader holding an old snapshot makes the RESTART give up after ``busy_ms``;
+  the copying thread catches up again and the writer tries again ``trigger_frames`` later;
+  ``journal_size_limit`` trims the file back once it starts over. (Left to the copying
+  thread, the RESTART held the write lock while commits waited for it from a worker thread
+  in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms...: 10-20 ms stalls at c=1.)
 """
 
 from __future__ import annotations
 
 import logging
 import mmap
+import os
 import sqlite3
 import struct
 import threading
@@ -29,9 +37,13 @@ from pathlib import Path
 
 log = logging.getLogger("quotaflow.storage.ledgers.checkpoint")
 
-TRIGGER_FRAMES = 1000  # SQLite's own default for wal_autocheckpoint (~4 MB of 4 KiB pages)
-LIMIT_FRAMES = 4 * TRIGGER_FRAMES  # past this the WAL is made to start over (RESTART)
+# A PASSIVE checkpoint every 250 frames (~1 MB of 4 KiB pages; SQLite's own default is 1000):
+# smaller copies and fsyncs, each over sooner. The WAL starts over past 4,000 (~16 MB).
+TRIGGER_FRAMES = 250
+LIMIT_RATIO = 16
+LIMIT_FRAMES = LIMIT_RATIO * TRIGGER_FRAMES  # past this the WAL is made to start over
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is trimmed to when it starts over
+RESTART_BUSY_MS = 20  # how long a RESTART waits for readers of the old WAL before giving up
 
 # The WAL-index header (https://www.sqlite.org/walformat.html), in the host's byte order:
 # mxFrame (the last valid frame) at byte 16 and nBackfill (frames already copied into the
@@ -41,10 +53,18 @@ _MX_FRAME_AT = 16
 _BACKFILL_AT = 96
 _HEADER_BYTES = 136
 _BLIND_COMMITS = 100
+_CATCH_UP_PASSES = 4  # PASSIVE checkpoints at most, before a RESTART, to catch up
+_CAUGHT_UP_FRAMES = 32  # frames left uncopied that a RESTART may copy itself
+# The write that starts the WAL over: a counter of restarts, in the ledger's own meta table.
+_RESET_WRITE = (
+    "INSERT INTO ledger_meta (name, value) VALUES ('wal_restarts', 1) "
+    "ON CONFLICT (name) DO UPDATE SET value=value+1"
+)
 
 
 class Checkpointer:
-    """Checkpoints ``path``'s WAL from a daemon thread; :meth:`after_commit` after each commit."""
+    """Checkpoints ``path``'s WAL: :meth:`after_commit` after each commit, and the writer
+    runs :meth:`restart` (on a worker thread, between commits) when :meth:`restart_due`."""
 
     def __init__(
         self,
@@ -52,20 +72,29 @@ class Checkpointer:
         *,
         trigger_frames: int = TRIGGER_FRAMES,
         limit_frames: int = LIMIT_FRAMES,
-        busy_ms: int = 200,
+        busy_ms: int = RESTART_BUSY_MS,
     ) -> None:
         self.path = path
         self.trigger_frames = trigger_frames
         self.limit_frames = max(limit_frames, trigger_frames)
+        # Past this the WAL starts over even if the copying thread has not caught up (it
+        # got no CPU: the loop was saturated); the RESTART then copies more itself.
+        self.hard_limit_frames = 4 * self.limit_frames
         self._busy_ms = busy_ms
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._shm: mmap.mmap | None = None
-        self.restarting = False  # a RESTART checkpoint is under way
+        self._lock = threading.Lock()  # one checkpoint at a time: a copy or a restart
+        self._copying = False
+        self._restarting = False
+        self._ready = False  # copied up to the limit and the database flushed: restart now
+        self._retry_at = 0  # a RESTART gave up (a reader): not again before this many frames
+        self._restart_db: sqlite3.Connection | None = None
         self._blind = 0  # commits made while the WAL index could not be read
         self.passive = 0  # checkpoints run, by kind (for tests and the curious)
         self.restarts = 0
+        self.restarts_refused = 0  # RESTARTs that gave up waiting for a reader
         self.largest_wal = 0  # the most frames the WAL held when looked at
 
     def start(self) -> None:
@@ -76,8 +105,10 @@ class Checkpointer:
         self._thread.start()
 
     def after_commit(self) -> None:
-        """A commit happened (on the writer's thread): wake the checkpoint thread when the
-        WAL holds enough frames to copy, or has grown past its limit."""
+        """A commit happened (on the writer's thread): wake the copying thread when the WAL
+        holds enough frames to copy, or has grown past its limit."""
+        if self._ready:  # copied up to the limit: the writer starts the WAL over next
+            return
         frames = self.frames()
         if frames is None:  # no WAL index to read yet: look every so many commits
             self._blind += 1
@@ -86,47 +117,114 @@ class Checkpointer:
         elif frames[1] >= self.trigger_frames or frames[0] >= self.limit_frames:
             self._wake.set()
 
+    def restart_due(self) -> bool:
+        """Whether the writer should run :meth:`restart` now (read after a commit)."""
+        frames = self.frames()
+        if frames is None:
+            return False
+        total = frames[0]
+        self.largest_wal = max(self.largest_wal, total)
+        if total < self.limit_frames or total < self._retry_at or self._copying:
+            return False
+        return self._ready or total >= self.hard_limit_frames
+
+    def restart(self) -> bool:
+        """Start the WAL over (a RESTART checkpoint and one small write), on the calling
+        thread: the writer runs it on a worker thread and commits nothing meanwhile.
+        True when the WAL started over."""
+        with self._lock:
+            if self._copying:  # the copying thread is at it: the next commit looks again
+                return False
+            self._restarting = True
+        try:
+            db = self._restart_db
+            if db is None:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+                db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+                self._restart_db = db
+            busy = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+            if busy:  # a reader still uses the old WAL: try again a little later
+                self.restarts_refused += 1
+                self._ready = False  # the copying thread catches up again meanwhile
+                frames = self.frames()
+                self._retry_at = (frames[0] if frames else 0) + self.trigger_frames
+                return False
+            db.execute(_RESET_WRITE)  # starts the WAL over, its header fsync here
+            self.restarts += 1
+            self._ready = False
+            self._retry_at = 0
+            return True
+        except sqlite3.Error as exc:  # the next commits try again
+            log.debug("restart of the WAL of %s failed: %s", self.path, exc)
+            self._retry_at = (self.frames() or (0, 0))[0] + self.trigger_frames
+            return False
+        finally:
+            with self._lock:
+                self._restarting = False
+
     def stop(self) -> None:
         self._stop = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._restart_db is not None:
+            self._restart_db.close()
+            self._restart_db = None
         if self._shm is not None:
             self._shm.close()
             self._shm = None
 
-    # -- the thread ----------------------------------------------------------------------
+    # -- the copying thread --------------------------------------------------------------
     def _run(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
-            db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            db.execute("PRAGMA busy_timeout=0")  # a PASSIVE checkpoint never waits anyway
             while True:
                 self._wake.wait()
                 self._wake.clear()
                 if self._stop:
                     return
                 try:
-                    self._maybe_checkpoint(db)
-                except sqlite3.Error as exc:  # the next commit tries again
+                    self._copy(db)
+                except (sqlite3.Error, OSError) as exc:  # the next commit tries again
                     log.debug("checkpoint of %s failed: %s", self.path, exc)
         finally:
             db.close()
 
-    def _maybe_checkpoint(self, db: sqlite3.Connection) -> None:
+    def _copy(self, db: sqlite3.Connection) -> None:
         total, uncopied = self.frames() or (0, self.trigger_frames)  # unknown: checkpoint
         self.largest_wal = max(self.largest_wal, total)
-        if total >= self.limit_frames:
-            self.restarting = True  # the writer commits from a thread meanwhile
-            try:
-                db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            finally:
-                self.restarting = False
-            self.restarts += 1
-        elif uncopied >= self.trigger_frames:
+        near_limit = total >= self.limit_frames
+        if self._ready or (uncopied < self.trigger_frames and not near_limit):
+            return
+        with self._lock:
+            if self._restarting:
+                return
+            self._copying = True
+        try:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.passive += 1
+            if near_limit:
+                # Catch up with the writer (each pass copies what came during the last one,
+                # far less each time) and flush the database, off the writer's way: the
+                # RESTART then has only a few frames to copy and flush.
+                for _ in range(_CATCH_UP_PASSES):
+                    frames = self.frames()
+                    if frames is None or frames[1] <= _CAUGHT_UP_FRAMES:
+                        break
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.passive += 1
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._ready = True
+        finally:
+            with self._lock:
+                self._copying = False
 
     def frames(self) -> tuple[int, int] | None:
         """(frames in the WAL, frames not yet copied into the database), or None when the

@@ -5,8 +5,8 @@ transaction; each caller's ``await`` returns only after the transaction holding 
 has committed. With ``synchronous=NORMAL`` a commit is a write to the WAL file, so a
 ``kill -9`` of the process loses nothing that was committed (power loss may lose the
 last transactions; set ``synchronous: full`` in the config to rule that out too).
-WAL checkpoints (and their fsyncs) run on a thread of their own, never inside a commit on
-the event loop (:mod:`quotaflow.storage.ledgers.checkpoint`).
+WAL checkpoints (and their fsyncs) run off the event loop, never inside a commit; the WAL
+starts over between two commits (:mod:`quotaflow.storage.ledgers.checkpoint`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ from quotaflow.storage.base import (
     LedgerUnavailable,
 )
 from quotaflow.storage.files import private_file, private_folder
-from quotaflow.storage.ledgers.checkpoint import TRIGGER_FRAMES, Checkpointer, writer_pragmas
+from quotaflow.storage.ledgers.checkpoint import (
+    LIMIT_RATIO,
+    TRIGGER_FRAMES,
+    Checkpointer,
+    writer_pragmas,
+)
 from quotaflow.storage.ledgers.sql import (
     COMPACT_CHUNK_S,
     FOLD_TABLE,
@@ -291,7 +296,7 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         self.checkpointer = Checkpointer(
             self.path,
             trigger_frames=self._checkpoint_frames,
-            limit_frames=4 * self._checkpoint_frames,
+            limit_frames=LIMIT_RATIO * self._checkpoint_frames,
         )
         self.checkpointer.start()
         self._read = self._connect()
@@ -326,10 +331,9 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             batch, self._pending = self._pending, []
             if batch:
                 t0 = time.perf_counter()
-                if checkpointer.restarting or self._compacting:
-                    # A RESTART checkpoint holds the write lock until readers of the old WAL
-                    # are done, compaction holds it for a chunk: this commit waits for it on
-                    # a thread, not on the event loop.
+                if self._compacting:
+                    # Compaction holds the write lock for a chunk at a time: this commit
+                    # waits for it on a thread, not on the event loop.
                     error = await asyncio.to_thread(self._commit, db, batch)
                 else:
                     error = self._commit(db, batch)
@@ -337,6 +341,10 @@ class SqliteLedger(SqlOutbox, SqlLedger):
                 if self.on_commit is not None:
                     self.on_commit(time.perf_counter() - t0)
                 checkpointer.after_commit()
+                if not self._compacting and checkpointer.restart_due():
+                    # The WAL starts over between two commits: requests queued meanwhile
+                    # wait for it (a RESTART with little left to copy) in the next batch.
+                    await asyncio.to_thread(checkpointer.restart)
             if self._closing and not self._pending:
                 return  # everything queued before close() is committed
 
