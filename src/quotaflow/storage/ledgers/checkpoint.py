@@ -18,7 +18,7 @@ that off (``PRAGMA wal_autocheckpoint=0``) and the checkpoints happen in two par
   commit (the writer is the one holding off), and then makes the one small write that starts
   the WAL from its beginning, whose header fsync would otherwise fall on the next commit on
   the event loop. Commits queued meanwhile wait for that (a millisecond or two) and go in the
-  next batch. A reader holding an old snapshot makes the RESTART give up after ``busy_ms``;
+  next batch. A reader holding an old snapshot makes the RESTART give up at once;
   the copying thread catches up again and the writer tries again ``trigger_frames`` later;
   ``journal_size_limit`` trims the file back once it starts over. (Left to the copying
   thread, the RESTART held the write lock while commits waited for it from a worker thread
@@ -43,7 +43,9 @@ TRIGGER_FRAMES = 250
 LIMIT_RATIO = 16
 LIMIT_FRAMES = LIMIT_RATIO * TRIGGER_FRAMES  # past this the WAL is made to start over
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is trimmed to when it starts over
-RESTART_BUSY_MS = 20  # how long a RESTART waits for readers of the old WAL before giving up
+# A RESTART does not wait for readers of the old WAL (the writer waits for the RESTART):
+# with one under way it copies what it can and gives up; it is tried again later.
+RESTART_BUSY_MS = 0
 
 # The WAL-index header (https://www.sqlite.org/walformat.html), in the host's byte order:
 # mxFrame (the last valid frame) at byte 16 and nBackfill (frames already copied into the
