@@ -13,7 +13,7 @@ that off (``PRAGMA wal_autocheckpoint=0``) and the checkpoints happen in two par
 - **Starting the WAL over.** Under steady writes a PASSIVE checkpoint rarely catches up with
   the writer, so the WAL would only grow. Once it holds ``limit_frames``, the copying thread
   finishes a PASSIVE checkpoint and flushes the database file, so that little is left to do,
-  and the writer, between two commits, runs a RESTART checkpoint on a worker thread
+  and the writer, between two commits, runs a RESTART checkpoint on a thread of its own
   (:meth:`Checkpointer.restart`): it copies the few frames written since, waits for no
   commit (the writer is the one holding off), and then makes the one small write that starts
   the WAL from its beginning, whose header fsync would otherwise fall on the next commit on
@@ -27,6 +27,7 @@ that off (``PRAGMA wal_autocheckpoint=0``) and the checkpoints happen in two par
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import mmap
 import os
@@ -57,6 +58,7 @@ _HEADER_BYTES = 136
 _BLIND_COMMITS = 100
 _CATCH_UP_PASSES = 4  # PASSIVE checkpoints at most, before a RESTART, to catch up
 _CAUGHT_UP_FRAMES = 32  # frames left uncopied that a RESTART may copy itself
+_flush = getattr(os, "fdatasync", os.fsync)  # the data (and size), not the file's times
 # The write that starts the WAL over: a counter of restarts, in the ledger's own meta table.
 _RESET_WRITE = (
     "INSERT INTO ledger_meta (name, value) VALUES ('wal_restarts', 1) "
@@ -93,6 +95,11 @@ class Checkpointer:
         self._ready = False  # copied up to the limit and the database flushed: restart now
         self._retry_at = 0  # a RESTART gave up (a reader): not again before this many frames
         self._restart_db: sqlite3.Connection | None = None
+        # The writer runs :meth:`restart` here: a thread of its own, never queued behind
+        # the reads that share the event loop's default executor.
+        self.restarter = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="quotaflow-ledger-restart"
+        )
         self._blind = 0  # commits made while the WAL index could not be read
         self.passive = 0  # checkpoints run, by kind (for tests and the curious)
         self.restarts = 0
@@ -171,6 +178,7 @@ class Checkpointer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self.restarter.shutdown(wait=True)
         if self._restart_db is not None:
             self._restart_db.close()
             self._restart_db = None
@@ -220,7 +228,7 @@ class Checkpointer:
                     self.passive += 1
                 fd = os.open(self.path, os.O_RDONLY)
                 try:
-                    os.fsync(fd)
+                    _flush(fd)
                 finally:
                     os.close(fd)
                 self._ready = True

@@ -344,7 +344,8 @@ class SqliteLedger(SqlOutbox, SqlLedger):
                 if not self._compacting and checkpointer.restart_due():
                     # The WAL starts over between two commits: requests queued meanwhile
                     # wait for it (a RESTART with little left to copy) in the next batch.
-                    await asyncio.to_thread(checkpointer.restart)
+                    loop = asyncio.get_running_loop()
+                    await loop.run_in_executor(checkpointer.restarter, checkpointer.restart)
             if self._closing and not self._pending:
                 return  # everything queued before close() is committed
 
