@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from quotaflow.clock import FrozenClock
 from quotaflow.storage.base import LedgerRow, RequestCounts
-from quotaflow.storage.ledgers.recent import NEWEST, RecentView
+from quotaflow.storage.ledgers.recent import NEWEST, RecentView, read_seed
 from quotaflow.storage.ledgers.sql import SqlLedger, retention_cutoff
 from quotaflow.storage.ledgers.sqlite import SqliteLedger
 
@@ -106,6 +107,7 @@ async def serving(path: Path, clock: FrozenClock) -> SqliteLedger:
     ledger = SqliteLedger(path, clock=clock)
     ledger.keep_recent()
     await ledger.open()
+    assert await ledger.recent_seeded()
     return ledger
 
 
@@ -230,8 +232,7 @@ async def test_writes_of_another_process_are_seen(
         want = await other.minute_stats(since, until, 60.0, NEWEST, QUANTILES)
         assert got == want
         assert got[(ts // 60) * 60].tokens["openai"] >= 12_345
-        assert ledger._seeding is not None
-        await ledger._seeding
+        assert await ledger.recent_seeded()
         await assert_same(ledger, clock)
         for _ in range(60):
             await traffic.step()
@@ -257,8 +258,7 @@ async def test_compaction_changes_nothing_of_the_hour(
     before = await assert_same(ledger, clock)
     assert await ledger.compact(retention_cutoff(clock.now(), 1.0)) == len(old)
     assert ledger._fresh_view() is None  # another connection committed: SQL until seeded
-    assert ledger._seeding is not None
-    await ledger._seeding
+    assert await ledger.recent_seeded()
     assert await assert_same(ledger, clock) == before
 
 
@@ -276,3 +276,32 @@ async def test_a_tool_reads_sql(tmp_path: Path, clock: FrozenClock) -> None:
         assert await tool.request_counts(since, since + 60) == RequestCounts(1, 0, 0)
     finally:
         await tool.close()
+
+
+async def test_the_seed_reads_the_hour_not_the_ledger(
+    ledger: SqliteLedger, clock: FrozenClock
+) -> None:
+    """Every statement of the seed finds the hour's rows (or the rows in flight) through an
+    index: none walks the whole ledger (grouped by the request-id column, SQLite would walk
+    that index from end to end — seconds at 10M rows)."""
+    traffic = Traffic(ledger, clock, seed=2)
+    for _ in range(50):
+        await traffic.step()
+    plans: list[str] = []
+
+    class Explained:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+            for *_, detail in self.db.execute("EXPLAIN QUERY PLAN " + sql, params):
+                plans.append(f"{detail}  <- {sql[:60]}")
+            return self.db.execute(sql, params)
+
+    db = sqlite3.connect(ledger.path)
+    try:
+        read_seed(Explained(db), clock.now())  # type: ignore[arg-type]
+    finally:
+        db.close()
+    walks = [p for p in plans if p.startswith("SCAN ledger") and "ledger_pending" not in p]
+    assert plans and walks == []

@@ -19,6 +19,7 @@ from quotaflow.reports.burn import DEFAULT_HALF_LIFE_S, DEFAULT_LOOKBACK_S, ewma
 from quotaflow.reports.collect import collect_forecast
 from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.storage.base import LedgerRow
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import config
 from quotaflow.web.dashboard.series import SeriesCache
 from quotaflow.web.dashboard.snapshot import build_snapshot
@@ -150,6 +151,8 @@ async def test_a_server_reads_the_hour_from_memory(
     mg, rows = busy
     if not mg.services:
         pytest.skip("a tool reads the hour from SQL")
+    assert isinstance(mg.gateway.ledger, SqliteLedger)
+    assert await mg.gateway.ledger.recent_seeded()
     counted = Counted(mg.gateway.ledger)
     series = SeriesCache(mg.gateway, mg.store)
     now = time.time()

@@ -312,6 +312,7 @@ class RecentView:
 
 # -- the seed's reads (one read transaction on a connection of its own) -----------------------
 _B = "CAST(ts / 60 AS INTEGER) * 60"
+_USE = "status NOT IN ('pending','refused')"
 _ANSWERED_LATENCY = (
     "CASE WHEN status='ok' AND source='proxy' AND latency_ms IS NOT NULL THEN latency_ms END"
 )
@@ -320,17 +321,21 @@ _ANSWERED_LATENCY = (
 def read_seed(db: sqlite3.Connection, now: float) -> Seed:
     """The view's seed as of the read transaction ``db`` has open (run on a thread): every
     aggregate is computed by SQLite; the rows that come back are at most the newest
-    :data:`NEWEST` of each minute, the rows in flight and the requests still followed."""
+    :data:`NEWEST` of each minute, the rows in flight and the requests still followed.
+    Requests are grouped by an expression (``request_id || ''``): grouped by the column,
+    SQLite walks the whole request-id index instead of the hour's rows."""
     floor = bucket(now) - KEPT_MINUTES * MINUTE_S
     follow = now - FOLLOW_S
-    counts = db.execute(
-        f"SELECT {_B} AS b, COUNT(*) FROM ledger WHERE ts>=? GROUP BY b", (floor,)
-    ).fetchall()
-    tokens = db.execute(
-        f"SELECT {_B} AS b, provider, SUM(total_tokens), COUNT(*) FROM ledger WHERE ts>=? "
-        "AND status NOT IN ('pending','refused') GROUP BY b, provider",
+    by_provider = db.execute(
+        f"SELECT {_B} AS b, provider, COUNT(*), "
+        f"COALESCE(SUM(CASE WHEN {_USE} THEN total_tokens ELSE 0 END),0), "
+        f"SUM(CASE WHEN {_USE} THEN 1 ELSE 0 END) FROM ledger WHERE ts>=? GROUP BY b, provider",
         (floor,),
     ).fetchall()
+    counts: dict[float, int] = {}
+    for m, _, n, _, _ in by_provider:
+        counts[float(m)] = counts.get(float(m), 0) + int(n)
+    tokens = [(m, p, t, k) for m, p, _, t, k in by_provider if k]
     newest = db.execute(
         f"SELECT b, id, x FROM (SELECT {_B} AS b, id, {_ANSWERED_LATENCY} AS x, "
         "ROW_NUMBER() OVER (PARTITION BY " + _B + " ORDER BY id DESC) AS k "
@@ -339,13 +344,13 @@ def read_seed(db: sqlite3.Connection, now: float) -> Seed:
     ).fetchall()
     pending = db.execute(
         "SELECT id, request_id, attempt, ts, provider, source, reserved_tokens FROM ledger "
-        "WHERE status='pending' ORDER BY id"
+        "WHERE status='pending'"
     ).fetchall()
     outcomes = db.execute(
         "SELECT CAST(f / 60 AS INTEGER) * 60 AS m, SUM(ok>0), SUM(ok=0 AND ref>0), "
         "SUM(ok=0 AND ref=0) FROM (SELECT MIN(ts) AS f, SUM(status='ok') AS ok, "
         "SUM(status='refused') AS ref FROM ledger WHERE source='proxy' AND status!='pending' "
-        "AND ts>=? GROUP BY request_id) WHERE f>=? GROUP BY m",
+        "AND ts>=? GROUP BY request_id || '') WHERE f>=? GROUP BY m",
         (floor - REQUEST_SPREAD_S, floor),
     ).fetchall()
     # Requests with an attempt in flight (all their rows), and those not answered yet whose
@@ -358,7 +363,7 @@ def read_seed(db: sqlite3.Connection, now: float) -> Seed:
         "UNION ALL SELECT request_id, MIN(ts), SUM(status='ok'), SUM(status='refused') "
         "FROM ledger WHERE source='proxy' AND status!='pending' AND ts>=? AND request_id "
         "NOT IN (SELECT request_id FROM ledger WHERE status='pending' AND source='proxy') "
-        "GROUP BY request_id HAVING MIN(ts)>=? AND SUM(status='ok')=0",
+        "GROUP BY request_id || '' HAVING MIN(ts)>=? AND SUM(status='ok')=0",
         (follow - REQUEST_SPREAD_S, follow),
     ).fetchall()
-    return Seed(floor, counts, tokens, newest, pending, outcomes, requests)
+    return Seed(floor, list(counts.items()), tokens, newest, pending, outcomes, requests)

@@ -341,8 +341,14 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         self._wake = asyncio.Event()
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="quotaflow-ledger-writer")
-        if self._keep_recent:
-            await self._seed()
+        if self._keep_recent:  # seeded off the event loop, while the server starts
+            self._seeding = asyncio.create_task(self._seed(), name="quotaflow-ledger-minutes")
+
+    async def recent_seeded(self) -> bool:
+        """Wait for the view of the last hour being seeded, if one is; whether it is ready."""
+        if self._seeding is not None:
+            await asyncio.shield(self._seeding)
+        return self._recent is not None and self._recent.ready
 
     def keep_recent(self) -> None:
         """This process serves: keep the last hour per minute in memory (from the next
