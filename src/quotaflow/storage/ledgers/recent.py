@@ -50,14 +50,9 @@ def bucket(ts: float) -> float:
     return float(int(ts / MINUTE_S) * 60)
 
 
-class _Latency:
-    """One row among its minute's newest: its latency when it is an answered proxied
-    attempt, else ``None`` (a pending row's until it settles)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: float | None) -> None:
-        self.value = value
+# One row among its minute's newest: a one-item list holding its latency when it is an
+# answered proxied attempt, else None (a pending row's until it settles).
+_Latency = list[float | None]
 
 
 @dataclass(slots=True)
@@ -68,31 +63,22 @@ class _Minute:
     newest: deque[_Latency] = field(default_factory=lambda: deque(maxlen=NEWEST))
 
 
-@dataclass(slots=True)
-class _Pending:
-    """An attempt in flight: what its settling needs that the finish does not repeat."""
-
-    request_id: str
-    ts: float
-    provider: str
-    source: str
-    reserved_tokens: int
-    latency: _Latency
+# An attempt in flight, what its settling needs that the finish does not repeat: (request
+# id, ts, minute, provider, source, reserved tokens, its latency among the newest).
+_Pending = tuple[str, float, float, str, str, int, _Latency]
 
 
-@dataclass(slots=True)
 class _Request:
-    first: float | None = None  # the earliest settled attempt's ts
-    ok: int = 0
-    refused: int = 0
-    pending: int = 0
+    __slots__ = ("first", "ok", "pending", "refused")
+
+    def __init__(self, first: float | None, ok: int, refused: int, pending: int) -> None:
+        self.first = first  # the earliest settled attempt's ts
+        self.ok = ok
+        self.refused = refused
+        self.pending = pending
 
     def outcome(self) -> int:
         return 0 if self.ok else 1 if self.refused else 2
-
-
-def _answered(status: str, source: str, latency: float | None) -> float | None:
-    return latency if status == "ok" and source == "proxy" and latency is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,24 +125,24 @@ class RecentView:
             mine.settled[str(provider)] = int(settled)
         holders: dict[int, _Latency] = {}
         for m, row_id, latency in seed.newest:
-            holder = _Latency(None if latency is None else float(latency))
+            holder: _Latency = [None if latency is None else float(latency)]
             holders[int(row_id)] = holder
             self._minute(float(m)).newest.append(holder)
         for row_id, rid, attempt, ts, provider, source, reserved in seed.pending:
-            holder = holders.get(int(row_id)) or _Latency(None)
-            self._pending[str(rid), int(attempt)] = _Pending(
-                str(rid), float(ts), str(provider), str(source), int(reserved), holder
-            )
+            self._pending[str(rid), int(attempt)] = (
+                str(rid), float(ts), bucket(float(ts)), str(provider), str(source),
+                int(reserved), holders.get(int(row_id)) or [None],
+            )  # fmt: skip
         for m, a, r, f in seed.outcomes:
             if float(m) >= self.floor:
                 self._outcomes[float(m)] = [int(a), int(r), int(f)]
         for rid, first, ok, refused in seed.requests:
             self._requests[str(rid)] = _Request(
-                None if first is None else float(first), int(ok), int(refused)
+                None if first is None else float(first), int(ok), int(refused), 0
             )
-        for p in self._pending.values():
-            if p.source == "proxy":
-                self._requests.setdefault(p.request_id, _Request()).pending += 1
+        for rid, _, _, _, source, _, _ in self._pending.values():
+            if source == "proxy":
+                self._requests.setdefault(rid, _Request(None, 0, 0, 0)).pending += 1
         self.ready = True
         journal, self._journal = self._journal, []
         for crashed, new, appended, finished in journal:
@@ -180,16 +166,16 @@ class RecentView:
         if crashed:
             for key in list(self._pending):
                 p = self._pending.pop(key)
-                self._settle(p, "crashed", p.reserved_tokens, None)
+                self._settle(p, "crashed", p[5], None)
         for r in inserts:
-            self._insert(r)
+            self._insert(r, True)
         for r in settled:
-            self._settle(self._insert(r, keep=False), r.status, r.total_tokens, r.latency_ms)
+            self._settle(self._insert(r, False), r.status, r.total_tokens, r.latency_ms)
         for r in finishes:
-            was = self._pending.get((r.request_id, r.attempt))
-            if was is not None and r.status != "pending":
-                del self._pending[r.request_id, r.attempt]
-                self._settle(was, r.status, r.total_tokens, r.latency_ms)
+            if r.status != "pending":
+                was = self._pending.pop((r.request_id, r.attempt), None)
+                if was is not None:
+                    self._settle(was, r.status, r.total_tokens, r.latency_ms)
 
     def _minute(self, m: float) -> _Minute:
         mine = self._minutes.get(m)
@@ -197,52 +183,59 @@ class RecentView:
             mine = self._minutes[m] = _Minute()
         return mine
 
-    def _insert(self, r: LedgerRow, *, keep: bool = True) -> _Pending:
-        if r.ts >= self._prune_at:
-            self.advance(r.ts)
-        holder = _Latency(None)
-        m = bucket(r.ts)
+    def _insert(self, r: LedgerRow, keep: bool) -> _Pending:
+        ts = r.ts
+        if ts >= self._prune_at:
+            self.advance(ts)
+        holder: _Latency = [None]
+        m = int(ts / MINUTE_S) * MINUTE_S  # bucket(ts)
         if m >= self.floor:
-            mine = self._minute(m)
+            mine = self._minutes.get(m) or self._minute(m)
             mine.rows += 1
             mine.newest.append(holder)
-        p = _Pending(r.request_id, r.ts, r.provider, r.source, r.reserved_tokens, holder)
-        if r.source == "proxy":
-            req = self._requests.get(r.request_id)
+        rid, source = r.request_id, r.source
+        if source == "proxy":
+            req = self._requests.get(rid)
             if req is None:
-                req = self._requests[r.request_id] = _Request()
-            req.pending += 1
+                self._requests[rid] = _Request(None, 0, 0, 1)
+            else:
+                req.pending += 1
+        p = (rid, ts, m, r.provider, source, r.reserved_tokens, holder)
         if keep:
-            self._pending[r.request_id, r.attempt] = p
+            self._pending[rid, r.attempt] = p
         return p
 
     def _settle(self, p: _Pending, status: str, tokens: int, latency: float | None) -> None:
-        m = bucket(p.ts)
-        mine = self._minutes.get(m) if m >= self.floor else None
-        if mine is not None and status not in ("pending", "refused"):
-            mine.tokens[p.provider] = mine.tokens.get(p.provider, 0) + tokens
-            mine.settled[p.provider] = mine.settled.get(p.provider, 0) + 1
-        p.latency.value = _answered(status, p.source, latency)
-        if p.source != "proxy":
+        rid, ts, m, provider, source, _, holder = p
+        if status != "refused" and m >= self.floor and (mine := self._minutes.get(m)):
+            mine.tokens[provider] = mine.tokens.get(provider, 0) + tokens
+            mine.settled[provider] = mine.settled.get(provider, 0) + 1
+        if source != "proxy":
             return
-        req = self._requests.get(p.request_id)
+        if status == "ok":
+            holder[0] = latency  # an answered proxied attempt (None: no latency measured)
+        req = self._requests.get(rid)
         if req is None:  # followed since its first attempt began: cannot happen
-            req = self._requests[p.request_id] = _Request(pending=1)
-        before = None if req.first is None else (req.first, req.outcome())
+            req = self._requests[rid] = _Request(None, 0, 0, 1)
         req.pending -= 1
-        req.first = p.ts if req.first is None else min(req.first, p.ts)
-        req.ok += status == "ok"
-        req.refused += status == "refused"
-        after = (req.first, req.outcome())
-        if before != after:
-            if before is not None:
+        if req.first is None:  # its first settled attempt: the common case
+            req.first = ts
+            req.ok, req.refused = int(status == "ok"), int(status == "refused")
+            self._count(ts, req.outcome(), 1)
+        else:
+            before = (req.first, req.outcome())
+            req.first = min(req.first, ts)
+            req.ok += status == "ok"
+            req.refused += status == "refused"
+            after = (req.first, req.outcome())
+            if before != after:
                 self._count(before[0], before[1], -1)
-            self._count(after[0], after[1], 1)
+                self._count(after[0], after[1], 1)
         if req.ok and not req.pending:
-            del self._requests[p.request_id]  # answered, nothing in flight: final
+            del self._requests[rid]  # answered, nothing in flight: final
 
     def _count(self, first: float, outcome: int, n: int) -> None:
-        m = bucket(first)
+        m = int(first / MINUTE_S) * MINUTE_S  # bucket(first)
         if m < self.floor:
             return
         counts = self._outcomes.get(m)
@@ -283,7 +276,7 @@ class RecentView:
             if not since <= m < until or not mine.rows:
                 continue
             sample = list(mine.newest)[-newest:] if newest > 0 else []
-            values = sorted(v for h in sample if (v := h.value) is not None)
+            values = sorted(v for (v,) in sample if v is not None)
             n = len(values)
             picks = tuple(values[max(math.ceil(q * n), 1) - 1] for q in quantiles) if n else ()
             tokens = {p: float(t) for p, t in mine.tokens.items() if mine.settled.get(p)}

@@ -356,9 +356,8 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         self._keep_recent = True
 
     async def close(self) -> None:
-        if self._seeding is not None:
-            self._seeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        if self._seeding is not None:  # a seed's read on a thread is not cancelled midway
+            with contextlib.suppress(Exception):
                 await self._seeding
             self._seeding = None
         self._recent = None
