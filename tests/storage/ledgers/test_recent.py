@@ -305,3 +305,38 @@ async def test_the_seed_reads_the_hour_not_the_ledger(
         db.close()
     walks = [p for p in plans if p.startswith("SCAN ledger") and "ledger_pending" not in p]
     assert plans and walks == []
+
+
+async def test_commits_while_a_view_is_seeded_are_kept(tmp_path: Path, clock: FrozenClock) -> None:
+    """What the writer commits while a seed reads its snapshot (a crash settlement at open,
+    traffic after another process's write) is replayed on top of the seed, once."""
+    path = tmp_path / "quotaflow.db"
+    first = await serving(path, clock)
+    traffic = Traffic(first, clock, seed=13)
+    for _ in range(200):
+        await traffic.step()
+    await first.close()
+    again = SqliteLedger(path, clock=clock)
+    again.keep_recent()
+    await again.open()  # the seed starts; the crash settlement commits meanwhile
+    try:
+        assert await again.settle_crashed() == len(traffic.in_flight)
+        assert await again.recent_seeded()
+        await assert_same(again, clock)
+        more = Traffic(again, clock, seed=14)
+        more.n = traffic.n
+        other = SqliteLedger(path, clock=clock)
+        await other.open()
+        await other.append([LedgerRow(request_id="x", attempt=1, ts=clock.now(), status="ok")])
+        await other.close()
+        assert again._fresh_view() is None  # seeding again
+
+        async def steps() -> None:
+            for _ in range(30):
+                await more.step()
+
+        await asyncio.gather(again.recent_seeded(), steps())
+        assert await again.recent_seeded()
+        await assert_same(again, clock)
+    finally:
+        await again.close()
