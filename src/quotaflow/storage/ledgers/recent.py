@@ -18,7 +18,9 @@ answers them:
   when one was refused, else failed) — for that it follows each request that can still
   change: those with an attempt in flight, and those not answered yet whose first attempt
   began less than :data:`~quotaflow.storage.base.REQUEST_SPREAD_S` (+ a minute) ago. An
-  answered request with nothing in flight is final and forgotten at once.
+  answered request with nothing in flight is final and forgotten at once (the gateway
+  begins no attempt after an answer). Like SQL's count of the rows at a span's edges, it
+  takes a request's attempts to begin within ``REQUEST_SPREAD_S`` of its first.
 
 Memory: 61 minutes × (providers + :data:`NEWEST` latencies), the attempts in flight, and the
 requests whose every attempt failed in the last few minutes — never the hour's rows.
