@@ -340,3 +340,25 @@ async def test_commits_while_a_view_is_seeded_are_kept(tmp_path: Path, clock: Fr
         await assert_same(again, clock)
     finally:
         await again.close()
+
+
+async def test_while_the_writer_commits_on_a_thread_sql_answers(
+    ledger: SqliteLedger, clock: FrozenClock
+) -> None:
+    """A commit waiting on a thread (a RESTART checkpoint, compaction) holds the writer's
+    connection: the view is not asked to check its version then, SQL answers."""
+    traffic = Traffic(ledger, clock, seed=17)
+    for _ in range(30):
+        await traffic.step()
+    assert ledger._fresh_view() is not None
+    ledger._thread_commit = True
+    try:
+        assert ledger._fresh_view() is None
+        since = (clock.now() // 60) * 60 - 59 * 60
+        got = await ledger.minute_stats(since, since + 3600, 60.0, NEWEST, QUANTILES)
+        assert got == await SqlLedger.minute_stats(
+            ledger, since, since + 3600, 60.0, NEWEST, QUANTILES
+        )
+    finally:
+        ledger._thread_commit = False
+    assert ledger._fresh_view() is not None
