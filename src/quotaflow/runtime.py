@@ -157,6 +157,8 @@ class Runtime:
                 f"(127.0.0.1, ::1, localhost), not {bind_host!r}"
             )
         store: ManagementStore = gateway.ledger
+        if services:  # a server: the dashboard reads the last hour from memory
+            gateway.ledger.keep_recent()
         if home is not None:
             private_folder(home)  # 0700, before the master key and the admin token land in it
         box = SecretBox(load_master_key(home))

@@ -89,7 +89,9 @@ def open_ledger(config: Config, home: Path, clock: Clock | None = None) -> Ledge
     name = backend_name(spec.ledger)
     cls = load_class(LEDGERS[name])
     if name == "sqlite":
-        return cls(home / "quotaflow.db", synchronous=config.settings.ledger_synchronous)  # type: ignore[no-any-return]
+        return cls(  # type: ignore[no-any-return]
+            home / "quotaflow.db", synchronous=config.settings.ledger_synchronous, clock=clock
+        )
     return cls(  # type: ignore[no-any-return]
         spec.ledger,
         replica_id=replica_id(config, home),

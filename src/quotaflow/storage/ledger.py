@@ -29,6 +29,12 @@ class Ledger(LedgerStore, ManagementStore, StatsStore, OutboxStore, Protocol):
         delete them, totals unchanged; returns how many rows went."""
         ...
 
+    def keep_recent(self) -> None:
+        """This process serves the dashboard: the embedded ledger keeps the last hour per
+        minute in memory from its next open (a shared ledger, written by several replicas,
+        reads SQL)."""
+        ...
+
     async def ping(self) -> None:
         """A trivial read: raises :class:`~quotaflow.errors.Unavailable` when unreachable."""
         ...

@@ -42,6 +42,11 @@ async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
     await db.close()
 
 
+def writer(ledger: SqliteLedger) -> sqlite3.Connection:
+    assert ledger._db is not None
+    return ledger._db
+
+
 def checkpointer(ledger: SqliteLedger) -> Checkpointer:
     assert ledger.checkpointer is not None
     return ledger.checkpointer
@@ -165,10 +170,10 @@ async def test_the_wal_starts_over_between_commits_never_during_one(
     monkeypatch.setattr("quotaflow.storage.ledgers.checkpoint.sqlite3", Sqlite3())
     real_commit = SqliteLedger._commit
 
-    def commit(self: SqliteLedger, db: sqlite3.Connection, batch: Any) -> Any:
+    def commit(self: SqliteLedger, db: sqlite3.Connection, *args: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return real_commit(self, db, batch)
+            return real_commit(self, db, *args)
         finally:
             commits.append((t0, time.perf_counter()))
 
@@ -205,7 +210,7 @@ async def test_a_restart_writes_the_new_wal_header_itself(ledger: SqliteLedger) 
     await until(lambda: not ck._copying)
     before = ck.frames()
     assert before is not None and before[0] > 50
-    assert await asyncio.to_thread(ck.restart)
+    assert await asyncio.to_thread(ck.restart, writer(ledger))
     after = ck.frames()
     assert after is not None
     assert after[0] <= 2, f"the WAL did not start over: {before} -> {after}"
@@ -225,7 +230,7 @@ async def test_a_restart_gives_up_on_an_old_reader_quickly(ledger: SqliteLedger)
         await ledger.begin(row(200))  # a frame the reader does not see
         await until(lambda: not ck._copying)
         refused = ck.restarts_refused
-        assert not await asyncio.to_thread(ck.restart)
+        assert not await asyncio.to_thread(ck.restart, writer(ledger))
         assert ck.restarts_refused == refused + 1
         assert not ck.restart_due()  # not tried again at once
     finally:

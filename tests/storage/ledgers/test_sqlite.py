@@ -120,9 +120,9 @@ async def test_many_concurrent_begins_share_few_transactions(ledger: SqliteLedge
     batches: list[int] = []
     real_commit = ledger._commit
 
-    def counting_commit(db: Any, batch: list[Any]) -> Exception | None:
-        batches.append(len(batch))
-        return real_commit(db, batch)
+    def counting_commit(db: Any, parts: Any, size: int) -> Exception | None:
+        batches.append(size)
+        return real_commit(db, parts, size)
 
     ledger._commit = counting_commit  # type: ignore[method-assign]
     await asyncio.gather(*(ledger.begin(row(i)) for i in range(100)))
@@ -136,9 +136,9 @@ async def test_sequential_writes_each_commit_before_returning(ledger: SqliteLedg
     batches: list[int] = []
     real_commit = ledger._commit
 
-    def counting_commit(db: Any, batch: list[Any]) -> Exception | None:
-        batches.append(len(batch))
-        return real_commit(db, batch)
+    def counting_commit(db: Any, parts: Any, size: int) -> Exception | None:
+        batches.append(size)
+        return real_commit(db, parts, size)
 
     ledger._commit = counting_commit  # type: ignore[method-assign]
     for i in range(3):

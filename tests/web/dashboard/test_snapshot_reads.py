@@ -19,6 +19,7 @@ from quotaflow.reports.burn import DEFAULT_HALF_LIFE_S, DEFAULT_LOOKBACK_S, ewma
 from quotaflow.reports.collect import collect_forecast
 from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.storage.base import LedgerRow
+from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import config
 from quotaflow.web.dashboard.series import SeriesCache
 from quotaflow.web.dashboard.snapshot import build_snapshot
@@ -35,22 +36,28 @@ class Counted:
         self.statements = 0
         self.rows = 0
         self.biggest = 0
+        self.sql: list[str] = []
         self._fetch = ledger.fetch
         ledger.fetch = self.fetch
 
     async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         got: list[tuple[Any, ...]] = await self._fetch(sql, params)
         self.statements += 1
+        self.sql.append(sql)
         self.rows += len(got)
         self.biggest = max(self.biggest, len(got))
         return got
 
 
-@pytest.fixture
-async def busy(tmp_path: Path) -> AsyncIterator[tuple[Runtime, list[LedgerRow]]]:
+@pytest.fixture(params=[False, True], ids=["tool", "server"])
+async def busy(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Runtime, list[LedgerRow]]]:
+    """A ledger with an hour of traffic and a week before it, opened as a tool opens it
+    (the last hour read from SQL) and as a server does (from memory)."""
     home = tmp_path / "home"
     gw = build_gateway(config(cfg("http://127.0.0.1:9/v1")), home)
-    mg = Runtime.build(gw, home, services=False)
+    mg = Runtime.build(gw, home, services=request.param)
     await mg.start()
     now = time.time()
     rnd = random.Random(21)
@@ -134,3 +141,26 @@ async def test_the_forecast_rates_are_those_of_the_burn_events(
         )
         assert want.per_hour > 0
         assert lim.rate_per_hour == pytest.approx(want.per_hour, rel=1e-9), lim.scope
+
+
+async def test_a_server_reads_the_hour_from_memory(
+    busy: tuple[Runtime, list[LedgerRow]],
+) -> None:
+    """The timeline and the requests of the last hour read no ledger row on a server: what
+    the first load costs does not grow with the hour's traffic (issue 21, point 3)."""
+    mg, rows = busy
+    if not mg.services:
+        pytest.skip("a tool reads the hour from SQL")
+    assert isinstance(mg.gateway.ledger, SqliteLedger)
+    assert await mg.gateway.ledger.recent_seeded()
+    counted = Counted(mg.gateway.ledger)
+    series = SeriesCache(mg.gateway, mg.store)
+    now = time.time()
+    await series.timeline(now)
+    requests = await series.outcomes(now)
+    reads_rows = [sql for sql in counted.sql if "FROM ledger " in sql + " "]
+    assert reads_rows == []
+    mine = [r for r in rows if r.ts >= requests["since"]]
+    assert requests["answered"] == sum(r.status == "ok" for r in mine)
+    assert requests["refused"] == sum(r.status == "refused" for r in mine)
+    assert requests["failed"] == sum(r.status == "error" for r in mine)

@@ -137,10 +137,11 @@ class Checkpointer:
             return False
         return self._ready or total >= self.hard_limit_frames
 
-    def restart(self) -> bool:
-        """Start the WAL over (a RESTART checkpoint and one small write), on the calling
-        thread: the writer runs it on a worker thread and commits nothing meanwhile.
-        True when the WAL started over."""
+    def restart(self, writer: sqlite3.Connection) -> bool:
+        """Start the WAL over (a RESTART checkpoint and one small write on ``writer``, the
+        writer's own connection, whose commits other connections do not count as another's
+        change), on the calling thread: the writer runs it on :attr:`restarter` and commits
+        nothing meanwhile. True when the WAL started over."""
         with self._lock:
             if self._copying:  # the copying thread is at it: the next commit looks again
                 return False
@@ -159,7 +160,7 @@ class Checkpointer:
                 frames = self.frames()
                 self._retry_at = (frames[0] if frames else 0) + self.trigger_frames
                 return False
-            db.execute(_RESET_WRITE)  # starts the WAL over, its header fsync here
+            writer.execute(_RESET_WRITE)  # starts the WAL over, its header fsync here
             self.restarts += 1
             self._ready = False
             self._retry_at = 0

@@ -537,6 +537,13 @@ class PostgresLedger(SqlOutbox, SqlLedger):
             )
         return deleted
 
+    def keep_recent(self) -> None:
+        """Several replicas write this ledger: the last hour is read from SQL, always."""
+
+    async def recent_seeded(self) -> bool:
+        """No view of the last hour is kept here (see :meth:`keep_recent`)."""
+        return False
+
     async def pending_scope(self, scope: str, since: float) -> list[tuple[float, Measure]]:
         """Attempts of a scope still in flight (any replica), at their reserved worst case."""
         cond, params = scope_condition(scope)

@@ -22,11 +22,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from quotaflow.clock import Clock, SystemClock
 from quotaflow.errors import StorageUnusable
 from quotaflow.storage.base import (
     SLOT_S,
     LedgerRow,
     LedgerUnavailable,
+    MinuteStats,
+    RequestCounts,
 )
 from quotaflow.storage.files import private_file, private_folder
 from quotaflow.storage.ledgers.checkpoint import (
@@ -35,6 +38,7 @@ from quotaflow.storage.ledgers.checkpoint import (
     Checkpointer,
     writer_pragmas,
 )
+from quotaflow.storage.ledgers.recent import MINUTE_S, RecentView, read_seed
 from quotaflow.storage.ledgers.sql import (
     COMPACT_CHUNK_S,
     FOLD_TABLE,
@@ -94,6 +98,10 @@ _FINISH_COLUMNS = (
     "estimated",
 )
 _NullPattern = tuple[bool, bool, bool, bool, bool]  # which of _NULLABLE are None
+# A statement, who waits for it, and the ledger row it writes (for the in-memory minutes).
+_Write = tuple[str, tuple[Any, ...], "asyncio.Future[None]", LedgerRow | None]
+# A batch as it commits: other statements, pending inserts, settled inserts, finishes.
+_Batch = tuple[list[_Write], list[_Write], list[_Write], list[_Write]]
 
 
 def _insert_sql(nulls: _NullPattern) -> str:
@@ -130,6 +138,12 @@ _INSERT_ALL_NULL = _INSERTS[True, True, True, True, True]  # a pending row
 # in the same transaction.
 _STATUS_AT = _INSERT_COLUMNS.index("status")
 _SETTLE_BY_ID = "UPDATE ledger SET status=? WHERE id=?"
+_CRASHED = (
+    "UPDATE ledger SET status='crashed', estimated=1, requests=1, "
+    "total_tokens=reserved_tokens, cost_usd=reserved_cost, "
+    "detail='left pending by a crash; charged at its reserved worst case' "
+    "WHERE status='pending'"
+)
 
 
 def _insert(r: LedgerRow) -> tuple[str, tuple[Any, ...]]:
@@ -190,15 +204,36 @@ def _with_nullable(
     return sql, (*params, *[v for v in nullable if v is not None], *tail)
 
 
-def _runs(stmts: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+def _runs(stmts: list[_Write]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """Consecutive statements of the same SQL as one ``(sql, [params, …])``, in order."""
     out: list[tuple[str, list[tuple[Any, ...]]]] = []
-    for sql, params in stmts:
+    for sql, params, *_ in stmts:
         if out and out[-1][0] == sql:
             out[-1][1].append(params)
         else:
             out.append((sql, [params]))
     return out
+
+
+def _classify(batch: list[_Write]) -> _Batch:
+    """A batch in the order it commits. Ledger inserts and finishes commute within a batch (a
+    row's finish is only submitted after its insert committed), so the inserts go first, then
+    the finishes, each kind in the order it came and in one executemany per run of the same
+    statement; any other statement runs before them, in the order it came. SQLite numbers
+    the inserted rows in this order."""
+    inserts: list[_Write] = []
+    settled: list[_Write] = []
+    finishes: list[_Write] = []
+    others: list[_Write] = []
+    for w in batch:
+        sql = w[0]
+        if sql in _INSERT_SQL:
+            (inserts if w[1][_STATUS_AT] == "pending" else settled).append(w)
+        elif sql in _FINISH_SQL:
+            finishes.append(w)
+        else:
+            others.append(w)
+    return others, inserts, settled, finishes
 
 
 def unusable_database(path: Path, exc: BaseException) -> StorageUnusable:
@@ -232,9 +267,6 @@ def _migrations() -> list[str]:
     return [(folder / n).read_text(encoding="utf-8") for n in names]
 
 
-_Write = tuple[str, tuple[Any, ...], "asyncio.Future[None]"]  # a statement and who waits
-
-
 class SqliteLedger(SqlOutbox, SqlLedger):
     """Ledger (and small state tables) in ``<data>/quotaflow.db``."""
 
@@ -243,9 +275,20 @@ class SqliteLedger(SqlOutbox, SqlLedger):
     BUMP_SQL = _BUMP
 
     def __init__(
-        self, path: Path, *, synchronous: str = "NORMAL", checkpoint_frames: int = TRIGGER_FRAMES
+        self,
+        path: Path,
+        *,
+        synchronous: str = "NORMAL",
+        checkpoint_frames: int = TRIGGER_FRAMES,
+        clock: Clock | None = None,
     ) -> None:
         self.path = path
+        self._clock = clock or SystemClock()
+        # The last hour per minute, in memory (keep_recent(): the serving process only).
+        self._keep_recent = False
+        self._recent: RecentView | None = None
+        self._seeding: asyncio.Task[None] | None = None
+        self._thread_commit = False  # the writer's connection is busy on a thread
         self._sync = synchronous
         self._checkpoint_frames = checkpoint_frames
         self.checkpointer: Checkpointer | None = None
@@ -303,8 +346,26 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         self._wake = asyncio.Event()
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="quotaflow-ledger-writer")
+        if self._keep_recent:  # seeded off the event loop, while the server starts
+            self._seeding = asyncio.create_task(self._seed(), name="quotaflow-ledger-minutes")
+
+    async def recent_seeded(self) -> bool:
+        """Wait for the view of the last hour being seeded, if one is; whether it is ready."""
+        if self._seeding is not None:
+            await asyncio.shield(self._seeding)
+        return self._recent is not None and self._recent.ready
+
+    def keep_recent(self) -> None:
+        """This process serves: keep the last hour per minute in memory (from the next
+        :meth:`open`), fed by the writer, for the dashboard's reads of that hour."""
+        self._keep_recent = True
 
     async def close(self) -> None:
+        if self._seeding is not None:  # a seed's read on a thread is not cancelled midway
+            with contextlib.suppress(Exception):
+                await self._seeding
+            self._seeding = None
+        self._recent = None
         self._closing = True
         if self._wake is not None:
             self._wake.set()
@@ -331,48 +392,54 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             batch, self._pending = self._pending, []
             if batch:
                 t0 = time.perf_counter()
+                parts = _classify(batch)
                 if self._compacting:
                     # Compaction holds the write lock for a chunk at a time: this commit
                     # waits for it on a thread, not on the event loop.
-                    error = await asyncio.to_thread(self._commit, db, batch)
+                    self._thread_commit = True
+                    try:
+                        error = await asyncio.to_thread(self._commit, db, parts, len(batch))
+                    finally:
+                        self._thread_commit = False
                 else:
-                    error = self._commit(db, batch)
+                    error = self._commit(db, parts, len(batch))
                 self._resolve(batch, error)
+                if error is None and self._recent is not None:
+                    others, inserts, settled, finishes = parts
+                    self._recent.committed(
+                        any(w[0] == _CRASHED for w in others),
+                        [r for *_, r in inserts if r is not None],
+                        [r for *_, r in settled if r is not None],
+                        [r for *_, r in finishes if r is not None],
+                    )
                 if self.on_commit is not None:
                     self.on_commit(time.perf_counter() - t0)
                 checkpointer.after_commit()
                 if not self._compacting and checkpointer.restart_due():
                     # The WAL starts over between two commits: requests queued meanwhile
                     # wait for it (a RESTART with little left to copy) in the next batch.
+                    # It makes its one write on this connection (other connections' commits
+                    # would send the last hour's reads to SQL): not used here meanwhile.
                     loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(checkpointer.restarter, checkpointer.restart)
+                    self._thread_commit = True
+                    try:
+                        await loop.run_in_executor(checkpointer.restarter, checkpointer.restart, db)
+                    finally:
+                        self._thread_commit = False
             if self._closing and not self._pending:
                 return  # everything queued before close() is committed
 
-    def _commit(self, db: sqlite3.Connection, batch: list[_Write]) -> Exception | None:
-        """Commit a batch in one transaction: None, or what its waiting requests get."""
-        # Ledger inserts and finishes commute within a batch (a row's finish is only submitted
-        # after its insert committed), so the inserts go first, then the finishes, each kind
-        # in the order it came and in one executemany per run of the same statement; any
-        # other statement runs before them, in the order it came.
-        inserts: list[tuple[str, tuple[Any, ...]]] = []
-        settled: list[tuple[str, tuple[Any, ...]]] = []
-        finishes: list[tuple[str, tuple[Any, ...]]] = []
-        others: list[tuple[str, tuple[Any, ...]]] = []
-        for sql, params, _ in batch:
-            if sql in _INSERT_SQL:
-                (inserts if params[_STATUS_AT] == "pending" else settled).append((sql, params))
-            elif sql in _FINISH_SQL:
-                finishes.append((sql, params))
-            else:
-                others.append((sql, params))
+    def _commit(self, db: sqlite3.Connection, parts: _Batch, size: int) -> Exception | None:
+        """Commit a batch (:func:`_classify`'s parts) in one transaction: None, or what its
+        waiting requests get."""
+        others, inserts, settled, finishes = parts
         try:
             db.execute("BEGIN")
-            for sql, params in others:
+            for sql, params, *_ in others:
                 db.execute(sql, params)
             for sql, runs in _runs(inserts):
                 db.executemany(sql, runs)
-            for sql, params in settled:
+            for sql, params, *_ in settled:
                 status = params[_STATUS_AT]
                 pending = (*params[:_STATUS_AT], "pending", *params[_STATUS_AT + 1 :])
                 row_id = db.execute(sql, pending).lastrowid
@@ -384,14 +451,14 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
-            return self._write_failed(exc, len(batch))
+            return self._write_failed(exc, size)
         self.outage.answered()
         return None
 
     @staticmethod
     def _resolve(batch: list[_Write], error: Exception | None) -> None:
         """Release the requests waiting for a batch (on the event loop)."""
-        for *_, fut in batch:
+        for _, _, fut, _ in batch:
             if not fut.done():
                 if error is None:
                     fut.set_result(None)
@@ -416,15 +483,18 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         """Writes waiting for the next group commit."""
         return len(self._pending)
 
-    def _submit(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
+    def _submit(
+        self, sql: str, params: tuple[Any, ...], row: LedgerRow | None = None
+    ) -> asyncio.Future[None]:
         if self._wake is None or self._closing:
             raise RuntimeError("ledger is not open")  # a write after close would never commit
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((sql, params, fut))
+        self._pending.append((sql, params, fut, row))
         self._wake.set()
         return fut
 
-    _write = _submit  # SQLite's placeholders are the shared SQL's
+    def _write(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
+        return self._submit(sql, params)  # SQLite's placeholders are the shared SQL's
 
     def _upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         marks = ", ".join("?" for _ in columns)
@@ -436,16 +506,16 @@ class SqliteLedger(SqlOutbox, SqlLedger):
 
     # -- LedgerStore ---------------------------------------------------------------------
     async def begin(self, row: LedgerRow) -> int:
-        await self._submit(*_insert(row))
+        await self._submit(*_insert(row), row)
         return 0  # SQLite assigns the id; the attempt is (request_id, attempt)
 
     async def finish(self, row: LedgerRow) -> None:
-        await self._submit(*_finish(row))
+        await self._submit(*_finish(row), row)
 
     async def append(self, rows: Sequence[LedgerRow]) -> None:
         futs = []
         for r in rows:
-            futs.append(self._submit(*_insert(r)))
+            futs.append(self._submit(*_insert(r), r))
         if futs:
             await asyncio.gather(*futs)
 
@@ -504,11 +574,67 @@ class SqliteLedger(SqlOutbox, SqlLedger):
         rows = await self.fetch("SELECT COUNT(*) FROM ledger WHERE status='pending'")
         n = int(rows[0][0])
         if n:
-            await self._submit(
-                "UPDATE ledger SET status='crashed', estimated=1, requests=1, "
-                "total_tokens=reserved_tokens, cost_usd=reserved_cost, "
-                "detail='left pending by a crash; charged at its reserved worst case' "
-                "WHERE status='pending'",
-                (),
-            )
+            await self._submit(_CRASHED, ())
         return n
+
+    # -- the last hour per minute, from memory (RecentView) ----------------------------------
+    async def minute_stats(
+        self, since: float, until: float, size: float, newest: int, quantiles: Sequence[float]
+    ) -> dict[float, MinuteStats]:
+        view = self._fresh_view() if size == MINUTE_S else None
+        got = None if view is None else view.minute_stats(since, until, newest, quantiles)
+        if got is not None:
+            return got
+        return await super().minute_stats(since, until, size, newest, quantiles)
+
+    async def _request_counts_raw(self, since: float | None, until: float | None) -> RequestCounts:
+        view = self._fresh_view() if since is not None and until is not None else None
+        if view is not None and since is not None and until is not None:
+            got = view.request_counts(since, until)
+            if got is not None:
+                return got
+        return await super()._request_counts_raw(since, until)
+
+    def _fresh_view(self) -> RecentView | None:
+        """The in-memory view when it holds everything: seeded, and no other connection
+        (a command-line tool, compaction) committed since (SQLite's ``data_version`` of the
+        writer's connection tells, without reading the database). Else ``None`` (read SQL),
+        and a new view is seeded meanwhile."""
+        view = self._recent
+        if self._db is None or self._thread_commit or (view is not None and not view.ready):
+            return None
+        if view is None or self._data_version() != view.version:
+            if not self._keep_recent:
+                return None
+            if self._seeding is None or self._seeding.done():
+                self._seeding = asyncio.create_task(self._seed(), name="quotaflow-ledger-minutes")
+            return None
+        view.advance(self._clock.now())
+        return view
+
+    def _data_version(self) -> int:
+        assert self._db is not None
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    async def _seed(self) -> None:
+        """Seed a new view from one read snapshot, off the event loop; what the writer
+        commits after the snapshot is kept by the view and replayed on top."""
+        conn = await asyncio.to_thread(self._connect)
+        try:
+            if self._thread_commit:  # the writer's connection is busy: the next read seeds
+                self._recent = None
+                return
+            # In one step of the event loop (the writer commits on it): the version, then
+            # the snapshot, then the view the writer feeds from the next commit on.
+            version = self._data_version()
+            conn.execute("BEGIN")
+            conn.execute("SELECT COUNT(*) FROM ledger_meta").fetchall()
+            view = self._recent = RecentView(version)
+            seed = await asyncio.to_thread(read_seed, conn, self._clock.now())
+        except (sqlite3.Error, OSError):
+            self._recent = None  # read SQL
+            return
+        finally:
+            await asyncio.to_thread(conn.close)
+        if self._recent is view:
+            view.load(seed)
