@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -238,3 +239,36 @@ async def test_a_restart_gives_up_on_an_old_reader_quickly(ledger: SqliteLedger)
         reader.close()
     await ledger.begin(row(201))
     assert await ledger.fetch("SELECT COUNT(*) FROM ledger") == [(202,)]
+
+
+# Another process tries to take the WAL index's "dead man switch" byte (SQLite's unix VFS:
+# byte 128 of the -shm file, read-locked by every process using the database); it gets it
+# only if this process holds no lock there.
+_DMS_PROBE = """
+import fcntl, sys
+with open(sys.argv[1], "r+b") as f:
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+    except OSError:
+        print("held")
+    else:
+        print("free")
+"""
+
+
+async def test_reading_the_wal_index_keeps_sqlite_s_locks(ledger: SqliteLedger) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it. The
+    checkpointer reads the -shm file through a descriptor of its own: closed, SQLite's lock
+    would go with it, the next process to open the database would truncate the WAL index
+    under this one, and the server would die of SIGBUS (seen in a test run)."""
+    for i in range(50):
+        await ledger.begin(row(i))
+    assert checkpointer(ledger).frames() is not None  # the -shm file has been read
+    shm = ledger.path.with_name(ledger.path.name + "-shm")
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _DMS_PROBE, str(shm), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await probe.communicate()
+    assert out.decode().strip() == "held"
+    await ledger.begin(row(50))
+    assert await ledger.fetch("SELECT COUNT(*) FROM ledger") == [(51,)]

@@ -35,6 +35,7 @@ import sqlite3
 import struct
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger("quotaflow.storage.ledgers.checkpoint")
 
@@ -88,6 +89,12 @@ class Checkpointer:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        # The ``-shm`` file, open and mapped until :meth:`release`. Closing any descriptor of
+        # a file drops every POSIX lock this process holds on it, SQLite's included: its
+        # "dead man switch" read lock then goes, and the next process to open the database
+        # truncates the WAL index under the server's SQLite, which dies of SIGBUS. So the
+        # file stays open until the process's connections to the database are closed.
+        self._shm_file: BinaryIO | None = None
         self._shm: mmap.mmap | None = None
         self._lock = threading.Lock()  # one checkpoint at a time: a copy or a restart
         self._copying = False
@@ -183,9 +190,6 @@ class Checkpointer:
         if self._restart_db is not None:
             self._restart_db.close()
             self._restart_db = None
-        if self._shm is not None:
-            self._shm.close()
-            self._shm = None
 
     # -- the copying thread --------------------------------------------------------------
     def _run(self) -> None:
@@ -237,15 +241,26 @@ class Checkpointer:
             with self._lock:
                 self._copying = False
 
+    def release(self) -> None:
+        """Unmap and close the ``-shm`` file: after the ledger's SQLite connections are
+        closed (see ``_shm_file``)."""
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
+        if self._shm_file is not None:
+            self._shm_file.close()
+            self._shm_file = None
+
     def frames(self) -> tuple[int, int] | None:
         """(frames in the WAL, frames not yet copied into the database), or None when the
         WAL index cannot be read."""
         shm = self._shm
         if shm is None:
             try:
-                with open(self.path.with_name(self.path.name + "-shm"), "rb") as f:
-                    shm = mmap.mmap(f.fileno(), _HEADER_BYTES, access=mmap.ACCESS_READ)
-            except (OSError, ValueError):
+                if self._shm_file is None:  # kept open (see _shm_file)
+                    self._shm_file = open(self.path.with_name(self.path.name + "-shm"), "rb")  # noqa: SIM115
+                shm = mmap.mmap(self._shm_file.fileno(), _HEADER_BYTES, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # not there yet, or shorter than its header
                 return None
             self._shm = shm
         (mx,) = _MX_FRAME.unpack_from(shm, _MX_FRAME_AT)

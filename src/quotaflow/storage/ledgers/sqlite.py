@@ -371,13 +371,15 @@ class SqliteLedger(SqlOutbox, SqlLedger):
             self._wake.set()
         if self._writer is not None:
             await self._writer
-        if self.checkpointer is not None:
-            self.checkpointer.stop()  # the writer's close checkpoints what is left
-            self.checkpointer = None
+        checkpointer, self.checkpointer = self.checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()  # the writer's close checkpoints what is left
         for db in (self._db, self._read):
             if db is not None:
                 db.close()
         self._db = self._read = None
+        if checkpointer is not None:
+            checkpointer.release()  # the -shm file, once SQLite is done with it
 
     # -- group commit ----------------------------------------------------------------------
     async def _write_loop(self) -> None:
