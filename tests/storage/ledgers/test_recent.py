@@ -111,7 +111,18 @@ async def serving(path: Path, clock: FrozenClock) -> SqliteLedger:
     return ledger
 
 
-def view_of(ledger: SqliteLedger) -> RecentView:
+async def writer_free(ledger: SqliteLedger) -> None:
+    """Wait while the writer's connection is busy on a thread (the WAL starting over, a
+    commit behind compaction): SQL answers then, not the view."""
+    for _ in range(1000):
+        if not ledger._thread_commit:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the writer's connection stayed busy")
+
+
+async def view_of(ledger: SqliteLedger) -> RecentView:
+    await writer_free(ledger)
     view = ledger._fresh_view()
     assert view is not None, "the view should answer"
     return view
@@ -119,7 +130,7 @@ def view_of(ledger: SqliteLedger) -> RecentView:
 
 async def assert_same(ledger: SqliteLedger, clock: FrozenClock) -> int:
     """Every read of the last hour the view answers equals SQL's; returns minutes checked."""
-    view = view_of(ledger)
+    view = await view_of(ledger)
     last = (clock.now() // 60) * 60
     checked = 0
     spans = [(last - 59 * 60, last + 60), (last - 17 * 60, last - 3 * 60), (last, last + 60)]
@@ -162,7 +173,7 @@ async def test_the_view_answers_what_sql_answers_over_randomized_traffic(
         if i % 70 == 69:
             checked += await assert_same(ledger, clock)
     assert checked > 500
-    minutes, in_flight, followed = view_of(ledger).sizes()
+    minutes, in_flight, followed = (await view_of(ledger)).sizes()
     assert minutes <= 62
     assert in_flight == len(traffic.in_flight)
     assert followed < traffic.n / 4  # answered requests are not followed
@@ -383,6 +394,7 @@ async def test_the_wal_starting_over_keeps_the_view(tmp_path: Path, clock: Froze
             await asyncio.sleep(0)
         got = await ledger.fetch("SELECT value FROM ledger_meta WHERE name='wal_restarts'")
         assert got and got[0][0] >= 2
+        await writer_free(ledger)
         assert ledger._fresh_view() is not None  # still the view: no other writer was seen
         since = (clock.now() // 60) * 60 - 59 * 60
         got_view = await ledger.minute_stats(since, since + 3600, 60.0, NEWEST, QUANTILES)

@@ -150,7 +150,7 @@ class Checkpointer:
         change), on the calling thread: the writer runs it on :attr:`restarter` and commits
         nothing meanwhile. True when the WAL started over."""
         with self._lock:
-            if self._copying:  # the copying thread is at it: the next commit looks again
+            if self._copying or self._restarting:  # one at a time: the next commit looks again
                 return False
             self._restarting = True
         try:
