@@ -259,7 +259,7 @@ _DMS_PROBE = """
 import fcntl, sys
 with open(sys.argv[1], "r+b") as f:
     try:
-        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, int(sys.argv[3]), int(sys.argv[2]))
     except OSError:
         print("held")
     else:
@@ -276,10 +276,30 @@ async def test_reading_the_wal_index_keeps_sqlite_s_locks(ledger: SqliteLedger) 
         await ledger.begin(row(i))
     assert checkpointer(ledger).frames() is not None  # the -shm file has been read
     shm = ledger.path.with_name(ledger.path.name + "-shm")
-    probe = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _DMS_PROBE, str(shm), stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await probe.communicate()
-    assert out.decode().strip() == "held"
+    assert await lock_seen_from_another_process(shm, 128, 1) == "held"
     await ledger.begin(row(50))
     assert await ledger.fetch("SELECT COUNT(*) FROM ledger") == [(51,)]
+
+
+async def lock_seen_from_another_process(path: Path, start: int, length: int) -> str:
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _DMS_PROBE, str(path), str(start), str(length),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await probe.communicate()
+    return out.decode().strip()
+
+
+async def test_flushing_the_database_keeps_sqlite_s_lock_on_it(ledger: SqliteLedger) -> None:
+    """The same holds for the database file, which the copying thread flushes before a
+    restart: SQLite's shared lock on it (its unix VFS: 510 bytes from 2^30 + 2) must stay,
+    or another process closing its last connection would think itself alone and delete the
+    WAL under this one."""
+    ck = checkpointer(ledger)
+    i = 0
+    while ck.restarts < 1:  # past the limit: a flush, then a restart
+        await ledger.begin(row(i))
+        i += 1
+        assert i < 5000, "the WAL never started over"
+    await until(lambda: not ck._copying)
+    assert await lock_seen_from_another_process(ledger.path, 2**30 + 2, 510) == "held"

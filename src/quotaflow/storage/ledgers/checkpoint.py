@@ -96,6 +96,7 @@ class Checkpointer:
         # file stays open until the process's connections to the database are closed.
         self._shm_file: BinaryIO | None = None
         self._shm: mmap.mmap | None = None
+        self._db_fd: int | None = None  # the database file, flushed here; open likewise
         self._lock = threading.Lock()  # one checkpoint at a time: a copy or a restart
         self._copying = False
         self._restarting = False
@@ -120,22 +121,26 @@ class Checkpointer:
         )
         self._thread.start()
 
-    def after_commit(self) -> None:
+    def after_commit(self) -> bool:
         """A commit happened (on the writer's thread): wake the copying thread when the WAL
-        holds enough frames to copy, or has grown past its limit."""
-        if self._ready:  # copied up to the limit: the writer starts the WAL over next
-            return
+        holds enough frames to copy, or has grown past its limit; returns
+        :meth:`restart_due` (from the same read of the WAL index)."""
         frames = self.frames()
-        if frames is None:  # no WAL index to read yet: look every so many commits
+        if self._ready:  # copied up to the limit: the writer starts the WAL over next
+            pass
+        elif frames is None:  # no WAL index to read yet: look every so many commits
             self._blind += 1
             if self._blind % _BLIND_COMMITS == 0:
                 self._wake.set()
         elif frames[1] >= self.trigger_frames or frames[0] >= self.limit_frames:
             self._wake.set()
+        return self._due(frames)
 
     def restart_due(self) -> bool:
-        """Whether the writer should run :meth:`restart` now (read after a commit)."""
-        frames = self.frames()
+        """Whether the writer should run :meth:`restart` now."""
+        return self._due(self.frames())
+
+    def _due(self, frames: tuple[int, int] | None) -> bool:
         if frames is None:
             return False
         total = frames[0]
@@ -231,19 +236,20 @@ class Checkpointer:
                         break
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.passive += 1
-                fd = os.open(self.path, os.O_RDONLY)
-                try:
-                    _flush(fd)
-                finally:
-                    os.close(fd)
+                if self._db_fd is None:  # kept open: see _shm_file, the same holds here
+                    self._db_fd = os.open(self.path, os.O_RDONLY)
+                _flush(self._db_fd)
                 self._ready = True
         finally:
             with self._lock:
                 self._copying = False
 
     def release(self) -> None:
-        """Unmap and close the ``-shm`` file: after the ledger's SQLite connections are
-        closed (see ``_shm_file``)."""
+        """Unmap and close the ``-shm`` file and the database file: after the ledger's
+        SQLite connections are closed (see ``_shm_file``)."""
+        if self._db_fd is not None:
+            os.close(self._db_fd)
+            self._db_fd = None
         if self._shm is not None:
             self._shm.close()
             self._shm = None

@@ -416,8 +416,7 @@ class SqliteLedger(SqlOutbox, SqlLedger):
                     )
                 if self.on_commit is not None:
                     self.on_commit(time.perf_counter() - t0)
-                checkpointer.after_commit()
-                if not self._compacting and checkpointer.restart_due():
+                if checkpointer.after_commit() and not self._compacting:
                     # The WAL starts over between two commits: requests queued meanwhile
                     # wait for it (a RESTART with little left to copy) in the next batch.
                     # It makes its one write on this connection (other connections' commits
