@@ -107,6 +107,9 @@ def script_pipe(url: str, timeout_s: float) -> ScriptPipe | None:
 
 
 class _Script(Protocol):
+    @property
+    def script(self) -> Any: ...  # its text (redis-py: str, bytes or memoryview)
+
     async def __call__(self, keys: Sequence[Any] = ..., args: Sequence[Any] = ...) -> Any: ...
 
 
@@ -319,10 +322,17 @@ class RedisCounterStore:
         keys: list[str] | None,
         args: list[Any] | None,
         command: bytes | None = None,
+        *,
+        in_order: bool = True,
     ) -> Any:
         """Script ``name`` on ``keys`` and ``args``, or (the hot path) ``command``: the same
         call already in RESP, without the lists. Then :data:`_RESEND` means: no pipe, or
-        Redis has lost the script; call again with the lists (redis-py loads it)."""
+        Redis has lost the script; call again with the lists (redis-py loads it).
+
+        It runs after every settle sent before it (``in_order``: all but those settles' own
+        second tries, see :meth:`_settled`)."""
+        if self._closing and in_order:
+            await self._settles_landed()
         try:
             pipe = self._pipe
             if pipe is not None and pipe.connected:  # inlined _call: one frame less to wake
@@ -444,6 +454,8 @@ class RedisCounterStore:
         if pipe is None or not pipe.connected or self._down:
             await self._close("settle", reservation_id, args, now)
             return
+        if self._closing:  # settles tried again through redis-py: this one comes after them
+            await self._settles_landed()
         # Sent, not waited for: nothing the request does next needs the reply, and this
         # replica's next commands follow it on the same connection (Redis runs them in
         # order). Until it lands, the hold counts at its worst case: over, never under.
@@ -468,8 +480,13 @@ class RedisCounterStore:
             self._saw_closed(fut.result(), now)
             return
         if isinstance(exc, ResponseError) and str(exc).startswith("NOSCRIPT"):
-            task = asyncio.get_running_loop().create_task(self._close("settle", rid, args, now))
-            self._closing.add(task)  # through redis-py, which loads the script
+            # Through redis-py, which loads the script. The replica's next commands wait for
+            # it (see _run): otherwise they would overtake this settle, and a snapshot would
+            # show the reservation still held.
+            task = asyncio.get_running_loop().create_task(
+                self._close("settle", rid, args, now, in_order=False)
+            )
+            self._closing.add(task)
             task.add_done_callback(self._closing.discard)
             return
         if isinstance(exc, ResponseError) and "QF_NOINIT" in str(exc):
@@ -491,10 +508,17 @@ class RedisCounterStore:
         now = self._clock.now()
         await self._close("release", reservation_id, [repr(now)], now)
 
-    async def _close(self, op: str, rid: str, args: list[Any], now: float) -> None:
+    async def _settles_landed(self) -> None:
+        """Wait for the settles being tried again through redis-py (see :meth:`_settled`)."""
+        while self._closing:
+            await asyncio.wait(list(self._closing))
+
+    async def _close(
+        self, op: str, rid: str, args: list[Any], now: float, *, in_order: bool = True
+    ) -> None:
         keys = [self._epoch_key, f"{self.prefix}r:{rid}"]
         try:
-            out = await self._run(op, keys, args)
+            out = await self._run(op, keys, args, in_order=in_order)
         except CountersUnavailable:
             # The hold stays and is charged at its worst case when it expires (or the counters
             # are reloaded from the ledger): over-counted, never under-counted.
@@ -574,10 +598,19 @@ class RedisCounterStore:
         them now if Redis is empty (the first replica to start)."""
         self._source = source
         try:
+            await self._load_scripts()
             if not await self.is_loaded() and not await self.rebuild(source):
                 await self._await_reload(RELOAD_WAIT_S)
         except (CountersUnavailable, RedisError) as exc:
             self._mark_down(str(exc))
+
+    async def _load_scripts(self) -> None:
+        """Give Redis every script now. The hot path calls them by digest and does not wait
+        for a settle's reply: a Redis that never saw the settle script (a fresh one, or one
+        restarted) would answer NOSCRIPT, and the settle, made again, would land after
+        commands sent behind it — a snapshot there shows the reservation still held."""
+        for script in self._scripts.values():
+            await self._redis.script_load(script.script)
 
     async def _await_reload(self, wait_s: float) -> None:
         """Wait (bounded) for the replica that holds the reload lock to finish loading the
@@ -672,6 +705,7 @@ class RedisCounterStore:
         while self._down:
             try:
                 if await self._redis.exists(self._epoch_key):
+                    await self._load_scripts()  # a Redis restarted from its file has none
                     while self._unsent:
                         limits, m, at = self._unsent[0]
                         await self._charge(limits, m, at, self._clock.now())
