@@ -31,6 +31,8 @@ BODY: dict[str, Any] = {
     "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
 }  # fmt: skip
 
+CALL_TIMEOUT_S = 30.0
+
 
 def _config(url: str, redis_url: str, prefix: str, dsn: str, replica: str) -> dict[str, Any]:
     return {
@@ -52,8 +54,14 @@ class Replica:
 
     async def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
         headers = {"authorization": f"Bearer {token}"}
-        async with self.http.request(method, self.url(path), json=body, headers=headers) as r:
-            return r.status, await r.json()
+        try:  # bounded: a hang fails here, naming the call, not at the suite's timeout
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                async with self.http.request(
+                    method, self.url(path), json=body, headers=headers
+                ) as r:
+                    return r.status, await r.json()
+        except TimeoutError:
+            raise AssertionError(f"{method} {path} not answered in {CALL_TIMEOUT_S:g} s") from None
 
 
 @contextlib.asynccontextmanager
