@@ -28,6 +28,12 @@ TOKENS = limit("key:a", "tokens", "day", 1_000_000)
 REQUESTS = limit("key:a", "requests", "minute", 1_000)
 
 
+def call_by_digest(store: RedisCounterStore, name: str, sha: str) -> None:
+    """Have ``store`` call script ``name`` by ``sha`` (a digest Redis may never have seen)."""
+    store._shas[name] = sha
+    store._heads[name] = bulk("EVALSHA") + bulk(sha)
+
+
 async def watched(url: str, prefix: str, work: Any) -> list[dict[str, Any]]:
     """The commands Redis received that name ``prefix`` while ``work`` ran."""
     seen: list[dict[str, Any]] = []
@@ -199,8 +205,7 @@ async def test_scripts_redis_lacks_are_loaded_and_a_store_without_the_pipe_books
     store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=FrozenClock(T0))
     if piped:
         for name in ("reserve", "settle"):
-            store._shas[name] = "0" * 40
-            store._heads[name] = bulk("EVALSHA") + bulk("0" * 40)
+            call_by_digest(store, name, "0" * 40)
     else:
         store._pipe = None
     await store.attach(LedgerSource(None, list))
@@ -234,8 +239,8 @@ async def test_a_fresh_redis_is_given_the_scripts_before_a_settle_is_sent_unansw
     body = store._scripts["settle"].script
     body = (body.decode() if isinstance(body, bytes) else body) + f"\n-- {prefix}\n"
     fresh = store._redis.register_script(body)
-    store._scripts["settle"], store._shas["settle"] = fresh, fresh.sha
-    store._heads["settle"] = bulk("EVALSHA") + bulk(fresh.sha)
+    store._scripts["settle"] = fresh
+    call_by_digest(store, "settle", fresh.sha)
     await store.attach(LedgerSource(None, list))
     try:
         out = await store.reserve([Claim(TOKENS, 600), Claim(REQUESTS, 1)], T0)
@@ -257,8 +262,7 @@ async def test_commands_after_a_settle_met_noscript_wait_for_its_second_try(
     instead of overtaking it. (This store's settle digest is one Redis never saw.)"""
     url, prefix = redis_url_prefix
     store = RedisCounterStore(url, ZoneInfo("UTC"), prefix=prefix, clock=FrozenClock(T0))
-    store._shas["settle"] = "0" * 40
-    store._heads["settle"] = bulk("EVALSHA") + bulk("0" * 40)
+    call_by_digest(store, "settle", "0" * 40)
     real = store._scripts["settle"]
 
     class Slow:  # the second try (through redis-py) takes a while: room to overtake it
