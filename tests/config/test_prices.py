@@ -15,8 +15,8 @@ import pytest
 from quotaflow.config.load import parse_spec, resolve
 from quotaflow.config.model import Config
 from quotaflow.config.presets import PRESETS
-from quotaflow.config.prices import FALLBACK, LIBRARY_PROVIDER, PriceBook, warm
-from quotaflow.engine.pricing import LazyPrice
+from quotaflow.config.prices import FALLBACK, LIBRARY_PROVIDER, PriceBook, price_of, warm
+from quotaflow.engine.pricing import LazyPrice, Price
 from quotaflow.types import Usage
 
 
@@ -182,3 +182,45 @@ def test_the_server_modules_and_a_loaded_config_leave_the_price_library_unimport
         "cfg = load_config(None, {'OPENAI_API_KEY': 'sk-x'})\n"
         "cfg.providers['openai'].models['gpt-4o'].price.input"
     )
+
+
+def test_a_provider_with_no_known_price_books_the_tables_dearest_model_not_zero() -> None:
+    """A provider of its own (no preset, no priced model) serving a model no table knows:
+    ``highest`` has no sibling to take the price of, and must still never book $0 — else a
+    cost limit on that provider counts nothing and never holds. It books the dearest model
+    the price table lists instead."""
+    cfg = _inhouse("highest")
+    price = cfg.providers["inhouse"].models["inhouse-model"].price
+    assert price.estimated
+    book = PriceBook()
+    dearest = [p for lp in book.snapshot().providers for m in lp.models if (p := _now(m))]
+    assert (price.input, price.output) == (
+        max(p.input for p in dearest),
+        max(p.output for p in dearest),
+    )
+    assert price.input > 0 and price.output > 0
+    # A model outside the catalog, reached by pass-through, the same way.
+    route = cfg.route("inhouse/another-model")
+    assert route is not None
+    other = route.deployments[0].model.price
+    assert other.estimated and (other.input, other.output) == (price.input, price.output)
+    # ``zero`` still books $0, as asked.
+    assert _inhouse("zero").providers["inhouse"].models["inhouse-model"].price.output == 0.0
+
+
+def _inhouse(policy: str) -> Config:
+    cost_limit = {"metric": "cost", "window": "day", "amount": 0.01}
+    provider = {
+        "name": "inhouse",
+        "protocol": "openai",
+        "base_url": "http://127.0.0.1:9/v1",
+        "models": ["inhouse-model"],
+        "keys": [{"secret": "s", "limits": [cost_limit]}],
+    }
+    return resolve(parse_spec({"settings": {"unpriced": policy}, "providers": [provider]}, {}), {})
+
+
+def _now(model: object) -> Price | None:
+    from datetime import UTC, datetime
+
+    return price_of(model.get_prices(datetime.now(UTC)))  # type: ignore[attr-defined]

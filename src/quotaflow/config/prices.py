@@ -89,6 +89,7 @@ class PriceBook:
         self._lock = threading.Lock()
         self._known: OrderedDict[tuple[str, str], Price | None] = OrderedDict()
         self._snapshot: Any = None
+        self._dearest: Price | None = None
 
     def snapshot(self) -> Any:
         """The library's price data (imported on first use)."""
@@ -141,6 +142,25 @@ class PriceBook:
             return None
         return price_of(info.get_prices(now))
 
+    def dearest(self) -> Price:
+        """The highest input and the highest output price of every model the tables list
+        (computed once): the stand-in of a model whose provider has no known price at all."""
+        with self._lock:
+            if self._dearest is None:
+                now = datetime.fromtimestamp(self.clock.now(), tz=UTC)
+                prices = [
+                    p
+                    for lp in self.snapshot().providers
+                    for m in lp.models
+                    if (p := price_of(m.get_prices(now))) is not None
+                ]
+                prices += self.fallback.values()
+                self._dearest = Price(
+                    max((p.input for p in prices), default=0.0),
+                    max((p.output for p in prices), default=0.0),
+                )
+            return self._dearest
+
     def warm(self, pairs: Iterable[tuple[str, str, str | None]]) -> None:
         for provider, model, base_url in pairs:
             self.known(provider, model, base_url)
@@ -153,15 +173,19 @@ def _has_provider(snap: Any, name: str) -> bool:
 BOOK = PriceBook()
 
 
-def stand_in(known: Iterable[Price], policy: str) -> Price:
+def stand_in(known: Iterable[Price], policy: str, book: PriceBook | None = None) -> Price:
     """The price of a model with no known price (flagged ``estimated``): with ``highest``,
-    the highest input and output prices among ``known`` (its provider's priced models)."""
+    the highest input and output prices among ``known`` (its provider's priced models), or,
+    when its provider has none, of every model the tables list — never $0, or a cost limit
+    on that provider would count nothing."""
     if policy != "highest":
         return Price(estimated=True)
     known = list(known)
+    if not any(p.input or p.output for p in known):
+        known = [(book or BOOK).dearest()]
     return Price(
-        max((p.input for p in known), default=0.0),
-        max((p.output for p in known), default=0.0),
+        max(p.input for p in known),
+        max(p.output for p in known),
         estimated=True,
     )
 
@@ -211,7 +235,7 @@ def model_price(
 
     def lookup() -> Price:
         known = book.known(provider, model, base_url)
-        base = known if known is not None else stand_in(siblings(), policy)
+        base = known if known is not None else stand_in(siblings(), policy, book)
         if inp is None and out is None and cached is None:
             return base
         return Price(
