@@ -131,6 +131,13 @@ def test_any_model_a_provider_serves_passes_through(tmp_path: Path) -> None:
             assert "openai: gpt-*, o1*, o3*" in message
             models = c.models.list()
             assert "gpt-4o-mini" in [m.id for m in models.data]
+            # The SDK's retrieve: a catalog model, a name passed through, one served nowhere.
+            one = c.models.retrieve("gpt-4o-mini")
+            assert (one.id, one.owned_by) == ("gpt-4o-mini", "openai")
+            assert c.models.retrieve("gpt-9-preview").owned_by == "openai"
+            with pytest.raises(openai.NotFoundError) as missing:
+                c.models.retrieve("claude-sonnet-4-5")
+            assert "'claude-sonnet-4-5' is not served here" in str(missing.value)
             listed = get_json(gw, "/v1/models")
             assert listed["pass_through"]["providers"]["openai"][0] == "gpt-*"
 
@@ -309,6 +316,34 @@ def test_an_unpriced_model_stops_at_a_cost_limit(tmp_path: Path) -> None:
             rows = ledger_rows(gw.home, "status = 'ok'")
             assert all(r["cost_usd"] > 0 for r in rows)
             assert all((r["detail"] or "").startswith("cost estimated") for r in rows)
+
+
+def test_a_provider_with_no_price_at_all_still_stops_at_a_cost_limit(tmp_path: Path) -> None:
+    """A provider of one's own (no preset, no priced model): its unpriced model is booked at
+    the dearest price the tables list, not $0, so its cost limit holds."""
+    with fake_upstream() as fake:
+        config = (
+            "settings: {max_wait_s: 0}\n"
+            f"providers:\n  - {{name: inhouse, protocol: openai, base_url: '{fake.url}/v1',"
+            " models: [inhouse-model], keys: [{id: own, secret: sk-own-0001,"
+            " limits: [{metric: cost, window: day, amount: 2.0}]}]}\n"
+        )
+        prompt = "word " * 2000  # ~2,500 prompt tokens: ~$0.4 a request at the dearest price
+        with served(config, tmp_path / "home") as gw, client(gw.proc) as c:
+            served_n = 0
+            with pytest.raises(openai.RateLimitError):
+                for _ in range(30):
+                    c.chat.completions.create(
+                        model="inhouse-model",
+                        messages=[{"role": "user", "content": prompt}],
+                        max_tokens=50,
+                    )
+                    served_n += 1
+            assert 1 <= served_n <= 6
+            rows = ledger_rows(gw.home, "status = 'ok'")
+            assert len(rows) == served_n
+            assert all(r["cost_usd"] > 0 for r in rows)
+            assert sum(r["cost_usd"] for r in rows) <= 2.0
 
 
 def test_unpriced_refuse_refuses_a_model_with_no_known_price(tmp_path: Path) -> None:

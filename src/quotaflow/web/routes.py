@@ -45,6 +45,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/responses", lazy("api.responses", "create_response"))
     app.router.add_post("/v1beta/models/{target}", lazy("api.gemini", "generate"))
     app.router.add_post("/v1/models/{target}", lazy("api.gemini", "generate"))
+    app.router.add_get("/v1/models/{target:.+}", openai.retrieve_model)
     app.router.add_get("/api/health", health.health)
     app.router.add_get("/livez", health.livez)
     app.router.add_get("/readyz", health.readyz)

@@ -65,20 +65,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return json_response(outcome.body, headers=outcome.headers())
 
 
+def model_object(name: str, route: Route) -> dict[str, object]:
+    """An OpenAI ``model`` object for ``name``, owned by the providers that serve it."""
+    owners = sorted({d.provider for d in route.deployments})
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": ",".join(owners) or "quotaflow",
+        "doors": doors_of(route),
+    }
+
+
 async def list_models(request: web.Request) -> web.Response:
     gw: Gateway = request.app[GATEWAY]
-    data = []
-    for name, route in gw.config.routes.items():
-        owners = sorted({d.provider for d in route.deployments})
-        data.append(
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": ",".join(owners) or "quotaflow",
-                "doors": doors_of(route),
-            }
-        )
+    data = [model_object(name, route) for name, route in gw.config.routes.items()]
     # The catalog above; other names that match a provider's patterns (or provider/model)
     # are passed through to that provider.
     passes = gw.config.pass_through()
@@ -93,6 +94,14 @@ async def list_models(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{model}``: the model as ``/v1/models`` lists it, or as it would be
+    routed (a name a provider's patterns take, ``provider/model``, an alias); else 404."""
+    gw: Gateway = request.app[GATEWAY]
+    name = request.match_info["target"]
+    return json_response(model_object(name, gw.resolve_route(name)))
 
 
 CHAT_DOORS = ("chat", "messages", "responses", "gemini")

@@ -663,7 +663,15 @@ def paths() -> dict[str, Schema]:
             )
         },
         "/v1beta/models/{target}": {"post": gemini_op()},
-        "/v1/models/{target}": {"post": gemini_op()},
+        "/v1/models/{target}": {
+            "post": gemini_op(),
+            "get": op(
+                "One model, as listed or as it would be routed (404 if nothing serves it)",
+                obj({"id": STR, "object": STR, "owned_by": STR}),
+                params=[path_param("target")],
+                openai=True,
+            ),
+        },
         "/v1/models": {
             "get": op(
                 "Routes and models served",
