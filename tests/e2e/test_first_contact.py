@@ -294,6 +294,48 @@ def test_a_rejected_key_is_invalid_says_so_and_stays_so_after_a_restart(tmp_path
         assert run.returncode == 1 and "INVALID" in run.stdout
 
 
+def test_a_key_the_provider_says_is_empty_stays_depleted_after_a_restart(tmp_path: Path) -> None:
+    """A key whose quota ran out at the provider is skipped until its window resets, a
+    restart included: the first request after it goes to the other key, not to a refusal."""
+    home = tmp_path / "home"
+    small, big = "sk-test-small-quota-0001", "sk-test-big-quota-0002"
+    with fake_upstream("openai", "--key", f"{small}=30", "--key", big) as fake:
+        config = (
+            "settings: {strategy: priority, max_wait_s: 0}\n"
+            f"providers:\n  - {{name: openai, base_url: '{fake.url}/v1', keys: ["
+            f"{{id: small, secret: {small}, limits: [{{metric: tokens, window: day, amount: 1000000}}]}},"
+            f" {{id: big, secret: {big}, priority: 1}}]}}\n"
+        )
+
+        def ask(c: openai.OpenAI) -> tuple[str, str]:
+            raw = c.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=20
+            )
+            return raw.headers["x-quotaflow-key"], raw.headers["x-quotaflow-attempts"]
+
+        with served(config, home) as gw, client(gw.proc) as c:
+            answers = [ask(c) for _ in range(4)]
+            # small serves until the provider says it is empty, then big takes over.
+            assert answers[0] == ("small", "1")
+            assert ("big", "2") in answers and answers[-1] == ("big", "1")
+            key = gw.admin("GET", "/api/status")[1]["providers"][0]["keys"][0]
+            assert (key["available"], key["reason"]) == (False, "quota exhausted at the provider")
+        with served(config, home) as gw, client(gw.proc) as c:  # restarted, same data folder
+            key = gw.admin("GET", "/api/status")[1]["providers"][0]["keys"][0]
+            assert (key["available"], key["reason"]) == (False, "quota exhausted at the provider")
+            assert ask(c) == ("big", "1")  # no attempt spent on the empty key
+            # An operator resets the provider's quota: the key is tried again, and again
+            # after a restart (here the fake provider still finds it empty, and says so).
+            status, _ = gw.admin("POST", "/api/reset_quota", {"provider": "openai"})
+            assert status == 200
+        refused = ledger_rows(home, "key_id = 'small' AND error_kind = 'quota_exhausted'")
+        assert len(refused) == 1
+        with served(config, home) as gw, client(gw.proc) as c:
+            assert ask(c) == ("big", "2")
+        refused = ledger_rows(home, "key_id = 'small' AND error_kind = 'quota_exhausted'")
+        assert len(refused) == 2
+
+
 def test_an_unpriced_model_stops_at_a_cost_limit(tmp_path: Path) -> None:
     with fake_upstream() as fake:
         config = (

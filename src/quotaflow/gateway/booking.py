@@ -109,6 +109,7 @@ def _mask_json(value: Any, mask: Callable[[str], str]) -> Any:
 
 
 INVALID_SETTING = "key_invalid:"  # + key id → "<secret digest>@<ts>@<reason>"
+DEPLETED_SETTING = "key_depleted:"  # + key id → "<secret digest>@<ts>@<until>" ("": not)
 
 
 def secret_digest(secret: str) -> str:
@@ -311,6 +312,8 @@ class Booking:
         await self.book(row, measure, now, reservation_id=pick.reservation_id)
         if f.kind is ErrorKind.AUTH:
             await self._remember_invalid(c.key, now)
+        elif f.kind is ErrorKind.QUOTA_EXHAUSTED:
+            await self._remember_depleted(c.key, now)
 
     async def _remember_invalid(self, key: Key, now: float) -> None:
         """Keep a rejected key's state in the data folder: it stays invalid across restarts
@@ -321,6 +324,22 @@ class Booking:
         reason = self._keyring.health_of(key.id).disabled_reason or ""
         value = f"{secret_digest(key.secret)}@{now}@{reason}"
         await store.set_setting(INVALID_SETTING + key.id, value)
+
+    async def _remember_depleted(self, key: Key, now: float) -> None:
+        """Keep a key the provider found empty in the data folder until its window resets:
+        after a restart no request is spent finding it out again (see key_states)."""
+        until = self._keyring.health_of(key.id).depleted_until
+        store: Any = self.ledger
+        if until is None or not hasattr(store, "set_setting"):
+            return
+        value = f"{secret_digest(key.secret)}@{now}@{until!r}"
+        await store.set_setting(DEPLETED_SETTING + key.id, value)
+
+    async def forget_depleted(self, key: Key) -> None:
+        """The key's quota was reset or topped up: a restart no longer finds it empty."""
+        store: Any = self.ledger
+        if hasattr(store, "set_setting"):
+            await store.set_setting(DEPLETED_SETTING + key.id, "")
 
     async def succeeded(self, pick: Pick, latency_ms: float, tokens: int) -> None:
         """A plain answer was accepted: the key's health and statistics learn it."""

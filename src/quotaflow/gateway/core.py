@@ -400,6 +400,7 @@ class Gateway:
         await self.reset_limits(limits)
         for k in keys:
             self.keyring.replenish(k.id)
+            await self.booking.forget_depleted(k)
         return keys
 
     # -- key tester, quality feedback, per key × model stats -----------------------------

@@ -21,7 +21,7 @@ from quotaflow.engine.limits import Limit
 from quotaflow.engine.windows import Window
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import Gateway
-from quotaflow.gateway.booking import INVALID_SETTING, secret_digest
+from quotaflow.gateway.booking import DEPLETED_SETTING, INVALID_SETTING, secret_digest
 from quotaflow.storage.management import ManagedKeyRow, ManagementStore
 from quotaflow.storage.secrets import SecretBox, secret_hash
 
@@ -271,6 +271,26 @@ async def apply_key_states(engine: Gateway) -> None:
         # A rejected key stays invalid until an operator enables it or replaces its secret.
         if digest == secret_digest(key.secret) and enabled_at.get(key.id, 0.0) < float(stamp or 0):
             engine.health.setdefault(key.id, hl.Health()).disabled_reason = reason
+    await _apply_depleted(engine, enabled_at)
+
+
+async def _apply_depleted(engine: Gateway, enabled_at: dict[str, float]) -> None:
+    """A key the provider found empty stays depleted across a restart until its window
+    resets, unless an operator enabled it since, its quota was reset or its secret changed."""
+    now = engine.clock.now()
+    for key in list(engine.keys.values()):
+        value = await engine.ledger.get_setting(DEPLETED_SETTING + key.id)
+        if not value:
+            continue
+        digest, _, rest = value.partition("@")
+        stamp, _, until_text = rest.partition("@")
+        try:
+            at, until = float(stamp), float(until_text)
+        except ValueError:
+            continue  # not written by this version: the next refusal says it again
+        if digest == secret_digest(key.secret) and until > now and enabled_at.get(key.id, 0.0) < at:
+            h = engine.health.setdefault(key.id, hl.Health())
+            h.depleted_until = max(h.depleted_until or until, until)
 
 
 def _apply_state(
