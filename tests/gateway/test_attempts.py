@@ -159,13 +159,22 @@ async def test_a_window_beyond_max_wait_is_a_429_naming_the_limit(tmp_path: Path
 SECRET = "sk-echo-Zq8vX1cT4mW7nB2rL5kP9dF3"
 
 
+def echoed(sent: str) -> str:
+    return f"Incorrect API key provided: {sent} (…{sent[8:20]}…)"
+
+
+def quoted_as_openai(sent: str) -> str:
+    """How OpenAI quotes a key it refuses: its first 20 characters, stars, its last four."""
+    return f"Incorrect API key provided: {sent[:20]}************{sent[-4:]}."
+
+
 @asynccontextmanager
-async def echoing_upstream() -> AsyncIterator[str]:
-    """A provider that puts the key it was sent, whole and in part, into its 401."""
+async def echoing_upstream(quote: Callable[[str], str] = echoed) -> AsyncIterator[str]:
+    """A provider that puts the key it was sent, whole or in part (``quote``), into its 401."""
 
     async def chat(request: web.Request) -> web.Response:
         sent = request.headers.get("authorization", "").removeprefix("Bearer ")
-        message = f"Incorrect API key provided: {sent} (…{sent[8:20]}…)"
+        message = quote(sent)
         error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
         return web.json_response({"error": error}, status=401)
 
@@ -200,3 +209,25 @@ async def test_a_key_echoed_by_the_provider_is_masked_before_it_is_kept_or_retur
             for text in (shown, kept, reason):
                 assert SECRET not in text and SECRET[8:20] not in text
             assert "sk-echo" in kept  # shown in its masked form, so an operator can tell
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_refusal_quoting_a_stem_keys_share_names_the_refused_key_not_another(
+    tmp_path: Path, stream: bool
+) -> None:
+    leak1, leak2 = "sk-test-leakysecret-ABCDEF1234567890", "sk-test-leakysecret-ZYXWVU0987654321"
+    async with echoing_upstream(quoted_as_openai) as url:
+        cfg = _config(url, _keys(leak1, leak2))
+        async with gateway(tmp_path, cfg, FrozenClock()) as gw:
+            with pytest.raises(QuotaflowError) as err:
+                if stream:
+                    await gw.open_stream({**BODY, "stream": True})
+                else:
+                    await gw.chat(BODY)
+            shown = {a["key"]: a["message"] for a in err.value.details["attempts"]}
+            kept = {r.key_id: r.detail or "" for r in await rows(gw)}
+            for key_id, secret, other in (("k0", leak1, leak2), ("k1", leak2, leak1)):
+                reason = gw.health[key_id].disabled_reason or ""
+                for text in (shown[key_id], kept[key_id], reason):
+                    assert "sk-test…" + secret[-4:] in text  # the refused key, masked
+                    assert other[-4:] not in text and "leakysecret" not in text

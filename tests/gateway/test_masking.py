@@ -78,3 +78,57 @@ def test_the_gateway_masks_keys_added_at_runtime_too(tmp_path: Path) -> None:
     assert gw.booking.mask.text(OTHER) == OTHER
     gw.add_key(key("k2", "openai", secret=OTHER))
     assert OTHER not in gw.booking.mask.text(f"echo {OTHER}")
+
+
+# Two keys with a common stem, as real keys have (``sk-proj-``, ``sk-ant-api03-``).
+LEAK1 = "sk-test-leakysecret-ABCDEF1234567890"
+LEAK2 = "sk-test-leakysecret-ZYXWVU0987654321"
+
+
+def quoted(secret: str) -> str:
+    """How OpenAI quotes a key it refuses: its first 20 characters, stars, its last four."""
+    return f"Incorrect API key provided: {secret[:20]}************{secret[-4:]}."
+
+
+def runs(secret: str) -> set[str]:
+    return {secret[i : i + 8] for i in range(len(secret) - 7)}
+
+
+def test_a_run_several_keys_share_is_named_after_none_of_them() -> None:
+    for m in (SecretMask([LEAK1, LEAK2]), SecretMask([LEAK2, LEAK1])):
+        out = m.text(quoted(LEAK2))
+        assert out == "Incorrect API key provided: sk-test…************4321."
+        assert mask_secret(LEAK1) not in out and mask_secret(LEAK2) not in out
+
+
+def test_a_shared_run_is_named_after_the_key_the_text_is_about() -> None:
+    m = SecretMask([LEAK1, LEAK2])
+    for own, other in ((LEAK1, LEAK2), (LEAK2, LEAK1)):
+        out = m.text(quoted(own), own=own)
+        assert out == f"Incorrect API key provided: {mask_secret(own)}************{own[-4:]}."
+        assert other[-4:] not in out
+    # a key the run is not part of is not named either
+    assert m.text(quoted(LEAK2), own=SECRET) == m.text(quoted(LEAK2))
+    m3 = SecretMask([LEAK1, LEAK2, SECRET])
+    assert m3.text(quoted(LEAK2), own=SECRET) == m.text(quoted(LEAK2))
+
+
+def test_a_run_of_one_key_alone_is_named_after_it_whichever_key_the_text_is_about() -> None:
+    m = SecretMask([LEAK1, LEAK2])
+    assert m.text(f"key {LEAK1} revoked", own=LEAK2) == f"key {mask_secret(LEAK1)} revoked"
+    assert m.text(f"…{LEAK2[12:]}", own=LEAK1) == f"…{mask_secret(LEAK2)}"
+
+
+def test_no_piece_of_keys_sharing_a_stem_gets_through_whoever_the_text_is_about() -> None:
+    secrets = [LEAK1, LEAK2, "sk-test-leakyother-0000111122223333"]
+    m = SecretMask(secrets)
+    every_run = set().union(*(runs(s) for s in secrets))
+    pieces = [
+        s[i:j] for s in secrets for i in range(0, len(s), 3) for j in range(i + 8, len(s) + 1, 5)
+    ]
+    pieces += [LEAK1 + LEAK2, LEAK2[:20] + LEAK1[20:], f"{LEAK1[4:]}|{LEAK2[:-3]}"]
+    for own in (None, *secrets):
+        for piece in pieces:
+            out = m.text(f"a {piece} b", own=own)
+            assert not [r for r in every_run if r in out], (piece, out)
+            assert m.text(out, own=own) == out  # masking twice changes nothing more

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from quotaflow.engine import health as hl
 from quotaflow.gateway import Gateway
+from quotaflow.observability.logs import fields_of
 from quotaflow.services.alerts import AlertMonitor
 from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 from quotaflow.types import ErrorKind, Measure
+from quotaflow.web.dashboard.snapshot import alert_severity
 
 CFG = {
     "providers": [{
@@ -157,5 +162,26 @@ async def test_a_check_over_hundreds_of_limits_sees_the_last_and_lets_requests_i
         assert await mon.check() == []  # nothing moved: nothing waits on storage either …
         other.cancel()
         assert turns - before >= 4  # … yet the loop was let go between chunks of 128
+    finally:
+        await gw.close()
+
+
+async def test_a_key_disabled_by_an_operator_is_a_warning_saying_how_to_enable_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quotaflow.events")
+    gw = await started(tmp_path)
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await mon.load()
+        gw.disable_key("k1")
+        [alert] = await mon.check()
+        assert (alert.kind, alert.level) == ("key_disabled", "warning")
+        assert alert_severity(alert.kind, alert.level) == "warning"
+        [line] = [r for r in caplog.records if fields_of(r).get("event") == "key_disabled"]
+        fields = fields_of(line)
+        assert line.levelno == logging.WARNING and fields["level"] == "warning"
+        assert "quotaflow keys enable k1" in fields["hint"]
+        assert "refused" not in fields["hint"] and "secret" not in fields["hint"]
     finally:
         await gw.close()

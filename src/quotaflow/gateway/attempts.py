@@ -132,7 +132,7 @@ async def exchange(
                 resp.release()
         else:
             body = raw.body
-        failure = adapter.classify_error(status, resp_headers, mask.body(body))
+        failure = adapter.classify_error(status, resp_headers, mask.body(body, own=call.key.secret))
         return Exchange(failure, counted=True, latency_ms=latency_ms)
     if not call.stream:
         try:

@@ -10,6 +10,7 @@ Upstream text is masked here before anything keeps it: a provider may echo a key
 ("invalid api key sk-…"), so every configured secret, and any run of 8 or more of its
 characters, is replaced by the key's masked form in error bodies (before they are classified),
 failure messages and ledger details — so neither the ledger, the logs, nor an answer carries it.
+A run several keys share (``sk-proj-``) is named after the key the text is about, or none.
 """
 
 from __future__ import annotations
@@ -44,21 +45,33 @@ MASK_RUN = 8  # this many characters of a secret in a row are masked
 class SecretMask:
     """Replaces every run of :data:`MASK_RUN`+ characters of a known secret with the secret's
     masked form (``sk-ant-…x9Qf``); a secret shorter than that is masked where it stands as a
-    word of its own (so a short test key does not mangle the words it happens to be part of)."""
+    word of its own (so a short test key does not mangle the words it happens to be part of).
+
+    A run is named only by the key whose text it is: a run found in one key alone is masked as
+    that key; one several keys share (``sk-proj-``, a common stem) as ``own`` — the key the
+    text is about, when the caller knows it and the run is part of it — or else without an
+    ending (``sk-proj…``: the first characters every such key's masked form shows anyway), so
+    it never points at one of the others."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._grams: dict[str, str] = {}
+        self._grams: dict[str, str] = {}  # each run of a secret → the first key it is in
+        shared: dict[str, list[str]] = {}  # a run in several keys → all of them
         short: list[str] = []
-        for s in sorted(set(secrets), key=len, reverse=True):
+        for s in sorted(set(secrets)):
             if len(s) < MASK_RUN:
                 short.append(s)
                 continue
-            for i in range(len(s) - MASK_RUN + 1):
-                self._grams.setdefault(s[i : i + MASK_RUN], s)
+            for gram in {s[i : i + MASK_RUN] for i in range(len(s) - MASK_RUN + 1)}:
+                first = self._grams.setdefault(gram, s)
+                if first != s:
+                    shared.setdefault(gram, [first]).append(s)
+        self._shared = {g: tuple(o) for g, o in shared.items()}
+        short.sort(key=len, reverse=True)
         words = "|".join(re.escape(s) for s in short if s)
         self._short = re.compile(rf"(?<![A-Za-z0-9])(?:{words})(?![A-Za-z0-9])") if words else None
 
-    def text(self, text: str) -> str:
+    def text(self, text: str, *, own: str | None = None) -> str:
+        """``text`` with every secret masked; ``own`` is the secret of the key it is about."""
         if self._short is not None:
             text = self._short.sub(lambda m: mask_secret(m.group()), text)
         grams = self._grams
@@ -68,34 +81,56 @@ class SecretMask:
         i = start = 0
         n = len(text)
         while i <= n - MASK_RUN:
-            secret = grams.get(text[i : i + MASK_RUN])
-            if secret is None:
+            gram = text[i : i + MASK_RUN]
+            first = grams.get(gram)
+            if first is None:
                 i += 1
                 continue
             end = i + MASK_RUN
             while end < n and text[end - MASK_RUN + 1 : end + 1] in grams:
                 end += 1
             out.append(text[start:i])
-            out.append(mask_secret(secret))
+            out.append(_masked_run(text[i:end], self._shared.get(gram, (first,)), own))
             i = start = end
         if not out:
             return text
         out.append(text[start:])
         return "".join(out)
 
-    def body(self, raw: bytes) -> bytes:
+    def body(self, raw: bytes, *, own: str | None = None) -> bytes:
         if not self._grams and self._short is None:
             return raw
         text = raw.decode("utf-8", "surrogateescape")
-        masked = self.text(text)
+        masked = self.text(text, own=own)
         return raw if masked is text else masked.encode("utf-8", "surrogateescape")
 
-    def failure(self, f: UpstreamFailure) -> UpstreamFailure:
+    def failure(self, f: UpstreamFailure, *, own: str | None = None) -> UpstreamFailure:
         """Mask the failure's message and client body in place; returns it."""
-        f.message = self.text(f.message)
+        f.message = self.text(f.message, own=own)
         if f.body is not None:
-            f.body = _mask_json(f.body, self.text)
+            f.body = _mask_json(f.body, lambda t: self.text(t, own=own))
         return f
+
+
+def _masked_run(run: str, owners: tuple[str, ...], own: str | None) -> str:
+    """The masked form of ``run``, whose first :data:`MASK_RUN` characters are in ``owners``:
+    the key it is part of if only one is, ``own`` if that is one of them, else no key."""
+    holders = [s for s in owners if run in s]
+    if len(holders) == 1:
+        return mask_secret(holders[0])
+    if own is not None and own in holders:
+        return mask_secret(own)
+    return _unnamed(holders or owners)
+
+
+def _unnamed(secrets: Sequence[str]) -> str:
+    """A mask naming none of ``secrets``: the start their masked forms all show, then ``…``."""
+    heads = [mask_secret(s).partition("…")[0] for s in secrets]
+    shared = heads[0]
+    for head in heads[1:]:
+        while not head.startswith(shared):
+            shared = shared[:-1]
+    return shared + "…"
 
 
 def _mask_json(value: Any, mask: Callable[[str], str]) -> Any:
@@ -164,7 +199,9 @@ class Booking:
         finishes its row; a use booked after the fact (a probe, a report) appends its row and
         charges ``limits``."""
         if row.detail:
-            row.detail = self.mask.text(row.detail)[:500]
+            key = self._keyring.keys.get(row.key_id) if row.key_id else None
+            own = key.secret if key is not None else None
+            row.detail = self.mask.text(row.detail, own=own)[:500]
         if reservation_id is not None:
             await self.counters.settle(reservation_id, measure, now)
             await self.ledger.finish(row)
@@ -298,8 +335,8 @@ class Booking:
         self, row: LedgerRow, pick: Pick, f: UpstreamFailure, t0: float, *, counted: bool = False
     ) -> None:
         """Book an attempt that failed; ``counted`` when the provider saw the request."""
-        self.mask.failure(f)
         c = pick.candidate
+        self.mask.failure(f, own=c.key.secret)
         now = self._clock.now()
         self._judge(c.key, c.model, now, failure=f)
         row.requests = 1 if counted else 0
@@ -352,7 +389,7 @@ class Booking:
         now = self._clock.now()
         failure = end.failure
         if failure is not None:
-            self.mask.failure(failure)
+            self.mask.failure(failure, own=c.key.secret)
             self._judge(c.key, c.model, now, failure=failure)
         elif end.status == "ok":
             self._judge(
@@ -393,7 +430,7 @@ class Booking:
         now = self._clock.now()
         usage = usage or Usage()
         if failure is not None:
-            self.mask.failure(failure)
+            self.mask.failure(failure, own=key.secret)
         p = self._config.providers[key.provider]
         cost = p.model(model).price.cost_usd(usage) if failure is None else 0.0
         counted = failure is None or failure.status is not None

@@ -1,10 +1,11 @@
 """Alerts: each crossing recorded once, listed by the API.
 
 Watched: every limit (keys, providers, routes, global, agents) against the levels of
-``settings.alert_levels`` (seed 002: 75 / 90 / 95 %, of committed use); a key disabled
-(auth failure); a provider failing (a key's circuit open); all keys exhausted. A subject's
-last level is persisted, so a level that holds is never reported twice, not even across a
-restart; when usage falls back (a reset, a new window) the next crossing is reported again.
+``settings.alert_levels`` (seed 002: 75 / 90 / 95 %, of committed use); a key disabled (on
+purpose) or invalid (refused by its provider); a provider failing (a key's circuit open); all
+keys exhausted. A subject's last level is persisted, so a level that holds is never reported
+twice, not even across a restart; when usage falls back (a reset, a new window) the next
+crossing is reported again.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from quotaflow.storage.management import AlertRow, ManagementStore
 
 LimitsSource = Callable[[], list[Limit]]
 RECOVERED = "recovered"  # the level an alert's subject is reported at when it ends
-# What the operator can do about each alert, printed with its warning.
+# What the operator can do about each alert, printed with its warning (a disabled key's is
+# made for it: disabled_hint).
 HINTS = {
     "limit": "requests move to keys with headroom; raise the limit or add a key if it keeps filling",
     "key_depleted": "the provider says this key's quota is used up; it is skipped until it resets",
-    "key_disabled": "the provider refused the key: replace its secret, then enable it again",
     "provider_failing": "requests fall back to other providers; check the provider's status",
     "all_exhausted": "requests get 429 until a window frees: add a key or raise a limit",
 }
@@ -49,6 +50,16 @@ def _until(at: float | None) -> str:
 
 def _pct(level: float) -> str:
     return f"{level * 100:g}%"
+
+
+def disabled_hint(key_id: str) -> str:
+    """The hint of a key disabled on purpose (by an operator, or the library's
+    ``disable_key``): a key its provider refused is ``key_invalid``, hinted where it is
+    logged (replace its secret, then enable it)."""
+    return (
+        "it was disabled on purpose: requests go to the other keys until it is enabled again "
+        f"with quotaflow keys enable {key_id} (or the dashboard's key switch)"
+    )
 
 
 class AlertMonitor:
@@ -81,7 +92,14 @@ class AlertMonitor:
             return out
 
     async def _transition(
-        self, out: list[AlertRow], subject: str, value: float, kind: str, label: str, message: str
+        self,
+        out: list[AlertRow],
+        subject: str,
+        value: float,
+        kind: str,
+        label: str,
+        message: str,
+        hint: str | None = None,
     ) -> None:
         prev = self._state.get(subject, 0.0)
         if value == prev:
@@ -105,7 +123,7 @@ class AlertMonitor:
                             "event": kind,
                             "subject": subject,
                             "level": label,
-                            "hint": HINTS.get(kind, ""),
+                            "hint": HINTS.get(kind, "") if hint is None else hint,
                         }
                     },
                 )
@@ -163,7 +181,8 @@ class AlertMonitor:
             subject = f"key:{k.id}#disabled"
             if dead != state.get(subject, 0.0):
                 message = f"{k.provider} key {k.label} disabled: {h.disabled_reason}"
-                await self._transition(out, subject, dead, "key_disabled", "error", message)
+                hint = disabled_hint(k.id)
+                await self._transition(out, subject, dead, "key_disabled", "warning", message, hint)
             empty = 1.0 if h.depleted_until is not None and h.depleted_until > now else 0.0
             subject = f"key:{k.id}#depleted"
             if empty != state.get(subject, 0.0):

@@ -238,8 +238,8 @@ async def agents_json(mg: Runtime) -> list[dict[str, Any]]:
 def alert_severity(kind: str, level: str) -> str:
     if kind == "all_exhausted" or level in ("critical", "100%"):
         return "critical"
-    if kind in ("key_disabled", "provider_failing"):
-        return "error"
+    if kind == "provider_failing":
+        return "error"  # a key disabled on purpose is a warning (its level before: "error")
     try:
         return "critical" if float(level.rstrip("%")) >= 90 else "warning"
     except ValueError:
