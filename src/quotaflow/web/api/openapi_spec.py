@@ -420,7 +420,7 @@ def paths() -> dict[str, Schema]:
         },
         f"{tu}/summary": {
             "get": op(
-                "This month's usage",
+                "This month's usage (an agent key: its own only)",
                 ok_obj(
                     {
                         "month": STR,
