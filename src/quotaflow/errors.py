@@ -7,6 +7,7 @@
     ├── StorageUnusable              —     (refused at start; names the file and what to do)
     ├── BadRequest                  400    invalid_request_error
     │   ├── PayloadTooLarge         413    invalid_request_error / payload_too_large
+    │   ├── Conflict                409    invalid_request_error / conflict (the name is taken; says how to change it)
     │   └── UnsupportedByProtocol   400    invalid_request_error / unsupported_by_protocol
     ├── Unauthorized                401    authentication_error / invalid_api_key
     ├── Forbidden                   403    permission_error
@@ -77,6 +78,14 @@ class BadRequest(QuotaflowError):
 class PayloadTooLarge(BadRequest):
     status = 413
     code = "payload_too_large"
+
+
+class Conflict(BadRequest):
+    """The thing to create exists already (an agent's name): nothing was changed, and the
+    message says how to change the existing one instead."""
+
+    status = 409
+    code = "conflict"
 
 
 class UnsupportedByProtocol(BadRequest):

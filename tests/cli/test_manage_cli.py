@@ -68,6 +68,24 @@ def test_status_keys_alerts_reset_on_the_data_folder(qf: QF) -> None:
     assert [k["key_id"] for k in qf.inproc("keys", "list", "--json").json()["keys"]] == ["groq-1"]
 
 
+def test_keys_add_without_quota_adds_a_key_with_no_quota_of_its_own(qf: QF) -> None:
+    """Like POST /api/add_key without quota_total: a paid key, limited by the provider only."""
+    qf.write_config(CONFIG)
+    added = qf.inproc("keys", "add", "groq", "sk-paid-key-123456789", "--json")
+    assert added.code == 0, added.err
+    doc = added.json()
+    assert (doc["key_id"], doc["quota_total"], doc["created"]) == ("groq-2", None, True)
+    key = {k["key_id"]: k for k in qf.inproc("keys", "list", "--json").json()["keys"]}["groq-2"]
+    assert (key["quota_metric"], key["limits"], key["available"]) == (None, [], True)
+    assert "no limit" in qf.inproc("keys", "list").out
+    text = qf.inproc("keys", "add", "groq", "sk-capped-key-12345678", "--quota", "700").out
+    assert "groq-3" in text and "quota 700 tokens" in text
+    assert "no quota of its own" in qf.inproc("keys", "add", "groq", "sk-paid-key-123456789").out
+    for bad in ("0", "-5", "12.5"):
+        run = qf.inproc("keys", "add", "groq", "sk-bad-key-12345678", "--quota", bad)
+        assert run.code == 2 and "--quota" in run.err, bad
+
+
 def test_feedback_is_a_running_average_kept_in_the_data_folder(qf: QF) -> None:
     qf.write_config(CONFIG)
     assert qf.inproc("feedback", "groq", "m1", "0.8").code == 0
@@ -118,6 +136,13 @@ def test_against_a_running_server(qf: QF, server: tuple[Proc, str], tmp_path: Pa
     listed = qf.inproc("keys", "list", *url, "--json", config=False, env=env).json()
     assert key_id in [k["key_id"] for k in listed["keys"]]
     assert "sk-remote-key-9999" not in str(listed)
+    paid = qf.inproc("keys", "add", "groq", "sk-remote-paid-8888", *url, "--json", config=False, env=env)  # fmt: skip
+    assert paid.code == 0, paid.err
+    assert paid.json()["quota_total"] is None  # the server's answer: no quota of its own
+    listed = qf.inproc("keys", "list", *url, "--json", config=False, env=env).json()
+    (row,) = [k for k in listed["keys"] if k["key_id"] == paid.json()["key_id"]]
+    assert row["quota_metric"] is None and row["limits"] == []
+    assert qf.inproc("keys", "remove", row["key_id"], *url, config=False, env=env).code == 0
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
     assert qf.inproc("reset", "groq", *url, "--token-file", str(token_file), config=False).code == 0

@@ -197,7 +197,7 @@ async def test_management_state_round_trips(backend, ledger) -> None:
     await ledger.save_provider("groq", "groq", T0 + 1)  # saving again replaces
     key = ManagedKeyRow("groq-1", "groq", b"\x00secret", "hash", 1000.0, T0)
     await ledger.save_key(key)
-    await ledger.save_agent("bob", "h1", '{"name": "bob"}', T0)
+    await ledger.add_agent("bob", "h1", '{"name": "bob"}', T0)
     await ledger.set_setting("forced_provider", "groq")
     await ledger.add_alert(AlertRow(T0, "limit", "key:groq-1/tokens/day", "75%", "75 %"), 0.75)
     await ledger.set_alert_level("x", 0.9)
@@ -268,7 +268,7 @@ async def test_migrations_run_once_when_replicas_start_together(pg) -> None:
 async def test_management_changes_bump_the_version_and_settings_are_claimed_once(ledger) -> None:
     """Replicas poll ``mgmt_version`` to learn of other replicas' keys and agents."""
     assert await ledger.mgmt_version() == 0
-    await ledger.save_agent("bob", "h1", '{"name": "bob"}', T0)
+    await ledger.add_agent("bob", "h1", '{"name": "bob"}', T0)
     await ledger.save_key(ManagedKeyRow("groq-1", "groq", b"\x00s", "hash", 10.0, T0))
     await ledger.save_provider("groq", "groq", T0)
     await ledger.delete_key("groq-1")
@@ -279,6 +279,24 @@ async def test_management_changes_bump_the_version_and_settings_are_claimed_once
     firsts = await asyncio.gather(*(ledger.claim_setting("token", f"h{i}") for i in range(5)))
     assert len(set(firsts)) == 1 and await ledger.get_setting("token") == firsts[0]
     assert await ledger.claim_setting("token", "other") == firsts[0]
+
+
+async def test_an_agent_name_is_stored_once_even_by_concurrent_adds(backend, ledger) -> None:
+    """Of concurrent adds of one agent name (here, or by a replica sharing the store), one is
+    stored and answers True; the others change nothing (no agent is replaced by accident)."""
+    other = await backend.open("r2") if backend.kind == "postgres" else ledger
+    stores = [ledger, other] * 3
+    won = await asyncio.gather(*(
+        db.add_agent("bob", f"h{i}", f'{{"name": "bob", "i": {i}}}', T0 + i)
+        for i, db in enumerate(stores)
+    ))  # fmt: skip
+    assert won.count(True) == 1, won
+    w = won.index(True)
+    assert await other.stored_agents() == [("bob", f"h{w}", f'{{"name": "bob", "i": {w}}}')]
+    assert await ledger.add_agent("bob", "h9", '{"name": "bob"}', T0 + 9) is False
+    assert await ledger.add_agent("eve", "h9", '{"name": "eve"}', T0 + 9) is True
+    await ledger.delete_agent("bob")
+    assert await other.add_agent("bob", "h10", '{"name": "bob"}', T0 + 10) is True
 
 
 async def test_the_webhook_outbox_survives_a_restart_and_stores_an_event_once(

@@ -217,7 +217,7 @@ async def test_an_unreachable_store_never_stops_the_sync(
         assert not mg._sync_task.done()  # retrying, not crashed
         assert sum("cannot sync" in r.getMessage() for r in caplog.records) == 1  # logged once
         mg.sync.store = ledger
-        await ledger.save_agent("late", "h-late", '{"name": "late"}', 0.0)
+        await ledger.add_agent("late", "h-late", '{"name": "late"}', 0.0)
         await eventually(lambda: _has(mg, "late"))
     finally:
         await mg.close()

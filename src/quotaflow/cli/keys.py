@@ -66,7 +66,7 @@ def list_keys(
             k["provider"],
             k["api_key"],
             f"{k['quota_used']:,}",
-            f"{k['quota_total']:,}",
+            f"{k['quota_total']:,}" if k.get("quota_metric") else "no limit",
             str(k["state"]).upper(),
             "added" if k.get("managed") else "config",
             k.get("reason") or "",
@@ -83,9 +83,10 @@ def list_keys(
 @click.option(
     "--quota",
     "quota_total",
-    type=click.FloatRange(min=0),
-    required=True,
-    help="Total tokens the key may use (reset with 'quotaflow reset').",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Total tokens the key may use (reset with 'quotaflow reset'). Without it the key "
+    "has no quota of its own (a paid key): the provider's limits still apply.",
 )
 def add_key(
     config_path: str | None,
@@ -96,7 +97,7 @@ def add_key(
     as_json: bool,
     provider: str,
     secret: str | None,
-    quota_total: float,
+    quota_total: int | None,
 ) -> None:
     """Add a key of PROVIDER (a configured provider or a preset name such as groq, claude).
 
@@ -106,7 +107,7 @@ def add_key(
         secret = click.prompt("API key", hide_input=True)
 
     async def work(runtime: Any) -> dict[str, Any]:
-        added = await runtime.keys.add(provider, secret, quota_total)
+        added = await runtime.keys.add(provider, secret, quota_total or 0)  # 0: no quota
         verb = "added" if added.created else "updated"
         return {
             "success": True,
@@ -119,15 +120,18 @@ def add_key(
             "provider_created": added.provider_created,
         }
 
+    body: dict[str, Any] = {"provider": provider, "api_key": secret}
+    if quota_total is not None:  # like the API: no quota_total, no quota of its own
+        body["quota_total"] = quota_total
     doc = Target.of(config_path, home, url, token, token_file).run(
-        work,
-        "POST",
-        "/api/add_key",
-        {"provider": provider, "api_key": secret, "quota_total": quota_total},
+        work, "POST", "/api/add_key", body
     )
-    emit_json(doc) if as_json else click.echo(
-        f"{doc['message']}: {doc['key_id']} ({doc['api_key']})"
-    )
+    if as_json:
+        emit_json(doc)
+        return
+    quota = doc.get("quota_total")
+    limit = f"quota {quota:,} tokens" if quota else "no quota of its own"
+    click.echo(f"{doc['message']}: {doc['key_id']} ({doc['api_key']}), {limit}")
 
 
 @keys.command("remove")

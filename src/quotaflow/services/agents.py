@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from quotaflow.clock import Clock
 from quotaflow.engine.limits import Limit
 from quotaflow.engine.tokens import estimate_prompt_tokens
 from quotaflow.engine.windows import Window, parse_window
-from quotaflow.errors import BadRequest
+from quotaflow.errors import BadRequest, Conflict
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.services.status import provider_statuses
 from quotaflow.storage.management import ManagementStore
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # the pydantic schema loads with the configuration
     from quotaflow.config.schema import AgentSpec
 
 AGENT_KEY_PREFIX = "qf-"
+
+log = logging.getLogger("quotaflow.services.agents")
 
 
 def hash_key(key: str) -> str:
@@ -151,23 +154,33 @@ class AgentRegistry:
         return list(self._by_name.values())
 
     async def create(self, spec: AgentSpec) -> tuple[Agent, str]:
-        """Create (or replace) an agent of the admin API; returns it and its new key."""
-        old = self._by_name.get(spec.name)
-        if old is not None and old.source == "config":
-            raise BadRequest(
-                f"agent {spec.name!r} is declared in the configuration file; change it there",
-                code="configured_agent",
-            )
+        """Create an agent of the admin API; returns it and its new key (shown this once).
+
+        A name already taken (in the YAML, here, or by a replica sharing the store) is
+        refused with :class:`Conflict` and nothing changes: the agent keeps its budgets and
+        its key. Of concurrent creates of one name, exactly one wins."""
         key = new_agent_key()
         spec = spec.model_copy(update={"key": None})
         digest = hash_key(key)
         agent = Agent(spec, digest, "api", agent_limits(spec))
+        spec_json = orjson.dumps(spec.model_dump()).decode()
         async with self._lock:
-            await self.store.save_agent(
-                spec.name, digest, orjson.dumps(spec.model_dump()).decode(), self.clock.now()
-            )
+            self._refuse_taken(spec.name)
+            if not await self.store.add_agent(spec.name, digest, spec_json, self.clock.now()):
+                raise agent_exists(spec.name)  # added by another replica, not yet synced here
             self._put(agent)
+        log.info("agent %s created", spec.name, extra={"fields": {"event": "agent_created"}})
         return agent, key
+
+    def _refuse_taken(self, name: str) -> None:
+        old = self._by_name.get(name)
+        if old is not None and old.source == "config":
+            raise Conflict(
+                f"agent {name!r} is declared in the configuration file; change it there",
+                code="configured_agent",
+            )
+        if old is not None:
+            raise agent_exists(name)
 
     async def delete(self, name: str) -> Agent:
         agent = self._by_name.get(name)
@@ -181,7 +194,18 @@ class AgentRegistry:
         async with self._lock:
             await self.store.delete_agent(name)
             self._drop(agent)
+        log.info("agent %s deleted", name, extra={"fields": {"event": "agent_deleted"}})
         return agent
+
+
+def agent_exists(name: str) -> Conflict:
+    """The refusal of a second agent of one name: it would replace the first one's budgets
+    and revoke its key. There is no in-place change: delete, then create again."""
+    return Conflict(
+        f"agent {name!r} exists already (its budgets and key are unchanged); to change it, "
+        f"delete it (DELETE /api/agents/{name}) and create it again: it then gets a new key",
+        code="agent_exists",
+    )
 
 
 # -- provider order (seed 003) -----------------------------------------------------------

@@ -69,10 +69,15 @@ def level_of(share: float, levels: list[float]) -> str:
     return "normal"
 
 
-async def summary(gw: Gateway, store: ManagementStore) -> dict[str, Any]:
+async def summary(gw: Gateway, store: ManagementStore, agent: str | None = None) -> dict[str, Any]:
+    """This month's usage in total, per provider and per agent. With ``agent``, that agent's
+    usage only (what an agent key reads): its total, its row, its usage per provider; the
+    providers' quota columns (``quota_total``, ``usage_percentage``, ``state``) stay the
+    providers' own, as ``/api/status`` shows them."""
     month = months_back(gw, 1)[0]
-    by = await store.usage_by(["agent", "provider"], month.start, month.end)
-    guessed = await store.estimated_cost_groups(["agent", "provider"], month.start, month.end)
+    group = ["agent", "provider"]
+    by = await store.usage_by(group, month.start, month.end, agent=agent)
+    guessed = await store.estimated_cost_groups(group, month.start, month.end, agent=agent)
     total = Measure()
     agents: dict[str, Measure] = {}
     providers: dict[str, Measure] = {}

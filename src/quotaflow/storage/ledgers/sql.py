@@ -571,9 +571,13 @@ class SqlLedger(ABC):
             for a, b, c, d, e, f in rows
         ]
 
-    async def save_agent(self, name: str, key_hash: str, spec_json: str, at: float) -> None:
-        sql = self._upsert("agents", ("name", "key_hash", "spec_json", "created_at"), ("name",))
+    async def add_agent(self, name: str, key_hash: str, spec_json: str, at: float) -> bool:
+        """Store an agent unless one of that name is stored (atomic: of concurrent adds, by
+        this process or by replicas sharing the store, one wins); True when this one was."""
+        sql = self._insert_new("agents", ("name", "key_hash", "spec_json", "created_at"), "name")
         await self._changed(sql, (name, key_hash, spec_json, at))
+        rows = await self.fetch("SELECT key_hash FROM agents WHERE name=?", (name,))
+        return bool(rows) and str(rows[0][0]) == key_hash
 
     async def delete_agent(self, name: str) -> None:
         await self._changed("DELETE FROM agents WHERE name=?", (name,))

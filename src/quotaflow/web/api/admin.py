@@ -35,7 +35,8 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 async def create_agent(request: web.Request) -> web.Response:
-    """Create (or replace) an agent; the answer carries its virtual key, shown this once."""
+    """Create an agent; the answer carries its virtual key, shown this once. A name already
+    taken is refused (409): an agent is never replaced by accident."""
     mg = request.app[RUNTIME]
     require_admin(request)
     body = await read_object(request)

@@ -239,6 +239,15 @@ def op(
     return o
 
 
+def refusing(o: Schema, status: str, description: str) -> Schema:
+    """``o`` with one refusal documented apart from the generic 4XX."""
+    o["responses"][status] = {
+        "description": description,
+        "content": {"application/json": {"schema": ref("ApiError")}},
+    }
+    return o
+
+
 def path_param(name: str) -> Schema:
     return {
         "name": name,
@@ -411,7 +420,7 @@ def paths() -> dict[str, Schema]:
         },
         f"{tu}/summary": {
             "get": op(
-                "This month's usage",
+                "This month's usage (an agent key: its own only)",
                 ok_obj(
                     {
                         "month": STR,
@@ -506,12 +515,18 @@ def paths() -> dict[str, Schema]:
         },
         "/api/agents": {
             "get": op("Agents (admin)", ok_obj({"agents": {"type": "array"}}), auth=True),
-            "post": op(
-                "Create an agent; the answer carries its key, once (admin)",
-                ok_obj({"api_key": STR, "agent": {"type": "object"}}),
-                body=json_body(ref("AgentIn")),
-                auth=True,
-                ok_status="201",
+            "post": refusing(
+                op(
+                    "Create an agent; the answer carries its key, once (admin)",
+                    ok_obj({"api_key": STR, "agent": {"type": "object"}}),
+                    body=json_body(ref("AgentIn")),
+                    auth=True,
+                    ok_status="201",
+                ),
+                "409",
+                "An agent of this name exists (code agent_exists) or is declared in the config "
+                "file (configured_agent); nothing changed. An agent is never replaced: to change "
+                "one, delete it, then create it again (it gets a new key).",
             ),
         },
         "/api/agents/{name}": {

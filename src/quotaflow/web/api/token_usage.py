@@ -16,7 +16,6 @@ from quotaflow.runtime import Runtime
 from quotaflow.services import token_usage
 from quotaflow.services.agents import Agent, apply_token_cap, context_for
 from quotaflow.services.alerts import alert_json
-from quotaflow.types import Measure
 from quotaflow.web.auth import require_admin, require_caller, require_reader
 from quotaflow.web.errors import json_response
 from quotaflow.web.state import RUNTIME
@@ -51,14 +50,10 @@ async def known_agent(mg: Runtime, name: str) -> Agent | None:
 
 
 async def summary(request: web.Request) -> web.Response:
+    """The month's usage; an agent key reads its own only (total, providers and agents)."""
     mg = request.app[RUNTIME]
-    out = await token_usage.summary(mg.gateway, mg.store)
     own = require_reader(request).own_rows_only
-    if own is not None:  # an agent key: its own usage only
-        mine = out["agents"].get(own)
-        out["agents"] = {own: mine} if mine else {}
-        out["total"] = mine or token_usage.measure_json(Measure())
-    return ok(out)
+    return ok(await token_usage.summary(mg.gateway, mg.store, agent=own))
 
 
 def own_path_name(request: web.Request) -> str:
