@@ -79,6 +79,11 @@ def test_help_lists_every_option() -> None:
     assert "[openai|anthropic|gemini]" in result.output
     assert "ECHO:" in result.output
     assert "CALL_TOOL" in result.output
+    # What the control bodies take, field by field.
+    for field in ("kind", "status", "retry_after", "count", "after_chunks", "quota_tokens"):
+        assert field in result.output
+    for kind in ("timeout", "cut_stream", "reset_connection", "context_length"):
+        assert kind in result.output
 
 
 def test_bad_options_are_rejected() -> None:

@@ -114,6 +114,9 @@ async def test_config_knobs_change_live(
         ("keys", {"key": "k", "invalid": "yes"}),
         ("faults", {"kind": "status", "status": 99}),
         ("faults", [1, 2]),
+        ("faults", {"kind": "status", "stauts": 503}),  # a typo is refused, not ignored
+        ("faults", {"kind": "timeout", "times": 2}),
+        ("keys", {"key": "k", "quota": 5}),
     ],
 )
 async def test_control_rejects_bad_input(openai_fake: FakeProviderHandle, http: aiohttp.ClientSession, path: str, body: object) -> None:  # fmt: skip

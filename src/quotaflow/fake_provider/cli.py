@@ -142,6 +142,20 @@ def fake_provider(
       control    GET /_fake/stats, POST /_fake/keys, POST|DELETE /_fake/faults,
                  POST /_fake/reset, POST /_fake/config
 
+    \b
+    Control bodies (JSON objects; an unknown field is refused with 400):
+      /_fake/faults  {"kind": "status" (default) | "timeout" | "cut_stream" |
+                      "malformed" | "reset_connection" | "context_length" |
+                      "content_filter" | "redirect",
+                      "status": 400-599 (default 500; a redirect: 3xx),
+                      "retry_after": seconds, "count": requests hit (default 1,
+                      -1 = until cleared), "after_chunks": stream chunks first,
+                      "key": only this key, "model": only this model}
+      /_fake/keys    {"key": secret, "quota_tokens": lifetime tokens or null,
+                      "invalid": true|false, "used_tokens": tokens used so far}
+      /_fake/config  {"latency_ms", "chunk_delay_ms", "completion_tokens",
+                      "rpm", "tpm"}: live changes of the options above
+
     Replies are "alpha beta gamma …" (one token per word); a user message with
     "ECHO: text" gets "text" back, and "CALL_TOOL" makes it call the first tool.
     Prints "fake-provider (PROTOCOL) listening on http://HOST:PORT" once ready,

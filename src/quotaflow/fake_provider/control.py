@@ -33,6 +33,9 @@ KNOBS: dict[str, tuple[bool, bool, int]] = {
 }
 
 
+KEY_FIELDS = ("key", "quota_tokens", "invalid", "used_tokens")
+
+
 class ControlError(ValueError):
     """A control request that cannot be applied (answered with 400)."""
 
@@ -73,6 +76,11 @@ def make_control_routes(state: FakeProviderState) -> list[web.RouteDef]:
 
     async def set_key(request: web.Request) -> web.Response:
         data = await _body(request)
+        unknown = sorted(set(data) - set(KEY_FIELDS))
+        if unknown:
+            raise ControlError(
+                f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(KEY_FIELDS)}"
+            )
         key = data.get("key")
         if not isinstance(key, str) or not key:
             raise ControlError("'key' must be a non-empty string")

@@ -31,6 +31,7 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     "redirect",
 )
 FOREVER = -1
+FAULT_FIELDS = ("kind", "key", "model", "status", "retry_after", "count", "after_chunks")
 
 
 class FaultSpecError(ValueError):
@@ -69,6 +70,11 @@ def fault_from_json(spec: Any) -> Fault:
     """Build a :class:`Fault` from the control API's JSON, validating every field."""
     if not isinstance(spec, dict):
         raise FaultSpecError("the body must be a JSON object")
+    unknown = sorted(set(spec) - set(FAULT_FIELDS))
+    if unknown:
+        raise FaultSpecError(
+            f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(FAULT_FIELDS)}"
+        )
     kind = spec.get("kind", "status")
     if kind not in FAULT_KINDS:
         raise FaultSpecError(f"'kind' must be one of {', '.join(FAULT_KINDS)}")
