@@ -185,3 +185,9 @@ async def test_a_key_disabled_by_an_operator_is_a_warning_saying_how_to_enable_i
         assert "refused" not in fields["hint"] and "secret" not in fields["hint"]
     finally:
         await gw.close()
+
+
+def test_a_key_the_provider_refused_is_an_error_on_the_dashboard_a_disabled_one_a_warning() -> None:
+    assert alert_severity("key_invalid", "error") == "error"
+    assert alert_severity("key_disabled", "warning") == "warning"
+    assert alert_severity("key_disabled", "error") == "warning"  # stored by an older version

@@ -238,7 +238,7 @@ async def agents_json(mg: Runtime) -> list[dict[str, Any]]:
 def alert_severity(kind: str, level: str) -> str:
     if kind == "all_exhausted" or level in ("critical", "100%"):
         return "critical"
-    if kind == "provider_failing":
+    if kind in ("provider_failing", "key_invalid"):  # a provider failing or refusing a key
         return "error"  # a key disabled on purpose is a warning (its level before: "error")
     try:
         return "critical" if float(level.rstrip("%")) >= 90 else "warning"
