@@ -33,7 +33,11 @@ from quotaflow.storage.base import UsageTotals
 @click.command("report")
 @local_options
 @json_option
-@click.option("--compact", is_flag=True, help="One line per provider and the total.")
+@click.option(
+    "--compact",
+    is_flag=True,
+    help="The quotas (a line per provider and reset window) and the total only.",
+)
 @click.option(
     "--export",
     "export_path",
