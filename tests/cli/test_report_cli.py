@@ -65,6 +65,7 @@ def test_exports_in_three_formats_match_the_ledger(ledger: QF, tmp_path: Path, g
         run = ledger("report", "--group-by", group, "--export", str(path), "--now", str(T0 + 60))
         assert run.code == 0, run.err
         text = path.read_text()
+        assert text.endswith("\n"), ext  # a final newline, in every format
         if ext == "json":
             doc = json.loads(text)
             got = (
