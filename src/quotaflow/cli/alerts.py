@@ -71,7 +71,7 @@ def alerts(
         doc = server.call("GET", "/api/token-usage/alerts")
     else:
         assert config is not None
-        doc = run_local(config, home, local_alerts)
+        doc = run_local(config, home, local_alerts, reads="alerts", or_url=True)
     active = doc.get("alerts") or []
     if as_json:
         emit_json(doc)
