@@ -68,13 +68,7 @@ async def delete_agent(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     require_admin(request)
-    keys = []
-    for row in await status.provider_statuses(mg.gateway):
-        for k in row.keys:
-            d = k.to_json()
-            d["provider"] = row.provider
-            d["managed"] = mg.keys.is_managed(k.key_id)
-            keys.append(d)
+    keys = await status.key_list(mg.gateway, mg.keys.is_managed)
     return json_response({"success": True, "keys": keys, "count": len(keys)})
 
 
