@@ -6,7 +6,7 @@ from pathlib import Path
 
 from quotaflow.engine import health as hl
 from quotaflow.gateway import Gateway
-from quotaflow.services.alerts import AlertMonitor
+from quotaflow.services.alerts import AlertMonitor, alerts_json
 from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 from quotaflow.types import ErrorKind, Measure
@@ -157,5 +157,42 @@ async def test_a_check_over_hundreds_of_limits_sees_the_last_and_lets_requests_i
         assert await mon.check() == []  # nothing moved: nothing waits on storage either …
         other.cancel()
         assert turns - before >= 4  # … yet the loop was let go between chunks of 128
+    finally:
+        await gw.close()
+
+
+async def test_an_alert_is_active_while_it_holds_and_over_after(tmp_path: Path) -> None:
+    gw = await started(tmp_path)
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await mon.load()
+        k1 = gw.keys["k1"].limits
+        now = gw.clock.now()
+        await gw.counters.charge(k1, Measure(800, 1, 0), now, now)
+        await mon.check()  # 75 %
+        await gw.counters.charge(k1, Measure(160, 1, 0), now, now)
+        await mon.check()  # 95 %: the 75 % alert is over, replaced
+        gw.health.setdefault("k2", hl.Health()).disabled_reason = "401 from the provider"
+        await mon.check()
+
+        async def listed() -> list[tuple[str, str, bool]]:
+            rows = await gw.ledger.list_alerts()
+            return [
+                (d["kind"], d["level"], d["active"]) for d in await alerts_json(gw.ledger, rows)
+            ]
+
+        assert await listed() == [
+            ("key_disabled", "error", True),
+            ("limit", "95%", True),
+            ("limit", "75%", False),
+        ]
+        gw.health["k2"].disabled_reason = None  # enabled again
+        await gw.reset_limits(k1)
+        await mon.check()
+        assert await listed() == [
+            ("key_disabled", "error", False),
+            ("limit", "95%", False),
+            ("limit", "75%", False),
+        ]
     finally:
         await gw.close()

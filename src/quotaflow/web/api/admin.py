@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from quotaflow.config.schema import AgentSpec
 from quotaflow.errors import BadRequest
 from quotaflow.services import status
-from quotaflow.services.alerts import alert_json
+from quotaflow.services.alerts import alerts_json
 from quotaflow.web.auth import require_admin, require_reader
 from quotaflow.web.errors import json_response
 from quotaflow.web.state import RUNTIME
@@ -99,5 +99,5 @@ async def list_alerts(request: web.Request) -> web.Response:
     reader = require_reader(request)
     rows = [a for a in await mg.alerts.recent(limit) if reader.sees_subject(a.subject)]
     return json_response(
-        {"success": True, "alerts": [alert_json(a) for a in rows], "count": len(rows)}
+        {"success": True, "alerts": await alerts_json(mg.store, rows), "count": len(rows)}
     )
