@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import openai
 
+from quotaflow.cli.backup import backup_sqlite
+from tests.cli.conftest import row, write_ledger
 from tests.e2e.procs import ledger_rows
 from tests.e2e_helpers import fake_upstream, served
 
@@ -69,3 +73,15 @@ def test_no_database_and_a_postgresql_ledger_are_clear(tmp_path: Path) -> None:
     cfg.write_text("storage: {ledger: 'postgresql://postgres@127.0.0.1/x'}\n")
     run = backup(tmp_path / "empty", tmp_path / "copy.db", "--config", str(cfg))
     assert run.returncode == 2 and "pg_dump" in run.stderr
+
+
+def test_the_copy_is_private_to_its_owner_whatever_the_umask(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    write_ledger(home, [row(1.0, "k1", "openai", 30)])
+    old = os.umask(0o022)  # the usual umask, which leaves a new file readable by all
+    try:
+        rows = backup_sqlite(home / "quotaflow.db", tmp_path / "copy.db")
+    finally:
+        os.umask(old)
+    assert rows == 1
+    assert stat.S_IMODE((tmp_path / "copy.db").stat().st_mode) == 0o600

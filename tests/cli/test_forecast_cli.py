@@ -78,6 +78,7 @@ def test_no_burn_no_blackout(qf: QF) -> None:
             ]
         }
     )
+    write_ledger(qf.home, [])  # a data folder whose ledger has no use yet
     run = qf("forecast", "--json", "--now", str(NOW))
     assert run.code == 0
     doc = run.json()

@@ -65,6 +65,7 @@ def test_exports_in_three_formats_match_the_ledger(ledger: QF, tmp_path: Path, g
         run = ledger("report", "--group-by", group, "--export", str(path), "--now", str(T0 + 60))
         assert run.code == 0, run.err
         text = path.read_text()
+        assert text.endswith("\n"), ext  # a final newline, in every format
         if ext == "json":
             doc = json.loads(text)
             got = (
@@ -159,3 +160,24 @@ def test_compact_keeps_every_report_total_and_deletes_old_rows(ledger: QF) -> No
     assert oldest >= (T0 + 60 - 2 * 86400) // 86400 * 86400
     assert ledger_totals(ledger.home) != rows_before  # the rows went …
     assert reports() == before  # … every report's totals stayed
+
+
+def test_read_commands_refuse_a_missing_data_folder_and_create_none(qf: QF) -> None:
+    qf.write_config(CONFIG)
+    server = {"QUOTAFLOW_URL": "http://127.0.0.1:9"}  # report has no --url: it is not used
+    for args, env in (
+        (("report",), server),
+        (("report", "--export", str(qf.home.parent / "r.csv")), {}),
+        (("forecast",), {}),
+        (("alerts",), {}),
+    ):
+        run = qf.inproc(*args, env=env)
+        assert run.code == 2, (args, run.out)
+        assert f"no data folder at {qf.home}" in run.err and "--home" in run.err, run.err
+        assert not qf.home.exists()
+    assert "--url" in qf.inproc("alerts").err  # alerts can ask a server instead
+    assert "does not use the server at $QUOTAFLOW_URL" in qf.inproc("report", env=server).err
+    qf.home.mkdir()  # a folder without a ledger: still none is made
+    run = qf.inproc("report")
+    assert run.code == 2 and f"no ledger in {qf.home}" in run.err
+    assert list(qf.home.iterdir()) == []

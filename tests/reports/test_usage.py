@@ -102,3 +102,33 @@ def test_exports_carry_the_same_totals() -> None:
     assert format_for("x.CSV") == "csv"
     with pytest.raises(ValueError, match=r"\.txt, \.csv or \.json"):
         format_for("x.xlsx")
+
+
+def window_line(scope: str, provider: str, window: str, amount: float, used: float) -> QuotaLine:
+    return QuotaLine(
+        scope, provider, "tokens", window, amount, used, amount - used, 100 * used / amount,
+        "ok", 1.0e9 if window == "day" else None,
+    )  # fmt: skip
+
+
+def test_a_provider_with_keys_of_different_windows_shows_each_window() -> None:
+    # one key of 200,000 tokens a day and one of 100,000 in all: a tie of one key each,
+    # which a pick of one window decided by a set's order (a process's hash seed)
+    lines = [
+        window_line("key:badkey", "openai", "once", 100_000, 0),
+        window_line("key:alpha", "openai", "day", 200_000, 24),
+        window_line("key:beta", "openai", "rolling 86400s", 50_000, 0),
+        window_line("key:gamma", "openai", "month", 1_000_000, 500),
+    ]
+    for order in (lines, lines[::-1]):
+        rows = provider_quotas(order, {"openai": 1})
+        got = [(q.window, q.amount, q.used, q.keys) for q in rows]
+        assert got == [
+            ("day", 200_000, 24, 1),
+            ("month", 1_000_000, 500, 1),
+            ("rolling 86400s", 50_000, 0, 1),
+            ("once", 100_000, 0, 1),
+        ]
+    life = lifespan(provider_quotas(lines, {}), 10_000, tokens_per_request=1000)
+    assert [p.note for p in life.providers][:1] == ["unlimited (resets daily)"]
+    assert life.total_days == pytest.approx((999_500 + 50_000 + 100_000) / 10_000)

@@ -10,7 +10,7 @@ import pytest
 from quotaflow.engine import health as hl
 from quotaflow.gateway import Gateway
 from quotaflow.observability.logs import fields_of
-from quotaflow.services.alerts import AlertMonitor
+from quotaflow.services.alerts import AlertMonitor, alerts_json
 from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 from quotaflow.types import ErrorKind, Measure
@@ -191,3 +191,40 @@ def test_a_key_the_provider_refused_is_an_error_on_the_dashboard_a_disabled_one_
     assert alert_severity("key_invalid", "error") == "error"
     assert alert_severity("key_disabled", "warning") == "warning"
     assert alert_severity("key_disabled", "error") == "warning"  # stored by an older version
+
+
+async def test_an_alert_is_active_while_it_holds_and_over_after(tmp_path: Path) -> None:
+    gw = await started(tmp_path)
+    try:
+        mon = AlertMonitor(gw, gw.ledger, list)  # type: ignore[arg-type]
+        await mon.load()
+        k1 = gw.keys["k1"].limits
+        now = gw.clock.now()
+        await gw.counters.charge(k1, Measure(800, 1, 0), now, now)
+        await mon.check()  # 75 %
+        await gw.counters.charge(k1, Measure(160, 1, 0), now, now)
+        await mon.check()  # 95 %: the 75 % alert is over, replaced
+        gw.health.setdefault("k2", hl.Health()).disabled_reason = "401 from the provider"
+        await mon.check()
+
+        async def listed() -> list[tuple[str, str, bool]]:
+            rows = await gw.ledger.list_alerts()
+            return [
+                (d["kind"], d["level"], d["active"]) for d in await alerts_json(gw.ledger, rows)
+            ]
+
+        assert await listed() == [
+            ("key_disabled", "warning", True),
+            ("limit", "95%", True),
+            ("limit", "75%", False),
+        ]
+        gw.health["k2"].disabled_reason = None  # enabled again
+        await gw.reset_limits(k1)
+        await mon.check()
+        assert await listed() == [
+            ("key_disabled", "warning", False),
+            ("limit", "95%", False),
+            ("limit", "75%", False),
+        ]
+    finally:
+        await gw.close()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
+from rich.markup import escape
 
 from quotaflow.cli.exit_codes import EXIT_FAILED
-from quotaflow.cli.render import console, emit_json, json_option, when
+from quotaflow.cli.render import console, emit_json, json_option
 from quotaflow.cli.target import (
     Server,
     load_config_or_exit,
@@ -17,9 +20,12 @@ from quotaflow.cli.target import (
     server_options,
 )
 
+HISTORY_ROWS = 50  # the alerts raised lately, newest first
+
 
 async def local_alerts(runtime: Any) -> dict[str, Any]:
     from quotaflow.reports.collect import collect_report
+    from quotaflow.services.alerts import alerts_json
 
     engine = runtime.gateway
     rep = await collect_report(
@@ -30,7 +36,10 @@ async def local_alerts(runtime: Any) -> dict[str, Any]:
         group_by="provider",
         avg_tokens_per_day=None,
     )
-    history = [asdict(a) for a in await engine.ledger.list_alerts(50)]
+    rows = await runtime.store.list_alerts(HISTORY_ROWS)
+    history = [
+        {**d, "ts": a.ts} for a, d in zip(rows, await alerts_json(runtime.store, rows), strict=True)
+    ]
     return {
         "success": True,
         "alerts": [asdict(a) for a in rep.alerts],
@@ -47,7 +56,8 @@ async def local_alerts(runtime: Any) -> dict[str, Any]:
 @click.option(
     "--check",
     is_flag=True,
-    help="Exit 1 when any quota is at or above an alert level (for cron and CI).",
+    help="Exit 1 when any quota is at or above an alert level (with --url: when any alert "
+    "still holds), for cron and CI.",
 )
 def alerts(
     ctx: click.Context,
@@ -59,8 +69,10 @@ def alerts(
     as_json: bool,
     check: bool,
 ) -> None:
-    """Quotas at or above an alert level now (75 / 90 / 95 % by default), and the alerts
-    raised so far. With --url: the server's /api/token-usage/alerts.
+    """Quotas at or above an alert level now (75 / 90 / 95 % by default), then the alerts
+    raised lately with their time, each marked open (it still holds) or over (its quota
+    fell back, the key was enabled again, or a later alert replaced it). With --url: the
+    server's /api/token-usage/alerts, the open ones first.
 
     `quotaflow alerts test` sends a sample alert to each webhook of the configuration."""
     if ctx.invoked_subcommand is not None:
@@ -71,22 +83,58 @@ def alerts(
         doc = server.call("GET", "/api/token-usage/alerts")
     else:
         assert config is not None
-        doc = run_local(config, home, local_alerts)
-    active = doc.get("alerts") or []
+        doc = run_local(config, home, local_alerts, reads="alerts", or_url=True)
+    if server is not None:  # the server lists the alerts raised, each marked active or not
+        history = doc.get("alerts") or []
+        active = [a for a in history if a.get("active", True)]
+    else:
+        history = doc.get("history") or []
+        active = doc.get("alerts") or []
     if as_json:
         emit_json(doc)
     else:
-        out = console()
-        if not active:
-            out.print("[green]no alerts[/green]: every quota is below its first alert level")
-        for a in active:
-            out.print(f"[yellow]⚠[/yellow] {a.get('message', a)}")
-        for h in doc.get("history") or []:
-            tz = config.tz if config else None
-            stamp = when(h.get("ts"), tz) if tz else str(h.get("ts"))
-            out.print(f"  {stamp}  {h.get('level', '')}  {h.get('message', '')}")
+        show(active, history, config.tz if config else None, server=server is not None)
     if check and active:
         raise SystemExit(EXIT_FAILED)
+
+
+def show(
+    active: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    tz: ZoneInfo | None,
+    *,
+    server: bool,
+) -> None:
+    """What holds now, then the alerts raised lately (newest first) with their time, each
+    marked open (it still holds) or over."""
+    out = console()
+    if not active:
+        what = "no alert holds now" if server else "every quota is below its first alert level"
+        out.print(f"[green]no alerts[/green]: {what}")
+    for a in active:
+        since = f" (since {_stamp(a, tz)})" if server else ""
+        out.print(f"[yellow]⚠[/yellow] {escape(str(a.get('message', a)))}{since}", highlight=False)
+    if history:
+        out.print("alerts raised, newest first:")
+    for h in history:
+        mark = _MARKS.get(h.get("active"), "    ")
+        level = escape(f"{h.get('level', ''):<9}")
+        out.print(f"  {_stamp(h, tz)}  {mark}  {level} {escape(str(h.get('message', '')))}")
+
+
+# An alert still holding, or over (its subject fell back, or a later alert replaced it).
+_MARKS: dict[Any, str] = {True: "[yellow]open[/yellow]", False: "[dim]over[/dim]"}
+
+
+def _stamp(alert: dict[str, Any], tz: ZoneInfo | None) -> str:
+    """The alert's time in ``tz`` (the config's), else in this machine's time zone."""
+    ts = alert.get("ts")
+    if not isinstance(ts, int | float):
+        try:
+            ts = datetime.fromisoformat(str(alert.get("timestamp"))).timestamp()
+        except ValueError:
+            return "?"
+    return datetime.fromtimestamp(ts, UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @alerts.command("test")

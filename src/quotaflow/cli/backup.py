@@ -15,14 +15,19 @@ import click
 from quotaflow.cli.exit_codes import EXIT_FAILED, EXIT_USAGE
 from quotaflow.cli.render import fail
 from quotaflow.cli.target import load_config_or_exit, local_options
+from quotaflow.storage.files import private_file
 
 DB_NAME = "quotaflow.db"
 
 
 def backup_sqlite(source: Path, target: Path) -> int:
-    """Copy ``source`` to ``target`` with the online-backup API; returns the ledger's rows."""
+    """Copy ``source`` to ``target`` with the online-backup API; returns the ledger's rows.
+
+    ``target`` is created 0600 first, whatever the umask, like the data folder's files: the
+    copy holds the ledger and the keys added at runtime (encrypted)."""
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
+        private_file(target)
         dst = sqlite3.connect(target)
         try:
             src.backup(dst)

@@ -13,5 +13,6 @@ EXIT_UNREACHABLE = 3
 EXIT_CODES_HELP = """\b
 Exit codes: 0 ok; 1 operational failure (a failed key test, a forecast blackout, a
 refused server request); 2 usage or configuration error; 3 server unreachable.
-Commands use the server at --url / $QUOTAFLOW_URL when given, else the data folder
-(--home / $QUOTAFLOW_HOME / ./.quotaflow)."""
+Commands with a --url option use the server at --url / $QUOTAFLOW_URL when given,
+else the data folder (--home / $QUOTAFLOW_HOME / ./.quotaflow); the others (report,
+forecast, backup, ...) work on the data folder only."""

@@ -59,7 +59,8 @@ def forecast(
     rate versus when it resets; for every pool of keys serving a route: any blackout window
     in which all of them are empty before a reset.
 
-    Exit 0 when no blackout is ahead, 1 when one is, 2 on bad options.
+    Reads the data folder's ledger (--home), never a server. Exit 0 when no blackout is
+    ahead, 1 when one is, 2 on bad options or when there is no ledger in the data folder.
     """
     config = load_config_or_exit(config_path)
     clock = clock_at(now_text, config.tz)
@@ -75,6 +76,7 @@ def forecast(
             horizon_s=horizon_d * 86400,
         ),
         clock=clock,
+        reads="forecast",
     )
     if as_json:
         emit_json(fc.to_dict())

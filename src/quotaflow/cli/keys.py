@@ -29,14 +29,7 @@ def keys() -> None:
 async def _list(runtime: Any) -> dict[str, Any]:
     from quotaflow.services import status
 
-    managed = runtime.keys
-    out = []
-    for row in await status.provider_statuses(runtime.gateway):
-        for k in row.keys:
-            d = k.to_json()
-            d["provider"] = row.provider
-            d["managed"] = managed.is_managed(k.key_id)
-            out.append(d)
+    out = await status.key_list(runtime.gateway, runtime.keys.is_managed)
     return {"success": True, "keys": out, "count": len(out)}
 
 
@@ -52,7 +45,9 @@ def list_keys(
     token_file: str | None,
     as_json: bool,
 ) -> None:
-    """Every key: provider, masked secret, quota, state, and why it is unavailable."""
+    """Every key: provider, masked secret, use against its quota (a key without a limit: its
+    use in all, and 'no limit'), state (DISABLED, DEPLETED, COOLING or INVALID when it cannot
+    take requests), where it comes from, and why it is unavailable."""
     doc = Target.of(config_path, home, url, token, token_file).run(_list, "GET", "/api/keys")
     if as_json:
         emit_json(doc)
@@ -65,13 +60,46 @@ def list_keys(
             k["key_id"],
             k["provider"],
             k["api_key"],
-            f"{k['quota_used']:,}",
-            f"{k['quota_total']:,}" if k.get("quota_metric") else "no limit",
-            str(k["state"]).upper(),
+            *_use_cells(k),
+            key_state(k),
             "added" if k.get("managed") else "config",
             k.get("reason") or "",
         )
     console().print(t)
+
+
+def _use_cells(k: dict[str, Any]) -> tuple[str, str]:
+    """used, quota: against the key's main quota; a key without one shows what the ledger
+    booked on it in all, and 'no limit' (not a quota of 0)."""
+    metric = k.get("quota_metric")
+    if metric is None:
+        booked = (k.get("booked") or {}).get("total_tokens")
+        return ("?" if booked is None else f"{booked:,} (all time)"), "no limit"
+    window = k.get("quota_window")
+    unit = "$" if metric == "cost" else metric
+    return f"{k['quota_used']:,}", f"{k['quota_total']:,} {unit}" + (f"/{window}" if window else "")
+
+
+# What keeps a key from taking requests, by the start of its reason (the health checks' and
+# the status rows' words), as the state column says it.
+_UNAVAILABLE = (
+    ("disabled", "DISABLED"),
+    ("quota", "DEPLETED"),
+    ("provider reports no", "RATE-LIMITED"),
+    ("cooling down", "COOLING"),
+)
+
+
+def key_state(k: dict[str, Any]) -> str:
+    """The key's quota state while it can take requests; else why it cannot: DISABLED (by an
+    operator, or after failures), DEPLETED (out of quota, here or at the provider),
+    RATE-LIMITED (the provider says its window is used up), COOLING,
+    INVALID (the provider rejected it), or UNAVAILABLE."""
+    state = str(k["state"]).upper()
+    if k.get("available", True) or state == "INVALID":
+        return state
+    reason = str(k.get("reason") or "")
+    return next((word for start, word in _UNAVAILABLE if reason.startswith(start)), "UNAVAILABLE")
 
 
 @keys.command("add")

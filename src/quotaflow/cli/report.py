@@ -33,7 +33,11 @@ from quotaflow.storage.base import UsageTotals
 @click.command("report")
 @local_options
 @json_option
-@click.option("--compact", is_flag=True, help="One line per provider and the total.")
+@click.option(
+    "--compact",
+    is_flag=True,
+    help="The quotas (a line per provider and reset window) and the total only.",
+)
 @click.option(
     "--export",
     "export_path",
@@ -78,7 +82,9 @@ def report(
     """Usage from the ledger: tokens, requests, errors and cost per group, each provider's
     quota state, alerts (75 / 90 / 95 %), and with --avg-tokens how long quotas last.
 
-    Reads the data folder (safe while a server runs on it). Exit 0, or 2 on bad options.
+    Reads the data folder's ledger (safe while a server runs on it), never a server: run it
+    with --home where the server's data folder is. Exit 0, or 2 on bad options or when
+    there is no ledger in the data folder.
     """
     config = load_config_or_exit(config_path)
     clock = clock_at(now_text, config.tz)
@@ -104,6 +110,7 @@ def report(
             avg_tokens_per_day=avg_tokens,
         ),
         clock=clock,
+        reads="report",
     )
     if export_path:
         fmt = export(rep, export_path, config.tz, compact=compact)

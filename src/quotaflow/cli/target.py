@@ -88,11 +88,20 @@ def run_local(
     work: Callable[[Any], Awaitable[T]],
     *,
     clock: Clock | None = None,
+    reads: str | None = None,
+    or_url: bool = False,
 ) -> T:
     """Run ``work(runtime)`` on the local data folder and the storage ``config.storage``
     names (no server needed): the :class:`~quotaflow.runtime.Runtime` ``serve`` starts,
-    without a server's services."""
+    without a server's services.
+
+    ``reads``: the command only reads (its name, for the message): with the embedded ledger
+    it refuses a data folder without one instead of creating an empty folder and ledger
+    (``or_url``: the command can ask a running server instead, and the message says so)."""
     from quotaflow.runtime import data_home, open_runtime
+
+    if reads is not None:
+        require_ledger(config, data_home(home), reads, or_url=or_url)
 
     async def main() -> T:
         async with open_runtime(config, data_home(home), clock=clock) as runtime:
@@ -102,6 +111,27 @@ def run_local(
         return asyncio.run(main())
     except QuotaflowError as exc:
         fail(exc.message, EXIT_USAGE if exc.status in (400, 404) else EXIT_FAILED)
+
+
+LEDGER_FILE = "quotaflow.db"  # the embedded (SQLite) ledger, in the data folder
+
+
+def require_ledger(config: Config, home: Path, command: str, *, or_url: bool = False) -> None:
+    """Exit 2, saying where it looked, when the data folder holds no embedded ledger (a
+    ledger in PostgreSQL is not in the folder: nothing to check)."""
+    from quotaflow.storage import backend_name
+
+    if backend_name(config.storage.ledger) != "sqlite" or (home / LEDGER_FILE).is_file():
+        return
+    where = home.resolve()
+    found = f"no data folder at {where}" if not home.exists() else f"no ledger in {where}"
+    hint = "pass --home (or set $QUOTAFLOW_HOME) to the folder 'quotaflow serve' uses"
+    url = os.environ.get(URL_ENV)
+    if or_url:
+        hint += ", or ask the running server with --url (or $QUOTAFLOW_URL)"
+    elif url:
+        hint += f" ({command} does not use the server at ${URL_ENV}, {url})"
+    fail(f"{found}: quotaflow {command} reads the ledger there; {hint}", EXIT_USAGE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 ``/api/status``.
 
 Every limit says where it came from: ``config`` (the YAML), ``free-plan preset`` (the key is
-declared on a free plan), ``env override`` (``<PROVIDER>_LIMIT``), ``learned`` (what the
-provider's rate-limit headers announced).
+declared on a free plan), ``env override`` (``<PROVIDER>_LIMIT``), ``added`` (the quota of a
+key added at runtime), ``learned`` (what the provider's rate-limit headers announced).
 """
 
 from __future__ import annotations

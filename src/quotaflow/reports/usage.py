@@ -114,7 +114,8 @@ def quota_lines(
 
 @dataclass(frozen=True, slots=True)
 class ProviderQuota:
-    """A provider's quota summed over its keys, in its main metric (tokens, else requests)."""
+    """A provider's quota in its main metric (tokens, else requests), summed over its keys
+    and its own limits of one reset window."""
 
     provider: str
     priority: int
@@ -129,10 +130,24 @@ class ProviderQuota:
     resets_at: float | None
 
 
+# The order of a provider's quota rows: the soonest reset first, a one-time quota last.
+_WINDOW_ORDER = {"day": 0, "month": 1, "once": 3}
+
+
+def _window_order(window: str) -> tuple[int, float, str]:
+    if window.startswith("rolling "):
+        return 2, float(window.removeprefix("rolling ").removesuffix("s")), window
+    return _WINDOW_ORDER.get(window, 4), 0.0, window
+
+
 def provider_quotas(
     lines: Sequence[QuotaLine], priorities: Mapping[str, int]
 ) -> list[ProviderQuota]:
-    """One summary per provider from its quota lines; providers without a quota are absent."""
+    """Each provider's quota in its main metric (tokens, else requests, else cost), one row
+    per reset window: the keys with a daily quota and those with a one-time quota are
+    summed apart, never mixed (nor one window picked for the other). Providers in priority
+    order, a provider's windows from the soonest reset to one-time; providers without a
+    quota are absent."""
     out = []
     for provider in sorted(
         {ln.provider for ln in lines}, key=lambda p: (priorities.get(p, 100), p)
@@ -142,30 +157,33 @@ def provider_quotas(
             (m for m in ("tokens", "requests", "cost") if any(ln.metric == m for ln in mine)), ""
         )
         chosen = [ln for ln in mine if ln.metric == metric]
-        window = max(
-            {ln.window for ln in chosen}, key=lambda w: sum(ln.window == w for ln in chosen)
-        )
-        chosen = [ln for ln in chosen if ln.window == window]
-        amount = sum(ln.amount for ln in chosen)
-        used = sum(ln.used for ln in chosen)
-        share = used / amount if amount > 0 else 1.0
-        resets = [ln.resets_at for ln in chosen if ln.resets_at is not None]
-        out.append(
-            ProviderQuota(
-                provider,
-                priorities.get(provider, 100),
-                sum(ln.scope.startswith("key:") for ln in chosen),
-                metric,
-                window,
-                amount,
-                used,
-                max(amount - used, 0.0),
-                round(share * 100.0, 2),
-                state_of(share).value,
-                min(resets) if resets else None,
-            )
-        )
+        for window in sorted({ln.window for ln in chosen}, key=_window_order):
+            same = [ln for ln in chosen if ln.window == window]
+            out.append(_provider_quota(provider, priorities.get(provider, 100), metric, same))
     return out
+
+
+def _provider_quota(
+    provider: str, priority: int, metric: str, lines: Sequence[QuotaLine]
+) -> ProviderQuota:
+    """The sum of one provider's quota lines of one metric and window."""
+    amount = sum(ln.amount for ln in lines)
+    used = sum(ln.used for ln in lines)
+    share = used / amount if amount > 0 else 1.0
+    resets = [ln.resets_at for ln in lines if ln.resets_at is not None]
+    return ProviderQuota(
+        provider,
+        priority,
+        sum(ln.scope.startswith("key:") for ln in lines),
+        metric,
+        lines[0].window,
+        amount,
+        used,
+        max(amount - used, 0.0),
+        round(share * 100.0, 2),
+        state_of(share).value,
+        min(resets) if resets else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -234,8 +234,9 @@ class AlertMonitor:
         return await self.store.list_alerts(limit)
 
 
-def alert_json(a: AlertRow) -> dict[str, Any]:
-    return {
+def alert_json(a: AlertRow, active: bool | None = None) -> dict[str, Any]:
+    """An alert as the API lists it; ``active`` (when known): whether it still holds."""
+    out: dict[str, Any] = {
         "id": a.id,
         "timestamp": datetime.fromtimestamp(a.ts, UTC).isoformat(),
         "kind": a.kind,
@@ -243,3 +244,25 @@ def alert_json(a: AlertRow) -> dict[str, Any]:
         "level": a.level,
         "message": a.message,
     }
+    if active is not None:
+        out["active"] = active
+    return out
+
+
+def holding(rows: Sequence[AlertRow], levels: Mapping[str, float]) -> list[bool]:
+    """For each of ``rows`` (newest first): whether it still holds — the newest alert of its
+    subject while the subject is still at an alert level (``levels``: the monitor's last
+    level of each subject). An older alert of the subject, or one whose subject has fallen
+    back (a reset, a new window, a key enabled again), is over."""
+    seen: set[str] = set()
+    out = []
+    for a in rows:
+        out.append(a.subject not in seen and levels.get(a.subject, 0.0) > 0)
+        seen.add(a.subject)
+    return out
+
+
+async def alerts_json(store: ManagementStore, rows: Sequence[AlertRow]) -> list[dict[str, Any]]:
+    """``rows`` (newest first) as the API lists them, each with ``active``."""
+    levels = await store.alert_levels()
+    return [alert_json(a, on) for a, on in zip(rows, holding(rows, levels), strict=True)]

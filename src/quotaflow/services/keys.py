@@ -27,6 +27,7 @@ from quotaflow.storage.secrets import SecretBox, secret_hash
 
 ALIASES = {"claude": "anthropic", "google": "gemini", "moonshot": "kimi", "hf": "huggingface"}
 PROVIDER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ADDED = "added"  # where the quota of a key added at runtime comes from (its limit's source)
 
 
 def resolve_provider(gw: Gateway, name: str) -> str | None:
@@ -150,7 +151,7 @@ class ManagedKeys:
     def _key(key_id: str, provider: str, secret: str, quota_total: float) -> Key:
         if quota_total <= 0:  # added without a quota (the API refuses a quota of 0)
             return Key(key_id, provider, secret, key_id, limits=())
-        limit = Limit.make(f"key:{key_id}", "tokens", Window("once"), quota_total)
+        limit = Limit.make(f"key:{key_id}", "tokens", Window("once"), quota_total, ADDED)
         return Key(key_id, provider, secret, key_id, limits=(limit,))
 
     def _new_id(self, provider: str) -> str:

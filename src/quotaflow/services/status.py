@@ -3,7 +3,7 @@ dashboard and the CLI."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ class KeyStatus:
     reason: str | None
     limits: list[dict[str, Any]]
     quota_metric: str | None = None  # what quota_* count; None: the key has no gateway limit
+    quota_window: str | None = None  # the reset window of that quota (day, month, once, …)
     plan: str = "paid"
     learned_limits: list[dict[str, Any]] = field(default_factory=list)
     summary: str = ""
@@ -67,6 +68,7 @@ class KeyStatus:
             "api_key": self.api_key,
             "plan": self.plan,
             "quota_metric": self.quota_metric,
+            "quota_window": self.quota_window,
             "quota_total": as_number(self.quota_total),
             "quota_used": as_number(self.quota_used),
             "reserved": as_number(self.reserved),
@@ -196,10 +198,32 @@ def _key_status(
         reason=reason,
         limits=[limit_json(x) for x in own],
         quota_metric=prim.metric if prim else None,
+        quota_window=str(prim.window) if prim else None,
         plan=k.plan,
         learned_limits=learned,
         summary=summary,
     )
+
+
+async def key_list(gw: Gateway, added: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """Every key as ``/api/keys`` lists it: its status row with its provider, whether it was
+    added at runtime (``managed``), and what the ledger booked on it in all (``booked``:
+    requests, tokens, cost — a key without a gateway limit has no ``quota_used`` to show)."""
+    booked = {t.group: t for t in await gw.ledger.usage_totals("key")}
+    out = []
+    for row in await provider_statuses(gw):
+        for k in row.keys:
+            t = booked.get(k.key_id)
+            d = k.to_json()
+            d["provider"] = row.provider
+            d["managed"] = added(k.key_id)
+            d["booked"] = {
+                "requests": t.requests if t else 0,
+                "total_tokens": t.total_tokens if t else 0,
+                "cost_usd": round(t.cost_usd, 6) if t else 0.0,
+            }
+            out.append(d)
+    return out
 
 
 def system_health(rows: list[ProviderStatus]) -> dict[str, str]:

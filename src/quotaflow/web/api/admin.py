@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from quotaflow.config.schema import AgentSpec
 from quotaflow.errors import BadRequest
 from quotaflow.services import status
-from quotaflow.services.alerts import alert_json
+from quotaflow.services.alerts import alerts_json
 from quotaflow.web.auth import require_admin, require_reader
 from quotaflow.web.errors import json_response
 from quotaflow.web.state import RUNTIME
@@ -69,13 +69,7 @@ async def delete_agent(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     require_admin(request)
-    keys = []
-    for row in await status.provider_statuses(mg.gateway):
-        for k in row.keys:
-            d = k.to_json()
-            d["provider"] = row.provider
-            d["managed"] = mg.keys.is_managed(k.key_id)
-            keys.append(d)
+    keys = await status.key_list(mg.gateway, mg.keys.is_managed)
     return json_response({"success": True, "keys": keys, "count": len(keys)})
 
 
@@ -106,5 +100,5 @@ async def list_alerts(request: web.Request) -> web.Response:
     reader = require_reader(request)
     rows = [a for a in await mg.alerts.recent(limit) if reader.sees_subject(a.subject)]
     return json_response(
-        {"success": True, "alerts": [alert_json(a) for a in rows], "count": len(rows)}
+        {"success": True, "alerts": await alerts_json(mg.store, rows), "count": len(rows)}
     )

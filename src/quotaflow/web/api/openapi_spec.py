@@ -77,7 +77,13 @@ ALERT = obj(
         "subject": STR,
         "level": STR,
         "message": STR,
-    }
+    },
+    {
+        "active": {
+            "type": "boolean",
+            "description": "it still holds: the newest alert of its subject, still at that level",
+        }
+    },
 )
 BUDGET = obj(
     {

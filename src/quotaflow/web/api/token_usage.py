@@ -15,7 +15,7 @@ from quotaflow.errors import BadRequest, Forbidden, NotFound
 from quotaflow.runtime import Runtime
 from quotaflow.services import token_usage
 from quotaflow.services.agents import Agent, apply_token_cap, context_for
-from quotaflow.services.alerts import alert_json
+from quotaflow.services.alerts import alerts_json
 from quotaflow.web.auth import require_admin, require_caller, require_reader
 from quotaflow.web.errors import json_response
 from quotaflow.web.state import RUNTIME
@@ -103,7 +103,7 @@ async def alerts(request: web.Request) -> web.Response:
     await mg.alerts.check()
     reader = require_reader(request)
     rows = [a for a in await mg.alerts.recent(limit) if reader.sees_subject(a.subject)]
-    return ok({"alerts": [alert_json(a) for a in rows], "count": len(rows)})
+    return ok({"alerts": await alerts_json(mg.store, rows), "count": len(rows)})
 
 
 async def test_ai_call(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ from quotaflow.engine.pricing import COST_ESTIMATED
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.runtime import Runtime
 from quotaflow.services import status
-from quotaflow.services.alerts import alert_json
+from quotaflow.services.alerts import alert_json, holding
 from quotaflow.services.token_usage import emergency_status, measure_json, months_back
 from quotaflow.storage.base import LedgerQuery, LedgerRow
 from quotaflow.types import Measure
@@ -252,13 +252,11 @@ async def alerts_json(mg: Runtime) -> dict[str, Any]:
     levels = await mg.store.alert_levels()
     recent = []
     active = []
-    seen: set[str] = set()
-    for a in rows:  # newest first
+    for a, on in zip(rows, holding(rows, levels), strict=True):  # newest first
         d = {**alert_json(a), "ts": a.ts, "severity": alert_severity(a.kind, a.level)}
         recent.append(d)
-        if a.subject not in seen and levels.get(a.subject, 0.0) > 0:
+        if on:
             active.append(d)
-        seen.add(a.subject)
     return {"recent": recent, "active": active}
 
 
