@@ -67,9 +67,10 @@ def show(doc: dict[str, Any]) -> None:
     for p in doc.get("providers", []):
         for k in p.get("keys", []):
             why = "" if k.get("available", True) else f"  [unavailable: {k.get('reason')}]"
-            out.print(f"  {k.get('limits_summary') or k.get('key_id')}{why}", highlight=False)
+            line = f"  {k.get('limits_summary') or k.get('key_id')}{why}"
+            out.print(line, highlight=False, markup=False)  # a reason may hold [brackets]
     health = doc.get("health") or {}
-    out.print(f"health: {health.get('status', '?')} — {health.get('message', '')}")
+    out.print(f"health: {health.get('status', '?')} — {health.get('message', '')}", markup=False)
 
 
 def _quota_cells(p: dict[str, Any]) -> tuple[str, str, str, str, str]:
