@@ -26,6 +26,7 @@ class State(StrEnum):
     CRITICAL = "critical"
     DEPLETED = "depleted"
     INVALID = "invalid"  # the provider rejected the key (401/403): not a quota state
+    DISABLED = "disabled"  # an operator disabled the key (or every key): not a quota state
 
 
 @dataclass(slots=True)  # a value, not frozen: see quotaflow.types

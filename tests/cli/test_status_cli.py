@@ -55,3 +55,18 @@ def test_request_quotas_show_their_requests_and_limits_their_source(qf: QF) -> N
     assert "groq key g1: free plan, 14,400 requests a day (free-plan preset)" in text
     assert "x key x1: paid plan, no limit" in text
     assert "secret-0001" not in text
+
+
+def test_a_provider_with_every_key_disabled_says_so_and_why(qf: QF) -> None:
+    limits = [{"metric": "tokens", "window": "day", "amount": 1000}]
+    off = provider("openai", "o1", key_limits=limits)
+    off["keys"] = [{"id": "o1", "secret": "sk-o1-secret-0001", "enabled": False}]
+    qf.write_config({"providers": [off]})
+    run = qf.inproc("status")
+    assert run.code == 1
+    cells = next(line for line in run.out.splitlines() if "openai" in line and "1,000" in line)
+    assert "DISABLED" in cells and "DEPLETED" not in cells
+    assert "[unavailable: disabled by an operator]" in run.out  # the reason, brackets and all
+    assert "health: critical — No key can serve (1 disabled)" in run.out
+    doc = qf.inproc("status", "--json").json()
+    assert doc["providers"][0]["reason"] == "no key can serve (o1: disabled by an operator)"

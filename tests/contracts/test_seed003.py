@@ -166,7 +166,9 @@ def test_primary_switches_to_fallback_at_the_threshold_then_reset_restores_it(
     assert st["recommended_provider"] == "openai"
     assert st["providers"]["anthropic"]["usage_percentage"] >= 95.0 or not st["providers"]["anthropic"]["available"]  # fmt: skip
     emergency = local.call("GET", "/api/token-usage/emergency-status")[1]
-    assert emergency["status"] in {"critical", "emergency"}
+    # guardian at its own Anthropic budget is told apart; the gateway's keys all still serve
+    assert emergency["agents"]["guardian"] in {"critical", "emergency"}
+    assert emergency["status"] == "normal"
 
     kinds = [(a["subject"], a["level"]) for a in local.call("GET", "/api/token-usage/alerts")[1]["alerts"]]  # fmt: skip
     budget = "agent:guardian@anthropic/tokens/month"

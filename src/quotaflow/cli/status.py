@@ -19,19 +19,7 @@ async def local_status(runtime: Any) -> dict[str, Any]:
     """The same document as ``GET /api/status``, from the data folder."""
     from quotaflow.services import status
 
-    engine = runtime.gateway
-    rows = await status.provider_statuses(engine)
-    total = sum(r.quota_total for r in rows)
-    taken = sum(r.quota_used + r.reserved for r in rows)
-    return {
-        "success": True,
-        "providers": [r.to_json() for r in rows],
-        "health": status.system_health(rows),
-        "forced_provider": engine.forced_provider,
-        "total_providers": len(rows),
-        "available_providers": sum(1 for r in rows if r.available),
-        "overall_used_pct": round(taken / total * 100.0, 2) if total else 0.0,
-    }
+    return await status.status_document(runtime.gateway)
 
 
 @click.command("status")
@@ -47,9 +35,11 @@ def status(
     as_json: bool,
 ) -> None:
     """Every provider's quota: used, total, remaining (in tokens, or requests for a key
-    counted in requests), state (OK / WARNING / CRITICAL / DEPLETED / INVALID), and each key
-    (its label, never the secret) with its plan and every limit with where it came from. Exit
-    0 when some provider is available, 1 when none is (or none is configured)."""
+    counted in requests), state (OK / WARNING / CRITICAL / DEPLETED, or INVALID / DISABLED
+    when its keys are rejected or disabled), and each key (its label, never the secret) with
+    its plan, every limit with where it came from and why it cannot serve; then the
+    gateway's health (the same verdict as /api/health). Exit 0 when some provider is available, 1 when
+    none is (or none is configured)."""
     target = Target.of(config_path, home, url, token, token_file)
     doc = target.run(local_status, "GET", "/api/status")
     if as_json:
@@ -77,9 +67,10 @@ def show(doc: dict[str, Any]) -> None:
     for p in doc.get("providers", []):
         for k in p.get("keys", []):
             why = "" if k.get("available", True) else f"  [unavailable: {k.get('reason')}]"
-            out.print(f"  {k.get('limits_summary') or k.get('key_id')}{why}", highlight=False)
+            line = f"  {k.get('limits_summary') or k.get('key_id')}{why}"
+            out.print(line, highlight=False, markup=False)  # a reason may hold [brackets]
     health = doc.get("health") or {}
-    out.print(f"health: {health.get('status', '?')} — {health.get('message', '')}")
+    out.print(f"health: {health.get('status', '?')} — {health.get('message', '')}", markup=False)
 
 
 def _quota_cells(p: dict[str, Any]) -> tuple[str, str, str, str, str]:

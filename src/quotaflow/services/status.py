@@ -1,5 +1,6 @@
 """Per provider and key quota rows: seed 000's ``/api/status``, used by agents, the
-dashboard and the CLI."""
+dashboard and the CLI. Whether a key can serve, and the ``health`` of the document, come from
+the gateway's one status (:mod:`quotaflow.services.readiness`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from quotaflow.engine import health as hl
 from quotaflow.engine.catalog import Key, Provider
 from quotaflow.engine.limits import Limit, LimitUsage, remaining_share, state_of
 from quotaflow.gateway import Gateway
+from quotaflow.services.readiness import DEPLETED, DISABLED, INVALID, Block, Readiness, key_block
 from quotaflow.types import State
 
 _WINDOW_RANK = {"once": 6, "month": 5, "day": 4, "hour": 3, "rolling": 2, "minute": 1}
@@ -28,13 +30,6 @@ def primary_limit(key: Key) -> Limit | None:
                 key=lambda lim: (_WINDOW_RANK[lim.window.kind], lim.window.seconds, -lim.amount),
             )
     return None
-
-
-def usable_reason(gw: Gateway, key: Key, now: float) -> str | None:
-    """Why a key can't be used now (disabled, cooling down, …), or ``None``."""
-    if not key.enabled:
-        return "disabled by an operator"
-    return hl.unavailable_reason(gw.health.setdefault(key.id, hl.Health()), now)
 
 
 def as_number(x: float) -> float | int:
@@ -60,6 +55,7 @@ class KeyStatus:
     plan: str = "paid"
     learned_limits: list[dict[str, Any]] = field(default_factory=list)
     summary: str = ""
+    block: Block | None = None  # why the key cannot serve now (None: it can)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +92,7 @@ class ProviderStatus:
     forced: bool
     keys: list[KeyStatus] = field(default_factory=list)
     quota_metric: str | None = None  # what quota_* count: its keys' main quota
+    reason: str | None = None  # why no key of the provider can serve (None: one can)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +105,7 @@ class ProviderStatus:
             "state": self.state.value,
             "reserved": as_number(self.reserved),
             "available": self.available,
+            "reason": self.reason,
             "forced": self.forced,
             "keys": [k.to_json() for k in self.keys],
         }
@@ -155,16 +153,33 @@ async def provider_statuses(gw: Gateway) -> list[ProviderStatus]:
             share = (used + reserved) / total
         else:
             share = min((r.used_pct / 100.0 for r in rows if r.available), default=1.0)
-        state = state_of(share, s.warning, s.critical) if available else State.DEPLETED
-        if all(r.state is State.INVALID for r in rows):
-            state = State.INVALID  # every key rejected by the provider: not a quota matter
+        state = state_of(share, s.warning, s.critical) if available else blocked_state(rows)
         out.append(
             ProviderStatus(
                 name, total, used, reserved, max(total - used - reserved, 0.0), share * 100.0,
                 state, available, gw.forced_provider == name, rows, metric,
+                None if available else blocked_reason(rows),
             )
         )  # fmt: skip
     return out
+
+
+def blocked_state(rows: list[KeyStatus]) -> State:
+    """The state of a provider none of whose keys can serve: INVALID when the provider
+    rejected every key, DISABLED when each is disabled or rejected (not a quota matter
+    either), else DEPLETED."""
+    kinds = {r.block.kind if r.block else DEPLETED for r in rows}
+    if kinds == {INVALID}:
+        return State.INVALID
+    if kinds <= {DISABLED, INVALID}:
+        return State.DISABLED
+    return State.DEPLETED
+
+
+def blocked_reason(rows: list[KeyStatus]) -> str:
+    """Why no key of a provider can serve, key by key."""
+    why = "; ".join(f"{r.label or r.key_id}: {r.reason}" for r in rows)
+    return f"no key can serve ({why})"
 
 
 def _key_status(
@@ -174,12 +189,9 @@ def _key_status(
     prim = primary_limit(k)
     own = [usages[lim.id] for lim in (*k.limits, *provider.limits)]
     u = usages[prim.id] if prim is not None else None
-    reason = usable_reason(gw, k, now)
+    h = gw.health.setdefault(k.id, hl.Health())
+    block = key_block(gw, k, usages, now)
     share = u.used_share if u is not None else 1.0 - remaining_share(own)
-    if reason is None and remaining_share(own) <= 0:
-        reason = "quota used up"
-    h = gw.health.get(k.id)
-    invalid = h is not None and hl.is_invalid(h)
     learned = learned_limits(h, now)
     summary = key_line(k, provider.limits, [learned_text(x) for x in learned])
     return KeyStatus(
@@ -191,17 +203,16 @@ def _key_status(
         reserved=u.reserved if u else 0.0,
         remaining=u.remaining if u else 0.0,
         used_pct=share * 100.0,
-        state=State.INVALID
-        if invalid
-        else state_of(max(share, 1.0 - remaining_share(own)), s.warning, s.critical),
-        available=reason is None,
-        reason=reason,
+        state=_key_state(block, max(share, 1.0 - remaining_share(own)), s.warning, s.critical),
+        available=block is None,
+        reason=block.reason if block else None,
         limits=[limit_json(x) for x in own],
         quota_metric=prim.metric if prim else None,
         quota_window=str(prim.window) if prim else None,
         plan=k.plan,
         learned_limits=learned,
         summary=summary,
+        block=block,
     )
 
 
@@ -226,19 +237,46 @@ async def key_list(gw: Gateway, added: Callable[[str], bool]) -> list[dict[str, 
     return out
 
 
+def _key_state(block: Block | None, share: float, warning: float, critical: float) -> State:
+    """A key's quota state by its used share, unless it is disabled or invalid (not quota
+    matters)."""
+    if block is not None and block.kind == INVALID:
+        return State.INVALID
+    if block is not None and block.kind == DISABLED:
+        return State.DISABLED
+    return state_of(share, warning, critical)
+
+
+def readiness_of(rows: list[ProviderStatus]) -> Readiness:
+    """The gateway's one status, from the rows' keys (the store answered: the rows were read)."""
+    keys = [k for r in rows for k in r.keys]
+    return Readiness(len(keys), {k.key_id: k.block for k in keys if k.block is not None})
+
+
+HEALTH_WORDS = {"ok": "healthy", "warning": "degraded", "critical": "critical"}
+
+
 def system_health(rows: list[ProviderStatus]) -> dict[str, str]:
-    """Seed 000's ``health`` block: healthy, degraded or critical, with a message."""
+    """Seed 000's ``health`` block: the one status as healthy, degraded or critical."""
     if not rows:
         return {"status": "critical", "message": "No providers configured: add a key"}
-    up = [r for r in rows if r.available and r.state is not State.DEPLETED]
-    if not up:
-        if all(r.state is State.INVALID for r in rows):
-            return {"status": "critical", "message": "Every key was rejected by its provider"}
-        return {"status": "critical", "message": "All providers depleted or unavailable"}
-    low = [r.provider for r in rows if r not in up or r.state is not State.OK]
-    if low:
-        return {
-            "status": "degraded",
-            "message": f"{len(up)} of {len(rows)} providers available; low: {', '.join(low)}",
-        }
-    return {"status": "healthy", "message": "All providers operational"}
+    ready = readiness_of(rows)
+    if ready.level == "ok":
+        return {"status": "healthy", "message": "All providers operational"}
+    return {"status": HEALTH_WORDS[ready.level], "message": ready.message()}
+
+
+async def status_document(gw: Gateway) -> dict[str, Any]:
+    """Seed 000's ``GET /api/status`` (also ``quotaflow status``)."""
+    rows = await provider_statuses(gw)
+    total = sum(r.quota_total for r in rows)
+    taken = sum(r.quota_used + r.reserved for r in rows)
+    return {
+        "success": True,
+        "providers": [r.to_json() for r in rows],
+        "health": system_health(rows),
+        "forced_provider": gw.forced_provider,
+        "total_providers": len(rows),
+        "available_providers": sum(1 for r in rows if r.available),
+        "overall_used_pct": round(taken / total * 100.0, 2) if total else 0.0,
+    }

@@ -3,7 +3,8 @@
 Months are calendar months in the configured time zone. Usage comes from the ledger (the
 source of truth); budgets and the recommended provider come from the agent's limits and
 provider order (:mod:`quotaflow.services.agents`). Emergency levels: warning 80 %, critical 95 %,
-emergency 98 % (``settings.emergency_levels``).
+emergency 98 % (``settings.emergency_levels``), of the gateway's providers for the emergency
+status itself and of each agent's budgets beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any
 from quotaflow.engine.windows import Window, next_reset, window_start
 from quotaflow.gateway import Gateway
 from quotaflow.services.agents import Agent, pick_provider, provider_shares
-from quotaflow.services.status import as_number, limit_json, provider_statuses
+from quotaflow.services.status import (
+    ProviderStatus,
+    as_number,
+    limit_json,
+    provider_statuses,
+    readiness_of,
+)
 from quotaflow.storage.management import ManagementStore
 from quotaflow.types import Measure
 
@@ -188,9 +195,26 @@ async def provider_status(gw: Gateway, name: str, agent: Agent | None) -> dict[s
     }
 
 
-async def emergency_status(gw: Gateway, agents: list[Agent]) -> dict[str, Any]:
+LEVEL_NAMES = ("normal", "warning", "critical", "emergency")
+LEVEL_MESSAGES = {
+    "normal": "All usage below the warning level",
+    "warning": "Usage above the warning level: watch the budgets",
+    "critical": "Usage above the critical level: fallback providers in use",
+    "emergency": "Usage above the emergency level: calls may soon be refused",
+}
+# The gateway's one status on the emergency scale: never calmer than the health.
+HEALTH_FLOOR = {"ok": "normal", "warning": "warning", "critical": "emergency"}
+
+
+async def emergency_status(
+    gw: Gateway, agents: list[Agent], rows: list[ProviderStatus] | None = None
+) -> dict[str, Any]:
+    """Seed 003's emergency status. Its ``status`` is the gateway's: the usage of the
+    providers that can serve, never calmer than the one status (a key that cannot serve is at
+    least a warning, no key able to serve an emergency). Each agent's budgets are told apart,
+    in ``budgets`` and ``agents``: an agent at its own budget is refused, not the gateway."""
     levels = list(gw.settings.emergency_levels)
-    rows = await provider_statuses(gw)
+    rows = await provider_statuses(gw) if rows is None else rows
     providers = [
         {
             "provider": r.provider,
@@ -199,31 +223,21 @@ async def emergency_status(gw: Gateway, agents: list[Agent]) -> dict[str, Any]:
         }
         for r in rows
     ]
-    limits = [lim for a in agents for lim in a.limits]
-    usages = await gw.counters.snapshot(limits, gw.clock.now())
-    budgets = [
-        {
-            "limit": lim.id,
-            "usage_percentage": round(usages[lim.id].used_share * 100.0, 2),
-            "level": level_of(usages[lim.id].used_share, levels),
-        }
-        for lim in limits
-        if not lim.window.is_rate
-    ]
-    shares = [r.used_pct / 100.0 if r.available else 1.0 for r in rows]
-    shares += [usages[lim.id].used_share for lim in limits if not lim.window.is_rate]
-    top = max(shares, default=0.0)
-    level = level_of(top, levels)
-    messages = {
-        "normal": "All usage below the warning level",
-        "warning": "Usage above the warning level: watch the budgets",
-        "critical": "Usage above the critical level: fallback providers in use",
-        "emergency": "Usage above the emergency level: calls may soon be refused",
-    }
+    budgets = await _budget_levels(gw, agents, levels)
+    ready = readiness_of(rows)
+    top = max((r.used_pct / 100.0 for r in rows if r.available), default=1.0)
+    used, floor = level_of(top, levels), HEALTH_FLOOR[ready.level]
+    level = max(used, floor, key=LEVEL_NAMES.index)
+    told_by_health = ready.level != "ok" and LEVEL_NAMES.index(floor) >= LEVEL_NAMES.index(used)
+    agent_levels: dict[str, str] = {}
+    for b in budgets:
+        agent_levels[b["agent"]] = max(
+            agent_levels.get(b["agent"], "normal"), b["level"], key=LEVEL_NAMES.index
+        )
     return {
         "status": level,
         "emergency": level == "emergency",
-        "message": messages[level],
+        "message": ready.message() if told_by_health else LEVEL_MESSAGES[level],
         "max_usage_percentage": round(top * 100.0, 2),
         "thresholds": {
             "warning": round(levels[0] * 100, 2),
@@ -232,7 +246,25 @@ async def emergency_status(gw: Gateway, agents: list[Agent]) -> dict[str, Any]:
         },
         "providers": providers,
         "budgets": budgets,
+        "agents": dict(sorted(agent_levels.items())),
     }
+
+
+async def _budget_levels(
+    gw: Gateway, agents: list[Agent], levels: list[float]
+) -> list[dict[str, Any]]:
+    """Each agent budget (not its rate limits) with its usage and level."""
+    owned = [(a.name, lim) for a in agents for lim in a.limits if not lim.window.is_rate]
+    usages = await gw.counters.snapshot([lim for _, lim in owned], gw.clock.now())
+    return [
+        {
+            "agent": name,
+            "limit": lim.id,
+            "usage_percentage": round(usages[lim.id].used_share * 100.0, 2),
+            "level": level_of(usages[lim.id].used_share, levels),
+        }
+        for name, lim in owned
+    ]
 
 
 async def history(gw: Gateway, store: ManagementStore, name: str, n: int) -> list[dict[str, Any]]:

@@ -107,7 +107,7 @@ def test_one_status_everywhere_while_degraded(watched: Watched) -> None:
     assert (
         page.is_visible("#banner") and page.get_attribute("#banner", "data-severity") == "warning"
     )
-    assert "1 of 2 keys available" in page.inner_text("#banner")
+    assert "1 of 2 keys can serve" in page.inner_text("#banner")
     emergency, emergency_class = tile(page, "Emergency level")
     assert emergency != "normal" and "tone-ok" not in emergency_class
 

@@ -52,7 +52,7 @@ KEY_STATUS = obj(
         "quota_used": NUM,
         "remaining": NUM,
         "used_pct": NUM,
-        "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid"]},
+        "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid", "disabled"]},
         "available": BOOL,
         "limits": {"type": "array", "items": ref("Limit")},
     }
@@ -64,7 +64,7 @@ PROVIDER_STATUS = obj(
         "quota_used": NUM,
         "remaining": NUM,
         "used_pct": NUM,
-        "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid"]},
+        "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid", "disabled"]},
         "keys": {"type": "array", "items": ref("KeyStatus")},
     }
 )
@@ -295,7 +295,7 @@ def paths() -> dict[str, Schema]:
         "/api/health": {
             "get": op(
                 "Health: healthy, warning (some keys cannot serve) or critical (none can, or the store is unreachable)",
-                ok_obj({"status": STR}),
+                ok_obj({"status": {"enum": ["healthy", "warning", "critical"]}}),
             )
         },
         "/api/status": {
@@ -304,7 +304,12 @@ def paths() -> dict[str, Schema]:
                 ok_obj(
                     {
                         "providers": {"type": "array", "items": ref("ProviderStatus")},
-                        "health": obj({"status": STR, "message": STR}),
+                        "health": obj(
+                            {
+                                "status": {"enum": ["healthy", "degraded", "critical"]},
+                                "message": STR,
+                            }
+                        ),
                     }
                 ),
             )

@@ -49,21 +49,7 @@ def agent_of(request: web.Request, caller: Caller) -> tuple[Agent | None, str]:
 
 
 async def status(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
-    rows = await quota_status.provider_statuses(gw)
-    total = sum(r.quota_total for r in rows)
-    taken = sum(r.quota_used + r.reserved for r in rows)
-    return json_response(
-        {
-            "success": True,
-            "providers": [r.to_json() for r in rows],
-            "health": quota_status.system_health(rows),
-            "forced_provider": gw.forced_provider,
-            "total_providers": len(rows),
-            "available_providers": sum(1 for r in rows if r.available),
-            "overall_used_pct": round(taken / total * 100.0, 2) if total else 0.0,
-        }
-    )
+    return json_response(await quota_status.status_document(request.app[GATEWAY]))
 
 
 async def choose(request: web.Request) -> web.Response:

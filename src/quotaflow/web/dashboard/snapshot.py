@@ -64,12 +64,12 @@ def providers_json(
     out = []
     for row in rows:
         d = row.to_json()
-        for k in d["keys"]:
+        for k, key_row in zip(d["keys"], row.keys, strict=True):
             key = gw.keys.get(k["key_id"])
             k["enabled"] = bool(key and key.enabled) and not gw.health[k["key_id"]].disabled_reason
             k["managed"] = mg.keys.is_managed(k["key_id"])
             k["health"] = health_json(gw, k["key_id"], now)
-            k["status"] = key_state(k)
+            k["status"] = key_state(key_row)
             for lim in k["limits"]:
                 lim["state"] = state_of(lim["used_pct"] / 100.0, s.warning, s.critical).value
                 lim["shared"] = not lim["id"].startswith("key:")
@@ -266,7 +266,7 @@ async def build_snapshot(mg: Runtime, series: SeriesCache, stamp: object = None)
     gw = mg.gateway
     now = gw.clock.now()
     rows = await status.provider_statuses(gw)
-    emergency = await emergency_status(gw, mg.agents.all())
+    emergency = await emergency_status(gw, mg.agents.all(), rows)
     system = system_json(rows, gw, now)
     system["emergency"] = {
         k: emergency[k] for k in ("status", "emergency", "message", "max_usage_percentage")
@@ -279,7 +279,7 @@ async def build_snapshot(mg: Runtime, series: SeriesCache, stamp: object = None)
         "generated_at": now,
         "system": system,
         # One status for the Health tile, the Recommendation, the banner and the Emergency tile.
-        "status": status_json(providers, recommendation, alerts, emergency),
+        "status": status_json(status.readiness_of(rows), recommendation, emergency),
         "providers": providers,
         "recommendation": recommendation,
         "log": with_refusals(

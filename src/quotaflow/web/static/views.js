@@ -224,10 +224,11 @@ export function renderAlerts(alerts) {
     h("time", { class: "muted", datetime: a.timestamp }, dateTime(a.ts)))))];
 }
 
-/** Shown while the status is not ok: its message, then the most severe active alert. */
+/** Shown while the status is not ok or an alert is active (an agent at its budget, say):
+ * the status's message, then the most severe active alert. */
 export function renderBanner(alerts, st) {
-  if (st.level === "ok") return null;
   const active = alerts.active;
+  if (st.level === "ok" && !active.length) return null;
   const order = { critical: 0, error: 1, warning: 2 };
   const sorted = [...active].sort((a, b) => order[a.severity] - order[b.severity]);
   return [
