@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from quotaflow.engine.candidates import (
     IN_FLIGHT_POLL_S,
     Pool,
@@ -13,7 +15,7 @@ from quotaflow.engine.health import Health, begin_attempt, record_failure, unava
 from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.pricing import Price
 from quotaflow.testing import deployment, key, limit, model, provider
-from quotaflow.types import ErrorKind, RateInfo, State
+from quotaflow.types import ErrorKind, Metric, RateInfo, State
 
 NOW = 1_773_489_600.0
 END_OF_DAY = NOW + 12 * 3600
@@ -216,3 +218,83 @@ def test_excluded_pairs_and_unknown_providers_are_skipped() -> None:
     )
     assert [(c.key.id, c.model) for c in cands] == [("o1", "big")]
     assert rejected == []
+
+
+@pytest.mark.parametrize(
+    ("scope", "metric", "amount", "used"),
+    [
+        ("agent:bot1", "tokens", 300, 290),
+        ("agent:bot1", "requests", 10, 10),
+        ("agent:bot1", "cost", 0.0001, 0.00005),
+        ("agent:bot1@openai", "tokens", 300, 290),
+        ("route:chat", "tokens", 300, 290),
+        ("global", "cost", 0.0001, 0.00005),
+    ],
+)
+def test_a_key_out_of_quota_at_the_provider_waits_also_for_a_budget_on_every_key(
+    scope: str, metric: Metric, amount: float, used: float
+) -> None:
+    """A budget that binds on every key (an agent's, a route's, the gateway's): a key the
+    provider cooled for an hour can serve only once both the hour and the budget's day are
+    over."""
+    budget = limit(scope, metric, "day", amount)
+    empty = Health()
+    record_failure(empty, ErrorKind.QUOTA_EXHAUSTED, "quota", NOW, depleted_until=NOW + 3600)
+    _, (r,) = build([key("k1", "openai")], [u(budget, used)], {"k1": empty}, extra=[budget])
+    assert r.reason == "quota exhausted at the provider"
+    assert r.limit_id is None
+    assert (r.available_at, r.waits_for) == (END_OF_DAY, budget.id)
+
+
+def test_an_agent_budget_on_another_provider_does_not_hold_a_key_back() -> None:
+    agent = limit("agent:bot1@anthropic", "tokens", "day", 300)
+    empty = Health()
+    record_failure(empty, ErrorKind.QUOTA_EXHAUSTED, "quota", NOW, depleted_until=NOW + 3600)
+    _, (r,) = build([key("k1", "openai")], [u(agent, 290)], {"k1": empty}, extra=[agent])
+    assert (r.available_at, r.waits_for) == (NOW + 3600, None)
+
+
+def test_a_key_out_of_quota_at_the_provider_waits_also_for_the_agent_budget() -> None:
+    """The agent's budget binds on every key: a key the provider cooled for an hour can
+    serve this agent only once both the hour and the agent's day are over."""
+    agent = limit("agent:bot1", "tokens", "day", 300)
+    empty = Health()
+    record_failure(empty, ErrorKind.QUOTA_EXHAUSTED, "quota", NOW, depleted_until=NOW + 3600)
+    _, (r,) = build([key("k1", "openai")], [u(agent, 290)], {"k1": empty}, extra=[agent])
+    assert r.reason == "quota exhausted at the provider"
+    assert r.limit_id is None
+    assert (r.available_at, r.waits_for) == (END_OF_DAY, agent.id)
+
+
+def test_a_key_out_of_quota_at_the_provider_keeps_its_time_when_the_agent_has_room() -> None:
+    agent = limit("agent:bot1", "tokens", "day", 300)
+    empty = Health()
+    record_failure(empty, ErrorKind.QUOTA_EXHAUSTED, "quota", NOW, depleted_until=NOW + 3600)
+    _, (r,) = build([key("k1", "openai")], [u(agent, 10)], {"k1": empty}, extra=[agent])
+    assert (r.available_at, r.waits_for) == (NOW + 3600, None)
+
+
+def test_a_shortfall_on_several_limits_waits_for_the_last_to_free() -> None:
+    minute = limit("key:k1", "tokens", "minute", 1_000)
+    agent = limit("agent:bot1", "tokens", "day", 300)
+    at_minute = NOW + 60
+    usages = [u(minute, 950, resets=at_minute), u(agent, 290)]
+    _, (r,) = build([key("k1", "openai", limits=[minute])], usages, extra=[agent])
+    assert r.limit_id == minute.id  # named by the first limit it does not fit
+    assert (r.available_at, r.waits_for) == (END_OF_DAY, agent.id)
+    # One of them never frees by itself: neither does the key, for this request.
+    once = limit("agent:bot1", "tokens", "once", 300)
+    _, (r2,) = build(
+        [key("k1", "openai", limits=[minute])],
+        [u(minute, 950, resets=at_minute), u(once, 290, resets=None)],
+        extra=[once],
+    )
+    assert (r2.available_at, r2.waits_for) == (None, once.id)
+
+
+def test_a_cooling_key_without_a_time_stays_without_one_whatever_its_limits() -> None:
+    agent = limit("agent:bot1", "tokens", "day", 300)
+    dead = Health()
+    record_failure(dead, ErrorKind.AUTH, "invalid api key", NOW)
+    _, (r,) = build([key("k1", "openai")], [u(agent, 290)], {"k1": dead}, extra=[agent])
+    assert (r.available_at, r.waits_for) == (None, None)

@@ -231,3 +231,49 @@ async def test_a_refusal_quoting_a_stem_keys_share_names_the_refused_key_not_ano
                 for text in (shown[key_id], kept[key_id], reason):
                     assert "sk-test…" + secret[-4:] in text  # the refused key, masked
                     assert other[-4:] not in text and "leakysecret" not in text
+
+
+async def test_a_refusal_for_quota_at_the_provider_says_when_a_key_can_serve_again(
+    tmp_path: Path,
+) -> None:
+    """The provider sends no Retry-After with its "quota exhausted"; the gateway keeps the
+    key out for an hour, and the 429 says when a key can serve again: here the other key,
+    whose own hour frees sooner (the request never got to try it)."""
+    start = 1_767_225_600.0 + 10.5 * 3600  # 10:30 UTC
+    keys = {
+        "sk-full-0000000": KeyState(),
+        "sk-empty-000000": KeyState(quota_tokens=1, used_tokens=1),
+    }
+    cfg_keys = [
+        {"id": "full", "secret": "sk-full-0000000", "priority": 0,
+         "limits": [{"metric": "requests", "window": "hour", "amount": 1}]},
+        {"id": "empty", "secret": "sk-empty-000000", "priority": 1, "limits": []},
+    ]  # fmt: skip
+    clock = FrozenClock(start)
+    async with running_fake_provider(FakeProviderConfig(keys=keys)) as fake:
+        cfg = _config(fake.base_url, cfg_keys)
+        async with gateway(tmp_path, cfg, clock) as gw:
+            await gw.chat(BODY)  # the full key's request of the hour
+            with pytest.raises(QuotaflowError) as err:
+                await gw.chat(BODY)
+            assert gw.health["empty"].depleted_until == start + 3600
+    assert err.value.status == 429
+    assert [a["key"] for a in err.value.details["attempts"]] == ["empty"]
+    assert err.value.headers["retry-after"] == "1800"  # 11:00, when the full key's hour ends
+    assert err.value.details["first_frees_at"] == start + 1800
+    assert err.value.message.endswith("The first frees in 30m.")
+
+
+async def test_a_lone_key_out_of_quota_at_the_provider_is_retried_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    keys = {"sk-empty-000000": KeyState(quota_tokens=1, used_tokens=1)}
+    async with running_fake_provider(FakeProviderConfig(keys=keys)) as fake:
+        cfg = _config(fake.base_url, _keys("sk-empty-000000"))
+        async with gateway(tmp_path, cfg, FrozenClock()) as gw:
+            with pytest.raises(QuotaflowError) as err:
+                await gw.chat(BODY)
+            with pytest.raises(QuotaflowError) as again:
+                await gw.chat(BODY)  # refused before any attempt: the key is still out
+    assert err.value.status == again.value.status == 429
+    assert err.value.headers["retry-after"] == again.value.headers["retry-after"] == "3600"

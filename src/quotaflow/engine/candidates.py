@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from quotaflow.engine.catalog import Deployment, Key, Provider
+from quotaflow.engine.catalog import Deployment, Key, ModelInfo, Provider
 from quotaflow.engine.health import Health, available_at, learned_used_share, unavailable_reason
 from quotaflow.engine.limits import Limit, LimitUsage, state_of
 from quotaflow.engine.reservation import Plan, Shortfall, plan_reservation
@@ -66,8 +66,12 @@ class Rejection:
     key_id: str
     model: str
     reason: str
-    available_at: float | None  # None: not by itself (disabled, once-quota, …)
+    # When this key could serve the request: the latest of its own state's end and each
+    # limit the request does not fit freeing. None: not by itself (disabled, once-quota, …)
+    available_at: float | None
     limit_id: str | None = None
+    # The limit it waits for, when one sets available_at (or never frees by itself).
+    waits_for: str | None = None
 
 
 _TIER_OF = {"simple": "cheap", "complex": "capable"}
@@ -146,16 +150,14 @@ def screen_candidates(pool: Pool, facts: RequestFacts) -> tuple[list[Candidate],
             if view is None:
                 view = _key_view(key, provider, usages, health_of, now, saturation)
                 views[key.id] = view
-            if isinstance(view, Rejection):
-                rejected.append(
-                    Rejection(dep.provider, key.id, model_name, view.reason, view.available_at)
-                )
-                continue
-            own, state, share, saturated = view
-            h = health_of.get(key.id) or Health()
             limits = key.limits
             if bound or provider.limits:
                 limits = (*limits, *provider.limits, *bound)
+            if isinstance(view, Rejection):
+                rejected.append(_unavailable(view, dep, limits, usages, facts, now))
+                continue
+            own, state, share, saturated = view
+            h = health_of.get(key.id) or Health()
             stats = None if stats_of is None else stats_of.get((key.id, model_name))
             out.append(
                 Candidate(
@@ -175,6 +177,67 @@ def screen_candidates(pool: Pool, facts: RequestFacts) -> tuple[list[Candidate],
                 )
             )
     return out, rejected
+
+
+def _unavailable(
+    view: Rejection,
+    dep: Deployment,
+    limits: tuple[Limit, ...],
+    usages: Mapping[str, LimitUsage],
+    facts: RequestFacts,
+    now: float,
+) -> Rejection:
+    """A key that cannot take requests now, for one deployment: available when its own state
+    ends *and* every limit this request does not fit (an agent's budget, …) has freed."""
+    at, waits = view.available_at, None
+    if at is not None and limits:
+        short = _plan(limits, usages, facts, dep.model)
+        if isinstance(short, Shortfall):
+            frees, last = _frees_all(short, usages, now)
+            if frees is None or frees > at:
+                at, waits = frees, last
+    return Rejection(dep.provider, view.key_id, dep.model.name, view.reason, at, waits_for=waits)
+
+
+def _plan(
+    limits: Sequence[Limit], usages: Mapping[str, LimitUsage], facts: RequestFacts, model: ModelInfo
+) -> Plan | Shortfall:
+    return plan_reservation(
+        limits,
+        usages,
+        prompt_tokens=facts.prompt_tokens,
+        requested_max_tokens=facts.max_tokens,
+        model_max_output=model.max_output,
+        price=model.price,
+        min_completion_tokens=facts.min_completion_tokens,
+        choices=facts.choices,
+    )
+
+
+def _frees_at(s: Shortfall, usages: Mapping[str, LimitUsage], now: float) -> float | None:
+    """When the limit of a shortfall frees: its next free-up, or soon while in-flight
+    requests hold part of it (they settle below their worst case); None: not by itself."""
+    frees = s.resets_at
+    held = usages.get(s.limit.id)
+    if held is not None and held.reserved > 0:
+        frees = now + IN_FLIGHT_POLL_S if frees is None else min(frees, now + IN_FLIGHT_POLL_S)
+    return frees
+
+
+def _frees_all(
+    short: Shortfall, usages: Mapping[str, LimitUsage], now: float
+) -> tuple[float | None, str]:
+    """When every limit the request does not fit has freed (the latest of them; None when
+    one never frees by itself), and the id of the limit it waits for (the last to free)."""
+    latest: float | None = None
+    waits = short.limit.id
+    for s in short.every:
+        frees = _frees_at(s, usages, now)
+        if frees is None:
+            return None, s.limit.id
+        if latest is None or frees > latest:
+            latest, waits = frees, s.limit.id
+    return latest, waits
 
 
 def binding_on(limits: Sequence[Limit], provider: str) -> list[Limit]:
@@ -223,25 +286,14 @@ def _key_view(
 def plan_candidate(
     c: Candidate, usages: Mapping[str, LimitUsage], facts: RequestFacts, now: float
 ) -> Plan | Rejection:
-    """The candidate's reservation plan, or why it has no room for this request."""
-    model = c.deployment.model
-    plan = plan_reservation(
-        c.limits,
-        usages,
-        prompt_tokens=facts.prompt_tokens,
-        requested_max_tokens=facts.max_tokens,
-        model_max_output=model.max_output,
-        price=model.price,
-        min_completion_tokens=facts.min_completion_tokens,
-        choices=facts.choices,
-    )
+    """The candidate's reservation plan, or why it has no room for this request (named by
+    the first limit it does not fit; available when the last of them frees)."""
+    plan = _plan(c.limits, usages, facts, c.deployment.model)
     if isinstance(plan, Shortfall):
-        frees = plan.resets_at
-        held = usages.get(plan.limit.id)
-        if held is not None and held.reserved > 0:
-            # In-flight requests hold part of it; they settle below their worst case.
-            frees = now + IN_FLIGHT_POLL_S if frees is None else min(frees, now + IN_FLIGHT_POLL_S)
-        return Rejection(c.provider, c.key.id, c.model, plan.describe(), frees, plan.limit.id)
+        frees, waits = _frees_all(plan, usages, now)
+        return Rejection(
+            c.provider, c.key.id, c.model, plan.describe(), frees, plan.limit.id, waits
+        )
     if facts.max_tokens is None and plan.max_tokens < facts.min_completion_tokens:
         return Rejection(
             c.provider,

@@ -53,6 +53,12 @@ class Shortfall:
     taken: float
     needed: float
     resets_at: float | None
+    also: tuple[Shortfall, ...] = ()  # the other limits it does not fit either, in order
+
+    @property
+    def every(self) -> tuple[Shortfall, ...]:
+        """This shortfall and the others: every limit the request does not fit."""
+        return (self, *self.also)
 
     def describe(self) -> str:
         lim = self.limit
@@ -93,7 +99,8 @@ def plan_reservation(
     min_completion_tokens: int = 1,
     choices: int = 1,
 ) -> Plan | Shortfall:
-    """The claims for one attempt, or the first limit it would overshoot."""
+    """The claims for one attempt, or the first limit it would overshoot (with the others it
+    would overshoot too in :attr:`Shortfall.also`: a request waits for all of them)."""
     if requested_max_tokens is not None:
         max_tokens = requested_max_tokens
         clamped = False
@@ -106,14 +113,19 @@ def plan_reservation(
     tokens = float(prompt_tokens + max_tokens * choices)
     cost = price.worst_case_usd(prompt_tokens, max_tokens * choices)
     claims: list[Claim] = []
+    short: list[Shortfall] = []
     for lim in limits:
         metric = lim.metric
         need = tokens if metric == "tokens" else 1.0 if metric == "requests" else cost
         u = usages.get(lim.id)
         taken = u.used + u.reserved if u is not None else 0.0
         if taken + need > lim.amount + EPS:
-            return Shortfall(lim, taken, need, u.frees_at if u else None)
-        claims.append(Claim(lim, need))
+            short.append(Shortfall(lim, taken, need, u.frees_at if u else None))
+        elif not short:
+            claims.append(Claim(lim, need))
+    if short:
+        first = short[0]
+        return Shortfall(first.limit, first.taken, first.needed, first.resets_at, tuple(short[1:]))
     return Plan(tuple(claims), prompt_tokens, max_tokens, clamped, choices)
 
 

@@ -26,7 +26,7 @@ from quotaflow.adapters.base import (
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
 from quotaflow.engine import health as hl
-from quotaflow.engine.candidates import Candidate, RequestFacts
+from quotaflow.engine.candidates import Candidate, Rejection, RequestFacts
 from quotaflow.engine.catalog import Deployment, Key, Provider, Route
 from quotaflow.errors import BadRequest, QuotaExhausted, QuotaflowError, UnsupportedByProtocol
 from quotaflow.gateway.booking import Booking, SecretMask
@@ -233,6 +233,8 @@ class Attempts:
     ) -> tuple[Result, list[Attempt], Pick]:
         deadline = self._clock.monotonic() + self._settings.request_timeout_s
         tried: set[tuple[str, str]] = set()
+        tried_health: list[hl.Health] = []
+        untried: list[Rejection] = []
         attempts: list[Attempt] = []
         deployments = self._door_deployments(req, route)
         routes_used = {route.name}
@@ -241,10 +243,12 @@ class Attempts:
                 pick = await self._picker.pick(
                     route, facts, ctx, tried, deployments, deadline, bool(attempts)
                 )
-            except NoMore:
+            except NoMore as exc:
+                untried = exc.rejected
                 break
             c = pick.candidate
             tried.add((c.key.id, c.model))
+            tried_health.append(c.health)
             n = len(attempts) + 1
             can_fall_back = self._can_fall_back(route, routes_used)
             # Only an attempt that another can follow keeps time for it: the last candidate
@@ -280,7 +284,8 @@ class Attempts:
             deployments = self._after_failure(result, c, deployments)
             if not deployments and result.kind is ErrorKind.CONTEXT_TOO_LONG:
                 raise client_error(result, attempts)  # no larger window: the client's to fix
-        raise all_failed(attempts)
+        now = self._clock.now()
+        raise all_failed(attempts, first_free(tried_health, untried, now), now)
 
     async def attempt(
         self,
@@ -446,6 +451,19 @@ class Attempts:
     def _can_fall_back(self, route: Route, used: set[str]) -> bool:
         fb = route.fallback_route
         return fb is not None and fb not in used and fb in self._config.routes
+
+
+def first_free(tried: list[hl.Health], untried: list[Rejection], now: float) -> float | None:
+    """After every attempt failed, when a key can first serve the request again: the
+    earliest of the tried keys' recoveries (cool-down, depletion) and the time each other
+    key could serve it (its own state and every limit it does not fit: see
+    :class:`Rejection`); ``None`` when none does by itself."""
+    times = [r.available_at for r in untried]
+    for h in tried:
+        at = hl.available_at(h, now)
+        times.append(now if at is None and not h.disabled_reason else at)
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def with_defaults(

@@ -105,10 +105,12 @@ def exhausted_error(
 ) -> QuotaExhausted | KeyRejected:
     if rejected and all(r.reason.startswith(hl.INVALID_PREFIX) for r in rejected):
         return keys_rejected([f"{r.provider}/{r.key_id}: {r.reason}" for r in rejected])
-    full = sorted({r.limit_id for r in rejected if r.limit_id})
+    full = sorted({lid for r in rejected for lid in (r.limit_id, r.waits_for) if lid})
     other = sorted({f"{r.provider}/{r.key_id}: {r.reason}" for r in rejected if not r.limit_id})
     if not rejected:
         msg = "No key is configured for this model."
+    elif not other and all(_is_agent(lid) for lid in full):
+        msg = "This agent's budget is used up (full limits: " + ", ".join(full) + ")."
     else:
         parts = []
         if full:
@@ -126,24 +128,49 @@ def exhausted_error(
                 "model": r.model,
                 "reason": r.reason,
                 "available_at": r.available_at,
+                "waits_for": r.waits_for,
             }
             for r in rejected
         ],
     }
     if first_free is not None and math.isfinite(first_free):
         secs = max(first_free - now, 0.0)
-        msg += f" The first frees in {human_duration(secs)}."
+        msg += _first_frees(rejected, first_free, human_duration(secs))
         headers["retry-after"] = str(max(math.ceil(secs), 1))
         details["first_frees_at"] = first_free
         details["first_frees_in_s"] = round(secs, 3)
     else:
-        once = any(r.limit_id and r.limit_id.endswith("/once") for r in rejected)
+        once = any(lid.endswith("/once") for lid in full)
         msg += (
             " None frees by itself: a one-time quota was used up; reset it or add a key."
             if once
             else " None frees by itself: enable, reset or add a key."
         )
     return QuotaExhausted(msg, headers=headers, details=details)
+
+
+def _first_frees(rejected: list[Rejection], first_free: float, within: str) -> str:
+    """When a request can first be served, and what it waits for when a key waits for more
+    than its own state or the limit it is named by: an agent's budget binds on every key,
+    so the client is told it is the agent's."""
+    first = next((r for r in rejected if r.available_at == first_free), None)
+    waits = first.waits_for if first is not None else None
+    if waits is None:
+        return f" The first frees in {within}."
+    if _is_agent(waits):
+        agent, _, provider = waits.partition("/")[0].removeprefix("agent:").partition("@")
+        where = f"every {provider} key" if provider else "every key"
+        return (
+            f" The first frees in {within}, when agent {agent}'s budget {waits} frees "
+            f"(it applies to {where})."
+        )
+    if first is not None and waits == first.limit_id:
+        return f" The first frees in {within}."
+    return f" The first frees in {within}, when {waits} frees."
+
+
+def _is_agent(limit_id: str) -> bool:
+    return limit_id.startswith("agent:")
 
 
 def client_error(f: UpstreamFailure, attempts: list[Attempt]) -> QuotaflowError:
@@ -171,7 +198,12 @@ def attempt_dict(a: Attempt) -> dict[str, Any]:
     return d
 
 
-def all_failed(attempts: list[Attempt]) -> QuotaflowError:
+def all_failed(
+    attempts: list[Attempt], first_free: float | None = None, now: float = 0.0
+) -> QuotaflowError:
+    """The error a request ends with when every attempt failed. ``first_free``: when a key
+    can first serve it again as the gateway sees it (the tried keys' cool-downs and
+    depletions, the other keys' headroom), for a refusal for rate or quota."""
     if not attempts:
         return UpstreamError("no attempt could be made")
     kinds = {a.error_kind for a in attempts}
@@ -184,7 +216,7 @@ def all_failed(attempts: list[Attempt]) -> QuotaflowError:
         f"{a.provider}/{a.key_id} ({a.model}): {a.error_kind} {a.http_status or ''}".strip()
         for a in attempts
     )
-    details = {"attempts": [attempt_dict(a) for a in attempts]}
+    details: dict[str, Any] = {"attempts": [attempt_dict(a) for a in attempts]}
     if kinds == {ErrorKind.AUTH.value}:
         rejected = keys_rejected(
             [f"{a.provider}/{a.key_id}: {hl.INVALID_PREFIX}{a.message or ''}" for a in attempts]
@@ -192,12 +224,23 @@ def all_failed(attempts: list[Attempt]) -> QuotaflowError:
         rejected.details = details
         return rejected
     if kinds <= {"rate_limited", "quota_exhausted"}:
-        # Every key said "not now": the client waits as long as the soonest of them asked,
-        # and when only rate limits refused, it is OpenAI's own rate_limit_exceeded.
-        waits = [a.retry_after_s for a in attempts if a.retry_after_s is not None]
-        headers = {"retry-after": str(max(math.ceil(min(waits)), 1))} if waits else None
+        # Every key said "not now": the client waits until a key can serve again (a key the
+        # provider called empty stays out until its window resets, whatever it asked), else
+        # as long as the soonest of them asked; when only rate limits refused, it is
+        # OpenAI's own rate_limit_exceeded.
+        msg = f"Every provider tried refused for rate or quota: {summary}"
+        headers = None
+        if first_free is not None and math.isfinite(first_free):
+            secs = max(first_free - now, 0.0)
+            msg += f". The first frees in {human_duration(secs)}."
+            headers = {"retry-after": str(max(math.ceil(secs), 1))}
+            details["first_frees_at"] = first_free
+            details["first_frees_in_s"] = round(secs, 3)
+        else:
+            waits = [a.retry_after_s for a in attempts if a.retry_after_s is not None]
+            headers = {"retry-after": str(max(math.ceil(min(waits)), 1))} if waits else None
         return QuotaExhausted(
-            f"Every provider tried refused for rate or quota: {summary}",
+            msg,
             details=details,
             headers=headers,
             code="rate_limit_exceeded" if kinds == {"rate_limited"} else None,
