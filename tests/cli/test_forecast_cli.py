@@ -84,3 +84,27 @@ def test_no_burn_no_blackout(qf: QF) -> None:
     doc = run.json()
     assert doc["limits"][0]["exhausts_at"] is None
     assert doc["pools"][0]["blackouts"] == []
+
+
+def test_a_quota_that_resets_before_it_would_run_out_says_so_not_a_far_date(qf: QF) -> None:
+    """A daily quota burning slowly would run out weeks ahead at this rate, after many resets:
+    the table says it lasts until its reset. A pool with a key without a quota is not shown
+    with "0 left"."""
+    daily = {"metric": "tokens", "window": "day", "amount": 10_000}
+    qf.write_config({"providers": [
+        provider("slow", "slow-1", daily),
+        {"name": "mixed", "protocol": "openai", "base_url": "http://127.0.0.1:9/v1",
+         "models": ["mixed-m"], "keys": [{"id": "capped-1", "secret": "secret-capped-xyz",
+         "limits": [daily]}, {"id": "open-1", "secret": "secret-open-xyz"}]},
+    ]})  # fmt: skip
+    rows = [row(NOW - 3600 * k, "slow-1", "slow", 100) for k in range(1, 10)]
+    rows += [row(NOW - 3600 * k, "open-1", "mixed", 500) for k in range(1, 10)]
+    write_ledger(qf.home, rows)
+    doc = qf("forecast", "--json", "--now", str(NOW)).json()
+    slow = next(f for f in doc["limits"] if f["scope"] == "key:slow-1")
+    assert slow["exhausts_at"] > slow["resets_at"] and not slow["runs_out_before_reset"]
+    table = qf("forecast", "--now", str(NOW))
+    line = next(ln for ln in table.out.splitlines() if "slow-1" in ln)
+    assert "after reset" in line and "2026-03-1" not in line.split("tokens/day")[1][:40]
+    pool = next(ln for ln in table.out.splitlines() if "pool" in ln and "mixed" in ln)
+    assert "0 tokens left" not in pool and "open-1" in pool

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import click
 from rich.table import Table
 
@@ -11,6 +13,14 @@ from quotaflow.cli.target import load_config_or_exit, local_options, run_local
 from quotaflow.reports.burn import DEFAULT_HALF_LIFE_S, DEFAULT_LOOKBACK_S
 from quotaflow.reports.collect import collect_forecast
 from quotaflow.reports.forecast import DEFAULT_HORIZON_S
+
+
+def runs_out(exhausts_at: float | None, resets_at: float | None, tz: ZoneInfo) -> str:
+    """When a quota runs out at this rate; "after reset" when its window resets first (it
+    would run out only weeks ahead, after many resets: a date there would mislead)."""
+    if exhausts_at is not None and resets_at is not None and exhausts_at >= resets_at:
+        return "after reset"
+    return when(exhausts_at, tz)
 
 
 @click.command("forecast")
@@ -92,13 +102,16 @@ def forecast(
                 f"{f.amount:,.0f} {f.metric}/{f.window}",
                 f"{f.remaining:,.0f}",
                 f"{f.rate_per_hour:,.1f}",
-                when(f.exhausts_at, config.tz),
+                runs_out(f.exhausts_at, f.resets_at, config.tz),
                 when(f.resets_at, config.tz),
                 flag,
             )
         out.print(t)
         for p in fc.pools:
-            head = f"pool [bold]{p.route}[/bold] ({len(p.keys)} keys, {p.remaining:,.0f} {p.metric} left, {p.rate_per_hour:,.1f}/h)"
+            left = f"{p.remaining:,.0f} {p.metric} left"
+            if p.unbounded_keys:  # their quota is not a number: the pool's left is unbounded
+                left = f"no {p.metric} quota on {len(p.unbounded_keys)}"
+            head = f"pool [bold]{p.route}[/bold] ({len(p.keys)} keys, {left}, {p.rate_per_hour:,.1f}/h)"
             if p.unbounded_keys:
                 out.print(
                     f"{head}: no blackout (keys without a {p.metric} quota: {', '.join(p.unbounded_keys)})"
