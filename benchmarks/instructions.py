@@ -6,7 +6,11 @@ runs ``quotaflow serve`` under ``valgrind --tool=callgrind`` against the fake pr
 (0 ms), sends ``--small`` and then, in a second run, ``--large`` chat completions at
 ``--concurrency``, and prints the difference divided by the difference in requests: the
 instructions of one request, start-up and shut-down cancelled out. ``--other NAME=PATH``
-measures another checkout the same way (its own ``.venv``), side by side.
+measures another checkout the same way (its own ``.venv``), side by side. The floors are
+counted the same way in the same run: the bare proxy (``benchmarks/bare_proxy.py``) and the
+durable floor (the bare proxy with ``--journal``: a row committed before each upstream call
+and settled before each answer); "× floor" is the floor's count over quotaflow's, which is
+what the throughput ratio comes to when the gateway's core is the bottleneck.
 
 What it does not count: the kernel's work (socket reads and writes, fsync), which CPU time
 includes; so it compares code, not machines. Needs valgrind (``apt-get install -y valgrind``)
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load as bench
 
 ROOT = Path(__file__).resolve().parent.parent
+FLOORS = ("floor", "durable floor")
 
 
 def spawn(args: list[str], ready: str) -> tuple[subprocess.Popen[str], str, list[str]]:
@@ -67,10 +72,15 @@ async def load(url: str, n: int, concurrency: int) -> None:
 
 
 def instructions(
-    checkout: Path, n: int, concurrency: int, serve_args: list[str], client: str = "fast"
+    checkout: Path,
+    n: int,
+    concurrency: int,
+    serve_args: list[str],
+    client: str = "fast",
+    floor: str | None = None,
 ) -> int:
     """Instructions of one ``quotaflow serve`` run that answered ``n`` requests (plus 200
-    to warm up)."""
+    to warm up); with ``floor`` ("floor" or "durable floor"), of the bare proxy instead."""
     py = str(checkout / ".venv" / "bin" / "python")
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -80,18 +90,23 @@ def instructions(
         )
         try:
             (home / "q.yaml").write_text(bench.gateway_config(fake_url, client))
-            gw, url, lines = spawn(
-                [
-                    "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+            if floor is None:
+                command = [
                     py, "-m", "quotaflow", "serve", "--config", str(home / "q.yaml"),
                     "--port", "0", "--home", str(home), *serve_args,
-                ],
+                ]  # fmt: skip
+            else:
+                command = [py, str(ROOT / "benchmarks" / "bare_proxy.py"), fake_url, "0"]
+                if floor == "durable floor":
+                    command += ["--journal", str(home / "journal.db")]
+            gw, url, lines = spawn(
+                ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
                 "serving on",
-            )  # fmt: skip
+            )
             asyncio.run(load(url, 200, concurrency))
             asyncio.run(load(url, n, concurrency))
             gw.send_signal(signal.SIGTERM)
-            gw.wait(300)
+            gw.wait(900)  # start-up and shut-down under valgrind, on a busy machine
         finally:
             fake.send_signal(signal.SIGTERM)
             fake.wait(30)
@@ -123,6 +138,7 @@ def main() -> None:
     ap.add_argument(
         "--log-levels", default="info,warning", help="one cell per level (info: access lines)"
     )
+    ap.add_argument("--no-floors", action="store_true", help="leave the two floors out")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed: apt-get install -y valgrind")
@@ -132,21 +148,30 @@ def main() -> None:
     cells = [(name, path, "fast") for name, path in checkouts]
     if args.aiohttp_client:
         cells.append(("this", ROOT, "aiohttp"))
+    c = args.concurrency
+
+    def per_request(path: Path, serve_args: list[str], client: str, floor: str | None) -> float:
+        small = instructions(path, args.small, c, serve_args, client, floor)
+        large = instructions(path, args.large, c, serve_args, client, floor)
+        return float(large - small) / float(args.large - args.small)
+
+    floors = {} if args.no_floors else {f: per_request(ROOT, [], "", f) for f in FLOORS}
     print(
         f"| checkout | upstream client | log level | instructions per request "
-        f"(serve, c={args.concurrency}) |"
+        f"(c={c}) | × floor | × durable floor |"
     )
-    print("|---|---|---|---:|")
+    print("|---|---|---|---:|---:|---:|")
+    for name, per in floors.items():
+        ratios = " | ".join(f"{floors[f] / per:.2f}" for f in FLOORS)
+        print(f"| {name} (bare proxy) | aiohttp | — | {per / 1000:,.0f}k | {ratios} |")
     for level in args.log_levels.split(","):
         for name, path, client in cells:
             serve_args = ["--log-level", level]
             if not knows_log_level(path):
                 serve_args = []  # a checkout from before access lines: it has none to drop
-            c = args.concurrency
-            small = instructions(path, args.small, c, serve_args, client)
-            large = instructions(path, args.large, c, serve_args, client)
-            per = (large - small) / (args.large - args.small)
-            print(f"| {name} | {client} | {level} | {per / 1000:,.0f}k |", flush=True)
+            per = per_request(path, serve_args, client, None)
+            ratios = " | ".join(f"{floors[f] / per:.2f}" for f in floors) or "— | —"
+            print(f"| {name} | {client} | {level} | {per / 1000:,.0f}k | {ratios} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ the load average is printed beside each cell, and the median of the repetitions 
 
 Run: ``.venv/bin/python benchmarks/tail.py`` (``--seconds 20 --repeat 3`` by default).
 ``--other NAME=PATH`` adds quotaflow from another checkout's ``src`` (e.g. main's) as a peer.
+``--durable-floor`` adds the bare proxy with a journal (``bare_proxy.py --journal``: a row
+committed before each upstream call and settled before each answer) as a second floor, and
+"× durable" beside "× floor".
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--concurrency", default="1,16")
     ap.add_argument("--other", action="append", default=[], metavar="NAME=SRC")
+    ap.add_argument("--durable-floor", action="store_true", help="add the journaling floor")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="qf-tail-bench-"))
     lua = tmp / "post.lua"
@@ -80,6 +84,13 @@ def main() -> None:
             "serving on",
         )  # fmt: skip
         targets = [("floor", bare_url, bare.pid)]
+        if args.durable_floor:
+            journal = str(tmp / "journal.db")
+            durable, durable_url, _ = bench.spawn(
+                bench.pinned(0, [bench.PY, str(bench.ROOT / "benchmarks" / "bare_proxy.py"), fake_url, "0", "--journal", journal]),
+                "serving on",
+            )  # fmt: skip
+            targets.append(("durable floor", durable_url, durable.pid))
         peers = [("quotaflow", None), *(tuple(o.split("=", 1)) for o in args.other)]
         for name, src in peers:
             home = tmp / f"home-{name}"
@@ -122,8 +133,8 @@ def main() -> None:
                         flush=True,
                     )
         print("\nmedians over the repetitions:\n")
-        print("| conc | target | req/s | × floor | p99 ms | p99.9 ms | added p99 | p99.9 / floor's | CPU ms/req |")  # fmt: skip
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| conc | target | req/s | × floor | × durable | p99 ms | p99.9 ms | added p99 | p99.9 / floor's | CPU ms/req |")  # fmt: skip
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for (conc, name), runs in summary.items():
             base = summary[(conc, "floor")]
 
@@ -131,9 +142,12 @@ def main() -> None:
                 return statistics.median(r[key] for r in rs)
 
             ratio = med("rps") / med("rps", base)
+            durable_runs = summary.get((conc, "durable floor"))
+            over_durable = f"{med('rps') / med('rps', durable_runs):.2f}" if durable_runs else "—"
             p999_ratio = med("p999") / med("p999", base)
             print(
-                f"| {conc} | {name} | {med('rps'):,.0f} | {ratio:.2f} | {med('p99'):.2f} | "
+                f"| {conc} | {name} | {med('rps'):,.0f} | {ratio:.2f} | {over_durable} | "
+                f"{med('p99'):.2f} | "
                 f"{med('p999'):.2f} | {med('add99'):+.2f} | {p999_ratio:.2f} | {med('cpu'):.3f} |"
             )
         print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
