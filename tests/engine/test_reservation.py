@@ -62,7 +62,10 @@ def test_explicit_max_tokens_is_never_clamped_and_overshoot_is_a_shortfall() -> 
     assert p.taken == 500
     assert p.needed == 600
     assert p.resets_at == 99.0
-    assert p.describe() == "key:a/tokens/day: 500 of 1000 tokens taken, request needs 600"
+    assert p.describe() == (
+        "key:a/tokens/day: 500 of 1000 tokens taken (100 held by requests in flight), "
+        "request needs 600"
+    )
 
 
 def test_exact_fit_is_admitted() -> None:
@@ -158,7 +161,10 @@ def test_shortfall_names_the_first_limit_that_does_not_fit() -> None:
     assert isinstance(short, Shortfall)
     assert short.limit == requests
     assert short.resets_at == 60.0
-    assert short.describe() == "key:a/requests/minute: 3 of 3 requests taken, request needs 1"
+    assert short.describe() == (
+        "key:a/requests/minute: 3 of 3 requests taken (1 held by requests in flight), "
+        "request needs 1"
+    )
 
 
 def test_shortfall_describe_formats_fractions() -> None:
@@ -176,3 +182,18 @@ def test_fits_checks_claims_against_fresh_usages() -> None:
     short = fits(claims, {tokens.id: usage(tokens, used=400, reserved=1)})
     assert isinstance(short, Shortfall)
     assert short.taken == 401
+
+
+def test_a_shortfall_says_how_much_of_the_limit_requests_in_flight_hold() -> None:
+    """A limit full of in-flight reservations is not used up: the refusal says so."""
+    tokens = limit("key:k1", "tokens", "day", 3_000)
+    short = plan([tokens], [usage(tokens, used=161, reserved=2_800)], max_tokens=100)
+    assert isinstance(short, Shortfall)
+    assert short.held == 2_800
+    assert short.describe() == (
+        "key:k1/tokens/day: 2961 of 3000 tokens taken (2800 held by requests in flight), "
+        "request needs 200"
+    )
+    spent = plan([tokens], [usage(tokens, used=2_961)], max_tokens=100)
+    assert isinstance(spent, Shortfall) and spent.held == 0
+    assert "in flight" not in spent.describe()

@@ -58,3 +58,14 @@ def test_a_key_waiting_for_a_budget_that_never_frees_gives_no_retry_after() -> N
     assert "retry-after" not in err.headers
     assert err.details["full_limits"] == [once]
     assert "None frees by itself: a one-time quota was used up" in err.message
+
+
+def test_limits_full_of_requests_in_flight_are_said_to_be_held_not_used_up() -> None:
+    held = Rejection(
+        "p", "k1", "m", "key:k1/tokens/day: …", NOW + 1, "key:k1/tokens/day", held=True
+    )
+    err = _error([held])
+    assert "held by requests in flight" in err.message
+    assert "set max_tokens" in err.message
+    spent = Rejection("p", "k1", "m", "key:k1/tokens/day: …", NOW + 60, "key:k1/tokens/day")
+    assert "in flight" not in _error([spent]).message

@@ -72,6 +72,8 @@ class Rejection:
     limit_id: str | None = None
     # The limit it waits for, when one sets available_at (or never frees by itself).
     waits_for: str | None = None
+    # A limit it does not fit is partly held by requests in flight (it frees as they end).
+    held: bool = False
 
 
 _TIER_OF = {"simple": "cheap", "complex": "capable"}
@@ -291,8 +293,9 @@ def plan_candidate(
     plan = _plan(c.limits, usages, facts, c.deployment.model)
     if isinstance(plan, Shortfall):
         frees, waits = _frees_all(plan, usages, now)
+        held = any(s.held > 0 for s in plan.every)
         return Rejection(
-            c.provider, c.key.id, c.model, plan.describe(), frees, plan.limit.id, waits
+            c.provider, c.key.id, c.model, plan.describe(), frees, plan.limit.id, waits, held
         )
     if facts.max_tokens is None and plan.max_tokens < facts.min_completion_tokens:
         return Rejection(

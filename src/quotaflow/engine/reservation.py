@@ -54,6 +54,7 @@ class Shortfall:
     needed: float
     resets_at: float | None
     also: tuple[Shortfall, ...] = ()  # the other limits it does not fit either, in order
+    held: float = 0.0  # of ``taken``, what requests in flight hold (reserved, not yet used)
 
     @property
     def every(self) -> tuple[Shortfall, ...]:
@@ -62,8 +63,9 @@ class Shortfall:
 
     def describe(self) -> str:
         lim = self.limit
+        held = f" ({_fmt(self.held)} held by requests in flight)" if self.held > 0 else ""
         return (
-            f"{lim.id}: {_fmt(self.taken)} of {_fmt(lim.amount)} {lim.metric} taken, "
+            f"{lim.id}: {_fmt(self.taken)} of {_fmt(lim.amount)} {lim.metric} taken{held}, "
             f"request needs {_fmt(self.needed)}"
         )
 
@@ -120,12 +122,15 @@ def plan_reservation(
         u = usages.get(lim.id)
         taken = u.used + u.reserved if u is not None else 0.0
         if taken + need > lim.amount + EPS:
-            short.append(Shortfall(lim, taken, need, u.frees_at if u else None))
+            frees = u.frees_at if u else None
+            short.append(Shortfall(lim, taken, need, frees, held=u.reserved if u else 0.0))
         elif not short:
             claims.append(Claim(lim, need))
     if short:
         first = short[0]
-        return Shortfall(first.limit, first.taken, first.needed, first.resets_at, tuple(short[1:]))
+        return Shortfall(
+            first.limit, first.taken, first.needed, first.resets_at, tuple(short[1:]), first.held
+        )
     return Plan(tuple(claims), prompt_tokens, max_tokens, clamped, choices)
 
 
@@ -135,5 +140,6 @@ def fits(claims: Sequence[Claim], usages: Mapping[str, LimitUsage]) -> Shortfall
         u = usages.get(c.limit.id)
         taken = u.taken if u else 0.0
         if taken + c.amount > c.limit.amount + EPS:
-            return Shortfall(c.limit, taken, c.amount, u.frees_at if u else None)
+            frees = u.frees_at if u else None
+            return Shortfall(c.limit, taken, c.amount, frees, held=u.reserved if u else 0.0)
     return None

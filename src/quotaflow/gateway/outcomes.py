@@ -118,6 +118,12 @@ def exhausted_error(
         if other:
             parts.append("unavailable keys: " + "; ".join(other))
         msg = "Every key for this request is out of headroom (" + "; ".join(parts) + ")."
+    if any(r.held for r in rejected):
+        msg += (
+            " Part of that is held by requests in flight, reserved at their worst case (a "
+            "request without max_tokens reserves up to what the model can write: set "
+            "max_tokens to reserve less); it frees as they finish."
+        )
     headers: dict[str, str] = {}
     details: dict[str, Any] = {
         "full_limits": full,
