@@ -100,6 +100,9 @@ async def summary(gw: Gateway, store: ManagementStore, agent: str | None = None)
         d.update(
             {
                 "quota_total": as_number(r.quota_total) if r else 0,
+                # what counts against quota_total (its keys' quota windows), of which
+                # usage_percentage is; tokens_used is the month's use on every key
+                "quota_used": as_number(r.quota_used) if r else 0,
                 "usage_percentage": round(r.used_pct, 2) if r else 0.0,
                 "state": r.state.value if r else "unknown",
             }

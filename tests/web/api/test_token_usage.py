@@ -115,3 +115,14 @@ async def test_an_agent_without_usage_reads_zeros_everywhere(api: Api) -> None:
     assert idle["agents"] == {} and usage(idle["total"]) == (0, 0, 0)
     assert set(idle["providers"]) == {"openai", "groq"}
     assert all(usage(p) == (0, 0, 0) for p in idle["providers"].values()), idle["providers"]
+
+
+async def test_a_providers_usage_percentage_is_of_the_quota_used_shown_beside_it(api: Api) -> None:
+    """``tokens_used`` is the month's use on every key; ``usage_percentage`` is of what counts
+    against ``quota_total`` — which the summary shows too, so the figures add up."""
+    out = await api.summary("admin")
+    for name, p in out["providers"].items():
+        assert 0 < p["quota_used"] <= p["tokens_used"], (name, p)
+        assert p["usage_percentage"] == pytest.approx(
+            100 * p["quota_used"] / p["quota_total"], abs=0.01
+        )
