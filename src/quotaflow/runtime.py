@@ -186,7 +186,8 @@ class Runtime:
         monitor = AlertMonitor(
             gateway, store, agent_limits, on_alert=notifier.publish if notifier else None
         )
-        keys = ManagedKeys(gateway, store, box)
+        holds = Holds()  # the key service releases a removed key's holds
+        keys = ManagedKeys(gateway, store, box, holds)
         return cls(
             gateway,
             store,
@@ -198,6 +199,7 @@ class Runtime:
             bind_host,
             trust_local,
             token,
+            holds=holds,
             shared=shared,
             chosen_admin=admin_token is not None,
             notifier=notifier,

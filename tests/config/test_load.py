@@ -367,10 +367,44 @@ def test_discovery_finds_keys_and_numbered_extra_keys() -> None:
     assert [(k.id, k.secret) for k in cfg.keys] == [
         ("openai-1", "sk-one"),
         ("openai-2", "sk-two"),
-        ("openai-3", "sk-seven"),
+        ("openai-7", "sk-seven"),  # the id of its variable
     ]
     assert all(k.limits == () and k.plan == "paid" for k in cfg.keys)
     assert "auto" in cfg.routes
+
+
+def test_a_discovered_keys_id_follows_its_variable_when_another_is_removed() -> None:
+    """The ledger keeps usage by key id: removing OPENAI_API_KEY_2 must not give its id to
+    the secret of OPENAI_API_KEY_4 (which would carry openai-2's usage)."""
+    env = {"OPENAI_API_KEY": "sk-one", "OPENAI_API_KEY_2": "sk-two", "OPENAI_API_KEY_4": "sk-four"}
+    ids = {k.secret: k.id for k in load_config(None, env).keys}
+    assert ids == {"sk-one": "openai-1", "sk-two": "openai-2", "sk-four": "openai-4"}
+    del env["OPENAI_API_KEY_2"]
+    assert {k.secret: k.id for k in load_config(None, env).keys} == {
+        "sk-one": "openai-1",
+        "sk-four": "openai-4",
+    }
+    del env["OPENAI_API_KEY"]
+    assert [(k.id, k.secret) for k in load_config(None, env).keys] == [("openai-4", "sk-four")]
+
+
+def test_a_second_prefix_of_a_provider_has_ids_of_its_own() -> None:
+    env = {"GEMINI_API_KEY": "g-one", "GOOGLE_API_KEY": "g-google", "GOOGLE_API_KEY_3": "g-3"}
+    ids = [(k.id, k.secret) for k in load_config(None, env).keys]
+    assert ids == [
+        ("gemini-1", "g-one"),
+        ("gemini-google-1", "g-google"),
+        ("gemini-google-3", "g-3"),
+    ]
+    del env["GEMINI_API_KEY"]  # the GOOGLE_API_KEY secret keeps its id, not gemini-1's
+    assert [k.id for k in load_config(None, env).keys] == ["gemini-google-1", "gemini-google-3"]
+    hf = {"HF_API_KEY": "h-one", "HF_KEY": "h-key", "HUGGINGFACE_API_KEY_2": "h-2"}
+    ids = [(k.id, k.secret) for k in load_config(None, hf).keys]
+    assert ids == [
+        ("huggingface-2", "h-2"),
+        ("huggingface-hf-1", "h-one"),
+        ("huggingface-hf-key", "h-key"),
+    ]
 
 
 def test_a_free_plan_from_the_environment_applies_the_presets_free_tier() -> None:

@@ -343,3 +343,24 @@ async def test_one_replica_takes_each_due_delivery_and_alert_episodes_read_alike
     await a.add_alert(AlertRow(T0, "limit", "key:x", "90%", "x at 90%"), 0.9)
     level, last = await b.alert_episode("key:x")
     assert level == 0.9 and last > 0
+
+
+async def test_key_ids_seen_covers_every_trace_a_key_leaves(backend, ledger) -> None:
+    """What a new key's id must not be: every id the store still remembers, compacted too."""
+    assert await ledger.key_ids_seen() == set()
+    await ledger.append([done(row(1, key_id="openai-3"), 40)])
+    assert await ledger.compact(T0 + 3 * 86_400) == 1  # the row goes, its rollups stay
+    assert await ledger.query(LedgerQuery()) == []
+    await ledger.begin(row(2, ts=T0 + 4 * 86_400, key_id="openai-5"))  # still pending
+    await ledger.set_setting("key_state:openai-6", "disabled@1")
+    await ledger.set_setting("key_id:openai-9", "digest")
+    await ledger.set_setting("forced_provider", "groq")  # not a key's
+    await ledger.record_reset("key:openai-7", T0)
+    await ledger.record_reset("provider:openai", T0)  # not a key's
+    await ledger.set_alert_level("key:openai-8/tokens/day", 0.75)
+    await ledger.save_model_stats([ModelStats("openai", "openai-10", "gpt-4o-mini")], T0)
+    await backend.close(ledger)
+    db = await backend.open()
+    assert await db.key_ids_seen() == {
+        "openai-3", "openai-5", "openai-6", "openai-7", "openai-8", "openai-9", "openai-10",
+    }  # fmt: skip

@@ -174,6 +174,50 @@ async def test_agents_keys_and_admin_token_are_shared(
         assert b.mg.agents.get("bot") is None
 
 
+async def test_a_deleted_keys_id_is_never_given_to_the_next_key(
+    redis_url_prefix: tuple[str, str], pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis counters and PostgreSQL: a key added after a deletion starts at zero under an id
+    of its own, on every replica, and the deleted key's usage stays under its own id."""
+    monkeypatch.setenv(MASTER_KEY_ENV, "shared-master-key-of-this-test")
+    redis_url, prefix = redis_url_prefix
+    async with (
+        running_fake_provider(FakeProviderConfig(protocol="openai")) as fake,
+        replicas(fake, redis_url, prefix, pg_dsn, tmp_path) as (a, b),
+    ):
+        token = a.mg.new_admin_token or b.mg.new_admin_token
+        assert token is not None
+
+        async def used(r: Replica, key_id: str) -> float:
+            status, out = await r.call("GET", "/api/status", token)
+            assert status == 200, out
+            keys = [k for p in out["providers"] for k in p["keys"] if k["key_id"] == key_id]
+            assert len(keys) == 1, keys
+            return float(keys[0]["quota_used"])
+
+        old = {"provider": "p", "api_key": "sk-old-0001", "quota_total": 100}
+        status, out = await a.call("POST", "/api/add_key", token, old)
+        assert status == 200, out
+        old_id = out["key_id"]
+        use = {"provider": "p", "key_id": old_id, "tokens_used": 40}
+        assert (await a.call("POST", "/api/use", token, use))[0] == 200
+        assert await used(a, old_id) == 40
+        assert (await a.call("DELETE", f"/api/keys/{old_id}", token))[0] == 200
+        new = {"provider": "p", "api_key": "sk-brand-new-0002", "quota_total": 100}
+        status, out = await b.call("POST", "/api/add_key", token, new)  # the other replica
+        assert status == 200, out
+        new_id = out["key_id"]
+        assert new_id != old_id
+
+        async def a_knows_key() -> bool:
+            return new_id in a.mg.gateway.keys
+
+        await eventually(a_knows_key)
+        assert await used(a, new_id) == 0 and await used(b, new_id) == 0
+        totals = {t.group: t.total_tokens for t in await a.mg.gateway.ledger.usage_totals("key")}
+        assert totals[old_id] == 40 and totals.get(new_id, 0) == 0
+
+
 async def test_a_restarted_replica_reuses_the_stored_admin_token(
     pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quotaflow.config.presets import PRESETS
+from quotaflow.config.presets import PRESETS, ProviderPreset
 from quotaflow.engine.catalog import Provider
 from quotaflow.errors import ConfigError
 
@@ -54,14 +54,23 @@ def process_environment(folder: Path | None = None) -> dict[str, str]:
     return env
 
 
+def key_variables(preset: ProviderPreset) -> list[tuple[str, str]]:
+    """Each variable a key of ``preset`` is read from, with the id its key gets: the id
+    follows the variable, so removing one never moves another secret onto a freed id (and
+    the usage the ledger keeps under it). ``<P>_API_KEY`` → ``<name>-1``, ``<P>_API_KEY_4``
+    → ``<name>-4``; a second prefix (``GOOGLE`` of gemini) → ``<name>-google-1``, …"""
+    out: list[tuple[str, str]] = []
+    for i, prefix in enumerate(preset.env):
+        stem = preset.name if i == 0 else f"{preset.name}-{prefix.lower()}"
+        out.append((f"{prefix}_API_KEY", f"{stem}-1"))
+        if prefix == "HF":
+            out.append(("HF_KEY", f"{stem}-key"))
+        out += [(f"{prefix}_API_KEY_{n}", f"{stem}-{n}") for n in range(2, 33)]
+    return out
+
+
 def _read_names() -> set[str]:
-    names = set()
-    for preset in PRESETS.values():
-        for prefix in preset.env:
-            names.add(f"{prefix}_API_KEY")
-            names.update(f"{prefix}_API_KEY_{n}" for n in range(2, 33))
-    names.add("HF_KEY")
-    return names
+    return {name for preset in PRESETS.values() for name, _ in key_variables(preset)}
 
 
 def key_hints(env: Mapping[str, str]) -> list[str]:

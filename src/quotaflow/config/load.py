@@ -1,9 +1,10 @@
 """Loading the configuration: a YAML file with ``${ENV}`` references, or the environment alone.
 
 Without a file, keys are discovered from ``<PROVIDER>_API_KEY`` (and ``_API_KEY_2``, …)
-for every preset, with the preset's free-tier limits, seed 002's ``<PROVIDER>_LIMIT`` and
-seed 003's ``<PROVIDER>_MONTHLY_LIMIT`` / ``<PROVIDER>_BASE_URL`` overrides. Errors name the
-field and the reason.
+for every preset, each under the id of its variable (``OPENAI_API_KEY_4`` → ``openai-4``),
+with the preset's free-tier limits, seed 002's ``<PROVIDER>_LIMIT`` and seed 003's
+``<PROVIDER>_MONTHLY_LIMIT`` / ``<PROVIDER>_BASE_URL`` overrides. Errors name the field
+and the reason.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 from quotaflow.config.environment import (
     env_strategy,
     key_hints,
+    key_variables,
     process_environment,
     seed003_providers,
     seed003_settings,
@@ -128,17 +130,15 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return resolve(parse_spec(data, env), env, source=str(p))
 
 
-def _env_secrets(preset: ProviderPreset, env: Mapping[str, str]) -> list[str]:
-    secrets: list[str] = []
-    for prefix in preset.env:
-        for name in (f"{prefix}_API_KEY", f"{prefix}_KEY" if prefix == "HF" else ""):
-            if name and env.get(name):
-                secrets.append(env[name])
-        for n in range(2, 33):
-            v = env.get(f"{prefix}_API_KEY_{n}")
-            if v:
-                secrets.append(v)
-    return list(dict.fromkeys(secrets))
+def _env_keys(preset: ProviderPreset, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(id, secret)`` of each key of ``preset`` in the environment; a secret set in two
+    variables is one key, under the id of the first."""
+    keys: dict[str, str] = {}
+    for name, key_id in key_variables(preset):
+        secret = env.get(name)
+        if secret and secret not in keys:
+            keys[secret] = key_id
+    return [(key_id, secret) for secret, key_id in keys.items()]
 
 
 def _env_value(preset: ProviderPreset, env: Mapping[str, str], suffix: str) -> str | None:
@@ -220,10 +220,10 @@ def discover_spec(env: Mapping[str, str]) -> ConfigSpec:
 
     providers = []
     for preset in PRESETS.values():
-        secrets = _env_secrets(preset, env)
-        if not secrets:
+        found = _env_keys(preset, env)
+        if not found:
             continue
-        keys = [KeySpec(id=f"{preset.name}-{i + 1}", secret=s) for i, s in enumerate(secrets)]
+        keys = [KeySpec(id=key_id, secret=secret) for key_id, secret in found]
         providers.append(
             ProviderSpec(
                 name=preset.name,

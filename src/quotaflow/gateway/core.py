@@ -377,8 +377,12 @@ class Gateway:
         self.keyring.add_key(key)
 
     def remove_key(self, key_id: str) -> Key | None:
-        """Stop routing to a key; in-flight requests on it finish normally."""
-        return self.keyring.remove_key(key_id)
+        """Stop routing to a key and drop its counters; in-flight requests on it finish
+        normally (the ledger keeps its usage under its id, which no key takes again)."""
+        key = self.keyring.remove_key(key_id)
+        if key is not None:
+            self.counters.forget(key.limits)
+        return key
 
     def provider_keys(self, provider: str) -> list[Key]:
         return self.keyring.provider_keys(provider)

@@ -80,5 +80,12 @@ class Holds:
             self._by_id.pop(hold.reservation_id, None)
         return hold
 
+    def drop_key(self, key_id: str) -> list[Hold]:
+        """Forget the holds on a removed key; returns them (their reservations to release)."""
+        dropped = [h for h in self._by_id.values() if h.key_id == key_id]
+        for h in dropped:
+            del self._by_id[h.reservation_id]
+        return dropped
+
     def __len__(self) -> int:
         return len(self._by_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,11 @@ from quotaflow.engine.windows import Window
 from quotaflow.errors import BadRequest
 from quotaflow.gateway import Gateway
 from quotaflow.gateway.booking import DEPLETED_SETTING, INVALID_SETTING, secret_digest
+from quotaflow.services.holds import Holds
 from quotaflow.storage.management import ManagedKeyRow, ManagementStore
 from quotaflow.storage.secrets import SecretBox, secret_hash
 
+KEY_ID_SETTING = "key_id:"  # + key id → the fingerprint of the secret it was given to
 ALIASES = {"claude": "anthropic", "google": "gemini", "moonshot": "kimi", "hf": "huggingface"}
 PROVIDER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ADDED = "added"  # where the quota of a key added at runtime comes from (its limit's source)
@@ -45,6 +48,13 @@ def resolve_provider(gw: Gateway, name: str) -> str | None:
         if preset == lowered and short in providers:
             return short
     return None
+
+
+def next_number(provider: str, taken: Iterable[str]) -> int:
+    """One more than the highest ``n`` of the ``<provider>-<n>`` ids in ``taken`` (1: none)."""
+    own = re.compile(re.escape(provider) + r"-([0-9]+)")
+    numbers = [int(m.group(1)) for t in taken if (m := own.fullmatch(t))]
+    return max(numbers, default=0) + 1
 
 
 def preset_of(name: str) -> str | None:
@@ -78,10 +88,13 @@ class Added:
 class ManagedKeys:
     """Runtime keys and providers: add, update, remove, restore."""
 
-    def __init__(self, gw: Gateway, store: ManagementStore, box: SecretBox) -> None:
+    def __init__(
+        self, gw: Gateway, store: ManagementStore, box: SecretBox, holds: Holds | None = None
+    ) -> None:
         self.gw = gw
         self.store = store
         self.box = box
+        self.holds = holds if holds is not None else Holds()  # /api/choose's, released on remove
         self._rows: dict[str, ManagedKeyRow] = {}
         self._lock = asyncio.Lock()  # a restore never interleaves with an add or remove
 
@@ -118,13 +131,12 @@ class ManagedKeys:
                     row = await self._reseal(row, secret)
                 key = self._key(row.id, row.provider, secret, row.quota_total)
                 self._rows[row.id] = row
-                self.gw.add_key(key)
-                await self.gw.rebuild_counters(key.limits)
+                await self._route_to(key)
                 n += 1
             stored = {row.id for row in rows}
             for key_id in [k for k in self._rows if k not in stored]:
                 del self._rows[key_id]
-                self.gw.remove_key(key_id)
+                await self._drop(key_id)
             return n
 
     async def _reseal(self, row: ManagedKeyRow, secret: str) -> ManagedKeyRow:
@@ -154,11 +166,18 @@ class ManagedKeys:
         limit = Limit.make(f"key:{key_id}", "tokens", Window("once"), quota_total, ADDED)
         return Key(key_id, provider, secret, key_id, limits=(limit,))
 
-    def _new_id(self, provider: str) -> str:
-        n = 1
-        while f"{provider}-{n}" in self.gw.keys or f"{provider}-{n}" in self._rows:
+    async def _new_id(self, provider: str, digest: str) -> str:
+        """``<provider>-<n>``, ``n`` past every id the provider's keys ever had — live, stored,
+        or only remembered by the ledger and the key settings of a deleted key — so a new key
+        never inherits a deleted one's usage, states or alert levels. Each id is claimed in
+        the store (atomic: replicas sharing it never hand out the same id to two secrets)."""
+        taken = {*self.gw.keys, *self._rows, *await self.store.key_ids_seen()}
+        n = next_number(provider, taken)
+        while True:
+            key_id = f"{provider}-{n}"
+            if await self.store.claim_setting(KEY_ID_SETTING + key_id, digest) == digest:
+                return key_id
             n += 1
-        return f"{provider}-{n}"
 
     async def add(self, provider_name: str, secret: str, quota_total: float) -> Added:
         """Add a key (or update the quota of the same secret); creates a preset provider."""
@@ -189,7 +208,7 @@ class ManagedKeys:
             (r for r in self._rows.values() if r.provider == name and r.secret_hash == digest),
             None,
         )
-        key_id = same.id if same else self._new_id(name)
+        key_id = same.id if same else await self._new_id(name, digest)
         row = ManagedKeyRow(
             key_id,
             name,
@@ -201,11 +220,19 @@ class ManagedKeys:
         await self.store.save_key(row)
         self._rows[key_id] = row
         key = self._key(key_id, name, secret, quota_total)
-        old = gw.keys.get(key_id)
-        gw.add_key(key)
-        if old is None or old.limits != key.limits:
-            await gw.rebuild_counters(key.limits)
+        await self._route_to(key)
         return Added(key, same is None, provider_created)
+
+    async def _route_to(self, key: Key) -> None:
+        """Add ``key`` to the gateway (or replace the one of its id), counting its new limits
+        from the ledger. A limit it had already keeps its counter (a new amount applies to
+        it): counting it again would charge its usage twice."""
+        old = self.gw.keys.get(key.id)
+        had = {lim.id for lim in old.limits} if old is not None else set()
+        self.gw.add_key(key)
+        new = [lim for lim in key.limits if lim.id not in had]
+        if new:
+            await self.gw.rebuild_counters(new)
 
     async def remove(self, key_id: str) -> Key:
         async with self._lock:
@@ -221,8 +248,15 @@ class ManagedKeys:
             raise BadRequest(f"unknown key_id {key_id!r}", code="unknown_key")
         await self.store.delete_key(key_id)
         del self._rows[key_id]
-        key = self.gw.remove_key(key_id)
+        key = await self._drop(key_id)
         assert key is not None
+        return key
+
+    async def _drop(self, key_id: str) -> Key | None:
+        """Stop routing to a removed key: its counters and its ``/api/choose`` holds go."""
+        key = self.gw.remove_key(key_id)
+        for hold in self.holds.drop_key(key_id):
+            await self.gw.counters.release(hold.reservation_id)
         return key
 
 

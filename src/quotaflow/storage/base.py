@@ -68,6 +68,11 @@ class CounterStore(Protocol):
         counters skip windows other replicas already keep)."""
         ...
 
+    def forget(self, limits: Collection[Limit]) -> None:
+        """Stop enforcing ``limits`` (their key was removed): drop what this process keeps
+        of them. Reservations still open settle normally; the ledger keeps their usage."""
+        ...
+
     async def close(self) -> None: ...
 
 

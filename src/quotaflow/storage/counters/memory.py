@@ -243,6 +243,12 @@ class MemoryCounterStore:
             else:
                 self.charge_now([lim], await ledger.sum_scope(lim.scope, since), now, now)
 
+    def forget(self, limits: Collection[Limit]) -> None:
+        """Drop the buckets of ``limits``: a reservation still open on one settles into the
+        bucket it holds, which nothing reads any more."""
+        for lim in limits:
+            self._buckets.pop(lim.id, None)
+
     async def close(self) -> None:
         """Nothing to close: the counters live in this process."""
 

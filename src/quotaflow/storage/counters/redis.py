@@ -303,6 +303,15 @@ class RedisCounterStore:
         for lim in limits:
             self._view.pop(lim.id, None)
 
+    def forget(self, limits: Collection[Limit]) -> None:
+        """Drop this replica's windows and view of ``limits``. The shared buckets stay in
+        Redis (another replica may still settle a request there); no key takes their id again."""
+        self._forget(limits)
+        for lim in limits:
+            win = self._windows.pop(lim.id, None)
+            if win is not None:
+                self._by_key.pop(win.bucket.key, None)
+
     # -- calling the scripts ---------------------------------------------------------------
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         if self._pipe is None:

@@ -571,6 +571,30 @@ class SqlLedger(ABC):
             for a, b, c, d, e, f in rows
         ]
 
+    async def key_ids_seen(self) -> set[str]:
+        """Every key id the store holds a trace of, so a new key never takes one: the ids
+        of the usage rollups (kept through compaction; one index probe per key id), of open
+        attempts, of per-key settings (``key_state:<id>``, …), of resets and alert levels of
+        ``key:<id>`` scopes and of the model statistics."""
+        rows = await self.fetch(
+            "WITH RECURSIVE k(id) AS (SELECT MIN(key_id) FROM ledger_key_slots UNION ALL "
+            "SELECT (SELECT MIN(key_id) FROM ledger_key_slots WHERE key_id > k.id) FROM k "
+            "WHERE k.id IS NOT NULL) SELECT id FROM k WHERE id IS NOT NULL "
+            "UNION SELECT key_id FROM ledger WHERE status='pending' "
+            "UNION SELECT key_id FROM model_stats"
+        )
+        ids = {str(r[0]) for r in rows}
+        named = await self.fetch(
+            "SELECT name FROM settings WHERE name LIKE 'key%' "
+            "UNION SELECT scope FROM resets WHERE scope LIKE 'key:%' "
+            "UNION SELECT subject FROM alert_state WHERE subject LIKE 'key:%'"
+        )
+        for (name,) in named:
+            head, sep, rest = str(name).partition(":")
+            if sep and head.startswith("key"):
+                ids.add(rest.partition("/")[0])  # key_state:<id>, key:<id>/tokens/day, …
+        return ids
+
     async def add_agent(self, name: str, key_hash: str, spec_json: str, at: float) -> bool:
         """Store an agent unless one of that name is stored (atomic: of concurrent adds, by
         this process or by replicas sharing the store, one wins); True when this one was."""
