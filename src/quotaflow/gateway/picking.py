@@ -160,7 +160,8 @@ class Picker:
         failed: bool,
     ) -> Pick:
         """Reserve the best candidate; a lost race looks again. With nothing free: wait for
-        the first window to free if it does within ``max_wait_s`` and the deadline, else 429
+        the first window to free if it does within what is left of ``max_wait_s`` (the whole
+        wait of the request, however many times it looks again) and the deadline, else 429
         (or :class:`NoMore` after a failed attempt).
 
         Candidates are ranked on the counters' recent view when they keep one (no round trip
@@ -169,6 +170,7 @@ class Picker:
         themselves: a reserve that lost a race, a plan clamped to the headroom, and nothing
         fitting (before a wait, a 429 or :class:`NoMore`)."""
         recent = True
+        wait_until: float | None = None  # when the request's wait for headroom must end
         while True:
             ranked, rejected, usages, viewed = await self._look(
                 route, facts, ctx, tried, deployments, planned=False, recent=recent
@@ -196,10 +198,11 @@ class Picker:
             frees = [r.available_at for r in rejected if r.available_at is not None]
             first = min(frees) if frees else None
             wait = (first - now) if first is not None else None
-            mono_left = deadline - self._clock.monotonic()
-            if wait is not None and wait <= self._config.settings.max_wait_s and wait < mono_left:
-                await self._sleep(max(wait, 0.0) + 0.001)
-                if self.on_wait is not None:
-                    self.on_wait(max(wait, 0.0))
-                continue
-            raise exhausted_error(rejected, first, now)
+            mono = self._clock.monotonic()
+            if wait_until is None:
+                wait_until = mono + self._config.settings.max_wait_s
+            if wait is None or wait > wait_until - mono or wait >= deadline - mono:
+                raise exhausted_error(rejected, first, now)
+            await self._sleep(max(wait, 0.0) + 0.001)
+            if self.on_wait is not None:
+                self.on_wait(max(wait, 0.0))
