@@ -1,5 +1,5 @@
 """The wait for headroom: ``max_wait_s`` bounds the whole wait of a request, however many
-times it looks again.
+times it looks again, and a request whose client went away goes no further.
 
 The fake provider stands in for the provider; the gateway's clock is a
 :class:`FrozenClock` that moves only when the gateway sleeps."""
@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from quotaflow.errors import QuotaExhausted
+from quotaflow.errors import ClientGone, QuotaExhausted
 from quotaflow.fake_provider import FakeProviderConfig, running_fake_provider
 from quotaflow.gateway import CallContext, Gateway
 from quotaflow.gateway.streaming import ActiveStream
+from quotaflow.storage.base import LedgerQuery
 from quotaflow.storage.ledgers.sqlite import SqliteLedger
 from quotaflow.testing import FrozenClock, config
 
@@ -122,3 +123,49 @@ async def test_a_key_that_frees_within_what_is_left_of_the_wait_is_waited_for(
     assert not held
     assert outcome.key.id == "k0"
     assert 1.0 <= sum(slept) <= 2.0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_gone_while_waiting_is_not_sent_upstream_nor_charged(
+    tmp_path: Path, stream: bool
+) -> None:
+    clock, slept = FrozenClock(), []
+    connected = [True]
+
+    def gone_after_a_second_of_waiting() -> bool:
+        if sum(slept) >= 1.0:
+            connected[0] = False
+        return connected[0]
+
+    ctx = CallContext(agent="bot", connected=gone_after_a_second_of_waiting)
+    async with gateway(tmp_path, clock, slept, max_wait_s=30, request_timeout_s=60) as gw:
+        held = await _hold(gw)
+        try:
+            with pytest.raises(ClientGone) as err:
+                await _request(gw, stream, ctx)
+        finally:
+            await held.abandon()
+        assert await _reserved(gw) == 0
+        rows = await gw.ledger.query(LedgerQuery(limit=50, newest_first=False))
+        summary = gw.session_summary()
+    assert 1.0 <= sum(slept) < 2.0  # it stopped waiting once the client was gone
+    assert err.value.status == 499
+    assert [r.agent for r in rows] == ["default"]  # the held stream's: nothing of bot's
+    assert summary["requests"] == 1  # the held stream only: bot's is no failure of the gateway
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_gone_before_the_call_frees_its_reservation(
+    tmp_path: Path, stream: bool
+) -> None:
+    """Headroom at once, but the client is gone: nothing goes upstream, nothing is held."""
+    clock, slept = FrozenClock(), []
+    ctx = CallContext(agent="bot", connected=lambda: False)
+    async with gateway(tmp_path, clock, slept, max_wait_s=0) as gw:
+        with pytest.raises(ClientGone):
+            await _request(gw, stream, ctx)
+        assert await _reserved(gw) == 0
+        assert await gw.ledger.query(LedgerQuery(limit=50)) == []
+        answered = await gw.chat(BODY)  # its reservation was freed: the next one fits
+    assert answered.key.id == "k0"
+    assert slept == []

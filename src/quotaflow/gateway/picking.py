@@ -3,6 +3,7 @@ atomically, or a bounded wait for the first window to free."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ from quotaflow.engine.reservation import Plan
 from quotaflow.engine.stats import ModelStats
 from quotaflow.engine.strategies import Scored, rank
 from quotaflow.gateway.keyring import Keyring
-from quotaflow.gateway.outcomes import CallContext, exhausted_error
+from quotaflow.gateway.outcomes import CallContext, client_gone, exhausted_error
 from quotaflow.storage.base import CounterStore
 
 Sleep = Callable[[float], Awaitable[None]]
+# While a request waits for headroom, how often it looks whether its client is still there.
+CLIENT_CHECK_S = 0.25
 
 
 @dataclass(slots=True)
@@ -162,7 +165,9 @@ class Picker:
         """Reserve the best candidate; a lost race looks again. With nothing free: wait for
         the first window to free if it does within what is left of ``max_wait_s`` (the whole
         wait of the request, however many times it looks again) and the deadline, else 429
-        (or :class:`NoMore` after a failed attempt).
+        (or :class:`NoMore` after a failed attempt). A client that goes away while the
+        request waits, or before its reservation is used, ends it with
+        :class:`~quotaflow.errors.ClientGone`, its reservation released.
 
         Candidates are ranked on the counters' recent view when they keep one (no round trip
         to shared counters); whatever that view says, the reserve is the atomic check. Every
@@ -188,6 +193,7 @@ class Picker:
                 out = await self.counters.reserve(plan.claims, now)
                 if out.ok:
                     assert out.reservation_id is not None
+                    await self._still_there(ctx, out.reservation_id)
                     return Pick(s, out.reservation_id)
                 again = True  # lost a race: look again with fresh usage
             if again or viewed:
@@ -203,6 +209,28 @@ class Picker:
                 wait_until = mono + self._config.settings.max_wait_s
             if wait is None or wait > wait_until - mono or wait >= deadline - mono:
                 raise exhausted_error(rejected, first, now)
-            await self._sleep(max(wait, 0.0) + 0.001)
+            await self._wait(max(wait, 0.0) + 0.001, ctx)
             if self.on_wait is not None:
                 self.on_wait(max(wait, 0.0))
+
+    async def _wait(self, seconds: float, ctx: CallContext) -> None:
+        """Sleep ``seconds`` for headroom; a caller that can tell whether its client is still
+        there (``ctx.connected``) is asked every :data:`CLIENT_CHECK_S`, and a client gone
+        ends the wait with :class:`~quotaflow.errors.ClientGone`."""
+        if ctx.connected is None:
+            await self._sleep(seconds)
+            return
+        slices = max(math.ceil(seconds / CLIENT_CHECK_S), 1)
+        for _ in range(slices):
+            if ctx.gone():
+                raise client_gone("while it waited for headroom")
+            await self._sleep(seconds / slices)
+        if ctx.gone():
+            raise client_gone("while it waited for headroom")
+
+    async def _still_there(self, ctx: CallContext, reservation_id: str) -> None:
+        """Right before the reservation goes upstream: a client gone frees it and ends the
+        request with :class:`~quotaflow.errors.ClientGone`."""
+        if ctx.gone():
+            await self.counters.release(reservation_id)
+            raise client_gone("before the request was sent upstream")
