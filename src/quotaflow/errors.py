@@ -15,6 +15,7 @@
     ├── QuotaExhausted              429    rate_limit_exceeded / quota_exhausted (says which limits, when the first frees)
     ├── UpstreamError               502    upstream_error (every attempt failed; carries the attempts)
     │   └── KeyRejected             502    upstream_error / upstream_key_invalid (the provider rejected the keys)
+    ├── ClientGone                  499    client_gone (the client left before its answer: nothing more is sent upstream)
     └── Unavailable                 503    service_unavailable
 
 Each error knows its HTTP status and how to render itself; the web layer translates it
@@ -134,6 +135,16 @@ class KeyRejected(UpstreamError):
     out of quota, so retrying will not help until an operator fixes or replaces it."""
 
     code = "upstream_key_invalid"
+
+
+class ClientGone(QuotaflowError):
+    """The client closed its connection before it was answered: the request is not sent
+    upstream after that (nor charged), and its access line says so. Nobody reads the
+    answer; 499 is the status access logs give a client that went away."""
+
+    status = 499
+    type = "client_gone"
+    code = "client_gone"
 
 
 class Unavailable(QuotaflowError):

@@ -261,8 +261,9 @@ class SettingsSpec(_Model):
         default=5.0,
         ge=0,
         le=600,
-        description="When every quota is full, wait this long for a window to free before "
-        "answering 429.",
+        description="When every quota is full, wait at most this long in all for a window "
+        "to free before answering 429 (a request whose client disconnects meanwhile is "
+        "dropped, never sent upstream).",
     )
     request_timeout_s: float = Field(default=120.0, gt=0, description="Upstream request timeout.")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Upstream connect timeout.")

@@ -46,7 +46,7 @@ from quotaflow.engine.limits import Limit, LimitUsage
 from quotaflow.engine.stats import ModelStats, Outcome, SessionTotals
 from quotaflow.engine.strategies import Scored
 from quotaflow.engine.tokens import estimate_prompt_tokens
-from quotaflow.errors import BadRequest, NotFound, QuotaflowError
+from quotaflow.errors import BadRequest, ClientGone, NotFound, QuotaflowError
 from quotaflow.gateway.attempts import Attempts
 from quotaflow.gateway.booking import Booking
 from quotaflow.gateway.health_sync import HealthSync
@@ -316,6 +316,8 @@ class Gateway:
             outcome.why = pick.scored.breakdown
             self.session_totals.book(True, outcome.usage.total_tokens)
             return outcome
+        except ClientGone:
+            raise  # not counted, as a request cancelled while it waits is not
         except QuotaflowError:
             self.session_totals.book(False)
             raise
@@ -338,6 +340,8 @@ class Gateway:
         route = self.route_for(req)
         try:
             stream, attempts, _ = await self.attempts.run(req, ctx, route, self.facts(req, ctx))
+        except ClientGone:
+            raise
         except QuotaflowError:
             self.session_totals.book(False)
             raise

@@ -4,6 +4,7 @@ of a plain call, the end of a stream, and the errors a request ends with."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from quotaflow.engine.durations import human_duration
 from quotaflow.engine.limits import Limit
 from quotaflow.errors import (
     BadRequest,
+    ClientGone,
     KeyRejected,
     QuotaExhausted,
     QuotaflowError,
@@ -34,6 +36,13 @@ class CallContext:
     door: str = "library"  # the door it came in by (chat, messages, responses, embeddings,
     # gemini: kept in the ledger and the metrics) or "library" for in-process calls
     traceparent: str | None = None  # the caller's W3C trace context, continued by the spans
+    # Whether the client is still there to read the answer (the web: its connection is
+    # open); None: it always is (an in-process call).
+    connected: Callable[[], bool] | None = None
+
+    def gone(self) -> bool:
+        """The client went away: nothing more is sent upstream for it."""
+        return self.connected is not None and not self.connected()
 
 
 @dataclass(slots=True)
@@ -90,6 +99,15 @@ class StreamEnd:
     status: str
     failure: UpstreamFailure | None
     detail: str | None
+
+
+def client_gone(during: str) -> ClientGone:
+    """The client closed its connection ``during`` ("while it waited for headroom"): the
+    request goes no further."""
+    return ClientGone(
+        f"The client closed its connection {during}: the request was not sent upstream "
+        "after that and is not charged."
+    )
 
 
 def keys_rejected(why: list[str]) -> KeyRejected:

@@ -3,6 +3,7 @@ atomically, or a bounded wait for the first window to free."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ from quotaflow.engine.reservation import Plan
 from quotaflow.engine.stats import ModelStats
 from quotaflow.engine.strategies import Scored, rank
 from quotaflow.gateway.keyring import Keyring
-from quotaflow.gateway.outcomes import CallContext, exhausted_error
+from quotaflow.gateway.outcomes import CallContext, client_gone, exhausted_error
 from quotaflow.storage.base import CounterStore
 
 Sleep = Callable[[float], Awaitable[None]]
+# While a request waits for headroom, how often it looks whether its client is still there.
+CLIENT_CHECK_S = 0.25
 
 
 @dataclass(slots=True)
@@ -160,8 +163,11 @@ class Picker:
         failed: bool,
     ) -> Pick:
         """Reserve the best candidate; a lost race looks again. With nothing free: wait for
-        the first window to free if it does within ``max_wait_s`` and the deadline, else 429
-        (or :class:`NoMore` after a failed attempt).
+        the first window to free if it does within what is left of ``max_wait_s`` (the whole
+        wait of the request, however many times it looks again) and the deadline, else 429
+        (or :class:`NoMore` after a failed attempt). A client that goes away while the
+        request waits, or before its reservation is used, ends it with
+        :class:`~quotaflow.errors.ClientGone`, its reservation released.
 
         Candidates are ranked on the counters' recent view when they keep one (no round trip
         to shared counters); whatever that view says, the reserve is the atomic check. Every
@@ -169,6 +175,7 @@ class Picker:
         themselves: a reserve that lost a race, a plan clamped to the headroom, and nothing
         fitting (before a wait, a 429 or :class:`NoMore`)."""
         recent = True
+        wait_until: float | None = None  # when the request's wait for headroom must end
         while True:
             ranked, rejected, usages, viewed = await self._look(
                 route, facts, ctx, tried, deployments, planned=False, recent=recent
@@ -186,6 +193,7 @@ class Picker:
                 out = await self.counters.reserve(plan.claims, now)
                 if out.ok:
                     assert out.reservation_id is not None
+                    await self._still_there(ctx, out.reservation_id)
                     return Pick(s, out.reservation_id)
                 again = True  # lost a race: look again with fresh usage
             if again or viewed:
@@ -196,10 +204,33 @@ class Picker:
             frees = [r.available_at for r in rejected if r.available_at is not None]
             first = min(frees) if frees else None
             wait = (first - now) if first is not None else None
-            mono_left = deadline - self._clock.monotonic()
-            if wait is not None and wait <= self._config.settings.max_wait_s and wait < mono_left:
-                await self._sleep(max(wait, 0.0) + 0.001)
-                if self.on_wait is not None:
-                    self.on_wait(max(wait, 0.0))
-                continue
-            raise exhausted_error(rejected, first, now)
+            mono = self._clock.monotonic()
+            if wait_until is None:
+                wait_until = mono + self._config.settings.max_wait_s
+            if wait is None or wait > wait_until - mono or wait >= deadline - mono:
+                raise exhausted_error(rejected, first, now)
+            await self._wait(max(wait, 0.0) + 0.001, ctx)
+            if self.on_wait is not None:
+                self.on_wait(max(wait, 0.0))
+
+    async def _wait(self, seconds: float, ctx: CallContext) -> None:
+        """Sleep ``seconds`` for headroom; a caller that can tell whether its client is still
+        there (``ctx.connected``) is asked every :data:`CLIENT_CHECK_S`, and a client gone
+        ends the wait with :class:`~quotaflow.errors.ClientGone`."""
+        if ctx.connected is None:
+            await self._sleep(seconds)
+            return
+        slices = max(math.ceil(seconds / CLIENT_CHECK_S), 1)
+        for _ in range(slices):
+            if ctx.gone():
+                raise client_gone("while it waited for headroom")
+            await self._sleep(seconds / slices)
+        if ctx.gone():
+            raise client_gone("while it waited for headroom")
+
+    async def _still_there(self, ctx: CallContext, reservation_id: str) -> None:
+        """Right before the reservation goes upstream: a client gone frees it and ends the
+        request with :class:`~quotaflow.errors.ClientGone`."""
+        if ctx.gone():
+            await self.counters.release(reservation_id)
+            raise client_gone("before the request was sent upstream")

@@ -5,13 +5,18 @@ default is an hour), counted from the connection's start and from the end of eac
 so one bound covers both a client that never finishes a request head and an idle keep-alive
 connection. Malformed HTTP is answered 400 by aiohttp itself; its log record carries a
 traceback per request, which :class:`OneLineProtocolErrors` reduces to one line.
+
+aiohttp does not cancel a handler whose client disconnects; :func:`still_connected` lets
+the gateway ask, so that a request whose client left is not sent upstream after that.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from quotaflow.config.model import Config
@@ -22,6 +27,17 @@ SERVER_LOGGER = "aiohttp.server"
 def runner_options(config: Config) -> dict[str, Any]:
     """Keyword arguments for ``web.AppRunner`` that bound what an idle client can hold."""
     return {"keepalive_timeout": config.server.idle_timeout_s}
+
+
+def still_connected(request: web.Request) -> Callable[[], bool]:
+    """A question for the gateway: is the client of ``request`` still connected (its
+    transport open)?"""
+
+    def connected() -> bool:
+        transport = request.transport
+        return transport is not None and not transport.is_closing()
+
+    return connected
 
 
 class OneLineProtocolErrors(logging.Filter):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
 from quotaflow.engine.catalog import Route
@@ -11,6 +13,7 @@ from quotaflow.gateway.streaming import CLIENT_GONE
 from quotaflow.services.agents import apply_token_cap, context_for
 from quotaflow.web.auth import caller_of, named_agent
 from quotaflow.web.body import read_json
+from quotaflow.web.connections import still_connected
 from quotaflow.web.errors import json_response
 from quotaflow.web.state import GATEWAY, RUNTIME
 
@@ -21,7 +24,7 @@ async def context_of(request: web.Request, body: object, door: str = "chat") -> 
     """The caller's agent (web/auth.py): its key's, else — when the operator allows it —
     the ``X-Quotaflow-Agent`` header's or the OpenAI ``user`` field's, else "default".
     Anonymous callers are refused when agent keys are required. ``door``: the door it came
-    in by."""
+    in by. The gateway can ask it whether the client is still connected."""
     mg = request.app[RUNTIME]
     caller = caller_of(request)
     if caller.agent is None and caller.kind != "admin" and mg.agents_need_keys:
@@ -36,7 +39,7 @@ async def context_of(request: web.Request, body: object, door: str = "chat") -> 
     apply_token_cap(agent, body)
     who = agent.name if agent else name
     ctx, _ = await context_for(mg.gateway, agent, who, door, request.headers.get("traceparent"))
-    return ctx
+    return replace(ctx, connected=still_connected(request))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

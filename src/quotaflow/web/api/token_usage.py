@@ -17,6 +17,7 @@ from quotaflow.services import token_usage
 from quotaflow.services.agents import Agent, apply_token_cap, context_for
 from quotaflow.services.alerts import alerts_json
 from quotaflow.web.auth import require_admin, require_caller, require_reader
+from quotaflow.web.connections import still_connected
 from quotaflow.web.errors import json_response
 from quotaflow.web.state import RUNTIME
 from quotaflow.web.validate import (
@@ -131,6 +132,7 @@ async def test_ai_call(request: web.Request) -> web.Response:
         chat["preferred_provider"] = preferred
     apply_token_cap(agent, chat)
     ctx, pick = await context_for(gw, agent, name)
+    ctx = dataclasses.replace(ctx, connected=still_connected(request))
     reason = pick.reason if pick else "most_headroom"
     if preferred is not None:
         ctx = dataclasses.replace(ctx, forced_provider=None)
