@@ -36,7 +36,7 @@ from quotaflow.services.sync import ReplicaSync
 from quotaflow.storage import open_counters, open_health_store, open_ledger
 from quotaflow.storage.files import private_folder
 from quotaflow.storage.management import ManagementStore
-from quotaflow.storage.secrets import SecretBox, load_master_key
+from quotaflow.storage.secrets import SecretBox, load_master_key, master_key_origin
 
 
 def data_home(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -161,7 +161,7 @@ class Runtime:
             gateway.ledger.keep_recent()
         if home is not None:
             private_folder(home)  # 0700, before the master key and the admin token land in it
-        box = SecretBox(load_master_key(home))
+        box = SecretBox(load_master_key(home), master_key_origin(home))
         agents = AgentRegistry(store, gateway.clock)
         agents.load_config(gateway.config.agents)
         shared = store.shared
@@ -215,9 +215,16 @@ class Runtime:
     async def start(self, *, gateway: bool = True, settle: bool = True) -> None:
         """The one start sequence: the gateway (unless the caller started it; ``settle``:
         settling what a crash left pending), then the services on it."""
-        gw = self.gateway
         if gateway:
-            await gw.start(settle=settle)
+            await self.gateway.start(settle=settle)
+        try:
+            await self._start_services()
+        except Exception:  # e.g. stored secrets this master key cannot decrypt
+            await self.close(gateway=gateway)  # the refusal leaves nothing open behind it
+            raise
+
+    async def _start_services(self) -> None:
+        gw = self.gateway
         if self.services and self.shared:  # one admin token for every replica
             if self.chosen_admin:
                 await self.store.set_setting(ADMIN_SETTING, self.admin_hash)

@@ -66,6 +66,19 @@ def test_check_of_a_missing_file_exits_2(tmp_path: Path) -> None:
     assert "cannot read config file" in r.stderr
 
 
+def test_check_names_the_file_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad1.yaml"
+    bad.write_text("providers: [\n  - a: b\n")
+    r = _run("check", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"{bad}: not valid YAML: ") and r.stderr.count(f"{bad}:") == 1
+    bad.write_text(GOOD.replace("window: day", "window: fortnight"))
+    r = _run("check", str(bad), env={"QF_TEST_SECRET": "sk-test-one"})
+    assert r.stderr.startswith(f"{bad}: invalid configuration:") and r.stderr.count(str(bad)) == 1
+    r = _run("check", str(tmp_path / "nope.yaml"))
+    assert r.stderr.count("nope.yaml") == 1, r.stderr
+
+
 def test_schema_is_json_schema_that_describes_the_file() -> None:
     r = _run("schema")
     assert r.returncode == 0, r.stderr

@@ -86,6 +86,28 @@ def test_keys_add_without_quota_adds_a_key_with_no_quota_of_its_own(qf: QF) -> N
         assert run.code == 2 and "--quota" in run.err, bad
 
 
+def test_a_changed_master_key_is_refused_in_one_line_with_what_to_do(qf: QF) -> None:
+    """Keys added at runtime, then the data folder's master.key lost (or a replica started
+    without the others' QUOTAFLOW_MASTER_KEY): every command refuses in one line, exit 2."""
+    qf.write_config(CONFIG)
+    no_env = {"QUOTAFLOW_MASTER_KEY": ""}
+    assert qf.inproc("keys", "add", "groq", "sk-added-key-123456789", env=no_env).code == 0
+    (qf.home / "master.key").unlink()
+    for command in (["status"], ["keys", "list"], ["report"]):
+        run = qf.inproc(*command, env=no_env)
+        assert run.code == 2, (command, run.out, run.err)
+        (line,) = run.err.strip().splitlines()
+        assert "the stored key 'groq-2' cannot be decrypted" in line
+        assert "restore the master.key file" in line and "QUOTAFLOW_MASTER_KEY" in line
+    wrong = qf.inproc("status", env={"QUOTAFLOW_MASTER_KEY": "not the replicas' key"})
+    assert wrong.code == 2
+    assert "the master key in QUOTAFLOW_MASTER_KEY is not the one" in wrong.err
+    serve = qf("serve", "--port", "0", env=no_env)  # the real entry point: refused at start
+    assert serve.code == 2, serve.out + serve.err
+    assert "Traceback" not in serve.err and len(serve.err.strip().splitlines()) == 1
+    assert "the stored key 'groq-2' cannot be decrypted" in serve.err
+
+
 def test_feedback_is_a_running_average_kept_in_the_data_folder(qf: QF) -> None:
     qf.write_config(CONFIG)
     assert qf.inproc("feedback", "groq", "m1", "0.8").code == 0

@@ -3,6 +3,7 @@ code (1 when no provider can serve), on the data folder."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from tests.cli.conftest import QF, row, write_ledger
@@ -70,3 +71,17 @@ def test_a_provider_with_every_key_disabled_says_so_and_why(qf: QF) -> None:
     assert "health: critical — No key can serve (1 disabled)" in run.out
     doc = qf.inproc("status", "--json").json()
     assert doc["providers"][0]["reason"] == "no key can serve (o1: disabled by an operator)"
+
+
+def test_a_spend_limit_under_a_cent_keeps_its_digits(qf: QF) -> None:
+    """A key limited to $0.0001 a day: not '$0.00' on the key line, in the table or the key
+    list (nor '0.0001 $', the number then the sign)."""
+    spend = [{"metric": "cost", "window": "day", "amount": 0.0001}]
+    qf.write_config({"providers": [provider("openai", "o1", key_limits=spend)]})
+    run = qf.inproc("status")
+    assert run.code == 0, run.err
+    assert "openai key o1: paid plan, $0.0001 a day (config)" in run.out
+    # The provider's row: used, quota, left.
+    assert re.search(r"\$0\.00 *│ *\$0\.0001 *│ *\$0\.0001 *│", run.out), run.out
+    listed = qf.inproc("keys", "list")
+    assert "$0.0001/day" in listed.out and "0.0001 $" not in listed.out

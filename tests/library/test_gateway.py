@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +192,25 @@ def test_config_sources(
     with Gateway.from_env(home=tmp_path / "env") as gw:
         assert list(gw.config.providers) == ["groq"]
         assert gw.make_llm_request(prompt="hi", max_tokens=5)["provider"] == "groq"
+
+
+def test_the_module_example_runs_with_the_keys_it_configures(
+    fake: FakeProviderHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example atop ``quotaflow.library.gateway``, verbatim, with only an OpenAI key in
+    the environment (no ./quotaflow.yaml): every call in it works."""
+    import quotaflow.library.gateway as module
+
+    doc = module.__doc__ or ""
+    block = doc.split("::\n\n", 1)[1].splitlines()
+    example = "\n".join(itertools.takewhile(lambda line: not line or line[0] == " ", block))
+    monkeypatch.chdir(tmp_path)
+    for name in ("QUOTAFLOW_CONFIG", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "o1")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    monkeypatch.setenv("QUOTAFLOW_HOME", str(tmp_path / "home"))
+    assert "with Gateway() as gw:" in example and "update_quality_score" in example
+    names: dict[str, Any] = {}
+    exec(compile(textwrap.dedent(example), "example", "exec"), names)
+    assert (names["result"]["success"], names["result"]["provider"]) == (True, "openai")

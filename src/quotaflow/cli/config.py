@@ -32,7 +32,7 @@ def check(file: Path) -> None:
     try:
         cfg = load_config(file)
     except ConfigError as exc:
-        click.echo(f"{file}: {exc.message}", err=True)
+        click.echo(naming_the_file(file, exc.message), err=True)
         sys.exit(EXIT_USAGE)
     explicit = sum(1 for r in cfg.routes.values() if not r.implicit)
     click.echo(
@@ -41,6 +41,14 @@ def check(file: Path) -> None:
         f"{plural(len(cfg.agents), 'agent')}; strategy {cfg.settings.strategy}, "
         f"time zone {cfg.settings.timezone}."
     )
+
+
+def naming_the_file(file: Path, message: str) -> str:
+    """The message with the file's name once: the loader's messages about the file itself
+    (not YAML, cannot be read) name it already, those about a field do not."""
+    if message.startswith((f"{file}: ", f"cannot read config file {file}: ")):
+        return message
+    return f"{file}: {message}"
 
 
 def schema_document() -> dict[str, object]:

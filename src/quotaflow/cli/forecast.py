@@ -10,6 +10,7 @@ from rich.table import Table
 from quotaflow.cli.exit_codes import EXIT_FAILED
 from quotaflow.cli.render import clock_at, console, emit_json, json_option, when
 from quotaflow.cli.target import load_config_or_exit, local_options, run_local
+from quotaflow.config.describe import money, number_text
 from quotaflow.reports.burn import DEFAULT_HALF_LIFE_S, DEFAULT_LOOKBACK_S
 from quotaflow.reports.collect import collect_forecast
 from quotaflow.reports.forecast import DEFAULT_HORIZON_S
@@ -21,6 +22,15 @@ def runs_out(exhausts_at: float | None, resets_at: float | None, tz: ZoneInfo) -
     if exhausts_at is not None and resets_at is not None and exhausts_at >= resets_at:
         return "after reset"
     return when(exhausts_at, tz)
+
+
+def quantity(metric: str, amount: float) -> str:
+    """``200,000 tokens``, ``$0.0001`` (money with enough digits: a limit under a cent too)."""
+    return money(amount) if metric == "cost" else f"{amount:,.0f} {metric}"
+
+
+def rate_text(metric: str, per_hour: float) -> str:
+    return money(per_hour) if metric == "cost" else f"{per_hour:,.1f}"
 
 
 @click.command("forecast")
@@ -99,19 +109,19 @@ def forecast(
             flag = "[red]before reset[/red]" if f.runs_out_before_reset else ""
             t.add_row(
                 f.scope.removeprefix("key:"),
-                f"{f.amount:,.0f} {f.metric}/{f.window}",
-                f"{f.remaining:,.0f}",
-                f"{f.rate_per_hour:,.1f}",
+                f"{quantity(f.metric, f.amount)}/{f.window}",
+                number_text(f.metric, f.remaining),
+                rate_text(f.metric, f.rate_per_hour),
                 runs_out(f.exhausts_at, f.resets_at, config.tz),
                 when(f.resets_at, config.tz),
                 flag,
             )
         out.print(t)
         for p in fc.pools:
-            left = f"{p.remaining:,.0f} {p.metric} left"
+            left = f"{quantity(p.metric, p.remaining)} left"
             if p.unbounded_keys:  # their quota is not a number: the pool's left is unbounded
                 left = f"no {p.metric} quota on {len(p.unbounded_keys)}"
-            head = f"pool [bold]{p.route}[/bold] ({len(p.keys)} keys, {left}, {p.rate_per_hour:,.1f}/h)"
+            head = f"pool [bold]{p.route}[/bold] ({len(p.keys)} keys, {left}, {rate_text(p.metric, p.rate_per_hour)}/h)"
             if p.unbounded_keys:
                 out.print(
                     f"{head}: no blackout (keys without a {p.metric} quota: {', '.join(p.unbounded_keys)})"

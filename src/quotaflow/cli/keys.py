@@ -76,8 +76,12 @@ def _use_cells(k: dict[str, Any]) -> tuple[str, str]:
         booked = (k.get("booked") or {}).get("total_tokens")
         return ("?" if booked is None else f"{booked:,} (all time)"), "no limit"
     window = k.get("quota_window")
-    unit = "$" if metric == "cost" else metric
-    return f"{k['quota_used']:,}", f"{k['quota_total']:,} {unit}" + (f"/{window}" if window else "")
+    per = f"/{window}" if window else ""
+    if metric == "cost":
+        from quotaflow.config.describe import money
+
+        return money(k["quota_used"]), money(k["quota_total"]) + per
+    return f"{k['quota_used']:,}", f"{k['quota_total']:,} {metric}{per}"
 
 
 # What keeps a key from taking requests, by the start of its reason (the health checks' and

@@ -79,6 +79,12 @@ def _quota_cells(p: dict[str, Any]) -> tuple[str, str, str, str, str]:
     metric = p.get("quota_metric", "tokens")
     if metric is None:
         return "", "no limit", "", "", keys
-    unit = "" if metric == "tokens" else (" $" if metric == "cost" else f" {metric}")
-    used, total, left = (f"{p[f]:,}{unit}" for f in ("quota_used", "quota_total", "remaining"))
+    from quotaflow.config.describe import money
+
+    unit = "" if metric in ("tokens", "cost") else f" {metric}"
+    fields = ("quota_used", "quota_total", "remaining")
+    if metric == "cost":
+        used, total, left = (money(p[f]) for f in fields)
+    else:
+        used, total, left = (f"{p[f]:,}{unit}" for f in fields)
     return used, total, left, f"{p['used_pct']:.1f}", keys

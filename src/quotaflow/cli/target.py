@@ -21,7 +21,7 @@ from quotaflow.cli.exit_codes import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
 from quotaflow.cli.render import fail
 from quotaflow.clock import Clock
 from quotaflow.config.model import Config
-from quotaflow.errors import ConfigError, QuotaflowError
+from quotaflow.errors import ConfigError, QuotaflowError, StorageUnusable
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,7 +110,15 @@ def run_local(
     try:
         return asyncio.run(main())
     except QuotaflowError as exc:
-        fail(exc.message, EXIT_USAGE if exc.status in (400, 404) else EXIT_FAILED)
+        fail(exc.message, exit_code(exc))
+
+
+def exit_code(exc: QuotaflowError) -> int:
+    """2 for a refused request and for a data folder refused at start (as ``serve`` refuses
+    it: a damaged ledger, a master key that opens no stored secret), else 1."""
+    if exc.status in (400, 404) or isinstance(exc, StorageUnusable):
+        return EXIT_USAGE
+    return EXIT_FAILED
 
 
 LEDGER_FILE = "quotaflow.db"  # the embedded (SQLite) ledger, in the data folder

@@ -8,6 +8,7 @@ key added at runtime), ``learned`` (what the provider's rate-limit headers annou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,12 +28,34 @@ _PER = {
 }
 
 
-def amount_text(metric: str, amount: float) -> str:
-    """``200,000 tokens``, ``1 request``, ``$25.00``."""
-    if metric == "cost":
+MONEY_DIGITS = 3  # significant digits of an amount under a dollar
+MONEY_MAX_DECIMALS = 12
+
+
+def money(amount: float) -> str:
+    """``$25.00``, ``$1,234.57``; under a dollar with 3 significant digits (at least two
+    decimals): ``$0.50``, ``$0.0125``, ``$0.0001`` (a limit of a hundredth of a cent is
+    not ``$0.00``)."""
+    size = abs(amount)
+    if size >= 1 or size == 0 or not math.isfinite(size):
         return f"${amount:,.2f}"
+    decimals = MONEY_DIGITS - 1 - math.floor(math.log10(size))
+    text = f"{amount:.{min(max(decimals, 2), MONEY_MAX_DECIMALS)}f}"
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents[:2]}{cents[2:].rstrip('0')}"
+
+
+def amount_text(metric: str, amount: float) -> str:
+    """``200,000 tokens``, ``1 request``, ``$25.00``, ``$0.0001``."""
+    if metric == "cost":
+        return money(amount)
     unit = metric if amount != 1 else metric.removesuffix("s")
     return f"{amount:,.0f} {unit}" if float(amount).is_integer() else f"{amount:,g} {unit}"
+
+
+def number_text(metric: str, amount: float) -> str:
+    """An amount of ``metric`` without its unit, money with its ``$``: ``200,000``, ``$0.0001``."""
+    return money(amount) if metric == "cost" else f"{amount:,.0f}"
 
 
 def limit_text(lim: Limit) -> str:

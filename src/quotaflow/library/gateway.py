@@ -10,7 +10,8 @@ No server is needed; both run the same engine as ``quotaflow serve`` on the same
 
         reply = gw.chat([{"role": "user", "content": "hi"}], model="auto")   # OpenAI shape
         text, info = gw.call_ai("Review this code", ai_name="guardian")      # seed 003
-        gw.update_quality_score("groq", "llama-3.3-70b-versatile", True, 0.95)  # seed 004
+        if result["success"]:  # seed 004: how well the model that answered did, from 0 to 1
+            gw.update_quality_score(result["provider"], result["model"], True, 0.95)
         print(gw.session_summary())
 
 :class:`Gateway` runs the engine on a private event-loop thread, so its methods work from

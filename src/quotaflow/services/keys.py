@@ -126,7 +126,7 @@ class ManagedKeys:
                     row.secret_hash,
                 ):
                     continue
-                secret, sealed_before = self.box.open(row.secret_enc)
+                secret, sealed_before = self.box.open(row.secret_enc, f"the stored key {row.id!r}")
                 if sealed_before or row.secret_hash != self.box.fingerprint(secret):
                     row = await self._reseal(row, secret)
                 key = self._key(row.id, row.provider, secret, row.quota_total)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from quotaflow.engine.catalog import mask_secret
+from quotaflow.errors import StorageUnusable
 
 if TYPE_CHECKING:  # cryptography is imported when a secret is first encrypted or decrypted
     from cryptography.fernet import Fernet
@@ -38,11 +39,20 @@ SALT_SETTING = "master_key_salt"  # hex, in the management store
 # scrypt cost: ~16 MiB and a few tens of ms, once per start
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
-__all__ = ["Passphrase", "SecretBox", "load_master_key", "mask_secret", "secret_hash"]
+__all__ = [
+    "Passphrase",
+    "SecretBox",
+    "SecretDecryptError",
+    "load_master_key",
+    "mask_secret",
+    "master_key_origin",
+    "secret_hash",
+]
 
 
-class SecretDecryptError(Exception):
-    """A stored secret cannot be decrypted with this master key."""
+class SecretDecryptError(StorageUnusable):
+    """A stored secret cannot be decrypted with this master key: a start is refused in one
+    line that says which master key was used and how to give the right one."""
 
 
 class SettingStore(Protocol):
@@ -113,6 +123,30 @@ def load_master_key(home: Path | None, env: Mapping[str, str] | None = None) -> 
     return key
 
 
+def master_key_origin(home: Path | None, env: Mapping[str, str] | None = None) -> str:
+    """Where :func:`load_master_key` takes the master key from, for messages: the
+    environment variable, the key file's path, or ``""`` (an ephemeral key)."""
+    env = os.environ if env is None else env
+    if env.get(MASTER_KEY_ENV):
+        return MASTER_KEY_ENV
+    return "" if home is None else str((home / KEY_FILE).resolve())
+
+
+def wrong_key(origin: str) -> str:
+    """Which master key opens no stored secret, and what to do about it."""
+    if origin == MASTER_KEY_ENV:
+        return (
+            f"the master key in {MASTER_KEY_ENV} is not the one it was encrypted with; set "
+            f"{MASTER_KEY_ENV} to the master key the other replicas use (or to the content "
+            f"of the {KEY_FILE} file of the data folder the key was added to)"
+        )
+    used = f" (this start uses {origin})" if origin else ""
+    return (
+        f"the master key changed{used}; restore the {KEY_FILE} file this data folder was "
+        f"created with, or set {MASTER_KEY_ENV} to the master key the other replicas use"
+    )
+
+
 def secret_hash(secret: str) -> str:
     """The bare SHA-256 fingerprint older versions stored (recognised to migrate it)."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -135,7 +169,10 @@ class SecretBox:
     key is ready at once. Cryptography is imported on first use: most starts never
     encrypt or decrypt anything, and it takes a while to import."""
 
-    def __init__(self, master_key: bytes | Passphrase) -> None:
+    def __init__(self, master_key: bytes | Passphrase, origin: str = "") -> None:
+        """``origin``: where the master key came from (:func:`master_key_origin`), named
+        when it opens no stored secret."""
+        self.origin = origin
         self._passphrase: str | None = None
         self._key: bytes | None = None
         self._legacy: bytes | None = None
@@ -172,8 +209,10 @@ class SecretBox:
     def encrypt(self, secret: str) -> bytes:
         return self._all()[0].encrypt(secret.encode())
 
-    def open(self, token: bytes) -> tuple[str, bool]:
-        """The secret, and whether it was sealed by an older version (rewrite it)."""
+    def open(self, token: bytes, name: str = "a stored secret") -> tuple[str, bool]:
+        """The secret, and whether it was sealed by an older version (rewrite it).
+
+        ``name``: what the secret is (e.g. ``the stored key 'openai-2'``), for the error."""
         from cryptography.fernet import InvalidToken
 
         for i, f in enumerate(self._all()):
@@ -181,10 +220,7 @@ class SecretBox:
                 return f.decrypt(token).decode(), i > 0
             except InvalidToken:
                 continue
-        raise SecretDecryptError(
-            "a stored secret cannot be decrypted: the master key changed "
-            f"(set {MASTER_KEY_ENV} or restore {KEY_FILE})"
-        )
+        raise SecretDecryptError(f"{name} cannot be decrypted: {wrong_key(self.origin)}")
 
     def decrypt(self, token: bytes) -> str:
         return self.open(token)[0]

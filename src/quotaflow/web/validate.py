@@ -1,12 +1,15 @@
 """Validating ``/api`` bodies and queries: every bad value is a 400 naming the field.
 
-Unknown fields are ignored (seed-era clients send extras such as ``"reason": null``).
+Each endpoint reads its body with the fields it takes (the seeds' fields among them, e.g.
+``"reason": null`` on ``/api/use``): an unknown field is a 400 naming it and the known ones,
+never silently dropped (a caller's ``limits`` would otherwise add a key without its cap).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from typing import Any
 
 from aiohttp import web
@@ -20,8 +23,11 @@ from quotaflow.web.state import GATEWAY
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
-async def read_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    """The JSON object in the body (size-capped by ``server.api_max_body_bytes``).
+async def read_object(
+    request: web.Request, fields: Collection[str], *, optional: bool = False
+) -> dict[str, Any]:
+    """The JSON object in the body (size-capped by ``server.api_max_body_bytes``), holding
+    only ``fields`` (the ones the endpoint takes; any other is refused).
 
     ``optional``: an empty body reads as ``{}``."""
     cap = request.app[GATEWAY].config.server.api_max_body_bytes
@@ -30,7 +36,33 @@ async def read_object(request: web.Request, *, optional: bool = False) -> dict[s
     body = await read_json(request, cap)
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
+    refuse_unknown(request.path, body, fields)
     return body
+
+
+def refuse_unknown(path: str, body: dict[str, Any], fields: Collection[str]) -> None:
+    """A 400 naming the fields of ``body`` that ``path`` does not take, and those it takes."""
+    unknown = sorted(k for k in body if k not in fields)
+    if not unknown:
+        return
+    known = sorted(fields)
+    shown = [n[:MAX_NAME_SHOWN] for n in unknown[:MAX_UNKNOWN_SHOWN]]
+    more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
+    takes = f"takes {quoted(known)}" if known else "takes no field"
+    raise BadRequest(
+        f"unknown field{'s' if len(unknown) > 1 else ''} {quoted(shown)}{more}: {path} {takes}",
+        param=shown[0],
+        code="unknown_field",
+        details={"unknown_fields": shown, "known_fields": known},
+    )
+
+
+MAX_UNKNOWN_SHOWN = 10  # an answer never echoes a whole hostile body
+MAX_NAME_SHOWN = 64
+
+
+def quoted(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
 
 
 def get_int(

@@ -21,6 +21,8 @@ from quotaflow.web.errors import json_response
 from quotaflow.web.state import GATEWAY
 from quotaflow.web.validate import get_str, read_object
 
+FEEDBACK_FIELDS = frozenset({"request_id", "provider", "model", "success", "score"})
+
 
 def _score(body: dict[str, Any]) -> float:
     v = body.get("score")
@@ -47,7 +49,7 @@ async def feedback(request: web.Request) -> web.Response:
     """``{request_id | provider + model, success, score}`` → the records it changed."""
     gw: Gateway = request.app[GATEWAY]
     require_caller(request)
-    body = await read_object(request)
+    body = await read_object(request, FEEDBACK_FIELDS)
     score, success = _score(body), _success(body)
     request_id = get_str(body, "request_id", max_len=128)
     provider = model = None

@@ -28,6 +28,11 @@ def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) 
     }
 
 
+def closed(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    """An ``/api`` request body: these properties and no other (unknown fields are a 400)."""
+    return {**obj(required, optional), "additionalProperties": False}
+
+
 def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -93,21 +98,19 @@ BUDGET = obj(
     },
     {"provider": NULLABLE_STR},
 )
-AGENT_IN = {
-    **obj(
-        {"name": {"type": "string", "pattern": NAME_PATTERN}},
-        {
-            "budgets": {"type": "array", "items": ref("Budget")},
-            "providers": {"type": "array", "items": STR},
-            "switch_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-            "requests_per_minute": {"type": ["integer", "null"], "minimum": 1},
-            "requests_per_day": {"type": ["integer", "null"], "minimum": 1},
-            "max_tokens_per_request": {"type": ["integer", "null"], "minimum": 1},
-            "admin": BOOL,
-        },
-    ),
-    "additionalProperties": False,
-}
+AGENT_IN = closed(
+    {"name": {"type": "string", "pattern": NAME_PATTERN}},
+    {
+        "budgets": {"type": "array", "items": ref("Budget")},
+        "providers": {"type": "array", "items": STR},
+        "switch_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "requests_per_minute": {"type": ["integer", "null"], "minimum": 1},
+        "requests_per_day": {"type": ["integer", "null"], "minimum": 1},
+        "max_tokens_per_request": {"type": ["integer", "null"], "minimum": 1},
+        "default_max_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "admin": BOOL,
+    },
+)
 CHAT_IN = obj(
     {
         "model": {"type": "string", "minLength": 1},
@@ -284,7 +287,7 @@ def chat_op() -> Schema:
     return o
 
 
-PROVIDER_BODY = json_body(obj({"provider": {"type": "string", "minLength": 1, "maxLength": 64}}))
+PROVIDER_BODY = json_body(closed({"provider": {"type": "string", "minLength": 1, "maxLength": 64}}))
 AI = [path_param("ai_name")]
 ANY_OK = ok_obj({})
 
@@ -329,7 +332,7 @@ def paths() -> dict[str, Schema]:
                     }
                 ),
                 body=json_body(
-                    obj(
+                    closed(
                         {"tokens_estimate": {"type": "integer", "minimum": 0, "maximum": 1_000_000}}
                     )
                 ),
@@ -341,7 +344,7 @@ def paths() -> dict[str, Schema]:
                 "Register usage (settles a choose reservation)",
                 ok_obj({"message": STR, "tokens_used": INT}),
                 body=json_body(
-                    obj(
+                    closed(
                         {
                             "provider": {"type": "string", "minLength": 1, "maxLength": 64},
                             "tokens_used": {
@@ -366,7 +369,7 @@ def paths() -> dict[str, Schema]:
                 "Add or update a key (admin)",
                 ok_obj({"message": STR, "provider": STR, "key_id": STR, "api_key": STR}),
                 body=json_body(
-                    obj(
+                    closed(
                         {
                             "provider": {"type": "string", "minLength": 1, "maxLength": 64},
                             "api_key": {
@@ -417,7 +420,7 @@ def paths() -> dict[str, Schema]:
             "post": op(
                 "Clear the forced provider (admin)",
                 ok_obj({"message": STR}),
-                body=json_body({"type": "object"}, required=False),
+                body=json_body(closed({}), required=False),
                 auth=True,
             )
         },
@@ -495,13 +498,14 @@ def paths() -> dict[str, Schema]:
                     {"response": NULLABLE_STR},
                 ),
                 body=json_body(
-                    obj(
+                    closed(
                         {
                             "ai_name": {"type": "string", "pattern": NAME_PATTERN},
                             "prompt": {"type": "string", "minLength": 1, "maxLength": 2000},
                         },
                         {
                             "preferred_provider": STR,
+                            "model": {"type": "string", "minLength": 1, "maxLength": 256},
                             "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1024},
                         },
                     )
@@ -580,7 +584,7 @@ def paths() -> dict[str, Schema]:
                 "Quality feedback on a request (or a provider + model); moves future choices",
                 ok_obj({"message": STR, "updated": {"type": "array"}}),
                 body=json_body(
-                    obj(
+                    closed(
                         {"score": {"type": "number", "minimum": 0, "maximum": 1}},
                         {
                             "request_id": {"type": "string", "minLength": 1, "maxLength": 128},

@@ -38,6 +38,11 @@ from quotaflow.web.validate import (
 MAX_TOKENS_REPORTED = 100_000_000
 NO_STORE = {"cache-control": "no-store"}  # an answer carrying a secret is never cached
 MAX_QUOTA = 10**13
+# The fields each body takes (seed 000's, and the reservation's on /api/use).
+CHOOSE_FIELDS = frozenset({"tokens_estimate"})
+USE_FIELDS = frozenset({"provider", "key_id", "reservation_id", "tokens_used", "success", "reason"})
+ADD_KEY_FIELDS = frozenset({"provider", "api_key", "quota_total"})
+PROVIDER_FIELDS = frozenset({"provider"})
 
 
 def agent_of(request: web.Request, caller: Caller) -> tuple[Agent | None, str]:
@@ -56,7 +61,7 @@ async def choose(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     gw = mg.gateway
     caller = require_caller(request)
-    body = await read_object(request)
+    body = await read_object(request, CHOOSE_FIELDS)
     tokens = get_int(body, "tokens_estimate", lo=0, hi=gw.settings.max_tokens_cap, required=True)
     agent, name = agent_of(request, caller)
     cap = agent.spec.max_tokens_per_request if agent else None
@@ -92,7 +97,7 @@ async def use(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     gw = mg.gateway
     caller = require_caller(request)
-    body = await read_object(request)
+    body = await read_object(request, USE_FIELDS)
     given = get_str(body, "provider", max_len=64)
     key_id = get_str(body, "key_id", max_len=64)
     reservation = get_str(body, "reservation_id", max_len=64)
@@ -135,7 +140,7 @@ async def use(request: web.Request) -> web.Response:
 async def add_key(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     require_admin(request)
-    body = await read_object(request)
+    body = await read_object(request, ADD_KEY_FIELDS)
     provider = need_str(body, "provider", max_len=64)
     secret = need_str(body, "api_key", max_len=1024)
     if any(ch.isspace() or ord(ch) < 32 for ch in secret):
@@ -168,7 +173,7 @@ async def history(request: web.Request) -> web.Response:
 async def force_provider(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     require_admin(request)
-    body = await read_object(request)
+    body = await read_object(request, PROVIDER_FIELDS)
     provider = provider_arg(mg.gateway, need_str(body, "provider", max_len=64))
     await mg.set_forced(provider)
     return json_response(
@@ -183,7 +188,7 @@ async def force_provider(request: web.Request) -> web.Response:
 async def clear_forced(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     require_admin(request)
-    await read_object(request, optional=True)
+    await read_object(request, (), optional=True)
     await mg.set_forced(None)
     return json_response(
         {
@@ -197,7 +202,7 @@ async def clear_forced(request: web.Request) -> web.Response:
 async def reset_quota(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     require_admin(request)
-    body = await read_object(request)
+    body = await read_object(request, PROVIDER_FIELDS)
     provider = provider_arg(mg.gateway, need_str(body, "provider", max_len=64))
     keys = await mg.gateway.reset_provider(provider)
     await mg.alerts.check()

@@ -31,6 +31,7 @@ from quotaflow.web.validate import (
 )
 
 MAX_PROMPT_CHARS = 200_000
+TEST_CALL_FIELDS = frozenset({"ai_name", "prompt", "preferred_provider", "model", "max_tokens"})
 
 
 def ok(body: dict[str, Any]) -> web.Response:
@@ -111,7 +112,7 @@ async def test_ai_call(request: web.Request) -> web.Response:
     mg = request.app[RUNTIME]
     gw = mg.gateway
     caller = require_caller(request)
-    body = await read_object(request)
+    body = await read_object(request, TEST_CALL_FIELDS)
     name = need_str(body, "ai_name", max_len=64, pattern=NAME)
     prompt = need_str(body, "prompt", max_len=MAX_PROMPT_CHARS)
     preferred = body.get("preferred_provider")

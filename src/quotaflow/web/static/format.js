@@ -17,11 +17,19 @@ export function pct(x) {
   return x === null || x === undefined ? "–" : `${DEC.format(x)}%`;
 }
 
+/** "$25.00"; under a dollar 3 significant digits, at least two decimals: "$0.50",
+ * "$0.0125", "$0.0001" (a limit of a hundredth of a cent is not "$0.00"). */
 export function usd(x) {
   if (x === null || x === undefined) return "–";
   if (x === 0) return "$0";
-  if (Math.abs(x) < 0.01) return `$${x.toFixed(5)}`;
-  return `$${x.toFixed(2)}`;
+  if (Math.abs(x) >= 1 || !Number.isFinite(x)) return `$${x.toFixed(2)}`;
+  const decimals = Math.min(Math.max(2 - Math.floor(Math.log10(Math.abs(x))), 2), 12);
+  return `$${x.toFixed(decimals).replace(/(\.\d\d\d*?)0+$/, "$1")}`;
+}
+
+/** An amount of a limit's metric: money for cost, a count otherwise. */
+export function amount(metric, x) {
+  return metric === "cost" ? usd(x) : num(x);
 }
 
 export function ms(x) {

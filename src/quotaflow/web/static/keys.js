@@ -1,7 +1,7 @@
 // The key cards, grouped by provider: state, one bar per limit, health, actions.
 
 import { h } from "./dom.js";
-import { ms, num, pct, relative, windowName } from "./format.js";
+import { amount, ms, num, pct, relative, windowName } from "./format.js";
 
 export const STATE_LABEL = {
   ok: "OK", warning: "WARNING", critical: "CRITICAL", depleted: "DEPLETED",
@@ -34,10 +34,10 @@ function limitRow(keyId, lim) {
       "aria-valuenow": share.toFixed(1), "aria-label": `${keyId} ${name}: ${pct(lim.used_pct)} used`,
     }, fill),
     h("div", { class: "limit-nums" },
-      h("span", null, "used ", h("b", { class: "used" }, num(lim.used)),
-        lim.reserved ? ` (+${num(lim.reserved)} reserved)` : "",
-        " / ", h("b", { class: "total" }, num(lim.amount))),
-      h("span", null, h("b", { class: "remaining" }, num(lim.remaining)), " left"),
+      h("span", null, "used ", h("b", { class: "used" }, amount(lim.metric, lim.used)),
+        lim.reserved ? ` (+${amount(lim.metric, lim.reserved)} reserved)` : "",
+        " / ", h("b", { class: "total" }, amount(lim.metric, lim.amount))),
+      h("span", null, h("b", { class: "remaining" }, amount(lim.metric, lim.remaining)), " left"),
       lim.resets_at ? when(lim.resets_at, "resets ") : h("span", { class: "muted" },
         lim.window === "once" ? "never resets" : "rolling")),
   );
@@ -108,7 +108,7 @@ function providerWindows(p) {
       if (seen.has(lim.id)) continue; // a provider-wide limit shows on every key
       seen.add(lim.id);
       const name = `${lim.metric} ${windowName(lim.window)}`;
-      const g = groups.get(name) || { used: 0, amount: 0 };
+      const g = groups.get(name) || { used: 0, amount: 0, metric: lim.metric };
       g.used += lim.used + (lim.reserved || 0);
       g.amount += lim.amount;
       groups.set(name, g);
@@ -116,7 +116,7 @@ function providerWindows(p) {
   }
   return h("ul", { class: "windows muted", "aria-label": `Quotas of ${p.provider}` },
     [...groups].map(([name, g]) => h("li", { "data-window": name },
-      `${name}: ${pct(g.amount ? (g.used / g.amount) * 100 : 0)} of ${num(g.amount)}`)));
+      `${name}: ${pct(g.amount ? (g.used / g.amount) * 100 : 0)} of ${amount(g.metric, g.amount)}`)));
 }
 
 function providerGroup(p, admin, act) {

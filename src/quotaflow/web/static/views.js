@@ -3,7 +3,7 @@
 
 import { bars, colorOf, emptyChart, legend, lines, runway, stackedBars } from "./charts.js";
 import { h } from "./dom.js";
-import { clock, compact, dateTime, ms, num, pct, plural, usd, windowName } from "./format.js";
+import { amount, clock, compact, dateTime, ms, num, pct, plural, usd, windowName } from "./format.js";
 import { badge, when } from "./keys.js";
 
 const EMERGENCY_TONE = { normal: "ok", warning: "warning", critical: "critical", emergency: "critical" };
@@ -212,7 +212,7 @@ export function renderAgents(agents) {
         h("div", { class: "bar thin", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
           "aria-valuenow": Math.min(b.used_pct, 100).toFixed(1), "aria-label": `${a.name} ${b.metric} budget` },
         h("div", { class: `fill state-${b.state}`, "data-pct": Math.min(b.used_pct, 100).toFixed(2) })),
-        h("span", { class: "muted" }, `${num(b.used)} / ${num(b.amount)}`)))
+        h("span", { class: "muted" }, `${amount(b.metric, b.used)} / ${amount(b.metric, b.amount)}`)))
         : h("span", { class: "muted" }, "no budget")))))))];
 }
 
