@@ -27,6 +27,7 @@ class State(StrEnum):
     DEPLETED = "depleted"
     INVALID = "invalid"  # the provider rejected the key (401/403): not a quota state
     DISABLED = "disabled"  # an operator disabled the key (or every key): not a quota state
+    COOLING = "cooling"  # no key can serve for now: rate limited or failing, not out of quota
 
 
 @dataclass(slots=True)  # a value, not frozen: see quotaflow.types

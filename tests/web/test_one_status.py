@@ -224,3 +224,23 @@ async def test_a_provider_with_every_key_disabled_or_invalid_says_so(
     assert "alpha: disabled by an operator" in openai["reason"]
     assert "bravo: invalid: " in openai["reason"]
     assert [k["state"] for k in openai["keys"]] == ["disabled", "invalid", "disabled"]
+
+
+async def test_a_provider_whose_only_serving_key_cools_down_reads_cooling_not_depleted(
+    api: Api, fake: FakeProviderHandle
+) -> None:
+    """A key rate limited for a few seconds is not out of quota: a provider whose other keys
+    are disabled and whose last one cools down says so (the dashboard's picture showed
+    DEPLETED at 42 % used)."""
+    from quotaflow.fake_provider.faults import Fault
+
+    await api.disable("alpha")
+    await api.disable("charlie")
+    fake.state.faults.add(Fault(kind="status", key=SECRETS["bravo"], status=429, retry_after=30))
+    status, body = await api.chat()
+    assert status == 429, body
+    seen = await surfaces(api)
+    openai = seen["status"]["providers"][0]
+    assert (openai["state"], openai["available"]) == ("cooling", False)
+    assert openai["remaining"] > 0
+    assert "bravo: " in openai["reason"] and "rate limited" in openai["reason"]

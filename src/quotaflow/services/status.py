@@ -167,13 +167,16 @@ async def provider_statuses(gw: Gateway) -> list[ProviderStatus]:
 def blocked_state(rows: list[KeyStatus]) -> State:
     """The state of a provider none of whose keys can serve: INVALID when the provider
     rejected every key, DISABLED when each is disabled or rejected (not a quota matter
-    either), else DEPLETED."""
+    either), DEPLETED when one is out of quota, else COOLING (rate limited or failing for
+    now, with quota left)."""
     kinds = {r.block.kind if r.block else DEPLETED for r in rows}
     if kinds == {INVALID}:
         return State.INVALID
     if kinds <= {DISABLED, INVALID}:
         return State.DISABLED
-    return State.DEPLETED
+    if DEPLETED in kinds:
+        return State.DEPLETED
+    return State.COOLING
 
 
 def blocked_reason(rows: list[KeyStatus]) -> str:

@@ -57,7 +57,9 @@ KEY_STATUS = obj(
         "quota_used": NUM,
         "remaining": NUM,
         "used_pct": NUM,
-        "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid", "disabled"]},
+        "state": {
+            "enum": ["ok", "warning", "critical", "depleted", "invalid", "disabled", "cooling"]
+        },
         "available": BOOL,
         "limits": {"type": "array", "items": ref("Limit")},
     }
@@ -69,7 +71,9 @@ PROVIDER_STATUS = obj(
         "quota_used": NUM,
         "remaining": NUM,
         "used_pct": NUM,
-        "state": {"enum": ["ok", "warning", "critical", "depleted", "invalid", "disabled"]},
+        "state": {
+            "enum": ["ok", "warning", "critical", "depleted", "invalid", "disabled", "cooling"]
+        },
         "keys": {"type": "array", "items": ref("KeyStatus")},
     }
 )
