@@ -4,18 +4,13 @@ real app and a SQLite ledger (restarted on the same data folder)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiohttp.test_utils import TestServer
-
-from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.services.keys import KEY_STATE_SETTING
 from quotaflow.testing import config
-from quotaflow.web.app import create_app
+from tests.web.app_client import AppClient, served_app
 
 CONFIG = {
     "providers": [{"name": "openai", "protocol": "openai", "base_url": "http://127.0.0.1:9/v1",
@@ -25,19 +20,7 @@ OLD = {"provider": "openai", "api_key": "sk-ids-old-key-0002", "quota_total": 10
 NEW = {"provider": "openai", "api_key": "sk-ids-brand-new-0003", "quota_total": 100}
 
 
-class Api:
-    def __init__(
-        self, server: TestServer, http: aiohttp.ClientSession, token: str, mg: Runtime
-    ) -> None:
-        self.server, self.http, self.token, self.mg = server, http, token, mg
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"authorization": f"Bearer {self.token}"}
-        async with self.http.request(
-            method, self.server.make_url(path), json=body, headers=headers
-        ) as r:
-            return r.status, await r.json()
-
+class Api(AppClient):
     async def ok(self, method: str, path: str, body: Any = None) -> Any:
         status, out = await self.call(method, path, body)
         assert status == 200 and out["success"] is True, out
@@ -56,19 +39,8 @@ class Api:
         return {t.group: t.total_tokens for t in totals}
 
 
-@asynccontextmanager
-async def serving(home: Path, token: str | None = None) -> AsyncIterator[Api]:
-    gw = build_gateway(config(CONFIG), home)
-    mg = Runtime.build(gw, home, admin_token=token)
-    server = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            admin = token or mg.new_admin_token
-            assert admin is not None
-            yield Api(server, http, admin, mg)
-    finally:
-        await server.close()
+def serving(home: Path, token: str | None = None) -> AbstractAsyncContextManager[Api]:
+    return served_app(config(CONFIG), home, Api, admin_token=token)
 
 
 async def used_then_deleted(api: Api) -> str:

@@ -13,15 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from quotaflow.cli.status import local_status
 from quotaflow.fake_provider import FakeProviderHandle, KeyState, running_fake_provider
-from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
-from quotaflow.web.app import create_app
+from tests.web.app_client import AppClient, served_app
 
 SECRETS = {
     "alpha": "sk-one-status-alpha-0001",
@@ -33,18 +30,7 @@ LEVEL = {"healthy": "ok", "ok": "ok", "warning": "warning", "degraded": "warning
 LEVEL["critical"] = "critical"
 
 
-class Api:
-    def __init__(
-        self, server: TestServer, http: aiohttp.ClientSession, token: str, mg: Runtime
-    ) -> None:
-        self.server, self.http, self.token, self.mg = server, http, token, mg
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"authorization": f"Bearer {self.token}"}
-        url = self.server.make_url(path)
-        async with self.http.request(method, url, json=body, headers=headers) as r:
-            return r.status, await r.json()
-
+class Api(AppClient):
     async def get(self, path: str) -> Any:
         status, body = await self.call("GET", path)
         assert status == 200, (path, body)
@@ -52,10 +38,7 @@ class Api:
 
     async def chat(self, key: str | None = None) -> tuple[int, Any]:
         body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
-        headers = {"authorization": f"Bearer {key}"} if key else {}
-        url = self.server.make_url("/v1/chat/completions")
-        async with self.http.post(url, json=body, headers=headers) as r:
-            return r.status, await r.json()
+        return await self.call("POST", "/v1/chat/completions", body, token=key)
 
     async def disable(self, key_id: str) -> None:
         status, body = await self.call("POST", f"/api/keys/{key_id}/disable", {})
@@ -87,35 +70,16 @@ async def fake() -> AsyncIterator[FakeProviderHandle]:
         yield handle
 
 
-async def serving(tmp_path: Path, fake: FakeProviderHandle, bravo_requests: int | None) -> Api:
-    home = tmp_path / "home"
-    gw = build_gateway(config(cfg(fake.base_url, bravo_requests)), home)
-    mg = Runtime.build(gw, home)
-    srv = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
-    await srv.start_server()
-    http = aiohttp.ClientSession()
-    assert mg.new_admin_token is not None
-    return Api(srv, http, mg.new_admin_token, mg)
-
-
 @pytest.fixture
 async def api(tmp_path: Path, fake: FakeProviderHandle) -> AsyncIterator[Api]:
-    a = await serving(tmp_path, fake, bravo_requests=None)
-    try:
+    async with served_app(config(cfg(fake.base_url, None)), tmp_path / "home", Api) as a:
         yield a
-    finally:
-        await a.http.close()
-        await a.server.close()
 
 
 @pytest.fixture
 async def small_bravo(tmp_path: Path, fake: FakeProviderHandle) -> AsyncIterator[Api]:
-    a = await serving(tmp_path, fake, bravo_requests=2)
-    try:
+    async with served_app(config(cfg(fake.base_url, 2)), tmp_path / "home", Api) as a:
         yield a
-    finally:
-        await a.http.close()
-        await a.server.close()
 
 
 async def agents_at_their_budgets(api: Api, *names: str) -> None:

@@ -8,31 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
 from quotaflow.web.api.openapi_spec import build_spec
-from quotaflow.web.app import create_app
-
-
-class Api:
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession, token: str) -> None:
-        self.server, self.http, self.token = server, http, token
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """``body=None``: no body and no content type (``curl -X POST``)."""
-        headers = {"authorization": f"Bearer {self.token}"}
-        async with self.http.request(
-            method,
-            self.server.make_url(path),
-            json=body,
-            headers=headers,
-            skip_auto_headers=["content-type"] if body is None else (),
-        ) as r:
-            return r.status, await r.json()
+from tests.web.app_client import AppClient as Api
+from tests.web.app_client import served_app
 
 
 @pytest.fixture
@@ -46,17 +27,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         ],
         "agents": [{"name": "imperium"}],
     })  # fmt: skip
-    home = tmp_path / "home"
-    gw = build_gateway(cfg, home)
-    mg = Runtime.build(gw, home)
-    server = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            assert mg.new_admin_token is not None
-            yield Api(server, http, mg.new_admin_token)
-    finally:
-        await server.close()
+    async with served_app(cfg, tmp_path / "home", Api) as api:
+        yield api
 
 
 def body_schemas() -> dict[str, dict[str, Any]]:

@@ -8,32 +8,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
-from quotaflow.web.app import create_app
+from tests.web.app_client import AppClient, served_app
 
 BUDGET = {"metric": "tokens", "window": "day", "amount": 300}
 BOT1 = {"name": "bot1", "budgets": [BUDGET], "max_tokens_per_request": 50}
 
 
-class Api:
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession, token: str) -> None:
-        self.server, self.http, self.token = server, http, token
-
-    async def call(
-        self, method: str, path: str, body: Any = None, *, token: str | None = "admin"
-    ) -> tuple[int, Any]:
-        t = self.token if token == "admin" else token
-        headers = {"authorization": f"Bearer {t}"} if t else {}
-        async with self.http.request(
-            method, self.server.make_url(path), json=body, headers=headers
-        ) as r:
-            return r.status, await r.json()
-
+class Api(AppClient):
     async def agent(self, name: str) -> dict[str, Any]:
         status, listed = await self.call("GET", "/api/agents")
         assert status == 200, listed
@@ -47,17 +31,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                        "models": ["gpt-4o-mini"], "keys": [{"id": "openai-1", "secret": "sk-adm-0001"}]}],
         "agents": [{"name": "imperium"}],
     })  # fmt: skip
-    home = tmp_path / "home"
-    gw = build_gateway(cfg, home)
-    mg = Runtime.build(gw, home)
-    server = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            assert mg.new_admin_token is not None
-            yield Api(server, http, mg.new_admin_token)
-    finally:
-        await server.close()
+    async with served_app(cfg, tmp_path / "home", Api) as api:
+        yield api
 
 
 async def test_posting_an_existing_agent_name_is_refused_and_keeps_the_agent(api: Api) -> None:

@@ -7,31 +7,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from quotaflow.fake_provider import running_fake_provider
-from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
-from quotaflow.web.app import create_app
+from tests.web.app_client import AppClient, served_app
 
 MODEL = "llama-3.3-70b-versatile"
 
 
-class Api:
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession, token: str) -> None:
-        self.server, self.http, self.token = server, http, token
-
-    async def call(
-        self, method: str, path: str, body: Any = None, *, token: str | None = "admin"
-    ) -> tuple[int, Any]:
-        headers = {"authorization": f"Bearer {self.token}"} if token == "admin" else {}
-        async with self.http.request(
-            method, self.server.make_url(path), json=body, headers=headers
-        ) as r:
-            return r.status, await r.json()
-
+class Api(AppClient):
     async def chat(self) -> dict[str, Any]:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
         async with self.http.post(
@@ -50,17 +35,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                            "models": [MODEL], "keys": [{"id": "groq-1", "secret": "gsk-web-0001"}]}],
             "settings": {"strategy": "learned"},
         })  # fmt: skip
-        home = tmp_path / "home"
-        gw = build_gateway(cfg, home)
-        mg = Runtime.build(gw, home)
-        server = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with aiohttp.ClientSession() as http:
-                assert mg.new_admin_token is not None
-                yield Api(server, http, mg.new_admin_token)
-        finally:
-            await server.close()
+        async with served_app(cfg, tmp_path / "home", Api) as api:
+            yield api
 
 
 async def test_feedback_by_request_id_lands_on_the_key_model_that_answered(api: Api) -> None:

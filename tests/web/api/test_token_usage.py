@@ -8,14 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from quotaflow.fake_provider import running_fake_provider
-from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
-from quotaflow.web.app import create_app
+from tests.web.app_client import AppClient, served_app
 
 BOT, OTHER = "qf-bot-usage-summary-key-0001", "qf-other-usage-summary-key-02"
 IDLE = "qf-idle-usage-summary-key-003"
@@ -23,14 +20,7 @@ OPENAI_MODEL, GROQ_MODEL = "gpt-4o-mini", "llama-3.1-8b-instant"
 USAGE = ("tokens_used", "requests", "cost_usd")
 
 
-class Api:
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession, token: str) -> None:
-        self.server, self.http, self.admin_token = server, http, token
-
-    def headers(self, token: str | None) -> dict[str, str]:
-        t = self.admin_token if token == "admin" else token
-        return {"authorization": f"Bearer {t}"} if t else {}
-
+class Api(AppClient):
     async def chat(self, token: str, model: str) -> None:
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
         url = self.server.make_url("/v1/chat/completions")
@@ -63,23 +53,15 @@ def cfg(base_url: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running_fake_provider(protocol="openai") as fake:
-        home = tmp_path / "home"
-        gw = build_gateway(config(cfg(fake.base_url)), home)
-        mg = Runtime.build(gw, home)
-        srv = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
-        await srv.start_server()
-        try:
-            async with aiohttp.ClientSession() as http:
-                assert mg.new_admin_token is not None
-                a = Api(srv, http, mg.new_admin_token)
-                await a.chat(BOT, OPENAI_MODEL)
-                await a.chat(BOT, OPENAI_MODEL)
-                await a.chat(OTHER, OPENAI_MODEL)
-                await a.chat(OTHER, GROQ_MODEL)  # a provider bot never used
-                yield a
-        finally:
-            await srv.close()
+    async with (
+        running_fake_provider(protocol="openai") as fake,
+        served_app(config(cfg(fake.base_url)), tmp_path / "home", Api) as a,
+    ):
+        await a.chat(BOT, OPENAI_MODEL)
+        await a.chat(BOT, OPENAI_MODEL)
+        await a.chat(OTHER, OPENAI_MODEL)
+        await a.chat(OTHER, GROQ_MODEL)  # a provider bot never used
+        yield a
 
 
 def usage(d: dict[str, Any]) -> tuple[Any, ...]:

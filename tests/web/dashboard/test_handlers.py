@@ -13,34 +13,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from quotaflow.fake_provider import running_fake_provider
-from quotaflow.runtime import Runtime, build_gateway
 from quotaflow.testing import config
-from quotaflow.web.app import create_app
+from tests.web.app_client import AppClient, served_app
 
 SECRETS = ("sk-dash-openai-0001", "gsk-dash-groq-0002")
 
 
-class Api:
-    def __init__(
-        self, server: TestServer, http: aiohttp.ClientSession, token: str, mg: Runtime
-    ) -> None:
-        self.server, self.http, self.token, self.mg = server, http, token, mg
-
-    def headers(self, token: str | None) -> dict[str, str]:
-        t = self.token if token == "admin" else token
-        return {"authorization": f"Bearer {t}"} if t else {}
-
-    async def call(
-        self, method: str, path: str, body: Any = None, *, token: str | None = "admin"
-    ) -> tuple[int, Any]:
-        async with self.http.request(
-            method, self.server.make_url(path), json=body, headers=self.headers(token)
-        ) as r:
-            return r.status, await r.json()
-
+class Api(AppClient):
     async def chat(self, model: str = "auto") -> None:
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
         async with self.http.post(self.server.make_url("/v1/chat/completions"), json=body) as r:
@@ -65,18 +46,11 @@ def cfg(base_url: str, server: dict[str, Any] | None = None) -> dict[str, Any]:
 
 @asynccontextmanager
 async def serving(tmp_path: Path, server: dict[str, Any] | None = None) -> AsyncIterator[Api]:
-    async with running_fake_provider(protocol="openai") as fake:
-        home = tmp_path / "home"
-        gw = build_gateway(config(cfg(fake.base_url, server)), home)
-        mg = Runtime.build(gw, home)
-        srv = TestServer(create_app(gw, runtime=mg), host="127.0.0.1")
-        await srv.start_server()
-        try:
-            async with aiohttp.ClientSession() as http:
-                assert mg.new_admin_token is not None
-                yield Api(srv, http, mg.new_admin_token, mg)
-        finally:
-            await srv.close()
+    async with (
+        running_fake_provider(protocol="openai") as fake,
+        served_app(config(cfg(fake.base_url, server)), tmp_path / "home", Api) as a,
+    ):
+        yield a
 
 
 @pytest.fixture
